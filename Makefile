@@ -1,0 +1,49 @@
+# Two commands on a fresh machine: `make run` (the whole pipeline, foreground) and
+# `make test` (installs everything, starts the stack, runs pytest).
+SHELL := /bin/bash
+PYTHON ?= python3.11
+VENV := .venv
+BIN := $(VENV)/bin
+KAFKA_LIBS := .local/kafka/libs
+
+.PHONY: deps run test unit lint stack-up stack-down chaos bench clean
+
+deps: $(VENV)/.installed $(KAFKA_LIBS)/.installed .local/.postgres-installed
+
+$(VENV)/.installed: pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[dev]'
+	@touch $@
+
+$(KAFKA_LIBS)/.installed: deploy/kafka/pom.xml
+	@echo "resolving the Kafka broker's jars from Maven Central (deploy/kafka/pom.xml)"
+	@rm -rf $(KAFKA_LIBS) && mkdir -p $(KAFKA_LIBS)
+	mvn -B -q -f deploy/kafka/pom.xml dependency:copy-dependencies \
+	    -DincludeScope=runtime -DoutputDirectory=$(CURDIR)/$(KAFKA_LIBS)
+	@touch $@
+
+.local/.postgres-installed: scripts/ensure-postgres.sh
+	bash scripts/ensure-postgres.sh
+	@mkdir -p .local && touch $@
+
+run: deps
+	$(BIN)/opsmantik run
+
+test: deps
+	bash scripts/test.sh
+
+unit: deps
+	$(BIN)/pytest -q tests/unit
+
+lint: deps
+	$(BIN)/ruff check services tests
+
+stack-up: deps
+	$(BIN)/opsmantik stack up
+
+stack-down:
+	$(BIN)/opsmantik stack down
+
+clean: stack-down
+	rm -rf .local $(VENV)

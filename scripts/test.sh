@@ -1,0 +1,13 @@
+#!/usr/bin/env bash
+# `make test`: start the local stack, run the whole suite. In CI the stack is stopped after.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+.venv/bin/opsmantik stack up || exit 1
+.venv/bin/opsmantik migrate || exit 1
+.venv/bin/ruff check services tests || exit 1
+.venv/bin/pytest -q -p no:cacheprovider "$@"
+rc=$?
+if [ "${CI:-}" = "true" ]; then
+    .venv/bin/opsmantik stack down || true
+fi
+exit $rc

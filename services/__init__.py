@@ -1,0 +1,1 @@
+"""OpsMantik Revenue Kernel."""

@@ -1,0 +1,230 @@
+"""`opsmantik`: the one command-line entry point. Output is for people; `--json` for programs."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+import uuid
+from collections.abc import Callable, Coroutine
+from dataclasses import asdict
+from typing import Any
+
+import asyncpg
+
+from services import sites, stack
+from services.config import Settings, SettingsError
+
+
+def _print_json(obj: Any) -> None:
+    print(json.dumps(obj, default=str, indent=None))
+
+
+async def _connect(settings: Settings) -> asyncpg.Connection:
+    return await asyncpg.connect(settings.database_url)
+
+
+def _with_conn(fn: Callable[[asyncpg.Connection, argparse.Namespace], Coroutine[Any, Any, int]]):
+    async def run(settings: Settings, args: argparse.Namespace) -> int:
+        conn = await _connect(settings)
+        try:
+            return await fn(conn, args)
+        finally:
+            await conn.close()
+
+    return run
+
+
+# ---------------------------------------------------------------- stack
+
+
+def cmd_stack(settings: Settings, args: argparse.Namespace) -> int:
+    if args.action == "up":
+        started = stack.up()
+        print("started: " + ", ".join(started) if started else "already running: kafka, postgres")
+    elif args.action == "down":
+        stopped = stack.down()
+        print("stopped: " + ", ".join(stopped) if stopped else "nothing was running")
+    elif args.action == "status":
+        engines = stack.status()
+        if args.json:
+            _print_json([asdict(e) for e in engines])
+        else:
+            print(f"{'engine':9} {'state':8} {'version':9} {'port':6} {'pid':8} data")
+            for e in engines:
+                state = "running" if e.running else "stopped"
+                print(f"{e.name:9} {state:8} {e.version:9} {e.port:<6} {e.pid or '-':<8} {e.data_dir}")
+        return 0 if all(e.running for e in engines) else 3
+    elif args.action == "env":
+        local = Settings()
+        print(f"export OPSMANTIK_DATABASE_URL={local.database_url}")
+        print(f"export OPSMANTIK_KAFKA_BOOTSTRAP={local.kafka_bootstrap}")
+    return 0
+
+
+# ---------------------------------------------------------------- migrate
+
+
+async def cmd_migrate(settings: Settings, args: argparse.Namespace) -> int:
+    from services.db.migrate import migrate
+    from services.kafka import ensure_topics
+
+    conn = await _connect(settings)
+    try:
+        applied = await migrate(conn)
+    finally:
+        await conn.close()
+    topics = await asyncio.to_thread(ensure_topics, settings)
+    if args.json:
+        _print_json({"applied": applied, "topics_created": topics})
+    else:
+        print(f"migrations applied: {', '.join(applied) or 'none (up to date)'}")
+        print(f"topics created: {', '.join(topics) or 'none (present)'}")
+    return 0
+
+
+# ---------------------------------------------------------------- sites and keys
+
+
+@_with_conn
+async def cmd_sites_create(conn: asyncpg.Connection, args: argparse.Namespace) -> int:
+    key = await sites.create_site_with_key(
+        conn, args.name, monthly_quota=args.monthly_quota, hard_cap=args.hard_cap,
+        rate=args.rate, burst=args.burst,
+    )
+    if args.json:
+        _print_json({"site_id": str(key.site_id), "api_key": key.api_key, "key_id": str(key.key_id)})
+    else:
+        print(f"site_id: {key.site_id}\napi_key: {key.api_key}\n(the key is shown only once; store it now)")
+    return 0
+
+
+@_with_conn
+async def cmd_sites_list(conn: asyncpg.Connection, args: argparse.Namespace) -> int:
+    rows = await sites.list_sites(conn)
+    if args.json:
+        _print_json([asdict(s) for s in rows])
+        return 0
+    print(f"{'site_id':36}  {'name':20} {'quota':>10} {'hard_cap':>10} {'rate':>8} {'burst':>6} keys")
+    for s in rows:
+        print(f"{s.site_id}  {s.name[:20]:20} {s.monthly_quota or '-':>10} {s.hard_cap or '-':>10} "
+              f"{s.rate_per_s:>8g} {s.burst:>6} {s.active_keys}")
+    return 0
+
+
+@_with_conn
+async def cmd_keys_create(conn: asyncpg.Connection, args: argparse.Namespace) -> int:
+    key = await sites.create_key(conn, args.site_id)
+    if args.json:
+        _print_json({"site_id": str(key.site_id), "key_id": str(key.key_id), "api_key": key.api_key})
+    else:
+        print(f"key_id: {key.key_id}\napi_key: {key.api_key}\n(the key is shown only once)")
+    return 0
+
+
+@_with_conn
+async def cmd_keys_revoke(conn: asyncpg.Connection, args: argparse.Namespace) -> int:
+    if not await sites.revoke_key(conn, args.key_id):
+        print(f"no active key {args.key_id}", file=sys.stderr)
+        return 1
+    print(f"revoked {args.key_id} (gateways stop accepting it within their key cache TTL)")
+    return 0
+
+
+# ---------------------------------------------------------------- services
+
+
+def _service(module: str) -> Callable[[Settings, argparse.Namespace], int]:
+    """Import a service lazily: `opsmantik stack status` should not load Faust."""
+
+    def run(settings: Settings, args: argparse.Namespace) -> int:
+        import importlib
+
+        return importlib.import_module(module).main(settings, args)
+
+    return run
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="opsmantik", description="OpsMantik Revenue Kernel")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    s = sub.add_parser("stack", help="local Kafka + Postgres under .local/")
+    s.add_argument("action", choices=["up", "down", "status", "env"])
+    s.add_argument("--json", action="store_true")
+    s.set_defaults(func=cmd_stack)
+
+    s = sub.add_parser("migrate", help="apply schemas/ migrations and create the topics (idempotent)")
+    s.add_argument("--json", action="store_true")
+    s.set_defaults(func=cmd_migrate)
+
+    sites_p = sub.add_parser("sites", help="tenants").add_subparsers(dest="action", required=True)
+    s = sites_p.add_parser("create", help="create a site and its first API key")
+    s.add_argument("name")
+    s.add_argument("--monthly-quota", type=int, help="soft quota: events past it are `overlimit`")
+    s.add_argument("--hard-cap", type=int, help="hard cap: the gateway answers 429 once reached")
+    s.add_argument("--rate", type=float, default=1000.0, help="requests/s (default 1000)")
+    s.add_argument("--burst", type=int, default=2000, help="requests (default 2000)")
+    s.add_argument("--json", action="store_true")
+    s.set_defaults(func=cmd_sites_create)
+    s = sites_p.add_parser("list")
+    s.add_argument("--json", action="store_true")
+    s.set_defaults(func=cmd_sites_list)
+
+    keys_p = sub.add_parser("keys", help="API keys").add_subparsers(dest="action", required=True)
+    s = keys_p.add_parser("create", help="a new key for a site (shown once)")
+    s.add_argument("site_id", type=uuid.UUID)
+    s.add_argument("--json", action="store_true")
+    s.set_defaults(func=cmd_keys_create)
+    s = keys_p.add_parser("revoke")
+    s.add_argument("key_id", type=uuid.UUID)
+    s.set_defaults(func=cmd_keys_revoke)
+
+    s = sub.add_parser("gateway", help="the HTTP ingest gateway")
+    s.add_argument("--host")
+    s.add_argument("--port", type=int)
+    s.set_defaults(func=_service("services.gateway.main"))
+    sub.add_parser("worker", help="the ledger worker (Faust)").set_defaults(
+        func=_service("services.worker.main"))
+    sub.add_parser("relay", help="drains the outbox to Kafka").set_defaults(
+        func=_service("services.relay.main"))
+    s = sub.add_parser("run", help="stack + migrate + demo site + gateway + worker + relay")
+    s.add_argument("--port", type=int)
+    s.set_defaults(func=_service("services.run"))
+
+    s = sub.add_parser("reconcile", help="invoice vs ledger; exit 1 on drift")
+    s.add_argument("--month", required=True, help="YYYY-MM")
+    s.add_argument("--json", action="store_true")
+    s.set_defaults(func=_service("services.reconcile"))
+    s = sub.add_parser("slo-report", help="the SLO figures for a month")
+    s.add_argument("--month", required=True, help="YYYY-MM")
+    s.add_argument("--json", action="store_true")
+    s.set_defaults(func=_service("services.slo"))
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        settings = Settings.from_env()
+    except SettingsError as exc:
+        print(exc, file=sys.stderr)
+        return 2
+    try:
+        result = args.func(settings, args)
+        if asyncio.iscoroutine(result):
+            result = asyncio.run(result)
+        return int(result or 0)
+    except stack.StackError as exc:
+        print(f"stack: {exc}", file=sys.stderr)
+        return 1
+    except (OSError, asyncpg.PostgresError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,109 @@
+"""One typed settings object, read from the environment and validated at start.
+
+Every setting has a safe default that matches the local stack (`opsmantik stack up`),
+so `make run` works with no environment at all. `Settings.from_env()` gathers every
+problem before failing, so a misconfigured deployment is fixed in one pass.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, fields
+from urllib.parse import urlsplit
+
+LOCAL_PG_PORT = 15432
+LOCAL_KAFKA_PORT = 19092
+LOCAL_DATABASE_URL = f"postgresql://opsmantik@127.0.0.1:{LOCAL_PG_PORT}/opsmantik"
+LOCAL_KAFKA_BOOTSTRAP = f"127.0.0.1:{LOCAL_KAFKA_PORT}"
+
+
+class SettingsError(ValueError):
+    """Raised with every invalid setting listed, one per line."""
+
+    def __init__(self, problems: list[str]) -> None:
+        self.problems = problems
+        super().__init__("invalid settings:\n  " + "\n  ".join(problems))
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Environment variable = OPSMANTIK_ + the field name upper-cased."""
+
+    database_url: str = LOCAL_DATABASE_URL
+    kafka_bootstrap: str = LOCAL_KAFKA_BOOTSTRAP
+    topic: str = "opsmantik.ingest.v1"
+    billable_topic: str = "opsmantik.billable.v1"
+    topic_partitions: int = 6
+    # Gateway
+    gateway_host: str = "127.0.0.1"
+    gateway_port: int = 8080
+    max_body_bytes: int = 1024 * 1024
+    max_batch_events: int = 1000
+    delivery_timeout_ms: int = 250  # breaker opens when the broker cannot ack within this
+    key_cache_ttl_s: float = 60.0
+    unknown_key_ttl_s: float = 5.0
+    usage_refresh_s: float = 1.0
+    usage_stale_s: float = 10.0  # cache older than this → events are `degraded`
+    default_rate: float = 1000.0  # requests/s per site
+    default_burst: int = 2000
+    # Worker
+    worker_group: str = "opsmantik-worker"
+    worker_batch: int = 2000
+    worker_batch_within_s: float = 0.05
+    # Relay
+    relay_batch: int = 1000
+    relay_idle_s: float = 0.2
+    db_pool_min: int = 1
+    db_pool_max: int = 10
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
+        env = os.environ if env is None else env
+        values: dict[str, object] = {}
+        problems: list[str] = []
+        for f in fields(cls):
+            name = "OPSMANTIK_" + f.name.upper()
+            raw = env.get(name)
+            if raw is None or raw == "":
+                continue
+            kind = type(f.default)
+            try:
+                values[f.name] = kind(raw)
+            except ValueError:
+                problems.append(f"{name}={raw!r}: expected {kind.__name__}")
+        settings = cls(**values)  # type: ignore[arg-type]
+        problems.extend(settings.validate())
+        if problems:
+            raise SettingsError(problems)
+        return settings
+
+    def validate(self) -> list[str]:
+        problems: list[str] = []
+        url = urlsplit(self.database_url)
+        if url.scheme not in ("postgresql", "postgres") or not url.hostname:
+            problems.append(
+                "OPSMANTIK_DATABASE_URL: expected postgresql://user@host:port/db, "
+                f"got scheme {url.scheme!r}"
+            )
+        for part in self.kafka_bootstrap.split(","):
+            host, _, port = part.strip().rpartition(":")
+            if not host or not port.isdigit():
+                problems.append(f"OPSMANTIK_KAFKA_BOOTSTRAP: {part!r} is not host:port")
+        if not self.topic or not self.billable_topic:
+            problems.append("OPSMANTIK_TOPIC and OPSMANTIK_BILLABLE_TOPIC must not be empty")
+        if self.topic_partitions < 1:
+            problems.append("OPSMANTIK_TOPIC_PARTITIONS must be >= 1")
+        if not 0 < self.gateway_port < 65536:
+            problems.append(f"OPSMANTIK_GATEWAY_PORT: {self.gateway_port} is not a port")
+        for name in ("max_body_bytes", "max_batch_events", "delivery_timeout_ms", "worker_batch",
+                     "relay_batch", "default_burst", "db_pool_min", "db_pool_max"):
+            if getattr(self, name) < 1:
+                problems.append(f"OPSMANTIK_{name.upper()} must be >= 1")
+        for name in ("key_cache_ttl_s", "unknown_key_ttl_s", "usage_refresh_s", "usage_stale_s",
+                     "default_rate", "worker_batch_within_s", "relay_idle_s"):
+            if getattr(self, name) <= 0:
+                problems.append(f"OPSMANTIK_{name.upper()} must be > 0")
+        if self.db_pool_min > self.db_pool_max:
+            problems.append("OPSMANTIK_DB_POOL_MIN must be <= OPSMANTIK_DB_POOL_MAX")
+        return problems

@@ -1,0 +1,1 @@
+"""Postgres access: the connection pool, named queries and migrations."""

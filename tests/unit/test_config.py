@@ -1,0 +1,31 @@
+import pytest
+
+from services.config import LOCAL_DATABASE_URL, Settings, SettingsError
+
+
+def test_defaults_point_at_the_local_stack():
+    s = Settings.from_env({})
+    assert s.database_url == LOCAL_DATABASE_URL
+    assert s.kafka_bootstrap == "127.0.0.1:19092"
+    assert s.topic == "opsmantik.ingest.v1"
+    assert s.gateway_port == 8080
+
+
+def test_env_values_are_typed():
+    s = Settings.from_env({"OPSMANTIK_GATEWAY_PORT": "9000", "OPSMANTIK_USAGE_STALE_S": "2.5",
+                           "OPSMANTIK_TOPIC": "t"})
+    assert (s.gateway_port, s.usage_stale_s, s.topic) == (9000, 2.5, "t")
+
+
+def test_every_problem_is_listed_at_once():
+    with pytest.raises(SettingsError) as err:
+        Settings.from_env({
+            "OPSMANTIK_DATABASE_URL": "mysql://x",
+            "OPSMANTIK_KAFKA_BOOTSTRAP": "nohostport",
+            "OPSMANTIK_GATEWAY_PORT": "eighty",
+            "OPSMANTIK_MAX_BATCH_EVENTS": "0",
+        })
+    text = str(err.value)
+    assert len(err.value.problems) == 4
+    for name in ("DATABASE_URL", "KAFKA_BOOTSTRAP", "GATEWAY_PORT", "MAX_BATCH_EVENTS"):
+        assert name in text
