@@ -41,13 +41,13 @@ def _with_conn(fn: Callable[[asyncpg.Connection, argparse.Namespace], Coroutine[
 
 def cmd_stack(settings: Settings, args: argparse.Namespace) -> int:
     if args.action == "up":
-        started = stack.up()
+        started = stack.Stack().up()
         print("started: " + ", ".join(started) if started else "already running: kafka, postgres")
     elif args.action == "down":
-        stopped = stack.down()
+        stopped = stack.Stack().down()
         print("stopped: " + ", ".join(stopped) if stopped else "nothing was running")
     elif args.action == "status":
-        engines = stack.status()
+        engines = stack.Stack().status()
         if args.json:
             _print_json([asdict(e) for e in engines])
         else:
