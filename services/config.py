@@ -51,9 +51,14 @@ class Settings:
     worker_group: str = "opsmantik-worker"
     worker_batch: int = 2000
     worker_batch_within_s: float = 0.05
+    worker_metrics_port: int = 9101  # Prometheus /metrics of the worker; 0 = off
+    worker_retry_max_s: float = 60.0  # a DB/publish failure retried this long, then exit non-zero
+    worker_watchdog_s: float = 30.0  # committed offset still while lag grows this long → restart
+    reconcile_interval_s: float = 300.0  # worker's periodic reconcile (drift metric)
     # Relay
     relay_batch: int = 1000
     relay_idle_s: float = 0.2
+    relay_metrics_port: int = 9102  # 0 = off
     db_pool_min: int = 1
     db_pool_max: int = 10
 
@@ -101,9 +106,13 @@ class Settings:
             if getattr(self, name) < 1:
                 problems.append(f"OPSMANTIK_{name.upper()} must be >= 1")
         for name in ("key_cache_ttl_s", "unknown_key_ttl_s", "usage_refresh_s", "usage_stale_s",
-                     "default_rate", "worker_batch_within_s", "relay_idle_s"):
+                     "default_rate", "worker_batch_within_s", "relay_idle_s", "worker_retry_max_s",
+                     "worker_watchdog_s", "reconcile_interval_s"):
             if getattr(self, name) <= 0:
                 problems.append(f"OPSMANTIK_{name.upper()} must be > 0")
+        for name in ("worker_metrics_port", "relay_metrics_port"):
+            if not 0 <= getattr(self, name) < 65536:
+                problems.append(f"OPSMANTIK_{name.upper()} must be a port or 0 (off)")
         if self.db_pool_min > self.db_pool_max:
             problems.append("OPSMANTIK_DB_POOL_MIN must be <= OPSMANTIK_DB_POOL_MAX")
         return problems
