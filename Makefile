@@ -39,6 +39,15 @@ unit: deps
 lint: deps
 	$(BIN)/ruff check services tests
 
+# Fault injection (docs/reliability.md): short = the CI subset (scenarios 1, 4, 5, 6, one run
+# each, < 10 min); `make chaos LONG=1` = all nine scenarios, three seeds each. SEED=S reruns a seed.
+chaos: deps
+ifeq ($(LONG),1)
+	$(BIN)/python -m tests.chaos --long $(if $(SEED),--seed $(SEED))
+else
+	OPSMANTIK_CHAOS=1 $(if $(SEED),OPSMANTIK_CHAOS_SEED=$(SEED)) $(BIN)/pytest -q -p no:cacheprovider -s tests/chaos
+endif
+
 stack-up: deps
 	$(BIN)/opsmantik stack up
 

@@ -1,0 +1,284 @@
+"""A private stack (Kafka + Postgres on ports 22xxx) and the pipeline's components as real
+processes (gateway, worker, relay), with the faults the scenarios inject.
+
+One `ChaosStack` serves a whole run; each scenario gets a fresh `Pipeline`: its own database,
+topics and consumer group, so scenarios never see each other's events. Components run under a
+tiny supervisor that restarts a process that died on its own (what systemd's Restart=always
+does in production) and counts those crashes, so a fault that crashes a component is reported
+rather than silently ending the scenario.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import asyncpg
+
+from services.stack import ROOT, Stack
+
+OPSMANTIK = str(ROOT / ".venv" / "bin" / "opsmantik")
+CHAOS_HOME = ROOT / ".local" / "chaos"
+KAFKA_PORT = 22092  # 22093 is its controller
+PG_PORT = 22432
+GATEWAY_BASE_PORT = 22100
+WORKER_METRICS_BASE_PORT = 22200  # every component gets its own port in our 22000-22999 range
+RELAY_METRICS_BASE_PORT = 22300
+STOP_TIMEOUT_S = 10.0
+
+
+class HarnessError(RuntimeError):
+    pass
+
+
+class ChaosStack:
+    """The engines, shared by the scenarios of one run; faults act on them by pid."""
+
+    def __init__(self, home: Path = CHAOS_HOME) -> None:
+        self.stack = Stack(home=home, kafka_port=KAFKA_PORT, pg_port=PG_PORT)
+
+    def up(self) -> None:
+        self.stack.up()
+
+    def down(self) -> None:
+        self.stack.down()
+
+    # Faults. Each blocks (subprocess, sleeps): call them through asyncio.to_thread.
+    def kill_kafka(self) -> None:
+        pid = self.stack.kafka_pid()
+        if pid:
+            _signal(pid, signal.SIGKILL)
+            _wait_dead(pid, STOP_TIMEOUT_S)
+
+    def stop_kafka(self) -> None:
+        pid = self.stack.kafka_pid()
+        if pid:
+            _signal(pid, signal.SIGSTOP)
+
+    def cont_kafka(self) -> None:
+        pid = self.stack.kafka_pid()
+        if pid:
+            _signal(pid, signal.SIGCONT)
+
+    def start_kafka(self) -> None:
+        self.stack.kafka_up()
+
+    def stop_pg(self) -> None:
+        self.stack.pg_down()
+
+    def start_pg(self) -> None:
+        self.stack.pg_up()
+
+
+def _signal(pid: int, sig: int) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, sig)
+
+
+def _wait_dead(pid: int, timeout_s: float) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return
+        stat = Path(f"/proc/{pid}/stat")
+        if stat.exists() and stat.read_text().split(")")[-1].split()[0] == "Z":
+            return
+        time.sleep(0.05)
+
+
+@dataclass
+class Component:
+    """One supervised process: `opsmantik <kind> [args]`."""
+
+    kind: str  # gateway | worker | relay
+    index: int
+    args: list[str]
+    env: dict[str, str]
+    workdir: Path
+    proc: subprocess.Popen[bytes] | None = None
+    crashes: int = 0  # exits the harness did not cause
+    kills: int = 0
+    _expect_exit: bool = False
+
+    @property
+    def name(self) -> str:
+        return f"{self.kind}{self.index}"
+
+    @property
+    def log(self) -> Path:
+        return self.workdir / f"{self.name}.log"
+
+    def start(self) -> None:
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        with open(self.log, "ab") as out:
+            out.write(f"\n==== start {time.strftime('%H:%M:%S')} ====\n".encode())
+            out.flush()
+            # cwd = a private dir: Faust keeps its data dir in the working directory.
+            self.proc = subprocess.Popen([OPSMANTIK, self.kind, *self.args], env=self.env,
+                                         cwd=self.workdir, stdin=subprocess.DEVNULL, stdout=out,
+                                         stderr=subprocess.STDOUT, start_new_session=True)
+        self._expect_exit = False
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def kill(self) -> None:
+        """SIGKILL the process (the fault); the supervisor does not restart it."""
+        if self.proc is not None and self.proc.poll() is None:
+            self._expect_exit = True
+            self.kills += 1
+            self.proc.kill()
+            self.proc.wait(STOP_TIMEOUT_S)
+
+    def stop(self) -> None:
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        self._expect_exit = True
+        self.proc.terminate()
+        try:
+            self.proc.wait(STOP_TIMEOUT_S)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(STOP_TIMEOUT_S)
+
+    def supervise(self) -> bool:
+        """Restart a process that died on its own; True when it did."""
+        if self.proc is None or self._expect_exit or self.proc.poll() is None:
+            return False
+        self.crashes += 1
+        self.start()
+        return True
+
+    def log_tail(self, lines: int = 20) -> str:
+        try:
+            return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
+        except FileNotFoundError:
+            return ""
+
+
+@dataclass
+class Site:
+    site_id: str
+    api_key: str
+
+
+@dataclass
+class Pipeline:
+    """One scenario's database, topics and components on the shared engines."""
+
+    engines: ChaosStack
+    name: str
+    workdir: Path
+    gateways: list[Component] = field(default_factory=list)
+    workers: list[Component] = field(default_factory=list)
+    relays: list[Component] = field(default_factory=list)
+
+    @property
+    def database(self) -> str:
+        return f"chaos_{self.name}"
+
+    @property
+    def database_url(self) -> str:
+        return self.engines.stack.database_url.rsplit("/", 1)[0] + "/" + self.database
+
+    @property
+    def env(self) -> dict[str, str]:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("OPSMANTIK_")}
+        env.update({
+            "OPSMANTIK_DATABASE_URL": self.database_url,
+            "OPSMANTIK_KAFKA_BOOTSTRAP": self.engines.stack.kafka_bootstrap,
+            "OPSMANTIK_TOPIC": f"chaos.{self.name}.ingest.v1",
+            "OPSMANTIK_BILLABLE_TOPIC": f"chaos.{self.name}.billable.v1",
+            "OPSMANTIK_WORKER_GROUP": f"chaos-{self.name}-worker",
+            "PYTHONUNBUFFERED": "1",
+        })
+        return env
+
+    @property
+    def components(self) -> list[Component]:
+        return [*self.gateways, *self.workers, *self.relays]
+
+    @property
+    def gateway_urls(self) -> list[str]:
+        return [f"http://127.0.0.1:{GATEWAY_BASE_PORT + g.index}" for g in self.gateways]
+
+    def opsmantik(self, *args: str, timeout_s: float = 120.0) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([OPSMANTIK, *args], env=self.env, capture_output=True, text=True,
+                              timeout=timeout_s, stdin=subprocess.DEVNULL)
+
+    async def create(self) -> Site:
+        """Fresh database, migrations, topics and one site."""
+        admin = await asyncpg.connect(self.engines.stack.database_url)
+        try:
+            await admin.execute(f'DROP DATABASE IF EXISTS "{self.database}" WITH (FORCE)')
+            await admin.execute(f'CREATE DATABASE "{self.database}"')
+        finally:
+            await admin.close()
+        done = await asyncio.to_thread(self.opsmantik, "migrate")
+        if done.returncode != 0:
+            raise HarnessError(f"migrate failed: {done.stdout}{done.stderr}")
+        # Rate and burst far above the load: 429s here would be rate-limit noise, not faults.
+        made = await asyncio.to_thread(self.opsmantik, "sites", "create", f"chaos-{self.name}",
+                                       "--rate", "100000", "--burst", "100000", "--json")
+        if made.returncode != 0:
+            raise HarnessError(f"sites create failed: {made.stdout}{made.stderr}")
+        info = json.loads(made.stdout.strip().splitlines()[-1])
+        return Site(info["site_id"], info["api_key"])
+
+    def start(self, gateways: int = 1, workers: int = 1, relays: int = 1) -> None:
+        for i in range(gateways):
+            self.gateways.append(Component("gateway", i, ["--host", "127.0.0.1", "--port",
+                                                         str(GATEWAY_BASE_PORT + i)],
+                                           self.env, self.workdir / f"gateway{i}"))
+        for i in range(workers):
+            env = {**self.env, "OPSMANTIK_WORKER_METRICS_PORT": str(WORKER_METRICS_BASE_PORT + i)}
+            self.workers.append(Component("worker", i, [], env, self.workdir / f"worker{i}"))
+        for i in range(relays):
+            env = {**self.env, "OPSMANTIK_RELAY_METRICS_PORT": str(RELAY_METRICS_BASE_PORT + i)}
+            self.relays.append(Component("relay", i, [], env, self.workdir / f"relay{i}"))
+        for c in self.components:
+            c.start()
+
+    def supervise(self) -> None:
+        for c in self.components:
+            c.supervise()
+
+    def stop(self) -> None:
+        for c in self.components:
+            c.stop()
+
+    async def drop(self) -> None:
+        admin = await asyncpg.connect(self.engines.stack.database_url)
+        try:
+            await admin.execute(f'DROP DATABASE IF EXISTS "{self.database}" WITH (FORCE)')
+        finally:
+            await admin.close()
+
+    def crash_report(self) -> dict[str, int]:
+        return {c.name: c.crashes for c in self.components if c.crashes}
+
+
+async def wait_http_ready(url: str, timeout_s: float) -> bool:
+    """Poll GET /healthz until it answers 200 (the gateway is listening)."""
+    import aiohttp
+
+    deadline = time.monotonic() + timeout_s
+    async with aiohttp.ClientSession() as http:
+        while time.monotonic() < deadline:
+            try:
+                async with http.get(url + "/healthz", timeout=aiohttp.ClientTimeout(total=1)) as r:
+                    if r.status == 200:
+                        return True
+            except (TimeoutError, aiohttp.ClientError):
+                pass
+            await asyncio.sleep(0.2)
+    return False
