@@ -1,0 +1,146 @@
+"""The aiohttp application: `create_app(settings)` wires caches, breaker and publishers.
+
+Route handlers live in routes_*.py; they see the gateway only through `State` (and the Publisher
+seam), never through Kafka directly.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+import asyncpg
+import orjson
+from aiohttp import web
+
+from services.config import Settings
+from services.events import Limits
+from services.gateway.auth import KeyCache
+from services.gateway.breaker import STATE_VALUE, Breaker
+from services.gateway.metrics import GatewayMetrics
+from services.gateway.publisher import (
+    FallbackPublisher,
+    KafkaPublisher,
+    OutboxPublisher,
+    Publisher,
+)
+from services.gateway.quota import UsageCache
+from services.gateway.ratelimit import RateLimiter
+from services.gateway.rollup import SloRollup
+
+log = logging.getLogger("opsmantik.gateway")
+SLO_FLUSH_S = 5.0
+BREAKER_COOLDOWN_S = 1.0
+
+
+@dataclass
+class State:
+    settings: Settings
+    pool: asyncpg.Pool
+    keys: KeyCache
+    usage: UsageCache
+    limiter: RateLimiter
+    breaker: Breaker
+    metrics: GatewayMetrics
+    rollup: SloRollup
+    publisher: Publisher
+    kafka: KafkaPublisher | None
+    limits: Limits
+    tasks: list[asyncio.Task[None]] = field(default_factory=list)
+
+
+STATE: web.AppKey[State] = web.AppKey("state", State)
+KNOWN_ROUTES = {"/api/sync", "/api/usage", "/api/billing/dispute-export", "/healthz", "/readyz",
+                "/metrics", "/status"}
+
+
+def json_response(status: int, body: object, headers: dict[str, str] | None = None) -> web.Response:
+    return web.Response(status=status, body=orjson.dumps(body), content_type="application/json",
+                        headers=headers)
+
+
+def error(status: int, code: str, message: str, headers: dict[str, str] | None = None) -> web.Response:
+    return json_response(status, {"error": code, "message": message}, headers)
+
+
+@web.middleware
+async def observe(request: web.Request, handler):  # type: ignore[no-untyped-def]
+    """Metrics for every request; any unexpected exception becomes a 503 (retry is safe), never 500."""
+    started = time.perf_counter()
+    route = request.path if request.path in KNOWN_ROUTES else "other"
+    try:
+        response = await handler(request)
+    except web.HTTPException as exc:  # 404/405 and friends: aiohttp's own 4xx
+        response = exc
+    except asyncio.CancelledError:
+        raise
+    except Exception:
+        log.exception("unhandled error on %s %s", request.method, route)
+        response = error(503, "unavailable", "temporary failure; retrying is safe",
+                         {"Retry-After": "1"})
+    elapsed = time.perf_counter() - started
+    state = request.app[STATE]
+    state.metrics.requests.labels(route, str(response.status)).inc()
+    state.metrics.latency.labels(route).observe(elapsed)
+    if route == "/api/sync":
+        state.rollup.record(response.status, elapsed, request.get("outcomes"))
+    if isinstance(response, web.HTTPException) and response.status >= 400:
+        return error(response.status, response.reason.lower().replace(" ", "_"), response.reason)
+    return response
+
+
+def create_app(settings: Settings, publisher: Publisher | None = None) -> web.Application:
+    """The gateway. With `publisher` given (tests), no Kafka producer is created."""
+    from services.gateway import routes_api, routes_ops
+
+    app = web.Application(middlewares=[observe], client_max_size=settings.max_body_bytes)
+    routes_api.setup(app)
+    routes_ops.setup(app)
+
+    async def startup(app: web.Application) -> None:
+        # min_size=0: the gateway starts (and serves known keys via Kafka) with Postgres down.
+        pool = await asyncpg.create_pool(settings.database_url, min_size=0,
+                                         max_size=settings.db_pool_max, timeout=2.0)
+        metrics = GatewayMetrics()
+        breaker = Breaker(cooldown_s=BREAKER_COOLDOWN_S)
+        breaker.on_change(lambda s: metrics.breaker_state.set(STATE_VALUE[s]))
+        breaker.on_change(lambda s: metrics.breaker_trips.inc() if s == "open" else None)
+        kafka: KafkaPublisher | None = None
+        pub = publisher
+        if pub is None:
+            kafka = KafkaPublisher(settings, on_error=breaker.failure)
+            kafka.start(asyncio.get_running_loop())
+            pub = FallbackPublisher(kafka, OutboxPublisher(pool), breaker,
+                                    deadline_s=settings.delivery_timeout_ms / 1000)
+        state = State(settings, pool, KeyCache(pool, settings.key_cache_ttl_s, settings.unknown_key_ttl_s),
+                      UsageCache(settings.usage_stale_s), RateLimiter(), breaker, metrics, SloRollup(),
+                      pub, kafka, Limits(max_events=settings.max_batch_events))
+        app[STATE] = state
+        today = lambda: datetime.now(UTC).date()  # noqa: E731
+        state.tasks += [
+            asyncio.create_task(state.keys.run()),
+            asyncio.create_task(state.usage.run(pool, settings.usage_refresh_s, today)),
+            asyncio.create_task(state.rollup.run(pool, SLO_FLUSH_S, metrics.slo_flush_failures.inc)),
+        ]
+
+    async def cleanup(app: web.Application) -> None:
+        state = app[STATE]
+        for task in state.tasks:
+            task.cancel()
+        for task in state.tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        if state.kafka is not None:
+            await asyncio.to_thread(state.kafka.close)
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(state.rollup.flush(state.pool), 3.0)
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(state.pool.close(), 3.0)
+
+    app.on_startup.append(startup)
+    app.on_cleanup.append(cleanup)
+    return app

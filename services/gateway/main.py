@@ -1,0 +1,27 @@
+"""`opsmantik gateway [--host H] [--port P]`."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+
+from aiohttp import web
+
+from services.config import Settings
+from services.gateway.app import create_app
+
+
+def main(settings: Settings, args: argparse.Namespace) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    host = getattr(args, "host", None) or settings.gateway_host
+    port = getattr(args, "port", None) or settings.gateway_port
+    try:
+        import uvloop
+
+        asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
+    except ImportError:
+        pass
+    web.run_app(create_app(settings), host=host, port=port, access_log=None,
+                print=lambda msg: logging.getLogger("opsmantik.gateway").info(msg))
+    return 0

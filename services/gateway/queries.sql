@@ -1,0 +1,47 @@
+-- name: keys_by_hashes
+-- Background refresh of every cached key: revocations and new limits take effect within the TTL.
+SELECT k.key_hash, k.site_id, k.key_id, s.monthly_quota, s.hard_cap, s.rate_per_s, s.burst
+FROM api_keys k JOIN sites s ON s.site_id = k.site_id
+WHERE k.key_hash = ANY($1::bytea[]) AND k.revoked_at IS NULL
+
+-- name: usage_since
+SELECT site_id, month, events FROM site_usage_monthly WHERE month >= $1
+
+-- name: insert_outbox
+INSERT INTO ingest_fallback_buffer (site_id, event_id, payload, received_at)
+SELECT $1::uuid, e, p, $4::timestamptz FROM unnest($2::text[], $3::bytea[]) AS t (e, p)
+RETURNING id, event_id
+
+-- name: add_slo_requests
+INSERT INTO slo_requests AS s (minute, instance, requests, errors_5xx, rejected_4xx, rate_limited,
+                               within_500ms, events_by_status)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8::jsonb)
+ON CONFLICT (minute, instance) DO UPDATE SET
+    requests = s.requests + EXCLUDED.requests,
+    errors_5xx = s.errors_5xx + EXCLUDED.errors_5xx,
+    rejected_4xx = s.rejected_4xx + EXCLUDED.rejected_4xx,
+    rate_limited = s.rate_limited + EXCLUDED.rate_limited,
+    within_500ms = s.within_500ms + EXCLUDED.within_500ms,
+    events_by_status = (
+        SELECT coalesce(jsonb_object_agg(k, v), '{}'::jsonb) FROM (
+            SELECT k, sum(v::bigint) AS v FROM (
+                SELECT * FROM jsonb_each_text(s.events_by_status)
+                UNION ALL SELECT * FROM jsonb_each_text(EXCLUDED.events_by_status)
+            ) AS both_sides (k, v) GROUP BY k
+        ) AS summed
+    )
+
+-- name: usage_row
+SELECT site_id, month, events, quantity, overlimit_events, overlimit_quantity, updated_at
+FROM site_usage_monthly WHERE site_id = $1 AND month = $2
+
+-- name: export_rows
+-- Streamed through a server-side cursor; (site_id, billing_month) is indexed.
+SELECT event_id, event_type, occurred_at, usage_month, billing_month, quantity, billing_class, path,
+       received_at, ledgered_at, kafka_partition, kafka_offset
+FROM ingest_idempotency WHERE site_id = $1 AND billing_month = $2
+ORDER BY received_at, event_id
+
+-- name: outbox_depth
+SELECT count(*) AS depth, extract(epoch FROM now() - min(created_at)) AS oldest_s
+FROM ingest_fallback_buffer

@@ -1,0 +1,91 @@
+"""Monthly usage per site from a cache the gateway refreshes in the background.
+
+The quota is business, counted in events per usage month. The gateway only approximates it (the
+worker decides the billing class exactly, event by event): an event is `overlimit` when cached
+usage plus its position among the batch's events of that month passes the soft quota, and a
+request is refused (429 quota_exceeded) once cached usage has reached the hard cap. When the
+cache is older than `stale_s` (or was never loaded) the check fails open: `degraded`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import uuid
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import date
+
+import asyncpg
+
+from services.events import Event
+from services.gateway.auth import SiteAuth
+from services.gateway.sql import Q
+
+log = logging.getLogger(__name__)
+
+
+def previous_month(day: date) -> date:
+    first = day.replace(day=1)
+    return (first.replace(year=first.year - 1, month=12) if first.month == 1
+            else first.replace(month=first.month - 1))
+
+
+@dataclass(frozen=True)
+class QuotaCheck:
+    statuses: list[str]          # per event: accepted / overlimit / degraded
+    exceeded_month: date | None  # set → 429 quota_exceeded
+
+
+@dataclass
+class UsageCache:
+    stale_s: float
+    clock: Callable[[], float] = time.monotonic
+    usage: dict[tuple[uuid.UUID, date], int] = field(default_factory=dict)
+    loaded_at: float | None = None
+
+    def age_s(self) -> float | None:
+        return None if self.loaded_at is None else self.clock() - self.loaded_at
+
+    def is_stale(self) -> bool:
+        age = self.age_s()
+        return age is None or age > self.stale_s
+
+    def load(self, rows: Sequence[tuple[uuid.UUID, date, int]]) -> None:
+        self.usage = {(site, month): events for site, month, events in rows}
+        self.loaded_at = self.clock()
+
+    def check(self, site: SiteAuth, events: Sequence[Event]) -> QuotaCheck:
+        if site.monthly_quota is None and site.hard_cap is None:
+            return QuotaCheck(["accepted"] * len(events), None)  # nothing to check
+        if self.is_stale():
+            return QuotaCheck(["degraded"] * len(events), None)
+        months = {e.usage_month for e in events}
+        if site.hard_cap is not None:
+            for month in sorted(months):
+                if self.usage.get((site.site_id, month), 0) >= site.hard_cap:
+                    return QuotaCheck([], month)
+        statuses: list[str] = []
+        seen: Counter[date] = Counter()
+        for e in events:
+            seen[e.usage_month] += 1
+            used = self.usage.get((site.site_id, e.usage_month), 0) + seen[e.usage_month]
+            over = site.monthly_quota is not None and used > site.monthly_quota
+            statuses.append("overlimit" if over else "accepted")
+        return QuotaCheck(statuses, None)
+
+    async def refresh(self, pool: asyncpg.Pool, today: date, timeout_s: float = 2.0) -> None:
+        # Events may be 35 days old: this month and the previous one cover every valid event.
+        async with pool.acquire(timeout=timeout_s) as conn:
+            rows = await conn.fetch(Q["usage_since"], previous_month(today), timeout=timeout_s)
+        self.load([(r["site_id"], r["month"], r["events"]) for r in rows])
+
+    async def run(self, pool: asyncpg.Pool, interval_s: float, today: Callable[[], date]) -> None:
+        while True:
+            try:
+                await self.refresh(pool, today())
+            except Exception as exc:  # noqa: BLE001 - stale cache → degraded, never an error
+                log.warning("usage cache refresh failed (age %s s): %s", self.age_s(), type(exc).__name__)
+            await asyncio.sleep(interval_s)

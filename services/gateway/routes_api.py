@@ -1,0 +1,185 @@
+"""Tenant routes: POST /api/sync, GET /api/usage, GET /api/billing/dispute-export.
+
+The site always comes from the key, never from the body (an unknown field is a 400), so one
+site's key cannot write into or read another site's ledger.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import re
+from collections import Counter
+from datetime import UTC, date, datetime
+
+import orjson
+from aiohttp import web
+
+from services.events import Event, parse_request
+from services.gateway.app import STATE, State, error, json_response
+from services.gateway.auth import AuthUnavailable, SiteAuth, bearer_key
+from services.gateway.publisher import Unavailable
+from services.gateway.sql import Q
+
+MONTH = re.compile(r"(\d{4})-(0[1-9]|1[0-2])")
+EXPORT_COLUMNS = ("event_id", "event_type", "occurred_at", "usage_month", "billing_month", "quantity",
+                  "billing_class", "path", "received_at", "ledgered_at", "kafka_partition",
+                  "kafka_offset")
+
+
+async def authenticate(request: web.Request, state: State) -> SiteAuth | web.Response:
+    key = bearer_key(request.headers.get("Authorization"))
+    if key is None:
+        return error(401, "unauthorized", "missing or malformed `Authorization: Bearer <key>`",
+                     {"WWW-Authenticate": "Bearer"})
+    try:
+        site = await state.keys.lookup(key)
+    except AuthUnavailable:
+        return error(503, "unavailable", "cannot verify a new key right now; retrying is safe",
+                     {"Retry-After": "1"})
+    if site is None:
+        return error(401, "unauthorized", "unknown or revoked key", {"WWW-Authenticate": "Bearer"})
+    return site
+
+
+def _seconds_to_next_month(now: datetime) -> int:
+    first = now.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
+    nxt = first.replace(year=first.year + 1, month=1) if first.month == 12 else first.replace(
+        month=first.month + 1)
+    return max(1, int((nxt - now).total_seconds()))
+
+
+async def sync(request: web.Request) -> web.Response:
+    state = request.app[STATE]
+    site = await authenticate(request, state)
+    if isinstance(site, web.Response):
+        return site
+    limit = state.limiter.take(site.site_id, site.rate_per_s, site.burst)
+    if not limit.allowed:
+        return error(429, "rate_limited", f"more than {site.rate_per_s:g} requests/s "
+                     f"(burst {site.burst}) for this site", limit.headers())
+    headers = limit.headers()
+    if request.content_type != "application/json":
+        return error(415, "unsupported_media_type", "Content-Type must be application/json", headers)
+    max_bytes = state.settings.max_body_bytes
+    if request.content_length is not None and request.content_length > max_bytes:
+        return error(413, "payload_too_large", f"body larger than {max_bytes} bytes", headers)
+    try:
+        body = await request.read()
+    except web.HTTPRequestEntityTooLarge:
+        return error(413, "payload_too_large", f"body larger than {max_bytes} bytes", headers)
+    now = datetime.now(UTC)
+    parsed = parse_request(body, now, state.limits)
+    if parsed.too_many:
+        return error(413, "payload_too_large", parsed.errors[0].message, headers)
+    if parsed.errors:
+        return json_response(400, {"error": "invalid_request",
+                                   "details": [e.as_dict() for e in parsed.errors[:100]]}, headers)
+    # The same event_id twice in one batch: both reported, produced once (the first one).
+    unique: dict[str, int] = {}
+    events: list[Event] = []
+    for e in parsed.events:
+        if e.event_id not in unique:
+            unique[e.event_id] = len(events)
+            events.append(e)
+    check = state.usage.check(site, events)
+    if check.exceeded_month is not None:
+        headers["Retry-After"] = str(_seconds_to_next_month(now))
+        return error(429, "quota_exceeded",
+                     f"the site reached its hard cap of {site.hard_cap} events for "
+                     f"{check.exceeded_month:%Y-%m}", headers)
+    try:
+        stored = await state.publisher.publish(site.site_id, events, check.statuses, now)
+    except Unavailable:
+        return error(503, "unavailable", "neither the broker nor the outbox could take the events; "
+                     "nothing was stored, retrying is safe", {"Retry-After": "1"})
+    results = []
+    for e in parsed.events:
+        s = stored[unique[e.event_id]]
+        results.append({"event_id": e.event_id, "status": s.status, "receipt": s.receipt})
+    outcomes = Counter(s.status for s in stored)
+    request["outcomes"] = outcomes
+    for outcome, n in outcomes.items():
+        state.metrics.events.labels(outcome).inc(n)
+    return json_response(200, {"results": results}, headers)
+
+
+def parse_month(raw: str | None) -> date | None:
+    match = MONTH.fullmatch(raw or "")
+    return date(int(match[1]), int(match[2]), 1) if match else None
+
+
+async def usage(request: web.Request) -> web.Response:
+    state = request.app[STATE]
+    site = await authenticate(request, state)
+    if isinstance(site, web.Response):
+        return site
+    month = parse_month(request.query.get("month"))
+    if month is None:
+        return json_response(400, {"error": "invalid_request", "details": [
+            {"index": None, "field": "month", "message": "expected ?month=YYYY-MM"}]})
+    async with state.pool.acquire(timeout=2.0) as conn:
+        row = await conn.fetchrow(Q["usage_row"], site.site_id, month, timeout=5.0)
+    body = {"site_id": str(site.site_id), "month": f"{month:%Y-%m}", "events": 0, "quantity": 0,
+            "overlimit_events": 0, "overlimit_quantity": 0, "updated_at": None}
+    if row is not None:
+        body.update({k: row[k] for k in ("events", "quantity", "overlimit_events", "overlimit_quantity")})
+        body["updated_at"] = row["updated_at"].isoformat()
+    return json_response(200, body)
+
+
+async def dispute_export(request: web.Request) -> web.StreamResponse:
+    """The caller's own ledger rows billed in `month`, streamed through a server-side cursor.
+    Their count and quantity equal the invoice (also sent as X-Invoice-* headers)."""
+    state = request.app[STATE]
+    site = await authenticate(request, state)
+    if isinstance(site, web.Response):
+        return site
+    month = parse_month(request.query.get("month"))
+    fmt = request.query.get("format", "csv")
+    if month is None or fmt not in ("csv", "ndjson"):
+        return json_response(400, {"error": "invalid_request", "details": [
+            {"index": None, "field": "month" if month is None else "format",
+             "message": "expected ?month=YYYY-MM[&format=csv|ndjson]"}]})
+    async with state.pool.acquire(timeout=2.0) as conn, conn.transaction(readonly=True,
+                                                                        isolation="repeatable_read"):
+        invoice = await conn.fetchrow(Q["usage_row"], site.site_id, month)
+        response = web.StreamResponse(headers={
+            "Content-Type": "text/csv; charset=utf-8" if fmt == "csv" else "application/x-ndjson",
+            "Content-Disposition": f'attachment; filename="ledger-{month:%Y-%m}.{fmt}"',
+            "X-Invoice-Events": str(invoice["events"] if invoice else 0),
+            "X-Invoice-Quantity": str(invoice["quantity"] if invoice else 0),
+        })
+        await response.prepare(request)
+        if fmt == "csv":
+            await response.write((",".join(EXPORT_COLUMNS) + "\r\n").encode())
+        chunk: list[bytes] = []
+        async for row in conn.cursor(Q["export_rows"], site.site_id, month, prefetch=500):
+            chunk.append(_csv_line(row) if fmt == "csv" else _ndjson_line(row))
+            if len(chunk) >= 500:
+                await response.write(b"".join(chunk))
+                chunk.clear()
+        if chunk:
+            await response.write(b"".join(chunk))
+    await response.write_eof()
+    return response
+
+
+def _plain(value: object) -> object:
+    return value.isoformat() if isinstance(value, datetime | date) else value
+
+
+def _csv_line(row: object) -> bytes:
+    buf = io.StringIO()
+    csv.writer(buf).writerow(["" if row[c] is None else _plain(row[c]) for c in EXPORT_COLUMNS])  # type: ignore[index]
+    return buf.getvalue().encode()
+
+
+def _ndjson_line(row: object) -> bytes:
+    return orjson.dumps({c: _plain(row[c]) for c in EXPORT_COLUMNS}) + b"\n"  # type: ignore[index]
+
+
+def setup(app: web.Application) -> None:
+    app.router.add_post("/api/sync", sync)
+    app.router.add_get("/api/usage", usage)
+    app.router.add_get("/api/billing/dispute-export", dispute_export)
