@@ -17,10 +17,11 @@ import orjson
 
 EVENT_FIELDS = frozenset({"event_id", "type", "occurred_at", "quantity", "properties"})
 REQUIRED = ("event_id", "type", "occurred_at")
-EVENT_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
+EVENT_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}", re.ASCII)
 # RFC 3339 date-time with a mandatory offset (a naive time is ambiguous for billing).
 RFC3339 = re.compile(
-    r"(\d{4})-(\d{2})-(\d{2})[Tt ](\d{2}):(\d{2}):(\d{2})(?:\.(\d{1,9}))?([Zz]|[+-]\d{2}:\d{2})"
+    r"(\d{4})-(\d{2})-(\d{2})[Tt ](\d{2}):(\d{2}):(\d{2})(?:\.(\d{1,9}))?([Zz]|[+-]\d{2}:\d{2})",
+    re.ASCII,  # \d must not match other scripts' digits
 )
 MAX_TYPE_CHARS = 64
 MAX_QUANTITY = 1_000_000_000_000
