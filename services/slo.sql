@@ -1,27 +1,28 @@
 -- name: availability
-SELECT coalesce(sum(requests), 0) AS requests, coalesce(sum(errors_5xx), 0) AS errors_5xx
+SELECT coalesce(sum(requests), 0)::bigint AS requests, coalesce(sum(errors_5xx), 0)::bigint AS errors_5xx
 FROM slo_requests WHERE minute >= $1 AND minute < $2
 
 -- name: latency_windows
 -- The p95 proxy: per 5-minute window, the share of requests answered within 500 ms.
-SELECT date_bin('5 minutes', minute, $1) AS w, sum(requests) AS requests, sum(within_500ms) AS fast
+SELECT date_bin('5 minutes', minute, $1) AS w, sum(requests)::bigint AS requests,
+       sum(within_500ms)::bigint AS fast
 FROM slo_requests WHERE minute >= $1 AND minute < $2 AND requests > 0 GROUP BY 1
 
 -- name: captured
-SELECT coalesce(sum(v::bigint), 0) AS captured
+SELECT coalesce(sum(v::bigint), 0)::bigint AS captured
 FROM slo_requests, jsonb_each_text(events_by_status) AS e (k, v)
 WHERE minute >= $1 AND minute < $2
 
 -- name: freshness
 SELECT count(*) AS minutes, count(*) FILTER (WHERE lag_max_ms < 5000) AS fresh_minutes,
-       coalesce(sum(events), 0) AS events, coalesce(sum(within_5s), 0) AS within_5s
+       coalesce(sum(events), 0)::bigint AS events, coalesce(sum(within_5s), 0)::bigint AS within_5s
 FROM slo_freshness WHERE minute >= $1 AND minute < $2 AND events > 0
 
 -- name: ledger_received
 SELECT count(*) FROM ingest_idempotency WHERE received_at >= $1 AND received_at < $2
 
 -- name: accuracy
-SELECT (SELECT coalesce(sum(events), 0) FROM site_usage_monthly WHERE month = $1::date) AS invoice,
+SELECT (SELECT coalesce(sum(events), 0)::bigint FROM site_usage_monthly WHERE month = $1::date) AS invoice,
        (SELECT count(*) FROM ingest_idempotency WHERE billing_month = $1::date) AS ledger
 
 -- name: outbox

@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
@@ -54,6 +55,7 @@ class State:
 
 
 STATE: web.AppKey[State] = web.AppKey("state", State)
+OUTCOMES: web.RequestKey[Counter[str]] = web.RequestKey("outcomes", Counter)
 KNOWN_ROUTES = {"/api/sync", "/api/usage", "/api/billing/dispute-export", "/healthz", "/readyz",
                 "/metrics", "/status"}
 
@@ -87,7 +89,7 @@ async def observe(request: web.Request, handler):  # type: ignore[no-untyped-def
     state.metrics.requests.labels(route, str(response.status)).inc()
     state.metrics.latency.labels(route).observe(elapsed)
     if route == "/api/sync":
-        state.rollup.record(response.status, elapsed, request.get("outcomes"))
+        state.rollup.record(response.status, elapsed, request.get(OUTCOMES))
     if isinstance(response, web.HTTPException) and response.status >= 400:
         return error(response.status, response.reason.lower().replace(" ", "_"), response.reason)
     return response

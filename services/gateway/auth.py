@@ -112,7 +112,8 @@ class KeyCache:
         fresh: dict[bytes, SiteAuth] = {}
         for r in rows:
             fields = dict(r)
-            fresh[bytes(fields.pop("key_hash"))] = SiteAuth(**fields)
+            digest = bytes(fields.pop("key_hash"))
+            fresh[digest] = SiteAuth(**fields)
         for digest in digests:
             if digest in fresh:
                 self.known[digest] = fresh[digest]

@@ -16,7 +16,7 @@ import orjson
 from aiohttp import web
 
 from services.events import Event, parse_request
-from services.gateway.app import STATE, State, error, json_response
+from services.gateway.app import OUTCOMES, STATE, State, error, json_response
 from services.gateway.auth import AuthUnavailable, SiteAuth, bearer_key
 from services.gateway.publisher import Unavailable
 from services.gateway.sql import Q
@@ -98,7 +98,7 @@ async def sync(request: web.Request) -> web.Response:
         s = stored[unique[e.event_id]]
         results.append({"event_id": e.event_id, "status": s.status, "receipt": s.receipt})
     outcomes = Counter(s.status for s in stored)
-    request["outcomes"] = outcomes
+    request[OUTCOMES] = outcomes
     for outcome, n in outcomes.items():
         state.metrics.events.labels(outcome).inc(n)
     return json_response(200, {"results": results}, headers)
