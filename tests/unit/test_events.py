@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import orjson
 import pytest
@@ -19,8 +20,8 @@ def ev(**over: object) -> dict[str, object]:
     return {k: v for k, v in base.items() if v is not ...}
 
 
-def parse(doc: object, limits: Limits = Limits()):
-    return parse_request(orjson.dumps(doc), NOW, limits)
+def parse(doc: object, limits: Limits | None = None):
+    return parse_request(orjson.dumps(doc), NOW, limits or Limits())
 
 
 def fields(doc: object) -> list[tuple[int | None, str | None]]:
@@ -131,5 +132,5 @@ def test_message_follows_event_v1() -> None:
                    "occurred_at": "2026-03-10T11:00:00.000000+00:00", "usage_month": "2026-03-01",
                    "quantity": 5, "properties": {"p": 1}, "received_at": "2026-03-10T12:00:00.000000+00:00",
                    "path": "fallback", "gateway_status": "fallback"}
-    schema = orjson.loads(open("schemas/event.v1.json", "rb").read())
+    schema = orjson.loads(Path("schemas/event.v1.json").read_bytes())
     assert set(msg) == set(schema["properties"]) and set(schema["required"]) <= set(msg)
