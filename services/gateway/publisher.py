@@ -68,6 +68,7 @@ class KafkaPublisher:
         self._thread: threading.Thread | None = None
         config = producer_settings(settings)
         config["error_cb"] = self._error_cb
+        config["logger"] = logging.getLogger("opsmantik.gateway.librdkafka")  # not raw stderr
         self.producer = Producer(config)
 
     def start(self, loop: asyncio.AbstractEventLoop) -> None:
