@@ -15,6 +15,7 @@ import contextlib
 import json
 import os
 import signal
+import socket
 import subprocess
 import time
 from dataclasses import dataclass, field
@@ -32,6 +33,7 @@ GATEWAY_BASE_PORT = 22100
 WORKER_METRICS_BASE_PORT = 22200  # every component gets its own port in our 22000-22999 range
 RELAY_METRICS_BASE_PORT = 22300
 STOP_TIMEOUT_S = 10.0
+RESTART_BACKOFF_S = 2.0
 
 
 class HarnessError(RuntimeError):
@@ -56,6 +58,9 @@ class ChaosStack:
         if pid:
             _signal(pid, signal.SIGKILL)
             _wait_dead(pid, STOP_TIMEOUT_S)
+            # A JVM's leader thread turns zombie before its other threads have closed the
+            # sockets: wait for the port too, or a quick restart finds it "taken".
+            _wait_port_closed(self.stack.kafka_port, STOP_TIMEOUT_S)
 
     def stop_kafka(self) -> None:
         pid = self.stack.kafka_pid()
@@ -82,9 +87,21 @@ def _signal(pid: int, sig: int) -> None:
         os.kill(pid, sig)
 
 
+def _wait_port_closed(port: int, timeout_s: float) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        with socket.socket() as s:
+            s.settimeout(0.2)
+            if s.connect_ex(("127.0.0.1", port)) != 0:
+                return
+        time.sleep(0.05)
+
+
 def _wait_dead(pid: int, timeout_s: float) -> None:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
+        with contextlib.suppress(ChildProcessError):
+            os.waitpid(pid, os.WNOHANG)  # the broker is our child when this run started it: reap it
         try:
             os.kill(pid, 0)
         except ProcessLookupError:
@@ -107,6 +124,7 @@ class Component:
     proc: subprocess.Popen[bytes] | None = None
     crashes: int = 0  # exits the harness did not cause
     kills: int = 0
+    started_at: float = 0.0
     _expect_exit: bool = False
 
     @property
@@ -127,6 +145,7 @@ class Component:
                                          cwd=self.workdir, stdin=subprocess.DEVNULL, stdout=out,
                                          stderr=subprocess.STDOUT, start_new_session=True)
         self._expect_exit = False
+        self.started_at = time.monotonic()
 
     def alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
@@ -154,6 +173,8 @@ class Component:
         """Restart a process that died on its own; True when it did."""
         if self.proc is None or self._expect_exit or self.proc.poll() is None:
             return False
+        if time.monotonic() - self.started_at < RESTART_BACKOFF_S:
+            return False  # a crash loop must not eat the CPU the pipeline needs
         self.crashes += 1
         self.start()
         return True
