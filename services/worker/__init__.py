@@ -1,0 +1,1 @@
+"""The ledger worker: ingest topic → ledger + invoice in one transaction → billable topic → ack."""

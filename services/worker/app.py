@@ -1,0 +1,50 @@
+"""The Faust app, built from the settings (no hard-coded broker), and its one agent.
+
+Faust only moves messages: no tables, no changelogs, no exactly_once. The agent takes a
+batch without acking (noack_take), hands it to the BatchProcessor (commit + publish) and
+acks each message only after that returned; `stream.ack` is a coroutine in 0.15.3.
+concurrency=1: faust #606, concurrent agents can commit past in-flight messages.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import faust
+
+from services.config import Settings
+from services.worker.processor import BatchProcessor, Fatal
+
+
+def build_app(settings: Settings, processor: BatchProcessor) -> faust.App:
+    app = faust.App(
+        settings.worker_group,  # the app id is the consumer group
+        broker=f"kafka://{settings.kafka_bootstrap}",
+        autodiscover=False,
+        web_enabled=False,
+        store="memory://",
+        topic_partitions=settings.topic_partitions,
+        topic_disable_leader=True,
+        key_serializer="raw",
+        value_serializer="raw",
+        consumer_auto_offset_reset="earliest",
+        broker_commit_interval=1.0,
+        stream_wait_empty=False,  # on rebalance, unacked messages are replayed: the ledger dedupes
+    )
+    topic = app.topic(settings.topic, key_type=bytes, value_type=bytes,
+                      partitions=settings.topic_partitions)
+
+    @app.agent(topic, concurrency=1, name="ledger")
+    async def ledger(stream: Any) -> None:
+        async for events in stream.noack_take(settings.worker_batch, within=settings.worker_batch_within_s):
+            try:
+                await processor.handle([(e.message.value, e.message.partition, e.message.offset)
+                                        for e in events])
+            except Fatal as exc:
+                processor.fail(exc)
+                await asyncio.Future()  # hold the batch unacked until main stops the app
+            for event in events:
+                await stream.ack(event)
+
+    return app
