@@ -60,7 +60,7 @@ async def _outbox_ids(url: str, event_ids: set[str]) -> set[str]:
 async def test_broker_sigkill_under_load_then_both_down(private: tuple[Stack, Settings]) -> None:
     stack, settings = private
     conn = await asyncpg.connect(settings.database_url)
-    key = (await create_site_with_key(conn, "faults")).api_key
+    key = (await create_site_with_key(conn, "faults", rate=1e6, burst=1_000_000)).api_key
     await conn.close()
     app = create_app(settings)
     client = TestClient(TestServer(app))
