@@ -1,0 +1,145 @@
+"""`opsmantik reconcile --month YYYY-MM [--json]`: invoice vs ledger per site; exit 1 on drift.
+
+Drift = invoice minus ledger (events, quantity, overlimit events and quantity) for the
+billing month. By construction it is 0; anything else is a bug or a hand edit, and the
+site is named. Results are stored in reconcile_results; the worker runs this for the
+current and previous month periodically and exports opsmantik_billing_drift_*.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import uuid
+from dataclasses import asdict, dataclass
+from datetime import UTC, date, datetime
+from pathlib import Path
+
+import asyncpg
+import orjson
+from prometheus_client import Gauge
+
+from services.config import Settings
+from services.db.queries import load_queries
+
+Q = load_queries(Path(__file__).with_name("reconcile.sql"))
+DRIFT_EVENTS = Gauge("opsmantik_billing_drift_events", "Invoice minus ledger events", ["site_id", "month"])
+DRIFT_QUANTITY = Gauge("opsmantik_billing_drift_quantity", "Invoice minus ledger quantity",
+                       ["site_id", "month"])
+DRIFTING_SITES = Gauge("opsmantik_billing_drifting_sites", "Sites with any drift", ["month"])
+_FIELDS = ("events", "quantity", "overlimit_events", "overlimit_quantity")
+
+
+@dataclass(frozen=True)
+class SiteDrift:
+    site_id: uuid.UUID
+    name: str | None
+    ledger_events: int
+    ledger_quantity: int
+    ledger_overlimit_events: int
+    ledger_overlimit_quantity: int
+    invoice_events: int
+    invoice_quantity: int
+    invoice_overlimit_events: int
+    invoice_overlimit_quantity: int
+
+    def drift(self, field: str) -> int:
+        return getattr(self, f"invoice_{field}") - getattr(self, f"ledger_{field}")
+
+    @property
+    def ok(self) -> bool:
+        return all(self.drift(f) == 0 for f in _FIELDS)
+
+
+@dataclass(frozen=True)
+class Report:
+    month: date
+    run_at: datetime
+    sites: list[SiteDrift]
+
+    @property
+    def drifting(self) -> list[str]:
+        return [str(s.site_id) for s in self.sites if not s.ok]
+
+    @property
+    def ok(self) -> bool:
+        return not self.drifting
+
+    def as_dict(self) -> dict[str, object]:
+        return {
+            "month": self.month.strftime("%Y-%m"), "run_at": self.run_at.isoformat(), "ok": self.ok,
+            "drifting_sites": self.drifting,
+            "sites": [{**asdict(s), "site_id": str(s.site_id), "ok": s.ok,
+                       **{f"drift_{f}": s.drift(f) for f in _FIELDS}} for s in self.sites],
+        }
+
+
+def parse_month(raw: str) -> date:
+    try:
+        return datetime.strptime(raw, "%Y-%m").date()
+    except ValueError:
+        raise ValueError(f"--month {raw!r}: expected YYYY-MM") from None
+
+
+def previous_month(month: date) -> date:
+    return date(month.year - 1, 12, 1) if month.month == 1 else date(month.year, month.month - 1, 1)
+
+
+async def reconcile_month(conn: asyncpg.Connection, month: date) -> Report:
+    rows = await conn.fetch(Q["compare_month"], month)
+    return Report(month, datetime.now(UTC), [SiteDrift(**dict(r)) for r in rows])
+
+
+async def record(conn: asyncpg.Connection, report: Report) -> None:
+    s = report.sites
+    await conn.execute(Q["record_results"], report.run_at, report.month, [x.site_id for x in s],
+                       [x.ledger_events for x in s], [x.ledger_quantity for x in s],
+                       [x.invoice_events for x in s], [x.invoice_quantity for x in s],
+                       *([x.drift(f) for x in s] for f in _FIELDS))
+
+
+def export(report: Report) -> None:
+    month = report.month.strftime("%Y-%m")
+    for s in report.sites:
+        DRIFT_EVENTS.labels(str(s.site_id), month).set(s.drift("events"))
+        DRIFT_QUANTITY.labels(str(s.site_id), month).set(s.drift("quantity"))
+    DRIFTING_SITES.labels(month).set(len(report.drifting))
+
+
+def render(report: Report) -> str:
+    lines = [f"reconcile {report.month:%Y-%m}: {len(report.sites)} site(s), "
+             f"{len(report.drifting)} drifting"]
+    lines.append(f"{'site_id':36}  {'name':16} {'ledger ev':>10} {'invoice ev':>10} {'drift ev':>9} "
+                 f"{'drift qty':>10} {'drift over':>10}")
+    for s in report.sites:
+        lines.append(f"{s.site_id}  {(s.name or '?')[:16]:16} {s.ledger_events:>10} {s.invoice_events:>10} "
+                     f"{s.drift('events'):>+9} {s.drift('quantity'):>+10} {s.drift('overlimit_events'):>+10}"
+                     + ("" if s.ok else "  DRIFT"))
+    for s in report.sites:
+        if not s.ok:
+            lines.append(f"DRIFT site {s.site_id} ({s.name}): " + ", ".join(
+                f"{f} {s.drift(f):+d}" for f in _FIELDS if s.drift(f)))
+    return "\n".join(lines)
+
+
+async def _run(settings: Settings, month: date, as_json: bool) -> int:
+    conn = await asyncpg.connect(settings.database_url)
+    try:
+        report = await reconcile_month(conn, month)
+        await record(conn, report)
+    finally:
+        await conn.close()
+    export(report)
+    print(orjson.dumps(report.as_dict()).decode() if as_json else render(report))
+    return 0 if report.ok else 1
+
+
+def main(settings: Settings, args: argparse.Namespace) -> int:
+    import asyncio
+
+    try:
+        month = parse_month(args.month)
+    except ValueError as exc:
+        print(exc, file=sys.stderr)
+        return 2
+    return asyncio.run(_run(settings, month, args.json))

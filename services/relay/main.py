@@ -1,0 +1,39 @@
+"""`opsmantik relay`: drain the outbox to Kafka until SIGTERM/SIGINT."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import signal
+
+from prometheus_client import start_http_server
+
+from services.config import Settings
+from services.db.pool import create_pool
+from services.relay.relay import Relay
+
+log = logging.getLogger("opsmantik.relay")
+
+
+def main(settings: Settings, args: argparse.Namespace) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    if settings.relay_metrics_port:
+        start_http_server(settings.relay_metrics_port, addr="127.0.0.1")
+    return asyncio.run(serve(settings))
+
+
+async def serve(settings: Settings) -> int:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    pool = await create_pool(settings)
+    relay = Relay(settings, pool)
+    log.info("relay draining ingest_fallback_buffer to %s", settings.topic)
+    try:
+        await relay.run(stop)
+    finally:
+        await relay.close()
+        await pool.close()
+    return 0

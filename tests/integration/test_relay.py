@@ -1,0 +1,150 @@
+"""The outbox relay as real processes (and in-process for its metrics and parking), with a
+real worker process ledgering what it produces."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import uuid
+from collections.abc import Iterator
+
+import asyncpg
+import pytest
+
+from services import sites
+from services.config import Settings
+from services.relay import relay as relay_mod
+from services.relay.relay import Relay
+from tests.integration.pipeline import Proc, count_messages, insert_outbox, message, produce, wait_for
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module")
+def worker(settings: Settings, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Proc]:
+    proc = Proc.start(settings, tmp_path_factory.mktemp("worker"), "worker")
+    yield proc
+    assert proc.stop() == 0, proc.tail()
+
+
+@pytest.fixture
+def logs(tmp_path_factory: pytest.TempPathFactory):  # noqa: ANN201
+    return tmp_path_factory.mktemp("relay")
+
+
+async def new_site(pool: asyncpg.Pool) -> uuid.UUID:
+    async with pool.acquire() as conn:
+        return (await sites.create_site(conn, f"r-{uuid.uuid4().hex[:8]}")).site_id
+
+
+async def outbox_left(pool: asyncpg.Pool, site: uuid.UUID) -> int:
+    return await pool.fetchval("SELECT count(*) FROM ingest_fallback_buffer WHERE site_id = $1", site)
+
+
+def drained_and_ledgered(pool: asyncpg.Pool, site: uuid.UUID, n: int):  # noqa: ANN201
+    async def check() -> bool:
+        ledger = await pool.fetchval("SELECT count(*) FROM ingest_idempotency WHERE site_id = $1", site)
+        return ledger >= n and await outbox_left(pool, site) == 0
+    return check
+
+
+async def assert_once_each(pool: asyncpg.Pool, site: uuid.UUID, n: int) -> None:
+    row = await pool.fetchrow("SELECT count(*) AS n, count(DISTINCT event_id) AS d FROM ingest_idempotency "
+                              "WHERE site_id = $1", site)
+    assert (row["n"], row["d"]) == (n, n)
+    events = await pool.fetchval("SELECT sum(events) FROM site_usage_monthly WHERE site_id = $1", site)
+    assert events == n
+
+
+async def test_one_event_via_kafka_and_via_outbox_is_ledgered_once(
+        worker: Proc, settings: Settings, pool: asyncpg.Pool, logs) -> None:  # noqa: ANN001
+    site = await new_site(pool)
+    produce(settings, [(str(site).encode(), message(site, "both-1"))])
+    await insert_outbox(pool, site, ["both-1", "only-outbox"])
+    relay = Proc.start(settings, logs, "relay")
+    try:
+        await wait_for(drained_and_ledgered(pool, site, 2), what="outbox drained, 2 ledger rows")
+    finally:
+        assert relay.stop() == 0, relay.tail()
+    await assert_once_each(pool, site, 2)
+    paths = dict(await pool.fetch("SELECT event_id, path FROM ingest_idempotency WHERE site_id = $1", site))
+    assert paths["only-outbox"] == "fallback"
+
+
+async def test_relay_killed_between_produce_and_delete(worker: Proc, settings: Settings,
+                                                       pool: asyncpg.Pool, logs) -> None:  # noqa: ANN001
+    site = await new_site(pool)
+    ids = [f"k-{i}" for i in range(200)]
+    await insert_outbox(pool, site, ids)
+    blocker = await asyncpg.connect(settings.database_url)
+    relay = None
+    try:
+        tx = blocker.transaction()
+        await tx.start()
+        # SHARE mode lets the relay claim (FOR UPDATE) and produce, but blocks its DELETE.
+        await blocker.execute("LOCK TABLE ingest_fallback_buffer IN SHARE MODE")
+        relay = Proc.start(settings, logs, "relay")
+
+        async def produced_not_deleted() -> bool:
+            n = await pool.fetchval("SELECT count(*) FROM ingest_idempotency WHERE site_id = $1", site)
+            return n == 200
+
+        await wait_for(produced_not_deleted, what="relay produced all 200 (the worker ledgered them)")
+        assert await outbox_left(pool, site) == 200  # produced, not yet deleted
+        relay.kill()
+        await tx.rollback()
+    finally:
+        await blocker.close()
+        if relay:
+            relay.kill()
+    relay = Proc.start(settings, logs, "relay")
+    try:
+        await wait_for(drained_and_ledgered(pool, site, 200), what="restarted relay drained the outbox")
+    finally:
+        assert relay.stop() == 0, relay.tail()
+    await assert_once_each(pool, site, 200)
+    # Every row went to Kafka twice (before and after the kill); the ledger kept one.
+    assert await asyncio.to_thread(count_messages, settings, settings.topic, str(site).encode()) == 400
+
+
+async def test_two_relays_drain_together_without_producing_a_row_twice(
+        worker: Proc, settings: Settings, pool: asyncpg.Pool, logs) -> None:  # noqa: ANN001
+    site = await new_site(pool)
+    await insert_outbox(pool, site, [f"p-{i}" for i in range(600)])
+    relays = [Proc.start(settings, logs, "relay", relay_batch=25) for _ in range(2)]
+    try:
+        await wait_for(drained_and_ledgered(pool, site, 600), what="two relays drained 600 rows")
+    finally:
+        for r in relays:
+            assert r.stop() == 0, r.tail()
+    await assert_once_each(pool, site, 600)
+    assert await asyncio.to_thread(count_messages, settings, settings.topic, str(site).encode()) == 600
+    for r in relays:  # both did some of the work (SKIP LOCKED spreads the batches)
+        assert "relay draining" in r.log.read_text()
+
+
+async def test_in_process_drain_parks_a_message_the_broker_refuses(settings: Settings,
+                                                                   pool: asyncpg.Pool) -> None:
+    site = await new_site(pool)
+    await insert_outbox(pool, site, ["fine-1"])
+    await pool.execute("INSERT INTO ingest_fallback_buffer (site_id, event_id, payload, received_at) "
+                       "VALUES ($1, 'huge', $2, now())", site, b"x" * 1_200_000)
+    relay = Relay(dataclasses.replace(settings, relay_batch=10), pool)
+    before = relay_mod.DRAINED._value.get()
+    try:
+        # Other modules' rows may be claimed too; drain until this site's rows are settled.
+        for _ in range(20):
+            await relay.drain_once()
+            if await pool.fetchval("SELECT count(*) FROM ingest_fallback_buffer WHERE site_id = $1 "
+                                   "AND parked_at IS NULL", site) == 0:
+                break
+        await relay.refresh_metrics()
+    finally:
+        await relay.close()
+    parked = await pool.fetchrow("SELECT event_id, attempts, last_error FROM ingest_fallback_buffer "
+                                 "WHERE site_id = $1", site)
+    assert parked["event_id"] == "huge" and parked["attempts"] == 1 and "too large" in parked["last_error"]
+    assert relay_mod.DRAINED._value.get() - before >= 1
+    assert relay_mod.PARKED._value.get() >= 1
+    assert relay_mod.DEPTH._value.get() == 0
+    await pool.execute("DELETE FROM ingest_fallback_buffer WHERE site_id = $1", site)
