@@ -1,0 +1,46 @@
+-- Queries of the benchmark harness (not of the product).
+
+-- name: raw_ledger_insert
+-- The baseline for the worker's write: ledger rows by unnest, ON CONFLICT DO NOTHING, and the
+-- usage upsert of only the newly inserted rows, in one statement.
+WITH batch AS (
+    SELECT * FROM unnest($1::uuid[], $2::text[], $3::timestamptz[], $4::bigint[], $5::timestamptz[],
+                         $6::int[], $7::bigint[], $8::text[])
+        AS b (site_id, event_id, occurred_at, quantity, received_at, kafka_partition, kafka_offset, properties)
+), inserted AS (
+    INSERT INTO ingest_idempotency (site_id, event_id, event_type, occurred_at, usage_month, billing_month,
+                                    quantity, billing_class, path, received_at, kafka_partition, kafka_offset,
+                                    properties)
+    SELECT site_id, event_id, 'page_view', occurred_at,
+           date_trunc('month', occurred_at AT TIME ZONE 'UTC')::date,
+           date_trunc('month', occurred_at AT TIME ZONE 'UTC')::date,
+           quantity, 'included', 'kafka', received_at, kafka_partition, kafka_offset, properties::jsonb
+    FROM batch
+    ON CONFLICT (site_id, event_id) DO NOTHING
+    RETURNING site_id, billing_month, quantity
+)
+INSERT INTO site_usage_monthly AS u (site_id, month, events, quantity)
+SELECT site_id, billing_month, count(*), sum(quantity) FROM inserted GROUP BY site_id, billing_month
+ON CONFLICT (site_id, month) DO UPDATE
+SET events = u.events + excluded.events, quantity = u.quantity + excluded.quantity, updated_at = now()
+
+-- name: usage_events
+SELECT coalesce(sum(events), 0) FROM site_usage_monthly WHERE site_id = $1
+
+-- name: ledger_count
+SELECT count(*) FROM ingest_idempotency WHERE site_id = $1
+
+-- name: outbox_count
+SELECT count(*) FROM ingest_fallback_buffer WHERE site_id = $1
+
+-- name: freshness_ms
+-- Lag from the gateway's receive time to the commit that made the usage visible; ledgered_at is
+-- now() of the worker's transaction, a few ms before its commit, so this slightly understates.
+SELECT percentile_cont(0.5) WITHIN GROUP (ORDER BY lag_ms) AS p50,
+       percentile_cont(0.99) WITHIN GROUP (ORDER BY lag_ms) AS p99,
+       max(lag_ms) AS max, count(*) AS n
+FROM (SELECT extract(epoch FROM ledgered_at - received_at) * 1000 AS lag_ms
+      FROM ingest_idempotency WHERE site_id = $1) AS lags
+
+-- name: outbox_total
+SELECT count(*) FROM ingest_fallback_buffer WHERE parked_at IS NULL

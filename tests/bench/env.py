@@ -1,0 +1,185 @@
+"""The benchmark's own world: a private Kafka + Postgres (ports 24xxx, state under
+.local/bench) that it may stop for the broker-down scenario, a fresh database and fresh
+topics per run, sites made with the `opsmantik` CLI, and our services as child processes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import secrets
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import asyncpg
+from confluent_kafka.admin import AdminClient
+
+from services.db.queries import load_queries
+from services.stack import ROOT, Stack
+from tests.bench.procs import Service, engine_pids
+
+Q = load_queries(Path(__file__).with_name("bench.sql"))
+BENCH_HOME = ROOT / ".local" / "bench"
+KAFKA_PORT = 24092
+PG_PORT = 24432
+HTTP_PORTS = range(24080, 24090)
+OPSMANTIK = [sys.executable, "-m", "services.cli"]
+
+
+class BenchError(RuntimeError):
+    pass
+
+
+@dataclass(frozen=True)
+class SiteKey:
+    site_id: uuid.UUID
+    api_key: str
+
+
+@dataclass
+class BenchEnv:
+    tag: str = field(default_factory=lambda: time.strftime("%m%d%H%M%S") + secrets.token_hex(2))
+    stack: Stack = field(default_factory=lambda: Stack(home=BENCH_HOME, kafka_port=KAFKA_PORT,
+                                                        pg_port=PG_PORT))
+    services: list[Service] = field(default_factory=list)
+    _topics: list[str] = field(default_factory=list)
+    _loop: asyncio.AbstractEventLoop | None = None
+    _conn: asyncpg.Connection | None = None
+
+    # ------------------------------------------------------------ lifecycle
+
+    @property
+    def db_name(self) -> str:
+        return f"bench_{self.tag}"
+
+    @property
+    def database_url(self) -> str:
+        return self.stack.database_url.rsplit("/", 1)[0] + "/" + self.db_name
+
+    @property
+    def logs(self) -> Path:
+        return BENCH_HOME / "logs" / self.tag
+
+    def up(self) -> None:
+        self.stack.up()
+        asyncio.run(self._admin(f'CREATE DATABASE "{self.db_name}"'))
+        self.cli("migrate", topic=self.topic("a"))
+
+    def down(self) -> None:
+        self.close_queries()
+        for s in self.services:
+            s.stop()
+        try:
+            if self.stack.kafka_status().running and self._topics:
+                AdminClient({"bootstrap.servers": self.stack.kafka_bootstrap}).delete_topics(self._topics)
+            if self.stack.pg_status().running:
+                asyncio.run(self._admin(f'DROP DATABASE IF EXISTS "{self.db_name}" WITH (FORCE)'))
+        finally:
+            self.stack.down()
+
+    async def _admin(self, sql: str) -> None:
+        conn = await asyncpg.connect(self.stack.database_url)
+        try:
+            await conn.execute(sql)
+        finally:
+            await conn.close()
+
+    # ------------------------------------------------------------ settings and CLI
+
+    def topic(self, phase: str) -> str:
+        """Each phase gets its own ingest topic so a worker never starts on an old backlog."""
+        name = f"bench.{self.tag}.{phase}.ingest.v1"
+        if name not in self._topics:
+            self._topics += [name, f"bench.{self.tag}.{phase}.billable.v1"]
+        return name
+
+    def env(self, topic: str, **extra: str) -> dict[str, str]:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("OPSMANTIK_")}
+        env.update({
+            "OPSMANTIK_DATABASE_URL": self.database_url,
+            "OPSMANTIK_KAFKA_BOOTSTRAP": self.stack.kafka_bootstrap,
+            "OPSMANTIK_TOPIC": topic,
+            "OPSMANTIK_BILLABLE_TOPIC": topic.replace(".ingest.", ".billable."),
+            "OPSMANTIK_WORKER_GROUP": f"bench-{self.tag}-{topic.split('.')[2]}",
+            "PYTHONUNBUFFERED": "1",
+        })
+        # Our services' metrics ports must not collide with the shared stack's services.
+        env.setdefault("OPSMANTIK_WORKER_METRICS_PORT", "24091")
+        env.setdefault("OPSMANTIK_RELAY_METRICS_PORT", "24094")
+        env.update(extra)
+        return env
+
+    def cli(self, *args: str, topic: str) -> str:
+        out = subprocess.run([*OPSMANTIK, *args], env=self.env(topic), capture_output=True, text=True,
+                             timeout=120, cwd=ROOT)
+        if out.returncode != 0:
+            raise BenchError(f"opsmantik {' '.join(args)} failed ({out.returncode}):\n{out.stderr}")
+        return out.stdout
+
+    def create_site(self, name: str) -> SiteKey:
+        out = self.cli("sites", "create", f"bench-{name}", "--json", "--rate", "1000000",
+                       "--burst", "1000000", topic=self.topic("a"))
+        data = json.loads(out)
+        return SiteKey(uuid.UUID(data["site_id"]), data["api_key"])
+
+    # ------------------------------------------------------------ services
+
+    def start(self, name: str, argv: list[str], topic: str, **extra_env: str) -> Service:
+        svc = Service(name, argv, self.env(topic, **extra_env), self.logs / f"{name}.log").start()
+        self.services.append(svc)
+        return svc
+
+    def engine_pids(self) -> list[int]:
+        return engine_pids(self.stack.kafka_pid(), self.stack.pg_pid())
+
+    # ------------------------------------------------------------ database look-ups
+
+    def query(self, name: str, *args: object) -> asyncpg.Record | None:
+        # One loop and one connection for all polling: a connect per poll would cost the machine
+        # more CPU than the poll itself. Reconnects after the engines were restarted.
+        if self._loop is None:
+            self._loop = asyncio.new_event_loop()
+        if self._conn is None or self._conn.is_closed():
+            self._conn = self._loop.run_until_complete(asyncpg.connect(self.database_url))
+        return self._loop.run_until_complete(self._conn.fetchrow(Q[name], *args))
+
+    def close_queries(self) -> None:
+        if self._loop is None:
+            return
+        if self._conn is not None and not self._conn.is_closed():
+            self._loop.run_until_complete(self._conn.close())
+        self._loop.close()
+        self._loop, self._conn = None, None
+
+    def value(self, name: str, *args: object) -> int:
+        row = self.query(name, *args)
+        return int(row[0]) if row is not None and row[0] is not None else 0
+
+
+def wait_port(port: int, svc: Service, timeout_s: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if not svc.alive():
+            raise BenchError(f"{svc.name} exited ({svc.proc.returncode if svc.proc else '?'}):\n{svc.tail()}")
+        with socket.socket() as s:
+            s.settimeout(0.2)
+            if s.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.1)
+    raise BenchError(f"{svc.name} not listening on {port} after {timeout_s:.0f}s:\n{svc.tail()}")
+
+
+def wait_until(check: object, timeout_s: float, interval_s: float = 0.05) -> tuple[bool, float]:
+    """Poll check() (a callable returning bool) until true; return (ok, monotonic time it became true)."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if check():  # type: ignore[operator]
+            return True, time.monotonic()
+        time.sleep(interval_s)
+    return False, time.monotonic()

@@ -1,0 +1,339 @@
+"""The measurements: three baselines, then the scenarios, each turned into a table row.
+
+Order matters: the gateway-only scenarios run before any worker exists (so the worker
+never competes with them), each later phase uses its own topic (a worker never starts on
+an old backlog), and the broker is stopped only after the end-to-end runs.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+
+import orjson
+
+from tests.bench import profile
+from tests.bench.env import OPSMANTIK, BenchEnv, BenchError, SiteKey, wait_port, wait_until
+from tests.bench.procs import CpuMeter, Service, run_child
+from tests.bench.stats import Row, ratio
+from tests.bench.wrk import LoadResult, run_wrk
+
+BARE_PORT, GATEWAY_PORT = 24080, 24081
+CONNECTIONS = 32
+E2E_TARGET_EVENTS_S = 20_000
+
+
+@dataclass(frozen=True)
+class Plan:
+    seconds: int  # one measured run
+    warmup: int
+    quick: bool
+    profile: bool
+
+    @classmethod
+    def make(cls, quick: bool, profile_on: bool | None = None) -> Plan:
+        if quick:
+            return cls(seconds=3, warmup=1, quick=True, profile=bool(profile_on))
+        return cls(seconds=10, warmup=2, quick=False, profile=profile_on is not False)
+
+
+@dataclass
+class Bench:
+    env: BenchEnv
+    plan: Plan
+    rows: list[Row] = field(default_factory=list)
+    profiles: list[profile.Profile] = field(default_factory=list)
+    log: list[str] = field(default_factory=list)
+    occurred_at: str = field(
+        default_factory=lambda: (datetime.now(UTC) - timedelta(seconds=30)).isoformat(timespec="seconds"))
+
+    def say(self, msg: str) -> None:
+        line = f"[bench {time.strftime('%H:%M:%S')}] {msg}"
+        self.log.append(line)
+        print(line, file=sys.stderr, flush=True)
+
+    def row(self, name: str) -> Row | None:
+        return next((r for r in self.rows if r.name == name), None)
+
+    # ------------------------------------------------------------ helpers
+
+    def _load(self, port: int, key: str, batch: int, prefix: str, seconds: int, meters: list[CpuMeter],
+              connections: int = CONNECTIONS, rate: float = 0.0) -> LoadResult:
+        for m in meters:
+            m.start()
+        result = run_wrk(f"http://127.0.0.1:{port}", duration_s=seconds, connections=connections, batch=batch,
+                         prefix=f"{self.env.tag}-{prefix}", occurred_at=self.occurred_at, api_key=key,
+                         rate=rate)
+        for m in meters:
+            m.stop()
+        if result.failed:
+            self.say(f"  {prefix}: {result.failed} of {result.requests} requests failed")
+        self.say(f"  {prefix}: {result.requests_per_s:,.0f} req/s, {result.events_per_s:,.0f} ev/s, "
+                 f"p95 {result.p95_ms:.1f} ms, wrk used {result.loadgen_cores:.2f} core")
+        return result
+
+    def _http_row(self, name: str, kind: str, r: LoadResult, ours: CpuMeter, engines: CpuMeter,
+                  baseline: str | None = None, base_value: float | None = None,
+                  value: float | None = None) -> Row:
+        events = max(1, r.events)
+        row = Row(name, kind, events_per_s=r.events_per_s, requests_per_s=r.requests_per_s, p50_ms=r.p50_ms,
+                  p95_ms=r.p95_ms, p99_ms=r.p99_ms, cpu_us_per_event=ours.used / events * 1e6,
+                  engine_cpu_us_per_event=engines.used / events * 1e6, baseline=baseline,
+                  ratio=ratio(value, base_value))
+        row.notes.append(f"load generator (wrk, 2 threads, {r.requests:,} requests) used "
+                         f"{r.loadgen_cores:.2f} of 2 cores")
+        if r.failed:
+            row.notes.append(f"{r.failed} requests failed (non-2xx or socket errors)")
+        self.rows.append(row)
+        return row
+
+    def _run_json(self, argv: list[str], timeout_s: float) -> tuple[dict[str, object], float]:
+        """Run a helper process that prints one JSON line; return it and the CPU the process used."""
+        run = run_child(argv, self.env.env(self.env.topic("a")), timeout_s)
+        if run.returncode != 0:
+            raise BenchError(f"{' '.join(argv[:3])} failed ({run.returncode}):\n{run.stdout}\n{run.stderr}")
+        return orjson.loads(run.stdout.strip().splitlines()[-1]), run.cpu_s
+
+    def _profile(self, name: str, pid: int, seconds: float) -> subprocess.Popen[bytes] | None:
+        if not self.plan.profile:
+            return None
+        raw = self.env.logs / f"profile-{name.replace(' ', '-')}.txt"
+        proc = profile.start(pid, seconds, raw)
+        if proc is None:
+            self.say("  py-spy not installed: no profile")
+        return proc
+
+    def _collect(self, name: str, proc: subprocess.Popen[bytes] | None) -> None:
+        if proc is None:
+            return
+        try:
+            proc.wait(60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        p = profile.summarise(name, self.env.logs / f"profile-{name.replace(' ', '-')}.txt")
+        if p is not None:
+            self.profiles.append(p)
+
+    # ------------------------------------------------------------ baselines
+
+    def bare_handler(self) -> None:
+        self.say("baseline: bare aiohttp handler (orjson parse, 200), uvloop")
+        argv = [sys.executable, "-m", "tests.bench.bare_server", "--port", str(BARE_PORT), "--uvloop"]
+        svc = self.env.start("bare", argv, self.env.topic("a"))
+        try:
+            wait_port(BARE_PORT, svc)
+            self._load(BARE_PORT, "", 0, "bare-warm", self.plan.warmup, [])
+            ours, engines = CpuMeter([svc.pid]), CpuMeter(self.env.engine_pids())
+            r = self._load(BARE_PORT, "", 0, "bare", self.plan.seconds, [ours, engines])
+            self._http_row("bare handler", "baseline", r, ours, engines)
+            if not self.plan.quick:
+                ours, engines = CpuMeter([svc.pid]), CpuMeter(self.env.engine_pids())
+                r = self._load(BARE_PORT, "", 100, "bare-batch", self.plan.seconds, [ours, engines])
+                self._http_row("bare handler, 100-event batch", "baseline", r, ours, engines)
+        finally:
+            svc.stop()
+
+    def raw_producer(self) -> None:
+        self.say("baseline: raw confluent-kafka producer, acks=all, idempotent")
+        engines = CpuMeter(self.env.engine_pids()).start()
+        data, cpu = self._run_json([sys.executable, "-m", "tests.bench.raw_producer", "--bootstrap",
+                                    self.env.stack.kafka_bootstrap, "--topic", self.env.topic("raw"),
+                                    "--seconds", str(self.plan.seconds)], timeout_s=self.plan.seconds + 120)
+        engines.stop()
+        events = max(1, int(data["events"]))  # type: ignore[call-overload]
+        row = Row("raw producer acks=all", "baseline", events_per_s=events / float(data["seconds"]),  # type: ignore[arg-type]
+                  p50_ms=data["p50_ms"], p95_ms=data["p95_ms"], p99_ms=data["p99_ms"],  # type: ignore[arg-type]
+                  cpu_us_per_event=cpu / events * 1e6, engine_cpu_us_per_event=engines.used / events * 1e6)
+        row.notes.append("one process, one partition (one site key), librdkafka batching; latency = "
+                         "create time to delivery report, includes queueing behind the flood")
+        self.rows.append(row)
+        self.say(f"  {row.events_per_s:,.0f} ev/s")
+
+    def raw_ledger(self, site: SiteKey) -> None:
+        for batch in (100, 2000):
+            self.say(f"baseline: raw asyncpg ledger insert, {batch} rows a statement")
+            engines = CpuMeter(self.env.engine_pids()).start()
+            data, cpu = self._run_json([sys.executable, "-m", "tests.bench.raw_ledger", "--dsn",
+                                        self.env.database_url, "--site", str(site.site_id), "--batch",
+                                        str(batch), "--seconds", str(self.plan.seconds),
+                                        "--tag", f"{self.env.tag}-raw{batch}"],
+                                       timeout_s=self.plan.seconds + 60)
+            engines.stop()
+            events = max(1, int(data["events"]))  # type: ignore[call-overload]
+            row = Row(f"raw ledger ×{batch}", "baseline", events_per_s=events / float(data["seconds"]),  # type: ignore[arg-type]
+                      p50_ms=data["p50_ms"], p95_ms=data["p95_ms"], p99_ms=data["p99_ms"],  # type: ignore[arg-type]
+                      cpu_us_per_event=cpu / events * 1e6,
+                      engine_cpu_us_per_event=engines.used / events * 1e6)
+            row.notes.append("one connection, unnest + ON CONFLICT DO NOTHING + usage upsert in one "
+                             "statement (tests/bench/bench.sql); latency = per statement")
+            self.rows.append(row)
+            self.say(f"  {row.events_per_s:,.0f} rows/s")
+
+    # ------------------------------------------------------------ services
+
+    def _gateway(self, topic: str) -> Service:
+        svc = self.env.start(f"gateway-{topic.split('.')[2]}", [*OPSMANTIK, "gateway", "--host", "127.0.0.1",
+                                                               "--port", str(GATEWAY_PORT)], topic)
+        wait_port(GATEWAY_PORT, svc)
+        return svc
+
+    def _service(self, name: str, topic: str) -> Service:
+        label = f"{name}-{topic.split('.')[2]}-{len(self.env.services)}"
+        return self.env.start(label, [*OPSMANTIK, name], topic)
+
+    # ------------------------------------------------------------ scenarios: gateway alone
+
+    def gateway_alone(self, single: SiteKey, batch: SiteKey) -> None:
+        """One event per request, 100-event batches, then both paced at half their peak."""
+        topic = self.env.topic("a")
+        self.say("scenario: gateway alone (no worker), Kafka path")
+        gw = self._gateway(topic)
+        try:
+            self._load(GATEWAY_PORT, single.api_key, 0, "gw-warm", self.plan.warmup, [])
+            bare = self.row("bare handler")
+            ours, engines = CpuMeter([gw.pid]), CpuMeter(self.env.engine_pids())
+            r1 = self._load(GATEWAY_PORT, single.api_key, 0, "single", self.plan.seconds, [ours, engines])
+            row = self._http_row("1 event/request", "scenario", r1, ours, engines, "bare handler",
+                                 bare.requests_per_s if bare else None, r1.requests_per_s)
+            row.goal, row.goal_met = "≥ 0.60× bare req/s", row.ratio is not None and row.ratio >= 0.60
+
+            raw = self.row("raw producer acks=all")
+            ours, engines = CpuMeter([gw.pid]), CpuMeter(self.env.engine_pids())
+            r100 = self._load(GATEWAY_PORT, batch.api_key, 100, "batch", self.plan.seconds, [ours, engines])
+            row = self._http_row("100-event batches", "scenario", r100, ours, engines,
+                                 "raw producer acks=all", raw.events_per_s if raw else None,
+                                 r100.events_per_s)
+            row.goal, row.goal_met = "≥ 50,000 ev/s", r100.events_per_s >= 50_000
+
+            for name, key, size, peak, conns in (("1 event/request @ half peak", single, 0, r1, CONNECTIONS),
+                                                 ("100-event batches @ half peak", batch, 100, r100, 8)):
+                target = peak.requests_per_s / 2
+                ours, engines = CpuMeter([gw.pid]), CpuMeter(self.env.engine_pids())
+                r = self._load(GATEWAY_PORT, key.api_key, size, f"half-{size}", self.plan.seconds,
+                               [ours, engines], connections=conns, rate=target)
+                row = self._http_row(name, "scenario", r, ours, engines)
+                row.goal, row.goal_met = "p95 < 25 ms", r.p95_ms < 25
+                row.notes.append(f"paced on a send schedule over {conns} connections: target "
+                                 f"{target:,.0f} req/s, got {r.requests_per_s:,.0f}")
+
+            if self.plan.profile:
+                self.say("  profiling the gateway (py-spy), outside the measured runs")
+                for name, key, size in (("gateway 1 event-request", single, 0), ("gateway 100-event batches",
+                                                                                 batch, 100)):
+                    proc = self._profile(name, gw.pid, self.plan.seconds / 2)
+                    self._load(GATEWAY_PORT, key.api_key, size, f"prof-{size}",
+                               round(self.plan.seconds / 2), [])
+                    self._collect(name, proc)
+        finally:
+            gw.stop()
+
+    # ------------------------------------------------------------ scenarios: end to end
+
+    def end_to_end(self, paced: SiteKey, flood: SiteKey, probe: SiteKey) -> Service:
+        """Gateway + worker: events until site_usage_monthly shows everything sent, and the
+        freshness lag (ledgered_at - received_at) of each event. Returns the gateway, still up."""
+        topic = self.env.topic("b")
+        self.say("scenario: end to end (gateway + worker)")
+        worker = self._service("worker", topic)
+        gw = self._gateway(topic)
+        # Warm-up: the worker has joined its group once a probe event shows up in the invoice.
+        self._load(GATEWAY_PORT, probe.api_key, 100, "e2e-warm", 1, [], connections=2, rate=20)
+        ok, _ = wait_until(lambda: self.env.value("usage_events", probe.site_id) > 0, 90, 0.2)
+        if not ok:
+            raise BenchError(f"worker ledgered nothing within 90 s:\n{worker.tail()}")
+        base = self.row("raw ledger ×2000")
+        runs = [("end-to-end paced 20k ev/s", "e2e-paced", paced, 16, E2E_TARGET_EVENTS_S / 100)]
+        if not self.plan.quick:
+            runs.append(("end-to-end flood", "e2e-flood", flood, CONNECTIONS, 0.0))
+        for name, prefix, site, conns, rate in runs:
+            ours, engines = CpuMeter([gw.pid, worker.pid]), CpuMeter(self.env.engine_pids())
+            for m in (ours, engines):
+                m.start()
+            t0 = time.monotonic()
+            prof = self._profile("worker " + name, worker.pid, self.plan.seconds) if "flood" in name else None
+            r = run_wrk(f"http://127.0.0.1:{GATEWAY_PORT}", duration_s=self.plan.seconds, connections=conns,
+                        batch=100, prefix=f"{self.env.tag}-{prefix}", occurred_at=self.occurred_at,
+                        api_key=site.api_key, rate=rate)
+            sent = r.events
+            ok, t_all = wait_until(lambda s=site, n=sent: self.env.value("usage_events", s.site_id) >= n,
+                                   60 if self.plan.quick else 180, 0.05)
+            for m in (ours, engines):
+                m.stop()
+            self._collect("worker " + name, prof)
+            fresh = self.env.query("freshness_ms", site.site_id)
+            shown = self.env.value("usage_events", site.site_id)
+            row = self._http_row(name, "scenario", r, ours, engines, "raw ledger ×2000",
+                                 base.events_per_s if base else None, None)
+            row.events_per_s = shown / (t_all - t0)
+            row.ratio = ratio(row.events_per_s, base.events_per_s if base else None)
+            if fresh is not None and fresh["n"]:
+                row.fresh_p50_ms, row.fresh_p99_ms = float(fresh["p50"]), float(fresh["p99"])
+            row.notes.append(f"{sent:,} events acknowledged in {r.duration_s:.1f} s "
+                             f"({r.events_per_s:,.0f} ev/s offered); the invoice showed {shown:,} "
+                             f"{t_all - t0:.1f} s after the first request" + ("" if ok else " (TIMED OUT)"))
+            if "paced" in name:
+                row.goal = "≥ 20,000 ev/s, fresh p99 < 1 s"
+                row.goal_met = bool(ok and row.events_per_s >= 20_000 and (row.fresh_p99_ms or 1e9) < 1000)
+            self.say(f"  {name}: {row.events_per_s:,.0f} ev/s end to end, freshness p99 "
+                     f"{row.fresh_p99_ms or 0:,.0f} ms")
+        worker.stop()
+        return gw
+
+    # ------------------------------------------------------------ scenarios: broker down, drain
+
+    def broker_down(self, gw: Service, site: SiteKey) -> int:
+        """Kafka stopped: the gateway acknowledges from the Postgres outbox. Returns rows in the outbox."""
+        self.say("scenario: broker down (outbox path)")
+        self.env.stack.kafka_down()
+        self._load(GATEWAY_PORT, site.api_key, 100, "down-warm", self.plan.warmup, [])  # breaker opens
+        base = self.row("raw ledger ×100")
+        ours, engines = CpuMeter([gw.pid]), CpuMeter(self.env.engine_pids())
+        r = self._load(GATEWAY_PORT, site.api_key, 100, "down", self.plan.seconds, [ours, engines])
+        row = self._http_row("broker down: outbox, 100-event batches", "scenario", r, ours, engines,
+                             "raw ledger ×100", base.events_per_s if base else None, r.events_per_s)
+        row.goal, row.goal_met = "≥ 10,000 ev/s", r.events_per_s >= 10_000
+        in_outbox = self.env.value("outbox_count", site.site_id)
+        row.notes.append(f"outbox holds {in_outbox:,} rows of this site (warm-up included)")
+        gw.stop()
+        return self.env.value("outbox_total")
+
+    def drain(self, queued: int) -> None:
+        self.say(f"scenario: outbox drain after recovery ({queued:,} rows)")
+        self.env.stack.kafka_up()
+        topic = self.env.topic("b")
+        relay = self._service("relay", topic)
+        base = self.row("raw producer acks=all")
+        ours, engines = CpuMeter([relay.pid]), CpuMeter(self.env.engine_pids())
+        for m in (ours, engines):
+            m.start()
+        t_start = time.monotonic()
+        last_full, left = t_start, queued
+        prof = self._profile("relay drain", relay.pid, self.plan.seconds)
+        deadline = t_start + (60 if self.plan.quick else 240)
+        while left > 0 and time.monotonic() < deadline and relay.alive():
+            left = self.env.value("outbox_total")
+            if left >= queued:
+                last_full = time.monotonic()  # the relay has not started draining yet
+            time.sleep(0.05)
+        t_end = time.monotonic()
+        for m in (ours, engines):
+            m.stop()
+        self._collect("relay drain", prof)
+        drained = queued - left
+        row = Row("outbox drain (relay)", "scenario", events_per_s=drained / max(1e-3, t_end - last_full),
+                  cpu_us_per_event=ours.used / max(1, drained) * 1e6,
+                  engine_cpu_us_per_event=engines.used / max(1, drained) * 1e6,
+                  baseline="raw producer acks=all")
+        row.ratio = ratio(row.events_per_s, base.events_per_s if base else None)
+        row.goal, row.goal_met = "≥ 20,000 ev/s", left == 0 and row.events_per_s >= 20_000
+        row.notes.append(f"{drained:,} of {queued:,} rows drained in {t_end - last_full:.1f} s from the "
+                         f"first row gone ({t_end - t_start:.1f} s including relay start-up)"
+                         + ("" if relay.alive() else f"; relay exited: {relay.tail(5)}"))
+        self.rows.append(row)
+        self.say(f"  {row.events_per_s:,.0f} ev/s drained")
+        relay.stop()
+
