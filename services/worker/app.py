@@ -30,6 +30,9 @@ def build_app(settings: Settings, processor: BatchProcessor) -> faust.App:
         value_serializer="raw",
         consumer_auto_offset_reset="earliest",
         broker_commit_interval=1.0,
+        # A SIGKILLed worker's partitions move to the others after this, not Faust's 60 s default.
+        broker_session_timeout=10.0,
+        broker_heartbeat_interval=3.0,
         stream_wait_empty=False,  # on rebalance, unacked messages are replayed: the ledger dedupes
     )
     topic = app.topic(settings.topic, key_type=bytes, value_type=bytes,

@@ -105,7 +105,10 @@ async def serve(settings: Settings) -> int:
             await app.start()
             log.info("worker %s consuming %s as group %s", instance, settings.topic, settings.worker_group)
             outcome = await _watch(settings, processor, probe, stop)
-            await app.stop()
+            try:  # bounded: a stop in the middle of a rebalance can hang; offsets are safe anyway
+                await asyncio.wait_for(app.stop(), 15.0)
+            except TimeoutError:
+                log.warning("consumer did not stop within 15 s; leaving it (unacked messages replay)")
             if outcome != "stalled":
                 break
             metrics.RESTARTS.inc()

@@ -1,0 +1,109 @@
+"""Crash semantics of the worker as a real process: SIGKILL mid-batch, and a DB write that
+keeps failing (never acked, exit non-zero, replayed by the next worker)."""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import uuid
+from datetime import UTC, datetime
+from pathlib import Path
+
+import asyncpg
+import orjson
+import pytest
+
+from services import sites
+from services.config import Settings
+from tests.integration.pipeline import OPSMANTIK, Proc, env_for, message, produce, wait_for
+
+pytestmark = pytest.mark.integration
+
+
+async def new_site(pool: asyncpg.Pool) -> uuid.UUID:
+    async with pool.acquire() as conn:
+        return (await sites.create_site(conn, f"c-{uuid.uuid4().hex[:8]}")).site_id
+
+
+async def count(pool: asyncpg.Pool, site: uuid.UUID) -> int:
+    return await pool.fetchval("SELECT count(*) FROM ingest_idempotency WHERE site_id = $1", site)
+
+
+def at_least(pool: asyncpg.Pool, site: uuid.UUID, n: int):  # noqa: ANN201
+    async def check() -> bool:
+        return await count(pool, site) >= n
+    return check
+
+
+def reconcile(settings: Settings) -> tuple[int, dict]:
+    month = datetime.now(UTC).strftime("%Y-%m")
+    done = subprocess.run([OPSMANTIK, "reconcile", "--month", month, "--json"], env=env_for(settings),
+                          capture_output=True, timeout=60)
+    return done.returncode, orjson.loads(done.stdout)
+
+
+async def test_failing_db_write_is_never_acked_and_the_worker_exits_nonzero(
+        settings: Settings, pool: asyncpg.Pool, tmp_path: Path) -> None:
+    site = await new_site(pool)
+    # A constraint only this event violates: every attempt to commit its batch fails.
+    await pool.execute("ALTER TABLE ingest_idempotency ADD CONSTRAINT test_reject_poison "
+                       "CHECK (event_id <> 'poison-1') NOT VALID")
+    try:
+        produce(settings, [(str(site).encode(), message(site, "poison-1"))])
+        worker = Proc.start(settings, tmp_path, "worker", worker_retry_max_s=2)
+        rc = await asyncio.to_thread(worker.popen.wait, 60)
+        assert rc == 1, worker.tail()
+        assert "giving up" in worker.log.read_text()
+        assert await count(pool, site) == 0
+    finally:
+        await pool.execute("ALTER TABLE ingest_idempotency DROP CONSTRAINT IF EXISTS test_reject_poison")
+    worker = Proc.start(settings, tmp_path, "worker")
+    try:
+        await wait_for(at_least(pool, site, 1), what="the unacked event replayed to the next worker")
+    finally:
+        assert worker.stop() == 0, worker.tail()
+
+
+async def test_worker_sigkilled_mid_batch_then_restarted(settings: Settings, pool: asyncpg.Pool,
+                                                         tmp_path: Path) -> None:
+    site = await new_site(pool)
+    total = 2000
+    produce(settings, [(str(site).encode(), message(site, f"m-{i}", quantity=i % 7 + 1))
+                       for i in range(total)])
+    worker = Proc.start(settings, tmp_path, "worker", worker_batch=100)
+    blocker = await asyncpg.connect(settings.database_url)
+    try:
+        await wait_for(at_least(pool, site, 300), what="some batches committed")
+        tx = blocker.transaction()
+        await tx.start()
+        # The next batch inserts its ledger rows, then waits on this lock before COMMIT.
+        await blocker.execute("LOCK TABLE slo_freshness IN SHARE MODE")
+
+        async def worker_waits_mid_transaction() -> bool:
+            return await pool.fetchval(
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+                "AND wait_event_type = 'Lock' AND query LIKE '%slo_freshness%'") > 0
+
+        await wait_for(worker_waits_mid_transaction, what="worker blocked inside a batch transaction")
+        committed = await count(pool, site)
+        assert 300 <= committed < total
+        worker.kill()
+        await tx.rollback()
+    finally:
+        await blocker.close()
+        worker.kill()
+    worker = Proc.start(settings, tmp_path, "worker", worker_batch=100)
+    try:
+        # A generous liveness bound: the group first waits out the dead member's session.
+        await wait_for(at_least(pool, site, total), 90, what="restarted worker caught up")
+    finally:
+        assert worker.stop() == 0, worker.tail()
+    row = await pool.fetchrow("SELECT count(*) AS n, count(DISTINCT event_id) AS d, sum(quantity) AS q "
+                              "FROM ingest_idempotency WHERE site_id = $1", site)
+    expected_q = sum(i % 7 + 1 for i in range(total))
+    assert (row["n"], row["d"], row["q"]) == (total, total, expected_q)
+    inv = await pool.fetchrow("SELECT events, quantity FROM site_usage_monthly WHERE site_id = $1", site)
+    assert (inv["events"], inv["quantity"]) == (total, expected_q)
+    rc, report = reconcile(settings)
+    assert rc == 0 and report["ok"] and report["drifting_sites"] == []
+    assert str(site) in {s["site_id"] for s in report["sites"]}
