@@ -22,11 +22,13 @@ from tests.integration.pipeline import Proc, message, produce, wait_for
 
 pytestmark = pytest.mark.integration
 GATEWAY_PORT = 23180
+WORKER_METRICS_PORT = 23191
 
 
 @pytest.fixture(scope="module")
 def worker(settings: Settings, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Proc]:
-    proc = Proc.start(settings, tmp_path_factory.mktemp("worker"), "worker")
+    proc = Proc.start(settings, tmp_path_factory.mktemp("worker"), "worker",
+                      worker_metrics_port=WORKER_METRICS_PORT)
     yield proc
     assert proc.stop() == 0, proc.tail()
 
@@ -214,3 +216,24 @@ async def test_ledgered_events_are_published_to_billable(worker: Proc, settings:
     assert sorted(seen) == ["b-0", "b-1", "b-2"]
     assert [seen[f"b-{i}"]["billing_class"] for i in range(3)] == ["included", "overlimit", "overlimit"]
     assert seen["b-2"]["quantity"] == 3 and seen["b-2"]["billing_month"] == this_month().strftime("%Y-%m-01")
+
+
+
+async def scrape(port: int) -> str:
+    async with aiohttp.ClientSession() as s, s.get(f"http://127.0.0.1:{port}/metrics") as r:
+        return await r.text()
+
+
+async def test_worker_metrics_are_served(worker: Proc, settings: Settings, pool: asyncpg.Pool) -> None:
+    site = (await new_site(pool)).site_id
+    produce(settings, [(str(site).encode(), message(site, "metric-1"))])
+    await wait_for(ledgered(pool, site, 1), what="event ledgered")
+
+    async def scraped() -> bool:
+        text = await scrape(WORKER_METRICS_PORT)
+        return "opsmantik_billing_drifting_sites{" in text and "opsmantik_worker_consumer_lag " in text
+    await wait_for(scraped, 20, 0.5, "drift and lag metrics")
+    lines = dict(line.rsplit(" ", 1) for line in (await scrape(WORKER_METRICS_PORT)).splitlines()
+                 if line.startswith("opsmantik_"))
+    assert float(lines["opsmantik_worker_freshness_seconds_count"]) >= 1
+    assert float(lines[f'opsmantik_billing_drifting_sites{{month="{this_month():%Y-%m}"}}']) == 0

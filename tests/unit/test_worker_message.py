@@ -1,0 +1,76 @@
+"""Decoding ingest messages (services/worker/message.py) and batch ordering (ledger.py)."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, date, datetime
+
+import orjson
+
+from services.worker.ledger import dedupe_in_order
+from services.worker.message import DeadLetter, IngestEvent, decode
+
+SITE = uuid.UUID(int=7)
+
+
+def doc(**over: object) -> bytes:
+    base: dict[str, object] = {
+        "v": 1, "site_id": str(SITE), "event_id": "e-1", "type": "api_call",
+        "occurred_at": "2026-11-27T10:00:00.000000+00:00", "usage_month": "2026-11-01", "quantity": 3,
+        "properties": {"k": "v"}, "received_at": "2026-11-27T10:00:01.000000+00:00", "path": "kafka",
+        "gateway_status": "accepted",
+    }
+    base.update(over)
+    return orjson.dumps({k: v for k, v in base.items() if v is not ...})
+
+
+def test_decodes_a_valid_message() -> None:
+    ev = decode(doc(), 2, 40)
+    assert isinstance(ev, IngestEvent)
+    assert (ev.site_id, ev.event_id, ev.quantity, ev.partition, ev.offset) == (SITE, "e-1", 3, 2, 40)
+    assert ev.usage_month == date(2026, 11, 1)
+    assert ev.received_at == datetime(2026, 11, 27, 10, 0, 1, tzinfo=UTC)
+    assert orjson.loads(ev.properties or "null") == {"k": "v"}
+
+
+def test_offset_times_are_normalised_to_utc() -> None:
+    ev = decode(doc(occurred_at="2026-12-01T00:30:00+02:00"), 0, 0)
+    assert isinstance(ev, IngestEvent) and ev.occurred_at.hour == 22
+
+
+def reason(value: bytes | None) -> str:
+    dead = decode(value, 0, 0)
+    assert isinstance(dead, DeadLetter)
+    return dead.reason
+
+
+def test_bad_messages_become_dead_letters_with_a_reason() -> None:
+    assert reason(None) == "not JSON"
+    assert reason(b"[1]") == "not a JSON object"
+    assert reason(doc(quantity=...)) == "missing quantity"
+    assert reason(doc(extra=1)) == "unknown fields extra"
+    assert reason(doc(v=2)) == "unsupported v=2"
+    assert reason(doc(event_id="a b")) == "bad event_id"
+    assert reason(doc(type="t\x00")) == "bad type"
+    assert reason(doc(quantity=True)) == "bad quantity"
+    assert reason(doc(quantity=0)) == "bad quantity"
+    assert reason(doc(path="smtp")) == "bad path"
+    assert reason(doc(properties=[1])) == "properties is not an object"
+    assert reason(doc(properties={"a": "\x00"})).startswith("NUL in properties")
+    assert reason(doc(site_id="nope")).startswith("bad site_id")
+    assert reason(doc(occurred_at="2026-11-27T10:00:00")).startswith("bad site_id, time")
+    assert reason(doc(usage_month="2026-10-01")) == "usage_month is not occurred_at's UTC month"
+
+
+def test_dead_letter_text_columns_never_carry_nul() -> None:
+    dead = decode(doc(event_id="x\x00y"), 0, 0)
+    assert isinstance(dead, DeadLetter) and dead.event_id is not None and "\x00" not in dead.event_id
+    assert dead.payload == doc(event_id="x\x00y")
+
+
+def test_dedupe_keeps_the_first_copy_in_ledger_order() -> None:
+    late = decode(doc(quantity=9), 1, 5)
+    early = decode(doc(quantity=1), 0, 9)
+    other = decode(doc(event_id="e-2"), 0, 3)
+    assert isinstance(late, IngestEvent) and isinstance(early, IngestEvent) and isinstance(other, IngestEvent)
+    assert dedupe_in_order([late, early, other]) == [other, early]
