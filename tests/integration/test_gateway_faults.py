@@ -11,7 +11,6 @@ import signal
 import statistics
 import tempfile
 import time
-import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 
