@@ -8,6 +8,7 @@ import dataclasses
 import uuid
 from collections.abc import Iterator
 
+import aiohttp
 import asyncpg
 import pytest
 
@@ -18,6 +19,7 @@ from services.relay.relay import Relay
 from tests.integration.pipeline import Proc, count_messages, insert_outbox, message, produce, wait_for
 
 pytestmark = pytest.mark.integration
+RELAY_METRICS_PORT = 23192
 
 
 @pytest.fixture(scope="module")
@@ -61,9 +63,23 @@ async def test_one_event_via_kafka_and_via_outbox_is_ledgered_once(
     site = await new_site(pool)
     produce(settings, [(str(site).encode(), message(site, "both-1"))])
     await insert_outbox(pool, site, ["both-1", "only-outbox"])
-    relay = Proc.start(settings, logs, "relay")
+    relay = Proc.start(settings, logs, "relay", relay_metrics_port=RELAY_METRICS_PORT)
     try:
         await wait_for(drained_and_ledgered(pool, site, 2), what="outbox drained, 2 ledger rows")
+
+        async def metrics_show_drained() -> bool:
+            try:
+                async with aiohttp.ClientSession() as s, \
+                        s.get(f"http://127.0.0.1:{RELAY_METRICS_PORT}/metrics") as r:
+                    text = await r.text()
+            except aiohttp.ClientError:
+                return False
+            lines = dict(x.rsplit(" ", 1) for x in text.splitlines() if x.startswith("opsmantik_outbox"))
+            return (float(lines.get("opsmantik_outbox_drained_total", 0)) >= 2
+                    and lines.get("opsmantik_outbox_depth") == "0.0"
+                    and "opsmantik_outbox_oldest_age_seconds" in lines)
+
+        await wait_for(metrics_show_drained, 10, 0.2, "relay metrics: drained 2, depth 0")
     finally:
         assert relay.stop() == 0, relay.tail()
     await assert_once_each(pool, site, 2)

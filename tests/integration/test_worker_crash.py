@@ -107,3 +107,33 @@ async def test_worker_sigkilled_mid_batch_then_restarted(settings: Settings, poo
     rc, report = reconcile(settings)
     assert rc == 0 and report["ok"] and report["drifting_sites"] == []
     assert str(site) in {s["site_id"] for s in report["sites"]}
+
+
+async def test_watchdog_restarts_a_stalled_consumer(settings: Settings, pool: asyncpg.Pool,
+                                                    tmp_path: Path) -> None:
+    site = await new_site(pool)
+    key = str(site).encode()
+    worker = Proc.start(settings, tmp_path, "worker", worker_watchdog_s=3)
+    blocker = await asyncpg.connect(settings.database_url)
+    sent = 0
+    try:
+        produce(settings, [(key, message(site, "wd-0"))])
+        sent = 1
+        await wait_for(at_least(pool, site, 1), 60, what="worker consuming")
+        tx = blocker.transaction()
+        await tx.start()
+        await blocker.execute("LOCK TABLE slo_freshness IN SHARE MODE")  # batches hang, no error
+        for _ in range(60):  # lag grows while the committed offset stands still
+            produce(settings, [(key, message(site, f"wd-{sent}"))])
+            sent += 1
+            if "WATCHDOG" in worker.log.read_text():
+                break
+            await asyncio.sleep(0.5)
+        assert "WATCHDOG" in worker.log.read_text(), worker.tail()
+        await tx.rollback()
+        await wait_for(at_least(pool, site, sent), 60, what="restarted consumer ledgered the backlog")
+    finally:
+        await blocker.close()
+        rc = worker.stop()
+    assert rc == 0, worker.tail()
+    assert await count(pool, site) == sent
