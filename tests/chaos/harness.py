@@ -125,6 +125,7 @@ class Component:
     crashes: int = 0  # exits the harness did not cause
     kills: int = 0
     started_at: float = 0.0
+    exit_codes: list[int] = field(default_factory=list)  # of the crashes (-6 = SIGABRT)
     _expect_exit: bool = False
 
     @property
@@ -176,6 +177,7 @@ class Component:
         if time.monotonic() - self.started_at < RESTART_BACKOFF_S:
             return False  # a crash loop must not eat the CPU the pipeline needs
         self.crashes += 1
+        self.exit_codes.append(self.proc.returncode)
         self.start()
         return True
 
@@ -286,6 +288,10 @@ class Pipeline:
 
     def crash_report(self) -> dict[str, int]:
         return {c.name: c.crashes for c in self.components if c.crashes}
+
+    def crash_notes(self) -> list[str]:
+        return [f"{c.name} exited on its own with {c.exit_codes}; last log lines:\n"
+                + c.log_tail(5) for c in self.components if c.exit_codes]
 
 
 async def wait_http_ready(url: str, timeout_s: float) -> bool:

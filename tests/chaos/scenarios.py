@@ -297,7 +297,7 @@ async def run_scenario(engines: ChaosStack, scenario: Scenario, seed: int, profi
         if supervisor is not None:
             await supervisor
         result.crashes = pipeline.crash_report()
-        result.notes = ctx.notes
+        result.notes = ctx.notes + pipeline.crash_notes()
         await asyncio.to_thread(pipeline.stop)
         await asyncio.to_thread(engines.up)
         if result.passed and not keep_logs:
