@@ -73,6 +73,16 @@ def _read_pid(path: Path) -> int | None:
         return None
 
 
+def _wait_port_free(port: int, timeout_s: float = 15.0) -> bool:
+    """After a kill the old listener can linger for a moment; give it time to go."""
+    deadline = time.monotonic() + timeout_s
+    while _port_open(port):
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.2)
+    return True
+
+
 def _tail(path: Path, lines: int = 30) -> str:
     try:
         return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
@@ -175,7 +185,7 @@ class Stack:
             return False
         if not any(KAFKA_LIBS.glob("kafka_2.13-*.jar")):
             raise StackError(f"Kafka jars missing in {KAFKA_LIBS}: run `make deps` first")
-        if _port_open(self.kafka_port):
+        if not _wait_port_free(self.kafka_port):
             raise StackError(f"port {self.kafka_port} is taken by a process that is not this stack's Kafka")
         logs = self.kafka_dir / "logs"
         logs.mkdir(parents=True, exist_ok=True)
@@ -291,7 +301,7 @@ class Stack:
     def pg_up(self) -> bool:
         if self.pg_status().running:
             return False
-        if _port_open(self.pg_port):
+        if not _wait_port_free(self.pg_port):
             raise StackError(f"port {self.pg_port} is taken by a process that is not this stack's Postgres")
         data = self.pg_data()
         if not (data / "PG_VERSION").exists():
