@@ -147,3 +147,43 @@ async def insert_outbox(pool: object, site_id: uuid.UUID, event_ids: list[str]) 
         "INSERT INTO ingest_fallback_buffer (site_id, event_id, payload, received_at) "
         "VALUES ($1, $2, $3, $4)",
         [(site_id, e, message(site_id, e, path="fallback", received_at=now), now) for e in event_ids])
+
+
+async def private_environment(base: Settings) -> Settings:
+    """Settings on a database and topics of their own, for tests whose assertions are global
+    (reconcile judges every site of a database; other modules write test rows by hand)."""
+    import dataclasses
+    import secrets
+
+    import asyncpg
+
+    from services.db.migrate import migrate
+    from services.kafka import ensure_topics
+
+    tag = f"{os.getpid()}_{secrets.token_hex(3)}"
+    db = f"opsmantik_test_{tag}"
+    admin = await asyncpg.connect(base.database_url)
+    try:
+        await admin.execute(f'CREATE DATABASE "{db}"')
+    finally:
+        await admin.close()
+    s = dataclasses.replace(base, database_url=base.database_url.rsplit("/", 1)[0] + "/" + db,
+                            topic=f"test.{tag}.ingest.v1", billable_topic=f"test.{tag}.billable.v1",
+                            worker_group=f"test-{tag}-worker")
+    conn = await asyncpg.connect(s.database_url)
+    try:
+        await migrate(conn)
+    finally:
+        await conn.close()
+    await asyncio.to_thread(ensure_topics, s)
+    return s
+
+
+async def drop_environment(base: Settings, s: Settings) -> None:
+    import asyncpg
+
+    admin = await asyncpg.connect(base.database_url)
+    try:
+        await admin.execute(f'DROP DATABASE IF EXISTS "{s.database_url.rsplit("/", 1)[1]}" WITH (FORCE)')
+    finally:
+        await admin.close()

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import subprocess
 import uuid
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -15,9 +16,33 @@ import pytest
 
 from services import sites
 from services.config import Settings
-from tests.integration.pipeline import OPSMANTIK, Proc, env_for, message, produce, wait_for
+from tests.integration.pipeline import (
+    OPSMANTIK,
+    Proc,
+    drop_environment,
+    env_for,
+    message,
+    private_environment,
+    produce,
+    wait_for,
+)
 
 pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module")
+async def settings(base_settings: Settings) -> AsyncIterator[Settings]:
+    """This module's own database and topics: reconcile's verdict covers only rows made here."""
+    s = await private_environment(base_settings)
+    yield s
+    await drop_environment(base_settings, s)
+
+
+@pytest.fixture(scope="module")
+async def pool(settings: Settings) -> AsyncIterator[asyncpg.Pool]:
+    p = await asyncpg.create_pool(settings.database_url, min_size=1, max_size=3)
+    yield p
+    await p.close()
 
 
 async def new_site(pool: asyncpg.Pool) -> uuid.UUID:
