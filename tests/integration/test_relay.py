@@ -5,21 +5,50 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import subprocess
 import uuid
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
+from datetime import UTC, datetime
 
 import aiohttp
 import asyncpg
+import orjson
 import pytest
 
 from services import sites
 from services.config import Settings
 from services.relay import relay as relay_mod
 from services.relay.relay import Relay
-from tests.integration.pipeline import Proc, count_messages, insert_outbox, message, produce, wait_for
+from tests.integration.pipeline import (
+    OPSMANTIK,
+    Proc,
+    count_messages,
+    drop_environment,
+    env_for,
+    insert_outbox,
+    message,
+    private_environment,
+    produce,
+    wait_for,
+)
 
 pytestmark = pytest.mark.integration
 RELAY_METRICS_PORT = 23192
+
+
+@pytest.fixture(scope="module")
+async def settings(base_settings: Settings) -> AsyncIterator[Settings]:
+    """This module's own database and topics, so reconcile's verdict covers only rows made here."""
+    s = await private_environment(base_settings)
+    yield s
+    await drop_environment(base_settings, s)
+
+
+@pytest.fixture(scope="module")
+async def pool(settings: Settings) -> AsyncIterator[asyncpg.Pool]:
+    p = await asyncpg.create_pool(settings.database_url, min_size=1, max_size=3)
+    yield p
+    await p.close()
 
 
 @pytest.fixture(scope="module")
@@ -121,6 +150,11 @@ async def test_relay_killed_between_produce_and_delete(worker: Proc, settings: S
     await assert_once_each(pool, site, 200)
     # Every row went to Kafka twice (before and after the kill); the ledger kept one.
     assert await asyncio.to_thread(count_messages, settings, settings.topic, str(site).encode()) == 400
+    done = subprocess.run([OPSMANTIK, "reconcile", "--month", datetime.now(UTC).strftime("%Y-%m"), "--json"],
+                          env=env_for(settings), capture_output=True, timeout=60)
+    report = orjson.loads(done.stdout)
+    assert done.returncode == 0 and report["drifting_sites"] == []
+    assert str(site) in {s["site_id"] for s in report["sites"]}
 
 
 async def test_two_relays_drain_together_without_producing_a_row_twice(
