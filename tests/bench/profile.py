@@ -14,6 +14,11 @@ from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
+BOILERPLATE = ("<frozen runpy>", "services/cli.py", "(services/gateway/main.py)", "(services/worker/main.py)",
+               "(services/relay/main.py)", "run_app (", "asyncio/base_events.py", "asyncio/runners.py",
+               "asyncio/events.py", "threading.py", "Thread.run", "_execute_task", "_execute_actor",
+               "Service.", "ServiceThread", "WorkerThread")
+
 
 @dataclass(frozen=True)
 class Profile:
@@ -70,8 +75,9 @@ def summarise(name: str, raw: Path, top: int = 12) -> Profile | None:
     if total == 0:
         return None
     top_self = [(f, n / total) for f, n in self_counts.most_common(top)]
-    # Entry frames (run_app, the loop) sit under every sample and say nothing: skip them.
-    top_incl = [(f, n / total) for f, n in incl_counts.most_common() if n / total < 0.95][:top]
+    # Entry frames (runpy, the CLI, run_app, the event loop, threads) hold most samples and say nothing.
+    top_incl = [(f, n / total) for f, n in incl_counts.most_common()
+                if n / total < 0.95 and not any(b in f for b in BOILERPLATE)][:top]
     return Profile(name, total, top_self, top_incl, raw)
 
 
