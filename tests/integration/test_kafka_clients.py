@@ -1,6 +1,7 @@
 """The pinned broker speaks to both of our clients: confluent-kafka produces (acks=all,
 idempotent) and a faust-streaming agent, in its own process, consumes every message."""
 
+import dataclasses
 import os
 import subprocess
 import sys
@@ -8,12 +9,16 @@ from pathlib import Path
 
 from confluent_kafka import Producer
 
-from services.kafka import producer_config
+from services.kafka import ensure_topics, producer_config
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_confluent_produces_and_faust_consumes(settings, tmp_path):
+    # A topic of its own: other tests of the session produce into settings.topic.
+    probe = dataclasses.replace(settings, topic=settings.topic + ".probe",
+                                billable_topic=settings.billable_topic + ".probe")
+    ensure_topics(probe)
     messages = [f"event-{i}".encode() for i in range(60)]
     producer = Producer(producer_config(settings))
     acked = []
@@ -23,12 +28,12 @@ def test_confluent_produces_and_faust_consumes(settings, tmp_path):
         acked.append(msg.value())
 
     for i, value in enumerate(messages):
-        producer.produce(settings.topic, key=f"site-{i % 4}", value=value, on_delivery=delivered)
+        producer.produce(probe.topic, key=f"site-{i % 4}", value=value, on_delivery=delivered)
     assert producer.flush(30) == 0
     assert sorted(acked) == sorted(messages)
 
     out = tmp_path / "consumed.txt"
-    env = {**os.environ, "PROBE_BOOTSTRAP": settings.kafka_bootstrap, "PROBE_TOPIC": settings.topic,
+    env = {**os.environ, "PROBE_BOOTSTRAP": settings.kafka_bootstrap, "PROBE_TOPIC": probe.topic,
            "PROBE_COUNT": str(len(messages)), "PROBE_OUT": str(out),
            "PROBE_DATADIR": str(tmp_path / "faust")}
     proc = subprocess.run([sys.executable, str(ROOT / "tests/integration/faust_probe.py")], env=env,
