@@ -3,17 +3,13 @@ each test session gets its own database and its own topics, so sessions never co
 
 from __future__ import annotations
 
-import dataclasses
-import os
-import secrets
 from collections.abc import AsyncIterator
 
 import asyncpg
 import pytest
 
 from services.config import Settings
-from services.db.migrate import migrate
-from services.kafka import ensure_topics
+from tests.environment import create_environment, drop_environment
 
 
 @pytest.fixture(scope="session")
@@ -24,23 +20,9 @@ def base_settings() -> Settings:
 @pytest.fixture(scope="session")
 async def settings(base_settings: Settings) -> AsyncIterator[Settings]:
     """Settings pointing at a fresh, migrated database and fresh topics."""
-    tag = f"{os.getpid()}_{secrets.token_hex(3)}"
-    db = f"opsmantik_test_{tag}"
-    admin = await asyncpg.connect(base_settings.database_url)
-    await admin.execute(f'CREATE DATABASE "{db}"')
-    url = base_settings.database_url.rsplit("/", 1)[0] + "/" + db
-    s = dataclasses.replace(
-        base_settings, database_url=url,
-        topic=f"test.{tag}.ingest.v1", billable_topic=f"test.{tag}.billable.v1",
-        worker_group=f"test-{tag}-worker",
-    )
-    conn = await asyncpg.connect(url)
-    await migrate(conn)
-    await conn.close()
-    ensure_topics(s)
+    s = await create_environment(base_settings)
     yield s
-    await admin.execute(f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)')
-    await admin.close()
+    await drop_environment(base_settings, s)
 
 
 @pytest.fixture(scope="session")

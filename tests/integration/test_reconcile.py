@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import subprocess
 import uuid
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 
 import asyncpg
@@ -16,24 +15,13 @@ from services import sites
 from services.config import Settings
 from services.worker.ledger import write_batch
 from services.worker.message import IngestEvent, decode
-from tests.integration.pipeline import OPSMANTIK, drop_environment, env_for, message, private_environment
+from tests.environment import module_environment
+from tests.integration.pipeline import OPSMANTIK, env_for, message
 
 pytestmark = pytest.mark.integration
 
 
-@pytest.fixture(scope="module")
-async def settings(base_settings: Settings) -> AsyncIterator[Settings]:
-    """This module's own database and topics: reconcile's verdict covers only rows made here."""
-    s = await private_environment(base_settings)
-    yield s
-    await drop_environment(base_settings, s)
-
-
-@pytest.fixture(scope="module")
-async def pool(settings: Settings) -> AsyncIterator[asyncpg.Pool]:
-    p = await asyncpg.create_pool(settings.database_url, min_size=1, max_size=3)
-    yield p
-    await p.close()
+settings, pool = module_environment()
 
 
 def run_reconcile(settings: Settings, *extra: str) -> subprocess.CompletedProcess[bytes]:

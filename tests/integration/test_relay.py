@@ -7,7 +7,7 @@ import asyncio
 import dataclasses
 import subprocess
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from datetime import UTC, datetime
 
 import aiohttp
@@ -19,15 +19,14 @@ from services import sites
 from services.config import Settings
 from services.relay import relay as relay_mod
 from services.relay.relay import Relay
+from tests.environment import module_environment
 from tests.integration.pipeline import (
     OPSMANTIK,
     Proc,
     count_messages,
-    drop_environment,
     env_for,
     insert_outbox,
     message,
-    private_environment,
     produce,
     wait_for,
 )
@@ -36,19 +35,7 @@ pytestmark = pytest.mark.integration
 RELAY_METRICS_PORT = 23192
 
 
-@pytest.fixture(scope="module")
-async def settings(base_settings: Settings) -> AsyncIterator[Settings]:
-    """This module's own database and topics, so reconcile's verdict covers only rows made here."""
-    s = await private_environment(base_settings)
-    yield s
-    await drop_environment(base_settings, s)
-
-
-@pytest.fixture(scope="module")
-async def pool(settings: Settings) -> AsyncIterator[asyncpg.Pool]:
-    p = await asyncpg.create_pool(settings.database_url, min_size=1, max_size=3)
-    yield p
-    await p.close()
+settings, pool = module_environment()
 
 
 @pytest.fixture(scope="module")

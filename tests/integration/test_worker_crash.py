@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import subprocess
 import uuid
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -16,13 +15,12 @@ import pytest
 
 from services import sites
 from services.config import Settings
+from tests.environment import module_environment
 from tests.integration.pipeline import (
     OPSMANTIK,
     Proc,
-    drop_environment,
     env_for,
     message,
-    private_environment,
     produce,
     wait_for,
 )
@@ -30,19 +28,7 @@ from tests.integration.pipeline import (
 pytestmark = pytest.mark.integration
 
 
-@pytest.fixture(scope="module")
-async def settings(base_settings: Settings) -> AsyncIterator[Settings]:
-    """This module's own database and topics: reconcile's verdict covers only rows made here."""
-    s = await private_environment(base_settings)
-    yield s
-    await drop_environment(base_settings, s)
-
-
-@pytest.fixture(scope="module")
-async def pool(settings: Settings) -> AsyncIterator[asyncpg.Pool]:
-    p = await asyncpg.create_pool(settings.database_url, min_size=1, max_size=3)
-    yield p
-    await p.close()
+settings, pool = module_environment()
 
 
 async def new_site(pool: asyncpg.Pool) -> uuid.UUID:
