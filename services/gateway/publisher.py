@@ -1,8 +1,9 @@
 """The Publisher seam: handlers hand it validated events and get a receipt per event, or
 `Unavailable` when neither Kafka nor the outbox could take them (→ 503, nothing acknowledged).
 
-    KafkaPublisher     confluent-kafka, acks=all + idempotence; a poll thread resolves one asyncio
-                       future per message through loop.call_soon_threadsafe (never flush() on the loop)
+    KafkaPublisher     confluent-kafka, acks=all + idempotence; one asyncio future per request: the
+                       poll thread hands each poll() round's delivery reports to the loop with one
+                       loop.call_soon_threadsafe (never flush() on the loop)
     OutboxPublisher    one INSERT … unnest() transaction into ingest_fallback_buffer
     FallbackPublisher  Kafka while the breaker allows it, within the delivery deadline; whatever was
                        not acknowledged in time goes to the outbox (outcome `fallback`)
@@ -59,6 +60,35 @@ def producer_settings(settings: Settings) -> dict[str, object]:
     )
 
 
+class Delivery:
+    """One request's delivery reports. `results[i]` is (partition, offset) once message i is on
+    the broker, a KafkaException if it failed, None while unknown; only the loop writes them, so
+    what a caller reads at its deadline cannot change under it. `future` resolves when all
+    reports are in (its result is `results`)."""
+
+    __slots__ = ("results", "remaining", "future")
+
+    def __init__(self, n: int, future: asyncio.Future[list[Any]]) -> None:
+        self.results: list[tuple[int, int] | KafkaException | None] = [None] * n
+        self.remaining = n
+        self.future = future
+
+
+# (delivery, index, error, partition, offset): what the poll thread records per report.
+Report = tuple[Delivery, int, KafkaError | None, int, int]
+
+
+def apply_reports(reports: list[Report]) -> None:
+    """On the loop: one call per poll() round, however many reports it served."""
+    for delivery, i, err, partition, offset in reports:
+        if delivery.results[i] is not None:
+            continue
+        delivery.results[i] = KafkaException(err) if err is not None else (partition, offset)
+        delivery.remaining -= 1
+        if delivery.remaining == 0 and not delivery.future.done():
+            delivery.future.set_result(delivery.results)
+
+
 class KafkaPublisher:
     def __init__(self, settings: Settings, on_error: Callable[[str], None] = lambda reason: None) -> None:
         self.topic = settings.topic
@@ -66,6 +96,7 @@ class KafkaPublisher:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._reports: list[Report] = []  # filled by delivery callbacks, handed over per poll()
         config = producer_settings(settings)
         config["error_cb"] = self._error_cb
         config["logger"] = logging.getLogger("opsmantik.gateway.librdkafka")  # not raw stderr
@@ -79,26 +110,37 @@ class KafkaPublisher:
     def _poll(self) -> None:
         while not self._stop.is_set():
             self.producer.poll(0.05)
+            self._hand_over()
+
+    def _hand_over(self) -> None:
+        """Pass the reports collected so far to the loop in one call_soon_threadsafe."""
+        if not self._reports:
+            return
+        reports, self._reports = self._reports, []
+        loop = self._loop
+        if loop is not None and not loop.is_closed():
+            loop.call_soon_threadsafe(apply_reports, reports)
 
     def _error_cb(self, err: KafkaError) -> None:  # poll thread
         down = err.code() == KafkaError._ALL_BROKERS_DOWN or err.fatal()
         if down and self._loop is not None and not self._loop.is_closed():
             self._loop.call_soon_threadsafe(self._on_error, f"librdkafka: {err.name()}")
 
-    def produce(self, key: bytes, values: Sequence[bytes]) -> list[asyncio.Future[tuple[int, int]]]:
-        """Queue every value; raises BufferError (queue full) or KafkaException."""
+    def produce(self, key: bytes, values: Sequence[bytes]) -> Delivery:
+        """Queue every value; raises BufferError (queue full) or KafkaException. Values queued
+        before the raise may still be delivered (the caller purges, as for a missed deadline)."""
         assert self._loop is not None, "start() first"
-        loop = self._loop
-        futures: list[asyncio.Future[tuple[int, int]]] = []
-        for value in values:
-            fut: asyncio.Future[tuple[int, int]] = loop.create_future()
+        delivery = Delivery(len(values), self._loop.create_future())
+        produce, topic = self.producer.produce, self.topic
 
-            def report(err: KafkaError | None, msg: Any, fut: asyncio.Future[tuple[int, int]] = fut) -> None:
-                loop.call_soon_threadsafe(_resolve, fut, err, msg.partition(), msg.offset())
+        def reporter(i: int) -> Callable[[KafkaError | None, Any], None]:
+            def report(err: KafkaError | None, msg: Any) -> None:  # poll thread, inside poll()
+                self._reports.append((delivery, i, err, msg.partition(), msg.offset()))
+            return report
 
-            self.producer.produce(self.topic, value, key, on_delivery=report)
-            futures.append(fut)
-        return futures
+        for i, value in enumerate(values):
+            produce(topic, value, key, on_delivery=reporter(i))
+        return delivery
 
     def purge_queued(self) -> None:
         """Drop messages still waiting in librdkafka's queue (never sent: definitely not stored),
@@ -112,21 +154,13 @@ class KafkaPublisher:
         return len(self.producer)
 
     def close(self, timeout_s: float = 5.0) -> None:
-        """Blocking: call from a thread. Waits for outstanding deliveries, then stops polling."""
-        self.producer.flush(timeout_s)
+        """Blocking: call from a thread. Stops polling, then waits for outstanding deliveries
+        (their reports are collected by flush() here and handed over like a poll round)."""
         self._stop.set()
         if self._thread is not None:
             self._thread.join(2.0)
-
-
-def _resolve(fut: asyncio.Future[tuple[int, int]], err: KafkaError | None, partition: int,
-             offset: int) -> None:
-    if fut.done():
-        return
-    if err is not None:
-        fut.set_exception(KafkaException(err))
-    else:
-        fut.set_result((partition, offset))
+        self.producer.flush(timeout_s)
+        self._hand_over()
 
 
 class OutboxPublisher:
@@ -174,32 +208,25 @@ class FallbackPublisher:
         values = [to_message(e, site_id, received_at, path="kafka", gateway_status=s)
                   for e, s in zip(events, statuses, strict=True)]
         try:
-            futures = self.kafka.produce(str(site_id).encode(), values)
+            delivery = self.kafka.produce(str(site_id).encode(), values)
         except (BufferError, KafkaException) as exc:
             self.breaker.failure(f"produce: {type(exc).__name__}")
+            self.kafka.purge_queued()  # part of the request may be queued: it goes to the outbox
             return
-        done, _ = await asyncio.wait(futures, timeout=self.deadline_s)
+        # One future for the request; the results are only written on the loop, so reading them
+        # at the deadline is a consistent snapshot (late reports do not change the answer).
+        await asyncio.wait((delivery.future,), timeout=self.deadline_s)
         failed = 0
-        for i, fut in enumerate(futures):
-            if fut in done and fut.exception() is None:
-                partition, offset = fut.result()
-                results[i] = Stored(statuses[i], {"partition": partition, "offset": offset})
+        for i, result in enumerate(delivery.results):
+            if isinstance(result, tuple):
+                results[i] = Stored(statuses[i], {"partition": result[0], "offset": result[1]})
             else:
                 failed += 1
-                if fut.done():
-                    fut.exception()  # retrieved
-                else:
-                    fut.add_done_callback(_discard)
         if failed:
-            self.breaker.failure(f"{failed} of {len(futures)} deliveries missed the deadline or failed")
+            self.breaker.failure(f"{failed} of {len(values)} deliveries missed the deadline or failed")
             self.kafka.purge_queued()
         else:
             self.breaker.success()
-
-
-def _discard(fut: asyncio.Future[Any]) -> None:
-    if not fut.cancelled():
-        fut.exception()
 
 
 @dataclass
