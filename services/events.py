@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta, timezone
 from typing import Any
@@ -111,8 +112,9 @@ def validate_event(item: object, now: datetime, limits: Limits = Limits()) -> Ev
     if not isinstance(item, dict):
         return [("", "an event must be a JSON object")]
     errors: list[tuple[str, str]] = []
-    for name in sorted(set(item) - EVENT_FIELDS):
-        errors.append((name[:64], "unknown field"))
+    if not item.keys() <= EVENT_FIELDS:
+        for name in sorted(set(item) - EVENT_FIELDS):
+            errors.append((name[:64], "unknown field"))
     for name in REQUIRED:
         if name not in item:
             errors.append((name, "required"))
@@ -187,14 +189,13 @@ def parse_time(raw: str) -> datetime | None:
     y, mo, d, h, mi, s, frac, offset = match.groups()
     micro = int((frac or "0")[:6].ljust(6, "0"))
     try:
-        if offset in ("Z", "z"):
-            tz = UTC
-        else:
-            sign = 1 if offset[0] == "+" else -1
-            oh, om = int(offset[1:3]), int(offset[4:6])
-            if oh > 23 or om > 59:
-                return None
-            tz = timezone(sign * timedelta(hours=oh, minutes=om))
+        if offset in ("Z", "z"):  # already UTC: no conversion
+            return datetime(int(y), int(mo), int(d), int(h), int(mi), int(s), micro, tzinfo=UTC)
+        sign = 1 if offset[0] == "+" else -1
+        oh, om = int(offset[1:3]), int(offset[4:6])
+        if oh > 23 or om > 59:
+            return None
+        tz = timezone(sign * timedelta(hours=oh, minutes=om))
         value = datetime(int(y), int(mo), int(d), int(h), int(mi), int(s), micro, tzinfo=tz)
         return value.astimezone(UTC)
     except (ValueError, OverflowError):
@@ -202,22 +203,38 @@ def parse_time(raw: str) -> datetime | None:
 
 
 def iso(ts: datetime) -> str:
+    if ts.tzinfo is UTC:  # parse_time's output: no conversion needed
+        return ts.isoformat(timespec="microseconds")
     return ts.astimezone(UTC).isoformat(timespec="microseconds")
 
 
 def to_message(event: Event, site_id: uuid.UUID, received_at: datetime, *, path: str,
                gateway_status: str) -> bytes:
     """schemas/event.v1.json: the Kafka value and, with path "fallback", the outbox payload."""
-    return orjson.dumps({
-        "v": 1,
-        "site_id": str(site_id),
-        "event_id": event.event_id,
-        "type": event.type,
-        "occurred_at": iso(event.occurred_at),
-        "usage_month": event.usage_month.isoformat(),
-        "quantity": event.quantity,
-        "properties": event.properties,
-        "received_at": iso(received_at),
-        "path": path,
-        "gateway_status": gateway_status,
-    })
+    return to_messages([event], site_id, received_at, path=path, gateway_statuses=[gateway_status])[0]
+
+
+def to_messages(events: Sequence[Event], site_id: uuid.UUID, received_at: datetime, *, path: str,
+                gateway_statuses: Sequence[str]) -> list[bytes]:
+    """to_message for one request's events: the per-request parts (site_id, received_at) are
+    formatted once, and usage_month is cut from occurred_at's UTC ISO text."""
+    site = str(site_id)
+    received = iso(received_at)
+    out = []
+    dumps = orjson.dumps
+    for event, status in zip(events, gateway_statuses, strict=True):
+        occurred = iso(event.occurred_at)
+        out.append(dumps({
+            "v": 1,
+            "site_id": site,
+            "event_id": event.event_id,
+            "type": event.type,
+            "occurred_at": occurred,
+            "usage_month": occurred[:8] + "01",  # YYYY-MM-01 of the UTC time
+            "quantity": event.quantity,
+            "properties": event.properties,
+            "received_at": received,
+            "path": path,
+            "gateway_status": status,
+        }))
+    return out

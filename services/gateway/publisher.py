@@ -25,7 +25,7 @@ import asyncpg
 from confluent_kafka import KafkaError, KafkaException, Producer
 
 from services.config import Settings
-from services.events import Event, to_message
+from services.events import Event, to_messages
 from services.gateway.breaker import Breaker
 from services.gateway.sql import Q
 from services.kafka import producer_config
@@ -192,8 +192,8 @@ class FallbackPublisher:
             await self._via_kafka(site_id, events, statuses, received_at, results)
         missing = [i for i, r in enumerate(results) if r is None]
         if missing:
-            payloads = [to_message(events[i], site_id, received_at, path="fallback",
-                                   gateway_status="fallback") for i in missing]
+            payloads = to_messages([events[i] for i in missing], site_id, received_at, path="fallback",
+                                   gateway_statuses=["fallback"] * len(missing))
             try:
                 ids = await self.outbox.store(site_id, [events[i].event_id for i in missing], payloads,
                                               received_at)
@@ -205,8 +205,7 @@ class FallbackPublisher:
 
     async def _via_kafka(self, site_id: uuid.UUID, events: Sequence[Event], statuses: Sequence[str],
                          received_at: datetime, results: list[Stored | None]) -> None:
-        values = [to_message(e, site_id, received_at, path="kafka", gateway_status=s)
-                  for e, s in zip(events, statuses, strict=True)]
+        values = to_messages(events, site_id, received_at, path="kafka", gateway_statuses=statuses)
         try:
             delivery = self.kafka.produce(str(site_id).encode(), values)
         except (BufferError, KafkaException) as exc:
