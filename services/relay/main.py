@@ -7,6 +7,7 @@ import asyncio
 import logging
 import signal
 
+import uvloop
 from prometheus_client import start_http_server
 
 from services.config import Settings
@@ -20,7 +21,8 @@ def main(settings: Settings, args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     if settings.relay_metrics_port:
         start_http_server(settings.relay_metrics_port, addr="127.0.0.1")
-    return asyncio.run(serve(settings))
+    # uvloop: cheaper wake-ups (the poll thread's hand-over) and socket I/O than the default loop.
+    return uvloop.run(serve(settings))
 
 
 async def serve(settings: Settings) -> int:

@@ -18,6 +18,8 @@ import socket
 import time
 from datetime import UTC, datetime
 
+import uvloop
+
 from services import reconcile
 from services.config import Settings
 from services.db.pool import create_pool
@@ -37,7 +39,9 @@ def main(settings: Settings, args: argparse.Namespace) -> int:
         logging.getLogger(noisy).setLevel(logging.WARNING)
     ensure_topics(settings)  # Faust must not subscribe to a topic that does not exist yet
     metrics.serve(settings.worker_metrics_port)
-    return asyncio.run(serve(settings))
+    # uvloop: cheaper wake-ups and socket I/O than the default loop (Faust runs on the loop
+    # it finds, the supervisor owns it; mode.loop.uvloop does no more than this policy).
+    return uvloop.run(serve(settings))
 
 
 async def _watch(settings: Settings, processor: BatchProcessor, probe: OffsetProbe,
