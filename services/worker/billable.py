@@ -24,13 +24,16 @@ class PublishError(RuntimeError):
 
 
 def _iso(ts: datetime) -> str:
-    return ts.astimezone(UTC).isoformat(timespec="microseconds")
+    if ts.tzinfo is not UTC:
+        ts = ts.astimezone(UTC)
+    return ts.isoformat(timespec="microseconds")
 
 
-def to_billable(row: LedgerRow) -> bytes:
+def to_billable(row: LedgerRow, site: str | None = None) -> bytes:
+    """`site`: str(row.site_id), when the caller has it already (one per batch and site)."""
     return orjson.dumps({
         "v": 1,
-        "site_id": str(row.site_id),
+        "site_id": site if site is not None else str(row.site_id),
         "event_id": row.event_id,
         "type": row.event_type,
         "occurred_at": _iso(row.occurred_at),
@@ -43,7 +46,8 @@ def to_billable(row: LedgerRow) -> bytes:
         "ledgered_at": _iso(row.ledgered_at),
         "kafka_partition": row.kafka_partition,
         "kafka_offset": row.kafka_offset,
-        "properties": orjson.loads(row.properties) if row.properties is not None else None,
+        # jsonb's own text, embedded as it is (Postgres produced it: valid JSON, no re-parse)
+        "properties": orjson.Fragment(row.properties) if row.properties is not None else None,
     })
 
 
@@ -53,8 +57,15 @@ class BillablePublisher:
         self._producer = AsyncProducer(producer_config(settings, **{"message.timeout.ms": 15000}))
 
     async def publish(self, rows: Sequence[LedgerRow]) -> None:
-        errors = await self._producer.send(
-            self.topic, [(str(r.site_id).encode(), to_billable(r)) for r in rows])
+        sites: dict[object, tuple[str, bytes]] = {}
+        messages = []
+        for r in rows:
+            site = sites.get(r.site_id)
+            if site is None:
+                text = str(r.site_id)
+                site = sites[r.site_id] = (text, text.encode())
+            messages.append((site[1], to_billable(r, site[0])))
+        errors = await self._producer.send(self.topic, messages)
         failed = [e for e in errors if e is not None]
         if failed:
             raise PublishError(f"{len(failed)} of {len(rows)} billable messages failed: {failed[0]}")

@@ -137,7 +137,7 @@ async def write_batch(conn: asyncpg.Connection, topic: str, instance: str,
         if unique:
             rows = await conn.fetch(Q["ledger_rows"], [e.site_id for e in unique],
                                     [e.event_id for e in unique])
-            canonical = [LedgerRow(**dict(r)) for r in rows]
+            canonical = [LedgerRow(*r) for r in rows]  # ledger_rows selects the fields in order
     return BatchResult(new=len(new_keys), duplicates=len(events) - len(unknown) - len(new_keys),
                        dead_letters=len(dead), overlimit=overlimit, rows=canonical,
                        new_received_at=new_received)

@@ -11,13 +11,15 @@ import re
 import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
+from functools import lru_cache
 
 import orjson
 
 _EVENT_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 _REQUIRED = ("v", "site_id", "event_id", "type", "occurred_at", "usage_month", "quantity",
              "received_at", "path", "gateway_status")
-_ALLOWED = frozenset(_REQUIRED) | {"properties"}
+_REQUIRED_SET = frozenset(_REQUIRED)
+_ALLOWED = _REQUIRED_SET | {"properties"}
 _PATHS = frozenset({"kafka", "fallback"})
 _STATUSES = frozenset({"accepted", "overlimit", "degraded", "fallback"})
 MAX_QUANTITY = 1_000_000_000_000
@@ -62,18 +64,30 @@ def _time(raw: object) -> datetime:
     if not isinstance(raw, str):
         raise ValueError("not a string")
     value = datetime.fromisoformat(raw)
+    if value.tzinfo is UTC:  # the gateway's form: nothing to convert
+        return value
     if value.tzinfo is None:
         raise ValueError("no UTC offset")
     return value.astimezone(UTC)
 
 
+# A batch carries a handful of sites and months: parse each text once (errors are not cached).
+@lru_cache(maxsize=4096)
+def _site_id(raw: str) -> uuid.UUID:
+    return uuid.UUID(raw)
+
+
+@lru_cache(maxsize=256)
+def _month(raw: str) -> date:
+    return date.fromisoformat(raw)
+
+
 def _problem(doc: dict[str, object]) -> str | None:
-    missing = [k for k in _REQUIRED if k not in doc]
-    if missing:
-        return f"missing {', '.join(missing)}"
-    unknown = sorted(set(doc) - _ALLOWED)
-    if unknown:
-        return f"unknown fields {', '.join(unknown)}"
+    keys = doc.keys()
+    if not keys >= _REQUIRED_SET:
+        return f"missing {', '.join(k for k in _REQUIRED if k not in doc)}"
+    if not keys <= _ALLOWED:
+        return f"unknown fields {', '.join(sorted(set(doc) - _ALLOWED))}"
     if doc["v"] != 1:
         return f"unsupported v={doc['v']!r}"
     if not isinstance(doc["event_id"], str) or not _EVENT_ID.fullmatch(doc["event_id"]):
@@ -115,10 +129,10 @@ def decode(value: bytes | None, partition: int, offset: int) -> IngestEvent | De
     if props_text is not None and "\\u0000" in props_text:
         return dead("NUL in properties (Postgres jsonb cannot store it)", doc)
     try:
-        site_id = uuid.UUID(str(doc["site_id"]))
+        site_id = _site_id(str(doc["site_id"]))
         occurred_at = _time(doc["occurred_at"])
         received_at = _time(doc["received_at"])
-        usage_month = date.fromisoformat(str(doc["usage_month"]))
+        usage_month = _month(str(doc["usage_month"]))
     except ValueError as exc:
         return dead(f"bad site_id, time or usage_month: {exc}", doc)
     if usage_month.day != 1 or usage_month != occurred_at.date().replace(day=1):
