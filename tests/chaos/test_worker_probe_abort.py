@@ -1,6 +1,6 @@
 """Regression (found by scenarios 1, 5 and 8): the worker process aborted with
 `rdkafka_queue.h:1086: rd_kafka_enq_once_del_source_return: Assertion eonce->refcnt > 0 failed`
-(exit -6) when the broker was SIGKILLed and restarted: 8 of the first 34 chaos runs with a
+(exit -6) when the broker was SIGKILLed and restarted: 8 of the first 16 chaos runs with a
 broker kill. The abort is in the watchdog's OffsetProbe.read, inside librdkafka's
 AdminClient.list_consumer_group_offsets (confluent-kafka 2.16.1) retrying its coordinator
 request across the broker restart; Consumer.committed() survives the same fault.
