@@ -8,8 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from confluent_kafka import Consumer, ConsumerGroupTopicPartitions, TopicPartition
-from confluent_kafka.admin import AdminClient
+from confluent_kafka import Consumer, TopicPartition
 
 
 @dataclass(frozen=True)
@@ -39,17 +38,17 @@ class StallDetector:
 
 class OffsetProbe:
     def __init__(self, bootstrap: str, group: str, topic: str, partitions: int) -> None:
-        self._admin = AdminClient({"bootstrap.servers": bootstrap})
-        # A group-less consumer only to read watermarks; it never subscribes or commits.
-        self._consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"{group}.watchdog",
+        # A consumer in the worker's group that never subscribes (so never joins) nor commits:
+        # it only reads the group's committed offsets and the watermarks. (AdminClient's
+        # list_consumer_group_offsets aborted the process inside librdkafka after a broker
+        # SIGKILL + restart: tests/chaos/test_worker_probe_abort.py.)
+        self._consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": group,
                                    "enable.auto.commit": False})
         self.group, self.topic, self.partitions = group, topic, partitions
 
     def read(self, timeout_s: float = 5.0) -> Progress:
         tps = [TopicPartition(self.topic, p) for p in range(self.partitions)]
-        req = [ConsumerGroupTopicPartitions(self.group, tps)]
-        result = self._admin.list_consumer_group_offsets(req, request_timeout=timeout_s)[self.group]
-        committed = {tp.partition: max(tp.offset, 0) for tp in result.result(timeout_s).topic_partitions}
+        committed = {tp.partition: max(tp.offset, 0) for tp in self._consumer.committed(tps, timeout_s)}
         total, lag = 0, 0
         for p in range(self.partitions):
             _low, high = self._consumer.get_watermark_offsets(TopicPartition(self.topic, p), timeout_s)

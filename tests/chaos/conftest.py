@@ -5,5 +5,5 @@ from __future__ import annotations
 
 import os
 
-NEEDS_PRIVATE_STACK = ["test_chaos_ci.py", "test_worker_probe_abort.py"]
+NEEDS_PRIVATE_STACK = ["test_chaos_ci.py"]
 collect_ignore = [] if os.environ.get("OPSMANTIK_CHAOS") == "1" else NEEDS_PRIVATE_STACK

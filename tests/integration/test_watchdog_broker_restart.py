@@ -5,9 +5,10 @@ broker kill. The abort is in the watchdog's OffsetProbe.read, inside librdkafka'
 AdminClient.list_consumer_group_offsets (confluent-kafka 2.16.1) retrying its coordinator
 request across the broker restart; Consumer.committed() survives the same fault.
 
-The probe runs in a child process (an abort cannot be caught) while the private broker is
-killed and restarted three times; the child must still be alive and exit 0. Collected with
-OPSMANTIK_CHAOS=1 (`make chaos`): it needs the private stack."""
+Fixed by reading the group's committed offsets with Consumer.committed() (a consumer in the
+worker's group that never subscribes). The probe runs in a child process (an abort cannot be
+caught) while the chaos suite's private broker is killed and restarted three times; the child must
+still be alive and exit 0."""
 
 from __future__ import annotations
 
