@@ -1,0 +1,40 @@
+"""Batch-resolved delivery reports (services/gateway/publisher.py, services/async_producer.py):
+one future per request/send, results written on the loop only, in any order of arrival."""
+
+from __future__ import annotations
+
+import asyncio
+
+from confluent_kafka import KafkaError, KafkaException
+
+from services.async_producer import _apply, _Send
+from services.gateway.publisher import Delivery, apply_reports
+
+
+async def test_one_future_resolves_when_the_last_report_of_the_request_is_in() -> None:
+    loop = asyncio.get_running_loop()
+    a, b = Delivery(3, loop.create_future()), Delivery(1, loop.create_future())
+    apply_reports([(a, 2, None, 0, 12), (b, 0, None, 1, 5), (a, 0, None, 0, 10)])
+    assert b.future.done() and b.future.result() == [(1, 5)]
+    assert not a.future.done()  # message 1 of `a` has not been reported yet
+    assert a.results == [(0, 10), None, (0, 12)]  # what a handler sees at its deadline
+    apply_reports([(a, 1, KafkaError(KafkaError._MSG_TIMED_OUT), -1, -1)])
+    results = a.future.result()
+    assert results[0] == (0, 10) and results[2] == (0, 12)
+    assert isinstance(results[1], KafkaException)  # not stored: this event goes to the outbox
+
+
+async def test_a_second_report_for_the_same_message_changes_nothing() -> None:
+    loop = asyncio.get_running_loop()
+    d = Delivery(2, loop.create_future())
+    apply_reports([(d, 0, None, 0, 1), (d, 0, KafkaError(KafkaError._PURGE_QUEUE), -1, -1)])
+    assert d.results[0] == (0, 1) and d.remaining == 1 and not d.future.done()
+
+
+async def test_async_producer_send_collects_every_error_in_message_order() -> None:
+    loop = asyncio.get_running_loop()
+    send = _Send(3, loop.create_future())
+    err = KafkaError(KafkaError.MSG_SIZE_TOO_LARGE)
+    send.settle(1, err)  # refused by produce() itself, before any report
+    _apply([(send, 2, None), (send, 0, None)])
+    assert send.future.result() == [None, err, None]
