@@ -87,7 +87,8 @@ async def write_batch(conn: asyncpg.Connection, topic: str, instance: str,
         if unique:
             closed = frozenset(r["month"] for r in await conn.fetch(
                 Q["closed_months_from"], min(e.usage_month for e in unique)))
-            bmonth = {e.key: billing_month(e.usage_month, closed) for e in unique}
+            months = {m: billing_month(m, closed) for m in {e.usage_month for e in unique}}
+            bmonth = {e.key: months[e.usage_month] for e in unique}
             inv = sorted({(e.site_id, bmonth[e.key]) for e in unique})
             locked = await conn.fetch(Q["lock_invoice_rows"], [k[0] for k in inv], [k[1] for k in inv])
             counts = {(r["site_id"], r["month"]): r["events"] for r in locked}
@@ -99,7 +100,7 @@ async def write_batch(conn: asyncpg.Connection, topic: str, instance: str,
                 [e.quantity for e in unique], [e.path for e in unique],
                 [e.received_at for e in unique], [e.partition for e in unique],
                 [e.offset for e in unique], [e.properties for e in unique])
-            fresh = {(r["site_id"], r["event_id"]) for r in inserted}
+            fresh = {(r[0], r[1]) for r in inserted}  # RETURNING site_id, event_id
             new_events = [e for e in unique if e.key in fresh]  # still in ledger order
             classes = assign_classes([(e.site_id, bmonth[e.key]) for e in new_events], counts, quotas)
 

@@ -11,7 +11,7 @@ import re
 import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
-from functools import lru_cache
+from functools import cached_property, lru_cache
 
 import orjson
 
@@ -40,7 +40,7 @@ class IngestEvent:
     offset: int
     raw: bytes = field(default=b"", repr=False)  # kept for a dead letter (e.g. unknown site)
 
-    @property
+    @cached_property  # looked up several times per event in a batch; frozen: never stale
     def key(self) -> tuple[uuid.UUID, str]:
         return (self.site_id, self.event_id)
 
