@@ -51,3 +51,11 @@ def build_app(settings: Settings, processor: BatchProcessor) -> faust.App:
                 await stream.ack(event)
 
     return app
+
+
+def drop_monitor(app: faust.App) -> None:
+    """Call after app.start(): take Faust's Monitor (stats for Faust's own web views, which are
+    off here) out of the per-message sensor calls. Measured: 48 -> 45 us of CPU per consumed
+    message; the worker's metrics come from services/worker/metrics.py, not from it."""
+    if app.monitor in set(app.sensors):
+        app.sensors.remove(app.monitor)

@@ -25,7 +25,7 @@ from services.config import Settings
 from services.db.pool import create_pool
 from services.kafka import ensure_topics
 from services.worker import metrics
-from services.worker.app import build_app
+from services.worker.app import build_app, drop_monitor
 from services.worker.billable import BillablePublisher
 from services.worker.processor import BatchProcessor
 from services.worker.watchdog import OffsetProbe, StallDetector
@@ -107,6 +107,7 @@ async def serve(settings: Settings) -> int:
         while True:
             app = build_app(settings, processor)
             await app.start()
+            drop_monitor(app)
             log.info("worker %s consuming %s as group %s", instance, settings.topic, settings.worker_group)
             outcome = await _watch(settings, processor, probe, stop)
             try:  # bounded: a stop in the middle of a rebalance can hang; offsets are safe anyway
