@@ -65,6 +65,17 @@ async def test_broker_sigkill_under_load_then_both_down(private: tuple[Stack, Se
     client = TestClient(TestServer(app))
     await client.start_server()
     try:
+        # A fresh broker may answer "coordinator load in progress" for a few seconds: until the
+        # idempotent producer has its id, events (correctly) go to the outbox. Warm up first so
+        # the kill below happens while the Kafka path carries the load.
+        for i in range(150):
+            r = await client.post("/api/sync", data=orjson.dumps({"events": [event(f"warm-{i}")]}),
+                                  headers=auth(key))
+            if "partition" in (await r.json())["results"][0]["receipt"]:
+                break
+            await asyncio.sleep(0.2)
+        else:
+            pytest.fail("the gateway never reached the Kafka path on the fresh broker")
         sent: list[tuple[float, float, int, list[dict]]] = []  # start, latency, status, results
         stop_at = time.monotonic() + 6.0
         kill_at = time.monotonic() + 2.0
