@@ -45,8 +45,6 @@ class Settings:
     unknown_key_ttl_s: float = 5.0
     usage_refresh_s: float = 1.0
     usage_stale_s: float = 10.0  # cache older than this → events are `degraded`
-    default_rate: float = 1000.0  # requests/s per site
-    default_burst: int = 2000
     # Worker
     worker_group: str = "opsmantik-worker"
     worker_batch: int = 2000
@@ -102,11 +100,11 @@ class Settings:
         if not 0 < self.gateway_port < 65536:
             problems.append(f"OPSMANTIK_GATEWAY_PORT: {self.gateway_port} is not a port")
         for name in ("max_body_bytes", "max_batch_events", "delivery_timeout_ms", "worker_batch",
-                     "relay_batch", "default_burst", "db_pool_min", "db_pool_max"):
+                     "relay_batch", "db_pool_min", "db_pool_max"):
             if getattr(self, name) < 1:
                 problems.append(f"OPSMANTIK_{name.upper()} must be >= 1")
         for name in ("key_cache_ttl_s", "unknown_key_ttl_s", "usage_refresh_s", "usage_stale_s",
-                     "default_rate", "worker_batch_within_s", "relay_idle_s", "worker_retry_max_s",
+                     "worker_batch_within_s", "relay_idle_s", "worker_retry_max_s",
                      "worker_watchdog_s", "reconcile_interval_s"):
             if getattr(self, name) <= 0:
                 problems.append(f"OPSMANTIK_{name.upper()} must be > 0")

@@ -61,7 +61,6 @@ class KeyCache:
         self.known: dict[bytes, SiteAuth] = {}
         self.unknown: OrderedDict[bytes, float] = OrderedDict()
         self._inflight: dict[bytes, asyncio.Future[SiteAuth | None]] = {}
-        self.refreshed_at = time.monotonic()
 
     async def lookup(self, api_key: str) -> SiteAuth | None:
         digest = hash_key(api_key)
@@ -105,7 +104,6 @@ class KeyCache:
         """Re-read every known key: revoked ones disappear, limits follow the site row."""
         digests = list(self.known)
         if not digests:
-            self.refreshed_at = time.monotonic()
             return
         async with self.pool.acquire(timeout=self.lookup_timeout_s) as conn:
             rows = await conn.fetch(Q["keys_by_hashes"], digests, timeout=self.lookup_timeout_s)
@@ -119,7 +117,6 @@ class KeyCache:
                 self.known[digest] = fresh[digest]
             else:
                 self.known.pop(digest, None)
-        self.refreshed_at = time.monotonic()
 
     async def run(self) -> None:
         """Background refresher; failures keep the last known answers (Postgres may be down)."""

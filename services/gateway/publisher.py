@@ -7,7 +7,6 @@
     OutboxPublisher    one INSERT … unnest() transaction into ingest_fallback_buffer
     FallbackPublisher  Kafka while the breaker allows it, within the delivery deadline; whatever was
                        not acknowledged in time goes to the outbox (outcome `fallback`)
-    MemoryPublisher    in-memory fake for pure-logic tests
 """
 
 from __future__ import annotations
@@ -17,7 +16,7 @@ import logging
 import threading
 import uuid
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
 
@@ -183,7 +182,6 @@ class FallbackPublisher:
     outbox: OutboxPublisher
     breaker: Breaker
     deadline_s: float
-    on_outcome: Callable[[str, int], None] = lambda outcome, n: None
 
     async def publish(self, site_id: uuid.UUID, events: Sequence[Event], statuses: Sequence[str],
                       received_at: datetime) -> list[Stored]:
@@ -226,21 +224,3 @@ class FallbackPublisher:
             self.kafka.purge_queued()
         else:
             self.breaker.success()
-
-
-@dataclass
-class MemoryPublisher:
-    """In-memory fake: every event lands on `stored`; `fail` makes it raise Unavailable."""
-
-    fail: bool = False
-    stored: list[tuple[uuid.UUID, Event, str]] = field(default_factory=list)
-
-    async def publish(self, site_id: uuid.UUID, events: Sequence[Event], statuses: Sequence[str],
-                      received_at: datetime) -> list[Stored]:
-        if self.fail:
-            raise Unavailable("memory publisher set to fail")
-        out = []
-        for e, s in zip(events, statuses, strict=True):
-            self.stored.append((site_id, e, s))
-            out.append(Stored(s, {"partition": 0, "offset": len(self.stored) - 1}))
-        return out

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
 from datetime import date
 
 INCLUDED = "included"
@@ -25,12 +24,6 @@ def billing_month(usage_month: date, closed: frozenset[date]) -> date:
             return month
         month = next_month(month)
     return month
-
-
-@dataclass(frozen=True)
-class Classified:
-    key: InvoiceKey
-    billing_class: str
 
 
 def assign_classes(new_rows: Iterable[InvoiceKey], counts: Mapping[InvoiceKey, int],

@@ -21,14 +21,6 @@ from tests.bench.runner import Bench, Plan
 from tests.bench.stats import text_table
 
 
-def _gateway_built() -> bool:
-    return (ROOT / "services" / "gateway" / "main.py").exists()
-
-
-def _built(name: str) -> bool:
-    return (ROOT / "services" / name / "main.py").exists()
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m tests.bench", description=__doc__)
     parser.add_argument("--quick", action="store_true", help="3 s runs, fewer rows: a smoke check (< 2 min)")
@@ -52,20 +44,9 @@ def main(argv: list[str] | None = None) -> int:
         bench.bare_handler()
         bench.raw_producer()
         bench.raw_ledger(sites["ledger"])
-        if _built("gateway"):
-            bench.gateway_alone(sites["single"], sites["batch"])
-            if _built("worker"):
-                gw = bench.end_to_end(sites["paced"], sites["flood"], sites["probe"])
-            else:
-                bench.say("worker not built yet: end-to-end skipped")
-                gw = bench._gateway(env.topic("b"))
-            queued = bench.broker_down(gw, sites["down"])
-            if _built("relay"):
-                bench.drain(queued)
-            else:
-                bench.say("relay not built yet: drain skipped")
-        else:
-            bench.say("gateway not built yet: scenarios skipped")
+        bench.gateway_alone(sites["single"], sites["batch"])
+        gw = bench.end_to_end(sites["paced"], sites["flood"], sites["probe"])
+        bench.drain(bench.broker_down(gw, sites["down"]))
     except (BenchError, OSError) as exc:
         failure = str(exc)
         bench.say(f"FAILED: {exc}")

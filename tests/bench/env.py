@@ -28,7 +28,6 @@ Q = load_queries(Path(__file__).with_name("bench.sql"))
 BENCH_HOME = ROOT / ".local" / "bench"
 KAFKA_PORT = 24092
 PG_PORT = 24432
-HTTP_PORTS = range(24080, 24090)
 OPSMANTIK = [sys.executable, "-m", "services.cli"]
 
 
