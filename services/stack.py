@@ -18,6 +18,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from confluent_kafka import Producer
+
 from services.config import LOCAL_KAFKA_PORT, LOCAL_PG_PORT
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -27,6 +29,7 @@ PG_USER = "opsmantik"
 PG_DB = "opsmantik"
 KAFKA_HEAP = os.environ.get("OPSMANTIK_KAFKA_HEAP", "768m")
 START_TIMEOUT_S = 90.0
+READY_TOPIC = "opsmantik.stack.ready"  # `stack up` proves an idempotent produce works here
 
 
 class StackError(RuntimeError):
@@ -214,10 +217,23 @@ class Stack:
                 raise StackError(f"Kafka exited with {proc.returncode}; log tail:\n{_tail(log)}\n"
                                  f"{_tail(logs / 'stdout.log', 10)}")
             text = log.read_text(errors="replace")[start_mark:] if log.exists() else ""
-            if "Kafka Server started" in text and _port_open(self.kafka_port):
+            started = "Kafka Server started" in text and _port_open(self.kafka_port)
+            if started and self._idempotent_produce_works():
                 return True
             time.sleep(0.3)
         raise StackError(f"Kafka not ready after {START_TIMEOUT_S:.0f}s; log tail:\n{_tail(log)}")
+
+    def _idempotent_produce_works(self) -> bool:
+        """Ready means ready for our producers: a fresh broker answers "coordinator load in
+        progress" to an idempotent producer for a few seconds after it says it started, and
+        a gateway would (correctly, but needlessly) fall back to the outbox meanwhile."""
+        producer = Producer({"bootstrap.servers": self.kafka_bootstrap, "acks": "all",
+                             "enable.idempotence": True, "message.timeout.ms": 10000,
+                             "log_level": 3})
+        errors: list[object] = []
+        producer.produce(READY_TOPIC, b"ready", on_delivery=lambda err, _msg: errors.append(err))
+        producer.flush(15)
+        return errors == [None]
 
     def kafka_down(self) -> bool:
         pid = self.kafka_pid()
