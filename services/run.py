@@ -2,7 +2,8 @@
 
 Stack, migrations, a demo site with a fresh key, then gateway, worker and relay as child
 processes. Ctrl-C stops the children, then the engines this command started (data stays
-in .local/). If a child dies, everything stops and the exit code says so.
+in .local/). A child that exits is restarted, as systemd's Restart=always would (the worker
+exits on purpose rather than skip an event); one that keeps crashing stops everything.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from services.stack import Stack
 
 DEMO_SITE = "demo"
 SERVICES = ("gateway", "worker", "relay")
+MAX_RESTARTS_PER_MINUTE = 5
 
 
 async def _prepare(settings: Settings) -> sites.NewKey:
@@ -101,11 +103,19 @@ def main(settings: Settings, args: argparse.Namespace) -> int:
             if proc is not None:
                 children[name] = proc
         print("\nready. Send an event:\n" + _curl(port, key.api_key) + "\n\nCtrl-C stops everything.")
+        restarts: dict[str, list[float]] = {name: [] for name in children}
         while True:
-            for name, proc in children.items():
-                if proc.poll() is not None:
-                    print(f"{name} exited with {proc.returncode}; stopping", file=sys.stderr)
+            for name, proc in list(children.items()):
+                if proc.poll() is None:
+                    continue
+                recent = [t for t in restarts[name] if time.monotonic() - t < 60] + [time.monotonic()]
+                restarts[name] = recent
+                if len(recent) > MAX_RESTARTS_PER_MINUTE:
+                    print(f"{name} keeps exiting ({proc.returncode}); stopping", file=sys.stderr)
                     raise SystemExit(1)
+                print(f"{name} exited with {proc.returncode}; restarting", file=sys.stderr)
+                time.sleep(1)
+                children[name] = _spawn(name, port) or proc
             time.sleep(0.5)
     except KeyboardInterrupt:
         print("\nstopping")
