@@ -1,9 +1,8 @@
 """The Publisher seam: handlers hand it validated events and get a receipt per event, or
 `Unavailable` when neither Kafka nor the outbox could take them (→ 503, nothing acknowledged).
 
-    KafkaPublisher     confluent-kafka, acks=all + idempotence; one asyncio future per request: the
-                       poll thread hands each poll() round's delivery reports to the loop with one
-                       loop.call_soon_threadsafe (never flush() on the loop)
+    KafkaPublisher     confluent-kafka, acks=all + idempotence, on services.async_producer's
+                       PolledProducer: one Delivery (one future) per request, settled on the loop
     OutboxPublisher    one INSERT … unnest() transaction into ingest_fallback_buffer
     FallbackPublisher  Kafka while the breaker allows it, within the delivery deadline; whatever was
                        not acknowledged in time goes to the outbox (outcome `fallback`)
@@ -13,16 +12,16 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import threading
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Protocol
+from typing import Protocol
 
 import asyncpg
-from confluent_kafka import KafkaError, KafkaException, Producer
+from confluent_kafka import KafkaError, KafkaException
 
+from services.async_producer import Delivery, PolledProducer
 from services.config import Settings
 from services.events import Event, to_messages
 from services.gateway.breaker import Breaker
@@ -59,86 +58,32 @@ def producer_settings(settings: Settings) -> dict[str, object]:
     )
 
 
-class Delivery:
-    """One request's delivery reports. `results[i]` is (partition, offset) once message i is on
-    the broker, a KafkaException if it failed, None while unknown; only the loop writes them, so
-    what a caller reads at its deadline cannot change under it. `future` resolves when all
-    reports are in (its result is `results`)."""
-
-    __slots__ = ("results", "remaining", "future")
-
-    def __init__(self, n: int, future: asyncio.Future[list[Any]]) -> None:
-        self.results: list[tuple[int, int] | KafkaException | None] = [None] * n
-        self.remaining = n
-        self.future = future
-
-
-# (delivery, index, error, partition, offset): what the poll thread records per report.
-Report = tuple[Delivery, int, KafkaError | None, int, int]
-
-
-def apply_reports(reports: list[Report]) -> None:
-    """On the loop: one call per poll() round, however many reports it served."""
-    for delivery, i, err, partition, offset in reports:
-        if delivery.results[i] is not None:
-            continue
-        delivery.results[i] = KafkaException(err) if err is not None else (partition, offset)
-        delivery.remaining -= 1
-        if delivery.remaining == 0 and not delivery.future.done():
-            delivery.future.set_result(delivery.results)
-
-
 class KafkaPublisher:
     def __init__(self, settings: Settings, on_error: Callable[[str], None] = lambda reason: None) -> None:
         self.topic = settings.topic
         self._on_error = on_error
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
-        self._reports: list[Report] = []  # filled by delivery callbacks, handed over per poll()
         config = producer_settings(settings)
         config["error_cb"] = self._error_cb
         config["logger"] = logging.getLogger("opsmantik.gateway.librdkafka")  # not raw stderr
-        self.producer = Producer(config)
+        self._polled = PolledProducer(config)
+        self.producer = self._polled.producer
 
     def start(self, loop: asyncio.AbstractEventLoop) -> None:
-        self._loop = loop
-        self._thread = threading.Thread(target=self._poll, name="kafka-poll", daemon=True)
-        self._thread.start()
-
-    def _poll(self) -> None:
-        while not self._stop.is_set():
-            self.producer.poll(0.05)
-            self._hand_over()
-
-    def _hand_over(self) -> None:
-        """Pass the reports collected so far to the loop in one call_soon_threadsafe."""
-        if not self._reports:
-            return
-        reports, self._reports = self._reports, []
-        loop = self._loop
-        if loop is not None and not loop.is_closed():
-            loop.call_soon_threadsafe(apply_reports, reports)
+        self._polled.start(loop)
 
     def _error_cb(self, err: KafkaError) -> None:  # poll thread
+        loop = self._polled.loop
         down = err.code() == KafkaError._ALL_BROKERS_DOWN or err.fatal()
-        if down and self._loop is not None and not self._loop.is_closed():
-            self._loop.call_soon_threadsafe(self._on_error, f"librdkafka: {err.name()}")
+        if down and loop is not None and not loop.is_closed():
+            loop.call_soon_threadsafe(self._on_error, f"librdkafka: {err.name()}")
 
     def produce(self, key: bytes, values: Sequence[bytes]) -> Delivery:
         """Queue every value; raises BufferError (queue full) or KafkaException. Values queued
         before the raise may still be delivered (the caller purges, as for a missed deadline)."""
-        assert self._loop is not None, "start() first"
-        delivery = Delivery(len(values), self._loop.create_future())
-        produce, topic = self.producer.produce, self.topic
-
-        def reporter(i: int) -> Callable[[KafkaError | None, Any], None]:
-            def report(err: KafkaError | None, msg: Any) -> None:  # poll thread, inside poll()
-                self._reports.append((delivery, i, err, msg.partition(), msg.offset()))
-            return report
-
+        delivery = self._polled.new_delivery(len(values))
+        produce, topic, reporter = self.producer.produce, self.topic, self._polled.reporter
         for i, value in enumerate(values):
-            produce(topic, value, key, on_delivery=reporter(i))
+            produce(topic, value, key, on_delivery=reporter(delivery, i))
         return delivery
 
     def purge_queued(self) -> None:
@@ -153,13 +98,8 @@ class KafkaPublisher:
         return len(self.producer)
 
     def close(self, timeout_s: float = 5.0) -> None:
-        """Blocking: call from a thread. Stops polling, then waits for outstanding deliveries
-        (their reports are collected by flush() here and handed over like a poll round)."""
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(2.0)
-        self.producer.flush(timeout_s)
-        self._hand_over()
+        """Blocking: call from a thread."""
+        self._polled.close(timeout_s)
 
 
 class OutboxPublisher:

@@ -1,14 +1,13 @@
-"""Batch-resolved delivery reports (services/gateway/publisher.py, services/async_producer.py):
-one future per request/send, results written on the loop only, in any order of arrival."""
+"""Batch-resolved delivery reports (services/async_producer.py): one future per request/send,
+results written on the loop only, in any order of arrival."""
 
 from __future__ import annotations
 
 import asyncio
 
-from confluent_kafka import KafkaError, KafkaException
+from confluent_kafka import KafkaError
 
-from services.async_producer import _apply, _Send
-from services.gateway.publisher import Delivery, apply_reports
+from services.async_producer import Delivery, apply_reports
 
 
 async def test_one_future_resolves_when_the_last_report_of_the_request_is_in() -> None:
@@ -18,10 +17,9 @@ async def test_one_future_resolves_when_the_last_report_of_the_request_is_in() -
     assert b.future.done() and b.future.result() == [(1, 5)]
     assert not a.future.done()  # message 1 of `a` has not been reported yet
     assert a.results == [(0, 10), None, (0, 12)]  # what a handler sees at its deadline
-    apply_reports([(a, 1, KafkaError(KafkaError._MSG_TIMED_OUT), -1, -1)])
-    results = a.future.result()
-    assert results[0] == (0, 10) and results[2] == (0, 12)
-    assert isinstance(results[1], KafkaException)  # not stored: this event goes to the outbox
+    timed_out = KafkaError(KafkaError._MSG_TIMED_OUT)
+    apply_reports([(a, 1, timed_out, -1, -1)])
+    assert a.future.result() == [(0, 10), timed_out, (0, 12)]  # message 1 goes to the outbox
 
 
 async def test_a_second_report_for_the_same_message_changes_nothing() -> None:
@@ -31,10 +29,15 @@ async def test_a_second_report_for_the_same_message_changes_nothing() -> None:
     assert d.results[0] == (0, 1) and d.remaining == 1 and not d.future.done()
 
 
-async def test_async_producer_send_collects_every_error_in_message_order() -> None:
+async def test_a_refusal_before_any_report_settles_that_message() -> None:
     loop = asyncio.get_running_loop()
-    send = _Send(3, loop.create_future())
+    d = Delivery(3, loop.create_future())
     err = KafkaError(KafkaError.MSG_SIZE_TOO_LARGE)
-    send.settle(1, err)  # refused by produce() itself, before any report
-    _apply([(send, 2, None), (send, 0, None)])
-    assert send.future.result() == [None, err, None]
+    d.settle(1, err)  # refused by produce() itself, before any report
+    apply_reports([(d, 2, None, 0, 7), (d, 0, None, 0, 6)])
+    assert d.future.result() == [(0, 6), err, (0, 7)]
+
+
+async def test_an_empty_batch_is_settled_at_once() -> None:
+    d = Delivery(0, asyncio.get_running_loop().create_future())
+    assert d.future.done() and d.future.result() == []
