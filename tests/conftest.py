@@ -3,13 +3,10 @@ each test session gets its own database and its own topics, so sessions never co
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-
-import asyncpg
 import pytest
 
 from services.config import Settings
-from tests.environment import create_environment, drop_environment
+from tests.environment import environment_fixtures
 
 
 @pytest.fixture(scope="session")
@@ -17,16 +14,4 @@ def base_settings() -> Settings:
     return Settings.from_env()
 
 
-@pytest.fixture(scope="session")
-async def settings(base_settings: Settings) -> AsyncIterator[Settings]:
-    """Settings pointing at a fresh, migrated database and fresh topics."""
-    s = await create_environment(base_settings)
-    yield s
-    await drop_environment(base_settings, s)
-
-
-@pytest.fixture(scope="session")
-async def pool(settings: Settings) -> AsyncIterator[asyncpg.Pool]:
-    p = await asyncpg.create_pool(settings.database_url, min_size=1, max_size=5)
-    yield p
-    await p.close()
+settings, pool = environment_fixtures("session")

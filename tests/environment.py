@@ -47,19 +47,24 @@ async def drop_environment(base: Settings, s: Settings) -> None:
         await admin.close()
 
 
-def module_environment() -> tuple[Any, Any]:
-    """`settings, pool = module_environment()` in a test module: fixtures overriding the session's."""
+def environment_fixtures(scope: str) -> tuple[Any, Any]:
+    """`settings` (a fresh, migrated database and fresh topics) and `pool` fixtures of a scope."""
 
-    @pytest.fixture(scope="module")
+    @pytest.fixture(scope=scope)
     async def settings(base_settings: Settings) -> AsyncIterator[Settings]:
         s = await create_environment(base_settings)
         yield s
         await drop_environment(base_settings, s)
 
-    @pytest.fixture(scope="module")
+    @pytest.fixture(scope=scope)
     async def pool(settings: Settings) -> AsyncIterator[asyncpg.Pool]:
-        p = await asyncpg.create_pool(settings.database_url, min_size=1, max_size=3)
+        p = await asyncpg.create_pool(settings.database_url, min_size=1, max_size=5)
         yield p
         await p.close()
 
     return settings, pool
+
+
+def module_environment() -> tuple[Any, Any]:
+    """`settings, pool = module_environment()` in a test module: fixtures overriding the session's."""
+    return environment_fixtures("module")

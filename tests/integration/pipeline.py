@@ -14,9 +14,11 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
+import asyncpg
 import orjson
 from confluent_kafka import Producer
 
+from services import sites
 from services.config import Settings
 from services.kafka import producer_config
 
@@ -147,3 +149,20 @@ async def insert_outbox(pool: object, site_id: uuid.UUID, event_ids: list[str]) 
         "INSERT INTO ingest_fallback_buffer (site_id, event_id, payload, received_at) "
         "VALUES ($1, $2, $3, $4)",
         [(site_id, e, message(site_id, e, path="fallback", received_at=now), now) for e in event_ids])
+
+
+async def new_site_id(pool: asyncpg.Pool) -> uuid.UUID:
+    """A site with no quota, for tests that only need somewhere to put events."""
+    async with pool.acquire() as conn:
+        return (await sites.create_site(conn, f"t-{uuid.uuid4().hex[:8]}")).site_id
+
+
+async def ledger_count(pool: asyncpg.Pool, site: uuid.UUID) -> int:
+    return await pool.fetchval("SELECT count(*) FROM ingest_idempotency WHERE site_id = $1", site)
+
+
+def ledgered(pool: asyncpg.Pool, site: uuid.UUID, n: int) -> Callable[[], Awaitable[bool]]:
+    """A `wait_for` check: the site has at least n ledger rows."""
+    async def check() -> bool:
+        return await ledger_count(pool, site) >= n
+    return check

@@ -15,7 +15,6 @@ import asyncpg
 import orjson
 import pytest
 
-from services import sites
 from services.config import Settings
 from services.relay import relay as relay_mod
 from services.relay.relay import Relay
@@ -27,6 +26,7 @@ from tests.integration.pipeline import (
     env_for,
     insert_outbox,
     message,
+    new_site_id,
     produce,
     wait_for,
 )
@@ -50,11 +50,6 @@ def logs(tmp_path_factory: pytest.TempPathFactory):  # noqa: ANN201
     return tmp_path_factory.mktemp("relay")
 
 
-async def new_site(pool: asyncpg.Pool) -> uuid.UUID:
-    async with pool.acquire() as conn:
-        return (await sites.create_site(conn, f"r-{uuid.uuid4().hex[:8]}")).site_id
-
-
 async def outbox_left(pool: asyncpg.Pool, site: uuid.UUID) -> int:
     return await pool.fetchval("SELECT count(*) FROM ingest_fallback_buffer WHERE site_id = $1", site)
 
@@ -76,7 +71,7 @@ async def assert_once_each(pool: asyncpg.Pool, site: uuid.UUID, n: int) -> None:
 
 async def test_one_event_via_kafka_and_via_outbox_is_ledgered_once(
         worker: Proc, settings: Settings, pool: asyncpg.Pool, logs) -> None:  # noqa: ANN001
-    site = await new_site(pool)
+    site = await new_site_id(pool)
     produce(settings, [(str(site).encode(), message(site, "both-1"))])
     await insert_outbox(pool, site, ["both-1", "only-outbox"])
     relay = Proc.start(settings, logs, "relay", relay_metrics_port=RELAY_METRICS_PORT)
@@ -105,7 +100,7 @@ async def test_one_event_via_kafka_and_via_outbox_is_ledgered_once(
 
 async def test_relay_killed_between_produce_and_delete(worker: Proc, settings: Settings,
                                                        pool: asyncpg.Pool, logs) -> None:  # noqa: ANN001
-    site = await new_site(pool)
+    site = await new_site_id(pool)
     ids = [f"k-{i}" for i in range(200)]
     await insert_outbox(pool, site, ids)
     blocker = await asyncpg.connect(settings.database_url)
@@ -146,7 +141,7 @@ async def test_relay_killed_between_produce_and_delete(worker: Proc, settings: S
 
 async def test_two_relays_drain_together_without_producing_a_row_twice(
         worker: Proc, settings: Settings, pool: asyncpg.Pool, logs) -> None:  # noqa: ANN001
-    site = await new_site(pool)
+    site = await new_site_id(pool)
     await insert_outbox(pool, site, [f"p-{i}" for i in range(600)])
     relays = [Proc.start(settings, logs, "relay", relay_batch=25) for _ in range(2)]
     try:
@@ -162,7 +157,7 @@ async def test_two_relays_drain_together_without_producing_a_row_twice(
 
 async def test_in_process_drain_parks_a_message_the_broker_refuses(settings: Settings,
                                                                    pool: asyncpg.Pool) -> None:
-    site = await new_site(pool)
+    site = await new_site_id(pool)
     await insert_outbox(pool, site, ["fine-1"])
     await pool.execute("INSERT INTO ingest_fallback_buffer (site_id, event_id, payload, received_at) "
                        "VALUES ($1, 'huge', $2, now())", site, b"x" * 1_200_000)

@@ -18,7 +18,7 @@ from confluent_kafka import Consumer, TopicPartition
 
 from services import sites
 from services.config import Settings
-from tests.integration.pipeline import Proc, message, produce, wait_for
+from tests.integration.pipeline import Proc, ledgered, message, produce, wait_for
 
 pytestmark = pytest.mark.integration
 GATEWAY_PORT = 23180
@@ -59,16 +59,6 @@ async def new_site(pool: asyncpg.Pool, quota: int | None = None) -> sites.NewKey
 
 def this_month() -> datetime:
     return datetime.now(UTC)
-
-
-async def ledger_count(pool: asyncpg.Pool, site: uuid.UUID) -> int:
-    return await pool.fetchval("SELECT count(*) FROM ingest_idempotency WHERE site_id = $1", site)
-
-
-def ledgered(pool: asyncpg.Pool, site: uuid.UUID, n: int):  # noqa: ANN201
-    async def check() -> bool:
-        return await ledger_count(pool, site) >= n
-    return check
 
 
 async def invoice(pool: asyncpg.Pool, site: uuid.UUID) -> asyncpg.Record | None:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import subprocess
-import uuid
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -13,14 +12,16 @@ import asyncpg
 import orjson
 import pytest
 
-from services import sites
 from services.config import Settings
 from tests.environment import module_environment
 from tests.integration.pipeline import (
     OPSMANTIK,
     Proc,
     env_for,
+    ledger_count,
+    ledgered,
     message,
+    new_site_id,
     produce,
     wait_for,
 )
@@ -29,21 +30,6 @@ pytestmark = pytest.mark.integration
 
 
 settings, pool = module_environment()
-
-
-async def new_site(pool: asyncpg.Pool) -> uuid.UUID:
-    async with pool.acquire() as conn:
-        return (await sites.create_site(conn, f"c-{uuid.uuid4().hex[:8]}")).site_id
-
-
-async def count(pool: asyncpg.Pool, site: uuid.UUID) -> int:
-    return await pool.fetchval("SELECT count(*) FROM ingest_idempotency WHERE site_id = $1", site)
-
-
-def at_least(pool: asyncpg.Pool, site: uuid.UUID, n: int):  # noqa: ANN201
-    async def check() -> bool:
-        return await count(pool, site) >= n
-    return check
 
 
 def reconcile(settings: Settings) -> tuple[int, dict]:
@@ -55,7 +41,7 @@ def reconcile(settings: Settings) -> tuple[int, dict]:
 
 async def test_failing_db_write_is_never_acked_and_the_worker_exits_nonzero(
         settings: Settings, pool: asyncpg.Pool, tmp_path: Path) -> None:
-    site = await new_site(pool)
+    site = await new_site_id(pool)
     # A constraint only this event violates: every attempt to commit its batch fails.
     await pool.execute("ALTER TABLE ingest_idempotency ADD CONSTRAINT test_reject_poison "
                        "CHECK (event_id <> 'poison-1') NOT VALID")
@@ -65,26 +51,26 @@ async def test_failing_db_write_is_never_acked_and_the_worker_exits_nonzero(
         rc = await asyncio.to_thread(worker.popen.wait, 60)
         assert rc == 1, worker.tail()
         assert "giving up" in worker.log.read_text()
-        assert await count(pool, site) == 0
+        assert await ledger_count(pool, site) == 0
     finally:
         await pool.execute("ALTER TABLE ingest_idempotency DROP CONSTRAINT IF EXISTS test_reject_poison")
     worker = Proc.start(settings, tmp_path, "worker")
     try:
-        await wait_for(at_least(pool, site, 1), what="the unacked event replayed to the next worker")
+        await wait_for(ledgered(pool, site, 1), what="the unacked event replayed to the next worker")
     finally:
         assert worker.stop() == 0, worker.tail()
 
 
 async def test_worker_sigkilled_mid_batch_then_restarted(settings: Settings, pool: asyncpg.Pool,
                                                          tmp_path: Path) -> None:
-    site = await new_site(pool)
+    site = await new_site_id(pool)
     total = 2000
     produce(settings, [(str(site).encode(), message(site, f"m-{i}", quantity=i % 7 + 1))
                        for i in range(total)])
     worker = Proc.start(settings, tmp_path, "worker", worker_batch=100)
     blocker = await asyncpg.connect(settings.database_url)
     try:
-        await wait_for(at_least(pool, site, 300), what="some batches committed")
+        await wait_for(ledgered(pool, site, 300), what="some batches committed")
         tx = blocker.transaction()
         await tx.start()
         # The next batch inserts its ledger rows, then waits on this lock before COMMIT.
@@ -96,7 +82,7 @@ async def test_worker_sigkilled_mid_batch_then_restarted(settings: Settings, poo
                 "AND wait_event_type = 'Lock' AND query LIKE '%slo_freshness%'") > 0
 
         await wait_for(worker_waits_mid_transaction, what="worker blocked inside a batch transaction")
-        committed = await count(pool, site)
+        committed = await ledger_count(pool, site)
         assert 300 <= committed < total
         worker.kill()
         await tx.rollback()
@@ -106,7 +92,7 @@ async def test_worker_sigkilled_mid_batch_then_restarted(settings: Settings, poo
     worker = Proc.start(settings, tmp_path, "worker", worker_batch=100)
     try:
         # A generous liveness bound: the group first waits out the dead member's session.
-        await wait_for(at_least(pool, site, total), 90, what="restarted worker caught up")
+        await wait_for(ledgered(pool, site, total), 90, what="restarted worker caught up")
     finally:
         assert worker.stop() == 0, worker.tail()
     row = await pool.fetchrow("SELECT count(*) AS n, count(DISTINCT event_id) AS d, sum(quantity) AS q "
@@ -122,7 +108,7 @@ async def test_worker_sigkilled_mid_batch_then_restarted(settings: Settings, poo
 
 async def test_watchdog_restarts_a_stalled_consumer(settings: Settings, pool: asyncpg.Pool,
                                                     tmp_path: Path) -> None:
-    site = await new_site(pool)
+    site = await new_site_id(pool)
     key = str(site).encode()
     worker = Proc.start(settings, tmp_path, "worker", worker_watchdog_s=3)
     blocker = await asyncpg.connect(settings.database_url)
@@ -130,7 +116,7 @@ async def test_watchdog_restarts_a_stalled_consumer(settings: Settings, pool: as
     try:
         produce(settings, [(key, message(site, "wd-0"))])
         sent = 1
-        await wait_for(at_least(pool, site, 1), 60, what="worker consuming")
+        await wait_for(ledgered(pool, site, 1), 60, what="worker consuming")
         tx = blocker.transaction()
         await tx.start()
         await blocker.execute("LOCK TABLE slo_freshness IN SHARE MODE")  # batches hang, no error
@@ -142,9 +128,9 @@ async def test_watchdog_restarts_a_stalled_consumer(settings: Settings, pool: as
             await asyncio.sleep(0.5)
         assert "WATCHDOG" in worker.log.read_text(), worker.tail()
         await tx.rollback()
-        await wait_for(at_least(pool, site, sent), 60, what="restarted consumer ledgered the backlog")
+        await wait_for(ledgered(pool, site, sent), 60, what="restarted consumer ledgered the backlog")
     finally:
         await blocker.close()
         rc = worker.stop()
     assert rc == 0, worker.tail()
-    assert await count(pool, site) == sent
+    assert await ledger_count(pool, site) == sent
