@@ -140,6 +140,10 @@ def validate_event(item: object, now: datetime, limits: Limits = Limits()) -> Ev
             errors.append(("occurred_at", "older than 35 days"))
 
     quantity = item.get("quantity", 1)
+    # JSON has one number type: 5.0 is the integer 5 (JSON Schema's "integer" says so too); 5.5 is
+    # not. Exact: the maximum, 1e12, is far below 2**53.
+    if type(quantity) is float and quantity.is_integer() and 1 <= quantity <= MAX_QUANTITY:
+        quantity = int(quantity)
     if not (type(quantity) is int and 1 <= quantity <= MAX_QUANTITY):
         errors.append(("quantity", f"must be an integer from 1 to {MAX_QUANTITY}"))
 

@@ -14,13 +14,15 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-from datetime import UTC, datetime
+import sys
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import asyncpg
 import orjson
 
+from services import months
 from services.config import Settings
 from services.db.queries import load_queries
 
@@ -28,10 +30,7 @@ Q = load_queries(Path(__file__).with_name("slo.sql"))
 
 
 def month_bounds(month: str) -> tuple[datetime, datetime]:
-    start = datetime.strptime(month, "%Y-%m").replace(tzinfo=UTC)
-    end = start.replace(year=start.year + 1, month=1) if start.month == 12 else start.replace(
-        month=start.month + 1)
-    return start, end
+    return months.month_bounds(months.parse_month(month))
 
 
 async def slo_snapshot(pool: asyncpg.Pool, month: str) -> dict[str, Any]:
@@ -79,9 +78,9 @@ async def _report(settings: Settings, month: str) -> dict[str, Any]:
 
 def main(settings: Settings, args: argparse.Namespace) -> int:
     try:
-        month_bounds(args.month)
-    except ValueError:
-        print(f"--month: expected YYYY-MM, got {args.month!r}")
+        months.parse_month(args.month)
+    except months.MonthError as exc:
+        print(f"--month: {exc}", file=sys.stderr)
         return 2
     snap = asyncio.run(_report(settings, args.month))
     if args.json:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import csv
 import io
-import re
 from collections import Counter
 from datetime import UTC, date, datetime
 
@@ -16,12 +15,12 @@ import orjson
 from aiohttp import web
 
 from services.events import Event, parse_request
-from services.gateway.app import OUTCOMES, STATE, State, error, json_response
 from services.gateway.auth import AuthUnavailable, SiteAuth, bearer_key
 from services.gateway.publisher import Unavailable
 from services.gateway.sql import Q
+from services.gateway.state import OUTCOMES, STATE, State, error, invalid_query, json_response
+from services.months import MonthError, parse_month
 
-MONTH = re.compile(r"(\d{4})-(0[1-9]|1[0-2])")
 EXPORT_COLUMNS = ("event_id", "event_type", "occurred_at", "usage_month", "billing_month", "quantity",
                   "billing_class", "path", "received_at", "ledgered_at", "kafka_partition",
                   "kafka_offset")
@@ -104,9 +103,12 @@ async def sync(request: web.Request) -> web.Response:
     return json_response(200, {"results": results}, headers)
 
 
-def parse_month(raw: str | None) -> date | None:
-    match = MONTH.fullmatch(raw or "")
-    return date(int(match[1]), int(match[2]), 1) if match else None
+def query_month(request: web.Request) -> date | web.Response:
+    """?month=YYYY-MM (services/months.py), or the 400 to answer."""
+    try:
+        return parse_month(request.query.get("month"))
+    except MonthError as exc:
+        return invalid_query("month", str(exc))
 
 
 async def usage(request: web.Request) -> web.Response:
@@ -114,10 +116,9 @@ async def usage(request: web.Request) -> web.Response:
     site = await authenticate(request, state)
     if isinstance(site, web.Response):
         return site
-    month = parse_month(request.query.get("month"))
-    if month is None:
-        return json_response(400, {"error": "invalid_request", "details": [
-            {"index": None, "field": "month", "message": "expected ?month=YYYY-MM"}]})
+    month = query_month(request)
+    if isinstance(month, web.Response):
+        return month
     async with state.pool.acquire(timeout=2.0) as conn:
         row = await conn.fetchrow(Q["usage_row"], site.site_id, month, timeout=5.0)
     body = {"site_id": str(site.site_id), "month": f"{month:%Y-%m}", "events": 0, "quantity": 0,
@@ -135,12 +136,12 @@ async def dispute_export(request: web.Request) -> web.StreamResponse:
     site = await authenticate(request, state)
     if isinstance(site, web.Response):
         return site
-    month = parse_month(request.query.get("month"))
+    month = query_month(request)
+    if isinstance(month, web.Response):
+        return month
     fmt = request.query.get("format", "csv")
-    if month is None or fmt not in ("csv", "ndjson"):
-        return json_response(400, {"error": "invalid_request", "details": [
-            {"index": None, "field": "month" if month is None else "format",
-             "message": "expected ?month=YYYY-MM[&format=csv|ndjson]"}]})
+    if fmt not in ("csv", "ndjson"):
+        return invalid_query("format", "expected csv or ndjson")
     async with state.pool.acquire(timeout=2.0) as conn, conn.transaction(readonly=True,
                                                                         isolation="repeatable_read"):
         invoice = await conn.fetchrow(Q["usage_row"], site.site_id, month)
