@@ -27,7 +27,8 @@ def test_everything_else_is_refused_with_what_was_expected(raw: str | None) -> N
 def test_neighbours_and_bounds_never_leave_the_range() -> None:
     assert next_month(date(2999, 12, 1)) == date(3000, 1, 1)
     assert previous_month(date(2000, 1, 1)) == date(1999, 12, 1)
-    assert month_bounds(date(2026, 12, 1)) == (datetime(2026, 12, 1, tzinfo=UTC), datetime(2027, 1, 1, tzinfo=UTC))
+    assert month_bounds(date(2026, 12, 1)) == (datetime(2026, 12, 1, tzinfo=UTC),
+                                               datetime(2027, 1, 1, tzinfo=UTC))
 
 
 def test_openapi_month_parameter_uses_the_same_pattern() -> None:
