@@ -203,7 +203,7 @@ def build_parser() -> argparse.ArgumentParser:
     sites_p = sub.add_parser("sites", help="tenants").add_subparsers(dest="action", required=True,
                                                                      metavar="ACTION")
     s = sites_p.add_parser("create", help="create a site and its first API key (shown once)")
-    s.add_argument("name", type=cli_args.NAME, help="the site's name, 1-200 characters")
+    s.add_argument("name", type=cli_args.NAME, metavar="NAME", help="the site's name, 1-200 characters")
     s.add_argument("--monthly-quota", type=cli_args.QUOTA, metavar="N",
                    help="soft quota: events past it are `overlimit` (default: none)")
     s.add_argument("--hard-cap", type=cli_args.HARD_CAP, metavar="N",
@@ -219,12 +219,13 @@ def build_parser() -> argparse.ArgumentParser:
     keys_p = sub.add_parser("keys", help="API keys").add_subparsers(dest="action", required=True,
                                                                    metavar="ACTION")
     s = keys_p.add_parser("create", help="a new key for a site (shown once)")
-    s.add_argument("site_id", type=cli_args.UUID, help="the site's id (`opsmantik sites list`)")
+    s.add_argument("site_id", type=cli_args.UUID, metavar="SITE_ID",
+                   help="the site's id (`opsmantik sites list`)")
     s.add_argument("--json", action="store_true", help=JSON_HELP)
     s.set_defaults(func=cmd_keys_create, env=DB, exit1="no site with that id")
     s = keys_p.add_parser("revoke", help="revoke a key (gateways stop accepting it within their "
                           "key cache TTL)")
-    s.add_argument("key_id", type=cli_args.UUID, help="the key's id")
+    s.add_argument("key_id", type=cli_args.UUID, metavar="KEY_ID", help="the key's id")
     s.set_defaults(func=cmd_keys_revoke, env=DB, exit1="no active key with that id")
 
     s = sub.add_parser("gateway", help="the HTTP ingest gateway (POST /api/sync), in the foreground")
@@ -245,12 +246,14 @@ def build_parser() -> argparse.ArgumentParser:
                    exit1="a service kept exiting (more than 5 restarts a minute)")
 
     s = sub.add_parser("reconcile", help="invoice vs ledger per site for a month")
-    s.add_argument("--month", required=True, type=cli_args.MONTH, help="the billing month, YYYY-MM")
+    s.add_argument("--month", required=True, type=cli_args.MONTH, metavar="YYYY-MM",
+                   help="the billing month")
     s.add_argument("--json", action="store_true", help=JSON_HELP)
     s.set_defaults(func=_service("services.reconcile"), env=DB, exit1="drift: a site's invoice differs "
                    "from its ledger (the site is named)")
     s = sub.add_parser("slo-report", help="the SLO figures for a month")
-    s.add_argument("--month", required=True, type=cli_args.MONTH, help="the month, YYYY-MM")
+    s.add_argument("--month", required=True, type=cli_args.MONTH, metavar="YYYY-MM",
+                   help="the month")
     s.add_argument("--json", action="store_true", help=JSON_HELP)
     s.set_defaults(func=_service("services.slo"), env=DB, exit1="an objective is breached")
     return cli_args.finish(p)
