@@ -16,8 +16,8 @@ import pytest
 from services import cli_args
 from services.cli_args import CANNOT_RUN, CHECK_FAILED, START_ENGINES
 from services.config import Settings
+from tests.cli_support import PARSER, required_args, run_main
 from tests.environment import module_environment
-from tests.unit.test_cli_usage import PARSER, required_args, run_main
 
 settings, pool = module_environment()
 
