@@ -125,6 +125,8 @@ def classify(exc: BaseException, settings: Settings | None) -> tuple[int, str]:
         down = _engines_down(settings) if settings is not None else []
         if down:
             return CANNOT_RUN, str(unreachable(down))
+        if isinstance(exc, socket.gaierror):
+            return CANNOT_RUN, f"host name not found: {exc.strerror or _first_line(exc)}"
         return CANNOT_RUN, f"{type(exc).__name__}: {_first_line(exc)}"
     if isinstance(exc, asyncpg.PostgresError):
         return CANNOT_RUN, f"Postgres refused: {_first_line(exc)}"
