@@ -67,9 +67,16 @@ def _explain(seed: int, code: int, out: str) -> str:
     return f"schemathesis seed {seed} exited {code}; replay: {replay}\n{out[-6000:]}"
 
 
-@pytest.mark.parametrize("seed", [FIXED_SEED, secrets.randbelow(2**31)], ids=["fixed-seed", "random-seed"])
-async def test_schemathesis_finds_nothing(live: tuple[str, str], seed: int) -> None:
-    print(f"schemathesis seed: {seed}")
+RANDOM_SEED = secrets.randbelow(2**31)
+
+
+# The seeds are in the test ids, so `pytest -v` and every failure print them.
+@pytest.mark.parametrize("seed", [FIXED_SEED, RANDOM_SEED],
+                         ids=[f"fixed-seed-{FIXED_SEED}", f"random-seed-{RANDOM_SEED}"])
+async def test_schemathesis_finds_nothing(live: tuple[str, str], seed: int,
+                                          capsys: pytest.CaptureFixture[str]) -> None:
+    with capsys.disabled():  # shown on every run, passing or not
+        print(f"\nschemathesis seed {seed} ({'fixed' if seed == FIXED_SEED else 'random'})")
     code, out = await run_schemathesis(*live, seed)
     assert code == 0, _explain(seed, code, out)
     assert "No issues found" in out, _explain(seed, code, out)
