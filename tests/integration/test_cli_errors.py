@@ -73,6 +73,11 @@ def test_every_command_names_the_engine_that_is_down(engines_down: None, path: t
     assert "not reachable" in one_line(err) and f"`{START_ENGINES}`" in err, err
 
 
+def test_debug_shows_the_real_exception(engines_down: None) -> None:
+    with pytest.raises(OSError):
+        run_main(["--debug", "sites", "list"])
+
+
 async def cli(argv: list[str]) -> tuple[int, str, str]:
     """main() in a thread: it calls asyncio.run, which cannot nest in the test's loop."""
     return await asyncio.to_thread(run_main, argv)
