@@ -1,7 +1,8 @@
 """The aiohttp application: `create_app(settings)` wires caches, breaker and publishers.
 
 Route handlers live in routes_*.py; they see the gateway only through `State` (and the Publisher
-seam), never through Kafka directly.
+seam), never through Kafka directly. They import services/gateway/state.py (State, STATE, the JSON
+answers), never this module: app imports the routes (tests/unit/test_import_cycles.py).
 """
 
 from __future__ import annotations
