@@ -10,6 +10,7 @@ import re
 import secrets
 import shutil
 import sys
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -25,8 +26,11 @@ from tests.unit.test_openapi import documented
 ROOT = Path(__file__).resolve().parents[2]
 ST = shutil.which("st", path=str(Path(sys.executable).parent))
 FIXED_SEED = 15
-MAX_EXAMPLES = 100  # per operation and phase; ~700 requests, ~10 s a run on the 2-core CI machine
-RUN_TIMEOUT_S = 28  # two runs stay within the 60 s this test may add to `make test`
+MAX_EXAMPLES = 100  # per operation and phase: ~660 requests a run
+# Both runs share one deadline, the 60 s this file may add to `make test` (less the gateway's
+# start): typically ~8 s a run, so a busy machine has room before the bound cuts a run short.
+BUDGET_S = 55.0
+_deadline: list[float] = []
 
 
 @pytest.fixture(scope="module")
@@ -53,12 +57,15 @@ async def run_schemathesis(url: str, api_key: str, seed: int) -> tuple[int, str]
            "--max-examples", str(MAX_EXAMPLES), "--header", f"Authorization: Bearer {api_key}"]
     proc = await asyncio.create_subprocess_exec(*cmd, cwd=ROOT, stdout=asyncio.subprocess.PIPE,
                                                 stderr=asyncio.subprocess.STDOUT)
+    if not _deadline:
+        _deadline.append(time.monotonic() + BUDGET_S)
+    remaining = max(1.0, _deadline[0] - time.monotonic())
     try:
-        out, _ = await asyncio.wait_for(proc.communicate(), RUN_TIMEOUT_S)
+        out, _ = await asyncio.wait_for(proc.communicate(), remaining)
     except TimeoutError:
         proc.kill()
         await proc.wait()
-        return -1, f"schemathesis did not finish within {RUN_TIMEOUT_S} s"
+        return -1, f"schemathesis did not finish within the {BUDGET_S:.0f} s both runs share"
     return proc.returncode or 0, out.decode(errors="replace")
 
 
@@ -87,4 +94,4 @@ async def test_schemathesis_finds_nothing(live: tuple[str, str], seed: int,
     # ... with enough cases that "no issues" means something (a hook that filtered every case
     # out would also report none).
     generated = re.search(r"(\d+) generated", out)
-    assert generated and int(generated[1]) >= 40 * n, _explain(seed, code, out)
+    assert generated and int(generated[1]) >= 50 * n, _explain(seed, code, out)
