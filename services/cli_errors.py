@@ -111,8 +111,8 @@ def classify(exc: BaseException, settings: Settings | None) -> tuple[int, str]:
         return USAGE, f"--month: {exc}"
     if isinstance(exc, MigrationError):
         return CHECK_FAILED, _first_line(exc)
-    if isinstance(exc, LookupError):  # sites.UnknownSite and the like: "no such thing"
-        return CHECK_FAILED, _first_line(exc).strip("'\"")
+    if isinstance(exc, LookupError) and not isinstance(exc, KeyError | IndexError):
+        return CHECK_FAILED, _first_line(exc)  # sites.UnknownSite and the like: "no such thing"
     if isinstance(exc, StackError):
         return CANNOT_RUN, f"stack: {_first_line(exc)}"
     if isinstance(exc, asyncpg.InvalidCatalogNameError):
