@@ -64,6 +64,7 @@ class Settings:
     billing_close_lock_timeout_s: float = 60.0  # close waits this long for in-flight worker batches
     export_max_per_site: int = 2  # concurrent dispute exports per site; beyond → 429 Retry-After
     export_max_total: int = 4  # concurrent exports per gateway = its own export pool's size
+    sla_loss_audit: str = "on"  # sla-report asks `opsmantik audit` about data loss; off = dead letters only
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -117,6 +118,8 @@ class Settings:
         for name in ("worker_metrics_port", "relay_metrics_port"):
             if not 0 <= getattr(self, name) < 65536:
                 problems.append(f"OPSMANTIK_{name.upper()} must be a port or 0 (off)")
+        if self.sla_loss_audit not in ("on", "off"):
+            problems.append("OPSMANTIK_SLA_LOSS_AUDIT must be on or off")
         if self.billing_close_grace_days < 0:
             problems.append("OPSMANTIK_BILLING_CLOSE_GRACE_DAYS must be >= 0")
         if self.db_pool_min > self.db_pool_max:
