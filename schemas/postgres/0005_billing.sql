@@ -3,19 +3,20 @@
 
 -- One statement per site per closed month, recorded by `opsmantik billing close`: the frozen
 -- invoice (net of voids booked in the month) and the SHA-256 of the site's ledger entries for
--- the month in the canonical order and encoding of services/billing/canonical.py.
+-- the month in the canonical order and encoding of services/billing/canonical.py. Quantities
+-- summed over events are numeric, as the invoice's are (0004).
 CREATE TABLE billing_statements (
     site_id             uuid NOT NULL,
     month               date NOT NULL CHECK (extract(day FROM month) = 1),
     ledger_rows         bigint NOT NULL,     -- ledger rows billed in the month (late ones included)
-    ledger_quantity     bigint NOT NULL,
+    ledger_quantity     numeric NOT NULL,
     late_rows           bigint NOT NULL,     -- of which usage_month < billing_month
     voids               bigint NOT NULL,     -- void entries booked in the month (adjustments included)
-    voided_quantity     bigint NOT NULL,
+    voided_quantity     numeric NOT NULL,
     events              bigint NOT NULL,     -- the invoice: rows minus voids
-    quantity            bigint NOT NULL,
+    quantity            numeric NOT NULL,
     overlimit_events    bigint NOT NULL,
-    overlimit_quantity  bigint NOT NULL,
+    overlimit_quantity  numeric NOT NULL,
     sha256              text NOT NULL CHECK (sha256 ~ '^[0-9a-f]{64}$'),
     closed_at           timestamptz NOT NULL DEFAULT now(),
     PRIMARY KEY (site_id, month)

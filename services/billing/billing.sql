@@ -42,7 +42,7 @@ FROM billing_voids WHERE site_id = $1::uuid AND booked_month = $2::date
 ORDER BY event_id COLLATE "C"
 
 -- name: invoice_row
-SELECT events::bigint, quantity::bigint, overlimit_events::bigint, overlimit_quantity::bigint
+SELECT events, quantity, overlimit_events, overlimit_quantity
 FROM site_usage_monthly WHERE site_id = $1::uuid AND month = $2::date
 
 -- name: insert_statement

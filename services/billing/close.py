@@ -17,6 +17,7 @@ import sys
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
+from decimal import Decimal
 from typing import Any
 
 import asyncpg
@@ -72,7 +73,8 @@ async def state_site(conn: asyncpg.Connection, site_id: uuid.UUID, month: date,
             digest.add(obj)
         t = digest.totals
         inv = await conn.fetchrow(Q["invoice_row"], site_id, month)
-        invoice = dict(inv) if inv is not None else dict.fromkeys(
+        # numeric sums (0004) → exact ints
+        invoice = {k: int(v) for k, v in inv.items()} if inv is not None else dict.fromkeys(
             ("events", "quantity", "overlimit_events", "overlimit_quantity"), 0)
         ledger = {"events": t.events, "quantity": t.quantity, "overlimit_events": t.overlimit_events,
                   "overlimit_quantity": t.overlimit_quantity}
@@ -97,7 +99,7 @@ async def close(conn: asyncpg.Connection, month: date, now: datetime, settings: 
 
 
 def _statement(r: asyncpg.Record) -> dict[str, Any]:
-    d = dict(r)
+    d = {k: int(v) if isinstance(v, Decimal) else v for k, v in r.items()}  # numeric sums → ints
     d["site_id"], d["month"] = str(d["site_id"]), label(d["month"])
     d["closed_at"] = d["closed_at"].isoformat()
     return d
