@@ -7,6 +7,7 @@ closed from the second on (the close is idempotent, so each test closes it itsel
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import uuid
 from pathlib import Path
 
@@ -77,9 +78,11 @@ async def test_void_in_an_open_month(settings: Settings, pool: asyncpg.Pool, gat
     unknown = cli(settings, "events", "void", str(k.site_id), "nope", "--reason", "x")
     assert unknown.returncode == 1 and "no such event" in unknown.stderr
     # Voided, then re-sent with the same event_id: a duplicate, not billed again.
-    status, body = await send(k.api_key, [event("o1", late_instant(), quantity=2)])
+    # A fresh event in the same request (same site → same partition, after it) tells when the
+    # worker has passed the re-sent one.
+    status, body = await send(k.api_key, [event("o1", late_instant(), quantity=2), event("o-marker")])
     assert status == 200
-    await asyncio.sleep(1.0)  # the worker has had the time to (not) ledger it
+    await wait_for(ledgered(pool, k.site_id, 4), 30, what="the marker event")
     assert (await usage(k.api_key, p))["quantity"] == 4
 
     result = close_p(settings)
@@ -217,3 +220,9 @@ async def test_month_values_are_400_and_exit_2_everywhere(settings: Settings, po
     for args in (("billing", "close"), ("sla-report",), ("reconcile",), ("slo-report",)):
         done = cli(settings, *args, "--month", "0000-01")
         assert done.returncode == 2, (args, done.stdout, done.stderr)
+    # Postgres unreachable: exit 3, naming the command that starts it.
+    down = dataclasses.replace(settings, database_url="postgresql://nobody@127.0.0.1:1/none")
+    for args in (("billing", "close", "--month", "2020-01"), ("sla-report", "--month", "2020-01"),
+                 ("events", "void", str(k.site_id), "e", "--reason", "r")):
+        done = cli(down, *args)
+        assert done.returncode == 3 and "opsmantik stack up" in done.stderr, (args, done.stderr)
