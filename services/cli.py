@@ -224,6 +224,7 @@ def _billing_commands(sub: Any) -> None:
     s.add_argument("event_id", nargs="?", help="the event to void (or --file)")
     s.add_argument("--file", help="event_ids to void, one a line (- for stdin): all or nothing")
     s.add_argument("--reason", required=True)
+    s.add_argument("--by", help="who voids (default: the login name)")
     s.add_argument("--json", action="store_true")
     s.set_defaults(func=_service("services.billing.voids"))
     s = sub.add_parser("sla-report", help="SLA §2.1/§1/§3 per site; exit 1 if a credit is owed")

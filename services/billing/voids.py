@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import getpass
-import os
 import sys
 import uuid
 from dataclasses import dataclass
@@ -88,9 +87,9 @@ async def void_events(conn: asyncpg.Connection, site_id: uuid.UUID, event_ids: l
     return done
 
 
-def _who() -> str:
+def login_name() -> str:
     try:
-        return os.environ.get("OPSMANTIK_OPERATOR") or getpass.getuser()
+        return getpass.getuser()
     except (KeyError, OSError):
         return "unknown"
 
@@ -100,12 +99,13 @@ def read_ids(path: str) -> list[str]:
     return [line.strip() for line in text.splitlines() if line.strip() and not line.startswith("#")]
 
 
-async def _run(settings: object, site_id: uuid.UUID, ids: list[str], reason: str, as_json: bool) -> int:
+async def _run(settings: object, site_id: uuid.UUID, ids: list[str], reason: str, by: str,
+               as_json: bool) -> int:
     conn = await connect(settings)  # type: ignore[arg-type]
     if conn is None:
         return UNREACHABLE
     try:
-        done = await void_events(conn, site_id, ids, reason, _who())
+        done = await void_events(conn, site_id, ids, reason, by)
     except VoidRefused as exc:
         if as_json:
             print(orjson.dumps({"ok": False, "voided": [], "problems": exc.problems}).decode())
@@ -138,4 +138,4 @@ def main(settings: object, args: argparse.Namespace) -> int:
     except OSError as exc:
         print(f"--file: {exc}", file=sys.stderr)
         return 2
-    return asyncio.run(_run(settings, args.site_id, ids, args.reason, args.json))
+    return asyncio.run(_run(settings, args.site_id, ids, args.reason, args.by or login_name(), args.json))

@@ -155,3 +155,17 @@ def test_hard_cap_and_quota_use_the_month_the_worker_books_into() -> None:
     assert cache.check(site, [_event(oct_)]).exceeded_month == nov  # late: booked into November
     soft = SiteAuth(SITE, uuid.uuid4(), monthly_quota=6, hard_cap=None, rate_per_s=10, burst=10)
     assert cache.check(soft, [_event(oct_), _event(oct_)]).statuses == ["accepted", "overlimit"]
+
+
+def test_verify_names_a_row_whose_byte_is_not_utf8(tmp_path: Path,
+                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    from argparse import Namespace
+
+    from services.billing.verify import main
+    data, _ = _export([_row("a1"), _row("b2")])
+    bad = bytearray(data)
+    bad[data.index(b"api_call", data.index(b'"b2"') - 200)] = 0xFF  # in row b2's event_type
+    path = tmp_path / "bad.ndjson"
+    path.write_bytes(bytes(bad))
+    assert main(None, Namespace(file=str(path), json=False)) == 1
+    assert "line 2 (event_id 'b2'): cannot be encoded" in capsys.readouterr().out
