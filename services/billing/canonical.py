@@ -6,9 +6,10 @@ The statement `opsmantik billing close` records, the summary line of the dispute
 - an entry is a JSON object: a ledger row (`"kind": "row"`, ROW_KEYS) or a void entry
   (`"kind": "void"`, VOID_KEYS); timestamps are UTC `YYYY-MM-DDTHH:MM:SS.ffffffZ`, months
   `YYYY-MM`, properties the event's own JSON object (or null);
-- its canonical bytes: UTF-8 JSON, keys sorted at every level, no whitespace, non-ASCII
-  characters as themselves (Python `json.dumps(obj, sort_keys=True, separators=(",", ":"),
-  ensure_ascii=False)`);
+- its canonical bytes: UTF-8 JSON, keys sorted by code point at every level, no whitespace,
+  strings escaped as Python's `json.dumps(s, ensure_ascii=False)` does (non-ASCII as itself), and
+  numbers exactly as written: integers in decimal, other numbers as plain decimals with their
+  digits kept (`2.50` stays `2.50`, `1E-7` is `0.0000001`), never through a binary float;
 - order: the rows by event_id (bytewise ascending), then the void entries by event_id;
 - digest: SHA-256 over every entry's canonical bytes each followed by one `\\n`.
 """
@@ -20,6 +21,7 @@ import json
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from datetime import UTC, date, datetime
+from decimal import Decimal
 from typing import Any
 
 ROW_KEYS = frozenset({"kind", "site_id", "event_id", "event_type", "occurred_at", "usage_month",
@@ -49,7 +51,7 @@ def row_object(r: Mapping[str, Any]) -> dict[str, Any]:
         "late": r["usage_month"] != r["billing_month"], "quantity": int(r["quantity"]),
         "billing_class": r["billing_class"], "path": r["path"], "received_at": ts(r["received_at"]),
         "ledgered_at": ts(r["ledgered_at"]), "kafka_partition": r["kafka_partition"],
-        "kafka_offset": r["kafka_offset"], "properties": None if props is None else json.loads(props),
+        "kafka_offset": r["kafka_offset"], "properties": None if props is None else loads(props),
     }
 
 
@@ -64,9 +66,46 @@ def void_object(r: Mapping[str, Any]) -> dict[str, Any]:
     }
 
 
+def _reject(constant: str) -> Any:
+    raise ValueError(f"{constant} is not JSON")
+
+
+def loads(text: str | bytes) -> Any:
+    """JSON with every non-integer number kept exact (Decimal): what canonical() expects."""
+    return json.loads(text, parse_float=Decimal, parse_constant=_reject)
+
+
+def _value(v: Any) -> str:
+    if isinstance(v, dict):
+        return "{" + ",".join(_value(k) + ":" + _value(v[k]) for k in sorted(v)) + "}"
+    if isinstance(v, list):
+        return "[" + ",".join(_value(x) for x in v) + "]"
+    if isinstance(v, Decimal):
+        if not v.is_finite():
+            raise ValueError(f"{v} is not JSON")
+        return format(v, "f")
+    if isinstance(v, float):
+        raise TypeError("a float would lose digits: parse with canonical.loads")
+    return json.dumps(v, ensure_ascii=False)  # str, int, bool, None
+
+
+def properties_text(value: Any) -> str:
+    """Canonical JSON text of a properties value (the CSV form's column)."""
+    return _value(value)
+
+
+_PLACEHOLDER = "\x00properties\x00"  # no ledger text can hold NUL (Postgres refuses it)
+_QUOTED = json.dumps(_PLACEHOLDER)
+
+
 def canonical(obj: Mapping[str, Any]) -> bytes:
-    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False,
-                      allow_nan=False).encode("utf-8")
+    """The canonical bytes of an entry. Its flat fields go through the C encoder; only the
+    properties (any JSON) through _value, spliced in where the encoder put a placeholder."""
+    if "properties" not in obj:
+        return _value(dict(obj)).encode("utf-8")
+    flat = json.dumps({**obj, "properties": _PLACEHOLDER}, sort_keys=True, separators=(",", ":"),
+                      ensure_ascii=False)
+    return flat.replace(_QUOTED, _value(obj["properties"]), 1).encode("utf-8")
 
 
 def export_line(obj: Mapping[str, Any]) -> tuple[bytes, bytes]:

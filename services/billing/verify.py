@@ -22,7 +22,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from services.billing.canonical import KEYS, Digest, canonical
+from services.billing.canonical import KEYS, Digest, canonical, loads, properties_text
 
 MAX_PROBLEMS = 20
 CSV_COLUMNS = ("kind", "site_id", "event_id", "event_type", "occurred_at", "usage_month", "billing_month",
@@ -39,8 +39,7 @@ def csv_record(obj: dict[str, Any], sha256: str) -> list[str]:
     for c in CSV_COLUMNS[:-2]:
         v = obj.get(c)
         if c == "properties" and obj["kind"] == "row":
-            out.append("" if v is None else json.dumps(v, sort_keys=True, separators=(",", ":"),
-                                                       ensure_ascii=False))
+            out.append("" if v is None else properties_text(v))
         elif isinstance(v, bool):
             out.append("true" if v else "false")
         else:
@@ -52,6 +51,10 @@ def _from_csv(rec: dict[str, str]) -> dict[str, Any]:
     kind = rec.get("kind", "")
     if kind == "summary":
         return json.loads(rec["summary"])
+    if kind in KEYS:  # a column of the other kind filled in is a change, not an empty cell
+        stray = [c for c in CSV_COLUMNS if rec.get(c) and c not in KEYS[kind] and c != "sha256"]
+        if stray:
+            raise ValueError(f"column {stray[0]!r} must be empty for a {kind}")
     obj: dict[str, Any] = {}
     for c in KEYS.get(kind, ()):
         raw = rec.get(c, "")
@@ -62,7 +65,7 @@ def _from_csv(rec: dict[str, str]) -> dict[str, Any]:
                 raise ValueError(f"{c}: expected true or false")
             obj[c] = raw == "true"
         elif c == "properties":
-            obj[c] = None if raw == "" else json.loads(raw)
+            obj[c] = None if raw == "" else loads(raw)
         else:
             obj[c] = raw
     obj["sha256"] = rec.get("sha256", "")
@@ -79,7 +82,7 @@ def _lines(stream: io.TextIOBase) -> Iterator[tuple[int, dict[str, Any] | None, 
         while line:
             if line.strip():
                 try:
-                    yield number, json.loads(line), ""
+                    yield number, loads(line), ""
                 except ValueError as exc:
                     yield number, None, f"not valid JSON ({exc.args[0][:60]})"
             number, line = number + 1, stream.readline()

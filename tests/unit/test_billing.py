@@ -8,11 +8,12 @@ import json
 import re
 import uuid
 from datetime import UTC, date, datetime, timedelta
+from decimal import Decimal
 from pathlib import Path
 
 import pytest
 
-from services.billing.canonical import Digest, canonical, export_line
+from services.billing.canonical import Digest, _value, canonical, export_line, loads, properties_text
 from services.billing.close import CloseRefused, check_closable
 from services.billing.export import summary
 from services.billing.verify import verify
@@ -66,7 +67,7 @@ def _row(event_id: str, quantity: int = 1, **over: object) -> dict[str, object]:
         "occurred_at": "2026-10-05T12:00:00.000000Z", "usage_month": "2026-10", "billing_month": "2026-10",
         "late": False, "quantity": quantity, "billing_class": "included", "path": "kafka",
         "received_at": "2026-10-05T12:00:00.100000Z", "ledgered_at": "2026-10-05T12:00:00.200000Z",
-        "kafka_partition": 1, "kafka_offset": 7, "properties": {"b": [1, 2.5, "é"], "a": None}}
+        "kafka_partition": 1, "kafka_offset": 7, "properties": {"b": [1, Decimal("2.50"), "é"], "a": None}}
     obj.update(over)
     return obj
 
@@ -96,6 +97,15 @@ def _export(entries: list[dict[str, object]], statement_sha: str | None = None) 
 
 def test_canonical_bytes_are_sorted_compact_utf8() -> None:
     assert canonical({"b": 1, "a": {"d": "é", "c": None}}) == '{"a":{"c":null,"d":"é"},"b":1}'.encode()
+
+
+def test_canonical_numbers_keep_their_digits_and_the_splice_equals_the_plain_encoding() -> None:
+    props = loads('{"z": 123456789012345678901234567890, "x": 2.50, "y": 1E-7, "w": [0.1, -0]}')
+    assert properties_text(props) == '{"w":[0.1,0],"x":2.50,"y":0.0000001,"z":123456789012345678901234567890}'
+    row = _row("a1", properties=props)
+    assert canonical(row) == _value(row).encode()  # the fast path (placeholder splice) is exact
+    with pytest.raises(ValueError):
+        loads('{"x": NaN}')
 
 
 def test_verify_matches_then_names_the_changed_row() -> None:
@@ -169,3 +179,33 @@ def test_verify_names_a_row_whose_byte_is_not_utf8(tmp_path: Path,
     path.write_bytes(bytes(bad))
     assert main(None, Namespace(file=str(path), json=False)) == 1
     assert "line 2 (event_id 'b2'): cannot be encoded" in capsys.readouterr().out
+
+
+def _csv_export(entries: list[dict[str, object]]) -> str:
+    import csv
+
+    from services.billing.verify import CSV_COLUMNS, csv_record
+    d = Digest()
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\r\n")
+    w.writerow(CSV_COLUMNS)
+    for obj in entries:
+        body, line = export_line(obj)
+        d.add(obj, body)
+        w.writerow(csv_record(obj, line[-67:-3].decode()))
+    t = d.totals
+    invoice = {"events": t.events, "quantity": t.quantity, "overlimit_events": t.overlimit_events,
+               "overlimit_quantity": t.overlimit_quantity}
+    s = summary(SITE, date(2026, 10, 1), d, invoice, None)
+    w.writerow(["summary", *[""] * (len(CSV_COLUMNS) - 3), s["sha256"], json.dumps(s)])
+    return buf.getvalue()
+
+
+def test_csv_form_verifies_and_a_filled_cell_of_the_other_kind_is_a_change() -> None:
+    text = _csv_export([_row("a1", 3), _row("b2"), _void("a1", 3)])
+    res = verify(io.StringIO(text, newline=""))
+    assert res.ok, res.problems
+    lines = text.split("\r\n")
+    lines[2] = lines[2].replace(",,,,,,,", ",,,,,oops,,", 1)  # row b2: a void-only column filled
+    res = verify(io.StringIO("\r\n".join(lines), newline=""))
+    assert not res.ok and "must be empty for a row" in res.problems[0], res.problems
