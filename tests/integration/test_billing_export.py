@@ -73,7 +73,9 @@ async def test_100k_rows_close_export_verify_and_one_changed_byte(
         settings: Settings, big: tuple[sites.NewKey, date], small: sites.NewKey, gateway_proc: Proc,
         tmp_path: Path) -> None:
     key, month = big
+    t0 = time.monotonic()
     done = cli(settings, "billing", "close", "--month", label(month), "--json")
+    close_s = time.monotonic() - t0
     assert done.returncode == 0, done.stderr
     statements = {s["site_id"]: s for s in orjson.loads(done.stdout)["statements"]}
     stmt = statements[str(key.site_id)]
@@ -92,15 +94,19 @@ async def test_100k_rows_close_export_verify_and_one_changed_byte(
     sampler = RssSampler(pid)
     sampler.start()
     path = tmp_path / "export.ndjson"
+    t0 = time.monotonic()
     size = await fetch_export(key.api_key, month, path)
+    export_s = time.monotonic() - t0
     sampler.done.set()
     sampler.join()
     growth_kib = sampler.peak - before
-    print(f"\nexport: {ROWS} rows, {size / 1e6:.1f} MB; gateway RSS before {before / 1024:.1f} MiB, "
-          f"peak growth while streaming {growth_kib / 1024:.1f} MiB")
+    print(f"\nexport: {ROWS} rows, {size / 1e6:.1f} MB in {export_s:.1f} s (close {close_s:.1f} s); gateway "
+          f"RSS before {before / 1024:.1f} MiB, peak growth while streaming {growth_kib / 1024:.1f} MiB")
     assert growth_kib * 1024 < size / 10, "the export is buffered, not streamed"
 
+    t0 = time.monotonic()
     done = cli(settings, "billing", "verify", str(path))
+    print(f"verify: {time.monotonic() - t0:.1f} s")
     assert done.returncode == 0 and "MATCH" in done.stdout and stmt["sha256"] in done.stdout, done.stdout
     # Change one byte of one row (a digit of row 54,321's quantity) → verify names that row.
     data = bytearray(path.read_bytes())
