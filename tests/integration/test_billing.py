@@ -226,3 +226,21 @@ async def test_month_values_are_400_and_exit_2_everywhere(settings: Settings, po
                  ("events", "void", str(k.site_id), "e", "--reason", "r")):
         done = cli(down, *args)
         assert done.returncode == 3 and "opsmantik stack up" in done.stderr, (args, done.stderr)
+
+
+async def test_close_refuses_a_statement_when_the_invoice_drifted(settings: Settings,
+                                                                  pool: asyncpg.Pool) -> None:
+    m = prev(4)
+    k = await new_site(pool)
+    async with pool.acquire() as conn:
+        evs = [decode(message(k.site_id, f"d{i}", occurred_at=_in(m)), 0, i) for i in range(2)]
+        await write_batch(conn, "test", "test:1", evs, [])  # type: ignore[arg-type]
+    await pool.execute("UPDATE site_usage_monthly SET events = events + 1 WHERE site_id = $1", k.site_id)
+    done = cli(settings, "billing", "close", "--month", label(m))
+    assert done.returncode == 1 and f"DRIFT site {k.site_id}" in done.stdout, done.stdout
+    assert await pool.fetchval("SELECT count(*) FROM billing_statements WHERE site_id = $1", k.site_id) == 0
+    await pool.execute("UPDATE site_usage_monthly SET events = events - 1 WHERE site_id = $1", k.site_id)
+    done = cli(settings, "billing", "close", "--month", label(m), "--json")  # completes the statements
+    assert done.returncode == 0, done.stdout
+    stated = orjson.loads(done.stdout)["statements"]
+    assert [s["events"] for s in stated if s["site_id"] == str(k.site_id)] == [2]

@@ -209,3 +209,11 @@ def test_csv_form_verifies_and_a_filled_cell_of_the_other_kind_is_a_change() -> 
     lines[2] = lines[2].replace(",,,,,,,", ",,,,,oops,,", 1)  # row b2: a void-only column filled
     res = verify(io.StringIO("\r\n".join(lines), newline=""))
     assert not res.ok and "must be empty for a row" in res.problems[0], res.problems
+
+
+def test_loss_seam_reads_site_ids_anywhere_in_the_audits_json() -> None:
+    from services.sla.loss import ALL_SITES, LossReport, _site_ids
+    audit = {"ok": False, "sites": [{"site_id": str(SITE), "unaccounted": 2}], "x": [{"site_id": "b"}]}
+    assert _site_ids(audit) == {str(SITE), "b"}
+    report = LossReport(lost={str(SITE): 2, ALL_SITES: 1})
+    assert report.for_site(SITE) == 3 and report.for_site(uuid.uuid4()) == 1
