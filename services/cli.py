@@ -256,7 +256,60 @@ def build_parser() -> argparse.ArgumentParser:
                    help="the month")
     s.add_argument("--json", action="store_true", help=JSON_HELP)
     s.set_defaults(func=_service("services.slo"), env=DB, exit1="an objective is breached")
+    _billing_commands(sub)
     return cli_args.finish(p)
+
+
+def _billing_commands(sub: Any) -> None:
+    """billing close|verify, events void, sla-report, maintenance add|list (docs/billing.md)."""
+    billing_p = sub.add_parser("billing", help="month close and export verification").add_subparsers(
+        dest="action", required=True, metavar="ACTION")
+    s = billing_p.add_parser("close", help="close a month (after a grace period; idempotent) and record "
+                            "per-site statements with a SHA-256 (docs/billing.md)")
+    s.add_argument("--month", required=True, type=cli_args.MONTH, metavar="YYYY-MM",
+                   help="the month to close")
+    s.add_argument("--json", action="store_true", help=JSON_HELP)
+    s.set_defaults(func=_service("services.billing.close"),
+                   env=(*DB, "billing_close_grace_days", "billing_close_lock_timeout_s"),
+                   exit1="a site's invoice drifted from its ledger: no statement for it (DRIFT)")
+    s = billing_p.add_parser("verify", help="check a dispute export offline (its SHA-256 and "
+                            "statement), naming the row that differs")
+    s.add_argument("file", metavar="FILE", help="the export (NDJSON or CSV), - for stdin")
+    s.add_argument("--json", action="store_true", help=JSON_HELP)
+    s.set_defaults(func=_service("services.billing.verify"),
+                   exit1="the export does not match its summary line or statement (MISMATCH)")
+    events_p = sub.add_parser("events", help="ledger corrections").add_subparsers(
+        dest="action", required=True, metavar="ACTION")
+    s = events_p.add_parser("void", help="an append-only void: takes the event off its month's invoice, "
+                           "or books a negative adjustment in the first open month")
+    s.add_argument("site_id", type=cli_args.UUID, metavar="SITE_ID", help="the event's site")
+    s.add_argument("event_id", nargs="?", metavar="EVENT_ID", help="the event to void (or --file)")
+    s.add_argument("--file", help="event_ids to void, one a line (- for stdin): all or nothing")
+    s.add_argument("--reason", required=True, help="why (kept with the void entry)")
+    s.add_argument("--by", help="who voids (default: the login name)")
+    s.add_argument("--json", action="store_true", help=JSON_HELP)
+    s.set_defaults(func=_service("services.billing.voids"), env=DB,
+                   exit1="refused (unknown or already voided event): nothing was voided")
+    s = sub.add_parser("sla-report", help="SLA §2.1 reliability, §1 uptime, data loss and the §3 credit "
+                       "per site")
+    s.add_argument("--month", required=True, type=cli_args.MONTH, metavar="YYYY-MM", help="the month")
+    s.add_argument("--site", type=cli_args.UUID, metavar="SITE_ID", help="one site (default: every site)")
+    s.add_argument("--json", action="store_true", help=JSON_HELP)
+    s.set_defaults(func=_service("services.sla.report"), env=(*DB, "sla_loss_audit"),
+                   exit1="a service credit is owed to a site")
+    maint_p = sub.add_parser("maintenance", help="announced maintenance windows").add_subparsers(
+        dest="action", required=True, metavar="ACTION")
+    s = maint_p.add_parser("add", help="announce a maintenance window (at least 48 h ahead)")
+    s.add_argument("start", type=cli_args.TIME, metavar="START",
+                   help="RFC 3339 with offset, e.g. 2026-12-01T02:00:00Z")
+    s.add_argument("end", type=cli_args.TIME, metavar="END", help="RFC 3339 with offset, after START")
+    s.add_argument("--reason", required=True, help="shown with the window")
+    s.add_argument("--json", action="store_true", help=JSON_HELP)
+    s.set_defaults(func=_service("services.sla.maintenance"), env=DB)
+    s = maint_p.add_parser("list", help="windows ending from now on (--all: every window)")
+    s.add_argument("--all", action="store_true", help="every window, past ones too")
+    s.add_argument("--json", action="store_true", help=JSON_HELP)
+    s.set_defaults(func=_service("services.sla.maintenance"), env=DB)
 
 
 def main(argv: list[str] | None = None) -> int:

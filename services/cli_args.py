@@ -100,6 +100,14 @@ def _name(raw: str) -> str:
     return raw
 
 
+def _time(raw: str) -> str:
+    from services.events import parse_time
+
+    if parse_time(raw) is None:
+        raise ValueError("expected an RFC 3339 time with an offset, e.g. 2026-12-01T02:00:00Z")
+    return raw  # commands get the validated string
+
+
 def _host(raw: str) -> str:
     if not raw or any(c.isspace() for c in raw) or len(raw) > 253:
         raise ValueError("must be a host name or IP address")
@@ -110,8 +118,9 @@ INT32_MAX, INT64_MAX = 2**31 - 1, 2**63 - 1
 PORT = integer(1, 65535, "a TCP port from 1 to 65535")
 PORT_OR_ZERO = integer(0, 65535, "a TCP port from 1 to 65535, or 0 for any free port")
 UUID = Arg("a UUID", _uuid, "00000000-0000-4000-8000-000000000001", ("not-a-uuid", "1234", ""))
-MONTH = Arg("a month YYYY-MM", _month, "2026-01", ("0000-01", "2026-13", "2026-1", "3000-01", ""))
+MONTH = Arg("a month YYYY-MM", _month, "2026-01", ("0000-01", "2026-13", "2026-1", "10000-01", ""))
 NAME = Arg("a name", _name, "acme", ("", "x" * 201, "a\x00b"))
+TIME = Arg("a time", _time, "2099-01-01T00:00:00Z", ("tomorrow", "2026-12-01T02:00:00", ""))
 HOST = Arg("a host", _host, "127.0.0.1", ("", "a b"))
 RATE = Arg("a rate", _rate, "1000", ("0", "-1", "nan", "inf", "1e10", "x"))
 QUOTA = integer(0, INT64_MAX, "an integer from 0 to 2**63-1")  # 0: every event is overlimit

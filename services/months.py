@@ -1,9 +1,9 @@
-"""Billing months (`YYYY-MM`): the one parser, shared by the gateway's ?month=, the CLI's --month
-and every report, so all of them accept and refuse the same strings.
+"""The one month parser: `YYYY-MM` → the first day of that month, or MonthError (a ValueError).
 
-Years 2000-2999 only: no ledger row can be older than the project (events are at most 35 days
-old), and the bound keeps every month's exclusive end (`next_month`) representable, where
-`date(0, 1, 1)` and `date(10000, 1, 1)` raise. schemas/openapi.yaml carries the same PATTERN.
+Every route and command that takes a month uses it, so `0000-01`, `2026-13`, `2026-1` and
+` 2026-01` are refused the same way everywhere (HTTP 400, exit 2), never a 5xx: year 0 once made
+`/api/usage` answer 503 "retrying is safe", so a client would retry forever. Years 0001-9999
+(everything `date` can hold); schemas/openapi.yaml carries the same PATTERN (a unit test compares).
 """
 
 from __future__ import annotations
@@ -11,25 +11,20 @@ from __future__ import annotations
 import re
 from datetime import UTC, date, datetime
 
-PATTERN = r"^2[0-9]{3}-(0[1-9]|1[0-2])$"
+# ASCII digits only (\d would also match ２); year 0000 does not exist.
+PATTERN = r"^([1-9][0-9]{3}|0[1-9][0-9]{2}|00[1-9][0-9]|000[1-9])-(0[1-9]|1[0-2])$"
 _MONTH = re.compile(PATTERN)
-EXPECTED = "expected YYYY-MM with a year from 2000 to 2999"
+EXPECTED = "expected YYYY-MM (year 0001-9999, month 01-12)"
 
 
 class MonthError(ValueError):
-    """A string that is not a billing month; the message says what was expected."""
+    """A string that is not a month; the message says what was expected."""
 
 
 def parse_month(raw: str | None) -> date:
-    """'2026-05' → date(2026, 5, 1); anything else raises MonthError."""
     if raw is None or not _MONTH.fullmatch(raw):
-        shown = "nothing" if raw is None else repr(raw[:20])
-        raise MonthError(f"{EXPECTED}, got {shown}")
+        raise MonthError(f"month {raw!r}: {EXPECTED}")
     return date(int(raw[:4]), int(raw[5:7]), 1)
-
-
-def format_month(month: date) -> str:
-    return f"{month:%Y-%m}"
 
 
 def next_month(month: date) -> date:
@@ -40,8 +35,21 @@ def previous_month(month: date) -> date:
     return date(month.year - 1, 12, 1) if month.month == 1 else date(month.year, month.month - 1, 1)
 
 
+def month_start(month: date) -> datetime:
+    return datetime(month.year, month.month, 1, tzinfo=UTC)
+
+
+def month_end(month: date) -> datetime:
+    """The instant the month ends (exclusive). December 9999 ends at datetime.max."""
+    if month.year == 9999 and month.month == 12:
+        return datetime.max.replace(tzinfo=UTC)
+    return month_start(next_month(month))
+
+
 def month_bounds(month: date) -> tuple[datetime, datetime]:
     """[start, end) of the month in UTC."""
-    start = datetime(month.year, month.month, 1, tzinfo=UTC)
-    end = next_month(month)
-    return start, datetime(end.year, end.month, 1, tzinfo=UTC)
+    return month_start(month), month_end(month)
+
+
+def label(month: date) -> str:
+    return f"{month.year:04d}-{month.month:02d}"

@@ -30,7 +30,8 @@ Q = load_queries(Path(__file__).with_name("slo.sql"))
 
 
 def month_bounds(month: str) -> tuple[datetime, datetime]:
-    return months.month_bounds(months.parse_month(month))
+    first = months.parse_month(month)  # the one month parser: ValueError on 0000-01, 2026-13, 2026-1
+    return months.month_start(first), months.month_end(first)
 
 
 async def slo_snapshot(pool: asyncpg.Pool, month: str) -> dict[str, Any]:

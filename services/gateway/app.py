@@ -18,7 +18,7 @@ from aiohttp import web
 
 from services.config import Settings
 from services.events import Limits
-from services.gateway import routes_api, routes_ops
+from services.gateway import exports, routes_api, routes_ops
 from services.gateway.auth import KeyCache
 from services.gateway.breaker import STATE_VALUE, Breaker
 from services.gateway.metrics import GatewayMetrics
@@ -34,6 +34,10 @@ from services.gateway.rollup import SloRollup
 from services.gateway.state import OUTCOMES, STATE, State, error
 
 __all__ = ["STATE", "State", "create_app"]
+from services.gateway.sla_rollup import SLA, SlaRollup
+from services.gateway.sla_rollup import observe as sla_observe
+from services.gateway.sla_rollup import start as sla_start
+from services.gateway.sla_rollup import stop as sla_stop
 
 log = logging.getLogger("opsmantik.gateway")
 SLO_FLUSH_S = 5.0
@@ -63,6 +67,7 @@ async def observe(request: web.Request, handler):  # type: ignore[no-untyped-def
     state.metrics.latency.labels(route).observe(elapsed)
     if route == "/api/sync":
         state.rollup.record(response.status, elapsed, request.get(OUTCOMES))
+        sla_observe(request, response.status)
     if isinstance(response, web.HTTPException) and response.status >= 400:
         # A 405 keeps aiohttp's `Allow` (RFC 9110 requires it); the body becomes our JSON error.
         allow = {"Allow": response.headers["Allow"]} if "Allow" in response.headers else None
@@ -75,6 +80,8 @@ def create_app(settings: Settings, publisher: Publisher | None = None) -> web.Ap
     app = web.Application(middlewares=[observe], client_max_size=settings.max_body_bytes)
     routes_api.setup(app)
     routes_ops.setup(app)
+    exports.setup(app, settings)
+    app[SLA] = SlaRollup()
 
     async def startup(app: web.Application) -> None:
         # min_size=0: the gateway starts (and serves known keys via Kafka) with Postgres down.
@@ -100,6 +107,7 @@ def create_app(settings: Settings, publisher: Publisher | None = None) -> web.Ap
             asyncio.create_task(state.keys.run()),
             asyncio.create_task(state.usage.run(pool, settings.usage_refresh_s, today)),
             asyncio.create_task(state.rollup.run(pool, SLO_FLUSH_S, metrics.slo_flush_failures.inc)),
+            sla_start(app, pool),
         ]
 
     async def cleanup(app: web.Application) -> None:
@@ -113,6 +121,7 @@ def create_app(settings: Settings, publisher: Publisher | None = None) -> web.Ap
             await asyncio.to_thread(state.kafka.close)
         with contextlib.suppress(Exception):
             await asyncio.wait_for(state.rollup.flush(state.pool), 3.0)
+        await sla_stop(app, state.pool)
         with contextlib.suppress(Exception):
             await asyncio.wait_for(state.pool.close(), 3.0)
 

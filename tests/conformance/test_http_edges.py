@@ -18,14 +18,14 @@ MONTH_ROUTES = ["/api/usage", "/api/billing/dispute-export"]
 @pytest.mark.parametrize("route", MONTH_ROUTES)
 async def test_month_edges(gateway: Gateway, pool: asyncpg.Pool, route: str) -> None:
     _, key = await new_site(pool)
-    for month in ("0000-01", "1999-12", "3000-01", "2026-13", "2026-00", "", "２０２６-01"):
+    for month in ("0000-01", "10000-01", "2026-13", "2026-00", "2026-1", "", "２０２６-01"):
         r = await gateway.client.get(route, params={"month": month}, headers=auth(key))
         assert r.status == 400, (month, r.status, await r.text())
         body = await r.json()
         assert body["error"] == "invalid_request" and body["details"][0]["field"] == "month", body
     r = await gateway.client.get(route, headers=auth(key))  # missing
     assert r.status == 400
-    for month in ("2000-01", "2999-12"):
+    for month in ("0001-01", "9999-12"):
         r = await gateway.client.get(route, params={"month": month}, headers=auth(key))
         assert r.status == 200, (month, await r.text())
         await r.read()
