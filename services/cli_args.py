@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import math
 import sys
+import textwrap
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, fields
@@ -26,7 +27,7 @@ EXIT_CODES = {
     CHECK_FAILED: "the check found a problem (what that is: each command's help)",
     USAGE: "usage error: a bad argument or OPSMANTIK_* setting (one line on stderr)",
     CANNOT_RUN: "could not run: an engine is unreachable (the message names the command that "
-                "starts it) or the database is not migrated",
+                "starts it)\n     or the database is not migrated",
 }
 START_ENGINES = "opsmantik stack up"
 
@@ -202,7 +203,7 @@ def finish(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     every OPSMANTIK_* setting is read, which is true of every command (they are validated at start).
     """
     for path, leaf in leaves(parser):
-        leaf.description = leaf.description or summary(parser, path)
+        leaf.description = leaf.description or textwrap.fill(summary(parser, path), 80)
         env = leaf.get_default("env")
         exit1 = leaf.get_default("exit1")
         lines = ["environment (invalid values are a usage error, exit 2):"]
