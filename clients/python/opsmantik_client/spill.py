@@ -1,0 +1,141 @@
+"""The spill: every event the caller handed over and the gateway has not acknowledged, in one
+SQLite file (WAL). It is the client's queue, not a side copy: an event is in the spill before
+send() returns and leaves it only once the gateway answered for it, so a producer killed at
+any instant loses nothing, and the next start sends what is left with the same event_ids.
+
+One process at a time: an exclusive lock on `<path>.lock` (released by the kernel when the
+process dies, so a crash never leaves a stale lock). `":memory:"` is a spill without a file.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import sqlite3
+from dataclasses import dataclass
+from pathlib import Path
+
+MEMORY = ":memory:"
+
+
+def _load_queries() -> dict[str, str]:
+    """`-- name --` blocks of spill.sql (the same convention as the server's named queries)."""
+    text = Path(__file__).with_name("spill.sql").read_text()
+    out: dict[str, str] = {}
+    name = None
+    for line in text.splitlines():
+        stripped = line.strip()
+        if stripped.startswith("-- ") and stripped.endswith(" --") and " " not in stripped[3:-3]:
+            name = stripped[3:-3]
+            out[name] = ""
+        elif name is not None and not stripped.startswith("--"):
+            out[name] += line + "\n"
+    return {k: v.strip() for k, v in out.items()}
+
+
+Q = _load_queries()
+
+
+class SpillError(RuntimeError):
+    pass
+
+
+class SpillLocked(SpillError):
+    """Another live process uses this spill file."""
+
+
+class SpillFull(SpillError):
+    """The spill reached its configured size; the caller chose to be told (on_full="raise")."""
+
+
+@dataclass(frozen=True)
+class Row:
+    seq: int
+    event_id: str
+    body: bytes
+
+
+class Spill:
+    def __init__(self, path: str | os.PathLike[str], max_bytes: int, durable: bool = False) -> None:
+        self.path = str(path)
+        self.max_bytes = max_bytes
+        self._lock_fd: int | None = None
+        if self.path != MEMORY:
+            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(self.path + ".lock", os.O_CREAT | os.O_RDWR, 0o600)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                os.close(fd)
+                raise SpillLocked(f"spill {self.path} is in use by another process; give each "
+                                  "producer its own spill_path") from None
+            self._lock_fd = fd
+        self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        if self.path != MEMORY:
+            self._db.execute("PRAGMA journal_mode=WAL")
+            # NORMAL: a commit is in the OS before we go on (survives a process crash); FULL
+            # also fsyncs each commit (survives a power loss, costs a disk flush per send).
+            self._db.execute(f"PRAGMA synchronous={'FULL' if durable else 'NORMAL'}")
+        self._db.execute(Q["create_events"])
+        self._db.execute(Q["create_meta"])
+        if self.path != MEMORY:
+            os.chmod(self.path, 0o600)  # event bodies may be business data
+        count, size, first = self._db.execute(Q["totals"]).fetchone()
+        self.count: int = count
+        self.bytes: int = size
+        self.first_seq: int | None = first  # where a restarted producer resumes sending
+
+    def room_for(self, size: int) -> bool:
+        return self.bytes + size <= self.max_bytes
+
+    def append(self, items: list[tuple[str, bytes]], meta: dict[str, str] | None = None) -> int:
+        """Store events (and the caller's checkpoint) in one transaction; return the first
+        sequence number (the rest follow one by one: one writer, one transaction)."""
+        db = self._db
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            db.executemany(Q["insert_event"], items)
+            last = db.execute("SELECT last_insert_rowid()").fetchone()[0]
+            if meta:
+                db.executemany(Q["set_meta"], list(meta.items()))
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        self.count += len(items)
+        self.bytes += sum(len(b) for _, b in items)
+        return int(last) - len(items) + 1
+
+    def read(self, from_seq: int, limit: int) -> list[Row]:
+        return [Row(s, e, b) for s, e, b in self._db.execute(Q["read_from"], (from_seq, limit))]
+
+    def remove(self, seqs: list[int], size: int) -> None:
+        db = self._db
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            db.executemany(Q["delete_event"], [(s,) for s in seqs])
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        self.count -= len(seqs)
+        self.bytes -= size
+
+    def meta(self) -> dict[str, str]:
+        return dict(self._db.execute(Q["get_meta"]).fetchall())
+
+    def clear_meta(self) -> None:
+        self._db.execute(Q["clear_meta"])
+
+    def close(self) -> None:
+        self._db.close()
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)  # releases the flock
+            self._lock_fd = None
+
+    def discard_files(self) -> None:
+        """After close(): remove the spill when it holds nothing (a finished backfill)."""
+        if self.path == MEMORY:
+            return
+        for suffix in ("", "-wal", "-shm", ".lock"):
+            Path(self.path + suffix).unlink(missing_ok=True)
