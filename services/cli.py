@@ -12,6 +12,7 @@ from dataclasses import asdict
 from typing import Any
 
 import asyncpg
+from opsmantik_client import send_cli
 
 from services import sites, stack
 from services.config import Settings, SettingsError
@@ -201,6 +202,10 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--month", required=True, help="YYYY-MM")
     s.add_argument("--json", action="store_true")
     s.set_defaults(func=_service("services.slo"))
+
+    s = sub.add_parser("send", help="backfill NDJSON through the producer client (retries, spill, resume)")
+    send_cli.add_arguments(s)
+    s.set_defaults(func=lambda _settings, args: send_cli.run(args))
     return p
 
 

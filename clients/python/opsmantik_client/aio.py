@@ -23,7 +23,7 @@ import aiohttp
 
 from opsmantik_client import _json
 from opsmantik_client.batching import ENVELOPE_BYTES, encode_batch
-from opsmantik_client.ids import uuid7
+from opsmantik_client.ids import uuid7_many
 from opsmantik_client.model import (
     DROPPED,
     REJECTED,
@@ -73,6 +73,7 @@ class AsyncClient:
         self.counters = Counters()
         self._started = False
         self._closing = False
+        self.pending_after_close = 0  # what close() left in the spill for the next start
 
     # ------------------------------------------------------------ lifecycle
 
@@ -126,6 +127,12 @@ class AsyncClient:
         finally:
             self._flushing -= 1
 
+    async def wait_pending(self, at_most: int, timeout: float | None = None) -> bool:
+        """Wait until at most `at_most` events are unanswered: a reader that keeps only a few
+        batches ahead of the gateway reuses its memory instead of growing it."""
+        await self.start()
+        return await self._wait(lambda: self._spill.count <= at_most or self._closing, timeout)
+
     async def close(self, timeout: float = 30.0) -> bool:
         """Flush for up to `timeout`, then stop. Events still unanswered stay in the spill for
         the next start (their tickets raise NotDelivered). True when nothing was left."""
@@ -144,16 +151,12 @@ class AsyncClient:
                 fut.exception()  # retrieved: no "never retrieved" warning for unawaited tickets
         self._waiters.clear()
         await self._session.close()
-        left = self._spill.count
+        left = self.pending_after_close = self._spill.count
         self._spill.close()
         if left:
             log.warning("%d events left in spill %s; the next client on it sends them", left,
                         self.spill_path)
         return done
-
-    def discard_spill_files(self) -> None:
-        """After close(), when nothing was left: remove the spill file (a finished backfill)."""
-        self._spill.discard_files()
 
     # ------------------------------------------------------------ the caller's side
 
@@ -184,14 +187,16 @@ class AsyncClient:
         items: list[tuple[str, bytes]] = []
         size = 0
         limits = self.config.limits
-        for ev in events:
-            if not isinstance(ev, Mapping):
+        events = events if isinstance(events, list) else list(events)
+        ids = uuid7_many(len(events))  # cheaper in bulk than one at a time; unused ones cost little
+        for ev, new_id in zip(events, ids, strict=True):
+            if type(ev) is not dict and not isinstance(ev, Mapping):
                 raise TypeError(f"an event is a JSON object (a mapping), not {type(ev).__name__}")
             eid = ev.get("event_id")
             if eid is None:
-                eid = uuid7()
+                eid = new_id
                 ev = {**ev, "event_id": eid}
-            elif not isinstance(eid, str):
+            elif type(eid) is not str:
                 raise TypeError(f"event_id must be a string, not {type(eid).__name__}")
             body = _json.dumps(ev)
             if not limits.event_fits_alone(len(body)):

@@ -132,10 +132,3 @@ class Spill:
         if self._lock_fd is not None:
             os.close(self._lock_fd)  # releases the flock
             self._lock_fd = None
-
-    def discard_files(self) -> None:
-        """After close(): remove the spill when it holds nothing (a finished backfill)."""
-        if self.path == MEMORY:
-            return
-        for suffix in ("", "-wal", "-shm", ".lock"):
-            Path(self.path + suffix).unlink(missing_ok=True)
