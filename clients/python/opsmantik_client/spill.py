@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import fcntl
 import os
+import re
 import sqlite3
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,18 +20,11 @@ MEMORY = ":memory:"
 
 
 def _load_queries() -> dict[str, str]:
-    """`-- name --` blocks of spill.sql (the same convention as the server's named queries)."""
+    """`-- name: x` blocks of spill.sql (the server's named-query convention, services/db/queries.py,
+    repeated here because this distribution imports nothing from the server)."""
     text = Path(__file__).with_name("spill.sql").read_text()
-    out: dict[str, str] = {}
-    name = None
-    for line in text.splitlines():
-        stripped = line.strip()
-        if stripped.startswith("-- ") and stripped.endswith(" --") and " " not in stripped[3:-3]:
-            name = stripped[3:-3]
-            out[name] = ""
-        elif name is not None and not stripped.startswith("--"):
-            out[name] += line + "\n"
-    return {k: v.strip() for k, v in out.items()}
+    parts = re.split(r"^--\s*name:\s*([a-z_]+)\s*$", text, flags=re.MULTILINE)
+    return {name: body.strip() for name, body in zip(parts[1::2], parts[2::2], strict=True)}
 
 
 Q = _load_queries()
