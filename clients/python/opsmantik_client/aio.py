@@ -300,6 +300,7 @@ class AsyncClient:
             batch = self._take_batch()
             if not batch:
                 self._slots.release()
+                await asyncio.sleep(0)  # a free semaphore does not yield: let others run
                 continue
             task = asyncio.create_task(self._run_batch(batch))
             self._tasks.add(task)
@@ -322,6 +323,8 @@ class AsyncClient:
                         self._ahead.extend((r.seq, r.event_id, r.body) for r in rows)
                     else:
                         self._disk_from, self._disk_unread = None, 0
+                elif self._disk_from is None:
+                    self._disk_unread = 0  # nothing can be on disk only: never spin on a stale count
                 if not self._ahead:
                     break
                 src = self._ahead
