@@ -122,10 +122,16 @@ async def test_events_past_the_memory_window_are_read_back_in_order(tmp_path: Pa
     assert [e["event_id"] for _, evs in gw.requests for e in evs] == ids
 
 
-def test_sequence_numbers_never_go_back(tmp_path: Path) -> None:
+def test_sequence_numbers_never_go_back_and_removal_takes_exactly_its_events(tmp_path: Path) -> None:
     s = Spill(tmp_path / "s", 10_000)
-    first = s.append([("a", b"{}"), ("b", b"{}")])
-    s.remove([first, first + 1], 4)
+    first = s.append([(f"e{i}", b"{}") for i in range(6)])
+    s.remove([first + 1, first + 2, first + 3], 6)  # consecutive: one range statement
+    s.remove([first, first + 5], 4)  # not consecutive: one by one
+    assert [r.event_id for r in s.read(0, 10)] == ["e4"] and s.count == 1 and s.bytes == 2
+    s.remove([first + 4], 2)
     assert s.count == 0
-    assert s.append([("c", b"{}")]) == first + 2  # an emptied table does not reuse numbers
+    assert s.append([("c", b"{}")]) == first + 6  # an emptied table does not reuse numbers
     s.close()
+    again = Spill(tmp_path / "s", 10_000)  # a restarted producer continues after the last one
+    assert again.first_seq == first + 6 and again.append([("d", b"{}")]) == first + 7
+    again.close()

@@ -74,10 +74,11 @@ class Spill:
         self._db.execute(Q["create_meta"])
         if self.path != MEMORY:
             os.chmod(self.path, 0o600)  # event bodies may be business data
-        count, size, first = self._db.execute(Q["totals"]).fetchone()
+        count, size, first, last = self._db.execute(Q["totals"]).fetchone()
         self.count: int = count
         self.bytes: int = size
         self.first_seq: int | None = first  # where a restarted producer resumes sending
+        self._next_seq: int = last + 1  # ours alone (the lock), so never reused while we run
 
     def room_for(self, size: int) -> bool:
         return self.bytes + size <= self.max_bytes
@@ -86,28 +87,33 @@ class Spill:
         """Store events (and the caller's checkpoint) in one transaction; return the first
         sequence number (the rest follow one by one: one writer, one transaction)."""
         db = self._db
+        first = self._next_seq
         db.execute("BEGIN IMMEDIATE")
         try:
-            db.executemany(Q["insert_event"], items)
-            last = db.execute("SELECT last_insert_rowid()").fetchone()[0]
+            db.executemany(Q["insert_event"], [(first + i, e, b) for i, (e, b) in enumerate(items)])
             if meta:
                 db.executemany(Q["set_meta"], list(meta.items()))
             db.execute("COMMIT")
         except BaseException:
             db.execute("ROLLBACK")
             raise
+        self._next_seq += len(items)
         self.count += len(items)
         self.bytes += sum(len(b) for _, b in items)
-        return int(last) - len(items) + 1
+        return first
 
     def read(self, from_seq: int, limit: int) -> list[Row]:
         return [Row(s, e, b) for s, e, b in self._db.execute(Q["read_from"], (from_seq, limit))]
 
     def remove(self, seqs: list[int], size: int) -> None:
+        """Forget answered events; `seqs` ascending (a batch is cut in spill order)."""
         db = self._db
         db.execute("BEGIN IMMEDIATE")
         try:
-            db.executemany(Q["delete_event"], [(s,) for s in seqs])
+            if seqs[-1] - seqs[0] == len(seqs) - 1:  # ascending and unique, so consecutive
+                db.execute(Q["delete_range"], (seqs[0], seqs[-1]))
+            else:
+                db.executemany(Q["delete_event"], [(s,) for s in seqs])
             db.execute("COMMIT")
         except BaseException:
             db.execute("ROLLBACK")

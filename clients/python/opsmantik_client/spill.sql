@@ -1,7 +1,7 @@
 -- name: create_events
--- AUTOINCREMENT: sequence numbers never go back, even after the table was emptied.
+-- seq is assigned by the one process holding the spill's lock (Spill.append), ascending.
 CREATE TABLE IF NOT EXISTS events (
-    seq      INTEGER PRIMARY KEY AUTOINCREMENT,
+    seq      INTEGER PRIMARY KEY,
     event_id TEXT NOT NULL,
     body     BLOB NOT NULL
 );
@@ -10,16 +10,20 @@ CREATE TABLE IF NOT EXISTS events (
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 
 -- name: totals
-SELECT count(*), coalesce(sum(length(body)), 0), min(seq) FROM events;
+SELECT count(*), coalesce(sum(length(body)), 0), min(seq), coalesce(max(seq), 0) FROM events;
 
 -- name: insert_event
-INSERT INTO events (event_id, body) VALUES (?, ?);
+INSERT INTO events (seq, event_id, body) VALUES (?, ?, ?);
 
 -- name: read_from
 SELECT seq, event_id, body FROM events WHERE seq >= ? ORDER BY seq LIMIT ?;
 
 -- name: delete_event
 DELETE FROM events WHERE seq = ?;
+
+-- name: delete_range
+-- A batch's events usually have consecutive numbers: one statement instead of one per event.
+DELETE FROM events WHERE seq BETWEEN ? AND ?;
 
 -- name: get_meta
 SELECT key, value FROM meta;
