@@ -12,7 +12,6 @@ from tests.bench.procs import CpuMeter, run_child
 from tests.bench.runner import GATEWAY_PORT, Bench
 from tests.bench.stats import Row, ratio
 
-NAME = "opsmantik send, 200k-line NDJSON"
 BASELINE = "100-event batches"
 GOAL = 0.80
 
@@ -52,7 +51,8 @@ def run(bench: Bench, site: SiteKey) -> None:
         gw.stop()
     events = max(1, int(summary["events"]))
     base = bench.row(BASELINE)
-    row = Row(NAME, "scenario", events_per_s=float(summary["events_per_s"]),
+    row = Row(f"opsmantik send, {n // 1000}k-line NDJSON", "scenario",
+              events_per_s=float(summary["events_per_s"]),
               cpu_us_per_event=(ours.used + client_cpu) / events * 1e6,
               engine_cpu_us_per_event=engines.used / events * 1e6, baseline=BASELINE)
     row.ratio = ratio(row.events_per_s, base.events_per_s if base else None)

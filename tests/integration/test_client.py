@@ -10,6 +10,7 @@ import asyncio
 import json
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
 from collections.abc import AsyncIterator
@@ -130,9 +131,24 @@ async def _finish(p: subprocess.Popen[bytes]) -> tuple[int, dict, str]:
     return p.returncode, (json.loads(out) if out.strip() else {}), err.decode()
 
 
+async def _handed_over(spill: Path, lines: int, proc: subprocess.Popen[bytes]) -> None:
+    """Until the running `opsmantik send` has handed `lines` lines to its client (its spill's
+    checkpoint, read from here: SQLite readers do not take the writer's lock)."""
+    while True:
+        assert proc.poll() is None, "opsmantik send ended before it could be interrupted"
+        try:
+            with sqlite3.connect(f"file:{spill}?mode=ro", uri=True) as db:
+                row = db.execute("SELECT value FROM meta WHERE key = 'line'").fetchone()
+            if row is not None and int(row[0]) >= lines:
+                return
+        except sqlite3.OperationalError:
+            pass  # not created yet
+        await asyncio.sleep(0.005)
+
+
 async def test_opsmantik_send_interrupted_resumes_without_billing_twice(
         settings: Settings, pool: asyncpg.Pool, worker: Proc, gateway: GatewayProc, tmp_path: Path) -> None:
-    total = 20_000
+    total = 40_000
     site, key = await new_site(pool)
     data = tmp_path / "backfill.ndjson"
     with data.open("wb") as f:
@@ -142,7 +158,7 @@ async def test_opsmantik_send_interrupted_resumes_without_billing_twice(
     rejected = tmp_path / "rejected.ndjson"
     args = (str(data), "--key", key, "--rejected", str(rejected))
     first = _send(gateway, settings, *args)
-    await asyncio.sleep(1.0)
+    await _handed_over(Path(str(data) + ".opsmantik-spill"), 3_000, first)
     os.kill(gateway.proc.popen.pid, signal.SIGSTOP)  # type: ignore[union-attr]
     await asyncio.sleep(0.5)
     first.send_signal(signal.SIGINT)  # Ctrl-C with requests in flight
