@@ -13,12 +13,14 @@ import sys
 import uuid
 from dataclasses import asdict, dataclass
 from datetime import UTC, date, datetime
+from decimal import Decimal
 from pathlib import Path
 
 import asyncpg
 import orjson
 from prometheus_client import Gauge
 
+from services import months
 from services.config import Settings
 from services.db.queries import load_queries
 
@@ -76,7 +78,7 @@ class Report:
 
 def parse_month(raw: str) -> date:
     try:
-        return datetime.strptime(raw, "%Y-%m").date()
+        return months.parse_month(raw)  # the one month parser (services/months.py)
     except ValueError:
         raise ValueError(f"--month {raw!r}: expected YYYY-MM") from None
 
@@ -87,7 +89,10 @@ def previous_month(month: date) -> date:
 
 async def reconcile_month(conn: asyncpg.Connection, month: date) -> Report:
     rows = await conn.fetch(Q["compare_month"], month)
-    return Report(month, datetime.now(UTC), [SiteDrift(**dict(r)) for r in rows])
+    # quantities are numeric (sums that cannot overflow): exact Python ints from here on
+    return Report(month, datetime.now(UTC),
+                  [SiteDrift(**{k: int(v) if isinstance(v, Decimal) else v for k, v in r.items()})
+                   for r in rows])
 
 
 async def record(conn: asyncpg.Connection, report: Report) -> None:

@@ -1,22 +1,29 @@
 -- name: compare_month
 -- Ledger and invoice for one billing month, per site, read in one statement (one
 -- snapshot), so a worker committing meanwhile cannot produce a false drift.
-WITH ledger AS (
-    SELECT site_id, count(*) AS events, coalesce(sum(quantity), 0) AS quantity,
-           count(*) FILTER (WHERE billing_class = 'overlimit') AS overlimit_events,
-           coalesce(sum(quantity) FILTER (WHERE billing_class = 'overlimit'), 0) AS overlimit_quantity
-    FROM ingest_idempotency WHERE billing_month = $1::date GROUP BY site_id
+-- The ledger side is net of void entries booked in the month (docs/billing.md): a void takes its
+-- event off the invoice of that month, or is a negative adjustment in the first open month.
+WITH entries AS (
+    SELECT site_id, 1 AS sign, quantity, billing_class
+    FROM ingest_idempotency WHERE billing_month = $1::date
+    UNION ALL
+    SELECT site_id, -1, quantity, billing_class FROM billing_voids WHERE booked_month = $1::date
+), ledger AS (
+    SELECT site_id, sum(sign) AS events, coalesce(sum(sign * quantity), 0) AS quantity,
+           coalesce(sum(sign) FILTER (WHERE billing_class = 'overlimit'), 0) AS overlimit_events,
+           coalesce(sum(sign * quantity) FILTER (WHERE billing_class = 'overlimit'), 0) AS overlimit_quantity
+    FROM entries GROUP BY site_id
 ), invoice AS (
     SELECT site_id, events, quantity, overlimit_events, overlimit_quantity
     FROM site_usage_monthly WHERE month = $1::date
 )
 SELECT site_id, s.name,
-       coalesce(l.events, 0)::bigint AS ledger_events, coalesce(l.quantity, 0)::bigint AS ledger_quantity,
+       coalesce(l.events, 0)::bigint AS ledger_events, coalesce(l.quantity, 0)::numeric AS ledger_quantity,
        coalesce(l.overlimit_events, 0)::bigint AS ledger_overlimit_events,
-       coalesce(l.overlimit_quantity, 0)::bigint AS ledger_overlimit_quantity,
-       coalesce(i.events, 0)::bigint AS invoice_events, coalesce(i.quantity, 0)::bigint AS invoice_quantity,
+       coalesce(l.overlimit_quantity, 0)::numeric AS ledger_overlimit_quantity,
+       coalesce(i.events, 0)::bigint AS invoice_events, coalesce(i.quantity, 0)::numeric AS invoice_quantity,
        coalesce(i.overlimit_events, 0)::bigint AS invoice_overlimit_events,
-       coalesce(i.overlimit_quantity, 0)::bigint AS invoice_overlimit_quantity
+       coalesce(i.overlimit_quantity, 0)::numeric AS invoice_overlimit_quantity
 FROM ledger l FULL JOIN invoice i USING (site_id)
 LEFT JOIN sites s USING (site_id)
 ORDER BY site_id
@@ -25,6 +32,6 @@ ORDER BY site_id
 INSERT INTO reconcile_results (run_at, month, site_id, ledger_events, ledger_quantity, invoice_events,
     invoice_quantity, drift_events, drift_quantity, drift_overlimit_events, drift_overlimit_quantity)
 SELECT $1::timestamptz, $2::date, s, le, lq, ie, iq, de, dq, doe, doq
-FROM unnest($3::uuid[], $4::bigint[], $5::bigint[], $6::bigint[], $7::bigint[], $8::bigint[],
-            $9::bigint[], $10::bigint[], $11::bigint[]) AS t(s, le, lq, ie, iq, de, dq, doe, doq)
+FROM unnest($3::uuid[], $4::bigint[], $5::numeric[], $6::bigint[], $7::numeric[], $8::bigint[],
+            $9::numeric[], $10::bigint[], $11::numeric[]) AS t(s, le, lq, ie, iq, de, dq, doe, doq)
 ON CONFLICT DO NOTHING

@@ -1,5 +1,10 @@
 -- The worker's batch transaction, step by step (services/worker/ledger.py).
 
+-- name: close_lock_shared
+-- First statement of every batch: the close lock, shared (services/billing/billing.sql takes it
+-- exclusive), so `opsmantik billing close` waits for this batch and none books into a closing month.
+SELECT pg_advisory_xact_lock_shared(5124400005)
+
 -- name: closed_months_from
 SELECT month FROM closed_months WHERE month >= $1::date ORDER BY month
 
@@ -37,7 +42,7 @@ UPDATE site_usage_monthly u
 SET events = u.events + d.ev, quantity = u.quantity + d.q,
     overlimit_events = u.overlimit_events + d.oe, overlimit_quantity = u.overlimit_quantity + d.oq,
     updated_at = now()
-FROM unnest($1::uuid[], $2::date[], $3::bigint[], $4::bigint[], $5::bigint[], $6::bigint[])
+FROM unnest($1::uuid[], $2::date[], $3::bigint[], $4::numeric[], $5::bigint[], $6::numeric[])
      AS d(s, m, ev, q, oe, oq)
 WHERE u.site_id = d.s AND u.month = d.m
 
