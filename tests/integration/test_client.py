@@ -214,3 +214,21 @@ async def test_a_request_of_exactly_one_mebibyte_is_accepted(pool: asyncpg.Pool,
         assert {r.status for r in results} <= STORED, (name, results[0])
         # exactly 1 MiB goes as one request; one byte more and the client makes two
         assert c.counters.requests == 1 + extra, name
+
+
+async def test_opsmantik_send_from_stdin_and_again_sends_nothing(settings: Settings, pool: asyncpg.Pool,
+                                                                  worker: Proc, gateway: GatewayProc,
+                                                                  tmp_path: Path) -> None:
+    total = 500
+    site, key = await new_site(pool)
+    data = b"".join(_json.dumps(e) + b"\n" for e in numbered(0, total))
+    spill = str(tmp_path / "stdin.spill")
+    for expected in (total, 0):  # the second run: same input, the spill says it was all sent
+        p = subprocess.Popen([OPSMANTIK, "send", "-", "--url", gateway.url, "--key", key, "--json",
+                              "--spill", spill], env=env_for(settings), stdin=subprocess.PIPE,
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=ROOT)
+        out, err = await asyncio.to_thread(p.communicate, data, 60)
+        assert p.returncode == 0, err.decode()
+        assert json.loads(out)["events"] == expected
+    count = await wait_ledger(pool, site, total)
+    assert count.exactly_once(total), count
