@@ -64,10 +64,13 @@ async def test_gateway_sigkilled_twice_every_event_once(settings: Settings, pool
                          on_result=lambda r: results.__setitem__(r.event_id, r),
                          backoff=Backoff(base_s=0.05, cap_s=0.5))
 
+    killed_at: list[int] = []
+
     async def chaos() -> None:
         for at in kills_at:
             while len(results) < at:
                 await asyncio.sleep(0.01)
+            killed_at.append(len(results))
             await gateway.restart()  # SIGKILL with requests in flight, back on the same port
 
     killer = asyncio.create_task(chaos())
@@ -78,6 +81,7 @@ async def test_gateway_sigkilled_twice_every_event_once(settings: Settings, pool
         assert await client.flush(120), client.counters
         await asyncio.wait_for(killer, 60)
     assert client.counters.failures > 0  # the kills did hit requests in flight
+    assert len(killed_at) == 2 and max(killed_at) < total  # both mid-stream
     assert len(results) == total and {r.status for r in results.values()} <= STORED
     count = await wait_ledger(pool, site, total)
     assert count.exactly_once(total), count
