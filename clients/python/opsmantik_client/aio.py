@@ -35,7 +35,7 @@ from opsmantik_client.model import (
     default_spill_path,
 )
 from opsmantik_client.retry import Action, classify, pause_after_success, rejected_indexes, server_wait_s
-from opsmantik_client.spill import Spill, SpillFull
+from opsmantik_client.spill import MEMORY, Spill, SpillFull
 
 log = logging.getLogger("opsmantik_client")
 
@@ -153,7 +153,9 @@ class AsyncClient:
         await self._session.close()
         left = self.pending_after_close = self._spill.count
         self._spill.close()
-        if left:
+        if left and self.spill_path == MEMORY:
+            log.error("%d events never acknowledged are lost: the spill was in memory", left)
+        elif left:
             log.warning("%d events left in spill %s; the next client on it sends them", left,
                         self.spill_path)
         return done
