@@ -32,6 +32,7 @@ from services.gateway.publisher import (
 from services.gateway.quota import UsageCache
 from services.gateway.ratelimit import RateLimiter
 from services.gateway.rollup import SloRollup
+from services.status.snapshot import StatusRefresher
 
 log = logging.getLogger("opsmantik.gateway")
 SLO_FLUSH_S = 5.0
@@ -51,13 +52,14 @@ class State:
     publisher: Publisher
     kafka: KafkaPublisher | None
     limits: Limits
+    status: StatusRefresher
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
 
 STATE: web.AppKey[State] = web.AppKey("state", State)
 OUTCOMES: web.RequestKey[Counter[str]] = web.RequestKey("outcomes", Counter)
 KNOWN_ROUTES = {"/api/sync", "/api/usage", "/api/billing/dispute-export", "/healthz", "/readyz",
-                "/metrics", "/status"}
+                "/metrics", "/status", "/status.json"}
 
 
 def json_response(status: int, body: object, headers: dict[str, str] | None = None) -> web.Response:
@@ -120,13 +122,16 @@ def create_app(settings: Settings, publisher: Publisher | None = None) -> web.Ap
                                     deadline_s=settings.delivery_timeout_ms / 1000)
         state = State(settings, pool, KeyCache(pool, settings.key_cache_ttl_s, settings.unknown_key_ttl_s),
                       UsageCache(settings.usage_stale_s), RateLimiter(), breaker, metrics, SloRollup(),
-                      pub, kafka, Limits(max_events=settings.max_batch_events))
+                      pub, kafka, Limits(max_events=settings.max_batch_events),
+                      StatusRefresher(settings, lambda: breaker.state, metrics.registry.collect))
+        await state.status.start()
         app[STATE] = state
         today = lambda: datetime.now(UTC).date()  # noqa: E731
         state.tasks += [
             asyncio.create_task(state.keys.run()),
             asyncio.create_task(state.usage.run(pool, settings.usage_refresh_s, today)),
             asyncio.create_task(state.rollup.run(pool, SLO_FLUSH_S, metrics.slo_flush_failures.inc)),
+            asyncio.create_task(state.status.run()),
         ]
 
     async def cleanup(app: web.Application) -> None:
@@ -140,6 +145,8 @@ def create_app(settings: Settings, publisher: Publisher | None = None) -> web.Ap
             await asyncio.to_thread(state.kafka.close)
         with contextlib.suppress(Exception):
             await asyncio.wait_for(state.rollup.flush(state.pool), 3.0)
+        with contextlib.suppress(Exception):
+            await state.status.close()
         with contextlib.suppress(Exception):
             await asyncio.wait_for(state.pool.close(), 3.0)
 
