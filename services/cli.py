@@ -201,6 +201,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--month", required=True, help="YYYY-MM")
     s.add_argument("--json", action="store_true")
     s.set_defaults(func=_service("services.slo"))
+    from services.status import incidents
+    incidents.register(sub)
     return p
 
 

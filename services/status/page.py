@@ -55,7 +55,8 @@ def _incident(i: Incident) -> str:
 def _maintenance(m: Maintenance, now: datetime) -> str:
     status = {"scheduled": "Scheduled", "in_progress": "In progress", "completed": "Completed"}[m.status(now)]
     return (f'<div class="card" id="maintenance-{m.id}"><div class="row">'
-            f'<span class="name">{escape(m.reason)}</span><span class="state s-under_maintenance">{status}</span></div>'
+            f'<span class="name">{escape(m.reason)}</span>'
+            f'<span class="state s-under_maintenance">{status}</span></div>'
             f'<div class="muted">{_t(m.starts_at)} to {_t(m.ends_at)}</div></div>')
 
 

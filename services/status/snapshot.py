@@ -227,7 +227,7 @@ class StatusRefresher:
             if reading is None:  # Postgres unreachable: that is a signal, not a failure
                 log.info("status: postgres unreachable (%s)", type(exc).__name__)
             else:
-                log.warning("status: a query failed after connecting (%s)", type(exc).__name__)
+                log.warning("status: a query failed after connecting: %s", exc)
             broker = await broker_task
             sig = to_signals(now, broker, self.breaker_state(), reading, usage)
             comps = derive(sig)

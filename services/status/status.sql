@@ -30,13 +30,13 @@ SELECT to_regclass('maintenance_windows') IS NOT NULL
 -- name: maintenance_windows
 -- Active and upcoming windows, and those that ended in the last 7 days.
 SELECT id, starts_at, ends_at, reason, created_at FROM maintenance_windows
-WHERE ends_at >= $1 - interval '7 days' ORDER BY starts_at LIMIT 20
+WHERE ends_at >= $1::timestamptz - interval '7 days' ORDER BY starts_at LIMIT 20
 
 -- name: incidents
 -- Unresolved incidents, and those resolved in the last 14 days (the page's "past incidents").
 SELECT id, name, impact, status, components, created_at, updated_at, resolved_at
 FROM status_incidents
-WHERE resolved_at IS NULL OR resolved_at >= $1 - interval '14 days'
+WHERE resolved_at IS NULL OR resolved_at >= $1::timestamptz - interval '14 days'
 ORDER BY created_at DESC LIMIT 30
 
 -- name: incident_updates
@@ -70,3 +70,24 @@ SELECT run_at, coalesce(sum(abs(drift_events)), 0)::bigint AS drift, coalesce(su
 FROM reconcile_results
 WHERE month = $1::date AND run_at = (SELECT max(run_at) FROM reconcile_results WHERE month = $1::date)
 GROUP BY run_at
+
+-- name: open_incident
+WITH i AS (
+    INSERT INTO status_incidents (name, impact, status, components) VALUES ($1, $2, $3, $4::text[])
+    RETURNING id, created_at
+)
+INSERT INTO status_incident_updates (incident_id, status, body, created_at)
+SELECT id, $3, $5, created_at FROM i RETURNING incident_id
+
+-- name: update_incident
+-- Resolving sets resolved_at; an update after that reopens nothing (resolved is final).
+UPDATE status_incidents SET status = $2, updated_at = now(), impact = coalesce($3, impact),
+       resolved_at = CASE WHEN $2 = 'resolved' THEN now() END
+WHERE id = $1 AND resolved_at IS NULL RETURNING id
+
+-- name: add_incident_update
+INSERT INTO status_incident_updates (incident_id, status, body) VALUES ($1, $2, $3) RETURNING id
+
+-- name: list_incidents
+SELECT id, name, impact, status, components, created_at, updated_at, resolved_at FROM status_incidents
+WHERE $1 OR resolved_at IS NULL ORDER BY created_at DESC LIMIT 100
