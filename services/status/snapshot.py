@@ -201,7 +201,8 @@ class StatusRefresher:
                 log.exception("status refresh failed; serving the previous snapshot")
             await asyncio.sleep(self.settings.status_refresh_s)
 
-    async def refresh(self) -> Snapshot:
+    async def refresh(self, full: bool = False) -> Snapshot:
+        """One refresh; `full` reads the month figures, rollups and incidents now (else when due)."""
         assert self._pool is not None and self._probe is not None and self._usage_window is not None
         s = self.settings
         now = utcnow()
@@ -220,7 +221,7 @@ class StatusRefresher:
                 await conn.execute(Q["add_component_checks"], now.date(), self.instance,
                                    [c.id for c in comps], [c.status for c in comps],
                                    timeout=s.status_probe_timeout_s)
-                if monotonic() >= self._slow_due or prev.figures_at is None:
+                if full or monotonic() >= self._slow_due or prev.figures_at is None:
                     slow = await self._read_slow(conn, now)
                     self._slow_due = monotonic() + s.status_slo_refresh_s
         except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError) as exc:

@@ -17,7 +17,7 @@ from aiohttp.test_utils import TestClient, TestServer
 from services.config import Settings
 from services.gateway.app import STATE, create_app
 from tests.integration.gateway_support import Gateway, auth, event, new_site
-from tests.integration.pipeline import OPSMANTIK, env_for, wait_for
+from tests.integration.pipeline import OPSMANTIK, ROOT, env_for, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -69,6 +69,31 @@ async def test_summary_and_html_name_every_component_and_objective(status_gw: Ga
     # public page: nothing per site, no keys
     for text in (orjson.dumps(body).decode(), html):
         assert str(site_id) not in text and key not in text and "omk_" not in text
+
+
+def openapi_validator(name: str):  # type: ignore[no-untyped-def]
+    """A validator for one of schemas/openapi.yaml's component schemas (its $refs resolved there)."""
+    import jsonschema
+    import yaml
+
+    doc = yaml.safe_load((ROOT / "schemas" / "openapi.yaml").read_text())
+    schema = {**doc["components"]["schemas"][name], "components": doc["components"]}
+    return jsonschema.Draft202012Validator(schema)
+
+
+async def test_status_json_matches_its_openapi_schema(status_gw: Gateway, settings: Settings) -> None:
+    rc, _ = await run_cli(settings, "incident", "open", "Schema check", "--impact", "minor",
+                            "--component", "usage_api", "--message", "checking the shape")
+    assert rc == 0
+    await next_refresh(status_gw)
+    body = await summary(status_gw)
+    assert body["incidents"] and body["slo"]["objectives"]
+    errors = [e.message for e in openapi_validator("StatusSummary").iter_errors(body)]
+    assert errors == []
+    body["status"]["indicator"] = "unknown"  # the validator does reject a wrong enum
+    assert list(openapi_validator("StatusSummary").iter_errors(body))
+    rc, _ = await run_cli(settings, "incident", "resolve", body["incidents"][0]["id"], "--message", "done")
+    assert rc == 0
 
 
 async def test_format_negotiation(status_gw: Gateway) -> None:
