@@ -28,7 +28,7 @@ DRIFT_QUANTITY = Gauge("opsmantik_billing_drift_quantity", "Invoice minus ledger
                        ["site_id", "month"])
 DRIFTING_SITES = Gauge("opsmantik_billing_drifting_sites", "Sites with any drift", ["month"])
 DRIFT_RATIO = Gauge("opsmantik_billing_drift_ratio",
-                    "Sum of |invoice - ledger| events over ledger events, all sites (alerts: > 5 % P1)", ["month"])
+                    "Sum of |invoice - ledger| events over ledger events, all sites", ["month"])
 _FIELDS = ("events", "quantity", "overlimit_events", "overlimit_quantity")
 
 
