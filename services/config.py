@@ -57,6 +57,7 @@ class Settings:
     relay_batch: int = 1000
     relay_idle_s: float = 0.2
     relay_metrics_port: int = 9102  # 0 = off
+    metrics_host: str = "127.0.0.1"  # where worker and relay serve /metrics (0.0.0.0 in containers)
     db_pool_min: int = 1
     db_pool_max: int = 10
     # Status page (services/status/): a snapshot refreshed in the background, on its own connection
