@@ -33,11 +33,11 @@ class ComponentDef:
 
 COMPONENTS: tuple[ComponentDef, ...] = (
     ComponentDef("ingest_api", "Ingest API", "POST /api/sync: events accepted and stored durably"),
-    ComponentDef("event_queue", "Event queue", "the Kafka cluster that carries accepted events"),
+    ComponentDef("event_queue", "Event queue", "The Kafka cluster that carries accepted events"),
     ComponentDef("fallback_buffer", "Fallback buffer",
-                 "the Postgres outbox that stores events while the queue is unavailable"),
+                 "The Postgres outbox that stores events while the queue is unavailable"),
     ComponentDef("ledger_freshness", "Billing ledger freshness",
-                 "time from acceptance to the event counting in usage (target under 5 s)"),
+                 "Time from acceptance to the event counting in usage (target under 5 s)"),
     ComponentDef("usage_api", "Dashboard/usage API", "GET /api/usage and the billing dispute export"),
 )
 COMPONENT_IDS = tuple(c.id for c in COMPONENTS)

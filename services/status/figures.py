@@ -91,5 +91,6 @@ def accuracy(run_at: datetime | None, drift: int, ledger: int) -> SloFigure:
     sentence = (f"Invoices match the ledger exactly (0.0 % drift, checked {when})." if met else
                 f"Invoices differ from the ledger by {ratio:.4%} (checked {when}): the target is ±0.0 %; "
                 "under investigation.")
-    return SloFigure("accuracy", "Billing accuracy", ratio, f"{ratio:.1%}" if met else f"{ratio:.4%}",
+    shown = "0.0 %" if met else f"{ratio * 100:.4f} %"
+    return SloFigure("accuracy", "Billing accuracy", ratio, shown,
                      "±0.0 %", met, sentence)
