@@ -45,6 +45,7 @@ from services.status.signals import usage_counts as read_usage_counts
 
 log = logging.getLogger("opsmantik.status")
 BAR_DAYS = 90
+KEEP_DAYS = 100  # daily rollups older than this are deleted
 
 
 @dataclass(frozen=True)
@@ -259,6 +260,7 @@ class StatusRefresher:
                              acc["ledger"] if acc else 0),
         ]
         today = now.date()
+        await conn.execute(Q["prune_component_daily"], today - timedelta(days=KEEP_DAYS), timeout=t)
         rows = await conn.fetch(Q["daily_rollups"], today - timedelta(days=BAR_DAYS - 1), timeout=t)
         incidents = await read_incidents(conn, now, t)
         maint: list[Maintenance] = []

@@ -91,3 +91,7 @@ INSERT INTO status_incident_updates (incident_id, status, body) VALUES ($1, $2, 
 -- name: list_incidents
 SELECT id, name, impact, status, components, created_at, updated_at, resolved_at FROM status_incidents
 WHERE $1 OR resolved_at IS NULL ORDER BY created_at DESC LIMIT 100
+
+-- name: prune_component_daily
+-- The page shows 90 days; keep a little more, drop the rest (the primary key starts with day).
+DELETE FROM status_component_daily WHERE day < $1

@@ -172,6 +172,8 @@ async def test_uptime_bars_come_from_the_daily_rollups(status_gw: Gateway, pool)
         await conn.execute("""INSERT INTO status_component_daily (day, component, instance, checks, partial,
                               major) VALUES ($1, 'event_queue', 'other-gateway', 1000, 20, 5)""",
                            today - timedelta(days=3))
+        await conn.execute("""INSERT INTO status_component_daily (day, component, instance, checks)
+                              VALUES ($1, 'event_queue', 'old', 1)""", today - timedelta(days=101))
     await next_refresh(status_gw)
     html = await (await status_gw.client.get("/status")).text()
     day = today - timedelta(days=3)
@@ -180,7 +182,9 @@ async def test_uptime_bars_come_from_the_daily_rollups(status_gw: Gateway, pool)
     async with pool.acquire() as conn:
         checks = await conn.fetchval("SELECT sum(checks) FROM status_component_daily WHERE day = $1 AND "
                                      "component = 'ingest_api'", today)
+        old = await conn.fetchval("SELECT count(*) FROM status_component_daily WHERE instance = 'old'")
     assert checks >= 2
+    assert old == 0  # pruned past 100 days
 
 
 async def test_requests_never_touch_the_database(status_gw: Gateway) -> None:
