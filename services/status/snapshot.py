@@ -233,7 +233,8 @@ class StatusRefresher:
             broker = await broker_task
             sig = to_signals(now, broker, self.breaker_state(), reading, usage)
             comps = derive(sig)
-        impacts = [i.impact for i in (slow.get("incidents") or prev.incidents) if i.resolved_at is None]  # type: ignore[attr-defined]
+        incidents: list[Incident] = slow.get("incidents", prev.incidents)  # type: ignore[assignment]
+        impacts = [i.impact for i in incidents if i.resolved_at is None]
         snap = replace(prev, updated_at=now, components=comps, db_reachable=sig.db_reachable,
                        indicator=indicator(comps, impacts, sig.maintenance_active), **slow)  # type: ignore[arg-type]
         self.snapshot = snap

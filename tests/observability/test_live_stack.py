@@ -278,3 +278,12 @@ async def test_status_page_in_chromium_then_broker_outage(live: Live) -> None:
         html = await asyncio.to_thread(chromium.dom, f"{live.base}/status", width)
         assert "Partial outage" in html and "Major outage" in html
         await asyncio.to_thread(shoot, live, f"status-outage-{width}.png", width)
+
+    # Postgres too: nothing can store events now. That is the page's "Major outage" (P0).
+    await asyncio.to_thread(live.stack.pg_down)
+    stopped = datetime.now(UTC)
+    both = await asyncio.to_thread(wait, after_stop, 10 * REFRESH_S + 5, "a refresh after the 2nd stop", 0.05)
+    by = {c["name"]: c["status"] for c in both["components"]}
+    assert by["Ingest API"] == by["Fallback buffer"] == by["Dashboard/usage API"] == "major_outage"
+    assert both["status"] == {"indicator": "critical", "description": "Major outage"}
+    assert both["slo"]["objectives"], "the last known figures stay on the page"
