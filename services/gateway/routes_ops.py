@@ -72,10 +72,22 @@ def _status_bytes(request: web.Request, as_json: bool, headers: dict[str, str]) 
     state = request.app[STATE]
     rendered = state.status.rendered
     assert rendered is not None  # rendered once in startup, before the first request
+    body = rendered.json if as_json else rendered.html
     headers["Cache-Control"] = f"public, max-age={max(1, int(state.settings.status_refresh_s))}"
-    if as_json:
-        return web.Response(body=rendered.json, content_type="application/json", headers=headers)
-    return web.Response(body=rendered.html, content_type="text/html", charset="utf-8", headers=headers)
+    headers["ETag"] = body.etag
+    if "Vary" in headers:
+        headers["Vary"] += ", Accept-Encoding"
+    else:
+        headers["Vary"] = "Accept-Encoding"
+    ctype = "application/json" if as_json else "text/html"
+    if body.etag in request.headers.get("If-None-Match", ""):
+        return web.Response(status=304, headers=headers)
+    # Pre-compressed once per refresh; the handler only picks the bytes (aiohttp's own
+    # compression would gzip the page again on every request).
+    if "gzip" in request.headers.get("Accept-Encoding", ""):
+        headers["Content-Encoding"] = "gzip"
+        return web.Response(body=body.gzip, content_type=ctype, charset="utf-8", headers=headers)
+    return web.Response(body=body.raw, content_type=ctype, charset="utf-8", headers=headers)
 
 
 def setup(app: web.Application) -> None:

@@ -10,6 +10,8 @@ renders the HTML and JSON once; /status and /status.json serve those bytes as th
 from __future__ import annotations
 
 import asyncio
+import gzip
+import hashlib
 import logging
 import os
 import socket
@@ -150,10 +152,24 @@ def build_bars(rows: list[asyncpg.Record] | list[dict], today: date) -> dict[str
     return out
 
 
-@dataclass
+@dataclass(frozen=True)
+class Body:
+    """One rendering, ready to send: the bytes, their gzip form (browsers and CDNs accept it) and
+    an ETag (a revalidation answers 304 without a body)."""
+
+    raw: bytes
+    gzip: bytes
+    etag: str
+
+    @classmethod
+    def of(cls, raw: bytes) -> Body:
+        return cls(raw, gzip.compress(raw, 6, mtime=0), '"' + hashlib.sha256(raw).hexdigest()[:20] + '"')
+
+
+@dataclass(frozen=True)
 class Rendered:
-    html: bytes
-    json: bytes
+    html: Body
+    json: Body
 
 
 @dataclass
@@ -275,8 +291,8 @@ class StatusRefresher:
         from services.status import page, summary
 
         assert self.snapshot is not None
-        self.rendered = Rendered(page.render(self.snapshot, self.settings).encode(),
-                                 summary.render(self.snapshot, self.settings))
+        self.rendered = Rendered(Body.of(page.render(self.snapshot, self.settings).encode()),
+                                 Body.of(summary.render(self.snapshot, self.settings)))
 
 
 async def read_incidents(conn: asyncpg.Connection, now: datetime, timeout_s: float) -> list[Incident]:

@@ -1,5 +1,5 @@
 -- wrk script: GET /status (the public status page), paced at WRK_RATE requests/s in all
--- (the same send-slot schedule as load.lua).
+-- (the same send-slot schedule as load.lua), as a browser asks for it (gzip accepted).
 local nthreads = 0
 function setup(thread)
   nthreads = nthreads + 1
@@ -11,7 +11,8 @@ local threads = tonumber(os.getenv("WRK_THREADS") or "1")
 
 function init(args)
   wrk.method = "GET"
-  wrk.path = "/status"
+  wrk.path = os.getenv("WRK_PATH") or "/status"
+  wrk.headers["Accept-Encoding"] = "gzip, deflate, br"  -- what every browser sends
 end
 
 if rate > 0 then

@@ -112,6 +112,25 @@ async def test_format_negotiation(status_gw: Gateway) -> None:
     assert r.headers["Access-Control-Allow-Origin"] == "*" and "max-age" in r.headers["Cache-Control"]
 
 
+async def test_gzip_and_etag_revalidation(status_gw: Gateway) -> None:
+    import gzip
+
+    c = status_gw.client
+    for path in ("/status", "/status.json"):
+        raw = await c.get(path, headers={"Accept-Encoding": "identity"}, auto_decompress=False)
+        zipped = await c.get(path, headers={"Accept-Encoding": "gzip, deflate"}, auto_decompress=False)
+        assert "Content-Encoding" not in raw.headers and zipped.headers["Content-Encoding"] == "gzip"
+        raw_body, zipped_body = await raw.read(), await zipped.read()
+        if raw.headers["ETag"] == zipped.headers["ETag"]:  # the same snapshot (not refreshed between)
+            assert gzip.decompress(zipped_body) == raw_body and len(zipped_body) < len(raw_body) / 3
+        etag = zipped.headers["ETag"]
+        again = await c.get(path, headers={"If-None-Match": etag})
+        assert again.status in (200, 304)  # 200 only if a refresh changed the page meanwhile
+        if again.status == 304:
+            assert await again.read() == b"" and again.headers["ETag"] == etag
+        assert (await c.get(path, headers={"If-None-Match": '"stale"'})).status == 200
+
+
 async def test_incident_cli_open_update_resolve(status_gw: Gateway, settings: Settings) -> None:
     rc, out = await run_cli(settings, "incident", "open", "Delayed usage counts", "--impact", "major",
                       "--component", "ledger_freshness", "--message", "Usage counts are behind.", "--json")
