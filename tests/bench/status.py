@@ -96,3 +96,38 @@ def status_beside_ingest(bench: Bench, site: SiteKey) -> None:
                   f"{both.requests_per_s:,.0f} req/s (limit {rps_limit:,.0f}); status {row.notes[-1]}")
     finally:
         gw.stop()
+
+
+def main() -> int:
+    """`python -m tests.bench.status [--quick]`: this scenario alone (private bench stack), for a
+    closer look than the full bench's one row. Without a measured peak it paces ingest at 200
+    100-event requests/s (20,000 ev/s)."""
+    import argparse
+    import sys
+
+    from tests.bench.env import BenchEnv, BenchError
+    from tests.bench.runner import Plan
+    from tests.bench.stats import text_table
+
+    args = argparse.ArgumentParser(prog="python -m tests.bench.status")
+    args.add_argument("--quick", action="store_true")
+    quick = args.parse_args().quick
+    env = BenchEnv()
+    bench = Bench(env, Plan.make(quick, False))
+    try:
+        env.up()
+        status_beside_ingest(bench, env.create_site("status"))
+    except (BenchError, OSError) as exc:
+        print(f"FAILED: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        env.down()
+    print(text_table(bench.rows))
+    for r in bench.rows:
+        for n in r.notes:
+            print(f"- {r.name}: {n}")
+    return 0 if all(r.goal_met is not False for r in bench.rows) else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
