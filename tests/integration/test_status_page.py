@@ -162,17 +162,18 @@ async def test_incident_cli_open_update_resolve(status_gw: Gateway, settings: Se
     assert (await run_cli(bad, "incident", "list"))[0] == 3
 
 
-async def test_maintenance_window_shows_as_scheduled_then_in_progress(status_gw: Gateway, pool) -> None:
+async def test_maintenance_window_shows_as_scheduled_then_in_progress(status_gw: Gateway, pool,
+                                                                       settings: Settings) -> None:
     now = datetime.now(UTC)
+    # announced the way operators do (the CLI refuses less than 48 h ahead) ...
+    start, end = now + timedelta(days=3), now + timedelta(days=3, hours=2)
+    rc, _ = await run_cli(settings, "maintenance", "add", start.isoformat(), end.isoformat(),
+                          "--reason", "Postgres minor upgrade")
+    assert rc == 0
+    # ... and one already under way (announced earlier: written directly, as time would have it)
     async with pool.acquire() as conn:
-        # The table is migration 0005's (the billing work); same definition until that lands.
-        await conn.execute("""CREATE TABLE IF NOT EXISTS maintenance_windows (id bigserial PRIMARY KEY,
-            starts_at timestamptz NOT NULL, ends_at timestamptz NOT NULL, reason text NOT NULL,
-            created_at timestamptz NOT NULL DEFAULT now())""")
-        add = "INSERT INTO maintenance_windows (starts_at, ends_at, reason) VALUES ($1, $2, $3)"
-        await conn.execute(add, now + timedelta(days=3), now + timedelta(days=3, hours=2),
-                           "Postgres minor upgrade")
-        await conn.execute(add, now - timedelta(minutes=5), now + timedelta(hours=1), "Kafka rolling restart")
+        await conn.execute("INSERT INTO maintenance_windows (starts_at, ends_at, reason) VALUES ($1, $2, $3)",
+                           now - timedelta(minutes=5), now + timedelta(hours=1), "Kafka rolling restart")
     try:
         await next_refresh(status_gw)
         body = await summary(status_gw)
