@@ -100,7 +100,10 @@ async def live(base_settings: Settings) -> AsyncIterator[Live]:
         await asyncio.to_thread(ensure_topics, s)
         logs = home / "logs"
         logs.mkdir()
+        # status_window_s 10: a worker's slow first batches (group join) must not keep the page
+        # "degraded" for the default 5 minutes of window
         env = {"status_refresh_s": REFRESH_S, "status_slo_refresh_s": 2, "status_probe_timeout_s": 1,
+               "status_window_s": 10,
                "worker_metrics_port": WORKER_METRICS, "relay_metrics_port": RELAY_METRICS,
                "reconcile_interval_s": 2}
         procs["gateway"] = Proc.start(s, logs, "gateway", "--port", str(GATEWAY_PORT), **env)
