@@ -5,8 +5,8 @@ from __future__ import annotations
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from services.gateway.app import STATE, State, json_response
 from services.gateway.breaker import CLOSED
+from services.gateway.state import STATE, State, invalid_query, json_response
 
 
 async def healthz(request: web.Request) -> web.Response:
@@ -59,8 +59,7 @@ async def status(request: web.Request) -> web.Response:
     No database, broker or ledger work happens here: the page is as cheap as a static file."""
     wants_json = _wants_json(request)
     if wants_json is None:
-        return json_response(400, {"error": "invalid_request", "details": [
-            {"index": None, "field": "format", "message": "expected html or json"}]})
+        return invalid_query("format", "expected html or json")
     return _status_bytes(request, wants_json, {"Vary": "Accept"})
 
 

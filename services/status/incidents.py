@@ -19,6 +19,7 @@ from pathlib import Path
 import asyncpg
 import orjson
 
+from services import cli_args
 from services.config import Settings
 from services.db.queries import load_queries
 from services.status.components import COMPONENT_IDS
@@ -29,30 +30,43 @@ OPEN_STATUSES = ("investigating", "identified", "monitoring")
 MAX_NAME, MAX_BODY = 200, 2000
 
 
+def _message(raw: str) -> str:
+    if not 1 <= len(raw.strip()) <= MAX_BODY or "\x00" in raw:
+        raise ValueError(f"must be 1-{MAX_BODY} characters without NUL")
+    return raw
+
+
+MESSAGE = cli_args.Arg("a message", _message, "Usage counts are behind.", ("", " ", "x" * (MAX_BODY + 1)))
+INCIDENT_ID = cli_args.integer(1, cli_args.INT64_MAX, "an incident id (opsmantik incident list)")
+
+
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     """The parser (services/cli.py calls this: one line there)."""
     p = sub.add_parser("incident", help="status page incidents: open, update, resolve, list")
     acts = p.add_subparsers(dest="action", required=True)
     s = acts.add_parser("open", help="open an incident (shown on /status)")
-    s.add_argument("name")
-    s.add_argument("--impact", choices=IMPACTS, default="minor")
-    s.add_argument("--status", choices=OPEN_STATUSES, default="investigating")
+    s.add_argument("name", type=cli_args.NAME, metavar="NAME", help="the title customers see")
+    s.add_argument("--impact", choices=IMPACTS, default="minor",
+                   help="how bad for customers; the page line shows the worst open impact")
+    s.add_argument("--status", choices=OPEN_STATUSES, default="investigating", help="where the work stands")
     s.add_argument("--component", action="append", choices=COMPONENT_IDS, default=[],
                    help="an affected component (repeat for several)")
-    s.add_argument("--message", required=True, help="the first update, for customers")
+    s.add_argument("--message", required=True, type=MESSAGE, help="the first update, for customers")
     s = acts.add_parser("update", help="add an update to an open incident")
-    s.add_argument("id", type=int)
-    s.add_argument("--status", choices=OPEN_STATUSES, required=True)
-    s.add_argument("--impact", choices=IMPACTS)
-    s.add_argument("--message", required=True)
+    s.add_argument("id", type=INCIDENT_ID, metavar="ID", help="the incident's id")
+    s.add_argument("--status", choices=OPEN_STATUSES, required=True, help="where the work stands now")
+    s.add_argument("--impact", choices=IMPACTS, help="a new impact (default: unchanged)")
+    s.add_argument("--message", required=True, type=MESSAGE, help="the update, for customers")
     s = acts.add_parser("resolve", help="resolve an open incident")
-    s.add_argument("id", type=int)
-    s.add_argument("--message", required=True)
+    s.add_argument("id", type=INCIDENT_ID, metavar="ID", help="the incident's id")
+    s.add_argument("--message", required=True, type=MESSAGE, help="the closing update, for customers")
     s = acts.add_parser("list", help="open incidents (--all: resolved ones too)")
-    s.add_argument("--all", action="store_true")
-    for a in acts.choices.values():
-        a.add_argument("--json", action="store_true")
-    p.set_defaults(func=main)
+    s.add_argument("--all", action="store_true", help="resolved incidents too")
+    for name, a in acts.choices.items():
+        a.add_argument("--json", action="store_true", help="machine-readable output")
+        exit1 = "no open incident with that id (unknown, or already resolved)" if name in (
+            "update", "resolve") else None
+        a.set_defaults(func=main, env=("database_url",), exit1=exit1)
 
 
 def _check_text(args: argparse.Namespace) -> str | None:

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from services.config import Settings
 from services.status.components import STATE_WORDS
-from services.status.snapshot import DayBar, Incident, Maintenance, Snapshot
+from services.status.model import DayBar, Incident, Maintenance, Snapshot
 
 CSS = Path(__file__).with_name("page.css").read_text(encoding="utf-8")
 

@@ -11,7 +11,7 @@ import orjson
 
 from services.config import Settings
 from services.status.components import COMPONENT_IDS
-from services.status.snapshot import Incident, Maintenance, Snapshot
+from services.status.model import Incident, Maintenance, Snapshot
 
 PAGE_ID = "opsmantik"
 

@@ -9,7 +9,7 @@ import orjson
 from services.config import Settings
 from services.status import figures, page, summary
 from services.status.components import COMPONENT_IDS, Signals, derive, indicator
-from services.status.snapshot import (
+from services.status.model import (
     BAR_DAYS,
     Incident,
     IncidentUpdate,
