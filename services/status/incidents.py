@@ -13,13 +13,13 @@ final: update or resolve it again and the command exits 1 (open a new one instea
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
 import asyncpg
 import orjson
 
 from services import cli_args
+from services.cli_errors import CheckFailed, UsageError
 from services.config import Settings
 from services.db.queries import load_queries
 from services.status.components import COMPONENT_IDS
@@ -82,14 +82,10 @@ def _check_text(args: argparse.Namespace) -> str | None:
 async def run(settings: Settings, args: argparse.Namespace) -> int:
     problem = _check_text(args)
     if problem:
-        print(problem, file=sys.stderr)
-        return 2
-    try:
-        conn = await asyncpg.connect(settings.database_url, timeout=5)
-    except (OSError, asyncpg.PostgresError) as exc:
-        print(f"cannot reach Postgres ({type(exc).__name__}); start it with `opsmantik stack up`",
-              file=sys.stderr)
-        return 3
+        raise UsageError(problem)
+    # An unreachable or unmigrated database ends here with the CLI's one-line messages
+    # (services/cli_errors.py: exit 3 naming `opsmantik stack up` or `opsmantik migrate`).
+    conn = await asyncpg.connect(settings.database_url, timeout=5)
     try:
         return await _act(conn, args)
     finally:
@@ -118,8 +114,7 @@ async def _act(conn: asyncpg.Connection, args: argparse.Namespace) -> int:
             incident_id = await conn.fetchval(Q["update_incident"], args.id, status,
                                               getattr(args, "impact", None))
             if incident_id is None:
-                print(f"no open incident #{args.id} (unknown or already resolved)", file=sys.stderr)
-                return 1
+                raise CheckFailed(f"no open incident #{args.id} (unknown, or already resolved)")
             await conn.fetchval(Q["add_incident_update"], incident_id, status, args.message.strip())
     if args.json:
         print(orjson.dumps({"id": incident_id, "status": status}).decode())
