@@ -22,6 +22,7 @@ from services import cli_args, sites, stack
 from services.cli_args import CANNOT_RUN, CHECK_FAILED, START_ENGINES, Parser
 from services.cli_errors import classify, require_kafka
 from services.config import Settings
+from services.status import incidents
 
 
 def _print_json(obj: Any) -> None:
@@ -257,8 +258,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--json", action="store_true", help=JSON_HELP)
     s.set_defaults(func=_service("services.slo"), env=DB, exit1="an objective is breached")
     _billing_commands(sub)
-
     _send_command(sub)
+    incidents.register(sub)
     return cli_args.finish(p)
 
 
