@@ -201,6 +201,13 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--month", required=True, help="YYYY-MM")
     s.add_argument("--json", action="store_true")
     s.set_defaults(func=_service("services.slo"))
+    s = sub.add_parser("audit", help="capture audit: every topic message ledgered or dead-lettered; "
+                       "exit 1 when one is unaccounted")
+    s.add_argument("--month", help="YYYY-MM: catch up, then report the month per site")
+    s.add_argument("--follow", action="store_true", help="the continuous audit (metrics, runs until stopped)")
+    s.add_argument("--wait", type=float, help="--month: longest wait in s for the worker to commit")
+    s.add_argument("--json", action="store_true")
+    s.set_defaults(func=_service("services.audit.main"))
     return p
 
 
