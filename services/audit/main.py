@@ -98,6 +98,18 @@ async def one_shot(settings: Settings, month_text: str, as_json: bool, wait_s: f
     return 0 if audit.ok else 1
 
 
+async def refresh(settings: Settings, pool: asyncpg.Pool) -> str | None:
+    """One catch-up without waiting (slo-report); the problem as text when Kafka is away."""
+    auditor = Auditor(settings, pool)
+    try:
+        await auditor.catch_up()
+        return None
+    except (KafkaException, ReadError) as exc:
+        return str(_kafka_unreachable(settings, exc))
+    finally:
+        await asyncio.to_thread(auditor.close)
+
+
 async def follow(settings: Settings) -> int:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

@@ -95,6 +95,14 @@ async def test_clean_run_accounts_for_everything_hostile_messages_are_not_breach
     # A second run resumes from the stored progress: nothing is counted twice.
     code, again, out = audit(settings, "--month", MONTH, "--json")
     assert code == 0 and again["sites"] == report["sites"], out
+    integrity = slo_report(settings)["objectives"]["integrity"]
+    assert integrity["met"] and (integrity["audited"], integrity["unaccounted"]) == (27, 0), integrity
+
+
+def slo_report(settings: Settings) -> dict:
+    done = subprocess.run([OPSMANTIK, "slo-report", "--month", MONTH, "--json"], env=env_for(settings),
+                          capture_output=True, timeout=60)
+    return orjson.loads(done.stdout)
 
 
 async def scrape(port: int) -> dict[str, float]:
@@ -184,3 +192,25 @@ def test_usage_errors_and_an_unreachable_database(settings: Settings) -> None:
     assert audit(settings, "--month", MONTH, "--follow")[0] == 2
     code, _, out = audit(settings, "--month", MONTH, database_url="postgresql://x@127.0.0.1:1/none")
     assert code == 3 and "opsmantik stack up" in out, out
+
+
+async def test_slo_report_and_reconcile_show_the_losses_dead_letters_and_an_overdue_outbox_row(
+        settings: Settings, pool: asyncpg.Pool) -> None:
+    # After the tests above: one deleted ledger row and one skipped message (unaccounted), one breach.
+    snap = slo_report(settings)
+    integrity = snap["objectives"]["integrity"]
+    assert not integrity["met"]
+    assert (integrity["unaccounted"], integrity["breach_dead_letters"]) == (2, 1), integrity
+    assert snap["backlog"]["dead_letters_month"] == 8  # 7 of the clean run + the planted one
+    site = await new_site_id(pool)
+    await pool.execute("INSERT INTO ingest_fallback_buffer (site_id, event_id, payload, received_at) "
+                       "VALUES ($1, 'late', $2, now() - interval '25 hours')", site, message(site, "late"))
+    snap = slo_report(settings)
+    assert snap["backlog"]["outbox_older_than_24h"] == 1
+    assert not snap["objectives"]["fallback_within_24h"]["met"]
+    done = subprocess.run([OPSMANTIK, "reconcile", "--month", MONTH, "--json"], env=env_for(settings),
+                          capture_output=True, timeout=60)
+    report = orjson.loads(done.stdout)
+    assert done.returncode == 1 and not report["backlog_ok"]
+    assert report["backlog"]["outbox_older_than_24h"] == 1 and report["backlog"]["dead_letters_month"] == 8
+    await pool.execute("DELETE FROM ingest_fallback_buffer WHERE site_id = $1", site)
