@@ -189,7 +189,7 @@ def build_parser() -> argparse.ArgumentParser:
         func=_service("services.worker.main"))
     sub.add_parser("relay", help="drains the outbox to Kafka").set_defaults(
         func=_service("services.relay.main"))
-    s = sub.add_parser("run", help="stack + migrate + demo site + gateway + worker + relay")
+    s = sub.add_parser("run", help="stack + migrate + demo site + gateway + worker + relay + audit")
     s.add_argument("--port", type=int)
     s.set_defaults(func=_service("services.run"))
 
