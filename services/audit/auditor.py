@@ -165,6 +165,7 @@ class Auditor:
     async def catch_up(self, max_cycles: int = 1000) -> CycleResult:
         """Cycles until audited up to the worker's committed offsets (waits for another auditor)."""
         total = CycleResult()
+        stalled = 0  # cycles that read nothing while behind (a slow broker): a few, then give up
         for _ in range(max_cycles):
             r = await self.cycle()
             if r is None:
@@ -175,7 +176,8 @@ class Auditor:
             total.dead_lettered += r.dead_lettered
             total.findings += r.findings
             total.bounds, total.positions = r.bounds, r.positions
-            if r.caught_up or r.audited == 0:
+            stalled = 0 if r.audited else stalled + 1
+            if r.caught_up or stalled >= 3:
                 break
         return total
 
