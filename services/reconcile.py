@@ -22,6 +22,7 @@ import asyncpg
 import orjson
 from prometheus_client import Gauge
 
+from services import months
 from services.backlog import read_backlog
 from services.config import Settings
 from services.db.queries import load_queries
@@ -80,7 +81,7 @@ class Report:
 
 def parse_month(raw: str) -> date:
     try:
-        return datetime.strptime(raw, "%Y-%m").date()
+        return months.parse_month(raw)  # the one month parser (services/months.py)
     except ValueError:
         raise ValueError(f"--month {raw!r}: expected YYYY-MM") from None
 

@@ -81,7 +81,8 @@ LEFT JOIN sites s ON s.site_id::text = site
 ORDER BY site
 
 -- name: month_findings
-SELECT kind, site, event_id, kafka_partition, kafka_offset, detail, found_at
+-- site_id: the uuid as text when the message named a real one (sla-report reads these keys).
+SELECT kind, site, site_id::text AS site_id, event_id, kafka_partition, kafka_offset, detail, found_at
 FROM audit_findings
 WHERE topic = $1 AND month = $2 AND (kind = 'breach' OR resolved_at IS NULL)
 ORDER BY kafka_partition, kafka_offset
