@@ -29,7 +29,7 @@ from services.db.queries import load_queries
 
 Q = load_queries(Path(__file__).with_name("audit.sql"))
 log = logging.getLogger("opsmantik.audit")
-KAFKA_TIMEOUT_S = 10.0
+KAFKA_TIMEOUT_S = 5.0  # per broker call: a broker away costs a cycle about this long
 
 
 @dataclass(frozen=True)
