@@ -186,12 +186,14 @@ async def test_a_message_the_worker_group_committed_past_unledgered_is_unaccount
     assert ("unaccounted", "d-1") in {(f["kind"], f["event_id"]) for f in report["findings"]}
 
 
-def test_usage_errors_and_an_unreachable_database(settings: Settings) -> None:
+def test_usage_errors_and_unreachable_engines(settings: Settings) -> None:
     assert audit(settings)[0] == 2
     assert audit(settings, "--month", "2026-13")[0] == 2
     assert audit(settings, "--month", MONTH, "--follow")[0] == 2
     code, _, out = audit(settings, "--month", MONTH, database_url="postgresql://x@127.0.0.1:1/none")
     assert code == 3 and "opsmantik stack up" in out, out
+    code, _, out = audit(settings, "--month", MONTH, kafka_bootstrap="127.0.0.1:1")
+    assert code == 3 and "cannot read the topic" in out and "opsmantik stack up" in out, out
 
 
 async def test_slo_report_and_reconcile_show_the_losses_dead_letters_and_an_overdue_outbox_row(
