@@ -8,6 +8,7 @@ problem before failing, so a misconfigured deployment is fixed in one pass.
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from urllib.parse import urlsplit
@@ -64,6 +65,8 @@ class Settings:
     audit_wait_s: float = 15.0  # --month: longest wait for the worker to commit what the topic holds
     db_pool_min: int = 1
     db_pool_max: int = 10
+    # Local stack (`opsmantik stack up`, `make run`)
+    kafka_heap: str = "768m"  # the broker JVM's -Xms/-Xmx
     # Billing (docs/billing.md)
     billing_close_grace_days: float = 3.0  # a month closes no earlier than this long after it ends
     billing_close_lock_timeout_s: float = 60.0  # close waits this long for in-flight worker batches
@@ -130,6 +133,9 @@ class Settings:
             problems.append("OPSMANTIK_AUDIT_WAIT_S must be >= 0")
         if not self.audit_group or self.audit_group == self.worker_group:
             problems.append("OPSMANTIK_AUDIT_GROUP must be set and differ from OPSMANTIK_WORKER_GROUP")
+        if not re.fullmatch(r"[1-9][0-9]*[kKmMgG]?", self.kafka_heap):
+            problems.append(f"OPSMANTIK_KAFKA_HEAP: {self.kafka_heap!r} is not a JVM heap size "
+                            "like 768m or 2g")
         if self.sla_loss_audit not in ("on", "off"):
             problems.append("OPSMANTIK_SLA_LOSS_AUDIT must be on or off")
         if self.billing_close_grace_days < 0:

@@ -1,10 +1,11 @@
-"""`opsmantik audit --month YYYY-MM [--json] [--wait S]` and `opsmantik audit --follow`.
+"""`opsmantik audit [--month YYYY-MM] [--json] [--wait S]` and `opsmantik audit --follow`.
 
 --follow   the continuous audit: a cycle every audit_interval_s (back to back while behind),
            metrics on audit_metrics_port (0 = an ephemeral port, written to the log). Total:
            a broker or database away is logged and retried, never a crash.
---month    one-shot: waits (<= --wait s, default audit_wait_s) for the worker group to commit what
-           the topic held at the start (it stops waiting once the committed offsets stand still
+--month    one-shot (the default; the current UTC month when --month is left out): waits
+           (<= --wait s, default audit_wait_s) for the worker group to commit what the topic held
+           at the start (it stops waiting once the committed offsets stand still
            for 3 s: no worker running), runs cycles until audited up to those offsets (the same
            cycles and tables as --follow, serialised by an advisory lock), then prints the month
            from the tables. Exit 0 all accounted, 1 unaccounted or breach, 2 usage, 3 an engine
@@ -20,6 +21,7 @@ import logging
 import signal
 import sys
 import time
+from datetime import UTC, date, datetime
 from urllib.parse import urlsplit
 
 import asyncpg
@@ -29,10 +31,10 @@ from prometheus_client import start_http_server
 
 from services.audit import metrics
 from services.audit.auditor import Auditor
-from services.audit.reader import ReadError
+from services.audit.reader import LIBRDKAFKA_LOGGER, ReadError
 from services.audit.report import month_audit, render
 from services.config import Settings
-from services.reconcile import parse_month
+from services.months import MonthError, parse_month
 
 log = logging.getLogger("opsmantik.audit")
 IDLE_STOP_S = 3.0  # committed offsets unchanged this long: the worker is idle or absent
@@ -77,8 +79,7 @@ async def _wait_for_worker(auditor: Auditor, wait_s: float) -> None:
             return
 
 
-async def one_shot(settings: Settings, month_text: str, as_json: bool, wait_s: float) -> int:
-    month = parse_month(month_text)
+async def one_shot(settings: Settings, month: date, as_json: bool, wait_s: float) -> int:
     pool = await _pool(settings)
     auditor: Auditor | None = None
     try:
@@ -154,24 +155,23 @@ async def follow(settings: Settings) -> int:
 def main(settings: Settings, args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s",
                         stream=sys.stderr)
-    if args.follow == bool(args.month):
-        print("audit: give exactly one of --month YYYY-MM or --follow", file=sys.stderr)
+    if args.follow and (args.month or args.wait is not None or args.json):
+        print("opsmantik audit: --follow takes none of --month, --wait, --json (see --help)", file=sys.stderr)
         return 2
     if args.follow:
         import uvloop
 
         return uvloop.run(follow(settings))
+    # One-shot: the verdict is the output; librdkafka's own connection errors would only repeat it.
+    logging.getLogger(LIBRDKAFKA_LOGGER).setLevel(logging.CRITICAL)
     try:
-        parse_month(args.month)
-    except ValueError as exc:
-        print(exc, file=sys.stderr)
+        month = parse_month(args.month) if args.month else datetime.now(UTC).date().replace(day=1)
+    except MonthError as exc:
+        print(f"opsmantik audit: --month: {exc}", file=sys.stderr)
         return 2
-    wait_s = settings.audit_wait_s if args.wait is None else args.wait
-    if wait_s < 0:
-        print("--wait must be >= 0", file=sys.stderr)
-        return 2
+    wait_s = settings.audit_wait_s if args.wait is None else float(args.wait)
     try:
-        return asyncio.run(one_shot(settings, args.month, args.json, wait_s))
+        return asyncio.run(one_shot(settings, month, args.json, wait_s))
     except Unreachable as exc:
         print(f"audit: {exc}", file=sys.stderr)
         return 3

@@ -8,12 +8,15 @@ records the audit's position there too (for the usual lag tools; Postgres holds 
 from __future__ import annotations
 
 import contextlib
+import logging
 import time
 from dataclasses import dataclass
 
 from confluent_kafka import OFFSET_INVALID, Consumer, KafkaError, KafkaException, TopicPartition
 
 from services.audit.inspection import RawMessage
+
+LIBRDKAFKA_LOGGER = "opsmantik.audit.librdkafka"
 
 
 @dataclass(frozen=True)
@@ -30,7 +33,8 @@ class ReadError(RuntimeError):
 class TopicReader:
     def __init__(self, bootstrap: str, topic: str, worker_group: str, audit_group: str) -> None:
         common = {"bootstrap.servers": bootstrap, "enable.auto.commit": False,
-                  "socket.connection.setup.timeout.ms": 3000}
+                  "socket.connection.setup.timeout.ms": 3000,
+                  "logger": logging.getLogger(LIBRDKAFKA_LOGGER)}  # not raw stderr
         self.topic = topic
         self._worker = Consumer({**common, "group.id": worker_group})
         self._reader = Consumer({**common, "group.id": audit_group, "enable.partition.eof": True,

@@ -187,9 +187,10 @@ async def test_a_message_the_worker_group_committed_past_unledgered_is_unaccount
 
 
 def test_usage_errors_and_unreachable_engines(settings: Settings) -> None:
-    assert audit(settings)[0] == 2
     assert audit(settings, "--month", "2026-13")[0] == 2
+    assert audit(settings, "--wait", "-1")[0] == 2
     assert audit(settings, "--month", MONTH, "--follow")[0] == 2
+    assert audit(settings, "--follow", "--json")[0] == 2
     code, _, out = audit(settings, "--month", MONTH, database_url="postgresql://x@127.0.0.1:1/none")
     assert code == 3 and "opsmantik stack up" in out, out
     code, _, out = audit(settings, "--month", MONTH, kafka_bootstrap="127.0.0.1:1")
