@@ -53,7 +53,7 @@ async def _pool(settings: Settings) -> asyncpg.Pool:
     try:
         return await asyncpg.create_pool(settings.database_url, min_size=1, max_size=2, timeout=10)
     except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError) as exc:
-        raise Unreachable(f"cannot reach PostgreSQL at {_where(settings)} ({type(exc).__name__}); "
+        raise Unreachable(f"cannot reach Postgres at {_where(settings)} ({type(exc).__name__}); "
                           "start the local stack with `opsmantik stack up`") from exc
 
 
