@@ -24,6 +24,9 @@ CREATE TABLE audit_counts (
     audited        bigint NOT NULL DEFAULT 0,
     ledgered       bigint NOT NULL DEFAULT 0,
     dead_lettered  bigint NOT NULL DEFAULT 0,
+    -- messages that are their ledger row's own copy (the row records this partition and offset):
+    -- later, fewer ledger rows at audited offsets than this means rows vanished after the audit
+    ledger_rows    bigint NOT NULL DEFAULT 0,
     PRIMARY KEY (topic, site, month)
 );
 

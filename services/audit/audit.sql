@@ -12,7 +12,7 @@ SELECT kafka_partition, next_offset, worker_committed, high_watermark, updated_a
 FROM audit_progress WHERE topic = $1 ORDER BY kafka_partition
 
 -- name: ledgered_keys
-SELECT i.site_id, i.event_id
+SELECT i.site_id, i.event_id, i.kafka_partition, i.kafka_offset
 FROM unnest($1::uuid[], $2::text[]) AS k (site_id, event_id)
 JOIN ingest_idempotency i ON i.site_id = k.site_id AND i.event_id = k.event_id
 
@@ -25,12 +25,13 @@ JOIN ingest_dead_letter d ON d.topic = $1 AND d.kafka_partition = k.p AND d.kafk
 SELECT site_id FROM sites WHERE site_id = ANY($1::uuid[])
 
 -- name: add_counts
-INSERT INTO audit_counts AS c (topic, site, month, audited, ledgered, dead_lettered)
-SELECT $1, s, m, a, l, d
-FROM unnest($2::text[], $3::date[], $4::bigint[], $5::bigint[], $6::bigint[]) AS t (s, m, a, l, d)
+INSERT INTO audit_counts AS c (topic, site, month, audited, ledgered, dead_lettered, ledger_rows)
+SELECT $1, s, m, a, l, d, r
+FROM unnest($2::text[], $3::date[], $4::bigint[], $5::bigint[], $6::bigint[], $7::bigint[])
+     AS t (s, m, a, l, d, r)
 ON CONFLICT (topic, site, month) DO UPDATE
 SET audited = c.audited + EXCLUDED.audited, ledgered = c.ledgered + EXCLUDED.ledgered,
-    dead_lettered = c.dead_lettered + EXCLUDED.dead_lettered
+    dead_lettered = c.dead_lettered + EXCLUDED.dead_lettered, ledger_rows = c.ledger_rows + EXCLUDED.ledger_rows
 
 -- name: add_findings
 INSERT INTO audit_findings (topic, kafka_partition, kafka_offset, kind, site, site_id, event_id, month,
@@ -87,3 +88,20 @@ FROM audit_findings
 WHERE topic = $1 AND month = $2 AND (kind = 'breach' OR resolved_at IS NULL)
 ORDER BY kafka_partition, kafka_offset
 LIMIT $3
+
+-- name: vanished
+-- Ledger rows the audit confirmed (it audited their own message) that are gone since, per site:
+-- a row deleted after the audit passed its message. A full scan of the ledger: one-shot and
+-- about once a minute in --follow, not every cycle.
+WITH seen AS (
+    SELECT site, sum(ledger_rows)::bigint AS n FROM audit_counts WHERE topic = $1 GROUP BY site
+), present AS (
+    SELECT i.site_id::text AS site, count(*)::bigint AS n
+    FROM ingest_idempotency i
+    JOIN audit_progress p ON p.topic = $1 AND p.kafka_partition = i.kafka_partition
+    WHERE i.kafka_offset < p.next_offset
+    GROUP BY i.site_id
+)
+SELECT seen.site, seen.n - coalesce(present.n, 0) AS vanished
+FROM seen LEFT JOIN present USING (site)
+WHERE seen.n > coalesce(present.n, 0)

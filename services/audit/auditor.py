@@ -110,8 +110,10 @@ class Auditor:
         messages = [inspect(m) for m in raw]
         keys = [m.ledger_key for m in messages if m.ledger_key is not None]
         async with conn.transaction():
-            ledgered = {(r["site_id"], r["event_id"]) for r in await conn.fetch(
-                Q["ledgered_keys"], [k[0] for k in keys], [k[1] for k in keys])} if keys else set()
+            position = {(r["site_id"], r["event_id"]): (r["kafka_partition"], r["kafka_offset"])
+                        for r in await conn.fetch(Q["ledgered_keys"], [k[0] for k in keys],
+                                                  [k[1] for k in keys])} if keys else {}
+            ledgered = set(position)
             dead = {(r["kafka_partition"], r["kafka_offset"]) for r in await conn.fetch(
                 Q["dead_letters"], self.topic, [m.partition for m in messages],
                 [m.offset for m in messages])} if messages else set()
@@ -119,16 +121,17 @@ class Auditor:
             sites = ({r["site_id"] for r in await conn.fetch(Q["known_sites"], site_ids)}
                      if site_ids else set())
             outcomes, result.findings = account(messages, ledgered, dead, sites)
-            counts: dict[tuple[str, date], list[int]] = defaultdict(lambda: [0, 0, 0])
+            counts: dict[tuple[str, date], list[int]] = defaultdict(lambda: [0, 0, 0, 0])
             for m, outcome in zip(messages, outcomes, strict=True):
                 c = counts[(m.site, m.month)]
                 c[0] += 1
                 c[1] += outcome == "ledgered"
                 c[2] += outcome == "dead_lettered"
+                c[3] += outcome == "ledgered" and position.get(m.ledger_key) == (m.partition, m.offset)
             if counts:
                 ks = sorted(counts)
                 await conn.execute(Q["add_counts"], self.topic, [k[0] for k in ks], [k[1] for k in ks],
-                                   *([counts[k][i] for k in ks] for i in range(3)))
+                                   *([counts[k][i] for k in ks] for i in range(4)))
             if result.findings:
                 f = result.findings
                 await conn.execute(Q["add_findings"], self.topic, [x.message.partition for x in f],
@@ -156,6 +159,16 @@ class Auditor:
                       - result.dead_lettered)
         await self.export(conn, result)
         return result
+
+    async def vanished(self) -> dict[str, int]:
+        """Per site: ledger rows the audit confirmed that are no longer in the ledger."""
+        async with self.pool.acquire() as conn:
+            rows = await conn.fetch(Q["vanished"], self.topic)
+        found = {r["site"]: int(r["vanished"]) for r in rows}
+        metrics.VANISHED.set(sum(found.values()))
+        for site, n in found.items():
+            log.error("AUDIT VANISHED: %d ledger row(s) of site %s confirmed by the audit are gone", n, site)
+        return found
 
     async def export(self, conn: asyncpg.Connection, result: CycleResult) -> None:
         totals = await conn.fetchrow(Q["totals"], self.topic)

@@ -37,6 +37,7 @@ from services.config import Settings
 from services.months import MonthError, parse_month
 
 log = logging.getLogger("opsmantik.audit")
+VANISHED_EVERY_S = 60.0
 IDLE_STOP_S = 3.0  # committed offsets unchanged this long: the worker is idle or absent
 
 
@@ -89,8 +90,9 @@ async def one_shot(settings: Settings, month: date, as_json: bool, wait_s: float
             await auditor.catch_up()
         except (KafkaException, ReadError) as exc:
             raise _kafka_unreachable(settings, exc) from exc
+        vanished = await auditor.vanished()
         async with pool.acquire() as conn:
-            audit = await month_audit(conn, settings.topic, month)
+            audit = await month_audit(conn, settings.topic, month, vanished)
     finally:
         if auditor is not None:
             await asyncio.to_thread(auditor.close)
@@ -123,12 +125,16 @@ async def follow(settings: Settings) -> int:
     pool: asyncpg.Pool | None = None
     auditor: Auditor | None = None
     delay = settings.audit_interval_s
+    next_vanished = 0.0
     try:
         while not stop.is_set():
             try:
                 pool = pool or await _pool(settings)
                 auditor = auditor or Auditor(settings, pool)
                 result = await auditor.cycle()
+                if time.monotonic() >= next_vanished:  # a full ledger scan: about once a minute
+                    await auditor.vanished()
+                    next_vanished = time.monotonic() + VANISHED_EVERY_S
                 metrics.CYCLES.labels("ok" if result is not None else "locked").inc()
                 busy = result is not None and result.audited > 0 and not result.caught_up
                 delay = 0.0 if busy else settings.audit_interval_s

@@ -11,6 +11,8 @@ UNACCOUNTED = Gauge("opsmantik_audit_unaccounted_events",
                     "Messages below the worker's committed offset in neither the ledger nor the dead letters")
 BREACHES = Gauge("opsmantik_audit_breach_dead_letters",
                  "Dead letters of messages the gateway would have accepted (acknowledged, not billed)")
+VANISHED = Gauge("opsmantik_audit_vanished_ledger_rows",
+                 "Ledger rows the audit had confirmed that are no longer in the ledger")
 AUDITED_OFFSET = Gauge("opsmantik_audit_audited_offset",
                        "Every offset below this has been audited", ["partition"])
 WORKER_OFFSET = Gauge("opsmantik_audit_worker_committed_offset",

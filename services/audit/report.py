@@ -23,6 +23,7 @@ class SiteAudit:
     dead_lettered: int
     unaccounted: int
     breaches: int
+    vanished: int = 0  # ledger rows the audit confirmed that are gone since (all months)
 
 
 @dataclass(frozen=True)
@@ -50,8 +51,12 @@ class MonthAudit:
         return sum(s.breaches for s in self.sites)
 
     @property
+    def vanished(self) -> int:
+        return sum(s.vanished for s in self.sites)
+
+    @property
     def ok(self) -> bool:
-        return self.unaccounted == 0 and self.breaches == 0
+        return self.unaccounted == 0 and self.breaches == 0 and self.vanished == 0
 
     @property
     def ahead_of_worker(self) -> int:
@@ -60,15 +65,19 @@ class MonthAudit:
 
     def as_dict(self) -> dict[str, object]:
         return {"month": self.month.strftime("%Y-%m"), "topic": self.topic, "ok": self.ok,
-                "unaccounted": self.unaccounted, "breaches": self.breaches,
+                "unaccounted": self.unaccounted, "breaches": self.breaches, "vanished": self.vanished,
                 "audited": sum(s.audited for s in self.sites),
                 "ahead_of_worker": self.ahead_of_worker,
                 "sites": [asdict(s) for s in self.sites], "findings": self.findings,
                 "partitions": [asdict(p) for p in self.partitions]}
 
 
-async def month_audit(conn: asyncpg.Connection, topic: str, month: date) -> MonthAudit:
-    sites = [SiteAudit(**dict(r)) for r in await conn.fetch(Q["month_sites"], topic, month)]
+async def month_audit(conn: asyncpg.Connection, topic: str, month: date,
+                      vanished: dict[str, int] | None = None) -> MonthAudit:
+    gone = dict(vanished or {})
+    sites = [SiteAudit(**dict(r), vanished=gone.pop(r["site"], 0))
+             for r in await conn.fetch(Q["month_sites"], topic, month)]
+    sites += [SiteAudit(site, None, 0, 0, 0, 0, 0, n) for site, n in sorted(gone.items())]
     findings = [{**dict(r), "found_at": r["found_at"].isoformat()}
                 for r in await conn.fetch(Q["month_findings"], topic, month, MAX_LISTED)]
     parts = [PartitionState(r["kafka_partition"], r["next_offset"], r["worker_committed"],
@@ -78,13 +87,15 @@ async def month_audit(conn: asyncpg.Connection, topic: str, month: date) -> Mont
 
 def render(a: MonthAudit) -> str:
     lines = [f"capture audit {a.month:%Y-%m} ({a.topic}): {len(a.sites)} site(s), "
-             f"{a.unaccounted} unaccounted, {a.breaches} breach dead letter(s)"]
+             f"{a.unaccounted} unaccounted, {a.breaches} breach dead letter(s), "
+             f"{a.vanished} confirmed ledger row(s) gone since"]
     lines.append(f"{'site':36}  {'name':16} {'audited':>9} {'ledgered':>9} {'dead-let.':>9} "
-                 f"{'unaccounted':>11} {'breaches':>8}")
+                 f"{'unaccounted':>11} {'breaches':>8} {'vanished':>8}")
     for s in a.sites:
-        flag = "" if s.unaccounted == 0 and s.breaches == 0 else "  LOSS"
+        flag = "" if s.unaccounted == 0 and s.breaches == 0 and s.vanished == 0 else "  LOSS"
         lines.append(f"{(s.site or '(no site)')[:36]:36}  {(s.name or '-')[:16]:16} {s.audited:>9} "
-                     f"{s.ledgered:>9} {s.dead_lettered:>9} {s.unaccounted:>11} {s.breaches:>8}{flag}")
+                     f"{s.ledgered:>9} {s.dead_lettered:>9} {s.unaccounted:>11} {s.breaches:>8} "
+                     f"{s.vanished:>8}{flag}")
     for f in a.findings:
         lines.append(f"{str(f['kind']).upper()} site {f['site'] or '?'} event_id {f['event_id']} "
                      f"partition {f['kafka_partition']} offset {f['kafka_offset']}: {f['detail']}")

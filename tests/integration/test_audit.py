@@ -217,3 +217,14 @@ async def test_slo_report_and_reconcile_show_the_losses_dead_letters_and_an_over
     assert done.returncode == 1 and not report["backlog_ok"]
     assert report["backlog"]["outbox_older_than_24h"] == 1 and report["backlog"]["dead_letters_month"] == 8
     await pool.execute("DELETE FROM ingest_fallback_buffer WHERE site_id = $1", site)
+
+
+async def test_a_ledger_row_deleted_after_the_audit_confirmed_it_is_counted_as_vanished(
+        settings: Settings, pool: asyncpg.Pool) -> None:
+    site = await pool.fetchval("SELECT site_id FROM ingest_idempotency WHERE event_id = 'a-7'")
+    code, report, out = audit(settings, "--month", MONTH, "--json", "--wait", "0")
+    assert site_row(report, site)["vanished"] == 0, out
+    await pool.execute("DELETE FROM ingest_idempotency WHERE site_id = $1 AND event_id = 'a-7'", site)
+    code, report, out = audit(settings, "--month", MONTH, "--json", "--wait", "0")
+    assert code == 1 and site_row(report, site)["vanished"] == 1 and report["vanished"] == 1, out
+    assert site_row(report, site)["unaccounted"] == 0  # audited once, when it was there
