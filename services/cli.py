@@ -17,6 +17,7 @@ from dataclasses import asdict
 from typing import Any
 
 import asyncpg
+from opsmantik_client import send_cli
 
 from services import cli_args, sites, stack
 from services.cli_args import CANNOT_RUN, CHECK_FAILED, START_ENGINES, Parser
@@ -272,6 +273,12 @@ def build_parser() -> argparse.ArgumentParser:
                    exit1="a message is unaccounted (neither ledgered nor dead-lettered) or a valid "
                          "event was dead-lettered (breach)")
     _billing_commands(sub)
+
+    s = sub.add_parser("send", help="backfill NDJSON through the producer client (retries, spill, "
+                       "progress, resumable; docs/client.md)")
+    send_cli.add_arguments(s, count=cli_args.integer(1, 64), seconds=cli_args.RATE)
+    s.set_defaults(func=lambda _settings, args: send_cli.run(args),
+                   exit1="an event was rejected (4xx); the rejected events are listed")
     return cli_args.finish(p)
 
 
