@@ -92,6 +92,7 @@ class Verdict:
     not_on_topic: list[str]  # in the ledger, no message on the topic
     bad_200: int
     audit_unaccounted: int
+    audit_vanished: int
     audit_agrees: bool
     drift: int
     outbox_depth: int
@@ -153,7 +154,8 @@ def evaluate(load: LoadRecord, ledger: LedgerState, reconcile: ReconcileResult,
         outcomes=dict(load.outcome_counts()), attempts=dict(attempts),
         lost=lost, invented=invented, duplicated=duplicated, topic_copies=sum(topic.values()),
         extra_copies=sum(topic.values()) - len(topic), unledgered=unledgered, not_on_topic=not_on_topic,
-        bad_200=len(load.bad_200), audit_unaccounted=len(audit.unaccounted), audit_agrees=not disagree,
+        bad_200=len(load.bad_200), audit_unaccounted=len(audit.unaccounted), audit_vanished=audit.vanished,
+        audit_agrees=not disagree,
         drift=drift,
         outbox_depth=ledger.outbox_depth, reconcile_ok=reconcile.ok,
         fivexx_total=len(fivexx), fivexx_outside=len(outside), unexpected_4xx=bad_4xx,
@@ -178,6 +180,9 @@ def evaluate(load: LoadRecord, ledger: LedgerState, reconcile: ReconcileResult,
                           f"sent {b.sent[:5]} listed {None if b.listed is None else b.listed[:5]}")
     if audit.breaches:
         v.failures.append(f"the audit found {audit.breaches} breach dead letters")
+    if audit.unaccounted or audit.vanished:
+        v.failures.append(f"the audit found {len(audit.unaccounted)} unaccounted messages and "
+                          f"{audit.vanished} vanished ledger rows")
     v.failures.extend(f"the audit and the checker disagree: {d}" for d in disagree)
     if drift:
         v.failures.append(f"invoice vs ledger drift {drift} (events {ledger.event_drift}, "

@@ -32,7 +32,8 @@ def row(r: RunResult) -> list[str]:
         str(v.sent) if v else na, str(v.acked) if v else na, _outcomes(r), _retries(r),
         str(len(v.lost)) if v else na,
         f"{v.topic_copies} (+{v.extra_copies} dup)" if v else na,
-        (f"{'agrees' if v.audit_agrees else 'DISAGREES'}, {v.audit_unaccounted} unacc.") if v else na,
+        (f"{'agrees' if v.audit_agrees else 'DISAGREES'}, {v.audit_unaccounted} unacc."
+         + (f" {v.audit_vanished} vanished" if v.audit_vanished else "")) if v else na,
         str(v.drift) if v else na,
         f"{v.fivexx_total} ({v.fivexx_outside} outside)" if v else na,
         f"{r.drain_s:.1f}" if r.drain_s is not None else na,
@@ -70,6 +71,7 @@ def as_json(r: RunResult) -> dict[str, Any]:
         "topic_copies": v.topic_copies if v else None, "extra_copies": v.extra_copies if v else None,
         "unledgered": len(v.unledgered) if v else None, "bad_200": v.bad_200 if v else None,
         "audit_unaccounted": v.audit_unaccounted if v else None,
+        "audit_vanished": v.audit_vanished if v else None,
         "audit_agrees": v.audit_agrees if v else None,
         "outbox_depth": v.outbox_depth if v else None,
         "fivexx": v.fivexx_total if v else None, "fivexx_outside": v.fivexx_outside if v else None,
