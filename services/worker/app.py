@@ -1,20 +1,24 @@
-"""The Faust app, built from the settings (no hard-coded broker), and its one agent.
+"""The Faust app, built from the settings (no hard-coded broker), and its ledger loop.
 
-Faust only moves messages: no tables, no changelogs, no exactly_once. The agent takes a
-batch without acking (noack_take), hands it to the BatchProcessor (commit + publish) and
-acks each message only after that returned; `stream.ack` is a coroutine in 0.15.3.
-concurrency=1: faust #606, concurrent agents can commit past in-flight messages.
+Faust only moves messages: no tables, no changelogs, no exactly_once. Its consumer
+(services/worker/consumer.py) hands one batch per partition fetch to the ledger loop, which
+joins what is queued (up to worker_batch events), hands it to the BatchProcessor (commit +
+publish) and acks the batches by offset range only after that returned; Faust's commit
+handler then commits the acked prefix, never past an unfinished batch. One loop: faust #606.
 """
 
 from __future__ import annotations
 
 import asyncio
-from typing import Any
+from typing import cast
 
 import faust
 
 from services.config import Settings
+from services.worker.consumer import Batch, BatchConsumer, install
 from services.worker.processor import BatchProcessor, Fatal
+
+HANDOFF_BATCHES = 4  # fetched batches waiting for the ledger loop; the fetcher waits beyond this
 
 
 def build_app(settings: Settings, processor: BatchProcessor) -> faust.App:
@@ -34,21 +38,30 @@ def build_app(settings: Settings, processor: BatchProcessor) -> faust.App:
         broker_session_timeout=10.0,
         broker_heartbeat_interval=3.0,
         stream_wait_empty=False,  # on rebalance, unacked messages are replayed: the ledger dedupes
+        broker_max_poll_records=settings.worker_batch,  # one fetch is at most one ledger batch
     )
+    queue: asyncio.Queue[Batch] = asyncio.Queue(HANDOFF_BATCHES)
+    install(app, queue)
     topic = app.topic(settings.topic, key_type=bytes, value_type=bytes,
                       partitions=settings.topic_partitions)
+    app.topics.add(topic)  # subscribed by the conductor; records arrive through `queue`
 
-    @app.agent(topic, concurrency=1, name="ledger")
-    async def ledger(stream: Any) -> None:
-        async for events in stream.noack_take(settings.worker_batch, within=settings.worker_batch_within_s):
+    @app.task
+    async def ledger() -> None:
+        while True:
+            batches = [await queue.get()]
+            n = len(batches[0].records)
+            while n < settings.worker_batch and not queue.empty():
+                batches.append(queue.get_nowait())
+                n += len(batches[-1].records)
             try:
-                await processor.handle([(e.message.value, e.message.partition, e.message.offset)
-                                        for e in events])
+                await processor.handle([(r.value, r.partition, r.offset) for b in batches for r in b.records])
             except Fatal as exc:
                 processor.fail(exc)
                 await asyncio.Future()  # hold the batch unacked until main stops the app
-            for event in events:
-                await stream.ack(event)
+            consumer = cast(BatchConsumer, app.consumer)
+            for b in batches:
+                consumer.ack_batch(b)
 
     return app
 
