@@ -1,28 +1,45 @@
 """The Faust app, built from the settings (no hard-coded broker), and its ledger loop.
 
 Faust only moves messages: no tables, no changelogs, no exactly_once. Its consumer
-(services/worker/consumer.py) hands one batch per partition fetch to the ledger loop, which
-joins what is queued (up to worker_batch events), hands it to the BatchProcessor (commit +
-publish) and acks the batches by offset range only after that returned; Faust's commit
-handler then commits the acked prefix, never past an unfinished batch. One loop: faust #606.
+(services/worker/consumer.py BatchConsumer) hands one batch per partition fetch to the ledger
+loop, which joins what is queued (up to worker_batch events), hands it to the BatchProcessor
+(commit + publish) and acks the batches by offset range only after that returned; Faust's
+commit handler then commits the acked prefix, and the commit guard never commits past an
+unfinished batch. One loop, batches in fetch order (faust #606). Any exception from the
+handler is fail-stop: the batch stays unacked and the process exits non-zero; the next worker
+replays it.
 """
 
 from __future__ import annotations
 
 import asyncio
-from typing import cast
+from typing import Any, cast
 
 import faust
 
 from services.config import Settings
-from services.worker.consumer import Batch, BatchConsumer, install
+from services.worker.consumer import Batch, BatchConsumer, BatchTransport
 from services.worker.processor import BatchProcessor, Fatal
 
 HANDOFF_BATCHES = 4  # fetched batches waiting for the ledger loop; the fetcher waits beyond this
 
 
-def build_app(settings: Settings, processor: BatchProcessor) -> faust.App:
-    app = faust.App(
+class LedgerApp(faust.App):
+    """Faust with services/worker/consumer.py's BatchConsumer (commit guard + batch hand-off)."""
+
+    handoff: asyncio.Queue[Batch]
+
+    def _new_transport(self) -> BatchTransport:
+        return BatchTransport(self.conf.broker_consumer, self)
+
+    def _new_consumer(self) -> Any:
+        consumer = super()._new_consumer()
+        cast(BatchConsumer, consumer).batches = self.handoff
+        return consumer
+
+
+def build_app(settings: Settings, processor: BatchProcessor) -> LedgerApp:
+    app = LedgerApp(
         settings.worker_group,  # the app id is the consumer group
         broker=f"kafka://{settings.kafka_bootstrap}",
         autodiscover=False,
@@ -41,10 +58,10 @@ def build_app(settings: Settings, processor: BatchProcessor) -> faust.App:
         broker_max_poll_records=settings.worker_batch,  # one fetch is at most one ledger batch
     )
     queue: asyncio.Queue[Batch] = asyncio.Queue(HANDOFF_BATCHES)
-    install(app, queue)
+    app.handoff = queue
     topic = app.topic(settings.topic, key_type=bytes, value_type=bytes,
                       partitions=settings.topic_partitions)
-    app.topics.add(topic)  # subscribed by the conductor; records arrive through `queue`
+    app.topics.add(topic)  # subscribed through the conductor; the records arrive through `queue`
 
     @app.task
     async def ledger() -> None:
@@ -56,9 +73,11 @@ def build_app(settings: Settings, processor: BatchProcessor) -> faust.App:
                 n += len(batches[-1].records)
             try:
                 await processor.handle([(r.value, r.partition, r.offset) for b in batches for r in b.records])
-            except Fatal as exc:
-                processor.fail(exc)
-                await asyncio.Future()  # hold the batch unacked until main stops the app
+            except Exception as exc:  # Fatal, or a bug: fail-stop, never skip the batch
+                processor.fail(exc if isinstance(exc, Fatal) else Fatal(f"batch handler raised: {exc!r}"))
+                # Hold the batches unacked until main stops the app: acking anything after them
+                # would let the commit move past them.
+                await asyncio.Future()
             consumer = cast(BatchConsumer, app.consumer)
             for b in batches:
                 consumer.ack_batch(b)

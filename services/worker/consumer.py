@@ -1,18 +1,17 @@
-"""Faust's consumer with a batch hand-off and a strict commit guard (faust-streaming 0.15.3, pinned).
+"""Faust's aiokafka consumer with a commit guard: never commit past an unfinished message.
 
-Faust stays the framework: the app, group membership, rebalances, offset commits. Two parts of
-its Consumer (faust/transport/consumer.py) are replaced, both private internals of 0.15.3:
+faust-streaming 0.15.3 (pinned in pyproject.toml) computes the offset to commit in
+`Consumer._new_offset` from the acked offsets of a partition. It treats a hole at the head of
+that list as blocking only when it is wider than one offset, and not at all when the committed
+offset is 0 or unknown (faust-streaming issue #606; proposed fix PR #707). So one unacked
+message — a batch whose handler raised — followed by acked ones is committed past and never
+seen again. Here the head is checked exactly: the commit moves only over a run of acked
+offsets that starts at the partition's base (the committed offset, or the first offset
+delivered since the partition was assigned when nothing is committed yet or retention moved
+the log start past it). Everything else is Faust's own code path.
 
-- `_drain_messages` hands **one batch per partition fetch** to the ledger loop through a small
-  queue, instead of one `wait_first(callback(message), ...)` per message (two tasks, an
-  `asyncio.wait` and the conductor, channel and stream per message: ≈50 µs of CPU each,
-  docs/benchmarks.md). The fetch/flow/generation/seek checks of Faust's `getmany` are kept.
-- `_new_offset` never returns an offset past a hole: Faust's version lets a commit jump one
-  unacked offset at the committed position and skips the check for a never-committed
-  partition (faust-streaming #606, fix PR #707), so a batch that crashed could be committed past.
-
-The ledger loop acks a batch by offset range (`ack_batch`) after its Postgres COMMIT and
-billable publish; Faust's own `_commit_handler` then commits the acked prefix.
+`BatchConsumer` (below) is the worker's consumer: the same guard, with one batch per partition
+fetch handed to the ledger loop instead of Faust's per-message delivery (issue 10).
 """
 
 from __future__ import annotations
@@ -21,19 +20,83 @@ import asyncio
 from collections.abc import Sequence
 from dataclasses import dataclass
 from time import monotonic
-from typing import Any, ClassVar, cast
+from typing import Any
 
 from faust.transport.consumer import CONSUMER_FETCHING
 from faust.transport.drivers import aiokafka as faust_aiokafka
-from faust.types import TP
+from faust.types import TP, Message
 from faust.utils.functional import consecutive_numbers
+
+
+class GuardedConsumer(faust_aiokafka.Consumer):
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._first_delivered: dict[TP, int] = {}
+
+    def note_delivered(self, tp: TP, offset: int) -> None:
+        """The first offset handed to the agent since the partition was (re)assigned."""
+        self._first_delivered.setdefault(tp, offset)
+
+    def track_message(self, message: Message) -> None:
+        self.note_delivered(message.tp, message.offset)
+        super().track_message(message)
+
+    async def on_partitions_revoked(self, revoked: set[TP]) -> None:
+        for tp in revoked:
+            self._first_delivered.pop(tp, None)
+        await super().on_partitions_revoked(revoked)
+
+    async def on_partitions_assigned(self, assigned: set[TP], generation_id: int = 0) -> None:
+        for tp in assigned:  # it reads again from the committed offset
+            self._first_delivered.pop(tp, None)
+        await super().on_partitions_assigned(assigned, generation_id)
+
+    async def seek(self, partition: TP, offset: int) -> None:
+        self._first_delivered.pop(partition, None)
+        await super().seek(partition, offset)
+
+    def _base_offset(self, tp: TP) -> int | None:
+        """The first offset of `tp` that is not committed yet (None: nothing delivered)."""
+        first = self._first_delivered.get(tp)
+        committed = self._committed_offset[tp]  # Faust stores a committed 0 as None
+        if first is None:
+            return committed
+        return first if committed is None else max(committed, first)
+
+    def _new_offset(self, tp: TP) -> int | None:
+        acked = self._acked[tp]
+        if not acked:
+            return None
+        gaps = self._gap[tp]  # offsets absent from the log (compaction, control records)
+        if gaps:
+            top = max(acked)
+            spans = sorted(gaps.overlap(0, top), key=lambda iv: iv.begin)
+            if spans:
+                filled = [o for iv in spans for o in range(iv.begin, iv.end)]
+                acked.extend(filled)
+                gaps.chop(0, max(filled[-1], top + 1))
+        acked.sort()
+        base = self._base_offset(tp)
+        if base is not None and acked[0] > base:
+            return None  # the message at `base` is not finished: commit nothing past it
+        run = next(consecutive_numbers(acked))
+        acked[: len(run)] = []
+        self._acked_index[tp].difference_update(run)
+        return run[-1] + 1
+
+
+class GuardedTransport(faust_aiokafka.Transport):
+    Consumer = GuardedConsumer
+
+
+# ---------------------------------------------------------------- batch hand-off (issue 10)
 
 
 @dataclass(frozen=True)
 class Batch:
     """The records of one partition from one fetch. `start` may be below the first record's
     offset: offsets the fetch skipped (no record there) belong to the batch that follows them,
-    so acking the batch leaves no hole for the commit guard to wait on forever."""
+    so acking the batch leaves no hole for the commit guard to wait on."""
 
     generation: int
     tp: TP
@@ -45,56 +108,23 @@ class Batch:
         return int(self.records[-1].offset)
 
 
-class BatchConsumer(faust_aiokafka.Consumer):
-    """Install with `install(app, queue)` before the app starts."""
+class BatchConsumer(GuardedConsumer):
+    """The guarded consumer with a batch hand-off instead of Faust's per-message delivery.
 
-    batches: asyncio.Queue[Batch] | None = None
+    Faust's `_drain_messages` (faust/transport/consumer.py, 0.15.3) awaits
+    `wait_first(callback(message), suspend_flow.wait())` for every message, then the conductor,
+    a channel queue and the stream run per message: ≈50 µs of CPU each (docs/benchmarks.md).
+    Here one batch per partition fetch goes on `batches` (a small queue the ledger loop reads),
+    with at most one wait per batch, and the ledger loop acks it by offset range (`ack_batch`)
+    after its Postgres COMMIT and billable publish; Faust's `_commit_handler` then commits the
+    acked prefix through the guard's `_new_offset`. The flow / generation / seek checks of
+    Faust's `getmany` are kept."""
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        # First offset handed over per partition while it has no committed offset: the
-        # commit guard's base for a never-committed partition.
-        self._origin: dict[TP, int] = {}
-
-    # ------------------------------------------------------------ commit guard
-
-    def _new_offset(self, tp: TP) -> int | None:
-        """The offset to commit: one past the run of acked offsets that starts exactly at the
-        committed offset (or at the first offset read, if none is committed); None while the
-        offset at that position is unacked, however many later ones are."""
-        acked = self._acked[tp]
-        if not acked:
-            return None
-        base = self._committed_offset[tp]  # Faust keeps None for "none" and for 0
-        if base is None:
-            base = self._origin.get(tp)
-            if base is None:
-                return None
-        acked.sort()
-        if acked[0] < base:  # acks of offsets already committed (a replay): drop them
-            stale = [o for o in acked if o < base]
-            del acked[: len(stale)]
-            self._acked_index[tp].difference_update(stale)
-            if not acked:
-                return None
-        if acked[0] != base:
-            return None  # the batch at `base` is not finished: never commit past it
-        run = next(consecutive_numbers(acked))
-        del acked[: len(run)]
-        self._acked_index[tp].difference_update(run)
-        return int(run[-1]) + 1
-
-    async def on_partitions_revoked(self, revoked: set[TP]) -> None:
-        for tp in revoked:
-            self._origin.pop(tp, None)
-        await super().on_partitions_revoked(revoked)
-
-    # ------------------------------------------------------------ acks
+    batches: asyncio.Queue[Batch] | None = None  # set by LedgerApp._new_consumer
 
     def ack_batch(self, batch: Batch) -> bool:
-        """Mark batch.start..batch.last acked (call after the batch is committed and published).
-        A batch fetched before a rebalance is not acked: the partitions were sought back to their
-        committed offsets and its records are being read again."""
+        """Mark batch.start..batch.last acked. A batch fetched before a rebalance is not acked:
+        the partitions were sought back to their committed offsets and it is read again."""
         if batch.generation != self.app.consumer_generation_id:
             return False
         tp = batch.tp
@@ -107,11 +137,9 @@ class BatchConsumer(faust_aiokafka.Consumer):
         self._n_acked += len(new)
         return True
 
-    # ------------------------------------------------------------ fetch loop
-
     async def _drain_messages(self, fetcher: Any) -> None:  # pragma: no cover - needs a broker
         queue = self.batches
-        assert queue is not None, "BatchConsumer: install() was not called"
+        assert queue is not None, "BatchConsumer needs its queue (LedgerApp sets it)"
         consumer_should_stop = self._stopped.is_set
         fetcher_should_stop = fetcher._stopped.is_set
         read_offset = self._read_offset
@@ -142,9 +170,8 @@ class BatchConsumer(faust_aiokafka.Consumer):
                         if not recs:
                             continue
                     start = recs[0].offset if nxt is None else nxt
-                    if self._committed_offset[tp] is None:
-                        self._origin.setdefault(tp, start)
                     batch = Batch(generation, tp, start, recs)
+                    self.note_delivered(tp, start)
                     if queue.full():  # one wait per batch, abandoned if a rebalance stops the flow
                         put = asyncio.ensure_future(queue.put(batch))
                         await self.wait_first(put, self.suspend_flow.wait())
@@ -172,18 +199,5 @@ class BatchConsumer(faust_aiokafka.Consumer):
             self.diag.unset_flag(CONSUMER_FETCHING)
 
 
-class BatchTransport(faust_aiokafka.Transport):
-    Consumer: ClassVar[type] = BatchConsumer
-
-
-def install(app: Any, queue: asyncio.Queue[Batch]) -> None:
-    """Make `app` use BatchConsumer (call right after faust.App(...), before topics/agents)."""
-    app.transport = BatchTransport(app.conf.broker_consumer, app)
-    original = app._new_consumer
-
-    def new_consumer() -> Any:
-        consumer = original()
-        cast(BatchConsumer, consumer).batches = queue
-        return consumer
-
-    app._new_consumer = new_consumer
+class BatchTransport(GuardedTransport):
+    Consumer = BatchConsumer

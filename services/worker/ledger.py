@@ -21,7 +21,7 @@ import asyncpg
 
 from services.db.queries import load_queries
 from services.worker.billing import OVERLIMIT, assign_classes, billing_month
-from services.worker.message import DeadLetter, IngestEvent
+from services.worker.message import DeadLetter, IngestEvent, dead_letter
 
 Q = load_queries(Path(__file__).with_name("ledger.sql"))
 
@@ -56,6 +56,13 @@ class BatchResult:
     new_received_at: list[datetime]  # received_at of the rows this batch inserted
 
 
+def merge(a: BatchResult, b: BatchResult) -> BatchResult:
+    """Two parts of one batch written one after the other (a batch split around a message
+    Postgres refused)."""
+    return BatchResult(a.new + b.new, a.duplicates + b.duplicates, a.dead_letters + b.dead_letters,
+                       a.overlimit + b.overlimit, a.rows + b.rows, a.new_received_at + b.new_received_at)
+
+
 def dedupe_in_order(events: list[IngestEvent]) -> list[IngestEvent]:
     """Ledger order (partition, offset); the first copy of a (site, event_id) wins."""
     seen: set[tuple[uuid.UUID, str]] = set()
@@ -77,7 +84,7 @@ async def write_batch(conn: asyncpg.Connection, topic: str, instance: str,
             rows = await conn.fetch(Q["site_quotas"], list({e.site_id for e in unique}))
             quotas = {r["site_id"]: r["monthly_quota"] for r in rows}
         unknown = [e for e in unique if e.site_id not in quotas]
-        dead = dead + [DeadLetter(e.partition, e.offset, str(e.site_id), e.event_id, "unknown site", e.raw)
+        dead = dead + [dead_letter(e.partition, e.offset, "unknown site", e.raw, str(e.site_id), e.event_id)
                        for e in unknown]
         unique = [e for e in unique if e.site_id in quotas]
 
