@@ -98,4 +98,3 @@ def test_any_input_gives_a_record_never_an_exception() -> None:
         assert isinstance(dead, DeadLetter), raw[:80]
         for text in (dead.reason, dead.site_id, dead.event_id):
             assert text is None or ("\x00" not in text and text.encode("utf-8"))
-
