@@ -56,13 +56,6 @@ class BatchResult:
     new_received_at: list[datetime]  # received_at of the rows this batch inserted
 
 
-def merge(a: BatchResult, b: BatchResult) -> BatchResult:
-    """Two parts of one batch written one after the other (a batch split around a message
-    Postgres refused)."""
-    return BatchResult(a.new + b.new, a.duplicates + b.duplicates, a.dead_letters + b.dead_letters,
-                       a.overlimit + b.overlimit, a.rows + b.rows, a.new_received_at + b.new_received_at)
-
-
 def dedupe_in_order(events: list[IngestEvent]) -> list[IngestEvent]:
     """Ledger order (partition, offset); the first copy of a (site, event_id) wins."""
     seen: set[tuple[uuid.UUID, str]] = set()
@@ -78,6 +71,7 @@ async def write_batch(conn: asyncpg.Connection, topic: str, instance: str,
                       events: list[IngestEvent], dead: list[DeadLetter]) -> BatchResult:
     """Run the whole batch in one transaction; raises (and writes nothing) on any DB error."""
     async with conn.transaction():
+        await conn.execute(Q["close_lock_shared"])  # a month close waits for this batch (docs/billing.md)
         unique = dedupe_in_order(events)
         quotas: dict[uuid.UUID, int | None] = {}
         if unique:

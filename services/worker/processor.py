@@ -20,15 +20,12 @@ import asyncpg
 from services.config import Settings
 from services.worker import metrics
 from services.worker.billable import BillablePublisher
-from services.worker.ledger import BatchResult, merge, write_batch
-from services.worker.message import DeadLetter, IngestEvent, dead_letter, decode
+from services.worker.ledger import BatchResult, write_batch
+from services.worker.message import DeadLetter, IngestEvent, decode
 
 log = logging.getLogger("opsmantik.worker")
 T = TypeVar("T")
 RawMessage = tuple[bytes | None, int, int]  # value, partition, offset
-# Postgres refusing the values themselves (class 22 data exception, 23 constraint violation):
-# deterministic, so a retry of the same rows fails the same way.
-REFUSED = (asyncpg.DataError, asyncpg.IntegrityConstraintViolationError)
 
 
 class Fatal(RuntimeError):
@@ -48,8 +45,7 @@ class BatchProcessor:
         self.failure = exc
         self.failed.set()
 
-    async def _retry(self, stage: str, attempt: Callable[[], Awaitable[T]],
-                     permanent: tuple[type[Exception], ...] = ()) -> T:
+    async def _retry(self, stage: str, attempt: Callable[[], Awaitable[T]]) -> T:
         deadline = time.monotonic() + self.settings.worker_retry_max_s
         delay = 0.1
         while True:
@@ -57,9 +53,6 @@ class BatchProcessor:
                 result = await attempt()
                 self.retrying = False
                 return result
-            except permanent:
-                self.retrying = False
-                raise
             except Exception as exc:  # any failure: never ack, retry, then give up loudly
                 metrics.DB_RETRIES.labels(stage).inc()
                 if time.monotonic() + delay > deadline:
@@ -78,24 +71,11 @@ class BatchProcessor:
             async with self.pool.acquire() as conn:
                 return await write_batch(conn, self.settings.topic, self.instance, events, dead)
 
-        try:
-            return await self._retry("db", write, permanent=REFUSED)
-        except REFUSED as exc:
-            # Postgres refused the data itself (a value our checks let through): retrying the
-            # same rows cannot help, and skipping them would lose their neighbours. Split the
-            # batch, halves in order (ledger order is kept), down to the one message it refuses,
-            # which becomes a dead letter with its bytes; every neighbour is still ledgered.
-            if len(decoded) == 1:
-                (msg,) = decoded
-                if isinstance(msg, DeadLetter):  # even the dead letter refused: a bug, stop
-                    raise
-                log.error("Postgres refused the message at partition %d offset %d: %r",
-                          msg.partition, msg.offset, exc)
-                letter = dead_letter(msg.partition, msg.offset, f"refused by Postgres: {exc!r}",
-                                     msg.raw if isinstance(msg, IngestEvent) else msg.payload)
-                return await self._write([letter])
-            half = len(decoded) // 2
-            return merge(await self._write(decoded[:half]), await self._write(decoded[half:]))
+        # Any failure is retried, then fail-stop. decode() dead-letters whatever the gateway would
+        # not have accepted, so Postgres refusing a decoded event means the two disagree: a bug
+        # to fix, not a message to drop (tests/integration/test_capture_property.py and
+        # test_topic_fuzz.py hold decode to both sides).
+        return await self._retry("db", write)
 
     async def handle(self, batch: Sequence[RawMessage]) -> BatchResult:
         result = await self._write([decode(v, p, o) for v, p, o in batch])
