@@ -216,7 +216,8 @@ class Bench:
             r1 = self._load(GATEWAY_PORT, single.api_key, 0, "single", self.plan.seconds, [ours, engines])
             row = self._http_row("1 event/request", "scenario", r1, ours, engines, "bare handler",
                                  bare.requests_per_s if bare else None, r1.requests_per_s)
-            row.goal, row.goal_met = "≥ 0.60× bare req/s", row.ratio is not None and row.ratio >= 0.60
+            # issue 10's goal (the earlier 0.60× was unreachable with linger.ms 2: docs/benchmarks.md)
+            row.goal, row.goal_met = "≥ 0.40× bare req/s", row.ratio is not None and row.ratio >= 0.40
 
             raw = self.row("raw producer acks=all")
             ours, engines = CpuMeter([gw.pid]), CpuMeter(self.env.engine_pids())
