@@ -177,6 +177,11 @@ class BatchConsumer(GuardedConsumer):
                         await self.wait_first(put, self.suspend_flow.wait())
                         if not put.done() or put.cancelled():
                             break  # not handed over: fetched again after the seek
+                        if self.app.consumer_generation_id != generation:
+                            # A rebalance while waiting: the seek set _read_offset to the
+                            # committed offset; keep it, so the batch (not acked: old
+                            # generation) is fetched and handed over again.
+                            break
                     else:
                         queue.put_nowait(batch)
                     read_offset[tp] = batch.last + 1
