@@ -8,6 +8,7 @@ problem before failing, so a misconfigured deployment is fixed in one pass.
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from urllib.parse import urlsplit
@@ -59,6 +60,8 @@ class Settings:
     relay_metrics_port: int = 9102  # 0 = off
     db_pool_min: int = 1
     db_pool_max: int = 10
+    # Local stack (`opsmantik stack up`, `make run`)
+    kafka_heap: str = "768m"  # the broker JVM's -Xms/-Xmx
     # Billing (docs/billing.md)
     billing_close_grace_days: float = 3.0  # a month closes no earlier than this long after it ends
     billing_close_lock_timeout_s: float = 60.0  # close waits this long for in-flight worker batches
@@ -118,6 +121,9 @@ class Settings:
         for name in ("worker_metrics_port", "relay_metrics_port"):
             if not 0 <= getattr(self, name) < 65536:
                 problems.append(f"OPSMANTIK_{name.upper()} must be a port or 0 (off)")
+        if not re.fullmatch(r"[1-9][0-9]*[kKmMgG]?", self.kafka_heap):
+            problems.append(f"OPSMANTIK_KAFKA_HEAP: {self.kafka_heap!r} is not a JVM heap size "
+                            "like 768m or 2g")
         if self.sla_loss_audit not in ("on", "off"):
             problems.append("OPSMANTIK_SLA_LOSS_AUDIT must be on or off")
         if self.billing_close_grace_days < 0:

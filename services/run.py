@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import importlib.util
 import os
 import shlex
 import signal
@@ -52,17 +51,7 @@ def _curl(port: int, api_key: str) -> str:
             f"  -d {shlex.quote(body)}")
 
 
-def _built(name: str) -> bool:
-    try:
-        return importlib.util.find_spec(f"services.{name}.main") is not None
-    except ModuleNotFoundError:
-        return False
-
-
-def _spawn(name: str, port: int) -> subprocess.Popen[bytes] | None:
-    if not _built(name):
-        print(f"  {name}: not built yet (placeholder until its issue lands)")
-        return None
+def _spawn(name: str, port: int) -> subprocess.Popen[bytes]:
     cmd = [sys.executable, "-m", "services.cli", name]
     if name == "gateway":
         cmd += ["--port", str(port)]
@@ -86,7 +75,7 @@ def _stop(children: dict[str, subprocess.Popen[bytes]]) -> None:
 
 def main(settings: Settings, args: argparse.Namespace) -> int:
     port = args.port or settings.gateway_port
-    stack = Stack()
+    stack = Stack(kafka_heap=settings.kafka_heap)
     started = stack.up()
     print(f"stack: {'started ' + ', '.join(started) if started else 'already running'}")
     key = asyncio.run(_prepare(settings))
@@ -99,9 +88,7 @@ def main(settings: Settings, args: argparse.Namespace) -> int:
     code = 0
     try:
         for name in SERVICES:
-            proc = _spawn(name, port)
-            if proc is not None:
-                children[name] = proc
+            children[name] = _spawn(name, port)
         print("\nready. Send an event:\n" + _curl(port, key.api_key) + "\n\nCtrl-C stops everything.")
         restarts: dict[str, list[float]] = {name: [] for name in children}
         while True:
@@ -115,7 +102,7 @@ def main(settings: Settings, args: argparse.Namespace) -> int:
                     raise SystemExit(1)
                 print(f"{name} exited with {proc.returncode}; restarting", file=sys.stderr)
                 time.sleep(1)
-                children[name] = _spawn(name, port) or proc
+                children[name] = _spawn(name, port)
             time.sleep(0.5)
     except KeyboardInterrupt:
         print("\nstopping")

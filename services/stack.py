@@ -20,14 +20,13 @@ from pathlib import Path
 
 from confluent_kafka import Producer
 
-from services.config import LOCAL_KAFKA_PORT, LOCAL_PG_PORT
+from services.config import LOCAL_KAFKA_PORT, LOCAL_PG_PORT, Settings
 
 ROOT = Path(__file__).resolve().parents[1]
 LOCAL = ROOT / ".local"
 KAFKA_LIBS = LOCAL / "kafka" / "libs"  # shared by every stack: installed once by `make deps`
 PG_USER = "opsmantik"
 PG_DB = "opsmantik"
-KAFKA_HEAP = os.environ.get("OPSMANTIK_KAFKA_HEAP", "768m")
 START_TIMEOUT_S = 90.0
 READY_TOPIC = "opsmantik.stack.ready"  # `stack up` proves an idempotent produce works here
 
@@ -132,6 +131,7 @@ class Stack:
     home: Path = LOCAL
     kafka_port: int = LOCAL_KAFKA_PORT
     pg_port: int = LOCAL_PG_PORT
+    kafka_heap: str = Settings.kafka_heap  # OPSMANTIK_KAFKA_HEAP, through Settings
 
     @property
     def kafka_dir(self) -> Path:
@@ -150,7 +150,8 @@ class Stack:
     def _kafka_java(self, main: str, *args: str) -> list[str]:
         java = shutil.which("java") or "java"
         return [
-            java, f"-Xmx{KAFKA_HEAP}", f"-Xms{KAFKA_HEAP}", "-XX:+UseG1GC", "-XX:MaxGCPauseMillis=20",
+            java, f"-Xmx{self.kafka_heap}", f"-Xms{self.kafka_heap}", "-XX:+UseG1GC",
+            "-XX:MaxGCPauseMillis=20",
             "-Djava.awt.headless=true", f"-Dkafka.logs.dir={self.kafka_dir / 'logs'}",
             f"-Dlog4j2.configurationFile={ROOT / 'deploy/kafka/log4j2.properties'}",
             "-cp", f"{KAFKA_LIBS}/*", main, *args,

@@ -403,6 +403,14 @@ class Bench:
 
 Scenario = Callable[[Bench], None]
 
+
+def client(bench: Bench) -> None:
+    """`opsmantik send` against the gateway (tests/bench/client.py, which imports this module)."""
+    from tests.bench import client as client_bench
+
+    client_bench.run(bench, bench.site("client"))
+
+
 # What `make bench` runs, in this order (see the module doc). (name, method, in quick runs too)
 SCENARIOS: list[tuple[str, Scenario, bool]] = [
     ("bare", Bench.bare_handler, True),
@@ -410,6 +418,7 @@ SCENARIOS: list[tuple[str, Scenario, bool]] = [
     ("raw-ledger", Bench.raw_ledger, True),
     ("consumer-probes", Bench.consumer_probes, True),
     ("gateway", Bench.gateway_alone, True),
+    ("client", client, True),
     ("end-to-end", Bench.end_to_end, True),
     ("broker-down", Bench.broker_down, True),
     ("drain", Bench.drain, True),
