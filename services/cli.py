@@ -17,12 +17,12 @@ from dataclasses import asdict
 from typing import Any
 
 import asyncpg
-from opsmantik_client import send_cli
 
 from services import cli_args, sites, stack
 from services.cli_args import CANNOT_RUN, CHECK_FAILED, START_ENGINES, Parser
 from services.cli_errors import classify, require_kafka
 from services.config import Settings
+from services.status import incidents
 
 
 def _print_json(obj: Any) -> None:
@@ -258,13 +258,29 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--json", action="store_true", help=JSON_HELP)
     s.set_defaults(func=_service("services.slo"), env=DB, exit1="an objective is breached")
     _billing_commands(sub)
+    _send_command(sub)
+    incidents.register(sub)
+    return cli_args.finish(p)
 
+
+def _send_command(sub: Any) -> None:
     s = sub.add_parser("send", help="backfill NDJSON through the producer client (retries, spill, "
                        "progress, resumable; docs/client.md)")
+    try:
+        from opsmantik_client import send_cli
+    except ImportError:  # the client is its own distribution: clients/python
+        s.add_argument("args", nargs=argparse.REMAINDER, help="see docs/client.md")
+        s.set_defaults(func=_client_missing)
+        return
     send_cli.add_arguments(s, count=cli_args.integer(1, 64), seconds=cli_args.RATE)
     s.set_defaults(func=lambda _settings, args: send_cli.run(args),
                    exit1="an event was rejected (4xx); the rejected events are listed")
-    return cli_args.finish(p)
+
+
+def _client_missing(_settings: Settings, _args: argparse.Namespace) -> int:
+    print("opsmantik send: the producer client is not installed: pip install ./clients/python "
+          "(make deps installs it)", file=sys.stderr)
+    return CANNOT_RUN
 
 
 def _billing_commands(sub: Any) -> None:

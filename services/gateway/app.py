@@ -32,6 +32,7 @@ from services.gateway.quota import UsageCache
 from services.gateway.ratelimit import RateLimiter
 from services.gateway.rollup import SloRollup
 from services.gateway.state import OUTCOMES, STATE, State, error
+from services.status.snapshot import StatusRefresher
 
 __all__ = ["STATE", "State", "create_app"]
 from services.gateway.sla_rollup import SLA, SlaRollup
@@ -43,7 +44,7 @@ log = logging.getLogger("opsmantik.gateway")
 SLO_FLUSH_S = 5.0
 BREAKER_COOLDOWN_S = 1.0
 KNOWN_ROUTES = {"/api/sync", "/api/usage", "/api/billing/dispute-export", "/healthz", "/readyz",
-                "/metrics", "/status"}
+                "/metrics", "/status", "/status.json"}
 
 
 @web.middleware
@@ -99,7 +100,9 @@ def create_app(settings: Settings, publisher: Publisher | None = None) -> web.Ap
                                     deadline_s=settings.delivery_timeout_ms / 1000)
         state = State(settings, pool, KeyCache(pool, settings.key_cache_ttl_s, settings.unknown_key_ttl_s),
                       UsageCache(settings.usage_stale_s), RateLimiter(), breaker, metrics, SloRollup(),
-                      pub, kafka, Limits(max_events=settings.max_batch_events))
+                      pub, kafka, Limits(max_events=settings.max_batch_events),
+                      StatusRefresher(settings, lambda: breaker.state, metrics.registry.collect))
+        await state.status.start()  # renders the first page before any request
         app[STATE] = state
         today = lambda: datetime.now(UTC).date()  # noqa: E731
         state.tasks += [
@@ -107,6 +110,7 @@ def create_app(settings: Settings, publisher: Publisher | None = None) -> web.Ap
             asyncio.create_task(state.usage.run(pool, settings.usage_refresh_s, today)),
             asyncio.create_task(state.rollup.run(pool, SLO_FLUSH_S, metrics.slo_flush_failures.inc)),
             sla_start(app, pool),
+            asyncio.create_task(state.status.run()),
         ]
 
     async def cleanup(app: web.Application) -> None:
@@ -121,6 +125,8 @@ def create_app(settings: Settings, publisher: Publisher | None = None) -> web.Ap
         with contextlib.suppress(Exception):
             await asyncio.wait_for(state.rollup.flush(state.pool), 3.0)
         await sla_stop(app, state.pool)
+        with contextlib.suppress(Exception):
+            await state.status.close()
         with contextlib.suppress(Exception):
             await asyncio.wait_for(state.pool.close(), 3.0)
 

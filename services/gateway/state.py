@@ -20,6 +20,7 @@ from services.gateway.publisher import KafkaPublisher, Publisher
 from services.gateway.quota import UsageCache
 from services.gateway.ratelimit import RateLimiter
 from services.gateway.rollup import SloRollup
+from services.status.snapshot import StatusRefresher
 
 
 @dataclass
@@ -35,6 +36,7 @@ class State:
     publisher: Publisher
     kafka: KafkaPublisher | None
     limits: Limits
+    status: StatusRefresher  # the public status page's background snapshot (services/status/)
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
 

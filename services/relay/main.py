@@ -20,7 +20,7 @@ log = logging.getLogger("opsmantik.relay")
 def main(settings: Settings, args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     if settings.relay_metrics_port:
-        start_http_server(settings.relay_metrics_port, addr="127.0.0.1")
+        start_http_server(settings.relay_metrics_port, addr=settings.metrics_host)
     # uvloop: cheaper wake-ups (the poll thread's hand-over) and socket I/O than the default loop.
     return uvloop.run(serve(settings))
 

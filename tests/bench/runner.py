@@ -411,6 +411,13 @@ def client(bench: Bench) -> None:
     client_bench.run(bench, bench.site("client"))
 
 
+def status_page(bench: Bench) -> None:
+    """The status page's cost beside ingest (tests/bench/status.py, which imports this module)."""
+    from tests.bench import status
+
+    status.status_beside_ingest(bench, bench.site("status"))
+
+
 # What `make bench` runs, in this order (see the module doc). (name, method, in quick runs too)
 SCENARIOS: list[tuple[str, Scenario, bool]] = [
     ("bare", Bench.bare_handler, True),
@@ -419,6 +426,7 @@ SCENARIOS: list[tuple[str, Scenario, bool]] = [
     ("consumer-probes", Bench.consumer_probes, True),
     ("gateway", Bench.gateway_alone, True),
     ("client", client, True),
+    ("status", status_page, True),
     ("end-to-end", Bench.end_to_end, True),
     ("broker-down", Bench.broker_down, True),
     ("drain", Bench.drain, True),
