@@ -62,8 +62,9 @@ else
 	OPSMANTIK_CHAOS=1 $(if $(SEED),OPSMANTIK_CHAOS_SEED=$(SEED)) $(BIN)/pytest -q -p no:cacheprovider -s tests/chaos
 endif
 
-# Benchmarks (docs/benchmarks.md): a private Kafka + Postgres on ports 24xxx, wrk as the load
-# generator. `make bench QUICK=1` is the < 2 min smoke run (writes .local/bench/quick.md).
+# Benchmarks (docs/benchmarks.md; a full run writes docs/bench-results.md): a private Kafka +
+# Postgres on ports 24xxx, wrk as the load generator. `make bench QUICK=1` is the < 2 min smoke
+# run (writes .local/bench/quick.md).
 bench: deps
 	@command -v wrk >/dev/null || apt-get install -y wrk || (apt-get update && apt-get install -y wrk)
 	$(BIN)/python -m tests.bench $(if $(filter 1,$(QUICK)),--quick)

@@ -64,8 +64,7 @@ async def observe(request: web.Request, handler):  # type: ignore[no-untyped-def
                          {"Retry-After": "1"})
     elapsed = time.perf_counter() - started
     state = request.app[STATE]
-    state.metrics.requests.labels(route, str(response.status)).inc()
-    state.metrics.latency.labels(route).observe(elapsed)
+    state.metrics.request_done(route, response.status, elapsed)
     if route == "/api/sync":
         state.rollup.record(response.status, elapsed, request.get(OUTCOMES))
         sla_observe(request, response.status)

@@ -33,3 +33,22 @@ class GatewayMetrics:
         self.slo_flush_failures = Counter("opsmantik_gateway_slo_flush_failures_total",
                                           "failed slo_requests flushes (counts kept for the next try)",
                                           registry=r)
+        # labels() takes a lock and builds a key per call: the request path uses these caches
+        # of the children instead (a handful of routes, codes and outcomes).
+        self._request_children: dict[tuple[str, int], tuple[object, object]] = {}
+        self._event_children: dict[str, object] = {}
+
+    def request_done(self, route: str, status: int, seconds: float) -> None:
+        """requests{route, code} += 1 and latency{route}.observe(seconds)."""
+        pair = self._request_children.get((route, status))
+        if pair is None:
+            pair = self._request_children[(route, status)] = (
+                self.requests.labels(route, str(status)), self.latency.labels(route))
+        pair[0].inc()  # type: ignore[attr-defined]
+        pair[1].observe(seconds)  # type: ignore[attr-defined]
+
+    def events_done(self, outcome: str, n: int) -> None:
+        child = self._event_children.get(outcome)
+        if child is None:
+            child = self._event_children[outcome] = self.events.labels(outcome)
+        child.inc(n)  # type: ignore[attr-defined]

@@ -10,6 +10,7 @@ import asyncio
 import logging
 import os
 import socket
+import time
 from collections import Counter
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -37,10 +38,21 @@ class SloRollup:
     instance: str = field(default_factory=lambda: f"{socket.gethostname()}:{os.getpid()}")
     minutes: dict[datetime, Minute] = field(default_factory=dict)
 
+    # The request path's minute: (minute number, the dict it is in, its counts); a flush swaps
+    # the dict, so the cached counts are used only while they are still in `minutes`.
+    _current: tuple[int, dict[datetime, Minute], Minute] | None = field(default=None, repr=False)
+
     def record(self, code: int, seconds: float, outcomes: Counter[str] | None = None,
                now: datetime | None = None) -> None:
-        minute = (now or datetime.now(UTC)).replace(second=0, microsecond=0)
-        m = self.minutes.setdefault(minute, Minute())
+        if now is not None:
+            m = self._minute(now.replace(second=0, microsecond=0))
+        else:  # a datetime only once a minute, not per request
+            number = int(time.time() // 60)
+            cur = self._current
+            if cur is None or cur[0] != number or cur[1] is not self.minutes:
+                minute = datetime.fromtimestamp(number * 60, UTC)
+                cur = self._current = (number, self.minutes, self._minute(minute))
+            m = cur[2]
         m.requests += 1
         m.errors_5xx += code >= 500
         m.rejected_4xx += 400 <= code < 500
@@ -48,6 +60,12 @@ class SloRollup:
         m.within_500ms += seconds <= 0.5
         if outcomes:
             m.events.update(outcomes)
+
+    def _minute(self, minute: datetime) -> Minute:
+        m = self.minutes.get(minute)
+        if m is None:
+            m = self.minutes[minute] = Minute()
+        return m
 
     async def flush(self, pool: asyncpg.Pool, timeout_s: float = 2.0) -> int:
         taken, self.minutes = self.minutes, {}

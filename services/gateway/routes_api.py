@@ -98,7 +98,7 @@ async def sync(request: web.Request) -> web.Response:
     outcomes = Counter(s.status for s in stored)
     request[OUTCOMES] = outcomes
     for outcome, n in outcomes.items():
-        state.metrics.events.labels(outcome).inc(n)
+        state.metrics.events_done(outcome, n)
     return json_response(200, {"results": results}, headers)
 
 

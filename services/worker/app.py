@@ -1,33 +1,44 @@
-"""The Faust app, built from the settings (no hard-coded broker), and its one agent.
+"""The Faust app, built from the settings (no hard-coded broker), and its ledger loop.
 
-Faust only moves messages: no tables, no changelogs, no exactly_once. The agent takes a
-batch without acking (noack_take), hands it to the BatchProcessor (commit + publish) and
-acks each message only after that returned; `stream.ack` is a coroutine in 0.15.3.
-concurrency=1: faust #606, concurrent agents can commit past in-flight messages. Any exception
-from the handler is fail-stop: the batch stays unacked and the process exits non-zero; the
-GuardedConsumer never commits past an unacked message, so the next worker replays it.
+Faust only moves messages: no tables, no changelogs, no exactly_once. Its consumer
+(services/worker/consumer.py BatchConsumer) hands one batch per partition fetch to the ledger
+loop, which joins what is queued (up to worker_batch events), hands it to the BatchProcessor
+(commit + publish) and acks the batches by offset range only after that returned; Faust's
+commit handler then commits the acked prefix, and the commit guard never commits past an
+unfinished batch. One loop, batches in fetch order (faust #606). Any exception from the
+handler is fail-stop: the batch stays unacked and the process exits non-zero; the next worker
+replays it.
 """
 
 from __future__ import annotations
 
 import asyncio
-from typing import Any
+from typing import Any, cast
 
 import faust
 
 from services.config import Settings
-from services.worker.consumer import GuardedTransport
+from services.worker.consumer import Batch, BatchConsumer, BatchTransport
 from services.worker.processor import BatchProcessor, Fatal
+
+HANDOFF_BATCHES = 4  # fetched batches waiting for the ledger loop; the fetcher waits beyond this
 
 
 class LedgerApp(faust.App):
-    """Faust with the commit guard of services/worker/consumer.py as its consumer."""
+    """Faust with services/worker/consumer.py's BatchConsumer (commit guard + batch hand-off)."""
 
-    def _new_transport(self) -> GuardedTransport:
-        return GuardedTransport(self.conf.broker_consumer, self)
+    handoff: asyncio.Queue[Batch]
+
+    def _new_transport(self) -> BatchTransport:
+        return BatchTransport(self.conf.broker_consumer, self)
+
+    def _new_consumer(self) -> Any:
+        consumer = super()._new_consumer()
+        cast(BatchConsumer, consumer).batches = self.handoff
+        return consumer
 
 
-def build_app(settings: Settings, processor: BatchProcessor) -> faust.App:
+def build_app(settings: Settings, processor: BatchProcessor) -> LedgerApp:
     app = LedgerApp(
         settings.worker_group,  # the app id is the consumer group
         broker=f"kafka://{settings.kafka_bootstrap}",
@@ -44,23 +55,32 @@ def build_app(settings: Settings, processor: BatchProcessor) -> faust.App:
         broker_session_timeout=10.0,
         broker_heartbeat_interval=3.0,
         stream_wait_empty=False,  # on rebalance, unacked messages are replayed: the ledger dedupes
+        broker_max_poll_records=settings.worker_batch,  # one fetch is at most one ledger batch
     )
+    queue: asyncio.Queue[Batch] = asyncio.Queue(HANDOFF_BATCHES)
+    app.handoff = queue
     topic = app.topic(settings.topic, key_type=bytes, value_type=bytes,
                       partitions=settings.topic_partitions)
+    app.topics.add(topic)  # subscribed through the conductor; the records arrive through `queue`
 
-    @app.agent(topic, concurrency=1, name="ledger")
-    async def ledger(stream: Any) -> None:
-        async for events in stream.noack_take(settings.worker_batch, within=settings.worker_batch_within_s):
+    @app.task
+    async def ledger() -> None:
+        while True:
+            batches = [await queue.get()]
+            n = len(batches[0].records)
+            while n < settings.worker_batch and not queue.empty():
+                batches.append(queue.get_nowait())
+                n += len(batches[-1].records)
             try:
-                await processor.handle([(e.message.value, e.message.partition, e.message.offset)
-                                        for e in events])
+                await processor.handle([(r.value, r.partition, r.offset) for b in batches for r in b.records])
             except Exception as exc:  # Fatal, or a bug: fail-stop, never skip the batch
                 processor.fail(exc if isinstance(exc, Fatal) else Fatal(f"batch handler raised: {exc!r}"))
-                # Hold the batch unacked until main stops the app: returning or raising would
-                # let Faust restart the agent on the next messages, acked past this batch.
+                # Hold the batches unacked until main stops the app: acking anything after them
+                # would let the commit move past them.
                 await asyncio.Future()
-            for event in events:
-                await stream.ack(event)
+            consumer = cast(BatchConsumer, app.consumer)
+            for b in batches:
+                consumer.ack_batch(b)
 
     return app
 

@@ -8,7 +8,7 @@ the ledger adds nothing, and the same rows are published again: consumers dedupe
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 
 import orjson
@@ -29,21 +29,24 @@ def _iso(ts: datetime) -> str:
     return ts.isoformat(timespec="microseconds")
 
 
-def to_billable(row: LedgerRow, site: str | None = None) -> bytes:
-    """`site`: str(row.site_id), when the caller has it already (one per batch and site)."""
+def to_billable(row: LedgerRow, site: str | None = None,
+                iso: Callable[[datetime], str] = _iso) -> bytes:
+    """`site`: str(row.site_id), when the caller has it already (one per batch and site);
+    `iso`: a memo of _iso for the batch (ledgered_at is one value per batch, received_at one
+    per request)."""
     return orjson.dumps({
         "v": 1,
         "site_id": site if site is not None else str(row.site_id),
         "event_id": row.event_id,
         "type": row.event_type,
-        "occurred_at": _iso(row.occurred_at),
+        "occurred_at": iso(row.occurred_at),
         "usage_month": row.usage_month.isoformat(),
         "billing_month": row.billing_month.isoformat(),
         "quantity": row.quantity,
         "billing_class": row.billing_class,
         "path": row.path,
-        "received_at": _iso(row.received_at),
-        "ledgered_at": _iso(row.ledgered_at),
+        "received_at": iso(row.received_at),
+        "ledgered_at": iso(row.ledgered_at),
         "kafka_partition": row.kafka_partition,
         "kafka_offset": row.kafka_offset,
         # jsonb's own text, embedded as it is (Postgres produced it: valid JSON, no re-parse)
@@ -58,13 +61,21 @@ class BillablePublisher:
 
     async def publish(self, rows: Sequence[LedgerRow]) -> None:
         sites: dict[object, tuple[str, bytes]] = {}
+        texts: dict[datetime, str] = {}
+
+        def iso(ts: datetime) -> str:
+            text = texts.get(ts)
+            if text is None:
+                text = texts[ts] = _iso(ts)
+            return text
+
         messages = []
         for r in rows:
             site = sites.get(r.site_id)
             if site is None:
                 text = str(r.site_id)
                 site = sites[r.site_id] = (text, text.encode())
-            messages.append((site[1], to_billable(r, site[0])))
+            messages.append((site[1], to_billable(r, site[0], iso)))
         errors = await self._producer.send(self.topic, messages)
         failed = [e for e in errors if e is not None]
         if failed:

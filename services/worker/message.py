@@ -85,6 +85,10 @@ def _month(raw: str) -> date:
     return date.fromisoformat(raw)
 
 
+# received_at is the gateway's, one value for every event of a request: parse it once.
+_received_time = lru_cache(maxsize=1024)(parse_time)
+
+
 def _problem(doc: dict[str, object]) -> str | None:
     keys = doc.keys()
     if not keys >= _REQUIRED_SET:
@@ -122,7 +126,7 @@ def _decode(raw: bytes, partition: int, offset: int) -> IngestEvent | DeadLetter
     if problem:
         return dead(problem)
     occurred_at = parse_time(doc["occurred_at"])
-    received_at = parse_time(doc["received_at"])
+    received_at = _received_time(doc["received_at"])
     if occurred_at is None or received_at is None:
         return dead("occurred_at or received_at is not an RFC 3339 time with an offset")
     try:

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from bisect import bisect_left
+from collections.abc import Sequence
+
 from prometheus_client import Counter, Gauge, Histogram, start_http_server
 
 BATCHES = Counter("opsmantik_worker_batches_total", "Batches committed to the ledger")
@@ -19,6 +22,22 @@ FRESHNESS_LAST = Gauge("opsmantik_worker_freshness_last_seconds",
 CONSUMER_LAG = Gauge("opsmantik_worker_consumer_lag", "High watermark minus committed offset, all partitions")
 STALLED = Gauge("opsmantik_worker_stalled", "1 while the committed offset stands still and lag grows")
 RESTARTS = Counter("opsmantik_worker_consumer_restarts_total", "Consumer restarts by the watchdog")
+
+
+def observe_many(histogram: Histogram, values: Sequence[float]) -> None:
+    """histogram.observe(v) for every v, with one increment per bucket and one for the sum
+    (observe() takes two locks and walks the buckets per value: ~2 µs per ledgered event).
+    Reads prometheus-client 0.26's (pinned) `_upper_bounds`, `_buckets`, `_sum`."""
+    if not values:
+        return
+    bounds = histogram._upper_bounds  # sorted, the last is +Inf
+    counts = [0] * len(bounds)
+    for v in values:
+        counts[bisect_left(bounds, v)] += 1  # the first bound >= v, as observe() picks
+    for i, n in enumerate(counts):
+        if n:
+            histogram._buckets[i].inc(n)
+    histogram._sum.inc(sum(values))
 
 
 def serve(port: int, host: str = "127.0.0.1") -> None:

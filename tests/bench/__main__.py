@@ -1,8 +1,9 @@
-"""`python -m tests.bench [--quick] [--json] [--out PATH] [--no-profile]` (what `make bench` runs).
+"""`python -m tests.bench [--quick] [--json] [--out PATH] [--no-profile] [--only a,b]` (`make bench`).
 
 Starts a private Kafka + Postgres (ports 24xxx under .local/bench), measures the baselines
-and the scenarios, prints the table, writes docs/benchmarks.md (a quick run writes
-.local/bench/quick.md unless --out says otherwise), and stops the private stack.
+and the scenarios (tests/bench/runner.py SCENARIOS), prints the table, writes
+docs/bench-results.md (a quick run writes .local/bench/quick.md unless --out says otherwise;
+the analysis in docs/benchmarks.md is written by hand), and stops the private stack.
 """
 
 from __future__ import annotations
@@ -15,10 +16,9 @@ from dataclasses import asdict
 from pathlib import Path
 
 from services.stack import ROOT
-from tests.bench import client as client_bench
-from tests.bench import report, status
+from tests.bench import report
 from tests.bench.env import BENCH_HOME, BenchEnv, BenchError
-from tests.bench.runner import Bench, Plan
+from tests.bench.runner import SCENARIOS, Bench, Plan
 from tests.bench.stats import text_table
 
 
@@ -26,12 +26,19 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m tests.bench", description=__doc__)
     parser.add_argument("--quick", action="store_true", help="3 s runs, fewer rows: a smoke check (< 2 min)")
     parser.add_argument("--json", action="store_true", help="print the rows as JSON instead of a table")
-    parser.add_argument("--out", type=Path, help="markdown file to write (default docs/benchmarks.md)")
+    parser.add_argument("--out", type=Path, help="markdown file to write (default docs/bench-results.md)")
     parser.add_argument("--no-profile", action="store_true", help="skip the py-spy profiles")
+    parser.add_argument("--only", help="comma-separated scenario names to run (" +
+                        ", ".join(n for n, _, _ in SCENARIOS) + "); default all")
     args = parser.parse_args(argv)
+    only = set(args.only.split(",")) if args.only else None
+    if only and only - {n for n, _, _ in SCENARIOS}:
+        parser.error(f"unknown scenario(s): {', '.join(sorted(only - {n for n, _, _ in SCENARIOS}))}")
 
     plan = Plan.make(args.quick, False if args.no_profile else None)
-    out = args.out or (BENCH_HOME / "quick.md" if args.quick else ROOT / "docs" / "benchmarks.md")
+    # Only a full run of everything replaces the tracked results file.
+    out = args.out or (BENCH_HOME / "quick.md" if args.quick else BENCH_HOME / "partial.md" if only
+                       else ROOT / "docs" / "bench-results.md")
     env = BenchEnv()
     bench = Bench(env, plan)
     started = time.monotonic()
@@ -40,16 +47,9 @@ def main(argv: list[str] | None = None) -> int:
         bench.say(f"private stack on Kafka :{env.stack.kafka_port}, Postgres :{env.stack.pg_port}; "
                   f"database {env.db_name}")
         env.up()
-        names = ["ledger", "single", "batch", "paced", "flood", "probe", "down", "client"]
-        sites = {n: env.create_site(n) for n in names}
-        bench.bare_handler()
-        bench.raw_producer()
-        bench.raw_ledger(sites["ledger"])
-        bench.gateway_alone(sites["single"], sites["batch"])
-        client_bench.run(bench, sites["client"])
-        status.status_beside_ingest(bench, env.create_site("status"))
-        gw = bench.end_to_end(sites["paced"], sites["flood"], sites["probe"])
-        bench.drain(bench.broker_down(gw, sites["down"]))
+        for name, scenario, in_quick in SCENARIOS:
+            if (only is None and (in_quick or not args.quick)) or (only is not None and name in only):
+                scenario(bench)
     except (BenchError, OSError) as exc:
         failure = str(exc)
         bench.say(f"FAILED: {exc}")

@@ -1,4 +1,8 @@
-"""The measurements: three baselines, then the scenarios, each turned into a table row.
+"""The measurements: baselines, then the scenarios, each turned into a table row.
+
+A measurement is a `Bench` method registered in `SCENARIOS` (at the bottom): to add one, write
+the method (it appends rows to `self.rows`, asks `self.site(name)` for a site of its own and
+`self.env.topic(phase)` for its own topic) and add it to the list where it should run.
 
 Order matters: the gateway-only scenarios run before any worker exists (so the worker
 never competes with them), each later phase uses its own topic (a worker never starts on
@@ -11,6 +15,7 @@ import os
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
@@ -50,6 +55,15 @@ class Bench:
     log: list[str] = field(default_factory=list)
     occurred_at: str = field(
         default_factory=lambda: (datetime.now(UTC) - timedelta(seconds=30)).isoformat(timespec="seconds"))
+    sites: dict[str, SiteKey] = field(default_factory=dict)
+    gateway_up: Service | None = None  # the end-to-end gateway, kept for the broker-down scenario
+    outbox_rows: int = 0  # what the broker-down scenario left for the drain
+
+    def site(self, name: str) -> SiteKey:
+        """A site (and API key) of the scenario's own, made on first use."""
+        if name not in self.sites:
+            self.sites[name] = self.env.create_site(name)
+        return self.sites[name]
 
     def say(self, msg: str) -> None:
         line = f"[bench {time.strftime('%H:%M:%S')}] {msg}"
@@ -154,7 +168,8 @@ class Bench:
         self.rows.append(row)
         self.say(f"  {row.events_per_s:,.0f} ev/s")
 
-    def raw_ledger(self, site: SiteKey) -> None:
+    def raw_ledger(self) -> None:
+        site = self.site("ledger")
         for batch in (100, 2000):
             self.say(f"baseline: raw asyncpg ledger insert, {batch} rows a statement")
             engines = CpuMeter(self.env.engine_pids()).start()
@@ -188,8 +203,9 @@ class Bench:
 
     # ------------------------------------------------------------ scenarios: gateway alone
 
-    def gateway_alone(self, single: SiteKey, batch: SiteKey) -> None:
+    def gateway_alone(self) -> None:
         """One event per request, 100-event batches, then both paced at half their peak."""
+        single, batch = self.site("single"), self.site("batch")
         topic = self.env.topic("a")
         self.say("scenario: gateway alone (no worker), Kafka path")
         gw = self._gateway(topic)
@@ -200,7 +216,8 @@ class Bench:
             r1 = self._load(GATEWAY_PORT, single.api_key, 0, "single", self.plan.seconds, [ours, engines])
             row = self._http_row("1 event/request", "scenario", r1, ours, engines, "bare handler",
                                  bare.requests_per_s if bare else None, r1.requests_per_s)
-            row.goal, row.goal_met = "≥ 0.60× bare req/s", row.ratio is not None and row.ratio >= 0.60
+            # issue 10's goal (the earlier 0.60× was unreachable with linger.ms 2: docs/benchmarks.md)
+            row.goal, row.goal_met = "≥ 0.40× bare req/s", row.ratio is not None and row.ratio >= 0.40
 
             raw = self.row("raw producer acks=all")
             ours, engines = CpuMeter([gw.pid]), CpuMeter(self.env.engine_pids())
@@ -235,9 +252,11 @@ class Bench:
 
     # ------------------------------------------------------------ scenarios: end to end
 
-    def end_to_end(self, paced: SiteKey, flood: SiteKey, probe: SiteKey) -> Service:
+    def end_to_end(self) -> None:
         """Gateway + worker: events until site_usage_monthly shows everything sent, and the
-        freshness lag (ledgered_at - received_at) of each event. Returns the gateway, still up."""
+        freshness lag (ledgered_at - received_at) of each event. Leaves the gateway up for
+        broker_down (self.gateway_up)."""
+        paced, flood, probe = self.site("paced"), self.site("flood"), self.site("probe")
         topic = self.env.topic("b")
         self.say("scenario: end to end (gateway + worker)")
         worker = self._service("worker", topic)
@@ -253,7 +272,8 @@ class Bench:
             runs.append(("end-to-end flood", "e2e-flood", flood, CONNECTIONS, 0.0))
         for name, prefix, site, conns, rate in runs:
             ours, engines = CpuMeter([gw.pid, worker.pid]), CpuMeter(self.env.engine_pids())
-            for m in (ours, engines):
+            worker_cpu = CpuMeter([worker.pid])
+            for m in (ours, engines, worker_cpu):
                 m.start()
             t0 = time.monotonic()
             prof = self._profile("worker " + name, worker.pid, self.plan.seconds) if "flood" in name else None
@@ -263,7 +283,7 @@ class Bench:
             sent = r.events
             ok, t_all = wait_until(lambda s=site, n=sent: self.env.value("usage_events", s.site_id) >= n,
                                    60 if self.plan.quick else 180, 0.05)
-            for m in (ours, engines):
+            for m in (ours, engines, worker_cpu):
                 m.stop()
             self._collect("worker " + name, prof)
             fresh = self.env.query("freshness_ms", site.site_id)
@@ -277,18 +297,25 @@ class Bench:
             row.notes.append(f"{sent:,} events acknowledged in {r.duration_s:.1f} s "
                              f"({r.events_per_s:,.0f} ev/s offered); the invoice showed {shown:,} "
                              f"{t_all - t0:.1f} s after the first request" + ("" if ok else " (TIMED OUT)"))
+            worker_us = worker_cpu.used / max(1, shown) * 1e6
+            row.notes.append(f"worker alone {worker_us:.1f} µs of CPU per event, gateway "
+                             f"{(ours.used - worker_cpu.used) / max(1, sent) * 1e6:.1f}")
             if "paced" in name:
-                row.goal = "≥ 20,000 ev/s, fresh p99 < 1 s"
-                row.goal_met = bool(ok and row.events_per_s >= 20_000 and (row.fresh_p99_ms or 1e9) < 1000)
+                row.goal = "≥ 20,000 ev/s, fresh p99 < 1 s, worker ≤ 30 µs/ev"
+                row.goal_met = bool(ok and row.events_per_s >= 20_000 and (row.fresh_p99_ms or 1e9) < 1000
+                                    and worker_us <= 30)
             self.say(f"  {name}: {row.events_per_s:,.0f} ev/s end to end, freshness p99 "
                      f"{row.fresh_p99_ms or 0:,.0f} ms")
         worker.stop()
-        return gw
+        self.gateway_up = gw
 
     # ------------------------------------------------------------ scenarios: broker down, drain
 
-    def broker_down(self, gw: Service, site: SiteKey) -> int:
-        """Kafka stopped: the gateway acknowledges from the Postgres outbox. Returns rows in the outbox."""
+    def broker_down(self) -> None:
+        """Kafka stopped: the gateway (end_to_end's) acknowledges from the Postgres outbox."""
+        gw, site = self.gateway_up, self.site("down")
+        if gw is None:
+            raise BenchError("broker_down needs end_to_end's gateway")
         self.say("scenario: broker down (outbox path)")
         self.env.stack.kafka_down()
         self._load(GATEWAY_PORT, site.api_key, 100, "down-warm", self.plan.warmup, [])  # breaker opens
@@ -301,9 +328,11 @@ class Bench:
         in_outbox = self.env.value("outbox_count", site.site_id)
         row.notes.append(f"outbox holds {in_outbox:,} rows of this site (warm-up included)")
         gw.stop()
-        return self.env.value("outbox_total")
+        self.gateway_up = None
+        self.outbox_rows = self.env.value("outbox_total")
 
-    def drain(self, queued: int) -> None:
+    def drain(self) -> None:
+        queued = self.outbox_rows
         self.say(f"scenario: outbox drain after recovery ({queued:,} rows)")
         self.env.stack.kafka_up()
         topic = self.env.topic("b")
@@ -339,3 +368,66 @@ class Bench:
         self.say(f"  {row.events_per_s:,.0f} ev/s drained")
         relay.stop()
 
+
+    # ------------------------------------------------------------ consumer probes
+
+    def consumer_probes(self) -> None:
+        """What reading the ingest topic costs: aiokafka's getmany (the client under Faust), the
+        worker's Faust app with its batch hand-off (BatchConsumer, handle() a no-op) and stock
+        Faust per message (the worker's previous agent), on the same pre-produced messages."""
+        n = 50_000 if self.plan.quick else 200_000
+        topic = self.env.topic("c")
+        self.say(f"consumer probes: {n:,} event.v1 messages in one partition")
+        argv = [sys.executable, "-m", "tests.bench.consume_probe"]
+        common = ["--bootstrap", self.env.stack.kafka_bootstrap, "--topic", topic, "--messages", str(n)]
+        self._run_json([*argv, "produce", *common], timeout_s=300)
+        results: dict[str, Row] = {}
+        for mode, name, kind in (("getmany", "raw aiokafka getmany", "baseline"),
+                                 ("faust-batch", "Faust batch hand-off (worker app, no-op)", "scenario"),
+                                 ("faust-stream", "stock Faust per message (noack_take + ack)", "baseline")):
+            data, _ = self._run_json([*argv, mode, *common, "--timeout", "300"], timeout_s=400)
+            msgs = max(1, int(data["messages"]))  # type: ignore[call-overload]
+            row = Row(name, kind, events_per_s=msgs / max(1e-6, float(data["seconds"])),  # type: ignore[arg-type]
+                      cpu_us_per_event=float(data["cpu_s"]) / msgs * 1e6)  # type: ignore[arg-type]
+            row.notes.append(f"{msgs:,} messages, one partition, uvloop; CPU = the consumer process from its "
+                             "first message to its last (start-up and group join not counted)")
+            results[mode] = row
+            self.rows.append(row)
+            self.say(f"  {name}: {row.events_per_s:,.0f} msg/s, {row.cpu_us_per_event:.1f} µs/msg")
+        batch, raw, stock = results["faust-batch"], results["getmany"], results["faust-stream"]
+        batch.baseline = "raw aiokafka getmany"
+        batch.ratio = ratio(batch.cpu_us_per_event, raw.cpu_us_per_event)
+        batch.notes.append("vs baseline = CPU per message ÷ getmany's; stock Faust per message: "
+                           f"{ratio(stock.cpu_us_per_event, raw.cpu_us_per_event) or 0:.1f}× getmany's")
+
+
+Scenario = Callable[[Bench], None]
+
+
+def client(bench: Bench) -> None:
+    """`opsmantik send` against the gateway (tests/bench/client.py, which imports this module)."""
+    from tests.bench import client as client_bench
+
+    client_bench.run(bench, bench.site("client"))
+
+
+def status_page(bench: Bench) -> None:
+    """The status page's cost beside ingest (tests/bench/status.py, which imports this module)."""
+    from tests.bench import status
+
+    status.status_beside_ingest(bench, bench.site("status"))
+
+
+# What `make bench` runs, in this order (see the module doc). (name, method, in quick runs too)
+SCENARIOS: list[tuple[str, Scenario, bool]] = [
+    ("bare", Bench.bare_handler, True),
+    ("raw-producer", Bench.raw_producer, True),
+    ("raw-ledger", Bench.raw_ledger, True),
+    ("consumer-probes", Bench.consumer_probes, True),
+    ("gateway", Bench.gateway_alone, True),
+    ("client", client, True),
+    ("status", status_page, True),
+    ("end-to-end", Bench.end_to_end, True),
+    ("broker-down", Bench.broker_down, True),
+    ("drain", Bench.drain, True),
+]
