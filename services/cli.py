@@ -173,7 +173,7 @@ KAFKA = ("kafka_bootstrap", "topic", "billable_topic")
 GATEWAY_ENV = ("gateway_host", "gateway_port", *DB, *KAFKA[:2], "max_body_bytes", "max_batch_events",
                "delivery_timeout_ms", "key_cache_ttl_s", "unknown_key_ttl_s", "usage_refresh_s",
                "usage_stale_s", "db_pool_max")
-WORKER_ENV = (*DB, *KAFKA, "worker_group", "worker_batch", "worker_batch_within_s", "worker_metrics_port",
+WORKER_ENV = (*DB, *KAFKA, "worker_group", "worker_batch", "worker_metrics_port",
               "worker_retry_max_s", "worker_watchdog_s", "reconcile_interval_s", "db_pool_min", "db_pool_max")
 AUDIT_ENV = (*KAFKA[:2], "worker_group", "audit_group")
 RELAY_ENV = (*DB, *KAFKA[:2], "relay_batch", "relay_idle_s", "relay_metrics_port")

@@ -49,7 +49,6 @@ class Settings:
     # Worker
     worker_group: str = "opsmantik-worker"
     worker_batch: int = 2000
-    worker_batch_within_s: float = 0.05
     worker_metrics_port: int = 9101  # Prometheus /metrics of the worker; 0 = off
     worker_retry_max_s: float = 60.0  # a DB/publish failure retried this long, then exit non-zero
     worker_watchdog_s: float = 30.0  # committed offset still while lag grows this long → restart
@@ -127,7 +126,7 @@ class Settings:
             if getattr(self, name) < 1:
                 problems.append(f"OPSMANTIK_{name.upper()} must be >= 1")
         for name in ("key_cache_ttl_s", "unknown_key_ttl_s", "usage_refresh_s", "usage_stale_s",
-                     "worker_batch_within_s", "relay_idle_s", "worker_retry_max_s",
+                     "relay_idle_s", "worker_retry_max_s",
                      "worker_watchdog_s", "reconcile_interval_s", "billing_close_lock_timeout_s",
                      "status_refresh_s", "status_slo_refresh_s", "status_window_s", "status_probe_timeout_s",
                      "audit_interval_s"):

@@ -64,17 +64,19 @@ async def test_failing_db_write_is_never_acked_and_the_worker_exits_nonzero(
 async def test_worker_sigkilled_mid_batch_then_restarted(settings: Settings, pool: asyncpg.Pool,
                                                          tmp_path: Path) -> None:
     site = await new_site_id(pool)
-    total = 2000
-    produce(settings, [(str(site).encode(), message(site, f"m-{i}", quantity=i % 7 + 1))
-                       for i in range(total)])
+    total, first = 2000, 300
+    msgs = [(str(site).encode(), message(site, f"m-{i}", quantity=i % 7 + 1)) for i in range(total)]
+    produce(settings, msgs[:first])
     worker = Proc.start(settings, tmp_path, "worker", worker_batch=100)
     blocker = await asyncpg.connect(settings.database_url)
     try:
-        await wait_for(ledgered(pool, site, 300), what="some batches committed")
+        await wait_for(ledgered(pool, site, first), what="some batches committed")
         tx = blocker.transaction()
         await tx.start()
-        # The next batch inserts its ledger rows, then waits on this lock before COMMIT.
+        # The next batch inserts its ledger rows, then waits on this lock before COMMIT. The rest
+        # is produced only now: a worker fast enough to ledger all 2000 first cannot slip past.
         await blocker.execute("LOCK TABLE slo_freshness IN SHARE MODE")
+        produce(settings, msgs[first:])
 
         async def worker_waits_mid_transaction() -> bool:
             return await pool.fetchval(
@@ -83,7 +85,7 @@ async def test_worker_sigkilled_mid_batch_then_restarted(settings: Settings, poo
 
         await wait_for(worker_waits_mid_transaction, what="worker blocked inside a batch transaction")
         committed = await ledger_count(pool, site)
-        assert 300 <= committed < total
+        assert first <= committed < total
         worker.kill()
         await tx.rollback()
     finally:
