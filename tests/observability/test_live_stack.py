@@ -43,6 +43,7 @@ from tests.observability.promtool import PROM, ROOT, RULES, binary, promtool
 pytestmark = pytest.mark.integration
 KAFKA_PORT, PG_PORT = 28092, 28432
 GATEWAY_PORT, WORKER_METRICS, RELAY_METRICS, PROMETHEUS_PORT = 28291, 28292, 28293, 28294
+AUDIT_METRICS = 28295
 ARTIFACTS = ROOT / ".local" / "artifacts" / "status-page"
 DASHBOARD = ROOT / "deploy" / "grafana" / "dashboards" / "opsmantik-slo.json"
 REFRESH_S = 1.0
@@ -105,13 +106,15 @@ async def live(base_settings: Settings) -> AsyncIterator[Live]:
         env = {"status_refresh_s": REFRESH_S, "status_slo_refresh_s": 2, "status_probe_timeout_s": 1,
                "status_window_s": 10,
                "worker_metrics_port": WORKER_METRICS, "relay_metrics_port": RELAY_METRICS,
-               "reconcile_interval_s": 2}
+               "audit_metrics_port": AUDIT_METRICS, "reconcile_interval_s": 2}
         procs["gateway"] = Proc.start(s, logs, "gateway", "--port", str(GATEWAY_PORT), **env)
         procs["worker"] = Proc.start(s, logs, "worker", **env)
         procs["relay"] = Proc.start(s, logs, "relay", **env)
+        procs["audit"] = Proc.start(s, logs, "audit", "--follow", **env)
         for name, url in (("gateway", f"http://127.0.0.1:{GATEWAY_PORT}/healthz"),
                           ("worker", f"http://127.0.0.1:{WORKER_METRICS}/metrics"),
-                          ("relay", f"http://127.0.0.1:{RELAY_METRICS}/metrics")):
+                          ("relay", f"http://127.0.0.1:{RELAY_METRICS}/metrics"),
+                          ("audit", f"http://127.0.0.1:{AUDIT_METRICS}/metrics")):
             await asyncio.to_thread(wait, lambda u=url: http_get(u), 60, f"{name} up ({procs[name].log})")
         yield Live(stack, s, procs, key, logs)
     finally:
@@ -144,7 +147,8 @@ async def send_traffic(live: Live, seconds: float) -> int:
 
 
 def test_promtool_check_metrics_on_each_process(live: Live) -> None:
-    for name, port in (("gateway", GATEWAY_PORT), ("worker", WORKER_METRICS), ("relay", RELAY_METRICS)):
+    for name, port in (("gateway", GATEWAY_PORT), ("worker", WORKER_METRICS), ("relay", RELAY_METRICS),
+                       ("audit", AUDIT_METRICS)):
         text = http_get(f"http://127.0.0.1:{port}/metrics")
         assert b"opsmantik_" in text, name
         run = promtool("check", "metrics", stdin=text)
@@ -157,7 +161,7 @@ def prometheus(live: Live) -> Iterator[str]:
     work = Path(tempfile.mkdtemp(prefix="opsmantik-prometheus-"))
     shipped = yaml.safe_load((PROM / "prometheus.yml").read_text())
     ports = {"opsmantik-gateway": GATEWAY_PORT, "opsmantik-worker": WORKER_METRICS,
-             "opsmantik-relay": RELAY_METRICS}
+             "opsmantik-relay": RELAY_METRICS, "opsmantik-audit": AUDIT_METRICS}
     config = {"global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
               "rule_files": [str(RULES)],
               "scrape_configs": [{"job_name": j["job_name"],
