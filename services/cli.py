@@ -40,27 +40,9 @@ def _with_conn(fn: Callable[[asyncpg.Connection, argparse.Namespace], Coroutine[
 
 
 def cmd_stack(settings: Settings, args: argparse.Namespace) -> int:
-    if args.action == "up":
-        started = stack.Stack().up()
-        print("started: " + ", ".join(started) if started else "already running: kafka, postgres")
-    elif args.action == "down":
-        stopped = stack.Stack().down()
-        print("stopped: " + ", ".join(stopped) if stopped else "nothing was running")
-    elif args.action == "status":
-        engines = stack.Stack().status()
-        if args.json:
-            _print_json([asdict(e) for e in engines])
-        else:
-            print(f"{'engine':9} {'state':8} {'version':9} {'port':6} {'pid':8} data")
-            for e in engines:
-                state = "running" if e.running else "stopped"
-                print(f"{e.name:9} {state:8} {e.version:9} {e.port:<6} {e.pid or '-':<8} {e.data_dir}")
-        return 0 if all(e.running for e in engines) else 3
-    elif args.action == "env":
-        local = Settings()
-        print(f"export OPSMANTIK_DATABASE_URL={local.database_url}")
-        print(f"export OPSMANTIK_KAFKA_BOOTSTRAP={local.kafka_bootstrap}")
-    return 0
+    from services.stack_cli import main as stack_main
+
+    return stack_main(settings, args)
 
 
 # ---------------------------------------------------------------- migrate
@@ -153,6 +135,7 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("stack", help="local Kafka + Postgres under .local/")
     s.add_argument("action", choices=["up", "down", "status", "env"])
     s.add_argument("--json", action="store_true")
+    s.add_argument("--brokers", type=int, help="up: Kafka brokers (default 1; 3 = a KRaft cluster)")
     s.set_defaults(func=cmd_stack)
 
     s = sub.add_parser("migrate", help="apply schemas/ migrations and create the topics (idempotent)")
