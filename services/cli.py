@@ -50,14 +50,18 @@ def cmd_stack(settings: Settings, args: argparse.Namespace) -> int:
 
 async def cmd_migrate(settings: Settings, args: argparse.Namespace) -> int:
     from services.db.migrate import migrate
-    from services.kafka import ensure_topics
+    from services.kafka import TopicError, ensure_topics
 
     conn = await _connect(settings)
     try:
         applied = await migrate(conn)
     finally:
         await conn.close()
-    topics = await asyncio.to_thread(ensure_topics, settings)
+    try:
+        topics = await asyncio.to_thread(ensure_topics, settings)
+    except TopicError as exc:
+        print(f"migrate: {exc}", file=sys.stderr)
+        return 1
     if args.json:
         _print_json({"applied": applied, "topics_created": topics})
     else:
@@ -167,6 +171,8 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("gateway", help="the HTTP ingest gateway")
     s.add_argument("--host")
     s.add_argument("--port", type=int)
+    s.add_argument("--workers", type=int, default=1, help="gateway processes on the port (SO_REUSEPORT)")
+    s.add_argument("--reuse-port", action="store_true", help=argparse.SUPPRESS)  # set by --workers
     s.set_defaults(func=_service("services.gateway.main"))
     sub.add_parser("worker", help="the ledger worker (Faust)").set_defaults(
         func=_service("services.worker.main"))
@@ -174,6 +180,7 @@ def build_parser() -> argparse.ArgumentParser:
         func=_service("services.relay.main"))
     s = sub.add_parser("run", help="stack + migrate + demo site + gateway + worker + relay")
     s.add_argument("--port", type=int)
+    s.add_argument("--gateway-workers", type=int, help="gateway processes (default: one per core)")
     s.set_defaults(func=_service("services.run"))
 
     s = sub.add_parser("reconcile", help="invoice vs ledger; exit 1 on drift")

@@ -59,13 +59,13 @@ def _built(name: str) -> bool:
         return False
 
 
-def _spawn(name: str, port: int) -> subprocess.Popen[bytes] | None:
+def _spawn(name: str, port: int, gateway_workers: int = 1) -> subprocess.Popen[bytes] | None:
     if not _built(name):
         print(f"  {name}: not built yet (placeholder until its issue lands)")
         return None
     cmd = [sys.executable, "-m", "services.cli", name]
     if name == "gateway":
-        cmd += ["--port", str(port)]
+        cmd += ["--port", str(port), "--workers", str(gateway_workers)]
     print(f"  {name}: starting ({' '.join(cmd[2:])})")
     return subprocess.Popen(cmd, start_new_session=True)
 
@@ -86,7 +86,9 @@ def _stop(children: dict[str, subprocess.Popen[bytes]]) -> None:
 
 def main(settings: Settings, args: argparse.Namespace) -> int:
     port = args.port or settings.gateway_port
-    stack = Stack()
+    # One gateway process per core by default (they share each site's rate: registry.py).
+    gateway_workers = getattr(args, "gateway_workers", None) or os.cpu_count() or 1
+    stack = Stack.local()
     started = stack.up()
     print(f"stack: {'started ' + ', '.join(started) if started else 'already running'}")
     key = asyncio.run(_prepare(settings))
@@ -99,7 +101,7 @@ def main(settings: Settings, args: argparse.Namespace) -> int:
     code = 0
     try:
         for name in SERVICES:
-            proc = _spawn(name, port)
+            proc = _spawn(name, port, gateway_workers)
             if proc is not None:
                 children[name] = proc
         print("\nready. Send an event:\n" + _curl(port, key.api_key) + "\n\nCtrl-C stops everything.")
@@ -115,7 +117,7 @@ def main(settings: Settings, args: argparse.Namespace) -> int:
                     raise SystemExit(1)
                 print(f"{name} exited with {proc.returncode}; restarting", file=sys.stderr)
                 time.sleep(1)
-                children[name] = _spawn(name, port) or proc
+                children[name] = _spawn(name, port, gateway_workers) or proc
             time.sleep(0.5)
     except KeyboardInterrupt:
         print("\nstopping")

@@ -13,7 +13,6 @@ from dataclasses import asdict
 
 from services import stack
 from services.config import Settings
-from services.kafka_node import replication_for
 
 
 def main(settings: Settings, args: argparse.Namespace) -> int:
@@ -46,10 +45,7 @@ def main(settings: Settings, args: argparse.Namespace) -> int:
                       f"{e.role or '-':30} {e.data_dir}")
         return 0 if all(e.running for e in engines) else 3
     elif args.action == "env":
-        rf, min_isr = replication_for(local.brokers)
+        # Replication follows the cluster's size (services/kafka.py): nothing to export for it.
         print(f"export OPSMANTIK_DATABASE_URL={local.database_url}")
         print(f"export OPSMANTIK_KAFKA_BOOTSTRAP={local.kafka_bootstrap}")
-        if local.brokers > 1:
-            print(f"export OPSMANTIK_REPLICATION_FACTOR={rf}")
-            print(f"export OPSMANTIK_MIN_INSYNC_REPLICAS={min_isr}")
     return 0

@@ -31,6 +31,7 @@ from services.gateway.publisher import (
 )
 from services.gateway.quota import UsageCache
 from services.gateway.ratelimit import RateLimiter
+from services.gateway.registry import GatewayRegistry
 from services.gateway.rollup import SloRollup
 
 log = logging.getLogger("opsmantik.gateway")
@@ -51,6 +52,7 @@ class State:
     publisher: Publisher
     kafka: KafkaPublisher | None
     limits: Limits
+    registry: GatewayRegistry
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
 
@@ -120,13 +122,18 @@ def create_app(settings: Settings, publisher: Publisher | None = None) -> web.Ap
                                     deadline_s=settings.delivery_timeout_ms / 1000)
         state = State(settings, pool, KeyCache(pool, settings.key_cache_ttl_s, settings.unknown_key_ttl_s),
                       UsageCache(settings.usage_stale_s), RateLimiter(), breaker, metrics, SloRollup(),
-                      pub, kafka, Limits(max_events=settings.max_batch_events))
+                      pub, kafka, Limits(max_events=settings.max_batch_events),
+                      GatewayRegistry(settings.gateway_heartbeat_s, settings.gateway_dead_after_s))
         app[STATE] = state
+        # Learn N before the first request (a new gateway would otherwise take the whole rate).
+        with contextlib.suppress(Exception):
+            await state.registry.beat(pool)
         today = lambda: datetime.now(UTC).date()  # noqa: E731
         state.tasks += [
             asyncio.create_task(state.keys.run()),
             asyncio.create_task(state.usage.run(pool, settings.usage_refresh_s, today)),
             asyncio.create_task(state.rollup.run(pool, SLO_FLUSH_S, metrics.slo_flush_failures.inc)),
+            asyncio.create_task(state.registry.run(pool)),
         ]
 
     async def cleanup(app: web.Application) -> None:
@@ -140,6 +147,8 @@ def create_app(settings: Settings, publisher: Publisher | None = None) -> web.Ap
             await asyncio.to_thread(state.kafka.close)
         with contextlib.suppress(Exception):
             await asyncio.wait_for(state.rollup.flush(state.pool), 3.0)
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(state.registry.leave(state.pool), 3.0)
         with contextlib.suppress(Exception):
             await asyncio.wait_for(state.pool.close(), 3.0)
 

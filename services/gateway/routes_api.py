@@ -54,7 +54,7 @@ async def sync(request: web.Request) -> web.Response:
     site = await authenticate(request, state)
     if isinstance(site, web.Response):
         return site
-    limit = state.limiter.take(site.site_id, site.rate_per_s, site.burst)
+    limit = state.limiter.take(site.site_id, *state.registry.share(site.rate_per_s, site.burst))
     if not limit.allowed:
         return error(429, "rate_limited", f"more than {site.rate_per_s:g} requests/s "
                      f"(burst {site.burst}) for this site", limit.headers())

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from prometheus_client import Counter, Gauge, Histogram, start_http_server
+from prometheus_client import Counter, Gauge, Histogram
 
 BATCHES = Counter("opsmantik_worker_batches_total", "Batches committed to the ledger")
 EVENTS = Counter("opsmantik_worker_events_total",
@@ -19,8 +19,3 @@ FRESHNESS_LAST = Gauge("opsmantik_worker_freshness_last_seconds",
 CONSUMER_LAG = Gauge("opsmantik_worker_consumer_lag", "High watermark minus committed offset, all partitions")
 STALLED = Gauge("opsmantik_worker_stalled", "1 while the committed offset stands still and lag grows")
 RESTARTS = Counter("opsmantik_worker_consumer_restarts_total", "Consumer restarts by the watchdog")
-
-
-def serve(port: int, host: str = "127.0.0.1") -> None:
-    if port:
-        start_http_server(port, addr=host)
