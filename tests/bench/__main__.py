@@ -15,7 +15,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 from services.stack import ROOT
-from tests.bench import report
+from tests.bench import cluster, report
 from tests.bench.env import BENCH_HOME, BenchEnv, BenchError
 from tests.bench.runner import Bench, Plan
 from tests.bench.stats import text_table
@@ -47,6 +47,7 @@ def main(argv: list[str] | None = None) -> int:
         bench.gateway_alone(sites["single"], sites["batch"])
         gw = bench.end_to_end(sites["paced"], sites["flood"], sites["probe"])
         bench.drain(bench.broker_down(gw, sites["down"]))
+        cluster.run(bench, sites["single"], sites["batch"])  # 3 brokers, 2 gateways (docs/scaling.md)
     except (BenchError, OSError) as exc:
         failure = str(exc)
         bench.say(f"FAILED: {exc}")

@@ -1,0 +1,108 @@
+"""Scale-out rows of `make bench` (docs/scaling.md): a 3-broker KRaft cluster (acks=all, RF 3,
+min ISR 2) beside the single-broker rows, and 2 gateway processes on one port.
+
+Runs after the single-broker scenarios (their rows are the baselines): a private 3-broker
+cluster on ports 26095-26097 (quorum 26195-26197) under .local/bench/cluster, stopped at the
+end; Postgres is the bench's own.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import TYPE_CHECKING
+
+from services.stack import Stack
+from tests.bench.env import BENCH_HOME, OPSMANTIK, BenchError, SiteKey, wait_port
+from tests.bench.procs import CpuMeter, run_child
+from tests.bench.stats import Row, ratio
+
+if TYPE_CHECKING:
+    from tests.bench.runner import Bench
+
+CLUSTER_PORT = 26095
+TWO_GATEWAYS_PORT = 24083
+CLUSTER_GATEWAY_PORT = 24084
+
+
+def run(bench: Bench, single: SiteKey, batch: SiteKey) -> None:
+    """The rows; a failure here is noted in the log and never loses the earlier rows."""
+    try:
+        two_gateways(bench, single, batch)
+        three_brokers(bench, batch)
+    except (BenchError, OSError) as exc:
+        bench.say(f"scale-out rows failed: {exc}")
+
+
+def two_gateways(bench: Bench, single: SiteKey, batch: SiteKey) -> None:
+    bench.say("scenario: 2 gateway processes on one port (SO_REUSEPORT), single broker")
+    topic = bench.env.topic("a")
+    gw = bench.env.start("gateway-x2", [*OPSMANTIK, "gateway", "--host", "127.0.0.1", "--port",
+                                        str(TWO_GATEWAYS_PORT), "--workers", "2"], topic)
+    try:
+        wait_port(TWO_GATEWAYS_PORT, gw)
+        bench._load(TWO_GATEWAYS_PORT, single.api_key, 0, "gw2-warm", bench.plan.warmup, [])
+        runs = (("2 gateways: 1 event/request", "1 event/request", single, 0),
+                ("2 gateways: 100-event batches", "100-event batches", batch, 100))
+        for name, base_name, key, size in runs:
+            base = bench.row(base_name)
+            ours, engines = CpuMeter([gw.pid]), CpuMeter(bench.env.engine_pids())
+            r = bench._load(TWO_GATEWAYS_PORT, key.api_key, size, f"gw2-{size}", bench.plan.seconds,
+                            [ours, engines])
+            value = r.requests_per_s if size == 0 else r.events_per_s
+            base_value = None if base is None else (base.requests_per_s if size == 0 else base.events_per_s)
+            row = bench._http_row(name, "scenario", r, ours, engines, base_name, base_value, value)
+            row.notes.append("two gateway processes (opsmantik gateway --workers 2); the load generator "
+                             "shares the machine's 2 cores with them and with the engines")
+    finally:
+        gw.stop()
+
+
+def three_brokers(bench: Bench, batch: SiteKey) -> None:
+    bench.say("scenario: 3-broker cluster (acks=all, RF 3, min ISR 2)")
+    cluster = Stack(home=BENCH_HOME / "cluster", kafka_port=CLUSTER_PORT, pg_port=bench.env.stack.pg_port,
+                    brokers=3)
+    try:
+        cluster.kafka_up()
+        topic = bench.env.topic("c")
+        env = {"OPSMANTIK_KAFKA_BOOTSTRAP": cluster.kafka_bootstrap}
+        # `migrate` against the cluster: the topics get RF 3 and min ISR 2 from its size.
+        done = run_child([*OPSMANTIK, "migrate"], bench.env.env(topic, **env), 120)
+        if done.returncode != 0:
+            raise BenchError(f"migrate on the cluster failed:\n{done.stderr}")
+        # The raw producer to an RF 3 / min ISR 2 topic (auto-created with the brokers' defaults).
+        engines = CpuMeter(cluster.kafka_pids()).start()
+        data, cpu = bench._run_json([sys.executable, "-m", "tests.bench.raw_producer", "--bootstrap",
+                                     cluster.kafka_bootstrap, "--topic", bench.env.topic("rawc"),
+                                     "--seconds", str(bench.plan.seconds)],
+                                    timeout_s=bench.plan.seconds + 120)
+        engines.stop()
+        events = max(1, int(data["events"]))  # type: ignore[call-overload]
+        base = bench.row("raw producer acks=all")
+        row = Row("3 brokers: raw producer acks=all RF 3", "scenario",
+                  events_per_s=events / float(data["seconds"]),  # type: ignore[arg-type]
+                  p50_ms=data["p50_ms"], p95_ms=data["p95_ms"], p99_ms=data["p99_ms"],  # type: ignore[arg-type]
+                  cpu_us_per_event=cpu / events * 1e6, engine_cpu_us_per_event=engines.used / events * 1e6,
+                  baseline="raw producer acks=all")
+        row.ratio = ratio(row.events_per_s, base.events_per_s if base else None)
+        row.notes.append("three brokers on one 2-core host: every record is written three times "
+                         "(leader + 2 followers) before the ack")
+        bench.rows.append(row)
+        bench.say(f"  {row.events_per_s:,.0f} ev/s")
+
+        gw = bench.env.start("gateway-cluster", [*OPSMANTIK, "gateway", "--host", "127.0.0.1", "--port",
+                                                 str(CLUSTER_GATEWAY_PORT)], topic, **env)
+        try:
+            wait_port(CLUSTER_GATEWAY_PORT, gw)
+            bench._load(CLUSTER_GATEWAY_PORT, batch.api_key, 100, "c-warm", bench.plan.warmup, [])
+            base = bench.row("100-event batches")
+            engine_pids = [*cluster.kafka_pids(), bench.env.stack.pg_pid() or 0]
+            ours, engines = CpuMeter([gw.pid]), CpuMeter(engine_pids)
+            r = bench._load(CLUSTER_GATEWAY_PORT, batch.api_key, 100, "c-batch", bench.plan.seconds,
+                            [ours, engines])
+            row = bench._http_row("3 brokers: 100-event batches", "scenario", r, ours, engines,
+                                  "100-event batches", base.events_per_s if base else None, r.events_per_s)
+            row.notes.append("gateway alone against the 3-broker cluster, acks=all, RF 3, min ISR 2")
+        finally:
+            gw.stop()
+    finally:
+        cluster.kafka_down()
