@@ -119,14 +119,8 @@ def validate_event(item: object, now: datetime, limits: Limits = Limits()) -> Ev
         if name not in item:
             errors.append((name, "required"))
 
-    event_id = item.get("event_id")
-    if "event_id" in item and not (isinstance(event_id, str) and EVENT_ID.fullmatch(event_id)):
-        errors.append(("event_id", "must be 1-128 characters of [A-Za-z0-9._:-]"))
-
-    kind = item.get("type")
-    if "type" in item and not (isinstance(kind, str) and 1 <= len(kind) <= MAX_TYPE_CHARS
-                               and "\x00" not in kind):
-        errors.append(("type", f"must be a string of 1-{MAX_TYPE_CHARS} characters without NUL"))
+    errors.extend(field_errors(item))
+    event_id, kind = item.get("event_id"), item.get("type")
 
     occurred: datetime | None = None
     if "occurred_at" in item:
@@ -139,20 +133,34 @@ def validate_event(item: object, now: datetime, limits: Limits = Limits()) -> Ev
         elif occurred < now - limits.max_age:
             errors.append(("occurred_at", "older than 35 days"))
 
+    if errors:
+        return errors
+    assert isinstance(event_id, str) and isinstance(kind, str) and occurred is not None
+    return Event(event_id, kind, occurred, item.get("quantity", 1), item.get("properties"))
+
+
+def field_errors(item: dict[str, Any]) -> list[tuple[str, str]]:
+    """The rules for event_id, type, quantity and properties: the one definition the gateway
+    validates requests with and the worker validates topic messages with, so whatever the
+    gateway accepts the worker ledgers, field for field (occurred_at's window is the gateway's
+    alone: it is judged against the time the request arrived)."""
+    errors: list[tuple[str, str]] = []
+    event_id = item.get("event_id")
+    if "event_id" in item and not (isinstance(event_id, str) and EVENT_ID.fullmatch(event_id)):
+        errors.append(("event_id", "must be 1-128 characters of [A-Za-z0-9._:-]"))
+    kind = item.get("type")
+    if "type" in item and not (isinstance(kind, str) and 1 <= len(kind) <= MAX_TYPE_CHARS
+                               and "\x00" not in kind):
+        errors.append(("type", f"must be a string of 1-{MAX_TYPE_CHARS} characters without NUL"))
     quantity = item.get("quantity", 1)
     if not (type(quantity) is int and 1 <= quantity <= MAX_QUANTITY):
         errors.append(("quantity", f"must be an integer from 1 to {MAX_QUANTITY}"))
-
     props = item.get("properties")
     if props is not None:
         problem = properties_problem(props)
         if problem:
             errors.append(("properties", problem))
-
-    if errors:
-        return errors
-    assert isinstance(event_id, str) and isinstance(kind, str) and occurred is not None
-    return Event(event_id, kind, occurred, quantity, props)
+    return errors
 
 
 def properties_problem(props: object) -> str | None:

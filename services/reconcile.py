@@ -13,6 +13,7 @@ import sys
 import uuid
 from dataclasses import asdict, dataclass
 from datetime import UTC, date, datetime
+from decimal import Decimal
 from pathlib import Path
 
 import asyncpg
@@ -87,7 +88,10 @@ def previous_month(month: date) -> date:
 
 async def reconcile_month(conn: asyncpg.Connection, month: date) -> Report:
     rows = await conn.fetch(Q["compare_month"], month)
-    return Report(month, datetime.now(UTC), [SiteDrift(**dict(r)) for r in rows])
+    # quantities are numeric (sums that cannot overflow): exact Python ints from here on
+    return Report(month, datetime.now(UTC),
+                  [SiteDrift(**{k: int(v) if isinstance(v, Decimal) else v for k, v in r.items()})
+                   for r in rows])
 
 
 async def record(conn: asyncpg.Connection, report: Report) -> None:

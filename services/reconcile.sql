@@ -11,12 +11,12 @@ WITH ledger AS (
     FROM site_usage_monthly WHERE month = $1::date
 )
 SELECT site_id, s.name,
-       coalesce(l.events, 0)::bigint AS ledger_events, coalesce(l.quantity, 0)::bigint AS ledger_quantity,
+       coalesce(l.events, 0)::bigint AS ledger_events, coalesce(l.quantity, 0)::numeric AS ledger_quantity,
        coalesce(l.overlimit_events, 0)::bigint AS ledger_overlimit_events,
-       coalesce(l.overlimit_quantity, 0)::bigint AS ledger_overlimit_quantity,
-       coalesce(i.events, 0)::bigint AS invoice_events, coalesce(i.quantity, 0)::bigint AS invoice_quantity,
+       coalesce(l.overlimit_quantity, 0)::numeric AS ledger_overlimit_quantity,
+       coalesce(i.events, 0)::bigint AS invoice_events, coalesce(i.quantity, 0)::numeric AS invoice_quantity,
        coalesce(i.overlimit_events, 0)::bigint AS invoice_overlimit_events,
-       coalesce(i.overlimit_quantity, 0)::bigint AS invoice_overlimit_quantity
+       coalesce(i.overlimit_quantity, 0)::numeric AS invoice_overlimit_quantity
 FROM ledger l FULL JOIN invoice i USING (site_id)
 LEFT JOIN sites s USING (site_id)
 ORDER BY site_id
@@ -25,6 +25,6 @@ ORDER BY site_id
 INSERT INTO reconcile_results (run_at, month, site_id, ledger_events, ledger_quantity, invoice_events,
     invoice_quantity, drift_events, drift_quantity, drift_overlimit_events, drift_overlimit_quantity)
 SELECT $1::timestamptz, $2::date, s, le, lq, ie, iq, de, dq, doe, doq
-FROM unnest($3::uuid[], $4::bigint[], $5::bigint[], $6::bigint[], $7::bigint[], $8::bigint[],
-            $9::bigint[], $10::bigint[], $11::bigint[]) AS t(s, le, lq, ie, iq, de, dq, doe, doq)
+FROM unnest($3::uuid[], $4::bigint[], $5::numeric[], $6::bigint[], $7::numeric[], $8::bigint[],
+            $9::numeric[], $10::bigint[], $11::numeric[]) AS t(s, le, lq, ie, iq, de, dq, doe, doq)
 ON CONFLICT DO NOTHING

@@ -11,6 +11,7 @@ import io
 import re
 from collections import Counter
 from datetime import UTC, date, datetime
+from decimal import Decimal
 
 import orjson
 from aiohttp import web
@@ -109,6 +110,13 @@ def parse_month(raw: str | None) -> date | None:
     return date(int(match[1]), int(match[2]), 1) if match else None
 
 
+def json_int(value: int | Decimal) -> int | orjson.Fragment:
+    """An invoice sum as an exact JSON integer: numeric in Postgres, and may pass 2**63, which
+    orjson's int cannot encode; a JSON number has no such limit."""
+    value = int(value)
+    return value if -(2**63) <= value < 2**63 else orjson.Fragment(str(value))
+
+
 async def usage(request: web.Request) -> web.Response:
     state = request.app[STATE]
     site = await authenticate(request, state)
@@ -123,7 +131,8 @@ async def usage(request: web.Request) -> web.Response:
     body = {"site_id": str(site.site_id), "month": f"{month:%Y-%m}", "events": 0, "quantity": 0,
             "overlimit_events": 0, "overlimit_quantity": 0, "updated_at": None}
     if row is not None:
-        body.update({k: row[k] for k in ("events", "quantity", "overlimit_events", "overlimit_quantity")})
+        body.update({k: json_int(row[k]) for k in ("events", "quantity", "overlimit_events",
+                                                    "overlimit_quantity")})
         body["updated_at"] = row["updated_at"].isoformat()
     return json_response(200, body)
 

@@ -3,7 +3,9 @@
 Faust only moves messages: no tables, no changelogs, no exactly_once. The agent takes a
 batch without acking (noack_take), hands it to the BatchProcessor (commit + publish) and
 acks each message only after that returned; `stream.ack` is a coroutine in 0.15.3.
-concurrency=1: faust #606, concurrent agents can commit past in-flight messages.
+concurrency=1: faust #606, concurrent agents can commit past in-flight messages. Any exception
+from the handler is fail-stop: the batch stays unacked and the process exits non-zero; the
+GuardedConsumer never commits past an unacked message, so the next worker replays it.
 """
 
 from __future__ import annotations
@@ -14,11 +16,19 @@ from typing import Any
 import faust
 
 from services.config import Settings
+from services.worker.consumer import GuardedTransport
 from services.worker.processor import BatchProcessor, Fatal
 
 
+class LedgerApp(faust.App):
+    """Faust with the commit guard of services/worker/consumer.py as its consumer."""
+
+    def _new_transport(self) -> GuardedTransport:
+        return GuardedTransport(self.conf.broker_consumer, self)
+
+
 def build_app(settings: Settings, processor: BatchProcessor) -> faust.App:
-    app = faust.App(
+    app = LedgerApp(
         settings.worker_group,  # the app id is the consumer group
         broker=f"kafka://{settings.kafka_bootstrap}",
         autodiscover=False,
@@ -44,9 +54,11 @@ def build_app(settings: Settings, processor: BatchProcessor) -> faust.App:
             try:
                 await processor.handle([(e.message.value, e.message.partition, e.message.offset)
                                         for e in events])
-            except Fatal as exc:
-                processor.fail(exc)
-                await asyncio.Future()  # hold the batch unacked until main stops the app
+            except Exception as exc:  # Fatal, or a bug: fail-stop, never skip the batch
+                processor.fail(exc if isinstance(exc, Fatal) else Fatal(f"batch handler raised: {exc!r}"))
+                # Hold the batch unacked until main stops the app: returning or raising would
+                # let Faust restart the agent on the next messages, acked past this batch.
+                await asyncio.Future()
             for event in events:
                 await stream.ack(event)
 

@@ -21,7 +21,7 @@ import asyncpg
 
 from services.db.queries import load_queries
 from services.worker.billing import OVERLIMIT, assign_classes, billing_month
-from services.worker.message import DeadLetter, IngestEvent
+from services.worker.message import DeadLetter, IngestEvent, dead_letter
 
 Q = load_queries(Path(__file__).with_name("ledger.sql"))
 
@@ -77,7 +77,7 @@ async def write_batch(conn: asyncpg.Connection, topic: str, instance: str,
             rows = await conn.fetch(Q["site_quotas"], list({e.site_id for e in unique}))
             quotas = {r["site_id"]: r["monthly_quota"] for r in rows}
         unknown = [e for e in unique if e.site_id not in quotas]
-        dead = dead + [DeadLetter(e.partition, e.offset, str(e.site_id), e.event_id, "unknown site", e.raw)
+        dead = dead + [dead_letter(e.partition, e.offset, "unknown site", e.raw, str(e.site_id), e.event_id)
                        for e in unknown]
         unique = [e for e in unique if e.site_id in quotas]
 

@@ -37,7 +37,7 @@ UPDATE site_usage_monthly u
 SET events = u.events + d.ev, quantity = u.quantity + d.q,
     overlimit_events = u.overlimit_events + d.oe, overlimit_quantity = u.overlimit_quantity + d.oq,
     updated_at = now()
-FROM unnest($1::uuid[], $2::date[], $3::bigint[], $4::bigint[], $5::bigint[], $6::bigint[])
+FROM unnest($1::uuid[], $2::date[], $3::bigint[], $4::numeric[], $5::bigint[], $6::numeric[])
      AS d(s, m, ev, q, oe, oq)
 WHERE u.site_id = d.s AND u.month = d.m
 

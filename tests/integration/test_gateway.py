@@ -120,7 +120,7 @@ async def _set_usage(pool: asyncpg.Pool, site: uuid.UUID, events: int) -> None:
     month = datetime.now(UTC).date().replace(day=1)
     async with pool.acquire() as conn:
         await conn.execute("INSERT INTO site_usage_monthly (site_id, month, events, quantity) "
-                           "VALUES ($1, $2, $3, $3)", site, month, events)
+                           "VALUES ($1, $2, $3, $3::bigint)", site, month, events)
 
 
 async def test_429_quota_exceeded_at_the_hard_cap(gateway: Gateway, pool: asyncpg.Pool) -> None:

@@ -50,15 +50,15 @@ def test_bad_messages_become_dead_letters_with_a_reason() -> None:
     assert reason(doc(quantity=...)) == "missing quantity"
     assert reason(doc(extra=1)) == "unknown fields extra"
     assert reason(doc(v=2)) == "unsupported v=2"
-    assert reason(doc(event_id="a b")) == "bad event_id"
-    assert reason(doc(type="t\x00")) == "bad type"
-    assert reason(doc(quantity=True)) == "bad quantity"
-    assert reason(doc(quantity=0)) == "bad quantity"
+    assert reason(doc(event_id="a b")).startswith("event_id: must be 1-128 characters")
+    assert reason(doc(type="t\x00")).startswith("type: must be a string")
+    assert reason(doc(quantity=True)).startswith("quantity: must be an integer")
+    assert reason(doc(quantity=0)).startswith("quantity: must be an integer")
     assert reason(doc(path="smtp")) == "bad path"
-    assert reason(doc(properties=[1])) == "properties is not an object"
-    assert reason(doc(properties={"a": "\x00"})).startswith("NUL in properties")
+    assert reason(doc(properties=[1])) == "properties: must be an object or null"
+    assert reason(doc(properties={"a": "\x00"})) == "properties: strings must not contain NUL (\\u0000)"
     assert reason(doc(site_id="nope")).startswith("bad site_id")
-    assert reason(doc(occurred_at="2026-11-27T10:00:00")).startswith("bad site_id, time")
+    assert reason(doc(occurred_at="2026-11-27T10:00:00")).startswith("occurred_at or received_at")
     assert reason(doc(usage_month="2026-10-01")) == "usage_month is not occurred_at's UTC month"
 
 
@@ -74,3 +74,27 @@ def test_dedupe_keeps_the_first_copy_in_ledger_order() -> None:
     other = decode(doc(event_id="e-2"), 0, 3)
     assert isinstance(late, IngestEvent) and isinstance(early, IngestEvent) and isinstance(other, IngestEvent)
     assert dedupe_in_order([late, early, other]) == [other, early]
+
+
+def test_the_worker_ledgers_what_the_gateway_accepts_field_for_field() -> None:
+    """Issue 9, reproduction 1: an escaped backslash followed by u0000 is text, not a NUL."""
+    props = {"log": "raw \\u0000 escape", "k\u2028": ["\u2029", -0.0, 2**64 - 1, {"$where": "a.b"}]}
+    ev = decode(doc(properties=props), 0, 0)
+    assert isinstance(ev, IngestEvent), ev
+    assert orjson.loads(ev.properties or "null") == props
+
+
+def test_any_input_gives_a_record_never_an_exception() -> None:
+    """Issue 9, reproduction 2: wrong types where strings belong used to raise (TypeError,
+    OverflowError) out of decode and crash the agent."""
+    hostile = [
+        doc(path=["kafka"]), doc(gateway_status={"a": 1}), doc(v=True), doc(v=1.0),
+        doc(occurred_at="0001-01-01T00:00:00+01:00"), doc(received_at="9999-12-31T23:59:59-01:00"),
+        doc(site_id=7), doc(usage_month=None), doc(**{"bad\x00name": 1}), doc(type=["t"]),
+        orjson.dumps({"v": 1}) + b"\xff", b"\x00" * 10, b"[" * 5000 + b"]" * 5000, b'"\\ud800"',
+    ]
+    for raw in hostile:
+        dead = decode(raw, 3, 9)
+        assert isinstance(dead, DeadLetter), raw[:80]
+        for text in (dead.reason, dead.site_id, dead.event_id):
+            assert text is None or ("\x00" not in text and text.encode("utf-8"))
