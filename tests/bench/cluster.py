@@ -20,8 +20,8 @@ if TYPE_CHECKING:
     from tests.bench.runner import Bench
 
 CLUSTER_PORT = 26095
-TWO_GATEWAYS_PORT = 24083
-CLUSTER_GATEWAY_PORT = 24084
+TWO_GATEWAYS_PORT = 26291
+CLUSTER_GATEWAY_PORT = 26292
 
 
 def run(bench: Bench, single: SiteKey, batch: SiteKey) -> None:
