@@ -8,6 +8,7 @@ end; Postgres is the bench's own.
 
 from __future__ import annotations
 
+import shutil
 import sys
 from typing import TYPE_CHECKING
 
@@ -89,27 +90,37 @@ def three_brokers(bench: Bench, batch: SiteKey) -> None:
         bench.rows.append(row)
         bench.say(f"  {row.events_per_s:,.0f} ev/s")
 
-        # A 1 s delivery deadline (250 ms by default): three JVMs share 2 cores with the load here,
-        # and the row is meant to measure the Kafka path, not the outbox (its share is noted).
-        gw = bench.env.start("gateway-cluster", [*OPSMANTIK, "gateway", "--host", "127.0.0.1", "--port",
-                                                 str(CLUSTER_GATEWAY_PORT)], topic, **env,
-                             OPSMANTIK_DELIVERY_TIMEOUT_MS="1000")
-        try:
-            wait_port(CLUSTER_GATEWAY_PORT, gw)
-            bench._load(CLUSTER_GATEWAY_PORT, batch.api_key, 100, "c-warm", bench.plan.warmup, [])
-            base = bench.row("100-event batches")
-            engine_pids = [*cluster.kafka_pids(), bench.env.stack.pg_pid() or 0]
-            ours, engines = CpuMeter([gw.pid]), CpuMeter(engine_pids)
-            outbox_before = bench.env.value("outbox_count", batch.site_id)
-            r = bench._load(CLUSTER_GATEWAY_PORT, batch.api_key, 100, "c-batch", bench.plan.seconds,
-                            [ours, engines])
-            to_outbox = bench.env.value("outbox_count", batch.site_id) - outbox_before
-            row = bench._http_row("3 brokers: 100-event batches", "scenario", r, ours, engines,
-                                  "100-event batches", base.events_per_s if base else None, r.events_per_s)
-            row.notes.append("gateway alone against the 3-broker cluster, acks=all, RF 3, min ISR 2, "
-                             f"delivery deadline 1 s; {to_outbox:,} of {r.events:,} events answered "
-                             "from the outbox (a missed deadline)")
-        finally:
-            gw.stop()
+        # The gateway in 100-event batches, against the bench's single broker first (the baseline,
+        # same settings, same run), then against the cluster.
+        single = gateway_batches(bench, "1 broker: 100-event batches, deadline 1 s", "baseline", batch,
+                                 bench.env.topic("a"), {}, bench.env.engine_pids(), None)
+        gateway_batches(bench, "3 brokers: 100-event batches, deadline 1 s", "scenario", batch, topic, env,
+                        [*cluster.kafka_pids(), bench.env.stack.pg_pid() or 0], single)
     finally:
         cluster.kafka_down()
+        shutil.rmtree(cluster.kafka_dir, ignore_errors=True)  # a fresh cluster each run
+
+
+def gateway_batches(bench: Bench, name: str, kind: str, site: SiteKey, topic: str, env: dict[str, str],
+                    engine_pids: list[int], baseline: Row | None) -> Row:
+    """One gateway, 100-event batches, a 1 s delivery deadline (250 ms by default): three JVMs
+    share 2 cores with the load here, and the rows are meant to compare the Kafka paths, not
+    the outbox (the share of events answered from it is noted)."""
+    gw = bench.env.start(f"gateway-{name.split(':')[0].replace(' ', '')}",
+                         [*OPSMANTIK, "gateway", "--host", "127.0.0.1", "--port", str(CLUSTER_GATEWAY_PORT)],
+                         topic, **env, OPSMANTIK_DELIVERY_TIMEOUT_MS="1000")
+    try:
+        wait_port(CLUSTER_GATEWAY_PORT, gw)
+        bench._load(CLUSTER_GATEWAY_PORT, site.api_key, 100, "c-warm", bench.plan.warmup, [])
+        ours, engines = CpuMeter([gw.pid]), CpuMeter(engine_pids)
+        outbox_before = bench.env.value("outbox_count", site.site_id)
+        r = bench._load(CLUSTER_GATEWAY_PORT, site.api_key, 100, "c-batch", bench.plan.seconds,
+                        [ours, engines])
+        to_outbox = bench.env.value("outbox_count", site.site_id) - outbox_before
+        row = bench._http_row(name, kind, r, ours, engines, baseline.name if baseline else None,
+                              baseline.events_per_s if baseline else None, r.events_per_s)
+        row.notes.append(f"gateway alone, acks=all, delivery deadline 1 s; {to_outbox:,} of {r.events:,} "
+                         "events answered from the outbox (a missed deadline)")
+        return row
+    finally:
+        gw.stop()
