@@ -39,9 +39,10 @@ class Settings:
     # min ISR = RF - 1 (at least 1); set them to pin a value (docs/scaling.md).
     replication_factor: int = 0
     min_insync_replicas: int = 0
-    # Message key of the ingest topic: "site_event" spreads a site over every partition (a hot
-    # tenant is not capped by one partition); "site" keeps a site on one partition, in order.
-    partition_key: str = "site_event"
+    # Message key of the ingest topic (services/kafka.py): "request" (site + the request's first
+    # event id) spreads a site's requests over every partition, a batch on one; "event" spreads
+    # every event; "site" keeps a site on one partition, in order (docs/scaling.md).
+    partition_key: str = "request"
     # Gateway
     gateway_host: str = "127.0.0.1"
     gateway_port: int = 8080
@@ -129,8 +130,8 @@ class Settings:
                             ">= 0 (0 = from the cluster's size)")
         if self.replication_factor and self.min_insync_replicas > self.replication_factor:
             problems.append("OPSMANTIK_MIN_INSYNC_REPLICAS must be <= OPSMANTIK_REPLICATION_FACTOR")
-        if self.partition_key not in ("site_event", "site"):
-            problems.append(f"OPSMANTIK_PARTITION_KEY: {self.partition_key!r} is not site_event or site")
+        if self.partition_key not in ("request", "event", "site"):
+            problems.append(f"OPSMANTIK_PARTITION_KEY: {self.partition_key!r} is not request, event or site")
         if self.gateway_dead_after_s <= self.gateway_heartbeat_s:
             problems.append("OPSMANTIK_GATEWAY_DEAD_AFTER_S must be > OPSMANTIK_GATEWAY_HEARTBEAT_S")
         if self.db_pool_min > self.db_pool_max:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from confluent_kafka import KafkaException
@@ -29,12 +30,24 @@ def producer_config(settings: Settings, **overrides: object) -> dict[str, object
 
 
 def message_key(settings: Settings, site_id: uuid.UUID | str, event_id: str) -> bytes:
-    """The ingest topic's key. "site_event" (default): site and event id, so one site's events
-    spread over every partition and a copy of an event lands where the first one did; the
-    ledger's unique (site_id, event_id) keeps dedupe exact across partitions either way."""
+    """The ingest topic's key for one event: `site_id/event_id`, or `site_id` alone when
+    OPSMANTIK_PARTITION_KEY=site. Either way the ledger's unique (site_id, event_id) keeps
+    dedupe exact across partitions (docs/scaling.md)."""
     if settings.partition_key == "site":
         return str(site_id).encode()
     return f"{site_id}/{event_id}".encode()
+
+
+def request_keys(settings: Settings, site_id: uuid.UUID | str, event_ids: Sequence[str]) -> list[bytes]:
+    """Keys for one request's events. "request" (default): the whole request under the key of its
+    first event, so a batch goes to one partition (one leader acks it, not every broker) while a
+    site's requests spread over every partition; "event": each event its own key; "site": one
+    partition per site."""
+    if not event_ids:
+        return []
+    if settings.partition_key == "event":
+        return [message_key(settings, site_id, e) for e in event_ids]
+    return [message_key(settings, site_id, event_ids[0])] * len(event_ids)
 
 
 @dataclass(frozen=True)

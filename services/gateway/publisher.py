@@ -26,7 +26,7 @@ from services.config import Settings
 from services.events import Event, to_messages
 from services.gateway.breaker import Breaker
 from services.gateway.sql import Q
-from services.kafka import message_key, producer_config
+from services.kafka import producer_config, request_keys
 
 log = logging.getLogger(__name__)
 
@@ -146,7 +146,7 @@ class FallbackPublisher:
                          received_at: datetime, results: list[Stored | None]) -> None:
         values = to_messages(events, site_id, received_at, path="kafka", gateway_statuses=statuses)
         try:
-            keys = [message_key(self.kafka.settings, site_id, e.event_id) for e in events]
+            keys = request_keys(self.kafka.settings, site_id, [e.event_id for e in events])
             delivery = self.kafka.produce(keys, values)
         except (BufferError, KafkaException) as exc:
             self.breaker.failure(f"produce: {type(exc).__name__}")

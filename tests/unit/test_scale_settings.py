@@ -9,7 +9,7 @@ import pytest
 
 from services.config import Settings, SettingsError
 from services.gateway.registry import GatewayRegistry
-from services.kafka import message_key, replication
+from services.kafka import message_key, replication, request_keys
 from services.kafka_node import replication_for
 
 
@@ -32,6 +32,16 @@ def test_message_key_spreads_a_site_unless_told_not_to() -> None:
     assert message_key(Settings(partition_key="site"), site, "e-1") == str(site).encode()
 
 
+def test_request_keys_one_partition_per_request_by_default() -> None:
+    site = uuid.uuid4()
+    assert request_keys(Settings(), site, ["a", "b", "c"]) == [f"{site}/a".encode()] * 3
+    assert request_keys(Settings(), site, ["b"]) == [f"{site}/b".encode()]
+    assert request_keys(Settings(partition_key="event"), site, ["a", "b"]) == [
+        f"{site}/a".encode(), f"{site}/b".encode()]
+    assert request_keys(Settings(partition_key="site"), site, ["a", "b"]) == [str(site).encode()] * 2
+    assert request_keys(Settings(), site, []) == []
+
+
 def test_a_gateway_takes_rate_over_n() -> None:
     reg = GatewayRegistry(heartbeat_s=1.0, dead_after_s=3.0)
     assert reg.share(100.0, 10) == (100.0, 10)
@@ -52,7 +62,9 @@ def test_a_gateway_takes_rate_over_n() -> None:
     ({"OPSMANTIK_REPLICATION_FACTOR": "2", "OPSMANTIK_MIN_INSYNC_REPLICAS": "3"}, False),
     ({"OPSMANTIK_REPLICATION_FACTOR": "-1"}, False),
     ({"OPSMANTIK_PARTITION_KEY": "site"}, True),
-    ({"OPSMANTIK_PARTITION_KEY": "event"}, False),
+    ({"OPSMANTIK_PARTITION_KEY": "event"}, True),
+    ({"OPSMANTIK_PARTITION_KEY": "request"}, True),
+    ({"OPSMANTIK_PARTITION_KEY": "site_event"}, False),
     ({"OPSMANTIK_GATEWAY_HEARTBEAT_S": "1", "OPSMANTIK_GATEWAY_DEAD_AFTER_S": "1"}, False),
     ({"OPSMANTIK_GATEWAY_HEARTBEAT_S": "1", "OPSMANTIK_GATEWAY_DEAD_AFTER_S": "1.01"}, True),
 ])
