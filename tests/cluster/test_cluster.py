@@ -79,9 +79,10 @@ async def test_leader_of_the_busiest_partition_sigkilled_under_load(
     async with pool.acquire() as conn:
         key = await create_site_with_key(conn, "leader-kill", rate=100_000, burst=100_000)
         warm = await create_site_with_key(conn, "leader-kill-warm-up")
-    # A 1 s delivery deadline (250 ms by default): three JVMs share this 2-core host with the
-    # load, and a slow ack outside the election would send a request to the outbox too.
-    gw = GatewayProc.start(settings, tmp_path, free_port(), delivery_timeout_ms=1000)
+    # A 3 s delivery deadline (250 ms by default): three JVMs share this 2-core host with the
+    # load (and other suites), where an ack outside the election took over 1 s at times; the
+    # test is about the election, so only the election may send requests to the outbox.
+    gw = GatewayProc.start(settings, tmp_path, free_port(), delivery_timeout_ms=3000)
     worker = Proc.start(settings, tmp_path, "worker", worker_metrics_port=0)
     relay = Proc.start(settings, tmp_path, "relay", relay_metrics_port=0)
     seconds, rate, kill_at = 30.0, 100.0, 6.0
@@ -104,7 +105,8 @@ async def test_leader_of_the_busiest_partition_sigkilled_under_load(
         assert all(a.status == 200 for a in answers), sorted({a.status for a in answers})
         statuses = [(a.at, a.body["results"][0]["status"]) for a in answers]  # type: ignore[index]
         fallback = [t for t, s in statuses if s == "fallback"]
-        assert all(t >= kill_at - 0.5 for t in fallback), f"fallback before the kill: {fallback[:20]}"
+        early = [round(t, 2) for t in fallback if t < kill_at - 0.5]
+        assert not early, f"fallback before the kill at {early[:9]}:\n{gw.tail()}"
         # From Kafka again once a new leader is elected (fenced after 4 s, + metadata refresh).
         assert all(s != "fallback" for t, s in statuses if t >= kill_at + 12), fallback[-5:]
         print(f"\nleader kill: node {killed['node']} (partition {killed['partition']}); "
