@@ -31,7 +31,7 @@ from tests.scale_support import (
 pytestmark = pytest.mark.integration
 
 settings, pool = module_environment()
-METRICS_LINE = re.compile(rb"worker metrics on http://([\d.]+):(\d+)/metrics")
+METRICS_LINE = re.compile(rb"(?:worker|relay) metrics on http://([\d.]+):(\d+)/metrics")
 
 
 def caught_up(settings: Settings) -> bool:
@@ -55,17 +55,20 @@ async def test_hot_tenant_over_all_partitions_two_workers_exact_split(
     # metrics port 0: two workers on one host, each on an ephemeral port it reports.
     workers = [Proc.start(settings, tmp_path, "worker", worker_metrics_port=0, worker_batch=200)
                for _ in range(2)]
+    relays = [Proc.start(settings, tmp_path, "relay", relay_metrics_port=0) for _ in range(2)]
     try:
         members = await wait_members(settings, 2)
         assert all(members), members
-        for w in workers:
-            match = METRICS_LINE.search(w.log.read_bytes())
-            assert match, w.tail()
+        ports = set()
+        for proc in workers + relays:
+            match = METRICS_LINE.search(proc.log.read_bytes())
+            assert match, proc.tail()
             port = int(match[2])
-            assert port != 0
+            ports.add(port)
             async with aiohttp.ClientSession() as s, s.get(f"http://127.0.0.1:{port}/healthz") as r:
                 health = await r.json()
-            assert health["metrics_port"] == port and health["service"] == "worker"
+            assert health["metrics_port"] == port and health["service"] == proc.name
+        assert len(ports) == 4 and 0 not in ports  # four services, one host, four ephemeral ports
 
         n_parts = settings.topic_partitions
         originals = [(i % n_parts, site, f"hot-{i}") for i in range(3000)]
@@ -94,8 +97,8 @@ async def test_hot_tenant_over_all_partitions_two_workers_exact_split(
         # Both workers ledgered part of the site (one freshness row per worker instance).
         assert await pool.fetchval("SELECT count(DISTINCT instance) FROM slo_freshness") == 2
     finally:
-        for w in workers:
-            assert w.stop() == 0, w.tail()
+        for proc in workers + relays:
+            assert proc.stop() == 0, proc.tail()
 
 
 async def test_gateway_spreads_one_site_over_partitions(
