@@ -191,7 +191,49 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--month", required=True, help="YYYY-MM")
     s.add_argument("--json", action="store_true")
     s.set_defaults(func=_service("services.slo"))
+    _billing_commands(sub)
     return p
+
+
+def _billing_commands(sub: Any) -> None:
+    """billing close|verify, events void, sla-report, maintenance add|list (docs/billing.md)."""
+    billing_p = sub.add_parser("billing", help="month close and export verification").add_subparsers(
+        dest="action", required=True)
+    s = billing_p.add_parser("close", help="freeze a month's invoice and record its statements")
+    s.add_argument("--month", required=True, help="YYYY-MM")
+    s.add_argument("--json", action="store_true")
+    s.set_defaults(func=_service("services.billing.close"))
+    s = billing_p.add_parser("verify", help="recompute an export's SHA-256 offline; exit 1 on mismatch")
+    s.add_argument("file", help="the export (NDJSON or CSV), - for stdin")
+    s.add_argument("--json", action="store_true")
+    s.set_defaults(func=_service("services.billing.verify"))
+    events_p = sub.add_parser("events", help="ledger corrections").add_subparsers(dest="action",
+                                                                                  required=True)
+    s = events_p.add_parser("void", help="void an event (append-only entry; off the invoice)")
+    s.add_argument("site_id", type=uuid.UUID)
+    s.add_argument("event_id", nargs="?", help="the event to void (or --file)")
+    s.add_argument("--file", help="event_ids to void, one a line (- for stdin): all or nothing")
+    s.add_argument("--reason", required=True)
+    s.add_argument("--by", help="who voids (default: the login name)")
+    s.add_argument("--json", action="store_true")
+    s.set_defaults(func=_service("services.billing.voids"))
+    s = sub.add_parser("sla-report", help="SLA §2.1/§1/§3 per site; exit 1 if a credit is owed")
+    s.add_argument("--month", required=True, help="YYYY-MM")
+    s.add_argument("--site", type=uuid.UUID)
+    s.add_argument("--json", action="store_true")
+    s.set_defaults(func=_service("services.sla.report"))
+    maint_p = sub.add_parser("maintenance", help="announced maintenance windows").add_subparsers(
+        dest="action", required=True)
+    s = maint_p.add_parser("add", help="announce a window (refused unless it starts >= 48 h from now)")
+    s.add_argument("start", help="RFC 3339 with offset, e.g. 2026-12-01T02:00:00Z")
+    s.add_argument("end")
+    s.add_argument("--reason", required=True)
+    s.add_argument("--json", action="store_true")
+    s.set_defaults(func=_service("services.sla.maintenance"))
+    s = maint_p.add_parser("list", help="windows ending from now on (--all: every window)")
+    s.add_argument("--all", action="store_true")
+    s.add_argument("--json", action="store_true")
+    s.set_defaults(func=_service("services.sla.maintenance"))
 
 
 def main(argv: list[str] | None = None) -> int:

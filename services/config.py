@@ -73,6 +73,12 @@ class Settings:
     relay_metrics_port: int = 9102  # 0 = an ephemeral port (logged, on /healthz), -1 = off
     db_pool_min: int = 1
     db_pool_max: int = 10
+    # Billing (docs/billing.md)
+    billing_close_grace_days: float = 3.0  # a month closes no earlier than this long after it ends
+    billing_close_lock_timeout_s: float = 60.0  # close waits this long for in-flight worker batches
+    export_max_per_site: int = 2  # concurrent dispute exports per site; beyond → 429 Retry-After
+    export_max_total: int = 4  # concurrent exports per gateway = its own export pool's size
+    sla_loss_audit: str = "on"  # sla-report asks `opsmantik audit` about data loss; off = dead letters only
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -114,12 +120,13 @@ class Settings:
         if not 0 < self.gateway_port < 65536:
             problems.append(f"OPSMANTIK_GATEWAY_PORT: {self.gateway_port} is not a port")
         for name in ("max_body_bytes", "max_batch_events", "delivery_timeout_ms", "worker_batch",
-                     "relay_batch", "db_pool_min", "db_pool_max"):
+                     "relay_batch", "db_pool_min", "db_pool_max", "export_max_per_site",
+                     "export_max_total"):
             if getattr(self, name) < 1:
                 problems.append(f"OPSMANTIK_{name.upper()} must be >= 1")
         for name in ("key_cache_ttl_s", "unknown_key_ttl_s", "usage_refresh_s", "usage_stale_s",
                      "worker_batch_within_s", "relay_idle_s", "worker_retry_max_s", "gateway_heartbeat_s",
-                     "worker_watchdog_s", "reconcile_interval_s"):
+                     "worker_watchdog_s", "reconcile_interval_s", "billing_close_lock_timeout_s"):
             if getattr(self, name) <= 0:
                 problems.append(f"OPSMANTIK_{name.upper()} must be > 0")
         for name in ("worker_metrics_port", "relay_metrics_port"):
@@ -134,6 +141,10 @@ class Settings:
             problems.append(f"OPSMANTIK_PARTITION_KEY: {self.partition_key!r} is not request, event or site")
         if self.gateway_dead_after_s <= self.gateway_heartbeat_s:
             problems.append("OPSMANTIK_GATEWAY_DEAD_AFTER_S must be > OPSMANTIK_GATEWAY_HEARTBEAT_S")
+        if self.sla_loss_audit not in ("on", "off"):
+            problems.append("OPSMANTIK_SLA_LOSS_AUDIT must be on or off")
+        if self.billing_close_grace_days < 0:
+            problems.append("OPSMANTIK_BILLING_CLOSE_GRACE_DAYS must be >= 0")
         if self.db_pool_min > self.db_pool_max:
             problems.append("OPSMANTIK_DB_POOL_MIN must be <= OPSMANTIK_DB_POOL_MAX")
         return problems

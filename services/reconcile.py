@@ -20,6 +20,7 @@ import asyncpg
 import orjson
 from prometheus_client import Gauge
 
+from services import months
 from services.config import Settings
 from services.db.queries import load_queries
 
@@ -77,7 +78,7 @@ class Report:
 
 def parse_month(raw: str) -> date:
     try:
-        return datetime.strptime(raw, "%Y-%m").date()
+        return months.parse_month(raw)  # the one month parser (services/months.py)
     except ValueError:
         raise ValueError(f"--month {raw!r}: expected YYYY-MM") from None
 

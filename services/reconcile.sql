@@ -1,11 +1,18 @@
 -- name: compare_month
 -- Ledger and invoice for one billing month, per site, read in one statement (one
 -- snapshot), so a worker committing meanwhile cannot produce a false drift.
-WITH ledger AS (
-    SELECT site_id, count(*) AS events, coalesce(sum(quantity), 0) AS quantity,
-           count(*) FILTER (WHERE billing_class = 'overlimit') AS overlimit_events,
-           coalesce(sum(quantity) FILTER (WHERE billing_class = 'overlimit'), 0) AS overlimit_quantity
-    FROM ingest_idempotency WHERE billing_month = $1::date GROUP BY site_id
+-- The ledger side is net of void entries booked in the month (docs/billing.md): a void takes its
+-- event off the invoice of that month, or is a negative adjustment in the first open month.
+WITH entries AS (
+    SELECT site_id, 1 AS sign, quantity, billing_class
+    FROM ingest_idempotency WHERE billing_month = $1::date
+    UNION ALL
+    SELECT site_id, -1, quantity, billing_class FROM billing_voids WHERE booked_month = $1::date
+), ledger AS (
+    SELECT site_id, sum(sign) AS events, coalesce(sum(sign * quantity), 0) AS quantity,
+           coalesce(sum(sign) FILTER (WHERE billing_class = 'overlimit'), 0) AS overlimit_events,
+           coalesce(sum(sign * quantity) FILTER (WHERE billing_class = 'overlimit'), 0) AS overlimit_quantity
+    FROM entries GROUP BY site_id
 ), invoice AS (
     SELECT site_id, events, quantity, overlimit_events, overlimit_quantity
     FROM site_usage_monthly WHERE month = $1::date

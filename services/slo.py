@@ -14,13 +14,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import asyncpg
 import orjson
 
+from services import months
 from services.config import Settings
 from services.db.queries import load_queries
 
@@ -28,10 +29,8 @@ Q = load_queries(Path(__file__).with_name("slo.sql"))
 
 
 def month_bounds(month: str) -> tuple[datetime, datetime]:
-    start = datetime.strptime(month, "%Y-%m").replace(tzinfo=UTC)
-    end = start.replace(year=start.year + 1, month=1) if start.month == 12 else start.replace(
-        month=start.month + 1)
-    return start, end
+    first = months.parse_month(month)  # the one month parser: ValueError on 0000-01, 2026-13, 2026-1
+    return months.month_start(first), months.month_end(first)
 
 
 async def slo_snapshot(pool: asyncpg.Pool, month: str) -> dict[str, Any]:

@@ -33,6 +33,10 @@ from services.gateway.quota import UsageCache
 from services.gateway.ratelimit import RateLimiter
 from services.gateway.registry import GatewayRegistry
 from services.gateway.rollup import SloRollup
+from services.gateway.sla_rollup import SLA, SlaRollup
+from services.gateway.sla_rollup import observe as sla_observe
+from services.gateway.sla_rollup import start as sla_start
+from services.gateway.sla_rollup import stop as sla_stop
 
 log = logging.getLogger("opsmantik.gateway")
 SLO_FLUSH_S = 5.0
@@ -92,6 +96,7 @@ async def observe(request: web.Request, handler):  # type: ignore[no-untyped-def
     state.metrics.latency.labels(route).observe(elapsed)
     if route == "/api/sync":
         state.rollup.record(response.status, elapsed, request.get(OUTCOMES))
+        sla_observe(request, response.status)
     if isinstance(response, web.HTTPException) and response.status >= 400:
         return error(response.status, response.reason.lower().replace(" ", "_"), response.reason)
     return response
@@ -99,11 +104,13 @@ async def observe(request: web.Request, handler):  # type: ignore[no-untyped-def
 
 def create_app(settings: Settings, publisher: Publisher | None = None) -> web.Application:
     """The gateway. With `publisher` given (tests), no Kafka producer is created."""
-    from services.gateway import routes_api, routes_ops
+    from services.gateway import exports, routes_api, routes_ops
 
     app = web.Application(middlewares=[observe], client_max_size=settings.max_body_bytes)
     routes_api.setup(app)
     routes_ops.setup(app)
+    exports.setup(app, settings)
+    app[SLA] = SlaRollup()
 
     async def startup(app: web.Application) -> None:
         # min_size=0: the gateway starts (and serves known keys via Kafka) with Postgres down.
@@ -134,6 +141,7 @@ def create_app(settings: Settings, publisher: Publisher | None = None) -> web.Ap
             asyncio.create_task(state.usage.run(pool, settings.usage_refresh_s, today)),
             asyncio.create_task(state.rollup.run(pool, SLO_FLUSH_S, metrics.slo_flush_failures.inc)),
             asyncio.create_task(state.registry.run(pool)),
+            sla_start(app, pool),
         ]
 
     async def cleanup(app: web.Application) -> None:
@@ -147,6 +155,7 @@ def create_app(settings: Settings, publisher: Publisher | None = None) -> web.Ap
             await asyncio.to_thread(state.kafka.close)
         with contextlib.suppress(Exception):
             await asyncio.wait_for(state.rollup.flush(state.pool), 3.0)
+        await sla_stop(app, state.pool)
         with contextlib.suppress(Exception):
             await asyncio.wait_for(state.registry.leave(state.pool), 3.0)
         with contextlib.suppress(Exception):

@@ -7,6 +7,10 @@ WHERE k.key_hash = ANY($1::bytea[]) AND k.revoked_at IS NULL
 -- name: usage_since
 SELECT site_id, month, events FROM site_usage_monthly WHERE month >= $1
 
+-- name: closed_since
+-- Closed months: a late event counts toward the quota of the month the worker books it into.
+SELECT month FROM closed_months WHERE month >= $1
+
 -- name: insert_outbox
 INSERT INTO ingest_fallback_buffer (site_id, event_id, payload, received_at)
 SELECT $1::uuid, e, p, $4::timestamptz FROM unnest($2::text[], $3::bytea[]) AS t (e, p)
@@ -35,13 +39,18 @@ ON CONFLICT (minute, instance) DO UPDATE SET
 SELECT site_id, month, events, quantity, overlimit_events, overlimit_quantity, updated_at
 FROM site_usage_monthly WHERE site_id = $1 AND month = $2
 
--- name: export_rows
--- Streamed through a server-side cursor; (site_id, billing_month) is indexed.
-SELECT event_id, event_type, occurred_at, usage_month, billing_month, quantity, billing_class, path,
-       received_at, ledgered_at, kafka_partition, kafka_offset
-FROM ingest_idempotency WHERE site_id = $1 AND billing_month = $2
-ORDER BY received_at, event_id
-
 -- name: outbox_depth
 SELECT count(*) AS depth, extract(epoch FROM now() - min(created_at)) AS oldest_s
 FROM ingest_fallback_buffer
+
+-- name: add_sla_requests
+-- The per-site SLA rollup (sla_rollup.py): one row per site and minute, added to.
+INSERT INTO sla_requests AS s (site_id, minute, received, persisted, errors_5xx, errors_503,
+                               rate_limited, quota_exceeded, invalid)
+SELECT * FROM unnest($1::uuid[], $2::timestamptz[], $3::bigint[], $4::bigint[], $5::bigint[],
+                     $6::bigint[], $7::bigint[], $8::bigint[], $9::bigint[])
+ON CONFLICT (site_id, minute) DO UPDATE SET
+    received = s.received + EXCLUDED.received, persisted = s.persisted + EXCLUDED.persisted,
+    errors_5xx = s.errors_5xx + EXCLUDED.errors_5xx, errors_503 = s.errors_503 + EXCLUDED.errors_503,
+    rate_limited = s.rate_limited + EXCLUDED.rate_limited,
+    quota_exceeded = s.quota_exceeded + EXCLUDED.quota_exceeded, invalid = s.invalid + EXCLUDED.invalid

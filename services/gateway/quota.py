@@ -3,8 +3,10 @@
 The quota is business, counted in events per usage month. The gateway only approximates it (the
 worker decides the billing class exactly, event by event): an event is `overlimit` when cached
 usage plus its position among the batch's events of that month passes the soft quota, and a
-request is refused (429 quota_exceeded) once cached usage has reached the hard cap. When the
-cache is older than `stale_s` (or was never loaded) the check fails open: `degraded`.
+request is refused (429 quota_exceeded) once cached usage has reached the hard cap. Usage is
+counted in the month the worker books the event into: its usage month, or the first open month
+when that one is closed (a late event; services/worker/billing.py). When the cache is older than
+`stale_s` (or was never loaded) the check fails open: `degraded`.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ import asyncpg
 from services.events import Event
 from services.gateway.auth import SiteAuth
 from services.gateway.sql import Q
+from services.worker.billing import billing_month
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +47,7 @@ class UsageCache:
     stale_s: float
     clock: Callable[[], float] = time.monotonic
     usage: dict[tuple[uuid.UUID, date], int] = field(default_factory=dict)
+    closed: frozenset[date] = frozenset()  # closed months (from the previous month on)
     loaded_at: float | None = None
 
     def age_s(self) -> float | None:
@@ -53,25 +57,31 @@ class UsageCache:
         age = self.age_s()
         return age is None or age > self.stale_s
 
-    def load(self, rows: Sequence[tuple[uuid.UUID, date, int]]) -> None:
+    def load(self, rows: Sequence[tuple[uuid.UUID, date, int]],
+             closed: frozenset[date] = frozenset()) -> None:
         self.usage = {(site, month): events for site, month, events in rows}
+        self.closed = closed
         self.loaded_at = self.clock()
+
+    def booked_month(self, usage_month: date) -> date:
+        """The month the worker books an event of `usage_month` into."""
+        return billing_month(usage_month, self.closed) if self.closed else usage_month
 
     def check(self, site: SiteAuth, events: Sequence[Event]) -> QuotaCheck:
         if site.monthly_quota is None and site.hard_cap is None:
             return QuotaCheck(["accepted"] * len(events), None)  # nothing to check
         if self.is_stale():
             return QuotaCheck(["degraded"] * len(events), None)
-        months = {e.usage_month for e in events}
+        booked = [self.booked_month(e.usage_month) for e in events]
         if site.hard_cap is not None:
-            for month in sorted(months):
+            for month in sorted(set(booked)):
                 if self.usage.get((site.site_id, month), 0) >= site.hard_cap:
                     return QuotaCheck([], month)
         statuses: list[str] = []
         seen: Counter[date] = Counter()
-        for e in events:
-            seen[e.usage_month] += 1
-            used = self.usage.get((site.site_id, e.usage_month), 0) + seen[e.usage_month]
+        for month in booked:
+            seen[month] += 1
+            used = self.usage.get((site.site_id, month), 0) + seen[month]
             over = site.monthly_quota is not None and used > site.monthly_quota
             statuses.append("overlimit" if over else "accepted")
         return QuotaCheck(statuses, None)
@@ -80,7 +90,9 @@ class UsageCache:
         # Events may be 35 days old: this month and the previous one cover every valid event.
         async with pool.acquire(timeout=timeout_s) as conn:
             rows = await conn.fetch(Q["usage_since"], previous_month(today), timeout=timeout_s)
-        self.load([(r["site_id"], r["month"], r["events"]) for r in rows])
+            closed = await conn.fetch(Q["closed_since"], previous_month(today), timeout=timeout_s)
+        self.load([(r["site_id"], r["month"], r["events"]) for r in rows],
+                  frozenset(r["month"] for r in closed))
 
     async def run(self, pool: asyncpg.Pool, interval_s: float, today: Callable[[], date]) -> None:
         while True:

@@ -6,11 +6,8 @@ site's key cannot write into or read another site's ledger.
 
 from __future__ import annotations
 
-import csv
-import io
-import re
 from collections import Counter
-from datetime import UTC, date, datetime
+from datetime import UTC, datetime
 from decimal import Decimal
 
 import orjson
@@ -20,12 +17,9 @@ from services.events import Event, parse_request
 from services.gateway.app import OUTCOMES, STATE, State, error, json_response
 from services.gateway.auth import AuthUnavailable, SiteAuth, bearer_key
 from services.gateway.publisher import Unavailable
+from services.gateway.sla_rollup import LIMIT, SITE
 from services.gateway.sql import Q
-
-MONTH = re.compile(r"(\d{4})-(0[1-9]|1[0-2])")
-EXPORT_COLUMNS = ("event_id", "event_type", "occurred_at", "usage_month", "billing_month", "quantity",
-                  "billing_class", "path", "received_at", "ledgered_at", "kafka_partition",
-                  "kafka_offset")
+from services.months import parse_month
 
 
 async def authenticate(request: web.Request, state: State) -> SiteAuth | web.Response:
@@ -55,8 +49,10 @@ async def sync(request: web.Request) -> web.Response:
     site = await authenticate(request, state)
     if isinstance(site, web.Response):
         return site
+    request[SITE] = site.site_id  # the per-site SLA rollup counts this request's answer
     limit = state.limiter.take(site.site_id, *state.registry.share(site.rate_per_s, site.burst))
     if not limit.allowed:
+        request[LIMIT] = "rate_limited"
         return error(429, "rate_limited", f"more than {site.rate_per_s:g} requests/s "
                      f"(burst {site.burst}) for this site", limit.headers())
     headers = limit.headers()
@@ -85,6 +81,7 @@ async def sync(request: web.Request) -> web.Response:
             events.append(e)
     check = state.usage.check(site, events)
     if check.exceeded_month is not None:
+        request[LIMIT] = "quota_exceeded"
         headers["Retry-After"] = str(_seconds_to_next_month(now))
         return error(429, "quota_exceeded",
                      f"the site reached its hard cap of {site.hard_cap} events for "
@@ -105,11 +102,6 @@ async def sync(request: web.Request) -> web.Response:
     return json_response(200, {"results": results}, headers)
 
 
-def parse_month(raw: str | None) -> date | None:
-    match = MONTH.fullmatch(raw or "")
-    return date(int(match[1]), int(match[2]), 1) if match else None
-
-
 def json_int(value: int | Decimal) -> int | orjson.Fragment:
     """An invoice sum as an exact JSON integer: numeric in Postgres, and may pass 2**63, which
     orjson's int cannot encode; a JSON number has no such limit."""
@@ -122,8 +114,9 @@ async def usage(request: web.Request) -> web.Response:
     site = await authenticate(request, state)
     if isinstance(site, web.Response):
         return site
-    month = parse_month(request.query.get("month"))
-    if month is None:
+    try:
+        month = parse_month(request.query.get("month"))
+    except ValueError:
         return json_response(400, {"error": "invalid_request", "details": [
             {"index": None, "field": "month", "message": "expected ?month=YYYY-MM"}]})
     async with state.pool.acquire(timeout=2.0) as conn:
@@ -137,58 +130,6 @@ async def usage(request: web.Request) -> web.Response:
     return json_response(200, body)
 
 
-async def dispute_export(request: web.Request) -> web.StreamResponse:
-    """The caller's own ledger rows billed in `month`, streamed through a server-side cursor.
-    Their count and quantity equal the invoice (also sent as X-Invoice-* headers)."""
-    state = request.app[STATE]
-    site = await authenticate(request, state)
-    if isinstance(site, web.Response):
-        return site
-    month = parse_month(request.query.get("month"))
-    fmt = request.query.get("format", "csv")
-    if month is None or fmt not in ("csv", "ndjson"):
-        return json_response(400, {"error": "invalid_request", "details": [
-            {"index": None, "field": "month" if month is None else "format",
-             "message": "expected ?month=YYYY-MM[&format=csv|ndjson]"}]})
-    async with state.pool.acquire(timeout=2.0) as conn, conn.transaction(readonly=True,
-                                                                        isolation="repeatable_read"):
-        invoice = await conn.fetchrow(Q["usage_row"], site.site_id, month)
-        response = web.StreamResponse(headers={
-            "Content-Type": "text/csv; charset=utf-8" if fmt == "csv" else "application/x-ndjson",
-            "Content-Disposition": f'attachment; filename="ledger-{month:%Y-%m}.{fmt}"',
-            "X-Invoice-Events": str(invoice["events"] if invoice else 0),
-            "X-Invoice-Quantity": str(invoice["quantity"] if invoice else 0),
-        })
-        await response.prepare(request)
-        if fmt == "csv":
-            await response.write((",".join(EXPORT_COLUMNS) + "\r\n").encode())
-        chunk: list[bytes] = []
-        async for row in conn.cursor(Q["export_rows"], site.site_id, month, prefetch=500):
-            chunk.append(_csv_line(row) if fmt == "csv" else _ndjson_line(row))
-            if len(chunk) >= 500:
-                await response.write(b"".join(chunk))
-                chunk.clear()
-        if chunk:
-            await response.write(b"".join(chunk))
-    await response.write_eof()
-    return response
-
-
-def _plain(value: object) -> object:
-    return value.isoformat() if isinstance(value, datetime | date) else value
-
-
-def _csv_line(row: object) -> bytes:
-    buf = io.StringIO()
-    csv.writer(buf).writerow(["" if row[c] is None else _plain(row[c]) for c in EXPORT_COLUMNS])  # type: ignore[index]
-    return buf.getvalue().encode()
-
-
-def _ndjson_line(row: object) -> bytes:
-    return orjson.dumps({c: _plain(row[c]) for c in EXPORT_COLUMNS}) + b"\n"  # type: ignore[index]
-
-
 def setup(app: web.Application) -> None:
     app.router.add_post("/api/sync", sync)
     app.router.add_get("/api/usage", usage)
-    app.router.add_get("/api/billing/dispute-export", dispute_export)

@@ -71,6 +71,7 @@ async def write_batch(conn: asyncpg.Connection, topic: str, instance: str,
                       events: list[IngestEvent], dead: list[DeadLetter]) -> BatchResult:
     """Run the whole batch in one transaction; raises (and writes nothing) on any DB error."""
     async with conn.transaction():
+        await conn.execute(Q["close_lock_shared"])  # a month close waits for this batch (docs/billing.md)
         unique = dedupe_in_order(events)
         quotas: dict[uuid.UUID, int | None] = {}
         if unique:

@@ -1,5 +1,10 @@
 -- The worker's batch transaction, step by step (services/worker/ledger.py).
 
+-- name: close_lock_shared
+-- First statement of every batch: the close lock, shared (services/billing/billing.sql takes it
+-- exclusive), so `opsmantik billing close` waits for this batch and none books into a closing month.
+SELECT pg_advisory_xact_lock_shared(5124400005)
+
 -- name: closed_months_from
 SELECT month FROM closed_months WHERE month >= $1::date ORDER BY month
 

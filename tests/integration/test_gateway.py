@@ -197,10 +197,12 @@ async def test_a_key_writes_and_reads_only_its_own_site(gateway: Gateway, pool: 
                                      headers=auth(key))
         assert r.status == 200
         lines = [orjson.loads(line) for line in (await r.read()).splitlines()]
-        assert len(lines) == n == int(r.headers["X-Invoice-Events"])
-        assert sum(x["quantity"] for x in lines) == int(r.headers["X-Invoice-Quantity"])
+        rows = [x for x in lines if x["kind"] == "row"]  # then the summary line (docs/billing.md)
+        assert len(rows) == n == int(r.headers["X-Invoice-Events"]) == lines[-1]["totals"]["events"]
+        assert {x["site_id"] for x in rows} == {str(site)}
+        assert sum(x["quantity"] for x in rows) == int(r.headers["X-Invoice-Quantity"])
         r = await gateway.client.get(f"/api/billing/dispute-export?month={month:%Y-%m}", headers=auth(key))
-        assert len((await r.text()).strip().splitlines()) == n + 1  # csv header + rows
+        assert len((await r.text()).strip().splitlines()) == n + 2  # csv header + rows + summary
         r = await gateway.client.get(f"/api/usage?month={month:%Y-%m}", headers=auth(key))
         usage = await r.json()
         assert (usage["site_id"], usage["events"], usage["quantity"]) == (str(site), n, 2 * n)

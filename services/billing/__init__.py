@@ -1,0 +1,1 @@
+"""Month close, statements, voids, the verifiable dispute export (docs/billing.md)."""
