@@ -12,7 +12,7 @@ from pathlib import Path
 
 import asyncpg
 import pytest
-from confluent_kafka import Consumer, TopicPartition
+from confluent_kafka import Consumer, KafkaException, TopicPartition
 from confluent_kafka.admin import AdminClient, ConfigResource
 
 from services.config import Settings
@@ -49,7 +49,15 @@ def test_topics_have_rf3_and_min_isr2(settings: Settings) -> None:
     assert len(meta.partitions) == settings.topic_partitions
     assert all(len(p.replicas) == 3 for p in meta.partitions.values())
     res = ConfigResource(ConfigResource.Type.TOPIC, settings.topic)
-    configs = admin.describe_configs([res])[res].result(15)
+    deadline = time.monotonic() + 20
+    while True:  # a broker whose metadata has not caught up with the new topic says "unknown"
+        try:
+            configs = admin.describe_configs([res])[res].result(15)
+            break
+        except KafkaException:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.5)
     assert configs["min.insync.replicas"].value == "2"
 
 
