@@ -43,6 +43,24 @@ def test_status_lists_each_broker_with_pid_port_and_role(cluster: Stack) -> None
     assert all(r.startswith("broker+controller, quorum ") for r in roles), roles
 
 
+def test_stack_status_json_gives_the_same_as_data(cluster: Stack, monkeypatch: pytest.MonkeyPatch,
+                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    """`opsmantik stack status --json` on a 3-broker stack (the CLI's stack pointed at ours)."""
+    import argparse
+    import json
+
+    from services import stack_cli
+
+    monkeypatch.setattr(stack_cli.stack.Stack, "local", classmethod(lambda cls, brokers=None: cluster))
+    args = argparse.Namespace(action="status", json=True, brokers=None)
+    code = stack_cli.main(Settings(), args)
+    rows = json.loads(capsys.readouterr().out)
+    kafka = [r for r in rows if r["name"].startswith("kafka-")]
+    assert [(r["name"], r["port"]) for r in kafka] == [(f"kafka-{i}", 26091 + i) for i in (1, 2, 3)]
+    assert all(r["pid"] and r["running"] and r["role"].startswith("broker+controller") for r in kafka)
+    assert code == 3  # every broker runs, but this stack's own Postgres (26432) is not started here
+
+
 def test_topics_have_rf3_and_min_isr2(settings: Settings) -> None:
     admin = AdminClient({"bootstrap.servers": settings.kafka_bootstrap})
     meta = admin.list_topics(settings.topic, timeout=10).topics[settings.topic]
