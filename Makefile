@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 KAFKA_LIBS := .local/kafka/libs
 
-.PHONY: deps run test unit lint stack-up stack-down chaos cluster bench clean
+.PHONY: deps run test unit conformance lint stack-up stack-down chaos cluster bench clean
 
 deps: $(VENV)/.installed $(KAFKA_LIBS)/.installed .local/.postgres-installed
 
@@ -35,6 +35,11 @@ test: deps
 
 unit: deps
 	$(BIN)/pytest -q tests/unit
+
+# Schemathesis against a live gateway (schemathesis.toml, schemas/openapi.yaml); needs the stack
+# (`make stack-up`). Part of `make test` too.
+conformance: deps
+	$(BIN)/pytest -q -p no:cacheprovider -s tests/conformance
 
 lint: deps
 	$(BIN)/ruff check services tests

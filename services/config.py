@@ -8,6 +8,7 @@ problem before failing, so a misconfigured deployment is fixed in one pass.
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from urllib.parse import urlsplit
@@ -73,6 +74,8 @@ class Settings:
     relay_metrics_port: int = 9102  # 0 = an ephemeral port (logged, on /healthz), -1 = off
     db_pool_min: int = 1
     db_pool_max: int = 10
+    # Local stack (`opsmantik stack up`, `make run`)
+    kafka_heap: str = "768m"  # the broker JVM's -Xms/-Xmx
     # Billing (docs/billing.md)
     billing_close_grace_days: float = 3.0  # a month closes no earlier than this long after it ends
     billing_close_lock_timeout_s: float = 60.0  # close waits this long for in-flight worker batches
@@ -141,6 +144,9 @@ class Settings:
             problems.append(f"OPSMANTIK_PARTITION_KEY: {self.partition_key!r} is not request, event or site")
         if self.gateway_dead_after_s <= self.gateway_heartbeat_s:
             problems.append("OPSMANTIK_GATEWAY_DEAD_AFTER_S must be > OPSMANTIK_GATEWAY_HEARTBEAT_S")
+        if not re.fullmatch(r"[1-9][0-9]*[kKmMgG]?", self.kafka_heap):
+            problems.append(f"OPSMANTIK_KAFKA_HEAP: {self.kafka_heap!r} is not a JVM heap size "
+                            "like 768m or 2g")
         if self.sla_loss_audit not in ("on", "off"):
             problems.append("OPSMANTIK_SLA_LOSS_AUDIT must be on or off")
         if self.billing_close_grace_days < 0:

@@ -111,6 +111,12 @@ def validate_event(item: object, now: datetime, limits: Limits = Limits()) -> Ev
     """The event, or every (field, message) wrong with it."""
     if not isinstance(item, dict):
         return [("", "an event must be a JSON object")]
+    quantity = item.get("quantity")
+    # A request's JSON has one number type: 5.0 is the integer 5 (JSON Schema's "integer" agrees;
+    # exact, as the maximum 1e12 is far below 2**53); 5.5 is not. Normalised here, so the topic
+    # and the worker's stricter rules only ever see an int.
+    if type(quantity) is float and quantity.is_integer() and 1 <= quantity <= MAX_QUANTITY:
+        item = {**item, "quantity": int(quantity)}
     errors: list[tuple[str, str]] = []
     if not item.keys() <= EVENT_FIELDS:
         for name in sorted(set(item) - EVENT_FIELDS):

@@ -1,7 +1,9 @@
-"""The one month parser: `YYYY-MM` → the first day of that month, or ValueError.
+"""The one month parser: `YYYY-MM` → the first day of that month, or MonthError (a ValueError).
 
 Every route and command that takes a month uses it, so `0000-01`, `2026-13`, `2026-1` and
-` 2026-01` are refused the same way everywhere (HTTP 400, exit 2), never a 5xx.
+` 2026-01` are refused the same way everywhere (HTTP 400, exit 2), never a 5xx: year 0 once made
+`/api/usage` answer 503 "retrying is safe", so a client would retry forever. Years 0001-9999
+(everything `date` can hold); schemas/openapi.yaml carries the same PATTERN (a unit test compares).
 """
 
 from __future__ import annotations
@@ -9,14 +11,20 @@ from __future__ import annotations
 import re
 from datetime import UTC, date, datetime
 
-_MONTH = re.compile(r"([0-9]{4})-(0[1-9]|1[0-2])")  # ASCII digits only: \\d also matches ２
+# ASCII digits only (\d would also match ２); year 0000 does not exist.
+PATTERN = r"^([1-9][0-9]{3}|0[1-9][0-9]{2}|00[1-9][0-9]|000[1-9])-(0[1-9]|1[0-2])$"
+_MONTH = re.compile(PATTERN)
+EXPECTED = "expected YYYY-MM (year 0001-9999, month 01-12)"
+
+
+class MonthError(ValueError):
+    """A string that is not a month; the message says what was expected."""
 
 
 def parse_month(raw: str | None) -> date:
-    match = _MONTH.fullmatch(raw or "")
-    if match is None or int(match[1]) < 1:  # year 0000 does not exist (date() would raise)
-        raise ValueError(f"month {raw!r}: expected YYYY-MM (year 0001-9999, month 01-12)")
-    return date(int(match[1]), int(match[2]), 1)
+    if raw is None or not _MONTH.fullmatch(raw):
+        raise MonthError(f"month {raw!r}: {EXPECTED}")
+    return date(int(raw[:4]), int(raw[5:7]), 1)
 
 
 def next_month(month: date) -> date:
@@ -36,6 +44,11 @@ def month_end(month: date) -> datetime:
     if month.year == 9999 and month.month == 12:
         return datetime.max.replace(tzinfo=UTC)
     return month_start(next_month(month))
+
+
+def month_bounds(month: date) -> tuple[datetime, datetime]:
+    """[start, end) of the month in UTC."""
+    return month_start(month), month_end(month)
 
 
 def label(month: date) -> str:

@@ -20,9 +20,9 @@ import asyncpg
 import orjson
 from prometheus_client import Gauge
 
-from services import months
 from services.config import Settings
 from services.db.queries import load_queries
+from services.months import MonthError, parse_month
 
 Q = load_queries(Path(__file__).with_name("reconcile.sql"))
 DRIFT_EVENTS = Gauge("opsmantik_billing_drift_events", "Invoice minus ledger events", ["site_id", "month"])
@@ -74,17 +74,6 @@ class Report:
             "sites": [{**asdict(s), "site_id": str(s.site_id), "ok": s.ok,
                        **{f"drift_{f}": s.drift(f) for f in _FIELDS}} for s in self.sites],
         }
-
-
-def parse_month(raw: str) -> date:
-    try:
-        return months.parse_month(raw)  # the one month parser (services/months.py)
-    except ValueError:
-        raise ValueError(f"--month {raw!r}: expected YYYY-MM") from None
-
-
-def previous_month(month: date) -> date:
-    return date(month.year - 1, 12, 1) if month.month == 1 else date(month.year, month.month - 1, 1)
 
 
 async def reconcile_month(conn: asyncpg.Connection, month: date) -> Report:
@@ -144,7 +133,7 @@ def main(settings: Settings, args: argparse.Namespace) -> int:
 
     try:
         month = parse_month(args.month)
-    except ValueError as exc:
-        print(exc, file=sys.stderr)
+    except MonthError as exc:
+        print(f"--month: {exc}", file=sys.stderr)
         return 2
     return asyncio.run(_run(settings, month, args.json))

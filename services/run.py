@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import importlib.util
+import dataclasses
 import os
 import shlex
 import signal
@@ -52,17 +52,7 @@ def _curl(port: int, api_key: str) -> str:
             f"  -d {shlex.quote(body)}")
 
 
-def _built(name: str) -> bool:
-    try:
-        return importlib.util.find_spec(f"services.{name}.main") is not None
-    except ModuleNotFoundError:
-        return False
-
-
-def _spawn(name: str, port: int, gateway_workers: int = 1) -> subprocess.Popen[bytes] | None:
-    if not _built(name):
-        print(f"  {name}: not built yet (placeholder until its issue lands)")
-        return None
+def _spawn(name: str, port: int, gateway_workers: int = 1) -> subprocess.Popen[bytes]:
     cmd = [sys.executable, "-m", "services.cli", name]
     if name == "gateway":
         cmd += ["--port", str(port), "--workers", str(gateway_workers)]
@@ -88,7 +78,7 @@ def main(settings: Settings, args: argparse.Namespace) -> int:
     port = args.port or settings.gateway_port
     # One gateway process per core by default (they share each site's rate: registry.py).
     gateway_workers = getattr(args, "gateway_workers", None) or os.cpu_count() or 1
-    stack = Stack.local()
+    stack = dataclasses.replace(Stack.local(), kafka_heap=settings.kafka_heap)
     started = stack.up()
     print(f"stack: {'started ' + ', '.join(started) if started else 'already running'}")
     key = asyncio.run(_prepare(settings))
@@ -101,9 +91,7 @@ def main(settings: Settings, args: argparse.Namespace) -> int:
     code = 0
     try:
         for name in SERVICES:
-            proc = _spawn(name, port, gateway_workers)
-            if proc is not None:
-                children[name] = proc
+            children[name] = _spawn(name, port, gateway_workers)
         print("\nready. Send an event:\n" + _curl(port, key.api_key) + "\n\nCtrl-C stops everything.")
         restarts: dict[str, list[float]] = {name: [] for name in children}
         while True:
@@ -117,7 +105,7 @@ def main(settings: Settings, args: argparse.Namespace) -> int:
                     raise SystemExit(1)
                 print(f"{name} exited with {proc.returncode}; restarting", file=sys.stderr)
                 time.sleep(1)
-                children[name] = _spawn(name, port, gateway_workers) or proc
+                children[name] = _spawn(name, port, gateway_workers)
             time.sleep(0.5)
     except KeyboardInterrupt:
         print("\nstopping")

@@ -17,6 +17,11 @@ Q = load_queries(Path(__file__).with_name("sites.sql"))
 KEY_PREFIX = "omk_"
 
 
+class UnknownSite(LookupError):
+    def __init__(self, site_id: uuid.UUID) -> None:
+        super().__init__(f"no site {site_id}")
+
+
 @dataclass(frozen=True)
 class Site:
     site_id: uuid.UUID
@@ -56,7 +61,10 @@ async def list_sites(conn: asyncpg.Connection) -> list[Site]:
 
 async def create_key(conn: asyncpg.Connection, site_id: uuid.UUID) -> NewKey:
     api_key = generate_key()
-    key_id = await conn.fetchval(Q["create_key"], site_id, hash_key(api_key), api_key[:10])
+    try:
+        key_id = await conn.fetchval(Q["create_key"], site_id, hash_key(api_key), api_key[:10])
+    except asyncpg.ForeignKeyViolationError:
+        raise UnknownSite(site_id) from None
     return NewKey(site_id, key_id, api_key)
 
 

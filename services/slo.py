@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import sys
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -78,9 +79,9 @@ async def _report(settings: Settings, month: str) -> dict[str, Any]:
 
 def main(settings: Settings, args: argparse.Namespace) -> int:
     try:
-        month_bounds(args.month)
-    except ValueError:
-        print(f"--month: expected YYYY-MM, got {args.month!r}")
+        months.parse_month(args.month)
+    except months.MonthError as exc:
+        print(f"--month: {exc}", file=sys.stderr)
         return 2
     snap = asyncio.run(_report(settings, args.month))
     if args.json:

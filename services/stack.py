@@ -21,15 +21,14 @@ from pathlib import Path
 
 from confluent_kafka import Producer
 
-from services.config import LOCAL_KAFKA_PORT, LOCAL_PG_PORT
+from services.config import LOCAL_KAFKA_PORT, LOCAL_PG_PORT, Settings
 from services.kafka_node import CONTROLLER_OFFSET, KAFKA_LIBS, KafkaNode
 
 ROOT = Path(__file__).resolve().parents[1]
 LOCAL = ROOT / ".local"
 PG_USER = "opsmantik"
 PG_DB = "opsmantik"
-KAFKA_HEAP = os.environ.get("OPSMANTIK_KAFKA_HEAP", "768m")
-CLUSTER_HEAP = os.environ.get("OPSMANTIK_KAFKA_CLUSTER_HEAP", "512m")  # per broker of a cluster
+CLUSTER_HEAP = "512m"  # per broker of a cluster: three JVMs share the host
 START_TIMEOUT_S = 90.0
 READY_TOPIC = "opsmantik.stack.ready"  # `stack up` proves an idempotent produce works here
 
@@ -142,6 +141,7 @@ class Stack:
     def local(cls, brokers: int | None = None) -> Stack:
         """The project's stack; without `brokers`, the size `stack up` last recorded."""
         return cls(brokers=brokers or recorded_brokers(LOCAL))
+    kafka_heap: str = Settings.kafka_heap  # OPSMANTIK_KAFKA_HEAP, through Settings (single broker)
 
     @property
     def kafka_dir(self) -> Path:
@@ -163,7 +163,7 @@ class Stack:
     def nodes(self) -> list[KafkaNode]:
         if self.brokers == 1:  # the historical single-node layout and ports
             return [KafkaNode(1, self.kafka_port, self.kafka_port + 1, self.kafka_dir,
-                              f"1@127.0.0.1:{self.kafka_port + 1}", 1, KAFKA_HEAP)]
+                              f"1@127.0.0.1:{self.kafka_port + 1}", 1, self.kafka_heap)]
         ids = range(1, self.brokers + 1)
         ctl = {i: self.kafka_port + CONTROLLER_OFFSET + i - 1 for i in ids}
         voters = ",".join(f"{i}@127.0.0.1:{ctl[i]}" for i in ids)

@@ -15,7 +15,9 @@ import asyncpg
 
 from services.db.queries import load_queries
 
-MIGRATIONS_DIR = Path(__file__).resolve().parents[2] / "schemas" / "postgres"
+# services/schemas links to the top-level schemas/: the same path in a checkout and in an installed
+# wheel, where schemas/ ships as package data (pyproject.toml).
+MIGRATIONS_DIR = Path(__file__).resolve().parents[1] / "schemas" / "postgres"
 Q = load_queries(Path(__file__).with_name("migrate.sql"))
 _NAME = re.compile(r"^(\d{4})_([a-z0-9_]+)\.sql$")
 

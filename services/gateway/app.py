@@ -1,7 +1,8 @@
 """The aiohttp application: `create_app(settings)` wires caches, breaker and publishers.
 
 Route handlers live in routes_*.py; they see the gateway only through `State` (and the Publisher
-seam), never through Kafka directly.
+seam), never through Kafka directly. They import services/gateway/state.py (State, STATE, the JSON
+answers), never this module: app imports the routes (tests/unit/test_import_cycles.py).
 """
 
 from __future__ import annotations
@@ -10,16 +11,14 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections import Counter
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 import asyncpg
-import orjson
 from aiohttp import web
 
 from services.config import Settings
 from services.events import Limits
+from services.gateway import exports, routes_api, routes_ops
 from services.gateway.auth import KeyCache
 from services.gateway.breaker import STATE_VALUE, Breaker
 from services.gateway.metrics import GatewayMetrics
@@ -33,6 +32,9 @@ from services.gateway.quota import UsageCache
 from services.gateway.ratelimit import RateLimiter
 from services.gateway.registry import GatewayRegistry
 from services.gateway.rollup import SloRollup
+from services.gateway.state import OUTCOMES, STATE, State, error
+
+__all__ = ["STATE", "State", "create_app"]
 from services.gateway.sla_rollup import SLA, SlaRollup
 from services.gateway.sla_rollup import observe as sla_observe
 from services.gateway.sla_rollup import start as sla_start
@@ -41,38 +43,8 @@ from services.gateway.sla_rollup import stop as sla_stop
 log = logging.getLogger("opsmantik.gateway")
 SLO_FLUSH_S = 5.0
 BREAKER_COOLDOWN_S = 1.0
-
-
-@dataclass
-class State:
-    settings: Settings
-    pool: asyncpg.Pool
-    keys: KeyCache
-    usage: UsageCache
-    limiter: RateLimiter
-    breaker: Breaker
-    metrics: GatewayMetrics
-    rollup: SloRollup
-    publisher: Publisher
-    kafka: KafkaPublisher | None
-    limits: Limits
-    registry: GatewayRegistry
-    tasks: list[asyncio.Task[None]] = field(default_factory=list)
-
-
-STATE: web.AppKey[State] = web.AppKey("state", State)
-OUTCOMES: web.RequestKey[Counter[str]] = web.RequestKey("outcomes", Counter)
 KNOWN_ROUTES = {"/api/sync", "/api/usage", "/api/billing/dispute-export", "/healthz", "/readyz",
                 "/metrics", "/status"}
-
-
-def json_response(status: int, body: object, headers: dict[str, str] | None = None) -> web.Response:
-    return web.Response(status=status, body=orjson.dumps(body), content_type="application/json",
-                        headers=headers)
-
-
-def error(status: int, code: str, message: str, headers: dict[str, str] | None = None) -> web.Response:
-    return json_response(status, {"error": code, "message": message}, headers)
 
 
 @web.middleware
@@ -98,14 +70,14 @@ async def observe(request: web.Request, handler):  # type: ignore[no-untyped-def
         state.rollup.record(response.status, elapsed, request.get(OUTCOMES))
         sla_observe(request, response.status)
     if isinstance(response, web.HTTPException) and response.status >= 400:
-        return error(response.status, response.reason.lower().replace(" ", "_"), response.reason)
+        # A 405 keeps aiohttp's `Allow` (RFC 9110 requires it); the body becomes our JSON error.
+        allow = {"Allow": response.headers["Allow"]} if "Allow" in response.headers else None
+        return error(response.status, response.reason.lower().replace(" ", "_"), response.reason, allow)
     return response
 
 
 def create_app(settings: Settings, publisher: Publisher | None = None) -> web.Application:
     """The gateway. With `publisher` given (tests), no Kafka producer is created."""
-    from services.gateway import exports, routes_api, routes_ops
-
     app = web.Application(middlewares=[observe], client_max_size=settings.max_body_bytes)
     routes_api.setup(app)
     routes_ops.setup(app)

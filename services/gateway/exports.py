@@ -20,9 +20,9 @@ from aiohttp import web
 
 from services.billing.export import export_chunks, invoice_and_statement
 from services.config import Settings
-from services.gateway.app import STATE, error, json_response
-from services.gateway.routes_api import authenticate
-from services.months import label, parse_month
+from services.gateway.routes_api import authenticate, query_month
+from services.gateway.state import STATE, error, invalid_query
+from services.months import label
 
 log = logging.getLogger("opsmantik.gateway.exports")
 RETRY_AFTER_S = 5
@@ -55,15 +55,12 @@ async def dispute_export(request: web.Request) -> web.StreamResponse:
     site = await authenticate(request, state)
     if isinstance(site, web.Response):
         return site
+    month = query_month(request)  # the one month parser (services/months.py)
+    if isinstance(month, web.Response):
+        return month
     fmt = request.query.get("format", "csv")
-    try:
-        month = parse_month(request.query.get("month"))
-    except ValueError:
-        month = None
-    if month is None or fmt not in ("csv", "ndjson"):
-        return json_response(400, {"error": "invalid_request", "details": [
-            {"index": None, "field": "month" if month is None else "format",
-             "message": "expected ?month=YYYY-MM[&format=csv|ndjson] (month 01-12, year 0001-9999)"}]})
+    if fmt not in ("csv", "ndjson"):
+        return invalid_query("format", "expected csv or ndjson")
     gate = request.app[EXPORTS]
     if gate.pool is None or not gate.try_acquire(site.site_id):
         return error(429, "too_many_exports",

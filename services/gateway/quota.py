@@ -25,15 +25,10 @@ import asyncpg
 from services.events import Event
 from services.gateway.auth import SiteAuth
 from services.gateway.sql import Q
+from services.months import previous_month
 from services.worker.billing import billing_month
 
 log = logging.getLogger(__name__)
-
-
-def previous_month(day: date) -> date:
-    first = day.replace(day=1)
-    return (first.replace(year=first.year - 1, month=12) if first.month == 1
-            else first.replace(month=first.month - 1))
 
 
 @dataclass(frozen=True)

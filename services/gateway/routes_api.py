@@ -7,19 +7,19 @@ site's key cannot write into or read another site's ledger.
 from __future__ import annotations
 
 from collections import Counter
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from decimal import Decimal
 
 import orjson
 from aiohttp import web
 
 from services.events import Event, parse_request
-from services.gateway.app import OUTCOMES, STATE, State, error, json_response
 from services.gateway.auth import AuthUnavailable, SiteAuth, bearer_key
 from services.gateway.publisher import Unavailable
 from services.gateway.sla_rollup import LIMIT, SITE
 from services.gateway.sql import Q
-from services.months import parse_month
+from services.gateway.state import OUTCOMES, STATE, State, error, invalid_query, json_response
+from services.months import MonthError, parse_month
 
 
 async def authenticate(request: web.Request, state: State) -> SiteAuth | web.Response:
@@ -102,6 +102,14 @@ async def sync(request: web.Request) -> web.Response:
     return json_response(200, {"results": results}, headers)
 
 
+def query_month(request: web.Request) -> date | web.Response:
+    """?month=YYYY-MM (services/months.py), or the 400 to answer."""
+    try:
+        return parse_month(request.query.get("month"))
+    except MonthError as exc:
+        return invalid_query("month", str(exc))
+
+
 def json_int(value: int | Decimal) -> int | orjson.Fragment:
     """An invoice sum as an exact JSON integer: numeric in Postgres, and may pass 2**63, which
     orjson's int cannot encode; a JSON number has no such limit."""
@@ -114,11 +122,9 @@ async def usage(request: web.Request) -> web.Response:
     site = await authenticate(request, state)
     if isinstance(site, web.Response):
         return site
-    try:
-        month = parse_month(request.query.get("month"))
-    except ValueError:
-        return json_response(400, {"error": "invalid_request", "details": [
-            {"index": None, "field": "month", "message": "expected ?month=YYYY-MM"}]})
+    month = query_month(request)
+    if isinstance(month, web.Response):
+        return month
     async with state.pool.acquire(timeout=2.0) as conn:
         row = await conn.fetchrow(Q["usage_row"], site.site_id, month, timeout=5.0)
     body = {"site_id": str(site.site_id), "month": f"{month:%Y-%m}", "events": 0, "quantity": 0,

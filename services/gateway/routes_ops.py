@@ -8,8 +8,8 @@ from datetime import UTC, datetime
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from services.gateway.app import STATE, State, json_response
 from services.gateway.breaker import CLOSED
+from services.gateway.state import STATE, State, invalid_query, json_response
 
 
 async def healthz(request: web.Request) -> web.Response:
@@ -51,11 +51,14 @@ async def status(request: web.Request) -> web.Response:
     """The status page: HTML for people, JSON with `Accept: application/json` or ?format=json."""
     from services.slo import slo_snapshot
 
+    fmt = request.query.get("format")
+    if fmt not in (None, "json"):
+        return invalid_query("format", "expected json (or no format: HTML)")
     state = request.app[STATE]
     month = datetime.now(UTC).strftime("%Y-%m")
     snap = await slo_snapshot(state.pool, month)
     snap["gateway"] = {"breaker": state.breaker.state, "usage_cache_age_s": state.usage.age_s()}
-    wants_json = (request.query.get("format") == "json"
+    wants_json = (fmt == "json"
                   or "application/json" in request.headers.get("Accept", ""))
     if wants_json:
         return json_response(200, snap)

@@ -20,7 +20,7 @@ from datetime import UTC, datetime
 
 import uvloop
 
-from services import metrics_http, reconcile
+from services import metrics_http, months, reconcile
 from services.config import Settings
 from services.db.pool import create_pool
 from services.kafka import ensure_topics
@@ -78,7 +78,7 @@ async def _reconcile_loop(settings: Settings, pool: object) -> None:
     while True:
         try:
             this_month = datetime.now(UTC).date().replace(day=1)
-            for month in (reconcile.previous_month(this_month), this_month):
+            for month in (months.previous_month(this_month), this_month):
                 async with pool.acquire() as conn:  # type: ignore[attr-defined]
                     report = await reconcile.reconcile_month(conn, month)
                     await reconcile.record(conn, report)

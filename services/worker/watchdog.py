@@ -41,7 +41,7 @@ class OffsetProbe:
         # A consumer in the worker's group that never subscribes (so never joins) nor commits:
         # it only reads the group's committed offsets and the watermarks. (AdminClient's
         # list_consumer_group_offsets aborted the process inside librdkafka after a broker
-        # SIGKILL + restart: tests/chaos/test_worker_probe_abort.py.)
+        # SIGKILL + restart: tests/integration/test_watchdog_broker_restart.py.)
         self._consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": group,
                                    "enable.auto.commit": False})
         self.group, self.topic, self.partitions = group, topic, partitions

@@ -33,12 +33,17 @@ def test_stack_up_is_idempotent_and_status_names_everything(settings):
     assert kafka["name"] == "kafka" and kafka["version"].startswith("4.") and kafka["running"]
     assert pg["name"] == "postgres" and pg["version"][0].isdigit() and pg["running"]
     assert kafka["pid"] > 0 and pg["pid"] > 0 and kafka["data_dir"] and pg["data_dir"]
+    up = json.loads(opsmantik(settings, "stack", "up", "--json").stdout)  # idempotent: starts nothing
+    assert up["started"] == [] and [e["name"] for e in up["engines"]] == ["kafka", "postgres"]
+    assert all(e["running"] for e in up["engines"])
 
 
 def test_stack_env_prints_the_two_settings(settings):
     out = opsmantik(settings, "stack", "env").stdout.splitlines()
     assert out[0].startswith("export OPSMANTIK_DATABASE_URL=postgresql://")
     assert out[1].startswith("export OPSMANTIK_KAFKA_BOOTSTRAP=127.0.0.1:")
+    doc = json.loads(opsmantik(settings, "stack", "env", "--json").stdout)
+    assert doc["OPSMANTIK_KAFKA_BOOTSTRAP"] == out[1].split("=", 1)[1]
 
 
 async def test_site_key_is_shown_once_and_stored_only_hashed(settings):

@@ -29,3 +29,23 @@ def test_every_problem_is_listed_at_once():
     assert len(err.value.problems) == 4
     for name in ("DATABASE_URL", "KAFKA_BOOTSTRAP", "GATEWAY_PORT", "MAX_BATCH_EVENTS"):
         assert name in text
+
+
+def test_only_the_settings_object_reads_the_environment() -> None:
+    """Every OPSMANTIK_* knob goes through services/config.py (typed, validated, documented in the
+    CLI help); OPSMANTIK_KAFKA_HEAP was once read by stack.py on its own."""
+    import re
+    from pathlib import Path
+
+    services = Path(__file__).resolve().parents[2] / "services"
+    # Reading a variable (handing the whole environment to a child process is not reading one).
+    reads = re.compile(r"\bos\.environ(\.get\(|\[)|\bos\.getenv\(|\bfrom os import .*\b(environ|getenv)\b")
+    offenders = [str(p.relative_to(services)) for p in services.rglob("*.py")
+                 if p.name != "config.py" and reads.search(p.read_text())]
+    assert offenders == []
+
+
+def test_kafka_heap_is_a_setting() -> None:
+    assert Settings.from_env({"OPSMANTIK_KAFKA_HEAP": "2g"}).kafka_heap == "2g"
+    with pytest.raises(SettingsError, match="OPSMANTIK_KAFKA_HEAP"):
+        Settings.from_env({"OPSMANTIK_KAFKA_HEAP": "lots"})

@@ -80,7 +80,9 @@ def test_usage_month_is_utc_month() -> None:
 def test_quantity_edges() -> None:
     assert parse(ev(quantity=1)).events[0].quantity == 1
     assert parse(ev(quantity=10**12)).events[0].quantity == 10**12
-    for bad in (0, -1, 10**12 + 1, 1.0, "1", True, None, 10**30):
+    assert parse(ev(quantity=5.0)).events[0].quantity == 5  # JSON: 5.0 is the integer 5
+    assert type(parse(ev(quantity=1e12)).events[0].quantity) is int
+    for bad in (0, -1, 10**12 + 1, 1.5, 0.0, 1e12 + 1, "1", True, None, 10**30):
         assert fields(ev(quantity=bad) if bad != 10**30 else ev(quantity=1e30)) == [(0, "quantity")], bad
 
 

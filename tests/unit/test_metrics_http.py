@@ -6,6 +6,8 @@ from __future__ import annotations
 import json
 import urllib.request
 
+import pytest
+
 from services import metrics_http
 from services.cli import main as cli_main
 
@@ -35,5 +37,8 @@ def test_minus_one_is_off() -> None:
     assert metrics_http.serve("relay", "127.0.0.1", -1) is None
 
 
-def test_stack_brokers_below_one_is_a_usage_error() -> None:
-    assert cli_main(["stack", "up", "--brokers", "0"]) == 2
+def test_stack_brokers_out_of_range_is_a_usage_error() -> None:
+    for bad in ("0", "10", "x"):
+        with pytest.raises(SystemExit) as exit_:
+            cli_main(["stack", "up", "--brokers", bad])
+        assert exit_.value.code == 2

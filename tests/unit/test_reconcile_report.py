@@ -7,7 +7,8 @@ from datetime import UTC, date, datetime
 
 import pytest
 
-from services.reconcile import Report, SiteDrift, parse_month, previous_month, render
+from services.months import parse_month, previous_month
+from services.reconcile import Report, SiteDrift, render
 
 
 def site(n: int, **drift: int) -> SiteDrift:
