@@ -6,14 +6,14 @@ VENV := .venv
 BIN := $(VENV)/bin
 KAFKA_LIBS := .local/kafka/libs
 
-.PHONY: deps run test unit conformance lint stack-up stack-down chaos cluster bench clean
+.PHONY: deps run test unit conformance lint stack-up stack-down chaos cluster bench client-soak clean
 
 deps: $(VENV)/.installed $(KAFKA_LIBS)/.installed .local/.postgres-installed
 
-$(VENV)/.installed: pyproject.toml
+$(VENV)/.installed: pyproject.toml clients/python/pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -e '.[dev]'
+	$(BIN)/pip install -q -e '.[dev]' -e clients/python
 	@touch $@
 
 $(KAFKA_LIBS)/.installed: deploy/kafka/pom.xml
@@ -42,7 +42,7 @@ conformance: deps
 	$(BIN)/pytest -q -p no:cacheprovider -s tests/conformance
 
 lint: deps
-	$(BIN)/ruff check services tests
+	$(BIN)/ruff check services tests clients
 
 # Fault injection (docs/reliability.md): short = the CI subset (scenarios 1, 4, 5, 6, one run
 # each, < 10 min); `make chaos LONG=1` = all nine scenarios, three seeds each. SEED=S reruns a seed.
@@ -65,6 +65,12 @@ cluster: deps
 bench: deps
 	@command -v wrk >/dev/null || apt-get install -y wrk || (apt-get update && apt-get install -y wrk)
 	$(BIN)/python -m tests.bench $(if $(filter 1,$(QUICK)),--quick)
+
+# Producer client, long form (docs/client.md): 100,000 events through two gateway SIGKILLs and a
+# broker stop, on a private Kafka + Postgres (ports 29092/29432, .local/client-soak). `make test`
+# runs the bounded form (tests/integration/test_client.py).
+client-soak: deps
+	OPSMANTIK_CLIENT_SOAK=1 $(BIN)/pytest -q -p no:cacheprovider -s tests/integration/test_client_soak.py
 
 stack-up: deps
 	$(BIN)/opsmantik stack up

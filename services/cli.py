@@ -17,6 +17,7 @@ from dataclasses import asdict
 from typing import Any
 
 import asyncpg
+from opsmantik_client import send_cli
 
 from services import cli_args, sites
 from services.cli_args import CHECK_FAILED, Parser
@@ -243,6 +244,12 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--json", action="store_true", help=JSON_HELP)
     s.set_defaults(func=_service("services.slo"), env=DB, exit1="an objective is breached")
     _billing_commands(sub)
+
+    s = sub.add_parser("send", help="backfill NDJSON through the producer client (retries, spill, "
+                       "progress, resumable; docs/client.md)")
+    send_cli.add_arguments(s, count=cli_args.integer(1, 64), seconds=cli_args.RATE)
+    s.set_defaults(func=lambda _settings, args: send_cli.run(args),
+                   exit1="an event was rejected (4xx); the rejected events are listed")
     return cli_args.finish(p)
 
 

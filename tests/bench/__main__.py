@@ -15,6 +15,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 from services.stack import ROOT
+from tests.bench import client as client_bench
 from tests.bench import cluster, report
 from tests.bench.env import BENCH_HOME, BenchEnv, BenchError
 from tests.bench.runner import Bench, Plan
@@ -39,12 +40,13 @@ def main(argv: list[str] | None = None) -> int:
         bench.say(f"private stack on Kafka :{env.stack.kafka_port}, Postgres :{env.stack.pg_port}; "
                   f"database {env.db_name}")
         env.up()
-        names = ["ledger", "single", "batch", "paced", "flood", "probe", "down"]
+        names = ["ledger", "single", "batch", "paced", "flood", "probe", "down", "client"]
         sites = {n: env.create_site(n) for n in names}
         bench.bare_handler()
         bench.raw_producer()
         bench.raw_ledger(sites["ledger"])
         bench.gateway_alone(sites["single"], sites["batch"])
+        client_bench.run(bench, sites["client"])
         gw = bench.end_to_end(sites["paced"], sites["flood"], sites["probe"])
         bench.drain(bench.broker_down(gw, sites["down"]))
         cluster.run(bench, sites["single"], sites["batch"])  # 3 brokers, 2 gateways (docs/scaling.md)

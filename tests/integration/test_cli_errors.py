@@ -30,6 +30,7 @@ NOT_RUN = {
     "relay": "a long-running service that retries the engines by design",
     "run": "starts the local stack",
     "billing verify": "offline: reads a file, uses no engine",
+    "send": "talks to a gateway over HTTP, not to the engines (tests/integration/test_client.py)",
 }
 # Arguments a command needs beyond what its argument types supply (cli_support.required_args).
 ARGS = {
