@@ -6,9 +6,9 @@ VENV := .venv
 BIN := $(VENV)/bin
 KAFKA_LIBS := .local/kafka/libs
 
-.PHONY: deps run test unit conformance lint stack-up stack-down chaos cluster bench client-soak clean
+.PHONY: deps run test unit conformance lint stack-up stack-down chaos cluster bench client-soak clean observability
 
-deps: $(VENV)/.installed $(KAFKA_LIBS)/.installed .local/.postgres-installed
+deps: $(VENV)/.installed $(KAFKA_LIBS)/.installed .local/.postgres-installed .local/.observability-installed
 
 $(VENV)/.installed: pyproject.toml clients/python/pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -26,6 +26,15 @@ $(KAFKA_LIBS)/.installed: deploy/kafka/pom.xml
 .local/.postgres-installed: scripts/ensure-postgres.sh
 	bash scripts/ensure-postgres.sh
 	@mkdir -p .local && touch $@
+
+# Debian's chromium (status page browser test) and prometheus (promtool, the dashboard check).
+.local/.observability-installed: scripts/ensure-observability.sh
+	bash scripts/ensure-observability.sh
+	@mkdir -p .local && touch $@
+
+# The status page, alert rules, dashboard and compose checks alone (< 2 min; part of `make test`).
+observability: deps
+	$(BIN)/pytest -q -p no:cacheprovider tests/observability
 
 run: deps
 	$(BIN)/opsmantik run

@@ -17,12 +17,12 @@ from dataclasses import asdict
 from typing import Any
 
 import asyncpg
-from opsmantik_client import send_cli
 
 from services import cli_args, sites
-from services.cli_args import CHECK_FAILED, Parser
+from services.cli_args import CANNOT_RUN, CHECK_FAILED, Parser
 from services.cli_errors import classify, require_kafka
 from services.config import Settings
+from services.status import incidents
 
 
 def _print_json(obj: Any) -> None:
@@ -147,9 +147,9 @@ GATEWAY_ENV = ("gateway_host", "gateway_port", *DB, *KAFKA[:2], "max_body_bytes"
                "delivery_timeout_ms", "key_cache_ttl_s", "unknown_key_ttl_s", "usage_refresh_s",
                "usage_stale_s", "gateway_heartbeat_s", "gateway_dead_after_s", "partition_key", "db_pool_max")
 WORKER_ENV = (*DB, *KAFKA, "topic_partitions", "worker_group", "worker_batch", "worker_batch_within_s",
-              "worker_metrics_host", "worker_metrics_port", "worker_retry_max_s", "worker_watchdog_s",
+              "metrics_host", "worker_metrics_port", "worker_retry_max_s", "worker_watchdog_s",
               "reconcile_interval_s", "db_pool_min", "db_pool_max")
-RELAY_ENV = (*DB, *KAFKA[:2], "partition_key", "relay_batch", "relay_idle_s", "relay_metrics_host",
+RELAY_ENV = (*DB, *KAFKA[:2], "partition_key", "relay_batch", "relay_idle_s", "metrics_host",
              "relay_metrics_port")
 JSON_HELP = "print one JSON document (for programs) instead of text"
 
@@ -244,13 +244,29 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--json", action="store_true", help=JSON_HELP)
     s.set_defaults(func=_service("services.slo"), env=DB, exit1="an objective is breached")
     _billing_commands(sub)
+    _send_command(sub)
+    incidents.register(sub)
+    return cli_args.finish(p)
 
+
+def _send_command(sub: Any) -> None:
     s = sub.add_parser("send", help="backfill NDJSON through the producer client (retries, spill, "
                        "progress, resumable; docs/client.md)")
+    try:
+        from opsmantik_client import send_cli
+    except ImportError:  # the client is its own distribution: clients/python
+        s.add_argument("args", nargs=argparse.REMAINDER, help="see docs/client.md")
+        s.set_defaults(func=_client_missing)
+        return
     send_cli.add_arguments(s, count=cli_args.integer(1, 64), seconds=cli_args.RATE)
     s.set_defaults(func=lambda _settings, args: send_cli.run(args),
                    exit1="an event was rejected (4xx); the rejected events are listed")
-    return cli_args.finish(p)
+
+
+def _client_missing(_settings: Settings, _args: argparse.Namespace) -> int:
+    print("opsmantik send: the producer client is not installed: pip install ./clients/python "
+          "(make deps installs it)", file=sys.stderr)
+    return CANNOT_RUN
 
 
 def _billing_commands(sub: Any) -> None:

@@ -62,7 +62,6 @@ class Settings:
     worker_group: str = "opsmantik-worker"
     worker_batch: int = 2000
     worker_batch_within_s: float = 0.05
-    worker_metrics_host: str = "127.0.0.1"  # 0.0.0.0 to let a Prometheus on another host scrape
     worker_metrics_port: int = 9101  # /metrics and /healthz; 0 = an ephemeral port (logged), -1 = off
     worker_retry_max_s: float = 60.0  # a DB/publish failure retried this long, then exit non-zero
     worker_watchdog_s: float = 30.0  # committed offset still while lag grows this long → restart
@@ -70,8 +69,8 @@ class Settings:
     # Relay
     relay_batch: int = 1000
     relay_idle_s: float = 0.2
-    relay_metrics_host: str = "127.0.0.1"
     relay_metrics_port: int = 9102  # 0 = an ephemeral port (logged, on /healthz), -1 = off
+    metrics_host: str = "127.0.0.1"  # where worker and relay serve /metrics (0.0.0.0 in containers)
     db_pool_min: int = 1
     db_pool_max: int = 10
     # Local stack (`opsmantik stack up`, `make run`)
@@ -82,6 +81,13 @@ class Settings:
     export_max_per_site: int = 2  # concurrent dispute exports per site; beyond → 429 Retry-After
     export_max_total: int = 4  # concurrent exports per gateway = its own export pool's size
     sla_loss_audit: str = "on"  # sla-report asks `opsmantik audit` about data loss; off = dead letters only
+    # Status page (services/status/): a snapshot refreshed in the background, on its own connection
+    status_refresh_s: float = 5.0       # live signals → component states (the page's "one refresh")
+    status_slo_refresh_s: float = 60.0  # month SLO figures, 90-day rollups, incidents, maintenance
+    status_window_s: float = 300.0      # the window of the rate signals (5xx ratio, lag)
+    status_probe_timeout_s: float = 1.0  # broker probe and each status query
+    status_page_name: str = "OpsMantik"
+    status_page_url: str = "https://status.opsmantik.com"
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -129,7 +135,8 @@ class Settings:
                 problems.append(f"OPSMANTIK_{name.upper()} must be >= 1")
         for name in ("key_cache_ttl_s", "unknown_key_ttl_s", "usage_refresh_s", "usage_stale_s",
                      "worker_batch_within_s", "relay_idle_s", "worker_retry_max_s", "gateway_heartbeat_s",
-                     "worker_watchdog_s", "reconcile_interval_s", "billing_close_lock_timeout_s"):
+                     "worker_watchdog_s", "reconcile_interval_s", "billing_close_lock_timeout_s",
+                     "status_refresh_s", "status_slo_refresh_s", "status_window_s", "status_probe_timeout_s"):
             if getattr(self, name) <= 0:
                 problems.append(f"OPSMANTIK_{name.upper()} must be > 0")
         for name in ("worker_metrics_port", "relay_metrics_port"):
@@ -151,6 +158,8 @@ class Settings:
             problems.append("OPSMANTIK_SLA_LOSS_AUDIT must be on or off")
         if self.billing_close_grace_days < 0:
             problems.append("OPSMANTIK_BILLING_CLOSE_GRACE_DAYS must be >= 0")
+        if not self.status_page_name:
+            problems.append("OPSMANTIK_STATUS_PAGE_NAME must not be empty")
         if self.db_pool_min > self.db_pool_max:
             problems.append("OPSMANTIK_DB_POOL_MIN must be <= OPSMANTIK_DB_POOL_MAX")
         return problems

@@ -29,6 +29,8 @@ DRIFT_EVENTS = Gauge("opsmantik_billing_drift_events", "Invoice minus ledger eve
 DRIFT_QUANTITY = Gauge("opsmantik_billing_drift_quantity", "Invoice minus ledger quantity",
                        ["site_id", "month"])
 DRIFTING_SITES = Gauge("opsmantik_billing_drifting_sites", "Sites with any drift", ["month"])
+DRIFT_RATIO = Gauge("opsmantik_billing_drift_ratio",
+                    "Sum of |invoice - ledger| events over ledger events, all sites", ["month"])
 _FIELDS = ("events", "quantity", "overlimit_events", "overlimit_quantity")
 
 
@@ -98,6 +100,14 @@ def export(report: Report) -> None:
         DRIFT_EVENTS.labels(str(s.site_id), month).set(s.drift("events"))
         DRIFT_QUANTITY.labels(str(s.site_id), month).set(s.drift("quantity"))
     DRIFTING_SITES.labels(month).set(len(report.drifting))
+    DRIFT_RATIO.labels(month).set(drift_ratio(report))
+
+
+def drift_ratio(report: Report) -> float:
+    """|drift| / ledger events over every site; a drift with an empty ledger counts as 100 %."""
+    drift = sum(abs(s.drift("events")) for s in report.sites)
+    ledger = sum(s.ledger_events for s in report.sites)
+    return 0.0 if drift == 0 else drift / ledger if ledger else 1.0
 
 
 def render(report: Report) -> str:

@@ -1,5 +1,5 @@
-"""The SLO figures for a month (seed §1): `opsmantik slo-report --month YYYY-MM [--json]`, and
-`slo_snapshot` for the gateway's /status page.
+"""The SLO figures for a month (seed §1): `opsmantik slo-report --month YYYY-MM [--json]`. (The
+status page, services/status/, reuses the rollup queries here, never the ledger ones.)
 
 availability  1 - 5xx / requests to /api/sync (4xx and 429 are not errors)      target 99.5 %
 latency       p95 proxy: share of 5-minute windows where >= 95 % answered within 500 ms

@@ -33,6 +33,7 @@ from services.gateway.ratelimit import RateLimiter
 from services.gateway.registry import GatewayRegistry
 from services.gateway.rollup import SloRollup
 from services.gateway.state import OUTCOMES, STATE, State, error
+from services.status.snapshot import StatusRefresher
 
 __all__ = ["STATE", "State", "create_app"]
 from services.gateway.sla_rollup import SLA, SlaRollup
@@ -44,7 +45,7 @@ log = logging.getLogger("opsmantik.gateway")
 SLO_FLUSH_S = 5.0
 BREAKER_COOLDOWN_S = 1.0
 KNOWN_ROUTES = {"/api/sync", "/api/usage", "/api/billing/dispute-export", "/healthz", "/readyz",
-                "/metrics", "/status"}
+                "/metrics", "/status", "/status.json"}
 
 
 @web.middleware
@@ -102,7 +103,9 @@ def create_app(settings: Settings, publisher: Publisher | None = None) -> web.Ap
         state = State(settings, pool, KeyCache(pool, settings.key_cache_ttl_s, settings.unknown_key_ttl_s),
                       UsageCache(settings.usage_stale_s), RateLimiter(), breaker, metrics, SloRollup(),
                       pub, kafka, Limits(max_events=settings.max_batch_events),
-                      GatewayRegistry(settings.gateway_heartbeat_s, settings.gateway_dead_after_s))
+                      GatewayRegistry(settings.gateway_heartbeat_s, settings.gateway_dead_after_s),
+                      StatusRefresher(settings, lambda: breaker.state, metrics.registry.collect))
+        await state.status.start()  # renders the first page before any request
         app[STATE] = state
         # Learn N before the first request (a new gateway would otherwise take the whole rate).
         with contextlib.suppress(Exception):
@@ -114,6 +117,7 @@ def create_app(settings: Settings, publisher: Publisher | None = None) -> web.Ap
             asyncio.create_task(state.rollup.run(pool, SLO_FLUSH_S, metrics.slo_flush_failures.inc)),
             asyncio.create_task(state.registry.run(pool)),
             sla_start(app, pool),
+            asyncio.create_task(state.status.run()),
         ]
 
     async def cleanup(app: web.Application) -> None:
@@ -130,6 +134,7 @@ def create_app(settings: Settings, publisher: Publisher | None = None) -> web.Ap
         await sla_stop(app, state.pool)
         with contextlib.suppress(Exception):
             await asyncio.wait_for(state.registry.leave(state.pool), 3.0)
+        await state.status.close()
         with contextlib.suppress(Exception):
             await asyncio.wait_for(state.pool.close(), 3.0)
 

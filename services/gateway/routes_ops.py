@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import html
-from datetime import UTC, datetime
-
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
@@ -47,32 +44,51 @@ async def metrics(request: web.Request) -> web.Response:
     return web.Response(body=generate_latest(m.registry), headers={"Content-Type": CONTENT_TYPE_LATEST})
 
 
-async def status(request: web.Request) -> web.Response:
-    """The status page: HTML for people, JSON with `Accept: application/json` or ?format=json."""
-    from services.slo import slo_snapshot
+STATUS_FORMATS = ("html", "json")
 
+
+def _wants_json(request: web.Request) -> bool | None:
+    """?format= decides; else an Accept that names JSON and not HTML. None: an unknown format."""
     fmt = request.query.get("format")
-    if fmt not in (None, "json"):
-        return invalid_query("format", "expected json (or no format: HTML)")
+    if fmt is not None:
+        return None if fmt not in STATUS_FORMATS else fmt == "json"
+    accept = request.headers.get("Accept", "")
+    return "application/json" in accept and "text/html" not in accept
+
+
+async def status(request: web.Request) -> web.Response:
+    """The public status page (services/status/): bytes rendered by the background refresher.
+    No database, broker or ledger work happens here: the page is as cheap as a static file."""
+    wants_json = _wants_json(request)
+    if wants_json is None:
+        return invalid_query("format", "expected html or json")
+    return _status_bytes(request, wants_json, {"Vary": "Accept"})
+
+
+async def status_json(request: web.Request) -> web.Response:
+    return _status_bytes(request, True, {"Access-Control-Allow-Origin": "*"})
+
+
+def _status_bytes(request: web.Request, as_json: bool, headers: dict[str, str]) -> web.Response:
     state = request.app[STATE]
-    month = datetime.now(UTC).strftime("%Y-%m")
-    snap = await slo_snapshot(state.pool, month)
-    snap["gateway"] = {"breaker": state.breaker.state, "usage_cache_age_s": state.usage.age_s()}
-    wants_json = (fmt == "json"
-                  or "application/json" in request.headers.get("Accept", ""))
-    if wants_json:
-        return json_response(200, snap)
-    rows = "".join(
-        f"<tr><td>{html.escape(name)}</td><td>{html.escape(str(v.get('value')))}</td>"
-        f"<td>{html.escape(str(v.get('target')))}</td><td>{'met' if v.get('met') else 'breached'}</td></tr>"
-        for name, v in snap["objectives"].items()
-    )
-    page = (f"<!doctype html><html><head><meta charset=utf-8><title>OpsMantik status</title></head>"
-            f"<body><h1>OpsMantik status — {html.escape(month)}</h1>"
-            f"<p>Kafka path: {html.escape(state.breaker.state)}</p>"
-            f"<table border=1><tr><th>objective</th><th>value</th><th>target</th><th></th></tr>"
-            f"{rows}</table></body></html>")
-    return web.Response(text=page, content_type="text/html")
+    rendered = state.status.rendered
+    assert rendered is not None  # rendered once in startup, before the first request
+    body = rendered.json if as_json else rendered.html
+    headers["Cache-Control"] = f"public, max-age={max(1, int(state.settings.status_refresh_s))}"
+    headers["ETag"] = body.etag
+    if "Vary" in headers:
+        headers["Vary"] += ", Accept-Encoding"
+    else:
+        headers["Vary"] = "Accept-Encoding"
+    ctype = "application/json" if as_json else "text/html"
+    if body.etag in request.headers.get("If-None-Match", ""):
+        return web.Response(status=304, headers=headers)
+    # Pre-compressed once per refresh; the handler only picks the bytes (aiohttp's own
+    # compression would gzip the page again on every request).
+    if "gzip" in request.headers.get("Accept-Encoding", ""):
+        headers["Content-Encoding"] = "gzip"
+        return web.Response(body=body.gzip, content_type=ctype, charset="utf-8", headers=headers)
+    return web.Response(body=body.raw, content_type=ctype, charset="utf-8", headers=headers)
 
 
 def setup(app: web.Application) -> None:
@@ -80,3 +96,4 @@ def setup(app: web.Application) -> None:
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/metrics", metrics)
     app.router.add_get("/status", status)
+    app.router.add_get("/status.json", status_json)

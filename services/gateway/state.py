@@ -21,6 +21,7 @@ from services.gateway.quota import UsageCache
 from services.gateway.ratelimit import RateLimiter
 from services.gateway.registry import GatewayRegistry
 from services.gateway.rollup import SloRollup
+from services.status.snapshot import StatusRefresher
 
 
 @dataclass
@@ -37,6 +38,7 @@ class State:
     kafka: KafkaPublisher | None
     limits: Limits
     registry: GatewayRegistry
+    status: StatusRefresher  # the public status page's background snapshot (services/status/)
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
 

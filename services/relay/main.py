@@ -19,7 +19,7 @@ log = logging.getLogger("opsmantik.relay")
 
 def main(settings: Settings, args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
-    metrics_http.serve("relay", settings.relay_metrics_host, settings.relay_metrics_port)
+    metrics_http.serve("relay", settings.metrics_host, settings.relay_metrics_port)
     # uvloop: cheaper wake-ups (the poll thread's hand-over) and socket I/O than the default loop.
     return uvloop.run(serve(settings))
 

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from services.stack import ROOT
 from tests.bench import client as client_bench
-from tests.bench import cluster, report
+from tests.bench import cluster, report, status
 from tests.bench.env import BENCH_HOME, BenchEnv, BenchError
 from tests.bench.runner import Bench, Plan
 from tests.bench.stats import text_table
@@ -47,6 +47,7 @@ def main(argv: list[str] | None = None) -> int:
         bench.raw_ledger(sites["ledger"])
         bench.gateway_alone(sites["single"], sites["batch"])
         client_bench.run(bench, sites["client"])
+        status.status_beside_ingest(bench, env.create_site("status"))
         gw = bench.end_to_end(sites["paced"], sites["flood"], sites["probe"])
         bench.drain(bench.broker_down(gw, sites["down"]))
         cluster.run(bench, sites["single"], sites["batch"])  # 3 brokers, 2 gateways (docs/scaling.md)

@@ -38,3 +38,12 @@ def test_months() -> None:
     assert previous_month(date(2026, 1, 1)) == date(2025, 12, 1)
     with pytest.raises(ValueError, match="YYYY-MM"):
         parse_month("2026-1x")
+
+
+def test_drift_ratio_for_the_alerts() -> None:
+    from services.reconcile import drift_ratio
+
+    month, now = date(2026, 11, 1), datetime.now(UTC)
+    assert drift_ratio(Report(month, now, [site(1), site(2)])) == 0.0
+    assert drift_ratio(Report(month, now, [site(1, events=-1), site(2, events=1)])) == 2 / 20  # |±1| each
+    assert drift_ratio(Report(month, now, [])) == 0.0
