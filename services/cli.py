@@ -149,6 +149,7 @@ GATEWAY_ENV = ("gateway_host", "gateway_port", *DB, *KAFKA[:2], "max_body_bytes"
 WORKER_ENV = (*DB, *KAFKA, "topic_partitions", "worker_group", "worker_batch", "worker_batch_within_s",
               "metrics_host", "worker_metrics_port", "worker_retry_max_s", "worker_watchdog_s",
               "reconcile_interval_s", "db_pool_min", "db_pool_max")
+AUDIT_ENV = (*KAFKA[:2], "worker_group", "audit_group")
 RELAY_ENV = (*DB, *KAFKA[:2], "partition_key", "relay_batch", "relay_idle_s", "metrics_host",
              "relay_metrics_port")
 JSON_HELP = "print one JSON document (for programs) instead of text"
@@ -223,7 +224,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(func=_service("services.worker.main"), env=WORKER_ENV)
     s = sub.add_parser("relay", help="drains the Postgres outbox to Kafka, in the foreground")
     s.set_defaults(func=_service("services.relay.main"), env=RELAY_ENV)
-    s = sub.add_parser("run", help="stack + migrate + demo site + gateway + worker + relay, in the "
+    s = sub.add_parser("run", help="stack + migrate + demo site + gateway + worker + relay + audit, in the "
                        "foreground (`make run`); Ctrl-C stops everything")
     s.add_argument("--port", type=cli_args.PORT,
                    help="the gateway's port (default: $OPSMANTIK_GATEWAY_PORT, else 8080)")
@@ -242,7 +243,21 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--month", required=True, type=cli_args.MONTH, metavar="YYYY-MM",
                    help="the month")
     s.add_argument("--json", action="store_true", help=JSON_HELP)
-    s.set_defaults(func=_service("services.slo"), env=DB, exit1="an objective is breached")
+    s.set_defaults(func=_service("services.slo"), env=(*DB, *AUDIT_ENV), exit1="an objective is breached")
+    s = sub.add_parser("audit", help="the capture audit: every ingest-topic message the worker committed "
+                       "past is in the ledger or the dead letters (docs/reliability.md)")
+    s.add_argument("--month", type=cli_args.MONTH, metavar="YYYY-MM",
+                   help="catch up, then report this month per site (default: the current month)")
+    s.add_argument("--follow", action="store_true",
+                   help="the continuous audit, in the foreground; metrics on $OPSMANTIK_AUDIT_METRICS_PORT")
+    s.add_argument("--wait", type=cli_args.integer(0, 3600, "seconds from 0 to 3600"),
+                   help="longest wait for the worker to commit what the topic holds "
+                        "(default: $OPSMANTIK_AUDIT_WAIT_S)")
+    s.add_argument("--json", action="store_true", help=JSON_HELP)
+    s.set_defaults(func=_service("services.audit.main"), env=(*DB, *AUDIT_ENV, "audit_metrics_port",
+                                                              "audit_interval_s", "audit_wait_s"),
+                   exit1="a message is unaccounted (neither ledgered nor dead-lettered) or a valid "
+                         "event was dead-lettered (breach)")
     _billing_commands(sub)
     _send_command(sub)
     incidents.register(sub)

@@ -71,6 +71,11 @@ class Settings:
     relay_idle_s: float = 0.2
     relay_metrics_port: int = 9102  # 0 = an ephemeral port (logged, on /healthz), -1 = off
     metrics_host: str = "127.0.0.1"  # where worker and relay serve /metrics (0.0.0.0 in containers)
+    # Capture audit (services/audit/): its own consumer group, behind the worker group
+    audit_group: str = "opsmantik-audit"
+    audit_metrics_port: int = 9103  # 0 = an ephemeral port, written to the log
+    audit_interval_s: float = 2.0  # --follow: pause between cycles once caught up
+    audit_wait_s: float = 15.0  # --month: longest wait for the worker to commit what the topic holds
     db_pool_min: int = 1
     db_pool_max: int = 10
     # Local stack (`opsmantik stack up`, `make run`)
@@ -136,7 +141,8 @@ class Settings:
         for name in ("key_cache_ttl_s", "unknown_key_ttl_s", "usage_refresh_s", "usage_stale_s",
                      "worker_batch_within_s", "relay_idle_s", "worker_retry_max_s", "gateway_heartbeat_s",
                      "worker_watchdog_s", "reconcile_interval_s", "billing_close_lock_timeout_s",
-                     "status_refresh_s", "status_slo_refresh_s", "status_window_s", "status_probe_timeout_s"):
+                     "status_refresh_s", "status_slo_refresh_s", "status_window_s", "status_probe_timeout_s",
+                     "audit_interval_s"):
             if getattr(self, name) <= 0:
                 problems.append(f"OPSMANTIK_{name.upper()} must be > 0")
         for name in ("worker_metrics_port", "relay_metrics_port"):
@@ -151,6 +157,12 @@ class Settings:
             problems.append(f"OPSMANTIK_PARTITION_KEY: {self.partition_key!r} is not request, event or site")
         if self.gateway_dead_after_s <= self.gateway_heartbeat_s:
             problems.append("OPSMANTIK_GATEWAY_DEAD_AFTER_S must be > OPSMANTIK_GATEWAY_HEARTBEAT_S")
+        if not 0 <= self.audit_metrics_port < 65536:
+            problems.append("OPSMANTIK_AUDIT_METRICS_PORT must be a port or 0 (ephemeral)")
+        if self.audit_wait_s < 0:
+            problems.append("OPSMANTIK_AUDIT_WAIT_S must be >= 0")
+        if not self.audit_group or self.audit_group == self.worker_group:
+            problems.append("OPSMANTIK_AUDIT_GROUP must be set and differ from OPSMANTIK_WORKER_GROUP")
         if not re.fullmatch(r"[1-9][0-9]*[kKmMgG]?", self.kafka_heap):
             problems.append(f"OPSMANTIK_KAFKA_HEAP: {self.kafka_heap!r} is not a JVM heap size "
                             "like 768m or 2g")

@@ -1,4 +1,6 @@
-"""`opsmantik reconcile --month YYYY-MM [--json]`: invoice vs ledger per site; exit 1 on drift.
+"""`opsmantik reconcile --month YYYY-MM [--json]`: invoice vs ledger per site; exit 1 on drift,
+or when an outbox row is parked or older than 24 h (services/backlog.py; dead letters are shown,
+the capture audit judges them: `opsmantik audit`).
 
 Drift = invoice minus ledger (events, quantity, overlimit events and quantity) for the
 billing month. By construction it is 0; anything else is a bug or a hand edit, and the
@@ -20,6 +22,7 @@ import asyncpg
 import orjson
 from prometheus_client import Gauge
 
+from services.backlog import read_backlog
 from services.config import Settings
 from services.db.queries import load_queries
 from services.months import MonthError, parse_month
@@ -131,11 +134,17 @@ async def _run(settings: Settings, month: date, as_json: bool) -> int:
     try:
         report = await reconcile_month(conn, month)
         await record(conn, report)
+        backlog = await read_backlog(conn, month)
     finally:
         await conn.close()
     export(report)
-    print(orjson.dumps(report.as_dict()).decode() if as_json else render(report))
-    return 0 if report.ok else 1
+    if as_json:
+        print(orjson.dumps({**report.as_dict(), "backlog": backlog.as_dict(),
+                            "backlog_ok": not backlog.needs_attention}).decode())
+    else:
+        print(render(report) + "\n" + backlog.render()
+              + ("  ATTENTION" if backlog.needs_attention else ""))
+    return 0 if report.ok and not backlog.needs_attention else 1
 
 
 def main(settings: Settings, args: argparse.Namespace) -> int:

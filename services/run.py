@@ -1,9 +1,10 @@
 """`opsmantik run` (`make run`): the whole pipeline in the foreground.
 
-Stack, migrations, a demo site with a fresh key, then gateway, worker and relay as child
-processes. Ctrl-C stops the children, then the engines this command started (data stays
-in .local/). A child that exits is restarted, as systemd's Restart=always would (the worker
-exits on purpose rather than skip an event); one that keeps crashing stops everything.
+Stack, migrations, a demo site with a fresh key, then gateway, worker, relay and the capture
+audit (`opsmantik audit --follow`) as child processes. Ctrl-C stops the children, then the
+engines this command started (data stays in .local/). A child that exits is restarted, as
+systemd's Restart=always would (the worker exits on purpose rather than skip an event); one
+that keeps crashing stops everything.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from services.kafka import ensure_topics
 from services.stack import Stack
 
 DEMO_SITE = "demo"
-SERVICES = ("gateway", "worker", "relay")
+SERVICES = ("gateway", "worker", "relay", "audit")
 MAX_RESTARTS_PER_MINUTE = 5
 
 
@@ -56,6 +57,8 @@ def _spawn(name: str, port: int, gateway_workers: int = 1) -> subprocess.Popen[b
     cmd = [sys.executable, "-m", "services.cli", name]
     if name == "gateway":
         cmd += ["--port", str(port), "--workers", str(gateway_workers)]
+    elif name == "audit":
+        cmd += ["--follow"]
     print(f"  {name}: starting ({' '.join(cmd[2:])})")
     return subprocess.Popen(cmd, start_new_session=True)
 

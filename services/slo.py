@@ -4,10 +4,15 @@ status page, services/status/, reuses the rollup queries here, never the ledger 
 availability  1 - 5xx / requests to /api/sync (4xx and 429 are not errors)      target 99.5 %
 latency       p95 proxy: share of 5-minute windows where >= 95 % answered within 500 ms
 freshness     share of minutes whose worst ledger lag was < 5 s                  target 99 %
-integrity     ledger rows received in the month vs events the gateway captured (a re-sent
-              event_id is captured twice but ledgered once, so ledger <= captured; the gap is
-              resends plus whatever is still in the outbox or on the topic)
+integrity     from the capture audit (services/audit): topic messages of the month the worker
+              committed past that are in neither the ledger nor the dead letters (unaccounted),
+              plus dead letters of events the gateway accepted (breaches); met only at 0 and 0,
+              and only once the audit has seen the month when the gateway captured events in it
+fallback_24h  outbox rows older than 24 h (the SLA: fallback events processed within 24 h)
 accuracy      invoice (site_usage_monthly) vs ledger rows billed in the month   target ±0
+
+The CLI runs one audit catch-up first (the tables the /status page reads are kept current by
+`opsmantik audit --follow`); dead letters and outbox rows (pending, parked, > 24 h) are listed.
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ import asyncpg
 import orjson
 
 from services import months
+from services.backlog import read_backlog
 from services.config import Settings
 from services.db.queries import load_queries
 
@@ -43,7 +49,8 @@ async def slo_snapshot(pool: asyncpg.Pool, month: str) -> dict[str, Any]:
         fresh = await conn.fetchrow(Q["freshness"], start, end)
         ledger_received = await conn.fetchval(Q["ledger_received"], start, end)
         acc = await conn.fetchrow(Q["accuracy"], start.date())
-        outbox = await conn.fetchval(Q["outbox"])
+        audit = await conn.fetchrow(Q["audit_month"], start.date())
+        backlog = await read_backlog(conn, start.date())
     requests, errors = avail["requests"], avail["errors_5xx"]
     availability = 1.0 if requests == 0 else 1 - errors / requests
     good_windows = sum(1 for w in windows if w["fast"] >= 0.95 * w["requests"])
@@ -60,19 +67,33 @@ async def slo_snapshot(pool: asyncpg.Pool, month: str) -> dict[str, Any]:
             "freshness_under_5s": {"value": round(freshness, 6), "target": 0.99, "met": freshness >= 0.99,
                                    "minutes": fresh["minutes"], "events": fresh["events"],
                                    "events_within_5s": fresh["within_5s"]},
-            "integrity": {"value": ledger_received, "target": captured,
-                          "met": ledger_received <= captured, "captured": captured,
-                          "ledger_rows": ledger_received, "outbox_pending": outbox},
+            "integrity": {"value": audit["unaccounted"] + audit["breaches"], "target": 0,
+                          "met": (audit["unaccounted"] == 0 and audit["breaches"] == 0
+                                  and (audit["audited"] > 0 or captured == 0)),
+                          "unaccounted": audit["unaccounted"], "breach_dead_letters": audit["breaches"],
+                          "audited": audit["audited"], "audited_ledgered": audit["ledgered"],
+                          "audited_dead_lettered": audit["dead_lettered"],
+                          "audit_updated_at": audit["updated_at"], "captured": captured,
+                          "ledger_rows": ledger_received},
+            "fallback_within_24h": {"value": backlog.outbox_older_than_24h, "target": 0,
+                                    "met": backlog.outbox_older_than_24h == 0},
             "accuracy": {"value": drift, "target": 0, "met": drift == 0, "invoice_events": acc["invoice"],
                          "ledger_rows": acc["ledger"]},
         },
+        "backlog": backlog.as_dict(),
     }
 
 
 async def _report(settings: Settings, month: str) -> dict[str, Any]:
-    pool = await asyncpg.create_pool(settings.database_url, min_size=1, max_size=1)
+    from services.audit.main import refresh
+
+    pool = await asyncpg.create_pool(settings.database_url, min_size=1, max_size=2)
     try:
-        return await slo_snapshot(pool, month)
+        problem = await refresh(settings, pool)
+        snap = await slo_snapshot(pool, month)
+        if problem:
+            snap["objectives"]["integrity"]["audit_refresh_error"] = problem
+        return snap
     finally:
         await pool.close()
 
@@ -85,10 +106,17 @@ def main(settings: Settings, args: argparse.Namespace) -> int:
         return 2
     snap = asyncio.run(_report(settings, args.month))
     if args.json:
-        print(orjson.dumps(snap).decode())
+        print(orjson.dumps(snap, default=str).decode())
     else:
         print(f"SLO report {args.month}")
         for name, o in snap["objectives"].items():
             print(f"  {name:26} {str(o['value']):>12}  target {o['target']!s:>8}  "
                   f"{'met' if o['met'] else 'BREACHED'}")
+        i, b = snap["objectives"]["integrity"], snap["backlog"]
+        print(f"  integrity: {i['audited']} topic messages audited, {i['unaccounted']} unaccounted, "
+              f"{i['breach_dead_letters']} breach dead letters"
+              + (f" (audit not refreshed: {i['audit_refresh_error']})" if "audit_refresh_error" in i else ""))
+        print(f"  outbox: {b['outbox_pending']} pending, {b['outbox_parked']} parked, "
+              f"{b['outbox_older_than_24h']} older than 24 h; dead letters: {b['dead_letters_month']} "
+              f"this month ({b['dead_letters_total']} in all)")
     return 0 if all(o["met"] for o in snap["objectives"].values()) else 1

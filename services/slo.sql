@@ -26,5 +26,13 @@ SELECT (SELECT coalesce(sum(events), 0)::bigint FROM site_usage_monthly WHERE mo
        (SELECT count(*) FROM ingest_idempotency WHERE billing_month = $1::date)
        - (SELECT count(*) FROM billing_voids WHERE booked_month = $1::date) AS ledger  -- net of voids
 
--- name: outbox
-SELECT count(*) AS depth FROM ingest_fallback_buffer
+-- name: audit_month
+-- The capture audit's verdict on the month (services/audit): counts and open findings.
+SELECT (SELECT coalesce(sum(audited), 0) FROM audit_counts WHERE month = $1::date)::bigint AS audited,
+       (SELECT coalesce(sum(ledgered), 0) FROM audit_counts WHERE month = $1::date)::bigint AS ledgered,
+       (SELECT coalesce(sum(dead_lettered), 0) FROM audit_counts WHERE month = $1::date)::bigint
+           AS dead_lettered,
+       (SELECT count(*) FROM audit_findings
+        WHERE month = $1::date AND kind = 'unaccounted' AND resolved_at IS NULL) AS unaccounted,
+       (SELECT count(*) FROM audit_findings WHERE month = $1::date AND kind = 'breach') AS breaches,
+       (SELECT max(updated_at) FROM audit_progress) AS updated_at

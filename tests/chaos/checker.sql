@@ -23,3 +23,6 @@ SELECT coalesce(sum(abs(coalesce(u.events, 0) - coalesce(l.events, 0))), 0)::big
        coalesce(sum(abs(coalesce(u.quantity, 0) - coalesce(l.quantity, 0))), 0)::bigint AS quantity_drift
 FROM (SELECT month, events, quantity FROM site_usage_monthly WHERE site_id = $1) u
 FULL JOIN ledger l ON l.month = u.month
+
+-- name: dead_letters
+SELECT count(*) FROM ingest_dead_letter WHERE site_id = $1

@@ -116,7 +116,7 @@ def _wait_dead(pid: int, timeout_s: float) -> None:
 class Component:
     """One supervised process: `opsmantik <kind> [args]`."""
 
-    kind: str  # gateway | worker | relay
+    kind: str  # gateway | worker | relay | audit
     index: int
     args: list[str]
     env: dict[str, str]
@@ -204,6 +204,7 @@ class Pipeline:
     gateways: list[Component] = field(default_factory=list)
     workers: list[Component] = field(default_factory=list)
     relays: list[Component] = field(default_factory=list)
+    audits: list[Component] = field(default_factory=list)  # `opsmantik audit --follow`, under the faults too
 
     @property
     def database(self) -> str:
@@ -228,7 +229,7 @@ class Pipeline:
 
     @property
     def components(self) -> list[Component]:
-        return [*self.gateways, *self.workers, *self.relays]
+        return [*self.gateways, *self.workers, *self.relays, *self.audits]
 
     @property
     def gateway_urls(self) -> list[str]:
@@ -268,6 +269,9 @@ class Pipeline:
         for i in range(relays):
             env = {**self.env, "OPSMANTIK_RELAY_METRICS_PORT": str(RELAY_METRICS_BASE_PORT + i)}
             self.relays.append(Component("relay", i, [], env, self.workdir / f"relay{i}"))
+        # metrics on an ephemeral port (written to its log): the verdict comes from `audit --month`
+        env = {**self.env, "OPSMANTIK_AUDIT_METRICS_PORT": "0"}
+        self.audits.append(Component("audit", 0, ["--follow"], env, self.workdir / "audit0"))
         for c in self.components:
             c.start()
 

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 import aiohttp
+import orjson
 
 RETRY_STATUSES = frozenset({429, 503})
 ATTEMPT_TIMEOUT_S = 5.0
@@ -32,14 +33,37 @@ class Attempt:
     latency_s: float
 
 
+@dataclass(frozen=True)
+class BadAck:
+    """A 200 whose body did not list every sent event_id, in order (DESIGN.md: one entry per
+    event in request order). The 200 acknowledged them all the same."""
+
+    t: float
+    sent: list[str]
+    listed: list[str] | None  # the body's event_ids; None: no results list at all
+
+
 @dataclass
 class LoadRecord:
     """Everything the checker needs from the client side."""
 
     sent: set[str] = field(default_factory=set)
-    acked: dict[str, str] = field(default_factory=dict)  # event_id -> outcome in the 200
+    acked: dict[str, str] = field(default_factory=dict)  # event_id -> outcome in the 200 ("missing")
     attempts: list[Attempt] = field(default_factory=list)
     unacked_at_end: int = 0  # batches still retrying when the load stopped
+    bad_200: list[BadAck] = field(default_factory=list)
+
+    def acknowledge(self, t: float, sent: list[str], payload: object) -> None:
+        """A 200 acknowledges every sent event, whatever its body says; a body that does not list
+        them all in order is recorded (the checker fails the run on it)."""
+        results = payload.get("results") if isinstance(payload, dict) else None
+        rows = [r for r in results if isinstance(r, dict)] if isinstance(results, list) else []
+        listed = [str(r.get("event_id")) for r in rows] if isinstance(results, list) else None
+        if listed != sent or len(rows) != len(results or []):
+            self.bad_200.append(BadAck(t, sent, listed))
+        status = {str(r.get("event_id")): str(r.get("status")) for r in rows}
+        for eid in sent:
+            self.acked[eid] = status.get(eid, "missing")
 
     def outcome_counts(self) -> Counter[str]:
         return Counter(self.acked.values())
@@ -129,17 +153,20 @@ class LoadGenerator:
                 async with self._session.post(urls[gateway] + "/api/sync", json=body, headers=headers,
                                               timeout=aiohttp.ClientTimeout(total=ATTEMPT_TIMEOUT_S)) as r:
                     status = r.status
-                    payload = await r.json(content_type=None) if status == 200 else None
+                    raw = await r.read() if status == 200 else b""
                 kind = str(status)
             except TimeoutError:
-                status, payload, kind = 0, None, "timeout"
+                status, raw, kind = 0, b"", "timeout"
             except (aiohttp.ClientError, OSError, ValueError):
-                status, payload, kind = 0, None, "conn_error"
+                status, raw, kind = 0, b"", "conn_error"
             t1 = time.monotonic()
             self.record.attempts.append(Attempt(t1, kind, t1 - t0))
-            if status == 200 and isinstance(payload, dict):
-                for res in payload.get("results", []):
-                    self.record.acked[str(res.get("event_id"))] = str(res.get("status"))
+            if status == 200:
+                try:
+                    payload = orjson.loads(raw)
+                except orjson.JSONDecodeError:
+                    payload = None
+                self.record.acknowledge(t1, [str(e["event_id"]) for e in batch], payload)
                 return gateway
             if status != 0 and status not in RETRY_STATUSES and status < 500:
                 return gateway  # a 4xx other than 429: not retryable, the checker reports it

@@ -6,8 +6,8 @@ from typing import Any
 
 from tests.chaos.scenarios import RunResult
 
-COLUMNS = ["scn", "seed", "sent", "acked", "outcomes", "retries", "lost", "dup", "drift", "5xx",
-           "drain s", "p95 fault ms", "crashes", "result"]
+COLUMNS = ["scn", "seed", "sent", "acked", "outcomes", "retries", "lost", "topic copies", "audit", "drift",
+           "5xx", "drain s", "p95 fault ms", "crashes", "result"]
 SHORT = {"accepted": "acc", "overlimit": "over", "degraded": "deg", "fallback": "fb"}
 
 
@@ -30,7 +30,10 @@ def row(r: RunResult) -> list[str]:
     return [
         str(r.scenario), str(r.seed),
         str(v.sent) if v else na, str(v.acked) if v else na, _outcomes(r), _retries(r),
-        str(len(v.lost)) if v else na, str(len(v.duplicated)) if v else na,
+        str(len(v.lost)) if v else na,
+        f"{v.topic_copies} (+{v.extra_copies} dup)" if v else na,
+        (f"{'agrees' if v.audit_agrees else 'DISAGREES'}, {v.audit_unaccounted} unacc."
+         + (f" {v.audit_vanished} vanished" if v.audit_vanished else "")) if v else na,
         str(v.drift) if v else na,
         f"{v.fivexx_total} ({v.fivexx_outside} outside)" if v else na,
         f"{r.drain_s:.1f}" if r.drain_s is not None else na,
@@ -65,6 +68,11 @@ def as_json(r: RunResult) -> dict[str, Any]:
         "outcomes": v.outcomes if v else None, "attempts": v.attempts if v else None,
         "lost": len(v.lost) if v else None, "duplicated": len(v.duplicated) if v else None,
         "invented": len(v.invented) if v else None, "drift": v.drift if v else None,
+        "topic_copies": v.topic_copies if v else None, "extra_copies": v.extra_copies if v else None,
+        "unledgered": len(v.unledgered) if v else None, "bad_200": v.bad_200 if v else None,
+        "audit_unaccounted": v.audit_unaccounted if v else None,
+        "audit_vanished": v.audit_vanished if v else None,
+        "audit_agrees": v.audit_agrees if v else None,
         "outbox_depth": v.outbox_depth if v else None,
         "fivexx": v.fivexx_total if v else None, "fivexx_outside": v.fivexx_outside if v else None,
         "drain_s": r.drain_s, "p95_fault_ms": r.p95_fault_ms, "crashes": r.crashes,

@@ -109,15 +109,24 @@ async def relay_kill(ctx: FaultContext) -> None:
     await asyncio.to_thread(ctx.engines.start_kafka)
     full = await ctx.outbox_depth()
     ctx.notes.append(f"outbox before relay start: {full}")
+    if full <= 0:  # the fault needs a drain to interrupt
+        raise HarnessError(f"scenario 5: the outbox did not fill while the broker was down (depth {full})")
     await ctx.restart(relay)
     deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
+    draining = False
+    while not draining and time.monotonic() < deadline:
         depth = await ctx.outbox_depth()
-        if 0 <= depth < full or full <= 0:
-            break
-        await asyncio.sleep(0.02)
+        draining = 0 <= depth < full
+        if not draining:
+            await asyncio.sleep(0.02)
+    if not draining:
+        raise HarnessError("scenario 5: the restarted relay did not start draining within 30 s")
     await asyncio.to_thread(relay.kill)
-    ctx.notes.append(f"outbox when relay killed: {await ctx.outbox_depth()}")
+    left = await ctx.outbox_depth()
+    ctx.notes.append(f"outbox when relay killed: {left}")
+    if left == 0:
+        raise HarnessError("scenario 5: the relay drained the whole outbox before the kill (not killed "
+                           "while draining)")
     await ctx.sleep(ctx.rng.uniform(1.0, 3.0))
     await ctx.restart(relay)
 
@@ -280,7 +289,10 @@ async def run_scenario(engines: ChaosStack, scenario: Scenario, seed: int, profi
         month = datetime.now(UTC).strftime("%Y-%m")
         reconcile = await asyncio.to_thread(checker.run_reconcile, [OPSMANTIK], env, month)
         state = await checker.read_ledger_state(pipeline.database_url, site.site_id)
-        verdict = checker.evaluate(record, state, reconcile, ctx.both_down)
+        topic = await asyncio.to_thread(checker.read_topic, engines.stack.kafka_bootstrap,
+                                        env["OPSMANTIK_TOPIC"], site.site_id)
+        audit = await asyncio.to_thread(checker.run_audit, [OPSMANTIK], env, month, site.site_id)
+        verdict = checker.evaluate(record, state, reconcile, ctx.both_down, topic, audit)
         if drain_s is None:
             verdict.failures.append(f"did not drain within {profile.drain_timeout_s:.0f} s")
         lat = checker.p95(checker.latencies_in(record.attempts, fault_window))

@@ -25,6 +25,8 @@ from tests.integration.pipeline import (
     count_messages,
     env_for,
     insert_outbox,
+    ledger_count,
+    ledgered,
     message,
     new_site_id,
     produce,
@@ -33,6 +35,7 @@ from tests.integration.pipeline import (
 
 pytestmark = pytest.mark.integration
 RELAY_METRICS_PORT = 23192
+RELAY_PAIR_METRICS_PORTS = (23293, 23294)
 
 
 settings, pool = module_environment()
@@ -139,20 +142,42 @@ async def test_relay_killed_between_produce_and_delete(worker: Proc, settings: S
     assert str(site) in {s["site_id"] for s in report["sites"]}
 
 
+async def drained_by(port: int) -> float:
+    async with aiohttp.ClientSession() as s, s.get(f"http://127.0.0.1:{port}/metrics") as r:
+        text = await r.text()
+    return float(dict(x.rsplit(" ", 1) for x in text.splitlines()
+                      if x.startswith("opsmantik_outbox_drained_total "))["opsmantik_outbox_drained_total"])
+
+
 async def test_two_relays_drain_together_without_producing_a_row_twice(
         worker: Proc, settings: Settings, pool: asyncpg.Pool, logs) -> None:  # noqa: ANN001
     site = await new_site_id(pool)
     await insert_outbox(pool, site, [f"p-{i}" for i in range(600)])
-    relays = [Proc.start(settings, logs, "relay", relay_batch=25) for _ in range(2)]
+    blocker = await asyncpg.connect(settings.database_url)
+    relays: list[Proc] = []
     try:
+        tx = blocker.transaction()
+        await tx.start()
+        # SHARE mode lets each relay claim a batch (FOR UPDATE) and produce it, but not delete it:
+        # each then holds its claim. Two batches (50 rows) on Kafka at once are possible only if
+        # the second relay claimed other rows while the first held its own: a parallel drain.
+        # (Without SKIP LOCKED the second would queue behind the first's row locks: 25.)
+        await blocker.execute("LOCK TABLE ingest_fallback_buffer IN SHARE MODE")
+        relays = [Proc.start(settings, logs, "relay", relay_batch=25, relay_metrics_port=port)
+                  for port in RELAY_PAIR_METRICS_PORTS]
+        await wait_for(ledgered(pool, site, 50), what="both relays holding a produced batch at once")
+        await asyncio.sleep(1.0)
+        assert await ledger_count(pool, site) == 50  # each is blocked on its delete: no third batch
+        await tx.rollback()
         await wait_for(drained_and_ledgered(pool, site, 600), what="two relays drained 600 rows")
+        for port in RELAY_PAIR_METRICS_PORTS:  # both kept draining once released
+            assert await drained_by(port) >= 25
     finally:
+        await blocker.close()
         for r in relays:
             assert r.stop() == 0, r.tail()
     await assert_once_each(pool, site, 600)
     assert await asyncio.to_thread(count_messages, settings, settings.topic, str(site).encode()) == 600
-    for r in relays:  # both did some of the work (SKIP LOCKED spreads the batches)
-        assert "relay draining" in r.log.read_text()
 
 
 async def test_in_process_drain_parks_a_message_the_broker_refuses(settings: Settings,

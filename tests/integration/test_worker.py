@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import statistics
+import subprocess
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -18,7 +19,7 @@ from confluent_kafka import Consumer, TopicPartition
 
 from services import sites
 from services.config import Settings
-from tests.integration.pipeline import Proc, ledgered, message, produce, wait_for
+from tests.integration.pipeline import OPSMANTIK, Proc, env_for, ledgered, message, produce, wait_for
 
 pytestmark = pytest.mark.integration
 GATEWAY_PORT = 23180
@@ -28,7 +29,7 @@ WORKER_METRICS_PORT = 23191
 @pytest.fixture(scope="module")
 def worker(settings: Settings, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Proc]:
     proc = Proc.start(settings, tmp_path_factory.mktemp("worker"), "worker",
-                      worker_metrics_port=WORKER_METRICS_PORT)
+                      worker_metrics_port=WORKER_METRICS_PORT, reconcile_interval_s=1)
     yield proc
     assert proc.stop() == 0, proc.tail()
 
@@ -230,5 +231,30 @@ async def test_worker_metrics_are_served(worker: Proc, settings: Settings, pool:
     lines = dict(line.rsplit(" ", 1) for line in (await scrape(WORKER_METRICS_PORT)).splitlines()
                  if line.startswith("opsmantik_"))
     assert float(lines["opsmantik_worker_freshness_seconds_count"]) >= 1
-    # The value depends on every module's rows (some write invoice rows by hand): present, a count.
-    assert float(lines[f'opsmantik_billing_drifting_sites{{month="{this_month():%Y-%m}"}}']) >= 0
+
+
+async def test_worker_exports_a_planted_drift(worker: Proc, settings: Settings, pool: asyncpg.Pool) -> None:
+    """The worker's periodic reconcile (every 1 s here) exports the drift it finds: plant an invoice
+    row no ledger row backs and the site's gauge shows it; the drifting-sites gauge then equals the
+    count `opsmantik reconcile` finds in the same database (other modules plant drift too)."""
+    month = f"{this_month():%Y-%m}"
+    site = (await new_site(pool)).site_id
+    await pool.execute("INSERT INTO site_usage_monthly (site_id, month, events, quantity) "
+                       "VALUES ($1, $2, 7, 7)", site, this_month().date().replace(day=1))
+    gauge = f'opsmantik_billing_drift_events{{month="{month}",site_id="{site}"}}'
+    try:
+        async def exported() -> bool:
+            try:
+                return f"{gauge} 7.0" in (await scrape(WORKER_METRICS_PORT)).splitlines()
+            except aiohttp.ClientError:  # the worker is still starting
+                return False
+        await wait_for(exported, 20, 0.25, "the planted drift of +7 events exported")
+        done = subprocess.run([OPSMANTIK, "reconcile", "--month", month, "--json"], env=env_for(settings),
+                              capture_output=True, timeout=60)
+        drifting = orjson.loads(done.stdout)["drifting_sites"]
+        assert done.returncode == 1 and str(site) in drifting
+        lines = dict(line.rsplit(" ", 1) for line in (await scrape(WORKER_METRICS_PORT)).splitlines()
+                     if line.startswith("opsmantik_billing_drifting_sites{"))
+        assert float(lines[f'opsmantik_billing_drifting_sites{{month="{month}"}}']) == len(drifting)
+    finally:
+        await pool.execute("DELETE FROM site_usage_monthly WHERE site_id = $1", site)

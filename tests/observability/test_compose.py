@@ -30,13 +30,13 @@ def mounts(service: str) -> dict[str, str]:
 
 
 def test_every_service_is_present() -> None:
-    assert set(SERVICES) == {"kafka", "postgres", "migrate", "gateway", "worker", "relay", "prometheus",
-                             "grafana"}
+    assert set(SERVICES) == {"kafka", "postgres", "migrate", "gateway", "worker", "relay", "audit",
+                             "prometheus", "grafana"}
 
 
 def test_opsmantik_services_use_the_clis_commands_and_settings() -> None:
     parser = build_parser()
-    for name in ("migrate", "gateway", "worker", "relay"):
+    for name in ("migrate", "gateway", "worker", "relay", "audit"):
         svc = SERVICES[name]
         cmd = svc["command"]
         assert cmd[0] == "opsmantik" and cmd[1] == name, (name, cmd)
@@ -72,7 +72,8 @@ def test_prometheus_has_the_rules_and_scrapes_every_process() -> None:
     jobs = {j["job_name"]: j["static_configs"][0]["targets"] for j in config["scrape_configs"]}
     assert jobs == {"opsmantik-gateway": [f"gateway:{d.gateway_port}"],
                     "opsmantik-worker": [f"worker:{d.worker_metrics_port}"],
-                    "opsmantik-relay": [f"relay:{d.relay_metrics_port}"]}
+                    "opsmantik-relay": [f"relay:{d.relay_metrics_port}"],
+                    "opsmantik-audit": [f"audit:{d.audit_metrics_port}"]}
     # the local config (make run) has the same jobs, on 127.0.0.1
     local = yaml.safe_load((ROOT / "deploy" / "prometheus" / "prometheus.yml").read_text())
     assert {j["job_name"] for j in local["scrape_configs"]} == set(jobs)
