@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 KAFKA_LIBS := .local/kafka/libs
 
-.PHONY: deps run test unit conformance lint stack-up stack-down chaos bench client-soak clean observability
+.PHONY: deps run test unit conformance lint stack-up stack-down chaos cluster bench client-soak clean observability
 
 deps: $(VENV)/.installed $(KAFKA_LIBS)/.installed .local/.postgres-installed .local/.observability-installed
 
@@ -61,6 +61,13 @@ ifeq ($(LONG),1)
 else
 	OPSMANTIK_CHAOS=1 $(if $(SEED),OPSMANTIK_CHAOS_SEED=$(SEED)) $(BIN)/pytest -q -p no:cacheprovider -s tests/chaos
 endif
+
+# Scale-out on a real 3-broker KRaft cluster (docs/scaling.md): a private cluster on ports
+# 26092-26094 (quorum 26192-26194), Postgres from the local stack; a partition leader and a
+# worker SIGKILLed under load. Heavy (three JVMs, ~3 min): not part of `make test`.
+cluster: deps
+	$(BIN)/opsmantik stack up
+	OPSMANTIK_CLUSTER=1 $(BIN)/pytest -q -p no:cacheprovider -s tests/cluster
 
 # Benchmarks (docs/benchmarks.md; a full run writes docs/bench-results.md): a private Kafka +
 # Postgres on ports 24xxx, wrk as the load generator. `make bench QUICK=1` is the < 2 min smoke

@@ -18,8 +18,8 @@ from typing import Any
 
 import asyncpg
 
-from services import cli_args, sites, stack
-from services.cli_args import CANNOT_RUN, CHECK_FAILED, START_ENGINES, Parser
+from services import cli_args, sites
+from services.cli_args import CANNOT_RUN, CHECK_FAILED, Parser
 from services.cli_errors import classify, require_kafka
 from services.config import Settings
 from services.status import incidents
@@ -48,40 +48,9 @@ def _with_conn(fn: Callable[[asyncpg.Connection, argparse.Namespace], Coroutine[
 
 
 def cmd_stack(settings: Settings, args: argparse.Namespace) -> int:
-    local = stack.Stack(kafka_heap=settings.kafka_heap)
-    if args.action == "up":
-        started = local.up()
-        if args.json:
-            _print_json({"started": started, "engines": [asdict(e) for e in local.status()]})
-        else:
-            print("started: " + ", ".join(started) if started else "already running: kafka, postgres")
-    elif args.action == "down":
-        stopped = local.down()
-        if args.json:
-            _print_json({"stopped": stopped})
-        else:
-            print("stopped: " + ", ".join(stopped) if stopped else "nothing was running")
-    elif args.action == "status":
-        engines = local.status()
-        if args.json:
-            _print_json([asdict(e) for e in engines])
-        else:
-            print(f"{'engine':9} {'state':8} {'version':9} {'port':6} {'pid':8} data")
-            for e in engines:
-                state = "running" if e.running else "stopped"
-                print(f"{e.name:9} {state:8} {e.version:9} {e.port:<6} {e.pid or '-':<8} {e.data_dir}")
-        if not all(e.running for e in engines):
-            print(f"opsmantik stack status: not running; start it with `{START_ENGINES}`", file=sys.stderr)
-            return CANNOT_RUN
-    elif args.action == "env":
-        exports = {"OPSMANTIK_DATABASE_URL": Settings.database_url,
-                   "OPSMANTIK_KAFKA_BOOTSTRAP": Settings.kafka_bootstrap}
-        if args.json:
-            _print_json(exports)
-        else:
-            for name, value in exports.items():
-                print(f"export {name}={value}")
-    return 0
+    from services.stack_cli import main as stack_main
+
+    return stack_main(settings, args)
 
 
 # ---------------------------------------------------------------- migrate
@@ -89,7 +58,7 @@ def cmd_stack(settings: Settings, args: argparse.Namespace) -> int:
 
 async def cmd_migrate(settings: Settings, args: argparse.Namespace) -> int:
     from services.db.migrate import migrate
-    from services.kafka import ensure_topics
+    from services.kafka import TopicError, ensure_topics
 
     require_kafka(settings)  # before touching the database: all or nothing, and in a second
     conn = await _connect(settings)
@@ -97,7 +66,11 @@ async def cmd_migrate(settings: Settings, args: argparse.Namespace) -> int:
         applied = await migrate(conn)
     finally:
         await conn.close()
-    topics = await asyncio.to_thread(ensure_topics, settings)
+    try:
+        topics = await asyncio.to_thread(ensure_topics, settings)
+    except TopicError as exc:
+        print(f"migrate: {exc}", file=sys.stderr)
+        return CHECK_FAILED
     if args.json:
         _print_json({"applied": applied, "topics_created": topics})
     else:
@@ -172,11 +145,13 @@ DB = ("database_url",)
 KAFKA = ("kafka_bootstrap", "topic", "billable_topic")
 GATEWAY_ENV = ("gateway_host", "gateway_port", *DB, *KAFKA[:2], "max_body_bytes", "max_batch_events",
                "delivery_timeout_ms", "key_cache_ttl_s", "unknown_key_ttl_s", "usage_refresh_s",
-               "usage_stale_s", "db_pool_max")
-WORKER_ENV = (*DB, *KAFKA, "worker_group", "worker_batch", "worker_metrics_port",
-              "worker_retry_max_s", "worker_watchdog_s", "reconcile_interval_s", "db_pool_min", "db_pool_max")
+               "usage_stale_s", "gateway_heartbeat_s", "gateway_dead_after_s", "partition_key", "db_pool_max")
+WORKER_ENV = (*DB, *KAFKA, "topic_partitions", "worker_group", "worker_batch", "metrics_host",
+              "worker_metrics_port", "worker_retry_max_s", "worker_watchdog_s", "reconcile_interval_s",
+              "db_pool_min", "db_pool_max")
 AUDIT_ENV = (*KAFKA[:2], "worker_group", "audit_group")
-RELAY_ENV = (*DB, *KAFKA[:2], "relay_batch", "relay_idle_s", "relay_metrics_port")
+RELAY_ENV = (*DB, *KAFKA[:2], "partition_key", "relay_batch", "relay_idle_s", "metrics_host",
+             "relay_metrics_port")
 JSON_HELP = "print one JSON document (for programs) instead of text"
 
 
@@ -194,13 +169,18 @@ def build_parser() -> argparse.ArgumentParser:
                        "waits for readiness; down stops cleanly; env prints the export lines)")
     s.add_argument("action", choices=["up", "down", "status", "env"], help="what to do")
     s.add_argument("--json", action="store_true", help=JSON_HELP)
+    s.add_argument("--brokers", type=cli_args.integer(1, 9, "a broker count from 1 to 9"), metavar="N",
+                   help="up: Kafka brokers (default: the count last recorded, else 1; 3 = a KRaft "
+                   "cluster, docs/scaling.md)")
     s.set_defaults(func=cmd_stack, env=("kafka_heap",))
 
     s = sub.add_parser("migrate", help="apply schemas/postgres/ migrations and create the topics "
                        "(idempotent)")
     s.add_argument("--json", action="store_true", help=JSON_HELP)
-    s.set_defaults(func=cmd_migrate, env=(*DB, *KAFKA, "topic_partitions"),
-                   exit1="an applied migration was edited (add a new one instead)")
+    s.set_defaults(func=cmd_migrate, env=(*DB, *KAFKA, "topic_partitions", "replication_factor",
+                                          "min_insync_replicas"),
+                   exit1="an applied migration was edited (add a new one instead), or a topic has "
+                   "fewer partitions than configured")
 
     sites_p = sub.add_parser("sites", help="tenants").add_subparsers(dest="action", required=True,
                                                                      metavar="ACTION")
@@ -235,6 +215,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="address to listen on (default: $OPSMANTIK_GATEWAY_HOST, else 127.0.0.1)")
     s.add_argument("--port", type=cli_args.PORT,
                    help="port to listen on (default: $OPSMANTIK_GATEWAY_PORT, else 8080)")
+    s.add_argument("--workers", type=cli_args.integer(1, 256, "a process count from 1 to 256"), default=1,
+                   metavar="N", help="gateway processes on the port (SO_REUSEPORT); they share each "
+                   "site's rate limit (docs/scaling.md)")
+    s.add_argument("--reuse-port", action="store_true", help=argparse.SUPPRESS)  # set by --workers
     s.set_defaults(func=_service("services.gateway.main"), env=GATEWAY_ENV)
     s = sub.add_parser("worker", help="the ledger worker (Faust), in the foreground")
     s.set_defaults(func=_service("services.worker.main"), env=WORKER_ENV)
@@ -244,6 +228,8 @@ def build_parser() -> argparse.ArgumentParser:
                        "foreground (`make run`); Ctrl-C stops everything")
     s.add_argument("--port", type=cli_args.PORT,
                    help="the gateway's port (default: $OPSMANTIK_GATEWAY_PORT, else 8080)")
+    s.add_argument("--gateway-workers", type=cli_args.integer(1, 256, "a process count from 1 to 256"),
+                   metavar="N", help="gateway processes (default: one per core)")
     s.set_defaults(func=_service("services.run"), env=("gateway_port", *DB, *KAFKA, "kafka_heap"),
                    exit1="a service kept exiting (more than 5 restarts a minute)")
 

@@ -36,6 +36,14 @@ class Settings:
     topic: str = "opsmantik.ingest.v1"
     billable_topic: str = "opsmantik.billable.v1"
     topic_partitions: int = 6
+    # Replication of the topics `migrate` creates: 0 = from the cluster, RF = min(3, brokers) and
+    # min ISR = RF - 1 (at least 1); set them to pin a value (docs/scaling.md).
+    replication_factor: int = 0
+    min_insync_replicas: int = 0
+    # Message key of the ingest topic (services/kafka.py): "request" (site + the request's first
+    # event id) spreads a site's requests over every partition, a batch on one; "event" spreads
+    # every event; "site" keeps a site on one partition, in order (docs/scaling.md).
+    partition_key: str = "request"
     # Gateway
     gateway_host: str = "127.0.0.1"
     gateway_port: int = 8080
@@ -46,17 +54,21 @@ class Settings:
     unknown_key_ttl_s: float = 5.0
     usage_refresh_s: float = 1.0
     usage_stale_s: float = 10.0  # cache older than this → events are `degraded`
+    # Gateways share each site's rate: every gateway heartbeats into gateway_instances and takes
+    # rate/N, N = gateways heard from within gateway_dead_after_s (docs/scaling.md).
+    gateway_heartbeat_s: float = 1.0
+    gateway_dead_after_s: float = 3.0
     # Worker
     worker_group: str = "opsmantik-worker"
     worker_batch: int = 2000
-    worker_metrics_port: int = 9101  # Prometheus /metrics of the worker; 0 = off
+    worker_metrics_port: int = 9101  # /metrics and /healthz; 0 = an ephemeral port (logged), -1 = off
     worker_retry_max_s: float = 60.0  # a DB/publish failure retried this long, then exit non-zero
     worker_watchdog_s: float = 30.0  # committed offset still while lag grows this long → restart
     reconcile_interval_s: float = 300.0  # worker's periodic reconcile (drift metric)
     # Relay
     relay_batch: int = 1000
     relay_idle_s: float = 0.2
-    relay_metrics_port: int = 9102  # 0 = off
+    relay_metrics_port: int = 9102  # 0 = an ephemeral port (logged, on /healthz), -1 = off
     metrics_host: str = "127.0.0.1"  # where worker and relay serve /metrics (0.0.0.0 in containers)
     # Capture audit (services/audit/): its own consumer group, behind the worker group
     audit_group: str = "opsmantik-audit"
@@ -126,15 +138,24 @@ class Settings:
             if getattr(self, name) < 1:
                 problems.append(f"OPSMANTIK_{name.upper()} must be >= 1")
         for name in ("key_cache_ttl_s", "unknown_key_ttl_s", "usage_refresh_s", "usage_stale_s",
-                     "relay_idle_s", "worker_retry_max_s",
+                     "relay_idle_s", "worker_retry_max_s", "gateway_heartbeat_s",
                      "worker_watchdog_s", "reconcile_interval_s", "billing_close_lock_timeout_s",
                      "status_refresh_s", "status_slo_refresh_s", "status_window_s", "status_probe_timeout_s",
                      "audit_interval_s"):
             if getattr(self, name) <= 0:
                 problems.append(f"OPSMANTIK_{name.upper()} must be > 0")
         for name in ("worker_metrics_port", "relay_metrics_port"):
-            if not 0 <= getattr(self, name) < 65536:
-                problems.append(f"OPSMANTIK_{name.upper()} must be a port or 0 (off)")
+            if not -1 <= getattr(self, name) < 65536:
+                problems.append(f"OPSMANTIK_{name.upper()} must be a port, 0 (ephemeral) or -1 (off)")
+        if self.replication_factor < 0 or self.min_insync_replicas < 0:
+            problems.append("OPSMANTIK_REPLICATION_FACTOR and OPSMANTIK_MIN_INSYNC_REPLICAS must be "
+                            ">= 0 (0 = from the cluster's size)")
+        if self.replication_factor and self.min_insync_replicas > self.replication_factor:
+            problems.append("OPSMANTIK_MIN_INSYNC_REPLICAS must be <= OPSMANTIK_REPLICATION_FACTOR")
+        if self.partition_key not in ("request", "event", "site"):
+            problems.append(f"OPSMANTIK_PARTITION_KEY: {self.partition_key!r} is not request, event or site")
+        if self.gateway_dead_after_s <= self.gateway_heartbeat_s:
+            problems.append("OPSMANTIK_GATEWAY_DEAD_AFTER_S must be > OPSMANTIK_GATEWAY_HEARTBEAT_S")
         if not 0 <= self.audit_metrics_port < 65536:
             problems.append("OPSMANTIK_AUDIT_METRICS_PORT must be a port or 0 (ephemeral)")
         if self.audit_wait_s < 0:

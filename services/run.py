@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import os
 import shlex
 import signal
@@ -52,10 +53,10 @@ def _curl(port: int, api_key: str) -> str:
             f"  -d {shlex.quote(body)}")
 
 
-def _spawn(name: str, port: int) -> subprocess.Popen[bytes]:
+def _spawn(name: str, port: int, gateway_workers: int = 1) -> subprocess.Popen[bytes]:
     cmd = [sys.executable, "-m", "services.cli", name]
     if name == "gateway":
-        cmd += ["--port", str(port)]
+        cmd += ["--port", str(port), "--workers", str(gateway_workers)]
     elif name == "audit":
         cmd += ["--follow"]
     print(f"  {name}: starting ({' '.join(cmd[2:])})")
@@ -78,7 +79,9 @@ def _stop(children: dict[str, subprocess.Popen[bytes]]) -> None:
 
 def main(settings: Settings, args: argparse.Namespace) -> int:
     port = args.port or settings.gateway_port
-    stack = Stack(kafka_heap=settings.kafka_heap)
+    # One gateway process per core by default (they share each site's rate: registry.py).
+    gateway_workers = getattr(args, "gateway_workers", None) or os.cpu_count() or 1
+    stack = dataclasses.replace(Stack.local(), kafka_heap=settings.kafka_heap)
     started = stack.up()
     print(f"stack: {'started ' + ', '.join(started) if started else 'already running'}")
     key = asyncio.run(_prepare(settings))
@@ -91,7 +94,7 @@ def main(settings: Settings, args: argparse.Namespace) -> int:
     code = 0
     try:
         for name in SERVICES:
-            children[name] = _spawn(name, port)
+            children[name] = _spawn(name, port, gateway_workers)
         print("\nready. Send an event:\n" + _curl(port, key.api_key) + "\n\nCtrl-C stops everything.")
         restarts: dict[str, list[float]] = {name: [] for name in children}
         while True:
@@ -105,7 +108,7 @@ def main(settings: Settings, args: argparse.Namespace) -> int:
                     raise SystemExit(1)
                 print(f"{name} exited with {proc.returncode}; restarting", file=sys.stderr)
                 time.sleep(1)
-                children[name] = _spawn(name, port)
+                children[name] = _spawn(name, port, gateway_workers)
             time.sleep(0.5)
     except KeyboardInterrupt:
         print("\nstopping")

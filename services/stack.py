@@ -1,5 +1,6 @@
-"""The local stack: a single-node KRaft Kafka (Maven Central jars) and a PostgreSQL
-cluster (Debian's packages), both as plain processes with their state under .local/.
+"""The local stack: KRaft Kafka (Maven Central jars; one broker by default, or a cluster of
+N with `stack up --brokers N`, services/kafka_node.py) and a PostgreSQL cluster (Debian's
+packages), all plain processes with their state under .local/.
 
 `up` is idempotent (a running engine is left alone), `down` stops both cleanly (Kafka
 by SIGTERM and a controlled shutdown, Postgres by `pg_ctl stop -m fast`), so no data
@@ -21,12 +22,13 @@ from pathlib import Path
 from confluent_kafka import Producer
 
 from services.config import LOCAL_KAFKA_PORT, LOCAL_PG_PORT, Settings
+from services.kafka_node import CONTROLLER_OFFSET, KAFKA_LIBS, KafkaNode
 
 ROOT = Path(__file__).resolve().parents[1]
 LOCAL = ROOT / ".local"
-KAFKA_LIBS = LOCAL / "kafka" / "libs"  # shared by every stack: installed once by `make deps`
 PG_USER = "opsmantik"
 PG_DB = "opsmantik"
+CLUSTER_HEAP = "512m"  # per broker of a cluster: three JVMs share the host
 START_TIMEOUT_S = 90.0
 READY_TOPIC = "opsmantik.stack.ready"  # `stack up` proves an idempotent produce works here
 
@@ -43,6 +45,7 @@ class EngineStatus:
     port: int
     pid: int | None
     data_dir: str
+    role: str = ""
 
 
 # ---------------------------------------------------------------- helpers
@@ -125,13 +128,20 @@ def _as_pg_owner(cmd: list[str]) -> list[str]:
 
 @dataclass(frozen=True)
 class Stack:
-    """One Kafka + one Postgres with their state under `home`. The default is the project's
-    stack (.local/, ports 19092/15432); fault-injection tests start private ones elsewhere."""
+    """Kafka (one broker, or a cluster of `brokers`) + one Postgres with their state under
+    `home`. The default is the project's stack (.local/, ports 19092/15432); fault-injection
+    tests and benchmarks start private ones elsewhere."""
 
     home: Path = LOCAL
     kafka_port: int = LOCAL_KAFKA_PORT
     pg_port: int = LOCAL_PG_PORT
-    kafka_heap: str = Settings.kafka_heap  # OPSMANTIK_KAFKA_HEAP, through Settings
+    brokers: int = 1
+
+    @classmethod
+    def local(cls, brokers: int | None = None) -> Stack:
+        """The project's stack; without `brokers`, the size `stack up` last recorded."""
+        return cls(brokers=brokers or recorded_brokers(LOCAL))
+    kafka_heap: str = Settings.kafka_heap  # OPSMANTIK_KAFKA_HEAP, through Settings (single broker)
 
     @property
     def kafka_dir(self) -> Path:
@@ -139,7 +149,7 @@ class Stack:
 
     @property
     def kafka_bootstrap(self) -> str:
-        return f"127.0.0.1:{self.kafka_port}"
+        return ",".join(f"127.0.0.1:{n.port}" for n in self.nodes())
 
     @property
     def database_url(self) -> str:
@@ -147,82 +157,87 @@ class Stack:
 
     # ------------------------------------------------------------ Kafka
 
-    def _kafka_java(self, main: str, *args: str) -> list[str]:
-        java = shutil.which("java") or "java"
-        return [
-            java, f"-Xmx{self.kafka_heap}", f"-Xms{self.kafka_heap}", "-XX:+UseG1GC",
-            "-XX:MaxGCPauseMillis=20",
-            "-Djava.awt.headless=true", f"-Dkafka.logs.dir={self.kafka_dir / 'logs'}",
-            f"-Dlog4j2.configurationFile={ROOT / 'deploy/kafka/log4j2.properties'}",
-            "-cp", f"{KAFKA_LIBS}/*", main, *args,
-        ]
+    def _layout_dir(self) -> Path:
+        return self.kafka_dir if self.brokers == 1 else self.kafka_dir / f"brokers-{self.brokers}"
 
-    def _kafka_properties(self) -> Path:
-        """deploy/kafka/server.properties with this stack's dirs and ports (the formatter
-        takes no --override)."""
-        p, c = self.kafka_port, self.kafka_port + 1
-        ours = {
-            "log.dirs": str(self.kafka_dir / "data"),
-            "controller.quorum.voters": f"1@127.0.0.1:{c}",
-            "listeners": f"PLAINTEXT://127.0.0.1:{p},CONTROLLER://127.0.0.1:{c}",
-            "advertised.listeners": f"PLAINTEXT://127.0.0.1:{p}",
-        }
-        text = (ROOT / "deploy/kafka/server.properties").read_text()
-        lines = [ln for ln in text.splitlines() if ln.split("=", 1)[0] not in ours]
-        lines += [f"{k}={v}" for k, v in ours.items()]
-        path = self.kafka_dir / "server.properties"
-        path.write_text("\n".join(lines) + "\n")
-        return path
+    def nodes(self) -> list[KafkaNode]:
+        if self.brokers == 1:  # the historical single-node layout and ports
+            return [KafkaNode(1, self.kafka_port, self.kafka_port + 1, self.kafka_dir,
+                              f"1@127.0.0.1:{self.kafka_port + 1}", 1, self.kafka_heap)]
+        ids = range(1, self.brokers + 1)
+        ctl = {i: self.kafka_port + CONTROLLER_OFFSET + i - 1 for i in ids}
+        voters = ",".join(f"{i}@127.0.0.1:{ctl[i]}" for i in ids)
+        return [KafkaNode(i, self.kafka_port + i - 1, ctl[i], self._layout_dir() / f"broker-{i}", voters,
+                          self.brokers, CLUSTER_HEAP) for i in ids]
+
+    def node(self, node_id: int) -> KafkaNode:
+        return next(n for n in self.nodes() if n.node_id == node_id)
 
     def kafka_pid(self) -> int | None:
-        return _read_pid(self.kafka_dir / "kafka.pid")
+        return self.nodes()[0].pid()
+
+    def kafka_pids(self) -> list[int]:
+        return [p for n in self.nodes() if _pid_alive(p := n.pid()) and p]
+
+    def broker_status(self, node: KafkaNode) -> EngineStatus:
+        pid = node.pid()
+        running = _pid_alive(pid) and _port_open(node.port)
+        role = "broker+controller"
+        if running and self.brokers > 1:
+            role += f", quorum {node.quorum_role()}"
+        return EngineStatus("kafka" if self.brokers == 1 else f"kafka-{node.node_id}", running,
+                            kafka_version(), node.port, pid if running else None, str(node.data_dir),
+                            role)
 
     def kafka_status(self) -> EngineStatus:
-        pid = self.kafka_pid()
-        running = _pid_alive(pid) and _port_open(self.kafka_port)
-        return EngineStatus("kafka", running, kafka_version(), self.kafka_port,
-                            pid if running else None, str(self.kafka_dir / "data"))
+        """The cluster as one engine: running when every broker runs."""
+        each = [self.broker_status(n) for n in self.nodes()]
+        if len(each) == 1:
+            return each[0]
+        return EngineStatus("kafka", all(e.running for e in each), kafka_version(), self.kafka_port,
+                            each[0].pid, str(self._layout_dir()), f"cluster of {self.brokers}")
+
+    def _cluster_id(self) -> str:
+        cluster_file = self._layout_dir() / "cluster.id"
+        if not cluster_file.exists():
+            out = subprocess.run(self.nodes()[0].java("kafka.tools.StorageTool", "random-uuid"),
+                                 capture_output=True, text=True, check=True)
+            cluster_file.parent.mkdir(parents=True, exist_ok=True)
+            cluster_file.write_text(out.stdout.strip().splitlines()[-1])
+        return cluster_file.read_text().strip()
 
     def kafka_up(self) -> bool:
-        """Start the broker unless it runs; return True when it was started."""
-        if self.kafka_status().running:
+        """Start every broker that does not run; return True when one was started."""
+        down = [n for n in self.nodes() if not self.broker_status(n).running]
+        if not down:
             return False
         if not any(KAFKA_LIBS.glob("kafka_2.13-*.jar")):
             raise StackError(f"Kafka jars missing in {KAFKA_LIBS}: run `make deps` first")
-        if not _wait_port_free(self.kafka_port):
-            raise StackError(f"port {self.kafka_port} is taken by a process that is not this stack's Kafka")
-        logs = self.kafka_dir / "logs"
-        logs.mkdir(parents=True, exist_ok=True)
-        props = self._kafka_properties()
-        cluster_file = self.kafka_dir / "cluster.id"
-        if not cluster_file.exists():
-            out = subprocess.run(self._kafka_java("kafka.tools.StorageTool", "random-uuid"),
-                                 capture_output=True, text=True, check=True)
-            cluster_file.write_text(out.stdout.strip().splitlines()[-1])
-        fmt = subprocess.run(
-            self._kafka_java("kafka.tools.StorageTool", "format", "-t",
-                             cluster_file.read_text().strip(), "-c", str(props), "-g"),
-            capture_output=True, text=True,
-        )
-        if fmt.returncode != 0:
-            raise StackError(f"Kafka storage format failed:\n{fmt.stdout}\n{fmt.stderr}")
-        log = logs / "server.log"
-        start_mark = log.stat().st_size if log.exists() else 0
-        with open(logs / "stdout.log", "ab") as out:
-            proc = subprocess.Popen(self._kafka_java("kafka.Kafka", str(props)), stdin=subprocess.DEVNULL,
-                                    stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
-        (self.kafka_dir / "kafka.pid").write_text(f"{proc.pid}\n")
+        for n in down:
+            if not _wait_port_free(n.port):
+                raise StackError(f"port {n.port} is taken by a process that is not this stack's Kafka")
+        cluster_id = self._cluster_id()
+        for n in down:
+            try:
+                n.format(cluster_id)
+            except RuntimeError as exc:
+                raise StackError(str(exc)) from None
+        marks = {n.node_id: n.log_size() for n in down}
+        procs = {n.node_id: n.spawn() for n in down}
+        record_brokers(self.home, self.brokers)
         deadline = time.monotonic() + START_TIMEOUT_S
         while time.monotonic() < deadline:
-            if proc.poll() is not None:
-                raise StackError(f"Kafka exited with {proc.returncode}; log tail:\n{_tail(log)}\n"
-                                 f"{_tail(logs / 'stdout.log', 10)}")
-            text = log.read_text(errors="replace")[start_mark:] if log.exists() else ""
-            started = "Kafka Server started" in text and _port_open(self.kafka_port)
+            for n in down:
+                proc = procs[n.node_id]
+                if proc.poll() is not None:
+                    raise StackError(f"Kafka node {n.node_id} exited with {proc.returncode}; log tail:\n"
+                                     f"{_tail(n.logs / 'server.log')}\n{_tail(n.logs / 'stdout.log', 10)}")
+            started = all(n.started_since(marks[n.node_id]) and _port_open(n.port) for n in down)
             if started and self._idempotent_produce_works():
                 return True
             time.sleep(0.3)
-        raise StackError(f"Kafka not ready after {START_TIMEOUT_S:.0f}s; log tail:\n{_tail(log)}")
+        raise StackError(f"Kafka not ready after {START_TIMEOUT_S:.0f}s; log tail:\n"
+                         f"{_tail(down[0].logs / 'server.log')}")
 
     def _idempotent_produce_works(self) -> bool:
         """Ready means ready for our producers: a fresh broker answers "coordinator load in
@@ -237,18 +252,14 @@ class Stack:
         return errors == [None]
 
     def kafka_down(self) -> bool:
-        pid = self.kafka_pid()
-        if not _pid_alive(pid):
-            return False
-        assert pid is not None
-        os.kill(pid, signal.SIGTERM)  # controlled shutdown: flushes and closes the logs
-        deadline = time.monotonic() + 60
-        while _pid_alive(pid) and time.monotonic() < deadline:
-            time.sleep(0.2)
-        if _pid_alive(pid):
-            os.kill(pid, signal.SIGKILL)
-        (self.kafka_dir / "kafka.pid").unlink(missing_ok=True)
-        return True
+        """Stop every broker (SIGTERM to all at once: a cluster shutting down one by one would
+        move every leader twice)."""
+        running = [n for n in self.nodes() if _pid_alive(n.pid())]
+        for n in running:
+            n.signal(signal.SIGTERM)
+        for n in running:
+            n.stop(_pid_alive)
+        return bool(running)
 
     # ------------------------------------------------------------ PostgreSQL
 
@@ -361,4 +372,19 @@ class Stack:
         return stopped
 
     def status(self) -> list[EngineStatus]:
-        return [self.kafka_status(), self.pg_status()]
+        """One line per broker, then Postgres."""
+        return [*(self.broker_status(n) for n in self.nodes()), self.pg_status()]
+
+
+def recorded_brokers(home: Path) -> int:
+    """The broker count `stack up` recorded under `home` (1 when none was)."""
+    try:
+        return max(1, int((home / "kafka" / "brokers").read_text().strip()))
+    except (FileNotFoundError, ValueError):
+        return 1
+
+
+def record_brokers(home: Path, brokers: int) -> None:
+    path = home / "kafka" / "brokers"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(f"{brokers}\n")

@@ -65,7 +65,8 @@ def _uuid(value: object) -> uuid.UUID | None:
 
 def inspect(msg: RawMessage, now: datetime | None = None) -> Inspected:
     month = _month(msg.timestamp_ms, now or datetime.now(UTC))
-    key_text = clean_text(msg.key.decode("utf-8", "replace"), 64) if msg.key else ""
+    # The key is `site_id` or `site_id/<event_id>` (services/kafka.py): its site part.
+    key_text = clean_text(msg.key.decode("utf-8", "replace").split("/", 1)[0], 64) if msg.key else ""
     try:
         doc = orjson.loads(msg.value) if msg.value is not None else None
     except orjson.JSONDecodeError:

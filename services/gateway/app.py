@@ -30,6 +30,7 @@ from services.gateway.publisher import (
 )
 from services.gateway.quota import UsageCache
 from services.gateway.ratelimit import RateLimiter
+from services.gateway.registry import GatewayRegistry
 from services.gateway.rollup import SloRollup
 from services.gateway.state import OUTCOMES, STATE, State, error
 from services.status.snapshot import StatusRefresher
@@ -101,14 +102,19 @@ def create_app(settings: Settings, publisher: Publisher | None = None) -> web.Ap
         state = State(settings, pool, KeyCache(pool, settings.key_cache_ttl_s, settings.unknown_key_ttl_s),
                       UsageCache(settings.usage_stale_s), RateLimiter(), breaker, metrics, SloRollup(),
                       pub, kafka, Limits(max_events=settings.max_batch_events),
+                      GatewayRegistry(settings.gateway_heartbeat_s, settings.gateway_dead_after_s),
                       StatusRefresher(settings, lambda: breaker.state, metrics.registry.collect))
         await state.status.start()  # renders the first page before any request
         app[STATE] = state
+        # Learn N before the first request (a new gateway would otherwise take the whole rate).
+        with contextlib.suppress(Exception):
+            await state.registry.beat(pool)
         today = lambda: datetime.now(UTC).date()  # noqa: E731
         state.tasks += [
             asyncio.create_task(state.keys.run()),
             asyncio.create_task(state.usage.run(pool, settings.usage_refresh_s, today)),
             asyncio.create_task(state.rollup.run(pool, SLO_FLUSH_S, metrics.slo_flush_failures.inc)),
+            asyncio.create_task(state.registry.run(pool)),
             sla_start(app, pool),
             asyncio.create_task(state.status.run()),
         ]
@@ -126,7 +132,8 @@ def create_app(settings: Settings, publisher: Publisher | None = None) -> web.Ap
             await asyncio.wait_for(state.rollup.flush(state.pool), 3.0)
         await sla_stop(app, state.pool)
         with contextlib.suppress(Exception):
-            await state.status.close()
+            await asyncio.wait_for(state.registry.leave(state.pool), 3.0)
+        await state.status.close()
         with contextlib.suppress(Exception):
             await asyncio.wait_for(state.pool.close(), 3.0)
 

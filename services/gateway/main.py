@@ -1,4 +1,4 @@
-"""`opsmantik gateway [--host H] [--port P]`."""
+"""`opsmantik gateway [--host H] [--port P] [--workers N]`."""
 
 from __future__ import annotations
 
@@ -16,6 +16,11 @@ def main(settings: Settings, args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     host = getattr(args, "host", None) or settings.gateway_host
     port = getattr(args, "port", None) or settings.gateway_port
+    workers = getattr(args, "workers", None) or 1
+    if workers > 1:
+        from services.gateway.prefork import supervise
+
+        return supervise(host, port, workers)
     try:
         import uvloop
 
@@ -23,5 +28,6 @@ def main(settings: Settings, args: argparse.Namespace) -> int:
     except ImportError:
         pass
     web.run_app(create_app(settings), host=host, port=port, access_log=None,
+                reuse_port=bool(getattr(args, "reuse_port", False)),
                 print=lambda msg: logging.getLogger("opsmantik.gateway").info(msg))
     return 0

@@ -26,7 +26,7 @@ from services.config import Settings
 from services.events import Event, to_messages
 from services.gateway.breaker import Breaker
 from services.gateway.sql import Q
-from services.kafka import producer_config
+from services.kafka import producer_config, request_keys
 
 log = logging.getLogger(__name__)
 
@@ -61,6 +61,7 @@ def producer_settings(settings: Settings) -> dict[str, object]:
 class KafkaPublisher:
     def __init__(self, settings: Settings, on_error: Callable[[str], None] = lambda reason: None) -> None:
         self.topic = settings.topic
+        self.settings = settings
         self._on_error = on_error
         config = producer_settings(settings)
         config["error_cb"] = self._error_cb
@@ -77,12 +78,12 @@ class KafkaPublisher:
         if down and loop is not None and not loop.is_closed():
             loop.call_soon_threadsafe(self._on_error, f"librdkafka: {err.name()}")
 
-    def produce(self, key: bytes, values: Sequence[bytes]) -> Delivery:
-        """Queue every value; raises BufferError (queue full) or KafkaException. Values queued
-        before the raise may still be delivered (the caller purges, as for a missed deadline)."""
+    def produce(self, keys: Sequence[bytes], values: Sequence[bytes]) -> Delivery:
+        """Queue every value under its key; raises BufferError (queue full) or KafkaException. Values
+        queued before the raise may still be delivered (the caller purges, as for a missed deadline)."""
         delivery = self._polled.new_delivery(len(values))
         produce, topic, reporter = self.producer.produce, self.topic, self._polled.reporter
-        for i, value in enumerate(values):
+        for i, (key, value) in enumerate(zip(keys, values, strict=True)):
             produce(topic, value, key, on_delivery=reporter(delivery, i))
         return delivery
 
@@ -150,7 +151,8 @@ class FallbackPublisher:
                          received_at: datetime, results: list[Stored | None]) -> None:
         values = to_messages(events, site_id, received_at, path="kafka", gateway_statuses=statuses)
         try:
-            delivery = self.kafka.produce(str(site_id).encode(), values)
+            keys = request_keys(self.kafka.settings, site_id, [e.event_id for e in events])
+            delivery = self.kafka.produce(keys, values)
         except (BufferError, KafkaException) as exc:
             self.breaker.failure(f"produce: {type(exc).__name__}")
             self.kafka.purge_queued()  # part of the request may be queued: it goes to the outbox

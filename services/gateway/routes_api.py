@@ -50,7 +50,7 @@ async def sync(request: web.Request) -> web.Response:
     if isinstance(site, web.Response):
         return site
     request[SITE] = site.site_id  # the per-site SLA rollup counts this request's answer
-    limit = state.limiter.take(site.site_id, site.rate_per_s, site.burst)
+    limit = state.limiter.take(site.site_id, *state.registry.share(site.rate_per_s, site.burst))
     if not limit.allowed:
         request[LIMIT] = "rate_limited"
         return error(429, "rate_limited", f"more than {site.rate_per_s:g} requests/s "

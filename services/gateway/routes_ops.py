@@ -10,7 +10,9 @@ from services.gateway.state import STATE, State, invalid_query, json_response
 
 
 async def healthz(request: web.Request) -> web.Response:
-    return json_response(200, {"status": "ok"})
+    registry = request.app[STATE].registry
+    return json_response(200, {"status": "ok", "instance": registry.instance_id,
+                               "gateways_live": registry.live})
 
 
 async def _db_ok(state: State) -> bool:

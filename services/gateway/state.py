@@ -19,6 +19,7 @@ from services.gateway.metrics import GatewayMetrics
 from services.gateway.publisher import KafkaPublisher, Publisher
 from services.gateway.quota import UsageCache
 from services.gateway.ratelimit import RateLimiter
+from services.gateway.registry import GatewayRegistry
 from services.gateway.rollup import SloRollup
 from services.status.snapshot import StatusRefresher
 
@@ -36,6 +37,7 @@ class State:
     publisher: Publisher
     kafka: KafkaPublisher | None
     limits: Limits
+    registry: GatewayRegistry
     status: StatusRefresher  # the public status page's background snapshot (services/status/)
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
 

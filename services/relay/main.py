@@ -8,8 +8,8 @@ import logging
 import signal
 
 import uvloop
-from prometheus_client import start_http_server
 
+from services import metrics_http
 from services.config import Settings
 from services.db.pool import create_pool
 from services.relay.relay import Relay
@@ -19,8 +19,7 @@ log = logging.getLogger("opsmantik.relay")
 
 def main(settings: Settings, args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
-    if settings.relay_metrics_port:
-        start_http_server(settings.relay_metrics_port, addr=settings.metrics_host)
+    metrics_http.serve("relay", settings.metrics_host, settings.relay_metrics_port)
     # uvloop: cheaper wake-ups (the poll thread's hand-over) and socket I/O than the default loop.
     return uvloop.run(serve(settings))
 

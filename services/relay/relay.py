@@ -22,7 +22,7 @@ from prometheus_client import Counter, Gauge
 from services.async_producer import AsyncProducer
 from services.config import Settings
 from services.db.queries import load_queries
-from services.kafka import producer_config
+from services.kafka import message_key, producer_config
 
 Q = load_queries(Path(__file__).with_name("relay.sql"))
 log = logging.getLogger("opsmantik.relay")
@@ -61,8 +61,9 @@ class Relay:
                 rows = await conn.fetch(Q["claim"], self.settings.relay_batch)
                 if not rows:
                     return Drained(0, 0, 0)
-                errors = await self.producer.send(
-                    self.settings.topic, [(str(r["site_id"]).encode(), bytes(r["payload"])) for r in rows])
+                errors = await self.producer.send(self.settings.topic, [
+                    (message_key(self.settings, r["site_id"], r["event_id"]), bytes(r["payload"]))
+                    for r in rows])
                 delivered = [r["id"] for r, e in zip(rows, errors, strict=True) if e is None]
                 failures = [(r["id"], e) for r, e in zip(rows, errors, strict=True) if e is not None]
                 if delivered:

@@ -1,7 +1,7 @@
 -- name: claim
 -- Oldest pending rows first; rows another relay holds are skipped, so several relays
 -- drain in parallel without producing a row twice. Backed by ingest_fallback_buffer_pending.
-SELECT id, site_id, payload FROM ingest_fallback_buffer
+SELECT id, site_id, event_id, payload FROM ingest_fallback_buffer
 WHERE parked_at IS NULL
 ORDER BY id
 LIMIT $1

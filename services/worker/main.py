@@ -20,7 +20,7 @@ from datetime import UTC, datetime
 
 import uvloop
 
-from services import months, reconcile
+from services import metrics_http, months, reconcile
 from services.config import Settings
 from services.db.pool import create_pool
 from services.kafka import ensure_topics
@@ -38,7 +38,7 @@ def main(settings: Settings, args: argparse.Namespace) -> int:
     for noisy in ("faust", "aiokafka", "mode"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     ensure_topics(settings)  # Faust must not subscribe to a topic that does not exist yet
-    metrics.serve(settings.worker_metrics_port, settings.metrics_host)
+    metrics_http.serve("worker", settings.metrics_host, settings.worker_metrics_port)
     # uvloop: cheaper wake-ups and socket I/O than the default loop (Faust runs on the loop
     # it finds, the supervisor owns it; mode.loop.uvloop does no more than this policy).
     return uvloop.run(serve(settings))

@@ -5,7 +5,7 @@ from __future__ import annotations
 from bisect import bisect_left
 from collections.abc import Sequence
 
-from prometheus_client import Counter, Gauge, Histogram, start_http_server
+from prometheus_client import Counter, Gauge, Histogram
 
 BATCHES = Counter("opsmantik_worker_batches_total", "Batches committed to the ledger")
 EVENTS = Counter("opsmantik_worker_events_total",
@@ -39,7 +39,3 @@ def observe_many(histogram: Histogram, values: Sequence[float]) -> None:
             histogram._buckets[i].inc(n)
     histogram._sum.inc(sum(values))
 
-
-def serve(port: int, host: str = "127.0.0.1") -> None:
-    if port:
-        start_http_server(port, addr=host)

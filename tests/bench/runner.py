@@ -418,6 +418,13 @@ def status_page(bench: Bench) -> None:
     status.status_beside_ingest(bench, bench.site("status"))
 
 
+def scale_out(bench: Bench) -> None:
+    """3 brokers and 2 gateway processes (tests/bench/cluster.py, docs/scaling.md)."""
+    from tests.bench import cluster
+
+    cluster.run(bench, bench.site("single"), bench.site("batch"))
+
+
 # What `make bench` runs, in this order (see the module doc). (name, method, in quick runs too)
 SCENARIOS: list[tuple[str, Scenario, bool]] = [
     ("bare", Bench.bare_handler, True),
@@ -430,4 +437,5 @@ SCENARIOS: list[tuple[str, Scenario, bool]] = [
     ("end-to-end", Bench.end_to_end, True),
     ("broker-down", Bench.broker_down, True),
     ("drain", Bench.drain, True),
+    ("scale-out", scale_out, True),
 ]

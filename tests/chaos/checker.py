@@ -225,7 +225,8 @@ async def read_ledger_state(database_url: str, site_id: str) -> LedgerState:
 
 
 def read_topic(bootstrap: str, topic: str, site_id: str, timeout_s: float = 60.0) -> Counter[str]:
-    """event_id -> copies on the ingest topic, for the messages keyed by the site (read to the end;
+    """event_id -> copies on the ingest topic, for the messages keyed by the site (`site_id` or
+    `site_id/<event_id>`, services/kafka.py) (read to the end;
     independent of the audit's reader). A message without a readable event_id counts as "?"."""
     from confluent_kafka import Consumer, TopicPartition
 
@@ -245,7 +246,7 @@ def read_topic(bootstrap: str, topic: str, site_id: str, timeout_s: float = 60.0
             msg = c.poll(0.5)
             if msg is None or msg.error():
                 continue
-            if msg.key() == key:
+            if (msg.key() or b"").split(b"/", 1)[0] == key:  # `site` or `site/event_id` keys
                 try:
                     doc = json.loads(msg.value() or b"")
                     copies[str(doc["event_id"]) if isinstance(doc, dict) and "event_id" in doc else "?"] += 1

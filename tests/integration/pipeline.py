@@ -117,7 +117,8 @@ async def wait_for(check: Callable[[], Awaitable[bool]], timeout_s: float = 30.0
 
 
 def count_messages(settings: Settings, topic: str, key: bytes, timeout_s: float = 20.0) -> int:
-    """How many messages with this key the topic holds (read from the start to the end)."""
+    """How many messages of this site key the topic holds (read from the start to the end); a
+    key `site/event_id` (services.kafka.message_key) counts for its site."""
     from confluent_kafka import Consumer, TopicPartition
 
     c = Consumer({"bootstrap.servers": settings.kafka_bootstrap, "group.id": f"count-{uuid.uuid4()}",
@@ -133,7 +134,7 @@ def count_messages(settings: Settings, topic: str, key: bytes, timeout_s: float 
             msg = c.poll(0.5)
             if msg is None or msg.error():
                 continue
-            count += msg.key() == key
+            count += msg.key().split(b"/", 1)[0] == key
             if msg.offset() + 1 >= ends[msg.partition()]:
                 done[msg.partition()] = 1
         assert time.monotonic() < deadline, "topic not read to its end in time"

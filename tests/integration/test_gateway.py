@@ -11,6 +11,7 @@ import asyncpg
 import orjson
 
 from services.config import Settings
+from services.kafka import message_key
 from services.sites import revoke_key
 from tests.integration import gateway_support
 from tests.integration.gateway_support import Gateway, auth, event, new_site, read_at
@@ -32,7 +33,7 @@ async def test_200_single_and_batch_with_receipts_on_the_topic(
     assert res["event_id"] == "one" and res["status"] == "accepted"
     msg_key, msg = await asyncio.to_thread(read_at, settings, res["receipt"]["partition"],
                                            res["receipt"]["offset"])
-    assert msg_key == str(site).encode()
+    assert msg_key == message_key(settings, site, "one") == f"{site}/one".encode()
     assert msg["site_id"] == str(site) and msg["event_id"] == "one" and msg["quantity"] == 3
     assert msg["path"] == "kafka" and msg["gateway_status"] == "accepted" and msg["v"] == 1
 
@@ -179,7 +180,7 @@ async def test_a_key_writes_and_reads_only_its_own_site(gateway: Gateway, pool: 
     r = await post(gateway, key_a, event("shared-id"))
     receipt = (await r.json())["results"][0]["receipt"]
     msg_key, msg = await asyncio.to_thread(read_at, settings, receipt["partition"], receipt["offset"])
-    assert msg_key == str(site_a).encode() and msg["site_id"] == str(site_a)
+    assert msg_key == message_key(settings, site_a, "shared-id") and msg["site_id"] == str(site_a)
     # Export: ledger rows of both sites exist; each key sees only its own.
     month = datetime.now(UTC).date().replace(day=1)
     async with pool.acquire() as conn:

@@ -120,8 +120,11 @@ async def test_overlimit_exact_under_concurrent_requests(worker: Proc, gateway: 
             post(s, gateway, key.api_key, {"events": [event(f"q-{r}-{i}") for i in range(10)]})
             for r in range(15)))
     await wait_for(ledgered(pool, key.site_id, 150), what="150 ledger rows")
+    # Ledger order: batches in the order they took the invoice row lock (one worker: ledgered_at,
+    # the batch transaction's time), then (partition, offset) within a batch. The key spreads a
+    # site over partitions, so (partition, offset) alone is not it (docs/scaling.md).
     rows = await pool.fetch("SELECT billing_class FROM ingest_idempotency WHERE site_id = $1 "
-                            "ORDER BY kafka_partition, kafka_offset", key.site_id)
+                            "ORDER BY ledgered_at, kafka_partition, kafka_offset", key.site_id)
     classes = [r["billing_class"] for r in rows]
     # Exactly the first 100 in ledger order are included.
     assert classes == ["included"] * 100 + ["overlimit"] * 50

@@ -19,6 +19,11 @@ PG = EngineStatus("postgres", False, "15.18", 15432, None, "/d/pg")
 @dataclass(frozen=True)
 class FakeStack:
     kafka_heap: str = "768m"
+    brokers: int = 1
+
+    @classmethod
+    def local(cls, brokers: int | None = None) -> FakeStack:
+        return cls(brokers=brokers or 1)
 
     def up(self) -> list[str]:
         return ["postgres"]
