@@ -16,7 +16,7 @@ import pytest
 
 from services.config import Settings
 from services.months import label, month_start, previous_month
-from tests.integration.pipeline import OPSMANTIK, Proc, env_for, wait_for
+from tests.integration.pipeline import OPSMANTIK, Proc, env_for, start_gateway
 
 GATEWAY_PORT = 27291  # this helper's range: 27291-27299
 CLI_ENV = {"billing_close_grace_days": 0, "sla_loss_audit": "off"}
@@ -56,18 +56,8 @@ def worker(settings: Settings, tmp_path_factory: pytest.TempPathFactory) -> Iter
 
 @pytest.fixture(scope="module")
 async def gateway_proc(settings: Settings, tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Proc]:
-    proc = Proc.start(settings, tmp_path_factory.mktemp("gateway"), "gateway", "--port", str(GATEWAY_PORT),
-                      usage_refresh_s=0.2, export_max_per_site=1, export_max_total=2)
-
-    async def up() -> bool:
-        assert proc.popen.poll() is None, proc.tail()
-        try:
-            async with aiohttp.ClientSession() as s, s.get(f"{base()}/healthz") as r:
-                return r.status == 200
-        except aiohttp.ClientError:
-            return False
-
-    await wait_for(up, 30, 0.1, "gateway /healthz")
+    proc = await start_gateway(settings, tmp_path_factory.mktemp("gateway"), GATEWAY_PORT,
+                               usage_refresh_s=0.2, export_max_per_site=1, export_max_total=2)
     yield proc
     proc.stop()
 

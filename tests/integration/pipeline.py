@@ -78,6 +78,25 @@ class Proc:
         return "\n".join(self.log.read_text(errors="replace").splitlines()[-n:])
 
 
+async def start_gateway(settings: Settings, log_dir: Path, port: int, timeout_s: float = 30.0,
+                        **env: object) -> Proc:
+    """The gateway as a real process on `port`, once its /healthz answers 200."""
+    import aiohttp
+
+    proc = Proc.start(settings, log_dir, "gateway", "--port", str(port), **env)
+
+    async def up() -> bool:
+        assert proc.popen.poll() is None, proc.tail()
+        try:
+            async with aiohttp.ClientSession() as s, s.get(f"http://127.0.0.1:{port}/healthz") as r:
+                return r.status == 200
+        except aiohttp.ClientError:
+            return False
+
+    await wait_for(up, timeout_s, 0.1, "gateway /healthz")
+    return proc
+
+
 def message(site_id: uuid.UUID, event_id: str, *, quantity: int = 1, path: str = "kafka",
             occurred_at: datetime | None = None, received_at: datetime | None = None,
             properties: dict[str, object] | None = None) -> bytes:

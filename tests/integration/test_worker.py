@@ -19,7 +19,16 @@ from confluent_kafka import Consumer, TopicPartition
 
 from services import sites
 from services.config import Settings
-from tests.integration.pipeline import OPSMANTIK, Proc, env_for, ledgered, message, produce, wait_for
+from tests.integration.pipeline import (
+    OPSMANTIK,
+    Proc,
+    env_for,
+    ledgered,
+    message,
+    produce,
+    start_gateway,
+    wait_for,
+)
 
 pytestmark = pytest.mark.integration
 GATEWAY_PORT = 23180
@@ -36,19 +45,9 @@ def worker(settings: Settings, tmp_path_factory: pytest.TempPathFactory) -> Iter
 
 @pytest.fixture(scope="module")
 async def gateway(settings: Settings, tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[str]:
-    proc = Proc.start(settings, tmp_path_factory.mktemp("gateway"), "gateway", "--port", str(GATEWAY_PORT),
-                      usage_refresh_s=0.2)
+    proc = await start_gateway(settings, tmp_path_factory.mktemp("gateway"), GATEWAY_PORT,
+                               usage_refresh_s=0.2)
     base = f"http://127.0.0.1:{GATEWAY_PORT}"
-
-    async def up() -> bool:
-        assert proc.popen.poll() is None, proc.tail()
-        try:
-            async with aiohttp.ClientSession() as s, s.get(f"{base}/healthz") as r:
-                return r.status == 200
-        except aiohttp.ClientError:
-            return False
-
-    await wait_for(up, 20, 0.1, "gateway /healthz")
     yield base
     proc.stop()
 

@@ -22,7 +22,7 @@ from confluent_kafka import Consumer, TopicPartition
 from services import reconcile, sites
 from services.config import Settings
 from services.kafka import ensure_topics
-from tests.integration.pipeline import ROOT, Proc, env_for, message, produce, wait_for
+from tests.integration.pipeline import ROOT, Proc, env_for, message, produce, start_gateway, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -43,18 +43,8 @@ def worker(settings: Settings, tmp_path_factory: pytest.TempPathFactory) -> Iter
 @pytest.fixture(scope="module")
 async def gateway(settings: Settings, tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[str]:
     port = free_port()
-    proc = Proc.start(settings, tmp_path_factory.mktemp("gateway"), "gateway", "--port", str(port))
+    proc = await start_gateway(settings, tmp_path_factory.mktemp("gateway"), port)
     base = f"http://127.0.0.1:{port}"
-
-    async def up() -> bool:
-        assert proc.popen.poll() is None, proc.tail()
-        try:
-            async with aiohttp.ClientSession() as s, s.get(f"{base}/healthz") as r:
-                return r.status == 200
-        except aiohttp.ClientError:
-            return False
-
-    await wait_for(up, 20, 0.1, "gateway /healthz")
     yield base
     proc.stop()
 
