@@ -176,12 +176,12 @@ def properties_problem(props: object) -> str | None:
     if len(encoded) > MAX_PROPERTIES_BYTES:
         return f"{len(encoded)} bytes serialised; at most {MAX_PROPERTIES_BYTES}"
     # Postgres text and jsonb cannot hold NUL: accepting it would make a poison message.
-    if b"\\u0000" in encoded and _has_nul(props):
+    if b"\\u0000" in encoded and has_nul(props):
         return "strings must not contain NUL (\\u0000)"
     return None
 
 
-def _has_nul(value: object) -> bool:
+def has_nul(value: object) -> bool:
     stack = [value]  # iterative: JSON may nest ~1000 deep
     while stack:
         v = stack.pop()

@@ -2,7 +2,8 @@
 plus the gateway's own rules the schema cannot say (time window, usage_month, NUL, size).
 
 Deliberately independent of the worker's decoder: the audit must catch the worker
-dead-lettering a valid event (a breach), so it cannot share the worker's idea of "valid".
+dead-lettering a valid event (a breach), so it cannot share the worker's idea of "valid". The
+gateway's own limits (properties size, NUL) come from services/events.py, the gateway's rules.
 Pure and total: any JSON value in, a reason or None out, never an exception.
 """
 
@@ -17,9 +18,10 @@ from typing import Any
 
 import orjson
 
+from services.events import MAX_PROPERTIES_BYTES, has_nul
+
 SCHEMA_PATH = Path(__file__).resolve().parents[2] / "schemas" / "event.v1.json"
 SCHEMA: dict[str, Any] = json.loads(SCHEMA_PATH.read_text(encoding="utf-8"))
-MAX_PROPERTIES_BYTES = 16 * 1024  # DESIGN.md: properties <= 16 KiB serialised
 MAX_AGE = timedelta(days=35)  # occurred_at vs the gateway's clock (received_at)
 MAX_AHEAD = timedelta(minutes=5)
 _SLACK = timedelta(seconds=1)  # the gateway's `now` and received_at are taken microseconds apart
@@ -71,21 +73,6 @@ def _time(value: object) -> datetime | None:
         return None
 
 
-def _has_nul(value: object) -> bool:
-    stack = [value]  # iterative: nesting can be deep
-    while stack:
-        v = stack.pop()
-        if isinstance(v, str):
-            if "\x00" in v:
-                return True
-        elif isinstance(v, dict):
-            stack.extend(v.keys())
-            stack.extend(v.values())
-        elif isinstance(v, list):
-            stack.extend(v)
-    return False
-
-
 def gateway_problem(doc: object) -> str | None:
     """None when `doc` is a message the gateway could have produced; else why not."""
     if not isinstance(doc, dict):
@@ -124,6 +111,6 @@ def gateway_problem(doc: object) -> str | None:
             return "properties cannot be serialised"
         if size > MAX_PROPERTIES_BYTES:
             return "properties larger than 16 KiB"
-        if _has_nul(doc["properties"]):
+        if has_nul(doc["properties"]):
             return "NUL in properties"
     return None
