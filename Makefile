@@ -45,7 +45,7 @@ test: deps
 unit: deps
 	$(BIN)/pytest -q tests/unit
 
-# Schemathesis against a live gateway (schemathesis.toml, schemas/openapi.yaml); needs the stack
+# Schemathesis against a live gateway (schemathesis.toml, services/opsmantik/schemas/openapi.yaml); needs the stack
 # (`make stack-up`). Part of `make test` too.
 conformance: deps
 	$(BIN)/pytest -q -p no:cacheprovider -s tests/conformance

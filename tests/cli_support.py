@@ -7,8 +7,9 @@ import argparse
 import contextlib
 import io
 
-from services import cli, cli_args
-from services.cli_args import Arg
+from opsmantik import cli
+from opsmantik.cli import args as cli_args
+from opsmantik.cli.args import Arg
 
 PARSER = cli.build_parser()
 COMMANDS = [path for path, _ in cli_args.leaves(PARSER)]

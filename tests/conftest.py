@@ -4,8 +4,8 @@ each test session gets its own database and its own topics, so sessions never co
 from __future__ import annotations
 
 import pytest
+from opsmantik.config import Settings
 
-from services.config import Settings
 from tests.environment import environment_fixtures
 
 

@@ -13,10 +13,9 @@ from typing import Any
 
 import asyncpg
 import pytest
-
-from services.config import Settings
-from services.db.migrate import migrate
-from services.kafka import ensure_topics
+from opsmantik.config import Settings
+from opsmantik.db.migrate import migrate
+from opsmantik.kafka.topics import ensure_topics
 
 
 async def create_environment(base: Settings) -> Settings:
@@ -27,9 +26,13 @@ async def create_environment(base: Settings) -> Settings:
         await admin.execute(f'CREATE DATABASE "{db}"')
     finally:
         await admin.close()
-    s = dataclasses.replace(base, database_url=base.database_url.rsplit("/", 1)[0] + "/" + db,
-                            topic=f"test.{tag}.ingest.v1", billable_topic=f"test.{tag}.billable.v1",
-                            worker_group=f"test-{tag}-worker")
+    s = dataclasses.replace(
+        base,
+        database_url=base.database_url.rsplit("/", 1)[0] + "/" + db,
+        topic=f"test.{tag}.ingest.v1",
+        billable_topic=f"test.{tag}.billable.v1",
+        worker_group=f"test-{tag}-worker",
+    )
     conn = await asyncpg.connect(s.database_url)
     try:
         await migrate(conn)

@@ -20,9 +20,9 @@ import asyncpg
 import orjson
 from confluent_kafka import Producer
 from confluent_kafka.admin import AdminClient
+from opsmantik.config import Settings
+from opsmantik.kafka.settings import message_key, producer_config
 
-from services.config import Settings
-from services.kafka import message_key, producer_config
 from tests.integration.pipeline import OPSMANTIK, env_for, message
 
 
@@ -36,8 +36,11 @@ def group_assignment(settings: Settings) -> list[set[int]]:
         return []
     members = []
     for m in group.members:
-        parts = {tp.partition for tp in (m.assignment.topic_partitions if m.assignment else [])
-                 if tp.topic == settings.topic}
+        parts = {
+            tp.partition
+            for tp in (m.assignment.topic_partitions if m.assignment else [])
+            if tp.topic == settings.topic
+        }
         members.append(parts)
     return members
 
@@ -55,16 +58,21 @@ async def wait_members(settings: Settings, n: int, timeout_s: float = 90.0) -> l
     raise AssertionError(f"group never had {n} members holding every partition: {members}")
 
 
-def produce_on(settings: Settings, placed: Iterable[tuple[int, uuid.UUID, str]],
-               occurred_at: datetime | None = None) -> int:
+def produce_on(
+    settings: Settings, placed: Iterable[tuple[int, uuid.UUID, str]], occurred_at: datetime | None = None
+) -> int:
     """Produce event.v1 messages on chosen partitions, acks=all; returns how many (blocking)."""
     p = Producer(producer_config(settings))
     errors: list[object] = []
     n = 0
     for partition, site, event_id in placed:
-        p.produce(settings.topic, message(site, event_id, occurred_at=occurred_at),
-                  message_key(settings, site, event_id), partition=partition,
-                  on_delivery=lambda err, _m: errors.append(err) if err else None)
+        p.produce(
+            settings.topic,
+            message(site, event_id, occurred_at=occurred_at),
+            message_key(settings, site, event_id),
+            partition=partition,
+            on_delivery=lambda err, _m: errors.append(err) if err else None,
+        )
         p.poll(0)
         n += 1
     assert p.flush(60) == 0
@@ -99,8 +107,12 @@ class GatewayProc:
     @classmethod
     def start(cls, settings: Settings, log_dir: Path, port: int, **env: object) -> GatewayProc:
         log = log_dir / f"gateway-{port}.log"
-        popen = subprocess.Popen([OPSMANTIK, "gateway", "--port", str(port)], env=env_for(settings, **env),
-                                 stdout=log.open("wb"), stderr=subprocess.STDOUT)
+        popen = subprocess.Popen(
+            [OPSMANTIK, "gateway", "--port", str(port)],
+            env=env_for(settings, **env),
+            stdout=log.open("wb"),
+            stderr=subprocess.STDOUT,
+        )
         return cls(port, popen, log)
 
     @property
@@ -165,13 +177,18 @@ class OpenLoad:
         headers = {"Authorization": f"Bearer {api_key}", "Content-Type": "application/json"}
         conn = aiohttp.TCPConnector(limit=200)
         async with aiohttp.ClientSession(connector=conn) as session:
+
             async def one(i: int) -> None:
                 # The real send time, not the scheduled one: on a busy host the sender lags its schedule.
                 t = time.monotonic() - t0
                 url = pick(i, t)  # type: ignore[operator]
                 try:
-                    async with session.post(url + "/api/sync", data=orjson.dumps(make_body(i)),  # type: ignore[operator]
-                                            headers=headers, timeout=aiohttp.ClientTimeout(total=10)) as r:
+                    async with session.post(
+                        url + "/api/sync",
+                        data=orjson.dumps(make_body(i)),  # type: ignore[operator]
+                        headers=headers,
+                        timeout=aiohttp.ClientTimeout(total=10),
+                    ) as r:
                         body = await r.json() if r.status == 200 else None
                         self.answers.append(Answer(t, r.status, body))
                 except (aiohttp.ClientError, TimeoutError):
@@ -191,5 +208,8 @@ class OpenLoad:
 
 
 def event_doc(event_id: str) -> dict[str, object]:
-    return {"event_id": event_id, "type": "api_call",
-            "occurred_at": datetime.now(UTC).isoformat(timespec="milliseconds")}
+    return {
+        "event_id": event_id,
+        "type": "api_call",
+        "occurred_at": datetime.now(UTC).isoformat(timespec="milliseconds"),
+    }

@@ -15,7 +15,8 @@ import time
 from dataclasses import asdict
 from pathlib import Path
 
-from services.stack import ROOT
+from opsmantik.devstack.stack import ROOT
+
 from tests.bench import report
 from tests.bench.env import BENCH_HOME, BenchEnv, BenchError
 from tests.bench.runner import SCENARIOS, Bench, Plan
@@ -28,8 +29,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", action="store_true", help="print the rows as JSON instead of a table")
     parser.add_argument("--out", type=Path, help="markdown file to write (default docs/bench-results.md)")
     parser.add_argument("--no-profile", action="store_true", help="skip the py-spy profiles")
-    parser.add_argument("--only", help="comma-separated scenario names to run (" +
-                        ", ".join(n for n, _, _ in SCENARIOS) + "); default all")
+    parser.add_argument(
+        "--only",
+        help="comma-separated scenario names to run ("
+        + ", ".join(n for n, _, _ in SCENARIOS)
+        + "); default all",
+    )
     args = parser.parse_args(argv)
     only = set(args.only.split(",")) if args.only else None
     if only and only - {n for n, _, _ in SCENARIOS}:
@@ -37,15 +42,22 @@ def main(argv: list[str] | None = None) -> int:
 
     plan = Plan.make(args.quick, False if args.no_profile else None)
     # Only a full run of everything replaces the tracked results file.
-    out = args.out or (BENCH_HOME / "quick.md" if args.quick else BENCH_HOME / "partial.md" if only
-                       else ROOT / "docs" / "bench-results.md")
+    out = args.out or (
+        BENCH_HOME / "quick.md"
+        if args.quick
+        else BENCH_HOME / "partial.md"
+        if only
+        else ROOT / "docs" / "bench-results.md"
+    )
     env = BenchEnv()
     bench = Bench(env, plan)
     started = time.monotonic()
     failure: str | None = None
     try:
-        bench.say(f"private stack on Kafka :{env.stack.kafka_port}, Postgres :{env.stack.pg_port}; "
-                  f"database {env.db_name}")
+        bench.say(
+            f"private stack on Kafka :{env.stack.kafka_port}, Postgres :{env.stack.pg_port}; "
+            f"database {env.db_name}"
+        )
         env.up()
         for name, scenario, in_quick in SCENARIOS:
             if (only is None and (in_quick or not args.quick)) or (only is not None and name in only):
@@ -58,16 +70,22 @@ def main(argv: list[str] | None = None) -> int:
     elapsed = time.monotonic() - started
 
     if args.json:
-        print(json.dumps({"rows": [asdict(r) for r in bench.rows], "seconds": elapsed, "failure": failure},
-                         default=str, indent=1))
+        print(
+            json.dumps(
+                {"rows": [asdict(r) for r in bench.rows], "seconds": elapsed, "failure": failure},
+                default=str,
+                indent=1,
+            )
+        )
     else:
         print(text_table(bench.rows))
         for r in bench.rows:
             if r.goal and r.goal_met is False:
                 print(f"goal not met: {r.name}: {r.goal}")
     command = "make bench QUICK=1" if args.quick else "make bench"
-    block = report.generated(bench.rows, bench.profiles, command, time.strftime("%Y-%m-%d %H:%M %Z"),
-                             plan.seconds)
+    block = report.generated(
+        bench.rows, bench.profiles, command, time.strftime("%Y-%m-%d %H:%M %Z"), plan.seconds
+    )
     report.write(out, block)
     print(f"wrote {out} in {elapsed:.0f} s", file=sys.stderr)
     return 1 if failure else 0

@@ -23,8 +23,17 @@ GOAL = 0.80
 
 
 def _write(path: object, n: int, occurred_at: str) -> None:
-    line = orjson.dumps({"type": "page_view", "occurred_at": occurred_at, "quantity": 1,
-                         "properties": {"path": "/pricing", "plan": "pro", "ref": "bench"}}) + b"\n"
+    line = (
+        orjson.dumps(
+            {
+                "type": "page_view",
+                "occurred_at": occurred_at,
+                "quantity": 1,
+                "properties": {"path": "/pricing", "plan": "pro", "ref": "bench"},
+            }
+        )
+        + b"\n"
+    )
     with open(path, "wb") as f:  # type: ignore[call-overload]
         f.write(line * n)
 
@@ -33,8 +42,19 @@ def _send(bench: Bench, site: SiteKey, n: int, label: str) -> tuple[dict, float]
     data = bench.env.logs / f"client-{label}.ndjson"
     data.parent.mkdir(parents=True, exist_ok=True)
     _write(data, n, bench.occurred_at)
-    argv = [*OPSMANTIK, "send", str(data), "--url", f"http://127.0.0.1:{GATEWAY_PORT}", "--key", site.api_key,
-            "--json", "--quiet", "--spill", str(bench.env.logs / f"client-{label}.spill")]
+    argv = [
+        *OPSMANTIK,
+        "send",
+        str(data),
+        "--url",
+        f"http://127.0.0.1:{GATEWAY_PORT}",
+        "--key",
+        site.api_key,
+        "--json",
+        "--quiet",
+        "--spill",
+        str(bench.env.logs / f"client-{label}.spill"),
+    ]
     run = run_child(argv, bench.env.env(bench.env.topic("a")), timeout_s=600)
     if run.returncode != 0:
         raise BenchError(f"opsmantik send exited {run.returncode}:\n{run.stdout}\n{run.stderr[-2000:]}")
@@ -60,24 +80,35 @@ def run(bench: Bench, site: SiteKey) -> None:
     bracket = (before.events_per_s + after.events_per_s) / 2
     events = max(1, int(summary["events"]))
     table = bench.row(BASELINE)
-    row = Row(f"opsmantik send, {n // 1000}k-line NDJSON", "scenario",
-              events_per_s=float(summary["events_per_s"]),
-              cpu_us_per_event=(ours.used + client_cpu) / events * 1e6,
-              engine_cpu_us_per_event=engines.used / events * 1e6, baseline=BASELINE_NOW)
+    row = Row(
+        f"opsmantik send, {n // 1000}k-line NDJSON",
+        "scenario",
+        events_per_s=float(summary["events_per_s"]),
+        cpu_us_per_event=(ours.used + client_cpu) / events * 1e6,
+        engine_cpu_us_per_event=engines.used / events * 1e6,
+        baseline=BASELINE_NOW,
+    )
     row.ratio = ratio(row.events_per_s, bracket)
     row.goal = f"≥ {GOAL:.2f}× gateway's 100-event batches"
-    row.goal_met = bool(row.ratio is not None and row.ratio >= GOAL and summary["events"] == n
-                        and summary["rejected"] == 0)
-    row.notes.append(f"{summary['events']:,} events in {summary['seconds']:.1f} s by the client's own clock "
-                     f"(first line read to last answer), {summary['retries']:,} retries, outcomes "
-                     f"{summary['outcomes']}; CPU per event: gateway {ours.used / events * 1e6:.1f} µs + "
-                     f"client {client_cpu / events * 1e6:.1f} µs (1000-event requests, 4 in flight, "
-                     "every event through the SQLite spill)")
+    row.goal_met = bool(
+        row.ratio is not None and row.ratio >= GOAL and summary["events"] == n and summary["rejected"] == 0
+    )
+    row.notes.append(
+        f"{summary['events']:,} events in {summary['seconds']:.1f} s by the client's own clock "
+        f"(first line read to last answer), {summary['retries']:,} retries, outcomes "
+        f"{summary['outcomes']}; CPU per event: gateway {ours.used / events * 1e6:.1f} µs + "
+        f"client {client_cpu / events * 1e6:.1f} µs (1000-event requests, 4 in flight, "
+        "every event through the SQLite spill)"
+    )
     vs_table = ratio(row.events_per_s, table.events_per_s if table else None)
-    row.notes.append(f"baseline: wrk 100-event batches on the same gateway {before.events_per_s:,.0f} ev/s "
-                     f"before and {after.events_per_s:,.0f} after (mean {bracket:,.0f}); vs the "
-                     f"`{BASELINE}` row above: {vs_table or 0:.2f}×; load average "
-                     f"{os.getloadavg()[0]:.1f}")
+    row.notes.append(
+        f"baseline: wrk 100-event batches on the same gateway {before.events_per_s:,.0f} ev/s "
+        f"before and {after.events_per_s:,.0f} after (mean {bracket:,.0f}); vs the "
+        f"`{BASELINE}` row above: {vs_table or 0:.2f}×; load average "
+        f"{os.getloadavg()[0]:.1f}"
+    )
     bench.rows.append(row)
-    bench.say(f"  {row.events_per_s:,.0f} ev/s, {row.ratio or 0:.2f}× wrk batches before/after "
-              f"({before.events_per_s:,.0f}/{after.events_per_s:,.0f}), {vs_table or 0:.2f}× the table's row")
+    bench.say(
+        f"  {row.events_per_s:,.0f} ev/s, {row.ratio or 0:.2f}× wrk batches before/after "
+        f"({before.events_per_s:,.0f}/{after.events_per_s:,.0f}), {vs_table or 0:.2f}× the table's row"
+    )

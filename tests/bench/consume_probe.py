@@ -48,12 +48,16 @@ class Clock:
 
 def produce(bootstrap: str, topic: str, n: int) -> dict[str, object]:
     from confluent_kafka import Producer
+    from opsmantik.config import Settings
+    from opsmantik.kafka.settings import producer_config
+    from opsmantik.kafka.topics import ensure_topics
 
-    from services.config import Settings
-    from services.kafka import ensure_topics, producer_config
-
-    settings = Settings(kafka_bootstrap=bootstrap, topic=topic, topic_partitions=1,
-                        billable_topic=topic.replace(".ingest.", ".billable."))
+    settings = Settings(
+        kafka_bootstrap=bootstrap,
+        topic=topic,
+        topic_partitions=1,
+        billable_topic=topic.replace(".ingest.", ".billable."),
+    )
     ensure_topics(settings)
     producer = Producer(producer_config(settings))
     site = str(uuid.uuid4())
@@ -74,8 +78,13 @@ async def getmany(bootstrap: str, topic: str, n: int, timeout_s: float) -> dict[
     from aiokafka import AIOKafkaConsumer
 
     clock = Clock(n)
-    consumer = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, group_id=f"probe-getmany-{uuid.uuid4()}",
-                                enable_auto_commit=False, auto_offset_reset="earliest")
+    consumer = AIOKafkaConsumer(
+        topic,
+        bootstrap_servers=bootstrap,
+        group_id=f"probe-getmany-{uuid.uuid4()}",
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+    )
     await consumer.start()
     try:
         deadline = time.monotonic() + timeout_s
@@ -104,14 +113,15 @@ class NoopProcessor:
 
 
 def _settings(bootstrap: str, topic: str, group: str) -> Any:
-    from services.config import Settings
+    from opsmantik.config import Settings
 
     return Settings(kafka_bootstrap=bootstrap, topic=topic, worker_group=group, topic_partitions=1)
 
 
 async def faust_batch(bootstrap: str, topic: str, n: int, timeout_s: float) -> dict[str, object]:
-    """The worker's own app (services/worker/app.py: BatchConsumer + ledger loop), handle() a no-op."""
-    from services.worker.app import build_app, drop_monitor
+    """The worker's own app (services/opsmantik/worker/app.py: BatchConsumer + ledger loop), handle() a
+    no-op."""
+    from opsmantik.worker.app import build_app, drop_monitor
 
     clock = Clock(n)
     app = build_app(_settings(bootstrap, topic, f"probe-fbatch-{uuid.uuid4()}"), NoopProcessor(clock))  # type: ignore[arg-type]
@@ -127,14 +137,22 @@ async def faust_batch(bootstrap: str, topic: str, n: int, timeout_s: float) -> d
 async def faust_stream(bootstrap: str, topic: str, n: int, timeout_s: float) -> dict[str, object]:
     """Stock Faust, the worker's previous agent: noack_take(2000, within=50 ms), stream.ack per message."""
     import faust
-
-    from services.worker.app import drop_monitor
+    from opsmantik.worker.app import drop_monitor
 
     clock = Clock(n)
-    app = faust.App(f"probe-fstream-{uuid.uuid4()}", broker=f"kafka://{bootstrap}", autodiscover=False,
-                    web_enabled=False, store="memory://", topic_disable_leader=True, key_serializer="raw",
-                    value_serializer="raw", consumer_auto_offset_reset="earliest", broker_commit_interval=1.0,
-                    stream_wait_empty=False)
+    app = faust.App(
+        f"probe-fstream-{uuid.uuid4()}",
+        broker=f"kafka://{bootstrap}",
+        autodiscover=False,
+        web_enabled=False,
+        store="memory://",
+        topic_disable_leader=True,
+        key_serializer="raw",
+        value_serializer="raw",
+        consumer_auto_offset_reset="earliest",
+        broker_commit_interval=1.0,
+        stream_wait_empty=False,
+    )
     source = app.topic(topic, key_type=bytes, value_type=bytes)
 
     @app.agent(source, concurrency=1, name="probe")

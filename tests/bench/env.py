@@ -19,16 +19,16 @@ from pathlib import Path
 
 import asyncpg
 from confluent_kafka.admin import AdminClient
+from opsmantik.db.queries import load_queries
+from opsmantik.devstack.stack import ROOT, Stack
 
-from services.db.queries import load_queries
-from services.stack import ROOT, Stack
 from tests.bench.procs import Service, engine_pids
 
 Q = load_queries(Path(__file__).with_name("bench.sql"))
 BENCH_HOME = ROOT / ".local" / "bench"
 KAFKA_PORT = 24092
 PG_PORT = 24432
-OPSMANTIK = [sys.executable, "-m", "services.cli"]
+OPSMANTIK = [sys.executable, "-m", "opsmantik.cli"]
 
 
 class BenchError(RuntimeError):
@@ -44,8 +44,9 @@ class SiteKey:
 @dataclass
 class BenchEnv:
     tag: str = field(default_factory=lambda: time.strftime("%m%d%H%M%S") + secrets.token_hex(2))
-    stack: Stack = field(default_factory=lambda: Stack(home=BENCH_HOME, kafka_port=KAFKA_PORT,
-                                                        pg_port=PG_PORT))
+    stack: Stack = field(
+        default_factory=lambda: Stack(home=BENCH_HOME, kafka_port=KAFKA_PORT, pg_port=PG_PORT)
+    )
     services: list[Service] = field(default_factory=list)
     _topics: list[str] = field(default_factory=list)
     _loop: asyncio.AbstractEventLoop | None = None
@@ -100,14 +101,16 @@ class BenchEnv:
 
     def env(self, topic: str, **extra: str) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if not k.startswith("OPSMANTIK_")}
-        env.update({
-            "OPSMANTIK_DATABASE_URL": self.database_url,
-            "OPSMANTIK_KAFKA_BOOTSTRAP": self.stack.kafka_bootstrap,
-            "OPSMANTIK_TOPIC": topic,
-            "OPSMANTIK_BILLABLE_TOPIC": topic.replace(".ingest.", ".billable."),
-            "OPSMANTIK_WORKER_GROUP": f"bench-{self.tag}-{topic.split('.')[2]}",
-            "PYTHONUNBUFFERED": "1",
-        })
+        env.update(
+            {
+                "OPSMANTIK_DATABASE_URL": self.database_url,
+                "OPSMANTIK_KAFKA_BOOTSTRAP": self.stack.kafka_bootstrap,
+                "OPSMANTIK_TOPIC": topic,
+                "OPSMANTIK_BILLABLE_TOPIC": topic.replace(".ingest.", ".billable."),
+                "OPSMANTIK_WORKER_GROUP": f"bench-{self.tag}-{topic.split('.')[2]}",
+                "PYTHONUNBUFFERED": "1",
+            }
+        )
         # Our services' metrics ports must not collide with the shared stack's services.
         env.setdefault("OPSMANTIK_WORKER_METRICS_PORT", "24091")
         env.setdefault("OPSMANTIK_RELAY_METRICS_PORT", "24094")
@@ -115,15 +118,25 @@ class BenchEnv:
         return env
 
     def cli(self, *args: str, topic: str) -> str:
-        out = subprocess.run([*OPSMANTIK, *args], env=self.env(topic), capture_output=True, text=True,
-                             timeout=120, cwd=ROOT)
+        out = subprocess.run(
+            [*OPSMANTIK, *args], env=self.env(topic), capture_output=True, text=True, timeout=120, cwd=ROOT
+        )
         if out.returncode != 0:
             raise BenchError(f"opsmantik {' '.join(args)} failed ({out.returncode}):\n{out.stderr}")
         return out.stdout
 
     def create_site(self, name: str) -> SiteKey:
-        out = self.cli("sites", "create", f"bench-{name}", "--json", "--rate", "1000000",
-                       "--burst", "1000000", topic=self.topic("a"))
+        out = self.cli(
+            "sites",
+            "create",
+            f"bench-{name}",
+            "--json",
+            "--rate",
+            "1000000",
+            "--burst",
+            "1000000",
+            topic=self.topic("a"),
+        )
         data = json.loads(out)
         return SiteKey(uuid.UUID(data["site_id"]), data["api_key"])
 

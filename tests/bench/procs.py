@@ -94,8 +94,14 @@ class Service:
     def start(self) -> Service:
         self.log.parent.mkdir(parents=True, exist_ok=True)
         with open(self.log, "ab") as out:
-            self.proc = subprocess.Popen(self.argv, env=self.env, stdin=subprocess.DEVNULL, stdout=out,
-                                         stderr=subprocess.STDOUT, start_new_session=True)
+            self.proc = subprocess.Popen(
+                self.argv,
+                env=self.env,
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
         return self
 
     @property
@@ -148,8 +154,12 @@ def run_child(argv: list[str], env: dict[str, str] | None, timeout_s: float) -> 
             timer.cancel()
         proc.returncode = os.waitstatus_to_exitcode(status)  # reaped here, tell Popen
         err.seek(0)
-        return ChildRun(proc.returncode, out.decode(errors="replace"), err.read().decode(errors="replace"),
-                        usage.ru_utime + usage.ru_stime)
+        return ChildRun(
+            proc.returncode,
+            out.decode(errors="replace"),
+            err.read().decode(errors="replace"),
+            usage.ru_utime + usage.ru_stime,
+        )
 
 
 def engine_pids(kafka_pid: int | None, pg_pid: int | None) -> list[int]:

@@ -14,10 +14,24 @@ from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
-BOILERPLATE = ("<frozen runpy>", "services/cli.py", "(services/gateway/main.py)", "(services/worker/main.py)",
-               "(services/relay/main.py)", "run_app (", "asyncio/base_events.py", "asyncio/runners.py",
-               "asyncio/events.py", "threading.py", "Thread.run", "_execute_task", "_execute_actor",
-               "Service.", "ServiceThread", "WorkerThread")
+BOILERPLATE = (
+    "<frozen runpy>",
+    "services/opsmantik/cli/main.py",
+    "(services/opsmantik/gateway/main.py)",
+    "(services/opsmantik/worker/main.py)",
+    "(services/opsmantik/relay/main.py)",
+    "run_app (",
+    "asyncio/base_events.py",
+    "asyncio/runners.py",
+    "asyncio/events.py",
+    "threading.py",
+    "Thread.run",
+    "_execute_task",
+    "_execute_actor",
+    "Service.",
+    "ServiceThread",
+    "WorkerThread",
+)
 
 
 @dataclass(frozen=True)
@@ -40,9 +54,25 @@ def start(pid: int, seconds: float, out: Path, rate: int = 100) -> subprocess.Po
         return None
     out.parent.mkdir(parents=True, exist_ok=True)
     return subprocess.Popen(
-        [exe, "record", "--pid", str(pid), "--duration", str(max(1, round(seconds))), "--rate", str(rate),
-         "--nonblocking", "--subprocesses", "--format", "raw", "-o", str(out)],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        [
+            exe,
+            "record",
+            "--pid",
+            str(pid),
+            "--duration",
+            str(max(1, round(seconds))),
+            "--rate",
+            str(rate),
+            "--nonblocking",
+            "--subprocesses",
+            "--format",
+            "raw",
+            "-o",
+            str(out),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
 
 
 def _frame(text: str) -> str:
@@ -76,14 +106,21 @@ def summarise(name: str, raw: Path, top: int = 12) -> Profile | None:
         return None
     top_self = [(f, n / total) for f, n in self_counts.most_common(top)]
     # Entry frames (runpy, the CLI, run_app, the event loop, threads) hold most samples and say nothing.
-    top_incl = [(f, n / total) for f, n in incl_counts.most_common()
-                if n / total < 0.95 and not any(b in f for b in BOILERPLATE)][:top]
+    top_incl = [
+        (f, n / total)
+        for f, n in incl_counts.most_common()
+        if n / total < 0.95 and not any(b in f for b in BOILERPLATE)
+    ][:top]
     return Profile(name, total, top_self, top_incl, raw)
 
 
 def markdown(p: Profile) -> str:
-    lines = [f"**{p.name}** ({p.samples} samples of Python stacks; raw: `{p.raw.name}`)", "",
-             "| self | function | | inclusive | function |", "|---:|---|---|---:|---|"]
+    lines = [
+        f"**{p.name}** ({p.samples} samples of Python stacks; raw: `{p.raw.name}`)",
+        "",
+        "| self | function | | inclusive | function |",
+        "|---:|---|---|---:|---|",
+    ]
     for (fs, ss), (fi, si) in zip(p.top_self, p.top_inclusive, strict=False):
         lines.append(f"| {ss:.0%} | `{fs}` | | {si:.0%} | `{fi}` |")
     return "\n".join(lines)

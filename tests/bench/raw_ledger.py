@@ -16,8 +16,8 @@ from pathlib import Path
 
 import asyncpg
 import orjson
+from opsmantik.db.queries import load_queries
 
-from services.db.queries import load_queries
 from tests.bench.stats import percentile
 
 Q = load_queries(Path(__file__).with_name("bench.sql"))
@@ -47,8 +47,14 @@ async def run(dsn: str, site: uuid.UUID, batch: int, seconds: float, tag: str) -
         rows += batch
     elapsed = time.monotonic() - t0
     await conn.close()
-    return {"events": rows, "seconds": elapsed, "batches": len(lat_ms), "p50_ms": percentile(lat_ms, 50),
-            "p95_ms": percentile(lat_ms, 95), "p99_ms": percentile(lat_ms, 99)}
+    return {
+        "events": rows,
+        "seconds": elapsed,
+        "batches": len(lat_ms),
+        "p50_ms": percentile(lat_ms, 50),
+        "p95_ms": percentile(lat_ms, 95),
+        "p99_ms": percentile(lat_ms, 99),
+    }
 
 
 def main() -> int:

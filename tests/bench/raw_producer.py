@@ -14,19 +14,28 @@ import uuid
 
 import orjson
 from confluent_kafka import Producer
+from opsmantik.config import Settings
+from opsmantik.kafka.settings import producer_config
 
-from services.config import Settings
-from services.kafka import producer_config
 from tests.bench.stats import percentile
 
 
 def message(site_id: str, n: int, now: str, month: str) -> bytes:
-    return orjson.dumps({
-        "v": 1, "site_id": site_id, "event_id": f"raw-{n}", "type": "page_view", "occurred_at": now,
-        "usage_month": month, "quantity": 1,
-        "properties": {"path": "/pricing", "plan": "pro", "ref": "bench"},
-        "received_at": now, "path": "kafka", "gateway_status": "accepted",
-    })
+    return orjson.dumps(
+        {
+            "v": 1,
+            "site_id": site_id,
+            "event_id": f"raw-{n}",
+            "type": "page_view",
+            "occurred_at": now,
+            "usage_month": month,
+            "quantity": 1,
+            "properties": {"path": "/pricing", "plan": "pro", "ref": "bench"},
+            "received_at": now,
+            "path": "kafka",
+            "gateway_status": "accepted",
+        }
+    )
 
 
 def main() -> int:
@@ -72,10 +81,19 @@ def main() -> int:
             producer.poll(0)
     producer.flush(60)
     elapsed = time.monotonic() - t0
-    sys.stdout.write(orjson.dumps({
-        "events": delivered, "failed": failed, "seconds": elapsed,
-        "p50_ms": percentile(lat_ms, 50), "p95_ms": percentile(lat_ms, 95), "p99_ms": percentile(lat_ms, 99),
-    }).decode() + "\n")
+    sys.stdout.write(
+        orjson.dumps(
+            {
+                "events": delivered,
+                "failed": failed,
+                "seconds": elapsed,
+                "p50_ms": percentile(lat_ms, 50),
+                "p95_ms": percentile(lat_ms, 95),
+                "p99_ms": percentile(lat_ms, 99),
+            }
+        ).decode()
+        + "\n"
+    )
     return 0 if failed == 0 else 1
 
 

@@ -10,7 +10,8 @@ from collections.abc import Sequence
 from importlib import metadata
 from pathlib import Path
 
-from services.stack import kafka_version, pg_version
+from opsmantik.devstack.stack import kafka_version, pg_version
+
 from tests.bench import profile
 from tests.bench.stats import Row, markdown_table
 
@@ -28,8 +29,12 @@ def machine() -> dict[str, str]:
         mem_kb = int(Path("/proc/meminfo").read_text().split()[1])
     except (OSError, ValueError, IndexError):
         mem_kb = 0
-    return {"cores (nproc)": str(os.cpu_count()), "CPU": model, "memory": f"{mem_kb / 1024 / 1024:.0f} GiB",
-            "kernel": platform.release()}
+    return {
+        "cores (nproc)": str(os.cpu_count()),
+        "CPU": model,
+        "memory": f"{mem_kb / 1024 / 1024:.0f} GiB",
+        "kernel": platform.release(),
+    }
 
 
 def versions() -> dict[str, str]:
@@ -55,19 +60,33 @@ def versions() -> dict[str, str]:
     return out
 
 
-def generated(rows: Sequence[Row], profiles: Sequence[profile.Profile], command: str, when: str,
-              seconds: int) -> str:
-    parts = [BEGIN, "", f"Run {when} with `{command}` ({seconds} s per measured run).", "",
-             markdown_table(rows), ""]
+def generated(
+    rows: Sequence[Row], profiles: Sequence[profile.Profile], command: str, when: str, seconds: int
+) -> str:
+    parts = [
+        BEGIN,
+        "",
+        f"Run {when} with `{command}` ({seconds} s per measured run).",
+        "",
+        markdown_table(rows),
+        "",
+    ]
     parts += ["Notes per row:", ""]
     for r in rows:
         if r.notes:
             parts.append(f"- **{r.name}**: " + "; ".join(r.notes))
-    parts += ["", "Machine: " + ", ".join(f"{k} {v}" for k, v in machine().items()) + ".", "",
-              "Versions: " + ", ".join(f"{k} {v}" for k, v in versions().items()) + ".", ""]
+    parts += [
+        "",
+        "Machine: " + ", ".join(f"{k} {v}" for k, v in machine().items()) + ".",
+        "",
+        "Versions: " + ", ".join(f"{k} {v}" for k, v in versions().items()) + ".",
+        "",
+    ]
     if profiles:
-        parts += ["### Profiles (py-spy, Python frames only, taken outside the measured runs "
-                  "except the relay's)", ""]
+        parts += [
+            "### Profiles (py-spy, Python frames only, taken outside the measured runs except the relay's)",
+            "",
+        ]
         for p in profiles:
             parts += [profile.markdown(p), ""]
     parts.append(END)

@@ -54,7 +54,8 @@ class Bench:
     profiles: list[profile.Profile] = field(default_factory=list)
     log: list[str] = field(default_factory=list)
     occurred_at: str = field(
-        default_factory=lambda: (datetime.now(UTC) - timedelta(seconds=30)).isoformat(timespec="seconds"))
+        default_factory=lambda: (datetime.now(UTC) - timedelta(seconds=30)).isoformat(timespec="seconds")
+    )
     sites: dict[str, SiteKey] = field(default_factory=dict)
     gateway_up: Service | None = None  # the end-to-end gateway, kept for the broker-down scenario
     outbox_rows: int = 0  # what the broker-down scenario left for the drain
@@ -75,31 +76,68 @@ class Bench:
 
     # ------------------------------------------------------------ helpers
 
-    def _load(self, port: int, key: str, batch: int, prefix: str, seconds: int, meters: list[CpuMeter],
-              connections: int = CONNECTIONS, rate: float = 0.0) -> LoadResult:
+    def _load(
+        self,
+        port: int,
+        key: str,
+        batch: int,
+        prefix: str,
+        seconds: int,
+        meters: list[CpuMeter],
+        connections: int = CONNECTIONS,
+        rate: float = 0.0,
+    ) -> LoadResult:
         for m in meters:
             m.start()
-        result = run_wrk(f"http://127.0.0.1:{port}", duration_s=seconds, connections=connections, batch=batch,
-                         prefix=f"{self.env.tag}-{prefix}", occurred_at=self.occurred_at, api_key=key,
-                         rate=rate)
+        result = run_wrk(
+            f"http://127.0.0.1:{port}",
+            duration_s=seconds,
+            connections=connections,
+            batch=batch,
+            prefix=f"{self.env.tag}-{prefix}",
+            occurred_at=self.occurred_at,
+            api_key=key,
+            rate=rate,
+        )
         for m in meters:
             m.stop()
         if result.failed:
             self.say(f"  {prefix}: {result.failed} of {result.requests} requests failed")
-        self.say(f"  {prefix}: {result.requests_per_s:,.0f} req/s, {result.events_per_s:,.0f} ev/s, "
-                 f"p95 {result.p95_ms:.1f} ms, wrk used {result.loadgen_cores:.2f} core")
+        self.say(
+            f"  {prefix}: {result.requests_per_s:,.0f} req/s, {result.events_per_s:,.0f} ev/s, "
+            f"p95 {result.p95_ms:.1f} ms, wrk used {result.loadgen_cores:.2f} core"
+        )
         return result
 
-    def _http_row(self, name: str, kind: str, r: LoadResult, ours: CpuMeter, engines: CpuMeter,
-                  baseline: str | None = None, base_value: float | None = None,
-                  value: float | None = None) -> Row:
+    def _http_row(
+        self,
+        name: str,
+        kind: str,
+        r: LoadResult,
+        ours: CpuMeter,
+        engines: CpuMeter,
+        baseline: str | None = None,
+        base_value: float | None = None,
+        value: float | None = None,
+    ) -> Row:
         events = max(1, r.events)
-        row = Row(name, kind, events_per_s=r.events_per_s, requests_per_s=r.requests_per_s, p50_ms=r.p50_ms,
-                  p95_ms=r.p95_ms, p99_ms=r.p99_ms, cpu_us_per_event=ours.used / events * 1e6,
-                  engine_cpu_us_per_event=engines.used / events * 1e6, baseline=baseline,
-                  ratio=ratio(value, base_value))
-        row.notes.append(f"load generator (wrk, 2 threads, {r.requests:,} requests) used "
-                         f"{r.loadgen_cores:.2f} of 2 cores; load average {os.getloadavg()[0]:.1f}")
+        row = Row(
+            name,
+            kind,
+            events_per_s=r.events_per_s,
+            requests_per_s=r.requests_per_s,
+            p50_ms=r.p50_ms,
+            p95_ms=r.p95_ms,
+            p99_ms=r.p99_ms,
+            cpu_us_per_event=ours.used / events * 1e6,
+            engine_cpu_us_per_event=engines.used / events * 1e6,
+            baseline=baseline,
+            ratio=ratio(value, base_value),
+        )
+        row.notes.append(
+            f"load generator (wrk, 2 threads, {r.requests:,} requests) used "
+            f"{r.loadgen_cores:.2f} of 2 cores; load average {os.getloadavg()[0]:.1f}"
+        )
         if r.failed:
             row.notes.append(f"{r.failed} requests failed (non-2xx or socket errors)")
         self.rows.append(row)
@@ -155,16 +193,36 @@ class Bench:
     def raw_producer(self) -> None:
         self.say("baseline: raw confluent-kafka producer, acks=all, idempotent")
         engines = CpuMeter(self.env.engine_pids()).start()
-        data, cpu = self._run_json([sys.executable, "-m", "tests.bench.raw_producer", "--bootstrap",
-                                    self.env.stack.kafka_bootstrap, "--topic", self.env.topic("raw"),
-                                    "--seconds", str(self.plan.seconds)], timeout_s=self.plan.seconds + 120)
+        data, cpu = self._run_json(
+            [
+                sys.executable,
+                "-m",
+                "tests.bench.raw_producer",
+                "--bootstrap",
+                self.env.stack.kafka_bootstrap,
+                "--topic",
+                self.env.topic("raw"),
+                "--seconds",
+                str(self.plan.seconds),
+            ],
+            timeout_s=self.plan.seconds + 120,
+        )
         engines.stop()
         events = max(1, int(data["events"]))  # type: ignore[call-overload]
-        row = Row("raw producer acks=all", "baseline", events_per_s=events / float(data["seconds"]),  # type: ignore[arg-type]
-                  p50_ms=data["p50_ms"], p95_ms=data["p95_ms"], p99_ms=data["p99_ms"],  # type: ignore[arg-type]
-                  cpu_us_per_event=cpu / events * 1e6, engine_cpu_us_per_event=engines.used / events * 1e6)
-        row.notes.append("one process, one partition (one site key), librdkafka batching; latency = "
-                         "create time to delivery report, includes queueing behind the flood")
+        row = Row(
+            "raw producer acks=all",
+            "baseline",
+            events_per_s=events / float(data["seconds"]),  # type: ignore[arg-type]
+            p50_ms=data["p50_ms"],
+            p95_ms=data["p95_ms"],
+            p99_ms=data["p99_ms"],  # type: ignore[arg-type]
+            cpu_us_per_event=cpu / events * 1e6,
+            engine_cpu_us_per_event=engines.used / events * 1e6,
+        )
+        row.notes.append(
+            "one process, one partition (one site key), librdkafka batching; latency = "
+            "create time to delivery report, includes queueing behind the flood"
+        )
         self.rows.append(row)
         self.say(f"  {row.events_per_s:,.0f} ev/s")
 
@@ -173,27 +231,51 @@ class Bench:
         for batch in (100, 2000):
             self.say(f"baseline: raw asyncpg ledger insert, {batch} rows a statement")
             engines = CpuMeter(self.env.engine_pids()).start()
-            data, cpu = self._run_json([sys.executable, "-m", "tests.bench.raw_ledger", "--dsn",
-                                        self.env.database_url, "--site", str(site.site_id), "--batch",
-                                        str(batch), "--seconds", str(self.plan.seconds),
-                                        "--tag", f"{self.env.tag}-raw{batch}"],
-                                       timeout_s=self.plan.seconds + 60)
+            data, cpu = self._run_json(
+                [
+                    sys.executable,
+                    "-m",
+                    "tests.bench.raw_ledger",
+                    "--dsn",
+                    self.env.database_url,
+                    "--site",
+                    str(site.site_id),
+                    "--batch",
+                    str(batch),
+                    "--seconds",
+                    str(self.plan.seconds),
+                    "--tag",
+                    f"{self.env.tag}-raw{batch}",
+                ],
+                timeout_s=self.plan.seconds + 60,
+            )
             engines.stop()
             events = max(1, int(data["events"]))  # type: ignore[call-overload]
-            row = Row(f"raw ledger ×{batch}", "baseline", events_per_s=events / float(data["seconds"]),  # type: ignore[arg-type]
-                      p50_ms=data["p50_ms"], p95_ms=data["p95_ms"], p99_ms=data["p99_ms"],  # type: ignore[arg-type]
-                      cpu_us_per_event=cpu / events * 1e6,
-                      engine_cpu_us_per_event=engines.used / events * 1e6)
-            row.notes.append("one connection, unnest + ON CONFLICT DO NOTHING + usage upsert in one "
-                             "statement (tests/bench/bench.sql); latency = per statement")
+            row = Row(
+                f"raw ledger ×{batch}",
+                "baseline",
+                events_per_s=events / float(data["seconds"]),  # type: ignore[arg-type]
+                p50_ms=data["p50_ms"],
+                p95_ms=data["p95_ms"],
+                p99_ms=data["p99_ms"],  # type: ignore[arg-type]
+                cpu_us_per_event=cpu / events * 1e6,
+                engine_cpu_us_per_event=engines.used / events * 1e6,
+            )
+            row.notes.append(
+                "one connection, unnest + ON CONFLICT DO NOTHING + usage upsert in one "
+                "statement (tests/bench/bench.sql); latency = per statement"
+            )
             self.rows.append(row)
             self.say(f"  {row.events_per_s:,.0f} rows/s")
 
     # ------------------------------------------------------------ services
 
     def _gateway(self, topic: str) -> Service:
-        svc = self.env.start(f"gateway-{topic.split('.')[2]}", [*OPSMANTIK, "gateway", "--host", "127.0.0.1",
-                                                               "--port", str(GATEWAY_PORT)], topic)
+        svc = self.env.start(
+            f"gateway-{topic.split('.')[2]}",
+            [*OPSMANTIK, "gateway", "--host", "127.0.0.1", "--port", str(GATEWAY_PORT)],
+            topic,
+        )
         wait_port(GATEWAY_PORT, svc)
         return svc
 
@@ -214,38 +296,68 @@ class Bench:
             bare = self.row("bare handler")
             ours, engines = CpuMeter([gw.pid]), CpuMeter(self.env.engine_pids())
             r1 = self._load(GATEWAY_PORT, single.api_key, 0, "single", self.plan.seconds, [ours, engines])
-            row = self._http_row("1 event/request", "scenario", r1, ours, engines, "bare handler",
-                                 bare.requests_per_s if bare else None, r1.requests_per_s)
+            row = self._http_row(
+                "1 event/request",
+                "scenario",
+                r1,
+                ours,
+                engines,
+                "bare handler",
+                bare.requests_per_s if bare else None,
+                r1.requests_per_s,
+            )
             # issue 10's goal (the earlier 0.60× was unreachable with linger.ms 2: docs/benchmarks.md)
             row.goal, row.goal_met = "≥ 0.40× bare req/s", row.ratio is not None and row.ratio >= 0.40
 
             raw = self.row("raw producer acks=all")
             ours, engines = CpuMeter([gw.pid]), CpuMeter(self.env.engine_pids())
             r100 = self._load(GATEWAY_PORT, batch.api_key, 100, "batch", self.plan.seconds, [ours, engines])
-            row = self._http_row("100-event batches", "scenario", r100, ours, engines,
-                                 "raw producer acks=all", raw.events_per_s if raw else None,
-                                 r100.events_per_s)
+            row = self._http_row(
+                "100-event batches",
+                "scenario",
+                r100,
+                ours,
+                engines,
+                "raw producer acks=all",
+                raw.events_per_s if raw else None,
+                r100.events_per_s,
+            )
             row.goal, row.goal_met = "≥ 50,000 ev/s", r100.events_per_s >= 50_000
 
             # Paced runs get spare connections so the send schedule, not the answers, sets the rate.
-            for name, key, size, peak, conns in (("1 event/request @ half peak", single, 0, r1, 64),
-                                                 ("100-event batches @ half peak", batch, 100, r100, 16)):
+            for name, key, size, peak, conns in (
+                ("1 event/request @ half peak", single, 0, r1, 64),
+                ("100-event batches @ half peak", batch, 100, r100, 16),
+            ):
                 target = peak.requests_per_s / 2
                 ours, engines = CpuMeter([gw.pid]), CpuMeter(self.env.engine_pids())
-                r = self._load(GATEWAY_PORT, key.api_key, size, f"half-{size}", self.plan.seconds,
-                               [ours, engines], connections=conns, rate=target)
+                r = self._load(
+                    GATEWAY_PORT,
+                    key.api_key,
+                    size,
+                    f"half-{size}",
+                    self.plan.seconds,
+                    [ours, engines],
+                    connections=conns,
+                    rate=target,
+                )
                 row = self._http_row(name, "scenario", r, ours, engines)
                 row.goal, row.goal_met = "p95 < 25 ms", r.p95_ms < 25
-                row.notes.append(f"paced on a send schedule over {conns} connections: target "
-                                 f"{target:,.0f} req/s, got {r.requests_per_s:,.0f}")
+                row.notes.append(
+                    f"paced on a send schedule over {conns} connections: target "
+                    f"{target:,.0f} req/s, got {r.requests_per_s:,.0f}"
+                )
 
             if self.plan.profile:
                 self.say("  profiling the gateway (py-spy), outside the measured runs")
-                for name, key, size in (("gateway 1 event-request", single, 0), ("gateway 100-event batches",
-                                                                                 batch, 100)):
+                for name, key, size in (
+                    ("gateway 1 event-request", single, 0),
+                    ("gateway 100-event batches", batch, 100),
+                ):
                     proc = self._profile(name, gw.pid, self.plan.seconds / 2)
-                    self._load(GATEWAY_PORT, key.api_key, size, f"prof-{size}",
-                               round(self.plan.seconds / 2), [])
+                    self._load(
+                        GATEWAY_PORT, key.api_key, size, f"prof-{size}", round(self.plan.seconds / 2), []
+                    )
                     self._collect(name, proc)
         finally:
             gw.stop()
@@ -277,35 +389,60 @@ class Bench:
                 m.start()
             t0 = time.monotonic()
             prof = self._profile("worker " + name, worker.pid, self.plan.seconds) if "flood" in name else None
-            r = run_wrk(f"http://127.0.0.1:{GATEWAY_PORT}", duration_s=self.plan.seconds, connections=conns,
-                        batch=100, prefix=f"{self.env.tag}-{prefix}", occurred_at=self.occurred_at,
-                        api_key=site.api_key, rate=rate)
+            r = run_wrk(
+                f"http://127.0.0.1:{GATEWAY_PORT}",
+                duration_s=self.plan.seconds,
+                connections=conns,
+                batch=100,
+                prefix=f"{self.env.tag}-{prefix}",
+                occurred_at=self.occurred_at,
+                api_key=site.api_key,
+                rate=rate,
+            )
             sent = r.events
-            ok, t_all = wait_until(lambda s=site, n=sent: self.env.value("usage_events", s.site_id) >= n,
-                                   60 if self.plan.quick else 180, 0.05)
+            ok, t_all = wait_until(
+                lambda s=site, n=sent: self.env.value("usage_events", s.site_id) >= n,
+                60 if self.plan.quick else 180,
+                0.05,
+            )
             for m in (ours, engines, worker_cpu):
                 m.stop()
             self._collect("worker " + name, prof)
             fresh = self.env.query("freshness_ms", site.site_id)
             shown = self.env.value("usage_events", site.site_id)
-            row = self._http_row(name, "scenario", r, ours, engines, "raw ledger ×2000",
-                                 base.events_per_s if base else None, None)
+            row = self._http_row(
+                name,
+                "scenario",
+                r,
+                ours,
+                engines,
+                "raw ledger ×2000",
+                base.events_per_s if base else None,
+                None,
+            )
             row.events_per_s = shown / (t_all - t0)
             row.ratio = ratio(row.events_per_s, base.events_per_s if base else None)
             if fresh is not None and fresh["n"]:
                 row.fresh_p50_ms, row.fresh_p99_ms = float(fresh["p50"]), float(fresh["p99"])
-            row.notes.append(f"{sent:,} events acknowledged in {r.duration_s:.1f} s "
-                             f"({r.events_per_s:,.0f} ev/s offered); the invoice showed {shown:,} "
-                             f"{t_all - t0:.1f} s after the first request" + ("" if ok else " (TIMED OUT)"))
+            row.notes.append(
+                f"{sent:,} events acknowledged in {r.duration_s:.1f} s "
+                f"({r.events_per_s:,.0f} ev/s offered); the invoice showed {shown:,} "
+                f"{t_all - t0:.1f} s after the first request" + ("" if ok else " (TIMED OUT)")
+            )
             worker_us = worker_cpu.used / max(1, shown) * 1e6
-            row.notes.append(f"worker alone {worker_us:.1f} µs of CPU per event, gateway "
-                             f"{(ours.used - worker_cpu.used) / max(1, sent) * 1e6:.1f}")
+            row.notes.append(
+                f"worker alone {worker_us:.1f} µs of CPU per event, gateway "
+                f"{(ours.used - worker_cpu.used) / max(1, sent) * 1e6:.1f}"
+            )
             if "paced" in name:
                 row.goal = "≥ 20,000 ev/s, fresh p99 < 1 s, worker ≤ 30 µs/ev"
-                row.goal_met = bool(ok and row.events_per_s >= 20_000 and (row.fresh_p99_ms or 1e9) < 1000
-                                    and worker_us <= 30)
-            self.say(f"  {name}: {row.events_per_s:,.0f} ev/s end to end, freshness p99 "
-                     f"{row.fresh_p99_ms or 0:,.0f} ms")
+                row.goal_met = bool(
+                    ok and row.events_per_s >= 20_000 and (row.fresh_p99_ms or 1e9) < 1000 and worker_us <= 30
+                )
+            self.say(
+                f"  {name}: {row.events_per_s:,.0f} ev/s end to end, freshness p99 "
+                f"{row.fresh_p99_ms or 0:,.0f} ms"
+            )
         worker.stop()
         self.gateway_up = gw
 
@@ -322,8 +459,16 @@ class Bench:
         base = self.row("raw ledger ×100")
         ours, engines = CpuMeter([gw.pid]), CpuMeter(self.env.engine_pids())
         r = self._load(GATEWAY_PORT, site.api_key, 100, "down", self.plan.seconds, [ours, engines])
-        row = self._http_row("broker down: outbox, 100-event batches", "scenario", r, ours, engines,
-                             "raw ledger ×100", base.events_per_s if base else None, r.events_per_s)
+        row = self._http_row(
+            "broker down: outbox, 100-event batches",
+            "scenario",
+            r,
+            ours,
+            engines,
+            "raw ledger ×100",
+            base.events_per_s if base else None,
+            r.events_per_s,
+        )
         row.goal, row.goal_met = "≥ 10,000 ev/s", r.events_per_s >= 10_000
         in_outbox = self.env.value("outbox_count", site.site_id)
         row.notes.append(f"outbox holds {in_outbox:,} rows of this site (warm-up included)")
@@ -355,19 +500,24 @@ class Bench:
             m.stop()
         self._collect("relay drain", prof)
         drained = queued - left
-        row = Row("outbox drain (relay)", "scenario", events_per_s=drained / max(1e-3, t_end - last_full),
-                  cpu_us_per_event=ours.used / max(1, drained) * 1e6,
-                  engine_cpu_us_per_event=engines.used / max(1, drained) * 1e6,
-                  baseline="raw producer acks=all")
+        row = Row(
+            "outbox drain (relay)",
+            "scenario",
+            events_per_s=drained / max(1e-3, t_end - last_full),
+            cpu_us_per_event=ours.used / max(1, drained) * 1e6,
+            engine_cpu_us_per_event=engines.used / max(1, drained) * 1e6,
+            baseline="raw producer acks=all",
+        )
         row.ratio = ratio(row.events_per_s, base.events_per_s if base else None)
         row.goal, row.goal_met = "≥ 20,000 ev/s", left == 0 and row.events_per_s >= 20_000
-        row.notes.append(f"{drained:,} of {queued:,} rows drained in {t_end - last_full:.1f} s from the "
-                         f"first row gone ({t_end - t_start:.1f} s including relay start-up)"
-                         + ("" if relay.alive() else f"; relay exited: {relay.tail(5)}"))
+        row.notes.append(
+            f"{drained:,} of {queued:,} rows drained in {t_end - last_full:.1f} s from the "
+            f"first row gone ({t_end - t_start:.1f} s including relay start-up)"
+            + ("" if relay.alive() else f"; relay exited: {relay.tail(5)}")
+        )
         self.rows.append(row)
         self.say(f"  {row.events_per_s:,.0f} ev/s drained")
         relay.stop()
-
 
     # ------------------------------------------------------------ consumer probes
 
@@ -382,23 +532,33 @@ class Bench:
         common = ["--bootstrap", self.env.stack.kafka_bootstrap, "--topic", topic, "--messages", str(n)]
         self._run_json([*argv, "produce", *common], timeout_s=300)
         results: dict[str, Row] = {}
-        for mode, name, kind in (("getmany", "raw aiokafka getmany", "baseline"),
-                                 ("faust-batch", "Faust batch hand-off (worker app, no-op)", "scenario"),
-                                 ("faust-stream", "stock Faust per message (noack_take + ack)", "baseline")):
+        for mode, name, kind in (
+            ("getmany", "raw aiokafka getmany", "baseline"),
+            ("faust-batch", "Faust batch hand-off (worker app, no-op)", "scenario"),
+            ("faust-stream", "stock Faust per message (noack_take + ack)", "baseline"),
+        ):
             data, _ = self._run_json([*argv, mode, *common, "--timeout", "300"], timeout_s=400)
             msgs = max(1, int(data["messages"]))  # type: ignore[call-overload]
-            row = Row(name, kind, events_per_s=msgs / max(1e-6, float(data["seconds"])),  # type: ignore[arg-type]
-                      cpu_us_per_event=float(data["cpu_s"]) / msgs * 1e6)  # type: ignore[arg-type]
-            row.notes.append(f"{msgs:,} messages, one partition, uvloop; CPU = the consumer process from its "
-                             "first message to its last (start-up and group join not counted)")
+            row = Row(
+                name,
+                kind,
+                events_per_s=msgs / max(1e-6, float(data["seconds"])),  # type: ignore[arg-type]
+                cpu_us_per_event=float(data["cpu_s"]) / msgs * 1e6,
+            )  # type: ignore[arg-type]
+            row.notes.append(
+                f"{msgs:,} messages, one partition, uvloop; CPU = the consumer process from its "
+                "first message to its last (start-up and group join not counted)"
+            )
             results[mode] = row
             self.rows.append(row)
             self.say(f"  {name}: {row.events_per_s:,.0f} msg/s, {row.cpu_us_per_event:.1f} µs/msg")
         batch, raw, stock = results["faust-batch"], results["getmany"], results["faust-stream"]
         batch.baseline = "raw aiokafka getmany"
         batch.ratio = ratio(batch.cpu_us_per_event, raw.cpu_us_per_event)
-        batch.notes.append("vs baseline = CPU per message ÷ getmany's; stock Faust per message: "
-                           f"{ratio(stock.cpu_us_per_event, raw.cpu_us_per_event) or 0:.1f}× getmany's")
+        batch.notes.append(
+            "vs baseline = CPU per message ÷ getmany's; stock Faust per message: "
+            f"{ratio(stock.cpu_us_per_event, raw.cpu_us_per_event) or 0:.1f}× getmany's"
+        )
 
 
 Scenario = Callable[[Bench], None]

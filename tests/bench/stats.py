@@ -102,15 +102,21 @@ def text_table(rows: Sequence[Row]) -> str:
     lines = ["  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True))]
     lines.append("  ".join("-" * w for w in widths))
     for b in body:
-        lines.append("  ".join(c.ljust(w) if i == 0 or i >= 10 else c.rjust(w)
-                               for i, (c, w) in enumerate(zip(b, widths, strict=True))))
+        lines.append(
+            "  ".join(
+                c.ljust(w) if i == 0 or i >= 10 else c.rjust(w)
+                for i, (c, w) in enumerate(zip(b, widths, strict=True))
+            )
+        )
     return "\n".join(lines)
 
 
 def markdown_table(rows: Sequence[Row]) -> str:
     headers = [h for h, _, _ in COLUMNS]
-    lines = ["| " + " | ".join(headers) + " |",
-             "|" + "|".join("---" if i == 0 or i >= 10 else "---:" for i in range(len(headers))) + "|"]
+    lines = [
+        "| " + " | ".join(headers) + " |",
+        "|" + "|".join("---" if i == 0 or i >= 10 else "---:" for i in range(len(headers))) + "|",
+    ]
     for r in rows:
         lines.append("| " + " | ".join(_cells(r)) + " |")
     return "\n".join(lines)

@@ -61,12 +61,34 @@ def wrk_path() -> str:
     return path
 
 
-def run_wrk(url: str, *, duration_s: float, connections: int, batch: int, prefix: str, occurred_at: str,
-            api_key: str = "", threads: int = 2, rate: float = 0.0,
-            timeout_s: float = 5.0) -> LoadResult:
-    argv = [wrk_path(), f"-t{threads}", f"-c{connections}", f"-d{max(1, round(duration_s))}s",
-            f"--timeout={timeout_s:g}s", "-s", str(SCRIPT), url,
-            "--", str(batch), prefix, occurred_at, api_key]
+def run_wrk(
+    url: str,
+    *,
+    duration_s: float,
+    connections: int,
+    batch: int,
+    prefix: str,
+    occurred_at: str,
+    api_key: str = "",
+    threads: int = 2,
+    rate: float = 0.0,
+    timeout_s: float = 5.0,
+) -> LoadResult:
+    argv = [
+        wrk_path(),
+        f"-t{threads}",
+        f"-c{connections}",
+        f"-d{max(1, round(duration_s))}s",
+        f"--timeout={timeout_s:g}s",
+        "-s",
+        str(SCRIPT),
+        url,
+        "--",
+        str(batch),
+        prefix,
+        occurred_at,
+        api_key,
+    ]
     env = dict(os.environ, WRK_RATE=f"{rate:.3f}", WRK_THREADS=str(threads))
     run = run_child(argv, env, duration_s + timeout_s + 30)
     out, err, cpu = run.stdout, run.stderr, run.cpu_s
@@ -76,7 +98,13 @@ def run_wrk(url: str, *, duration_s: float, connections: int, batch: int, prefix
     r = json.loads(line.removeprefix("WRKJSON "))
     failed = r["status"] + r["connect"] + r["read"] + r["write"] + r["timeout"]
     return LoadResult(
-        duration_s=r["duration_us"] / 1e6, requests=r["requests"], failed=failed,
-        p50_ms=r["p50_us"] / 1000, p95_ms=r["p95_us"] / 1000, p99_ms=r["p99_us"] / 1000,
-        max_ms=r["max_us"] / 1000, loadgen_cpu_s=cpu, batch=batch,
+        duration_s=r["duration_us"] / 1e6,
+        requests=r["requests"],
+        failed=failed,
+        p50_ms=r["p50_us"] / 1000,
+        p95_ms=r["p95_us"] / 1000,
+        p99_ms=r["p99_us"] / 1000,
+        max_ms=r["max_us"] / 1000,
+        loadgen_cpu_s=cpu,
+        batch=batch,
     )

@@ -20,8 +20,9 @@ from tests.chaos.harness import CHAOS_HOME, ChaosStack
 from tests.chaos.scenarios import CI_SUBSET, SCENARIOS, Profile, RunResult, run_scenario
 
 
-async def run_all(numbers: list[int], seeds: list[int], profile: Profile, workroot: Path,
-                  keep_stack: bool, progress: bool) -> list[RunResult]:
+async def run_all(
+    numbers: list[int], seeds: list[int], profile: Profile, workroot: Path, keep_stack: bool, progress: bool
+) -> list[RunResult]:
     engines = ChaosStack()
     await asyncio.to_thread(engines.up)
     results: list[RunResult] = []
@@ -32,8 +33,11 @@ async def run_all(numbers: list[int], seeds: list[int], profile: Profile, workro
                 r = await run_scenario(engines, SCENARIOS[n], seed, profile, workroot)
                 results.append(r)
                 if progress:
-                    print(f"[{time.monotonic() - t0:5.0f} s] " + " | ".join(report.row(r)),
-                          file=sys.stderr, flush=True)
+                    print(
+                        f"[{time.monotonic() - t0:5.0f} s] " + " | ".join(report.row(r)),
+                        file=sys.stderr,
+                        flush=True,
+                    )
                     if r.failures:
                         print("   " + "\n   ".join(r.failures), file=sys.stderr, flush=True)
     finally:
@@ -43,8 +47,11 @@ async def run_all(numbers: list[int], seeds: list[int], profile: Profile, workro
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m tests.chaos", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        prog="python -m tests.chaos",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     p.add_argument("--long", action="store_true", help="all nine scenarios, three seeds each")
     p.add_argument("--scenario", type=int, nargs="+", choices=sorted(SCENARIOS))
     p.add_argument("--seed", type=int, help="base seed (default: random, printed)")
@@ -58,8 +65,9 @@ def main(argv: list[str] | None = None) -> int:
     base = args.seed if args.seed is not None else random.randrange(1, 100_000)
     seeds = [base + i for i in range(runs)]
     print(f"chaos: scenarios {numbers}, seeds {seeds}", file=sys.stderr, flush=True)
-    results = asyncio.run(run_all(numbers, seeds, Profile(), CHAOS_HOME / "runs", args.keep_stack,
-                                  progress=True))
+    results = asyncio.run(
+        run_all(numbers, seeds, Profile(), CHAOS_HOME / "runs", args.keep_stack, progress=True)
+    )
     if args.json:
         print(json.dumps([report.as_json(r) for r in results], indent=1))
     else:

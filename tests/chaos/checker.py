@@ -30,8 +30,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import asyncpg
+from opsmantik.db.queries import load_queries
 
-from services.db.queries import load_queries
 from tests.chaos.loadgen import Attempt, LoadRecord
 
 Q = load_queries(Path(__file__).with_name("checker.sql"))
@@ -111,31 +111,43 @@ def is_5xx(kind: str) -> bool:
     return kind.isdigit() and 500 <= int(kind) < 600
 
 
-def disagreements(topic: Counter[str], in_ledger: set[str], dead_letters: int,
-                  audit: AuditResult) -> list[str]:
+def disagreements(
+    topic: Counter[str], in_ledger: set[str], dead_letters: int, audit: AuditResult
+) -> list[str]:
     """Where the audit's verdict differs from the checker's own view of the topic and ledger."""
     if not audit.ran:
         return [f"opsmantik audit did not run: {audit.detail}"]
     unledgered = set(topic) - in_ledger
     out = []
     if audit.audited != sum(topic.values()):
-        out.append(f"audit audited {audit.audited} messages of the site, "
-                   f"the topic holds {sum(topic.values())}")
+        out.append(
+            f"audit audited {audit.audited} messages of the site, the topic holds {sum(topic.values())}"
+        )
     named = set(audit.unaccounted)
     if not named <= unledgered or len(unledgered - named) != audit.vanished:
-        out.append(f"audit unaccounted {sorted(named)[:5]} and {audit.vanished} vanished != checker's "
-                   f"unledgered {sorted(unledgered)[:5]}")
+        out.append(
+            f"audit unaccounted {sorted(named)[:5]} and {audit.vanished} vanished != checker's "
+            f"unledgered {sorted(unledgered)[:5]}"
+        )
     if audit.dead_lettered != dead_letters:
         out.append(f"audit dead-lettered {audit.dead_lettered}, the dead-letter table holds {dead_letters}")
     checker_ok = not unledgered and dead_letters == 0
     if audit.passed != checker_ok:
-        out.append(f"audit {'passed' if audit.passed else 'failed'} ({audit.detail[:200]}), the checker "
-                   f"{'passed' if checker_ok else 'failed'} the topic vs ledger")
+        out.append(
+            f"audit {'passed' if audit.passed else 'failed'} ({audit.detail[:200]}), the checker "
+            f"{'passed' if checker_ok else 'failed'} the topic vs ledger"
+        )
     return out
 
 
-def evaluate(load: LoadRecord, ledger: LedgerState, reconcile: ReconcileResult,
-             allowed_5xx: list[Window], topic: Counter[str], audit: AuditResult) -> Verdict:
+def evaluate(
+    load: LoadRecord,
+    ledger: LedgerState,
+    reconcile: ReconcileResult,
+    allowed_5xx: list[Window],
+    topic: Counter[str],
+    audit: AuditResult,
+) -> Verdict:
     counts = Counter(ledger.ids)
     in_ledger = set(counts)
     lost = sorted(set(load.acked) - in_ledger)
@@ -150,15 +162,28 @@ def evaluate(load: LoadRecord, ledger: LedgerState, reconcile: ReconcileResult,
     bad_4xx = sum(attempts.get(k, 0) for k in NON_RETRYABLE_4XX)
     drift = ledger.event_drift + ledger.quantity_drift
     v = Verdict(
-        sent=len(load.sent), acked=len(load.acked), ledger=len(ledger.ids),
-        outcomes=dict(load.outcome_counts()), attempts=dict(attempts),
-        lost=lost, invented=invented, duplicated=duplicated, topic_copies=sum(topic.values()),
-        extra_copies=sum(topic.values()) - len(topic), unledgered=unledgered, not_on_topic=not_on_topic,
-        bad_200=len(load.bad_200), audit_unaccounted=len(audit.unaccounted), audit_vanished=audit.vanished,
+        sent=len(load.sent),
+        acked=len(load.acked),
+        ledger=len(ledger.ids),
+        outcomes=dict(load.outcome_counts()),
+        attempts=dict(attempts),
+        lost=lost,
+        invented=invented,
+        duplicated=duplicated,
+        topic_copies=sum(topic.values()),
+        extra_copies=sum(topic.values()) - len(topic),
+        unledgered=unledgered,
+        not_on_topic=not_on_topic,
+        bad_200=len(load.bad_200),
+        audit_unaccounted=len(audit.unaccounted),
+        audit_vanished=audit.vanished,
         audit_agrees=not disagree,
         drift=drift,
-        outbox_depth=ledger.outbox_depth, reconcile_ok=reconcile.ok,
-        fivexx_total=len(fivexx), fivexx_outside=len(outside), unexpected_4xx=bad_4xx,
+        outbox_depth=ledger.outbox_depth,
+        reconcile_ok=reconcile.ok,
+        fivexx_total=len(fivexx),
+        fivexx_outside=len(outside),
+        unexpected_4xx=bad_4xx,
     )
     if lost:
         v.failures.append(f"{len(lost)} acknowledged events missing from the ledger, e.g. {lost[:5]}")
@@ -167,26 +192,34 @@ def evaluate(load: LoadRecord, ledger: LedgerState, reconcile: ReconcileResult,
     if duplicated:
         v.failures.append(f"{len(duplicated)} event_ids twice in the ledger, e.g. {duplicated[:5]}")
     if unledgered:
-        v.failures.append(f"{len(unledgered)} event_ids on the topic ({v.topic_copies} copies in all) "
-                          f"without a ledger row, e.g. {unledgered[:5]}")
+        v.failures.append(
+            f"{len(unledgered)} event_ids on the topic ({v.topic_copies} copies in all) "
+            f"without a ledger row, e.g. {unledgered[:5]}"
+        )
     if not_on_topic:
-        v.failures.append(f"{len(not_on_topic)} ledger rows with no message on the topic, "
-                          f"e.g. {not_on_topic[:5]}")
+        v.failures.append(
+            f"{len(not_on_topic)} ledger rows with no message on the topic, e.g. {not_on_topic[:5]}"
+        )
     if ledger.dead_letters:
         v.failures.append(f"{ledger.dead_letters} dead letters of the site (every event sent was valid)")
     if load.bad_200:
         b = load.bad_200[0]
-        v.failures.append(f"{len(load.bad_200)} 200 answers did not list every sent event in order, e.g. "
-                          f"sent {b.sent[:5]} listed {None if b.listed is None else b.listed[:5]}")
+        v.failures.append(
+            f"{len(load.bad_200)} 200 answers did not list every sent event in order, e.g. "
+            f"sent {b.sent[:5]} listed {None if b.listed is None else b.listed[:5]}"
+        )
     if audit.breaches:
         v.failures.append(f"the audit found {audit.breaches} breach dead letters")
     if audit.unaccounted or audit.vanished:
-        v.failures.append(f"the audit found {len(audit.unaccounted)} unaccounted messages and "
-                          f"{audit.vanished} vanished ledger rows")
+        v.failures.append(
+            f"the audit found {len(audit.unaccounted)} unaccounted messages and "
+            f"{audit.vanished} vanished ledger rows"
+        )
     v.failures.extend(f"the audit and the checker disagree: {d}" for d in disagree)
     if drift:
-        v.failures.append(f"invoice vs ledger drift {drift} (events {ledger.event_drift}, "
-                          f"quantity {ledger.quantity_drift})")
+        v.failures.append(
+            f"invoice vs ledger drift {drift} (events {ledger.event_drift}, quantity {ledger.quantity_drift})"
+        )
     if not reconcile.ok:
         v.failures.append(f"opsmantik reconcile failed: {reconcile.detail}")
     if ledger.outbox_depth:
@@ -226,12 +259,18 @@ async def read_ledger_state(database_url: str, site_id: str) -> LedgerState:
 
 def read_topic(bootstrap: str, topic: str, site_id: str, timeout_s: float = 60.0) -> Counter[str]:
     """event_id -> copies on the ingest topic, for the messages keyed by the site (`site_id` or
-    `site_id/<event_id>`, services/kafka.py) (read to the end;
+    `site_id/<event_id>`, services/opsmantik/kafka/settings.py) (read to the end;
     independent of the audit's reader). A message without a readable event_id counts as "?"."""
     from confluent_kafka import Consumer, TopicPartition
 
-    c = Consumer({"bootstrap.servers": bootstrap, "group.id": f"checker-{time.monotonic_ns()}",
-                  "enable.auto.commit": False, "enable.partition.eof": False})
+    c = Consumer(
+        {
+            "bootstrap.servers": bootstrap,
+            "group.id": f"checker-{time.monotonic_ns()}",
+            "enable.auto.commit": False,
+            "enable.partition.eof": False,
+        }
+    )
     copies: Counter[str] = Counter()
     key = site_id.encode()
     try:
@@ -262,8 +301,14 @@ def read_topic(bootstrap: str, topic: str, site_id: str, timeout_s: float = 60.0
 def run_audit(opsmantik: list[str], env: dict[str, str], month: str, site_id: str) -> AuditResult:
     """`opsmantik audit --month M --json` (it waits for the worker to commit what the topic holds)."""
     try:
-        done = subprocess.run([*opsmantik, "audit", "--month", month, "--json"], env=env,
-                              capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL)
+        done = subprocess.run(
+            [*opsmantik, "audit", "--month", month, "--json"],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            stdin=subprocess.DEVNULL,
+        )
     except subprocess.TimeoutExpired:
         return AuditResult(False, False, 0, 0, [], 0, "timed out after 120 s")
     try:
@@ -271,13 +316,22 @@ def run_audit(opsmantik: list[str], env: dict[str, str], month: str, site_id: st
     except (ValueError, IndexError):
         return AuditResult(False, False, 0, 0, [], 0, f"exit {done.returncode}: {done.stderr.strip()[-300:]}")
     site = next((s for s in report["sites"] if s["site"] == site_id), None) or {}
-    unaccounted = [str(f["event_id"] or "?") for f in report["findings"]
-                   if f["kind"] == "unaccounted" and f["site"] == site_id]
-    return AuditResult(done.returncode in (0, 1), done.returncode == 0, int(site.get("audited", 0)),
-                       int(site.get("dead_lettered", 0)), unaccounted, int(site.get("breaches", 0)),
-                       f"exit {done.returncode}: {report['unaccounted']} unaccounted, "
-                       f"{report['breaches']} breaches, {report.get('vanished', 0)} vanished",
-                       int(site.get("vanished", 0)))
+    unaccounted = [
+        str(f["event_id"] or "?")
+        for f in report["findings"]
+        if f["kind"] == "unaccounted" and f["site"] == site_id
+    ]
+    return AuditResult(
+        done.returncode in (0, 1),
+        done.returncode == 0,
+        int(site.get("audited", 0)),
+        int(site.get("dead_lettered", 0)),
+        unaccounted,
+        int(site.get("breaches", 0)),
+        f"exit {done.returncode}: {report['unaccounted']} unaccounted, "
+        f"{report['breaches']} breaches, {report.get('vanished', 0)} vanished",
+        int(site.get("vanished", 0)),
+    )
 
 
 async def ledger_progress(database_url: str, site_id: str) -> tuple[set[str], int]:
@@ -293,8 +347,14 @@ async def ledger_progress(database_url: str, site_id: str) -> tuple[set[str], in
 def run_reconcile(opsmantik: list[str], env: dict[str, str], month: str) -> ReconcileResult:
     """`opsmantik reconcile --month M --json`: exit 0 means no drift."""
     try:
-        done = subprocess.run([*opsmantik, "reconcile", "--month", month, "--json"], env=env,
-                              capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL)
+        done = subprocess.run(
+            [*opsmantik, "reconcile", "--month", month, "--json"],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            stdin=subprocess.DEVNULL,
+        )
     except subprocess.TimeoutExpired:
         return ReconcileResult(False, "timed out after 60 s")
     out = (done.stdout or "").strip()

@@ -22,8 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import asyncpg
-
-from services.stack import ROOT, Stack
+from opsmantik.devstack.stack import ROOT, Stack
 
 OPSMANTIK = str(ROOT / ".venv" / "bin" / "opsmantik")
 CHAOS_HOME = ROOT / ".local" / "chaos"
@@ -142,9 +141,15 @@ class Component:
             out.write(f"\n==== start {time.strftime('%H:%M:%S')} ====\n".encode())
             out.flush()
             # cwd = a private dir: Faust keeps its data dir in the working directory.
-            self.proc = subprocess.Popen([OPSMANTIK, self.kind, *self.args], env=self.env,
-                                         cwd=self.workdir, stdin=subprocess.DEVNULL, stdout=out,
-                                         stderr=subprocess.STDOUT, start_new_session=True)
+            self.proc = subprocess.Popen(
+                [OPSMANTIK, self.kind, *self.args],
+                env=self.env,
+                cwd=self.workdir,
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
         self._expect_exit = False
         self.started_at = time.monotonic()
 
@@ -217,14 +222,16 @@ class Pipeline:
     @property
     def env(self) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if not k.startswith("OPSMANTIK_")}
-        env.update({
-            "OPSMANTIK_DATABASE_URL": self.database_url,
-            "OPSMANTIK_KAFKA_BOOTSTRAP": self.engines.stack.kafka_bootstrap,
-            "OPSMANTIK_TOPIC": f"chaos.{self.name}.ingest.v1",
-            "OPSMANTIK_BILLABLE_TOPIC": f"chaos.{self.name}.billable.v1",
-            "OPSMANTIK_WORKER_GROUP": f"chaos-{self.name}-worker",
-            "PYTHONUNBUFFERED": "1",
-        })
+        env.update(
+            {
+                "OPSMANTIK_DATABASE_URL": self.database_url,
+                "OPSMANTIK_KAFKA_BOOTSTRAP": self.engines.stack.kafka_bootstrap,
+                "OPSMANTIK_TOPIC": f"chaos.{self.name}.ingest.v1",
+                "OPSMANTIK_BILLABLE_TOPIC": f"chaos.{self.name}.billable.v1",
+                "OPSMANTIK_WORKER_GROUP": f"chaos-{self.name}-worker",
+                "PYTHONUNBUFFERED": "1",
+            }
+        )
         return env
 
     @property
@@ -236,8 +243,14 @@ class Pipeline:
         return [f"http://127.0.0.1:{GATEWAY_BASE_PORT + g.index}" for g in self.gateways]
 
     def opsmantik(self, *args: str, timeout_s: float = 120.0) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([OPSMANTIK, *args], env=self.env, capture_output=True, text=True,
-                              timeout=timeout_s, stdin=subprocess.DEVNULL)
+        return subprocess.run(
+            [OPSMANTIK, *args],
+            env=self.env,
+            capture_output=True,
+            text=True,
+            timeout=timeout_s,
+            stdin=subprocess.DEVNULL,
+        )
 
     async def create(self) -> Site:
         """Fresh database, migrations, topics and one site."""
@@ -251,8 +264,17 @@ class Pipeline:
         if done.returncode != 0:
             raise HarnessError(f"migrate failed: {done.stdout}{done.stderr}")
         # Rate and burst far above the load: 429s here would be rate-limit noise, not faults.
-        made = await asyncio.to_thread(self.opsmantik, "sites", "create", f"chaos-{self.name}",
-                                       "--rate", "100000", "--burst", "100000", "--json")
+        made = await asyncio.to_thread(
+            self.opsmantik,
+            "sites",
+            "create",
+            f"chaos-{self.name}",
+            "--rate",
+            "100000",
+            "--burst",
+            "100000",
+            "--json",
+        )
         if made.returncode != 0:
             raise HarnessError(f"sites create failed: {made.stdout}{made.stderr}")
         info = json.loads(made.stdout.strip().splitlines()[-1])
@@ -260,9 +282,15 @@ class Pipeline:
 
     def start(self, gateways: int = 1, workers: int = 1, relays: int = 1) -> None:
         for i in range(gateways):
-            self.gateways.append(Component("gateway", i, ["--host", "127.0.0.1", "--port",
-                                                         str(GATEWAY_BASE_PORT + i)],
-                                           self.env, self.workdir / f"gateway{i}"))
+            self.gateways.append(
+                Component(
+                    "gateway",
+                    i,
+                    ["--host", "127.0.0.1", "--port", str(GATEWAY_BASE_PORT + i)],
+                    self.env,
+                    self.workdir / f"gateway{i}",
+                )
+            )
         for i in range(workers):
             env = {**self.env, "OPSMANTIK_WORKER_METRICS_PORT": str(WORKER_METRICS_BASE_PORT + i)}
             self.workers.append(Component("worker", i, [], env, self.workdir / f"worker{i}"))
@@ -294,8 +322,11 @@ class Pipeline:
         return {c.name: c.crashes for c in self.components if c.crashes}
 
     def crash_notes(self) -> list[str]:
-        return [f"{c.name} exited on its own with {c.exit_codes}; last log lines:\n"
-                + c.log_tail(5) for c in self.components if c.exit_codes]
+        return [
+            f"{c.name} exited on its own with {c.exit_codes}; last log lines:\n" + c.log_tail(5)
+            for c in self.components
+            if c.exit_codes
+        ]
 
 
 async def wait_http_ready(url: str, timeout_s: float) -> bool:

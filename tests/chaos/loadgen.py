@@ -137,8 +137,9 @@ class LoadGenerator:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._stop.wait(), pause)
 
-    async def _send_until_acked(self, batch: list[dict[str, object]], gateway: int,
-                                rng: random.Random) -> int:
+    async def _send_until_acked(
+        self, batch: list[dict[str, object]], gateway: int, rng: random.Random
+    ) -> int:
         """Retry the same batch (same event_ids) until a 200 or a non-retryable answer.
         Returns the gateway index to use next (rotated on connection errors)."""
         assert self._session is not None
@@ -150,8 +151,12 @@ class LoadGenerator:
         while True:
             t0 = time.monotonic()
             try:
-                async with self._session.post(urls[gateway] + "/api/sync", json=body, headers=headers,
-                                              timeout=aiohttp.ClientTimeout(total=ATTEMPT_TIMEOUT_S)) as r:
+                async with self._session.post(
+                    urls[gateway] + "/api/sync",
+                    json=body,
+                    headers=headers,
+                    timeout=aiohttp.ClientTimeout(total=ATTEMPT_TIMEOUT_S),
+                ) as r:
                     status = r.status
                     raw = await r.read() if status == 200 else b""
                 kind = str(status)

@@ -125,8 +125,9 @@ async def relay_kill(ctx: FaultContext) -> None:
     left = await ctx.outbox_depth()
     ctx.notes.append(f"outbox when relay killed: {left}")
     if left == 0:
-        raise HarnessError("scenario 5: the relay drained the whole outbox before the kill (not killed "
-                           "while draining)")
+        raise HarnessError(
+            "scenario 5: the relay drained the whole outbox before the kill (not killed while draining)"
+        )
     await ctx.sleep(ctx.rng.uniform(1.0, 3.0))
     await ctx.restart(relay)
 
@@ -178,17 +179,20 @@ class Scenario:
     topology: tuple[int, int, int] = (1, 1, 1)  # gateways, workers, relays
 
 
-SCENARIOS: dict[int, Scenario] = {s.number: s for s in [
-    Scenario(1, "broker SIGKILL, restart after 10 s", broker_kill),
-    Scenario(2, "broker SIGSTOP 10 s, SIGCONT", broker_freeze),
-    Scenario(3, "PostgreSQL stopped 10 s", postgres_stop),
-    Scenario(4, "worker SIGKILL mid-batch, restart", worker_kill),
-    Scenario(5, "relay SIGKILL while draining, restart", relay_kill),
-    Scenario(6, "gateway SIGKILL in flight, restart", gateway_kill),
-    Scenario(7, "broker + PostgreSQL down together", both_down),
-    Scenario(8, "broker killed every few s for a minute", broker_kill_loop),
-    Scenario(9, "2 gw / 2 workers / 2 relays, kill one each", kill_one_of_each, (2, 2, 2)),
-]}
+SCENARIOS: dict[int, Scenario] = {
+    s.number: s
+    for s in [
+        Scenario(1, "broker SIGKILL, restart after 10 s", broker_kill),
+        Scenario(2, "broker SIGSTOP 10 s, SIGCONT", broker_freeze),
+        Scenario(3, "PostgreSQL stopped 10 s", postgres_stop),
+        Scenario(4, "worker SIGKILL mid-batch, restart", worker_kill),
+        Scenario(5, "relay SIGKILL while draining, restart", relay_kill),
+        Scenario(6, "gateway SIGKILL in flight, restart", gateway_kill),
+        Scenario(7, "broker + PostgreSQL down together", both_down),
+        Scenario(8, "broker killed every few s for a minute", broker_kill_loop),
+        Scenario(9, "2 gw / 2 workers / 2 relays, kill one each", kill_one_of_each, (2, 2, 2)),
+    ]
+}
 CI_SUBSET = (1, 4, 5, 6)
 
 
@@ -252,8 +256,14 @@ async def _drain(pipeline: Pipeline, site_id: str, acked: set[str], timeout_s: f
     return None
 
 
-async def run_scenario(engines: ChaosStack, scenario: Scenario, seed: int, profile: Profile,
-                       workroot: Path, keep_logs: bool = True) -> RunResult:
+async def run_scenario(
+    engines: ChaosStack,
+    scenario: Scenario,
+    seed: int,
+    profile: Profile,
+    workroot: Path,
+    keep_logs: bool = True,
+) -> RunResult:
     name = f"s{scenario.number}_{seed}"
     pipeline = Pipeline(engines, name, workroot / name)
     rng = random.Random(f"{seed}:{scenario.number}")
@@ -271,12 +281,14 @@ async def run_scenario(engines: ChaosStack, scenario: Scenario, seed: int, profi
             if not await wait_http_ready(url, READY_TIMEOUT_S):
                 raise HarnessError(f"gateway {url} not ready:\n{pipeline.gateways[0].log_tail()}")
         supervisor = asyncio.create_task(_supervise(pipeline, stop_supervisor))
-        load = LoadGenerator(LoadConfig(site.api_key, pipeline.gateway_urls, seed, profile.clients,
-                                        profile.events_per_s))
+        load = LoadGenerator(
+            LoadConfig(site.api_key, pipeline.gateway_urls, seed, profile.clients, profile.events_per_s)
+        )
         await load.start()
         if not await _wait_first_rows(pipeline, site.site_id, READY_TIMEOUT_S):
-            raise HarnessError("no event reached the ledger during warm-up:\n"
-                               + pipeline.workers[0].log_tail())
+            raise HarnessError(
+                "no event reached the ledger during warm-up:\n" + pipeline.workers[0].log_tail()
+            )
         await asyncio.sleep(profile.warmup_s)
         fault_start = time.monotonic()
         await scenario.fault(ctx)
@@ -289,8 +301,9 @@ async def run_scenario(engines: ChaosStack, scenario: Scenario, seed: int, profi
         month = datetime.now(UTC).strftime("%Y-%m")
         reconcile = await asyncio.to_thread(checker.run_reconcile, [OPSMANTIK], env, month)
         state = await checker.read_ledger_state(pipeline.database_url, site.site_id)
-        topic = await asyncio.to_thread(checker.read_topic, engines.stack.kafka_bootstrap,
-                                        env["OPSMANTIK_TOPIC"], site.site_id)
+        topic = await asyncio.to_thread(
+            checker.read_topic, engines.stack.kafka_bootstrap, env["OPSMANTIK_TOPIC"], site.site_id
+        )
         audit = await asyncio.to_thread(checker.run_audit, [OPSMANTIK], env, month, site.site_id)
         verdict = checker.evaluate(record, state, reconcile, ctx.both_down, topic, audit)
         if drain_s is None:

@@ -25,8 +25,10 @@ async def engines() -> AsyncIterator[ChaosStack]:
     stack = ChaosStack()
     await asyncio.to_thread(stack.up)
     yield stack
-    print(f"\nchaos CI subset, seed {SEED} (OPSMANTIK_CHAOS_SEED={SEED} to rerun)\n"
-          + report.markdown(RESULTS), file=sys.stderr)
+    print(
+        f"\nchaos CI subset, seed {SEED} (OPSMANTIK_CHAOS_SEED={SEED} to rerun)\n" + report.markdown(RESULTS),
+        file=sys.stderr,
+    )
     await asyncio.to_thread(stack.down)
 
 

@@ -11,8 +11,14 @@ from tests.chaos.loadgen import Attempt, LoadRecord
 OK = ReconcileResult(True, "{}")
 
 
-def evaluate(load: LoadRecord, ledger: LedgerState, reconcile: ReconcileResult, allowed: list[Window],
-             topic: Counter[str] | None = None, audit: AuditResult | None = None) -> checker.Verdict:
+def evaluate(
+    load: LoadRecord,
+    ledger: LedgerState,
+    reconcile: ReconcileResult,
+    allowed: list[Window],
+    topic: Counter[str] | None = None,
+    audit: AuditResult | None = None,
+) -> checker.Verdict:
     """The checker with a topic holding one copy of each ledger row and an audit that agrees,
     unless the test says otherwise."""
     topic = Counter(set(ledger.ids)) if topic is None else topic
@@ -66,8 +72,12 @@ def test_drift_outbox_and_reconcile_fail() -> None:
 
 
 def test_5xx_allowed_only_inside_both_down_window() -> None:
-    attempts = [Attempt(10.0, "503", 0.01), Attempt(20.0, "503", 0.01), Attempt(21.0, "500", 0.2),
-                Attempt(22.0, "200", 0.02)]
+    attempts = [
+        Attempt(10.0, "503", 0.01),
+        Attempt(20.0, "503", 0.01),
+        Attempt(21.0, "500", 0.2),
+        Attempt(22.0, "200", 0.02),
+    ]
     rec = record(["a"], {"a": "accepted"}, attempts)
     inside = evaluate(rec, state(["a"]), OK, [Window(9.0, 30.0)])
     assert inside.passed and inside.fivexx_total == 3 and inside.fivexx_outside == 0
@@ -109,8 +119,14 @@ def test_an_event_on_the_topic_but_not_in_the_ledger_fails_even_unacknowledged()
 
 def test_copies_on_the_topic_each_ledgered_once_pass_and_a_ledger_row_without_a_message_fails() -> None:
     rec = record(["a", "b"], {"a": "accepted", "b": "fallback"})
-    v = evaluate(rec, state(["a", "b"]), OK, [], Counter({"a": 2, "b": 3}),
-                 AuditResult(True, True, 5, 0, [], 0, "exit 0"))
+    v = evaluate(
+        rec,
+        state(["a", "b"]),
+        OK,
+        [],
+        Counter({"a": 2, "b": 3}),
+        AuditResult(True, True, 5, 0, [], 0, "exit 0"),
+    )
     assert v.passed, v.failures
     assert v.extra_copies == 3
     v = evaluate(rec, state(["a", "b"]), OK, [], Counter({"a": 1}), AuditResult(True, True, 1, 0, [], 0, ""))
@@ -126,8 +142,9 @@ def test_the_audit_must_agree_with_the_checker() -> None:
     assert "audit audited 1 messages of the site, the topic holds 2" in v.failures[-1]
     # The audit reports a loss the checker does not see.
     v = evaluate(rec, state(["a", "b"]), OK, [], topic, AuditResult(True, False, 2, 0, ["a"], 0, "exit 1"))
-    assert not v.passed and any("unaccounted ['a'] and 0 vanished != checker's unledgered []" in f
-                                for f in v.failures)
+    assert not v.passed and any(
+        "unaccounted ['a'] and 0 vanished != checker's unledgered []" in f for f in v.failures
+    )
     # A ledger row deleted after the audit confirmed it: the audit counts it, cannot name it.
     gone = AuditResult(True, False, 2, 0, [], 0, "exit 1", vanished=1)
     v = evaluate(rec, state(["a"]), OK, [], topic, gone)
@@ -142,8 +159,14 @@ def test_the_audit_must_agree_with_the_checker() -> None:
 
 def test_dead_letters_and_breaches_fail() -> None:
     rec = record(["a"], {"a": "accepted"})
-    v = evaluate(rec, LedgerState(["a"], 0, 0, 0, dead_letters=1), OK, [], Counter({"a": 2}),
-                 AuditResult(True, False, 2, 1, [], 1, "exit 1"))
+    v = evaluate(
+        rec,
+        LedgerState(["a"], 0, 0, 0, dead_letters=1),
+        OK,
+        [],
+        Counter({"a": 2}),
+        AuditResult(True, False, 2, 1, [], 1, "exit 1"),
+    )
     assert v.audit_agrees and not v.passed
     assert any("1 dead letters" in f for f in v.failures) and any("1 breach" in f for f in v.failures)
 
@@ -158,8 +181,11 @@ def test_a_200_that_does_not_list_every_event_in_order_fails() -> None:
     assert v.bad_200 == 1 and not v.passed
     assert any("did not list every sent event in order" in f for f in v.failures)
     swapped = record(["x", "y"], {})
-    swapped.acknowledge(1.0, ["x", "y"], {"results": [{"event_id": "y", "status": "accepted"},
-                                                       {"event_id": "x", "status": "accepted"}]})
+    swapped.acknowledge(
+        1.0,
+        ["x", "y"],
+        {"results": [{"event_id": "y", "status": "accepted"}, {"event_id": "x", "status": "accepted"}]},
+    )
     garbage = record(["z"], {})
     garbage.acknowledge(1.0, ["z"], None)
     assert len(swapped.bad_200) == 1

@@ -15,8 +15,18 @@ async def test_a_200_missing_an_event_is_caught() -> None:
     async def sync(request: web.Request) -> web.Response:
         events = (await request.json())["events"]
         listed = events[:-1] if len(events) > 1 else events  # the bug: the last event left out
-        return web.json_response({"results": [{"event_id": e["event_id"], "status": "accepted",
-                                               "receipt": {"partition": 0, "offset": 0}} for e in listed]})
+        return web.json_response(
+            {
+                "results": [
+                    {
+                        "event_id": e["event_id"],
+                        "status": "accepted",
+                        "receipt": {"partition": 0, "offset": 0},
+                    }
+                    for e in listed
+                ]
+            }
+        )
 
     app = web.Application()
     app.router.add_post("/api/sync", sync)
@@ -26,8 +36,9 @@ async def test_a_200_missing_an_event_is_caught() -> None:
     await site.start()
     port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
     try:
-        load = LoadGenerator(LoadConfig("k", [f"http://127.0.0.1:{port}"], seed=7, clients=2,
-                                        events_per_s=400.0))
+        load = LoadGenerator(
+            LoadConfig("k", [f"http://127.0.0.1:{port}"], seed=7, clients=2, events_per_s=400.0)
+        )
         await load.start()
         await asyncio.sleep(0.5)
         record = await load.stop(grace_s=2.0)

@@ -3,8 +3,8 @@ owners move them into their own tests when they fix them)."""
 
 from __future__ import annotations
 
-from services.config import Settings
-from services.worker.app import build_app
+from opsmantik.config import Settings
+from opsmantik.worker.app import build_app
 
 
 def test_worker_takes_over_quickly_after_a_sigkill() -> None:

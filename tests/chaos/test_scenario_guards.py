@@ -43,8 +43,13 @@ class Context(FaultContext):
     """The real fault context with scripted outbox depths and no waiting."""
 
     def __init__(self, depths: list[int], events: list[str]) -> None:
-        super().__init__(Engines(), Pipeline([Relay(events)]), "site", random.Random(1),  # type: ignore[arg-type]
-                         Profile(fault_s=0))
+        super().__init__(
+            Engines(),
+            Pipeline([Relay(events)]),
+            "site",
+            random.Random(1),  # type: ignore[arg-type]
+            Profile(fault_s=0),
+        )
         self._depths: Iterator[int] = iter(depths)
         self._last = depths[-1]
 
@@ -64,11 +69,14 @@ async def test_a_kill_while_draining_passes() -> None:
     assert ctx.notes == ["outbox before relay start: 4000", "outbox when relay killed: 3000"]
 
 
-@pytest.mark.parametrize(("depths", "why"), [
-    ([0], "did not fill"),
-    ([-1], "did not fill"),  # the database could not be read
-    ([4000, 0], "before the kill"),
-])
+@pytest.mark.parametrize(
+    ("depths", "why"),
+    [
+        ([0], "did not fill"),
+        ([-1], "did not fill"),  # the database could not be read
+        ([4000, 0], "before the kill"),
+    ],
+)
 async def test_a_fault_that_was_not_injected_fails(depths: list[int], why: str) -> None:
     with pytest.raises(HarnessError, match=why):
         await relay_kill(Context(depths, []))

@@ -10,9 +10,9 @@ from collections.abc import AsyncIterator, Iterator
 
 import asyncpg
 import pytest
+from opsmantik.config import Settings
+from opsmantik.devstack.stack import ROOT, Stack
 
-from services.config import Settings
-from services.stack import ROOT, Stack
 from tests.environment import create_environment, drop_environment
 
 CLUSTER_HOME = ROOT / ".local" / "cluster"

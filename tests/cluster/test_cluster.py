@@ -14,10 +14,10 @@ import asyncpg
 import pytest
 from confluent_kafka import Consumer, KafkaException, TopicPartition
 from confluent_kafka.admin import AdminClient, ConfigResource
+from opsmantik.config import Settings
+from opsmantik.devstack.stack import Stack
+from opsmantik.sites import create_site_with_key
 
-from services.config import Settings
-from services.sites import create_site_with_key
-from services.stack import Stack
 from tests.integration.pipeline import Proc, wait_for
 from tests.scale_support import (
     GatewayProc,
@@ -43,13 +43,14 @@ def test_status_lists_each_broker_with_pid_port_and_role(cluster: Stack) -> None
     assert all(r.startswith("broker+controller, quorum ") for r in roles), roles
 
 
-def test_stack_status_json_gives_the_same_as_data(cluster: Stack, monkeypatch: pytest.MonkeyPatch,
-                                                  capsys: pytest.CaptureFixture[str]) -> None:
+def test_stack_status_json_gives_the_same_as_data(
+    cluster: Stack, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     """`opsmantik stack status --json` on a 3-broker stack (the CLI's stack pointed at ours)."""
     import argparse
     import json
 
-    from services import stack_cli
+    from opsmantik.devstack import commands as stack_cli
 
     monkeypatch.setattr(stack_cli.stack.Stack, "local", classmethod(lambda cls, brokers=None: cluster))
     args = argparse.Namespace(action="status", json=True, brokers=None)
@@ -82,8 +83,10 @@ def test_topics_have_rf3_and_min_isr2(settings: Settings) -> None:
 def high_watermarks(settings: Settings) -> dict[int, int]:
     c = Consumer({"bootstrap.servers": settings.kafka_bootstrap, "group.id": f"hw-{uuid.uuid4().hex}"})
     try:
-        return {p: c.get_watermark_offsets(TopicPartition(settings.topic, p), 10)[1]
-                for p in range(settings.topic_partitions)}
+        return {
+            p: c.get_watermark_offsets(TopicPartition(settings.topic, p), 10)[1]
+            for p in range(settings.topic_partitions)
+        }
     finally:
         c.close()
 
@@ -101,7 +104,8 @@ def all_in_sync(settings: Settings) -> bool:
 
 
 async def test_leader_of_the_busiest_partition_sigkilled_under_load(
-        cluster: Stack, settings: Settings, pool: asyncpg.Pool, tmp_path: Path) -> None:
+    cluster: Stack, settings: Settings, pool: asyncpg.Pool, tmp_path: Path
+) -> None:
     async with pool.acquire() as conn:
         key = await create_site_with_key(conn, "leader-kill", rate=100_000, burst=100_000)
         warm = await create_site_with_key(conn, "leader-kill-warm-up")
@@ -127,7 +131,8 @@ async def test_leader_of_the_busiest_partition_sigkilled_under_load(
 
         load = OpenLoad(rate, seconds)
         answers, _ = await asyncio.gather(
-            load.run(lambda i, t: gw.url, key.api_key, lambda i: event_doc(f"lk-{i}")), kill_leader())
+            load.run(lambda i, t: gw.url, key.api_key, lambda i: event_doc(f"lk-{i}")), kill_leader()
+        )
         assert all(a.status == 200 for a in answers), sorted({a.status for a in answers})
         statuses = [(a.at, a.body["results"][0]["status"]) for a in answers]  # type: ignore[index]
         fallback = [t for t, s in statuses if s == "fallback"]
@@ -135,9 +140,11 @@ async def test_leader_of_the_busiest_partition_sigkilled_under_load(
         assert not early, f"fallback before the kill at {early[:9]}:\n{gw.tail()}"
         # From Kafka again once a new leader is elected (fenced after 4 s, + metadata refresh).
         assert all(s != "fallback" for t, s in statuses if t >= kill_at + 12), fallback[-5:]
-        print(f"\nleader kill: node {killed['node']} (partition {killed['partition']}); "
-              f"{len(fallback)} of {len(answers)} answered from the outbox, last at "
-              f"{max(fallback, default=kill_at) - kill_at:.1f} s after the kill")
+        print(
+            f"\nleader kill: node {killed['node']} (partition {killed['partition']}); "
+            f"{len(fallback)} of {len(answers)} answered from the outbox, last at "
+            f"{max(fallback, default=kill_at) - kill_at:.1f} s after the kill"
+        )
 
         # The broker restarts and catches up: every partition has 3 in-sync replicas again.
         assert await asyncio.to_thread(cluster.kafka_up)
@@ -170,9 +177,14 @@ async def _kafka_path_live(gw: GatewayProc, api_key: str) -> bool:
 
     # 30 keys: every partition, so the producer has a connection to every leader.
     body = {"events": [event_doc(f"warm-{uuid.uuid4().hex}") for _ in range(30)]}
-    async with aiohttp.ClientSession() as s, s.post(
-            gw.url + "/api/sync", data=orjson.dumps(body),
-            headers={"Authorization": f"Bearer {api_key}", "Content-Type": "application/json"}) as r:
+    async with (
+        aiohttp.ClientSession() as s,
+        s.post(
+            gw.url + "/api/sync",
+            data=orjson.dumps(body),
+            headers={"Authorization": f"Bearer {api_key}", "Content-Type": "application/json"},
+        ) as r,
+    ):
         return r.status == 200 and all(x["status"] == "accepted" for x in (await r.json())["results"])
 
 
@@ -184,7 +196,8 @@ async def _healthy(gw: GatewayProc) -> bool:
 
 
 async def test_worker_sigkilled_the_other_takes_its_partitions_within_15s(
-        settings: Settings, pool: asyncpg.Pool, tmp_path: Path) -> None:
+    settings: Settings, pool: asyncpg.Pool, tmp_path: Path
+) -> None:
     async with pool.acquire() as conn:
         sites = [(await create_site_with_key(conn, f"grp-{i}", monthly_quota=500)).site_id for i in range(12)]
     workers = [Proc.start(settings, tmp_path, "worker", worker_metrics_port=0) for _ in range(2)]
@@ -228,14 +241,16 @@ async def test_worker_sigkilled_the_other_takes_its_partitions_within_15s(
         expected = {e for _s, e in produced} | {f"marker-{p}" for p in range(settings.topic_partitions)}
 
         async def all_in() -> bool:
-            return await pool.fetchval("SELECT count(*) FROM ingest_idempotency WHERE site_id = ANY($1)",
-                                       sites) >= len(expected)
+            return await pool.fetchval(
+                "SELECT count(*) FROM ingest_idempotency WHERE site_id = ANY($1)", sites
+            ) >= len(expected)
 
         await wait_for(all_in, 90, 0.5, what="every produced event ledgered")
         rows = await pool.fetch("SELECT event_id FROM ingest_idempotency WHERE site_id = ANY($1)", sites)
         assert {r["event_id"] for r in rows} == expected and len(rows) == len(expected)
-        billed = await pool.fetchval("SELECT sum(events) FROM site_usage_monthly WHERE site_id = ANY($1)",
-                                     sites)
+        billed = await pool.fetchval(
+            "SELECT sum(events) FROM site_usage_monthly WHERE site_id = ANY($1)", sites
+        )
         assert billed == len(expected)  # nothing billed twice
         assert await reconcile_drift(pool) == 0
     finally:

@@ -2,7 +2,8 @@
 Schema cannot express, taught to the generator.
 
 `occurred_at` must lie within [now - 35 days, now + 5 minutes] of the gateway's clock, and
-`properties` must serialise to at most 16384 bytes (schemas/openapi.yaml says so in words). A body
+`properties` must serialise to at most 16384 bytes (services/opsmantik/schemas/openapi.yaml says so in
+words). A body
 generated as *valid* gets its events' times moved into that window (and an oversized `properties`
 emptied), so `positive_data_acceptance` keeps asserting that every other valid body is
 accepted; bodies generated as *invalid* are left exactly as generated.
@@ -19,7 +20,7 @@ from schemathesis.core.parameters import ParameterLocation
 from schemathesis.generation import GenerationMode
 
 SYNC = "/api/sync"
-MAX_PROPERTIES_BYTES = 16 * 1024  # services/events.py
+MAX_PROPERTIES_BYTES = 16 * 1024  # services/opsmantik/events.py
 
 
 def _recent(i: int) -> str:

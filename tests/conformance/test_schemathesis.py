@@ -1,5 +1,6 @@
 """An independent fuzzer against the live gateway: Schemathesis with every check on, generating
-from schemas/openapi.yaml (the contract), must find nothing. Two bounded runs: a fixed seed (the
+from services/opsmantik/schemas/openapi.yaml (the contract), must find nothing. Two bounded runs: a fixed
+seed (the
 same cases every time) and a random one (new cases every time; printed, with the command that
 replays it). The gateway serves on an ephemeral port over real Kafka and Postgres."""
 
@@ -17,10 +18,10 @@ from pathlib import Path
 import asyncpg
 import pytest
 from aiohttp import web
+from opsmantik.config import Settings
+from opsmantik.gateway.app import create_app
+from opsmantik.sites import create_site_with_key
 
-from services.config import Settings
-from services.gateway.app import create_app
-from services.sites import create_site_with_key
 from tests.unit.test_openapi import documented
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -53,10 +54,24 @@ async def live(settings: Settings) -> AsyncIterator[tuple[str, str]]:
 
 async def run_schemathesis(url: str, api_key: str, seed: int) -> tuple[int, str]:
     assert ST, "schemathesis not installed: make deps (pyproject.toml dev extras)"
-    cmd = [ST, "run", "schemas/openapi.yaml", "--url", url, "--checks", "all", "--seed", str(seed),
-           "--max-examples", str(MAX_EXAMPLES), "--header", f"Authorization: Bearer {api_key}"]
-    proc = await asyncio.create_subprocess_exec(*cmd, cwd=ROOT, stdout=asyncio.subprocess.PIPE,
-                                                stderr=asyncio.subprocess.STDOUT)
+    cmd = [
+        ST,
+        "run",
+        "services/opsmantik/schemas/openapi.yaml",
+        "--url",
+        url,
+        "--checks",
+        "all",
+        "--seed",
+        str(seed),
+        "--max-examples",
+        str(MAX_EXAMPLES),
+        "--header",
+        f"Authorization: Bearer {api_key}",
+    ]
+    proc = await asyncio.create_subprocess_exec(
+        *cmd, cwd=ROOT, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT
+    )
     if not _deadline:
         _deadline.append(time.monotonic() + BUDGET_S)
     remaining = max(1.0, _deadline[0] - time.monotonic())
@@ -70,8 +85,10 @@ async def run_schemathesis(url: str, api_key: str, seed: int) -> tuple[int, str]
 
 
 def _explain(seed: int, code: int, out: str) -> str:
-    replay = f"st run schemas/openapi.yaml --url <gateway> --checks all --seed {seed} " \
-             f"--max-examples {MAX_EXAMPLES} -H 'Authorization: Bearer <key>'"
+    replay = (
+        f"st run services/opsmantik/schemas/openapi.yaml --url <gateway> --checks all --seed {seed} "
+        f"--max-examples {MAX_EXAMPLES} -H 'Authorization: Bearer <key>'"
+    )
     return f"schemathesis seed {seed} exited {code}; replay: {replay}\n{out[-6000:]}"
 
 
@@ -79,10 +96,12 @@ RANDOM_SEED = secrets.randbelow(2**31)
 
 
 # The seeds are in the test ids, so `pytest -v` and every failure print them.
-@pytest.mark.parametrize("seed", [FIXED_SEED, RANDOM_SEED],
-                         ids=[f"fixed-seed-{FIXED_SEED}", f"random-seed-{RANDOM_SEED}"])
-async def test_schemathesis_finds_nothing(live: tuple[str, str], seed: int,
-                                          capsys: pytest.CaptureFixture[str]) -> None:
+@pytest.mark.parametrize(
+    "seed", [FIXED_SEED, RANDOM_SEED], ids=[f"fixed-seed-{FIXED_SEED}", f"random-seed-{RANDOM_SEED}"]
+)
+async def test_schemathesis_finds_nothing(
+    live: tuple[str, str], seed: int, capsys: pytest.CaptureFixture[str]
+) -> None:
     with capsys.disabled():  # shown on every run, passing or not
         print(f"\nschemathesis seed {seed} ({'fixed' if seed == FIXED_SEED else 'random'})")
     code, out = await run_schemathesis(*live, seed)

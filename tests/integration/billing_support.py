@@ -13,9 +13,9 @@ import aiohttp
 import asyncpg
 import orjson
 import pytest
+from opsmantik.config import Settings
+from opsmantik.months import label, month_start, previous_month
 
-from services.config import Settings
-from services.months import label, month_start, previous_month
 from tests.integration.pipeline import OPSMANTIK, Proc, env_for, start_gateway
 
 GATEWAY_PORT = 27291  # this helper's range: 27291-27299
@@ -39,8 +39,13 @@ def prev(n: int = 1) -> date:
 
 
 def cli(settings: Settings, *args: str, **env: object) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([OPSMANTIK, *args], env=env_for(settings, **{**CLI_ENV, **env}),
-                          capture_output=True, text=True, timeout=120)
+    return subprocess.run(
+        [OPSMANTIK, *args],
+        env=env_for(settings, **{**CLI_ENV, **env}),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
 
 
 def auth(key: str) -> dict[str, str]:
@@ -56,8 +61,14 @@ def worker(settings: Settings, tmp_path_factory: pytest.TempPathFactory) -> Iter
 
 @pytest.fixture(scope="module")
 async def gateway_proc(settings: Settings, tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Proc]:
-    proc = await start_gateway(settings, tmp_path_factory.mktemp("gateway"), GATEWAY_PORT,
-                               usage_refresh_s=0.2, export_max_per_site=1, export_max_total=2)
+    proc = await start_gateway(
+        settings,
+        tmp_path_factory.mktemp("gateway"),
+        GATEWAY_PORT,
+        usage_refresh_s=0.2,
+        export_max_per_site=1,
+        export_max_total=2,
+    )
     yield proc
     proc.stop()
 
@@ -67,21 +78,32 @@ def base() -> str:
 
 
 async def send(key: str, events: list[dict[str, object]]) -> tuple[int, dict[str, object]]:
-    async with aiohttp.ClientSession() as s, s.post(f"{base()}/api/sync", json={"events": events},
-                                                    headers=auth(key)) as r:
+    async with (
+        aiohttp.ClientSession() as s,
+        s.post(f"{base()}/api/sync", json={"events": events}, headers=auth(key)) as r,
+    ):
         return r.status, await r.json()
 
 
 def event(event_id: str, at: datetime | None = None, quantity: int = 1) -> dict[str, object]:
-    return {"event_id": event_id, "type": "api_call", "quantity": quantity,
-            "occurred_at": (at or datetime.now(UTC) - timedelta(seconds=1)).isoformat(),
-            "properties": {"path": "/x", "note": "é"}}
+    return {
+        "event_id": event_id,
+        "type": "api_call",
+        "quantity": quantity,
+        "occurred_at": (at or datetime.now(UTC) - timedelta(seconds=1)).isoformat(),
+        "properties": {"path": "/x", "note": "é"},
+    }
 
 
 async def fetch_export(key: str, month: date, path: Path, fmt: str = "ndjson") -> int:
-    async with aiohttp.ClientSession() as s, s.get(
-            f"{base()}/api/billing/dispute-export", params={"month": label(month), "format": fmt},
-            headers=auth(key)) as r:
+    async with (
+        aiohttp.ClientSession() as s,
+        s.get(
+            f"{base()}/api/billing/dispute-export",
+            params={"month": label(month), "format": fmt},
+            headers=auth(key),
+        ) as r,
+    ):
         assert r.status == 200, await r.text()
         with path.open("wb") as f:
             async for chunk in r.content.iter_chunked(1 << 16):
@@ -90,8 +112,10 @@ async def fetch_export(key: str, month: date, path: Path, fmt: str = "ndjson") -
 
 
 async def usage(key: str, month: date) -> dict[str, object]:
-    async with aiohttp.ClientSession() as s, s.get(f"{base()}/api/usage", params={"month": label(month)},
-                                                   headers=auth(key)) as r:
+    async with (
+        aiohttp.ClientSession() as s,
+        s.get(f"{base()}/api/usage", params={"month": label(month)}, headers=auth(key)) as r,
+    ):
         assert r.status == 200
         return await r.json()
 
@@ -102,8 +126,9 @@ def summary_of(path: Path) -> dict[str, object]:
     return orjson.loads(last)
 
 
-async def agree(settings: Settings, pool: asyncpg.Pool, site: uuid.UUID, key: str, month: date,
-                tmp: Path) -> dict[str, object]:
+async def agree(
+    settings: Settings, pool: asyncpg.Pool, site: uuid.UUID, key: str, month: date, tmp: Path
+) -> dict[str, object]:
     """Invoice (HTTP) = export summary (verified offline) = reconcile (0 drift) = statement (if
     the month is closed). Returns the export's summary."""
     inv = await usage(key, month)
@@ -118,8 +143,9 @@ async def agree(settings: Settings, pool: asyncpg.Pool, site: uuid.UUID, key: st
     rec = cli(settings, "reconcile", "--month", label(month), "--json")
     assert rec.returncode == 0, rec.stdout
     assert all(x["ok"] for x in orjson.loads(rec.stdout)["sites"])
-    stmt = await pool.fetchrow("SELECT * FROM billing_statements WHERE site_id = $1 AND month = $2",
-                               site, month)
+    stmt = await pool.fetchrow(
+        "SELECT * FROM billing_statements WHERE site_id = $1 AND month = $2", site, month
+    )
     closed = await pool.fetchval("SELECT count(*) FROM closed_months WHERE month = $1", month)
     if closed and stmt is None:  # the site had nothing in the month when it closed
         assert s["statement"] is None and totals["rows"] == totals["voids"] == 0

@@ -21,8 +21,9 @@ def say(**fields: object) -> None:
 
 
 async def main(url: str, key: str, spill: str, total: int) -> None:
-    async with AsyncClient(url, key, spill_path=spill, receipts=False,
-                           backoff=Backoff(base_s=0.05, cap_s=0.5)) as client:
+    async with AsyncClient(
+        url, key, spill_path=spill, receipts=False, backoff=Backoff(base_s=0.05, cap_s=0.5)
+    ) as client:
         start = int(client.checkpoint().get("next", "0"))
         say(started=start, replaying=client.pending)
         for i in range(start, total, CHUNK):

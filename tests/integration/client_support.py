@@ -14,10 +14,10 @@ from pathlib import Path
 
 import aiohttp
 import asyncpg
+from opsmantik.config import Settings
+from opsmantik.db.queries import load_queries
+from opsmantik.sites import create_site_with_key
 
-from services.config import Settings
-from services.db.queries import load_queries
-from services.sites import create_site_with_key
 from tests.integration.pipeline import Proc
 
 Q = load_queries(Path(__file__).with_name("client.sql"))
@@ -41,8 +41,9 @@ class GatewayProc:
         return f"http://127.0.0.1:{self.port}"
 
     async def start(self, timeout_s: float = 30.0) -> GatewayProc:
-        self.proc = Proc.start(self.settings, self.log_dir, "gateway", "--host", "127.0.0.1",
-                               "--port", str(self.port))
+        self.proc = Proc.start(
+            self.settings, self.log_dir, "gateway", "--host", "127.0.0.1", "--port", str(self.port)
+        )
         deadline = time.monotonic() + timeout_s
         async with aiohttp.ClientSession() as s:
             while time.monotonic() < deadline:
@@ -72,8 +73,9 @@ class GatewayProc:
 
 async def new_site(pool: asyncpg.Pool) -> tuple[uuid.UUID, str]:
     async with pool.acquire() as conn:
-        key = await create_site_with_key(conn, f"client-{uuid.uuid4().hex[:8]}", rate=100_000.0,
-                                         burst=100_000)
+        key = await create_site_with_key(
+            conn, f"client-{uuid.uuid4().hex[:8]}", rate=100_000.0, burst=100_000
+        )
     return key.site_id, key.api_key
 
 

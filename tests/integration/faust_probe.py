@@ -13,8 +13,13 @@ TOPIC = os.environ["PROBE_TOPIC"]
 COUNT = int(os.environ["PROBE_COUNT"])
 OUT = os.environ["PROBE_OUT"]
 
-app = faust.App(f"probe-{TOPIC}", broker=f"kafka://{BOOTSTRAP}", web_enabled=False,
-                topic_partitions=6, datadir=os.environ.get("PROBE_DATADIR", "/tmp/faust-probe"))
+app = faust.App(
+    f"probe-{TOPIC}",
+    broker=f"kafka://{BOOTSTRAP}",
+    web_enabled=False,
+    topic_partitions=6,
+    datadir=os.environ.get("PROBE_DATADIR", "/tmp/faust-probe"),
+)
 topic = app.topic(TOPIC, value_serializer="raw")
 seen = 0
 

@@ -14,10 +14,9 @@ import orjson
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 from confluent_kafka import Consumer, TopicPartition
-
-from services.config import Settings
-from services.gateway.app import STATE, State, create_app
-from services.sites import create_site_with_key
+from opsmantik.config import Settings
+from opsmantik.gateway.app import STATE, State, create_app
+from opsmantik.sites import create_site_with_key
 
 
 @dataclass
@@ -46,16 +45,24 @@ def auth(key: str) -> dict[str, str]:
 
 
 def event(event_id: str | None = None, **over: object) -> dict[str, object]:
-    e: dict[str, object] = {"event_id": event_id or uuid.uuid4().hex, "type": "api_call",
-                            "occurred_at": (datetime.now(UTC) - timedelta(seconds=1)).isoformat()}
+    e: dict[str, object] = {
+        "event_id": event_id or uuid.uuid4().hex,
+        "type": "api_call",
+        "occurred_at": (datetime.now(UTC) - timedelta(seconds=1)).isoformat(),
+    }
     e.update(over)
     return e
 
 
 def read_topic(settings: Settings, *, idle_s: float = 1.5, max_s: float = 15.0) -> list[tuple[bytes, dict]]:
     """Every message on the test topic (blocking: run it in a thread)."""
-    c = Consumer({"bootstrap.servers": settings.kafka_bootstrap, "group.id": f"t-{uuid.uuid4().hex}",
-                  "enable.auto.commit": False})
+    c = Consumer(
+        {
+            "bootstrap.servers": settings.kafka_bootstrap,
+            "group.id": f"t-{uuid.uuid4().hex}",
+            "enable.auto.commit": False,
+        }
+    )
     try:
         meta = c.list_topics(settings.topic, timeout=10).topics[settings.topic]
         c.assign([TopicPartition(settings.topic, p, 0) for p in meta.partitions])
@@ -73,8 +80,13 @@ def read_topic(settings: Settings, *, idle_s: float = 1.5, max_s: float = 15.0) 
 
 
 def read_at(settings: Settings, partition: int, offset: int) -> tuple[bytes, dict]:
-    c = Consumer({"bootstrap.servers": settings.kafka_bootstrap, "group.id": f"t-{uuid.uuid4().hex}",
-                  "enable.auto.commit": False})
+    c = Consumer(
+        {
+            "bootstrap.servers": settings.kafka_bootstrap,
+            "group.id": f"t-{uuid.uuid4().hex}",
+            "enable.auto.commit": False,
+        }
+    )
     try:
         c.assign([TopicPartition(settings.topic, partition, offset)])
         deadline = time.monotonic() + 10

@@ -17,10 +17,9 @@ from pathlib import Path
 import asyncpg
 import orjson
 from confluent_kafka import Producer
-
-from services import sites
-from services.config import Settings
-from services.kafka import producer_config
+from opsmantik import sites
+from opsmantik.config import Settings
+from opsmantik.kafka.settings import producer_config
 
 ROOT = Path(__file__).resolve().parents[2]
 OPSMANTIK = str(ROOT / ".venv" / "bin" / "opsmantik")
@@ -28,17 +27,19 @@ OPSMANTIK = str(ROOT / ".venv" / "bin" / "opsmantik")
 
 def env_for(settings: Settings, **extra: object) -> dict[str, str]:
     env = dict(os.environ)
-    env.update({
-        "OPSMANTIK_DATABASE_URL": settings.database_url,
-        "OPSMANTIK_KAFKA_BOOTSTRAP": settings.kafka_bootstrap,
-        "OPSMANTIK_TOPIC": settings.topic,
-        "OPSMANTIK_BILLABLE_TOPIC": settings.billable_topic,
-        "OPSMANTIK_TOPIC_PARTITIONS": str(settings.topic_partitions),
-        "OPSMANTIK_WORKER_GROUP": settings.worker_group,
-        "OPSMANTIK_WORKER_METRICS_PORT": "0",
-        "OPSMANTIK_RELAY_METRICS_PORT": "0",
-        "OPSMANTIK_DB_POOL_MAX": "3",
-    })
+    env.update(
+        {
+            "OPSMANTIK_DATABASE_URL": settings.database_url,
+            "OPSMANTIK_KAFKA_BOOTSTRAP": settings.kafka_bootstrap,
+            "OPSMANTIK_TOPIC": settings.topic,
+            "OPSMANTIK_BILLABLE_TOPIC": settings.billable_topic,
+            "OPSMANTIK_TOPIC_PARTITIONS": str(settings.topic_partitions),
+            "OPSMANTIK_WORKER_GROUP": settings.worker_group,
+            "OPSMANTIK_WORKER_METRICS_PORT": "0",
+            "OPSMANTIK_RELAY_METRICS_PORT": "0",
+            "OPSMANTIK_DB_POOL_MAX": "3",
+        }
+    )
     env.update({f"OPSMANTIK_{k.upper()}": str(v) for k, v in extra.items()})
     return env
 
@@ -55,8 +56,9 @@ class Proc:
     def start(cls, settings: Settings, log_dir: Path, *args: str, **env: object) -> Proc:
         log = log_dir / f"{args[0]}-{time.monotonic_ns()}.log"
         out = log.open("wb")
-        popen = subprocess.Popen([OPSMANTIK, *args], env=env_for(settings, **env), stdout=out,
-                                 stderr=subprocess.STDOUT, cwd=ROOT)
+        popen = subprocess.Popen(
+            [OPSMANTIK, *args], env=env_for(settings, **env), stdout=out, stderr=subprocess.STDOUT, cwd=ROOT
+        )
         return cls(args[0], popen, log)
 
     def kill(self) -> None:
@@ -78,8 +80,9 @@ class Proc:
         return "\n".join(self.log.read_text(errors="replace").splitlines()[-n:])
 
 
-async def start_gateway(settings: Settings, log_dir: Path, port: int, timeout_s: float = 30.0,
-                        **env: object) -> Proc:
+async def start_gateway(
+    settings: Settings, log_dir: Path, port: int, timeout_s: float = 30.0, **env: object
+) -> Proc:
     """The gateway as a real process on `port`, once its /healthz answers 200."""
     import aiohttp
 
@@ -97,20 +100,35 @@ async def start_gateway(settings: Settings, log_dir: Path, port: int, timeout_s:
     return proc
 
 
-def message(site_id: uuid.UUID, event_id: str, *, quantity: int = 1, path: str = "kafka",
-            occurred_at: datetime | None = None, received_at: datetime | None = None,
-            properties: dict[str, object] | None = None) -> bytes:
-    """An ingest message exactly as schemas/event.v1.json has it (what the gateway produces)."""
+def message(
+    site_id: uuid.UUID,
+    event_id: str,
+    *,
+    quantity: int = 1,
+    path: str = "kafka",
+    occurred_at: datetime | None = None,
+    received_at: datetime | None = None,
+    properties: dict[str, object] | None = None,
+) -> bytes:
+    """An ingest message exactly as services/opsmantik/schemas/event.v1.json has it (what the gateway
+    produces)."""
     now = datetime.now(UTC)
     occurred = (occurred_at or now).astimezone(UTC)
-    return orjson.dumps({
-        "v": 1, "site_id": str(site_id), "event_id": event_id, "type": "api_call",
-        "occurred_at": occurred.isoformat(timespec="microseconds"),
-        "usage_month": occurred.date().replace(day=1).isoformat(),
-        "quantity": quantity, "properties": properties,
-        "received_at": (received_at or now).isoformat(timespec="microseconds"),
-        "path": path, "gateway_status": "fallback" if path == "fallback" else "accepted",
-    })
+    return orjson.dumps(
+        {
+            "v": 1,
+            "site_id": str(site_id),
+            "event_id": event_id,
+            "type": "api_call",
+            "occurred_at": occurred.isoformat(timespec="microseconds"),
+            "usage_month": occurred.date().replace(day=1).isoformat(),
+            "quantity": quantity,
+            "properties": properties,
+            "received_at": (received_at or now).isoformat(timespec="microseconds"),
+            "path": path,
+            "gateway_status": "fallback" if path == "fallback" else "accepted",
+        }
+    )
 
 
 def produce(settings: Settings, msgs: list[tuple[bytes, bytes]], topic: str | None = None) -> None:
@@ -118,15 +136,23 @@ def produce(settings: Settings, msgs: list[tuple[bytes, bytes]], topic: str | No
     p = Producer(producer_config(settings))
     errors: list[object] = []
     for key, value in msgs:
-        p.produce(topic or settings.topic, value, key,
-                  on_delivery=lambda err, _m: errors.append(err) if err else None)
+        p.produce(
+            topic or settings.topic,
+            value,
+            key,
+            on_delivery=lambda err, _m: errors.append(err) if err else None,
+        )
         p.poll(0)
     assert p.flush(30) == 0
     assert not errors, errors
 
 
-async def wait_for(check: Callable[[], Awaitable[bool]], timeout_s: float = 30.0, every_s: float = 0.05,
-                   what: str = "condition") -> None:
+async def wait_for(
+    check: Callable[[], Awaitable[bool]],
+    timeout_s: float = 30.0,
+    every_s: float = 0.05,
+    what: str = "condition",
+) -> None:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if await check():
@@ -137,14 +163,21 @@ async def wait_for(check: Callable[[], Awaitable[bool]], timeout_s: float = 30.0
 
 def count_messages(settings: Settings, topic: str, key: bytes, timeout_s: float = 20.0) -> int:
     """How many messages of this site key the topic holds (read from the start to the end); a
-    key `site/event_id` (services.kafka.message_key) counts for its site."""
+    key `site/event_id` (opsmantik.kafka.settings.message_key) counts for its site."""
     from confluent_kafka import Consumer, TopicPartition
 
-    c = Consumer({"bootstrap.servers": settings.kafka_bootstrap, "group.id": f"count-{uuid.uuid4()}",
-                  "enable.auto.commit": False})
+    c = Consumer(
+        {
+            "bootstrap.servers": settings.kafka_bootstrap,
+            "group.id": f"count-{uuid.uuid4()}",
+            "enable.auto.commit": False,
+        }
+    )
     try:
-        ends = {p: c.get_watermark_offsets(TopicPartition(topic, p), 10)[1]
-                for p in range(settings.topic_partitions)}
+        ends = {
+            p: c.get_watermark_offsets(TopicPartition(topic, p), 10)[1]
+            for p in range(settings.topic_partitions)
+        }
         c.assign([TopicPartition(topic, p, 0) for p, end in ends.items() if end > 0])
         done: dict[int, int] = {}
         count = 0
@@ -168,7 +201,8 @@ async def insert_outbox(pool: object, site_id: uuid.UUID, event_ids: list[str]) 
     await pool.executemany(  # type: ignore[attr-defined]
         "INSERT INTO ingest_fallback_buffer (site_id, event_id, payload, received_at) "
         "VALUES ($1, $2, $3, $4)",
-        [(site_id, e, message(site_id, e, path="fallback", received_at=now), now) for e in event_ids])
+        [(site_id, e, message(site_id, e, path="fallback", received_at=now), now) for e in event_ids],
+    )
 
 
 async def new_site_id(pool: asyncpg.Pool) -> uuid.UUID:
@@ -183,6 +217,8 @@ async def ledger_count(pool: asyncpg.Pool, site: uuid.UUID) -> int:
 
 def ledgered(pool: asyncpg.Pool, site: uuid.UUID, n: int) -> Callable[[], Awaitable[bool]]:
     """A `wait_for` check: the site has at least n ledger rows."""
+
     async def check() -> bool:
         return await ledger_count(pool, site) >= n
+
     return check

@@ -8,8 +8,8 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from services.config import Settings
-from services.worker import main, processor
+from opsmantik.config import Settings
+from opsmantik.worker import main, processor
 
 _handle = processor.BatchProcessor.handle
 

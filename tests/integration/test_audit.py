@@ -17,8 +17,8 @@ import asyncpg
 import orjson
 import pytest
 from confluent_kafka import Consumer, TopicPartition
+from opsmantik.config import Settings
 
-from services.config import Settings
 from tests.environment import module_environment
 from tests.integration.pipeline import (
     OPSMANTIK,
@@ -49,8 +49,9 @@ def worker(settings: Settings, logs: Path) -> Iterator[Proc]:
 
 
 def audit(settings: Settings, *args: str, **env: object) -> tuple[int, dict, str]:
-    done = subprocess.run([OPSMANTIK, "audit", *args], env=env_for(settings, **env), capture_output=True,
-                          timeout=90, text=True)
+    done = subprocess.run(
+        [OPSMANTIK, "audit", *args], env=env_for(settings, **env), capture_output=True, timeout=90, text=True
+    )
     try:
         report = orjson.loads(done.stdout) if "--json" in args else {}
     except orjson.JSONDecodeError:
@@ -67,14 +68,20 @@ async def dead_letters(pool: asyncpg.Pool) -> int:
 
 
 async def test_clean_run_accounts_for_everything_hostile_messages_are_not_breaches(
-        worker: Proc, settings: Settings, pool: asyncpg.Pool) -> None:
+    worker: Proc, settings: Settings, pool: asyncpg.Pool
+) -> None:
     site = await new_site_id(pool)
     key = str(site).encode()
     valid = [(key, message(site, f"a-{i}", properties={"n": i})) for i in range(20)]
     gateway_shaped = orjson.loads(message(site, "bad-qty"))
-    hostile = [(key, b"\x00\xff random bytes"), (key, None), (key, b"[1, 2]"),
-               (key, b'{"v": 1, "event_id": "x"}'), (key, orjson.dumps({**gateway_shaped, "quantity": 0})),
-               (None, b"no key, not json")]
+    hostile = [
+        (key, b"\x00\xff random bytes"),
+        (key, None),
+        (key, b"[1, 2]"),
+        (key, b'{"v": 1, "event_id": "x"}'),
+        (key, orjson.dumps({**gateway_shaped, "quantity": 0})),
+        (None, b"no key, not json"),
+    ]
     stranger = uuid.uuid4()  # valid message of a site that does not exist: dead-lettered, no breach
     strange = (str(stranger).encode(), message(stranger, "s-1"))
     produce(settings, [*valid[:10], *hostile, strange, *valid[10:]])
@@ -82,14 +89,20 @@ async def test_clean_run_accounts_for_everything_hostile_messages_are_not_breach
 
     async def all_dead() -> bool:
         return await dead_letters(pool) == len(hostile) + 1
+
     await wait_for(all_dead, what="hostile messages dead-lettered")
     code, report, out = audit(settings, "--month", MONTH, "--json")
     assert code == 0, out
     assert report["ok"] and report["unaccounted"] == 0 and report["breaches"] == 0
     row = site_row(report, site)
     # 20 valid + 5 hostile with the site's key; the keyless one and the stranger's are elsewhere.
-    assert (row["audited"], row["ledgered"], row["dead_lettered"], row["unaccounted"], row["breaches"]) == \
-        (25, 20, 5, 0, 0)
+    assert (row["audited"], row["ledgered"], row["dead_lettered"], row["unaccounted"], row["breaches"]) == (
+        25,
+        20,
+        5,
+        0,
+        0,
+    )
     assert site_row(report, stranger)["dead_lettered"] == 1 and site_row(report, "")["dead_lettered"] == 1
     assert report["audited"] == 27 and report["ahead_of_worker"] == 0
     # A second run resumes from the stored progress: nothing is counted twice.
@@ -100,44 +113,58 @@ async def test_clean_run_accounts_for_everything_hostile_messages_are_not_breach
 
 
 def slo_report(settings: Settings) -> dict:
-    done = subprocess.run([OPSMANTIK, "slo-report", "--month", MONTH, "--json"], env=env_for(settings),
-                          capture_output=True, timeout=60)
+    done = subprocess.run(
+        [OPSMANTIK, "slo-report", "--month", MONTH, "--json"],
+        env=env_for(settings),
+        capture_output=True,
+        timeout=60,
+    )
     return orjson.loads(done.stdout)
 
 
 async def scrape(port: int) -> dict[str, float]:
     async with aiohttp.ClientSession() as s, s.get(f"http://127.0.0.1:{port}/metrics") as r:
         text = await r.text()
-    return {k: float(v) for k, v in (line.rsplit(" ", 1) for line in text.splitlines()
-                                     if line.startswith("opsmantik_audit_"))}
+    return {
+        k: float(v)
+        for k, v in (line.rsplit(" ", 1) for line in text.splitlines() if line.startswith("opsmantik_audit_"))
+    }
 
 
 async def test_a_deleted_ledger_row_is_reported_exactly_with_exit_1_and_the_metric(
-        worker: Proc, settings: Settings, pool: asyncpg.Pool, logs: Path) -> None:
+    worker: Proc, settings: Settings, pool: asyncpg.Pool, logs: Path
+) -> None:
     site = await new_site_id(pool)
     produce(settings, [(str(site).encode(), message(site, f"b-{i}")) for i in range(5)])
     await wait_for(ledgered(pool, site, 5), what="5 events ledgered")
-    lost = await pool.fetchrow("DELETE FROM ingest_idempotency WHERE site_id = $1 AND event_id = 'b-3' "
-                               "RETURNING kafka_partition, kafka_offset", site)
+    lost = await pool.fetchrow(
+        "DELETE FROM ingest_idempotency WHERE site_id = $1 AND event_id = 'b-3' "
+        "RETURNING kafka_partition, kafka_offset",
+        site,
+    )
     code, report, out = audit(settings, "--month", MONTH, "--json")
     assert code == 1, out
     row = site_row(report, site)
     assert (row["audited"], row["ledgered"], row["unaccounted"], row["breaches"]) == (5, 4, 1, 0)
-    assert [(f["kind"], f["event_id"], f["kafka_partition"], f["kafka_offset"]) for f in report["findings"]] \
-        == [("unaccounted", "b-3", lost["kafka_partition"], lost["kafka_offset"])]
+    assert [
+        (f["kind"], f["event_id"], f["kafka_partition"], f["kafka_offset"]) for f in report["findings"]
+    ] == [("unaccounted", "b-3", lost["kafka_partition"], lost["kafka_offset"])]
     code, _, text = audit(settings, "--month", MONTH)
     assert code == 1 and "UNACCOUNTED site " + str(site) + " event_id b-3" in text, text
 
     follower = Proc.start(settings, logs, "audit", "--follow", audit_metrics_port=0, audit_interval_s=0.5)
     try:
+
         async def port_logged() -> bool:
             assert follower.popen.poll() is None, follower.tail()
             return "audit metrics on" in follower.log.read_text()
+
         await wait_for(port_logged, 20, 0.1, "the follower's metrics port in its log")
         port = int(re.search(r"127\.0\.0\.1:(\d+)/metrics", follower.log.read_text())[1])
 
         async def metric_shows_one() -> bool:
             return (await scrape(port)).get("opsmantik_audit_unaccounted_events") == 1.0
+
         await wait_for(metric_shows_one, 20, 0.2, "opsmantik_audit_unaccounted_events 1")
         values = await scrape(port)
         p = lost["kafka_partition"]
@@ -148,16 +175,23 @@ async def test_a_deleted_ledger_row_is_reported_exactly_with_exit_1_and_the_metr
 
 
 async def test_a_dead_letter_of_a_gateway_accepted_event_is_a_breach(
-        worker: Proc, settings: Settings, pool: asyncpg.Pool) -> None:
+    worker: Proc, settings: Settings, pool: asyncpg.Pool
+) -> None:
     site = await new_site_id(pool)
     produce(settings, [(str(site).encode(), message(site, "c-1"))])
     await wait_for(ledgered(pool, site, 1), what="c-1 ledgered")
     # Plant what a worker bug would do (issue 9, reproduction 1): the valid event dead-lettered.
-    row = await pool.fetchrow("DELETE FROM ingest_idempotency WHERE site_id = $1 RETURNING kafka_partition, "
-                              "kafka_offset", site)
-    await pool.execute("INSERT INTO ingest_dead_letter (topic, kafka_partition, kafka_offset, site_id, "
-                       "event_id, reason, payload) VALUES ($1, $2, $3, $4, 'c-1', 'planted', '')",
-                       settings.topic, row["kafka_partition"], row["kafka_offset"], str(site))
+    row = await pool.fetchrow(
+        "DELETE FROM ingest_idempotency WHERE site_id = $1 RETURNING kafka_partition, kafka_offset", site
+    )
+    await pool.execute(
+        "INSERT INTO ingest_dead_letter (topic, kafka_partition, kafka_offset, site_id, "
+        "event_id, reason, payload) VALUES ($1, $2, $3, $4, 'c-1', 'planted', '')",
+        settings.topic,
+        row["kafka_partition"],
+        row["kafka_offset"],
+        str(site),
+    )
     code, report, out = audit(settings, "--month", MONTH, "--json")
     assert code == 1, out
     assert site_row(report, site)["breaches"] == 1 and site_row(report, site)["unaccounted"] == 0
@@ -165,20 +199,31 @@ async def test_a_dead_letter_of_a_gateway_accepted_event_is_a_breach(
 
 
 async def test_a_message_the_worker_group_committed_past_unledgered_is_unaccounted(
-        worker: Proc, settings: Settings, pool: asyncpg.Pool) -> None:
+    worker: Proc, settings: Settings, pool: asyncpg.Pool
+) -> None:
     assert worker.stop() == 0, worker.tail()  # no worker: the message below is never ledgered
     site = await new_site_id(pool)
     produce(settings, [(str(site).encode(), message(site, "d-1"))])
 
     def commit_worker_group_to_end() -> None:
-        c = Consumer({"bootstrap.servers": settings.kafka_bootstrap, "group.id": settings.worker_group,
-                      "enable.auto.commit": False})
+        c = Consumer(
+            {
+                "bootstrap.servers": settings.kafka_bootstrap,
+                "group.id": settings.worker_group,
+                "enable.auto.commit": False,
+            }
+        )
         try:
-            ends = [TopicPartition(settings.topic, p, c.get_watermark_offsets(
-                TopicPartition(settings.topic, p), 10)[1]) for p in range(settings.topic_partitions)]
+            ends = [
+                TopicPartition(
+                    settings.topic, p, c.get_watermark_offsets(TopicPartition(settings.topic, p), 10)[1]
+                )
+                for p in range(settings.topic_partitions)
+            ]
             c.commit(offsets=[tp for tp in ends if tp.offset > 0], asynchronous=False)
         finally:
             c.close()
+
     await asyncio.to_thread(commit_worker_group_to_end)
     code, report, out = audit(settings, "--month", MONTH, "--json", "--wait", "0")
     assert code == 1, out
@@ -198,7 +243,8 @@ def test_usage_errors_and_unreachable_engines(settings: Settings) -> None:
 
 
 async def test_slo_report_and_reconcile_show_the_losses_dead_letters_and_an_overdue_outbox_row(
-        settings: Settings, pool: asyncpg.Pool) -> None:
+    settings: Settings, pool: asyncpg.Pool
+) -> None:
     # After the tests above: one deleted ledger row and one skipped message (unaccounted), one breach.
     snap = slo_report(settings)
     integrity = snap["objectives"]["integrity"]
@@ -206,13 +252,21 @@ async def test_slo_report_and_reconcile_show_the_losses_dead_letters_and_an_over
     assert (integrity["unaccounted"], integrity["breach_dead_letters"]) == (2, 1), integrity
     assert snap["backlog"]["dead_letters_month"] == 8  # 7 of the clean run + the planted one
     site = await new_site_id(pool)
-    await pool.execute("INSERT INTO ingest_fallback_buffer (site_id, event_id, payload, received_at) "
-                       "VALUES ($1, 'late', $2, now() - interval '25 hours')", site, message(site, "late"))
+    await pool.execute(
+        "INSERT INTO ingest_fallback_buffer (site_id, event_id, payload, received_at) "
+        "VALUES ($1, 'late', $2, now() - interval '25 hours')",
+        site,
+        message(site, "late"),
+    )
     snap = slo_report(settings)
     assert snap["backlog"]["outbox_older_than_24h"] == 1
     assert not snap["objectives"]["fallback_within_24h"]["met"]
-    done = subprocess.run([OPSMANTIK, "reconcile", "--month", MONTH, "--json"], env=env_for(settings),
-                          capture_output=True, timeout=60)
+    done = subprocess.run(
+        [OPSMANTIK, "reconcile", "--month", MONTH, "--json"],
+        env=env_for(settings),
+        capture_output=True,
+        timeout=60,
+    )
     report = orjson.loads(done.stdout)
     assert done.returncode == 1 and not report["backlog_ok"]
     assert report["backlog"]["outbox_older_than_24h"] == 1 and report["backlog"]["dead_letters_month"] == 8
@@ -220,7 +274,8 @@ async def test_slo_report_and_reconcile_show_the_losses_dead_letters_and_an_over
 
 
 async def test_a_ledger_row_deleted_after_the_audit_confirmed_it_is_counted_as_vanished(
-        settings: Settings, pool: asyncpg.Pool) -> None:
+    settings: Settings, pool: asyncpg.Pool
+) -> None:
     site = await pool.fetchval("SELECT site_id FROM ingest_idempotency WHERE event_id = 'a-7'")
     code, report, out = audit(settings, "--month", MONTH, "--json", "--wait", "0")
     assert site_row(report, site)["vanished"] == 0, out

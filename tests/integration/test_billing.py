@@ -14,12 +14,12 @@ from pathlib import Path
 import asyncpg
 import orjson
 import pytest
+from opsmantik import sites
+from opsmantik.config import Settings
+from opsmantik.months import label
+from opsmantik.worker.ledger import write_batch
+from opsmantik.worker.message import decode
 
-from services import sites
-from services.config import Settings
-from services.months import label
-from services.worker.ledger import write_batch
-from services.worker.message import decode
 from tests.environment import module_environment
 from tests.integration.billing_support import (
     agree,
@@ -46,8 +46,9 @@ async def new_site(pool: asyncpg.Pool, **limits: object) -> sites.NewKey:
 
 
 async def ledger_row(pool: asyncpg.Pool, site: uuid.UUID, event_id: str) -> asyncpg.Record:
-    return await pool.fetchrow("SELECT * FROM ingest_idempotency WHERE site_id = $1 AND event_id = $2",
-                               site, event_id)
+    return await pool.fetchrow(
+        "SELECT * FROM ingest_idempotency WHERE site_id = $1 AND event_id = $2", site, event_id
+    )
 
 
 def close_p(settings: Settings) -> dict[str, object]:
@@ -56,8 +57,9 @@ def close_p(settings: Settings) -> dict[str, object]:
     return orjson.loads(done.stdout)
 
 
-async def test_void_in_an_open_month(settings: Settings, pool: asyncpg.Pool, gateway_proc: object,
-                                     worker: object, tmp_path: Path) -> None:
+async def test_void_in_an_open_month(
+    settings: Settings, pool: asyncpg.Pool, gateway_proc: object, worker: object, tmp_path: Path
+) -> None:
     p = prev()
     k = await new_site(pool)
     status, _ = await send(k.api_key, [event(f"o{i}", late_instant(), quantity=i + 1) for i in range(3)])
@@ -92,8 +94,9 @@ async def test_void_in_an_open_month(settings: Settings, pool: asyncpg.Pool, gat
     assert close_p(settings)["statements"] == result["statements"]  # idempotent
 
 
-async def test_late_event_for_a_closed_month(settings: Settings, pool: asyncpg.Pool, gateway_proc: object,
-                                             worker: object, tmp_path: Path) -> None:
+async def test_late_event_for_a_closed_month(
+    settings: Settings, pool: asyncpg.Pool, gateway_proc: object, worker: object, tmp_path: Path
+) -> None:
     p, c = prev(), current_month()
     close_p(settings)
     k = await new_site(pool)
@@ -118,11 +121,13 @@ async def test_late_event_for_a_closed_month(settings: Settings, pool: asyncpg.P
     async def refused() -> bool:
         status, body = await send(capped.api_key, [event(f"c-late-{uuid.uuid4().hex[:6]}", late_instant())])
         return status == 429 and body["error"] == "quota_exceeded" and label(c) in body["message"]
+
     await wait_for(refused, 10, 0.3, "429 quota_exceeded for a late event")
 
 
-async def test_void_in_a_closed_month(settings: Settings, pool: asyncpg.Pool, gateway_proc: object,
-                                      worker: object, tmp_path: Path) -> None:
+async def test_void_in_a_closed_month(
+    settings: Settings, pool: asyncpg.Pool, gateway_proc: object, worker: object, tmp_path: Path
+) -> None:
     p, c = prev(), current_month()
     k = await new_site(pool)
     # Ledgered in P before P closes (in a fresh run of this test alone, P is still open here).
@@ -130,8 +135,10 @@ async def test_void_in_a_closed_month(settings: Settings, pool: asyncpg.Pool, ga
         closed = await conn.fetchval("SELECT count(*) FROM closed_months WHERE month = $1", p)
         if closed:  # P closed by an earlier test: put the row in P as it was before the close
             await conn.execute("DELETE FROM closed_months WHERE month = $1", p)
-        evs = [decode(message(k.site_id, f"v{i}", quantity=10, occurred_at=late_instant()), 0, i)
-               for i in range(2)]
+        evs = [
+            decode(message(k.site_id, f"v{i}", quantity=10, occurred_at=late_instant()), 0, i)
+            for i in range(2)
+        ]
         await write_batch(conn, "test", "test:1", evs, [])  # type: ignore[arg-type]
         if closed:
             await conn.execute("INSERT INTO closed_months (month) VALUES ($1)", p)
@@ -144,8 +151,12 @@ async def test_void_in_a_closed_month(settings: Settings, pool: asyncpg.Pool, ga
     v = orjson.loads(done.stdout)["voided"][0]
     assert (v["billed_month"], v["booked_month"], v["adjustment"]) == (label(p), label(c), True)
     sc = await agree(settings, pool, k.site_id, k.api_key, c, tmp_path)  # the negative adjustment
-    assert (sc["totals"]["voids"], sc["totals"]["adjustments"], sc["totals"]["events"],
-            sc["totals"]["quantity"]) == (1, 1, -1, -10)
+    assert (
+        sc["totals"]["voids"],
+        sc["totals"]["adjustments"],
+        sc["totals"]["events"],
+        sc["totals"]["quantity"],
+    ) == (1, 1, -1, -10)
     sp = await agree(settings, pool, k.site_id, k.api_key, p, tmp_path)  # P and its statement unchanged
     assert sp["sha256"] == before["sha256"] and sp["totals"]["events"] == 2
     # A list from a file: all or nothing.
@@ -161,8 +172,9 @@ async def test_void_in_a_closed_month(settings: Settings, pool: asyncpg.Pool, ga
     assert (sc["totals"]["events"], sc["totals"]["quantity"]) == (-2, -20)
 
 
-async def test_a_close_racing_a_batch_never_books_into_the_closed_month(settings: Settings,
-                                                                        pool: asyncpg.Pool) -> None:
+async def test_a_close_racing_a_batch_never_books_into_the_closed_month(
+    settings: Settings, pool: asyncpg.Pool
+) -> None:
     """A worker batch (the worker's own write_batch) is held open across the close: the close
     waits for it, its row is in the statement, and the next batch books into the open month."""
     m = prev(2)
@@ -173,17 +185,30 @@ async def test_a_close_racing_a_batch_never_books_into_the_closed_month(settings
     first = decode(message(k.site_id, "r1", occurred_at=_in(m)), 0, 1)
     await write_batch(held, "test", "test:1", [first], [])  # type: ignore[list-item]
     close = await asyncio.create_subprocess_exec(
-        OPSMANTIK, "billing", "close", "--month", label(m), "--json",
-        env=env_for(settings, billing_close_grace_days=0), stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE)
+        OPSMANTIK,
+        "billing",
+        "close",
+        "--month",
+        label(m),
+        "--json",
+        env=env_for(settings, billing_close_grace_days=0),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
 
     async def close_waits() -> bool:
-        return await pool.fetchval(  # the close lock's key, in this database, waited for
-            "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted AND mode = "
-            "'ExclusiveLock' AND objid = 5124400005 % 4294967296 AND database = "
-            "(SELECT oid FROM pg_database WHERE datname = current_database())") > 0
+        return (
+            await pool.fetchval(  # the close lock's key, in this database, waited for
+                "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted AND mode = "
+                "'ExclusiveLock' AND objid = 5124400005 % 4294967296 AND database = "
+                "(SELECT oid FROM pg_database WHERE datname = current_database())"
+            )
+            > 0
+        )
+
     async def waits_or_ended() -> bool:
         return close.returncode is not None or await close_waits()
+
     await wait_for(waits_or_ended, 30, 0.05, "the close to wait on the batch's lock (or end)")
     assert close.returncode is None, "the close did not wait for the in-flight batch"
     await outer.commit()  # the batch ends; only now may the close go on
@@ -197,20 +222,27 @@ async def test_a_close_racing_a_batch_never_books_into_the_closed_month(settings
         await write_batch(conn, "test", "test:1", [second], [])  # type: ignore[list-item]
     row = await ledger_row(pool, k.site_id, "r2")
     assert row["usage_month"] == m and row["billing_month"] > m
-    assert await pool.fetchval("SELECT count(*) FROM ingest_idempotency WHERE site_id = $1 AND "
-                               "billing_month = $2", k.site_id, m) == 1
+    assert (
+        await pool.fetchval(
+            "SELECT count(*) FROM ingest_idempotency WHERE site_id = $1 AND billing_month = $2", k.site_id, m
+        )
+        == 1
+    )
 
 
 def _in(month: object) -> object:
-    from services.months import month_start
+    from opsmantik.months import month_start
+
     return month_start(month)  # type: ignore[arg-type]
 
 
-async def test_month_values_are_400_and_exit_2_everywhere(settings: Settings, pool: asyncpg.Pool,
-                                                          gateway_proc: object) -> None:
+async def test_month_values_are_400_and_exit_2_everywhere(
+    settings: Settings, pool: asyncpg.Pool, gateway_proc: object
+) -> None:
     import aiohttp
 
     from tests.integration.billing_support import auth, base
+
     k = await new_site(pool)
     async with aiohttp.ClientSession() as s:
         for bad in ("0000-01", "2026-13", "2026-1", "", "2026-01-01"):
@@ -222,14 +254,18 @@ async def test_month_values_are_400_and_exit_2_everywhere(settings: Settings, po
         assert done.returncode == 2, (args, done.stdout, done.stderr)
     # Postgres unreachable: exit 3, naming the command that starts it.
     down = dataclasses.replace(settings, database_url="postgresql://nobody@127.0.0.1:1/none")
-    for args in (("billing", "close", "--month", "2020-01"), ("sla-report", "--month", "2020-01"),
-                 ("events", "void", str(k.site_id), "e", "--reason", "r")):
+    for args in (
+        ("billing", "close", "--month", "2020-01"),
+        ("sla-report", "--month", "2020-01"),
+        ("events", "void", str(k.site_id), "e", "--reason", "r"),
+    ):
         done = cli(down, *args)
         assert done.returncode == 3 and "opsmantik stack up" in done.stderr, (args, done.stderr)
 
 
-async def test_close_refuses_a_statement_when_the_invoice_drifted(settings: Settings,
-                                                                  pool: asyncpg.Pool) -> None:
+async def test_close_refuses_a_statement_when_the_invoice_drifted(
+    settings: Settings, pool: asyncpg.Pool
+) -> None:
     m = prev(4)
     k = await new_site(pool)
     async with pool.acquire() as conn:

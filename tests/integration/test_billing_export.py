@@ -15,11 +15,11 @@ import aiohttp
 import asyncpg
 import orjson
 import pytest
+from opsmantik import sites
+from opsmantik.config import Settings
+from opsmantik.db.queries import load_queries
+from opsmantik.months import label, month_start
 
-from services import sites
-from services.config import Settings
-from services.db.queries import load_queries
-from services.months import label, month_start
 from tests.environment import module_environment
 from tests.integration.billing_support import auth, base, cli, fetch_export, gateway_proc, prev
 from tests.integration.pipeline import Proc
@@ -70,8 +70,12 @@ async def small(pool: asyncpg.Pool, big: tuple[sites.NewKey, date]) -> sites.New
 
 
 async def test_100k_rows_close_export_verify_and_one_changed_byte(
-        settings: Settings, big: tuple[sites.NewKey, date], small: sites.NewKey, gateway_proc: Proc,
-        tmp_path: Path) -> None:
+    settings: Settings,
+    big: tuple[sites.NewKey, date],
+    small: sites.NewKey,
+    gateway_proc: Proc,
+    tmp_path: Path,
+) -> None:
     key, month = big
     t0 = time.monotonic()
     done = cli(settings, "billing", "close", "--month", label(month), "--json")
@@ -100,8 +104,10 @@ async def test_100k_rows_close_export_verify_and_one_changed_byte(
     sampler.done.set()
     sampler.join()
     growth_kib = sampler.peak - before
-    print(f"\nexport: {ROWS} rows, {size / 1e6:.1f} MB in {export_s:.1f} s (close {close_s:.1f} s); gateway "
-          f"RSS before {before / 1024:.1f} MiB, peak growth while streaming {growth_kib / 1024:.1f} MiB")
+    print(
+        f"\nexport: {ROWS} rows, {size / 1e6:.1f} MB in {export_s:.1f} s (close {close_s:.1f} s); gateway "
+        f"RSS before {before / 1024:.1f} MiB, peak growth while streaming {growth_kib / 1024:.1f} MiB"
+    )
     assert growth_kib * 1024 < size / 10, "the export is buffered, not streamed"
 
     t0 = time.monotonic()
@@ -120,9 +126,9 @@ async def test_100k_rows_close_export_verify_and_one_changed_byte(
     assert "line 54321 (event_id 'ev-0054321'): content does not match its sha256" in done.stdout, done.stdout
 
 
-
 async def test_exports_beyond_the_limits_are_429_with_retry_after(
-        pool: asyncpg.Pool, big: tuple[sites.NewKey, date], gateway_proc: Proc) -> None:
+    pool: asyncpg.Pool, big: tuple[sites.NewKey, date], gateway_proc: Proc
+) -> None:
     """The gateway runs with 1 export per site and 2 in total (billing_support.gateway_proc)."""
     key, month = big
     other = await seeded_site(pool, month, 30_000)

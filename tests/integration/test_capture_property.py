@@ -16,9 +16,9 @@ import pytest
 from hypothesis import HealthCheck, given
 from hypothesis import settings as hsettings
 from hypothesis import strategies as st
+from opsmantik.config import Settings
+from opsmantik.events import MAX_PROPERTIES_BYTES, MAX_QUANTITY
 
-from services.config import Settings
-from services.events import MAX_PROPERTIES_BYTES, MAX_QUANTITY
 from tests.integration import gateway_support
 from tests.integration.gateway_support import Gateway, auth, new_site
 from tests.integration.pipeline import Proc, wait_for
@@ -40,8 +40,18 @@ def worker(settings: Settings, tmp_path_factory: pytest.TempPathFactory) -> Iter
 CHAR = st.characters(exclude_categories=("Cs",), exclude_characters="\x00")
 TEXT = st.one_of(
     st.text(CHAR, max_size=40),
-    st.sampled_from(["raw \\u0000 escape", "\\\\u0000", "\u2028\u2029", "\t\r\n\x01\x1f\x7f",
-                     "\U0001f600\U000e0001\U0010fffd", "'; DROP TABLE x;--", "\ufeff", "é" * 64]),
+    st.sampled_from(
+        [
+            "raw \\u0000 escape",
+            "\\\\u0000",
+            "\u2028\u2029",
+            "\t\r\n\x01\x1f\x7f",
+            "\U0001f600\U000e0001\U0010fffd",
+            "'; DROP TABLE x;--",
+            "\ufeff",
+            "é" * 64,
+        ]
+    ),
 )
 KEY = st.one_of(TEXT, st.sampled_from(["$where", "a.b", "", "__proto__", "constructor", "\\u0000"]))
 NUMBER = st.one_of(
@@ -50,8 +60,9 @@ NUMBER = st.one_of(
     st.sampled_from([-0.0, 0.0, 1e308, -1e308, 5e-324, 2**53 + 1, 2**64 - 1, -(2**63)]),
 )
 LEAF = st.one_of(st.none(), st.booleans(), NUMBER, TEXT)
-JSON = st.recursive(LEAF, lambda c: st.lists(c, max_size=4) | st.dictionaries(KEY, c, max_size=4),
-                    max_leaves=20)
+JSON = st.recursive(
+    LEAF, lambda c: st.lists(c, max_size=4) | st.dictionaries(KEY, c, max_size=4), max_leaves=20
+)
 PROPERTIES = st.one_of(
     st.none(),
     st.dictionaries(KEY, JSON, max_size=6),
@@ -77,16 +88,21 @@ def _time(now: datetime) -> st.SearchStrategy[str]:
         off = t.strftime("%z")
         off = "Z" if off == "+0000" and digits % 2 else f"{off[:3]}:{off[3:]}"
         return base + frac + off
+
     # within the window: 35 days back and 5 minutes ahead, each edge less a safety minute
-    return st.builds(render, st.integers(-(35 * 86400 - 60), 4 * 60), st.integers(0, 999_999), OFFSET,
-                     st.integers(0, 9))
+    return st.builds(
+        render, st.integers(-(35 * 86400 - 60), 4 * 60), st.integers(0, 999_999), OFFSET, st.integers(0, 9)
+    )
 
 
 def events(now: datetime) -> st.SearchStrategy[list[dict[str, object]]]:
     one = st.fixed_dictionaries(
         {"event_id": EVENT_ID, "type": st.text(CHAR, min_size=1, max_size=64), "occurred_at": _time(now)},
-        optional={"quantity": st.one_of(st.integers(1, MAX_QUANTITY), st.sampled_from([1, MAX_QUANTITY])),
-                  "properties": PROPERTIES})
+        optional={
+            "quantity": st.one_of(st.integers(1, MAX_QUANTITY), st.sampled_from([1, MAX_QUANTITY])),
+            "properties": PROPERTIES,
+        },
+    )
     return st.lists(one, min_size=1, max_size=8, unique_by=lambda e: e["event_id"])
 
 
@@ -105,7 +121,8 @@ def same_json(a: object, b: object) -> bool:
 
 
 async def test_every_valid_event_is_ledgered_with_the_same_fields(
-        gateway: Gateway, worker: Proc, pool: asyncpg.Pool, settings: Settings) -> None:
+    gateway: Gateway, worker: Proc, pool: asyncpg.Pool, settings: Settings
+) -> None:
     site, key = await new_site(pool, rate=1e6, burst=1_000_000)
     loop = asyncio.get_running_loop()
     sent: dict[str, dict[str, object]] = {}
@@ -118,7 +135,8 @@ async def test_every_valid_event_is_ledgered_with_the_same_fields(
             e["event_id"] = f"{str(e['event_id'])[:119]}.{tag}"
         body = orjson.dumps({"events": batch})
         fut = asyncio.run_coroutine_threadsafe(
-            gateway.client.post("/api/sync", data=body, headers=auth(key)), loop)
+            gateway.client.post("/api/sync", data=body, headers=auth(key)), loop
+        )
         response = fut.result(30)
         payload = asyncio.run_coroutine_threadsafe(response.read(), loop).result(30)
         assert response.status == 200, payload[:500]
@@ -132,10 +150,14 @@ async def test_every_valid_event_is_ledgered_with_the_same_fields(
     async def all_there() -> bool:
         n = await pool.fetchval("SELECT count(*) FROM ingest_idempotency WHERE site_id = $1", site)
         return n == len(sent)
+
     await wait_for(all_there, 60, what=f"{len(sent)} events in the ledger")
-    rows = await pool.fetch("SELECT event_id, event_type, occurred_at, usage_month, quantity, "
-                            "properties::text AS properties, path, billing_class "
-                            "FROM ingest_idempotency WHERE site_id = $1", site)
+    rows = await pool.fetch(
+        "SELECT event_id, event_type, occurred_at, usage_month, quantity, "
+        "properties::text AS properties, path, billing_class "
+        "FROM ingest_idempotency WHERE site_id = $1",
+        site,
+    )
     assert await pool.fetchval("SELECT count(*) FROM ingest_dead_letter WHERE site_id = $1", str(site)) == 0
     for row in rows:
         e = sent[row["event_id"]]

@@ -8,15 +8,18 @@ import sys
 import uuid
 
 import asyncpg
-
-from services.stack import Stack
+from opsmantik.devstack.stack import Stack
 
 
 def opsmantik(settings, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "OPSMANTIK_DATABASE_URL": settings.database_url,
-           "OPSMANTIK_KAFKA_BOOTSTRAP": settings.kafka_bootstrap}
-    proc = subprocess.run([sys.executable, "-m", "services.cli", *args], env=env,
-                          capture_output=True, text=True, timeout=60)
+    env = {
+        **os.environ,
+        "OPSMANTIK_DATABASE_URL": settings.database_url,
+        "OPSMANTIK_KAFKA_BOOTSTRAP": settings.kafka_bootstrap,
+    }
+    proc = subprocess.run(
+        [sys.executable, "-m", "opsmantik.cli", *args], env=env, capture_output=True, text=True, timeout=60
+    )
     if check:
         assert proc.returncode == 0, proc.stderr
     return proc
@@ -47,17 +50,33 @@ def test_stack_env_prints_the_two_settings(settings):
 
 
 async def test_site_key_is_shown_once_and_stored_only_hashed(settings):
-    made = json.loads(opsmantik(settings, "sites", "create", "acme", "--monthly-quota", "100",
-                                "--hard-cap", "500", "--rate", "5", "--burst", "10", "--json").stdout)
+    made = json.loads(
+        opsmantik(
+            settings,
+            "sites",
+            "create",
+            "acme",
+            "--monthly-quota",
+            "100",
+            "--hard-cap",
+            "500",
+            "--rate",
+            "5",
+            "--burst",
+            "10",
+            "--json",
+        ).stdout
+    )
     api_key = made["api_key"]
     assert api_key.startswith("omk_") and len(api_key) > 40
     conn = await asyncpg.connect(settings.database_url)
     try:
-        row = await conn.fetchrow("SELECT key_hash, key_prefix FROM api_keys WHERE site_id = $1",
-                                  uuid.UUID(made["site_id"]))
+        row = await conn.fetchrow(
+            "SELECT key_hash, key_prefix FROM api_keys WHERE site_id = $1", uuid.UUID(made["site_id"])
+        )
         assert bytes(row["key_hash"]) == hashlib.sha256(api_key.encode()).digest()
         dump = str(await conn.fetch("SELECT * FROM api_keys")) + str(await conn.fetch("SELECT * FROM sites"))
-        assert api_key not in dump and api_key[len("omk_"):] not in dump
+        assert api_key not in dump and api_key[len("omk_") :] not in dump
     finally:
         await conn.close()
     listed = json.loads(opsmantik(settings, "sites", "list", "--json").stdout)
@@ -77,7 +96,8 @@ async def test_keys_create_and_revoke(settings):
     conn = await asyncpg.connect(settings.database_url)
     try:
         active = await conn.fetchval(
-            "SELECT count(*) FROM api_keys WHERE site_id = $1::uuid AND revoked_at IS NULL", site["site_id"])
+            "SELECT count(*) FROM api_keys WHERE site_id = $1::uuid AND revoked_at IS NULL", site["site_id"]
+        )
     finally:
         await conn.close()
     assert active == 1
@@ -85,7 +105,12 @@ async def test_keys_create_and_revoke(settings):
 
 def test_invalid_settings_are_all_listed(settings):
     env = {**os.environ, "OPSMANTIK_DATABASE_URL": "mysql://nope", "OPSMANTIK_GATEWAY_PORT": "x"}
-    proc = subprocess.run([sys.executable, "-m", "services.cli", "sites", "list"], env=env,
-                          capture_output=True, text=True, timeout=60)
+    proc = subprocess.run(
+        [sys.executable, "-m", "opsmantik.cli", "sites", "list"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert proc.returncode == 2
     assert "OPSMANTIK_DATABASE_URL" in proc.stderr and "OPSMANTIK_GATEWAY_PORT" in proc.stderr

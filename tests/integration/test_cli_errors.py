@@ -12,17 +12,17 @@ from collections.abc import AsyncIterator, Iterator
 
 import asyncpg
 import pytest
+from opsmantik.cli import args as cli_args
+from opsmantik.cli.args import CANNOT_RUN, CHECK_FAILED, START_ENGINES
+from opsmantik.config import Settings
 
-from services import cli_args
-from services.cli_args import CANNOT_RUN, CHECK_FAILED, START_ENGINES
-from services.config import Settings
 from tests.cli_support import PARSER, required_args, run_main
 from tests.environment import module_environment
 
 settings, pool = module_environment()
 
 # Commands that cannot be run "with the engines down" in a test, and why. Every other command
-# registered in services/cli.py is run; a name here that no longer exists fails the test.
+# registered in services/opsmantik/cli/main.py is run; a name here that no longer exists fails the test.
 NOT_RUN = {
     "stack": "manages the local engines on fixed ports: never run from a test",
     "gateway": "a long-running service; it starts without Postgres by design (tested elsewhere)",
@@ -92,7 +92,8 @@ async def cli(argv: list[str]) -> tuple[int, str, str]:
 
 
 async def test_migrate_with_the_broker_down_fails_at_once_and_touches_nothing(
-        monkeypatch: pytest.MonkeyPatch, settings: Settings, empty: str) -> None:
+    monkeypatch: pytest.MonkeyPatch, settings: Settings, empty: str
+) -> None:
     use(monkeypatch, settings, database_url=empty, kafka_bootstrap=f"127.0.0.1:{closed_port()}")
     code, _, err = await cli(["migrate"])
     assert code == CANNOT_RUN and one_line(err).startswith("opsmantik migrate: Kafka at 127.0.0.1:"), err
@@ -103,15 +104,17 @@ async def test_migrate_with_the_broker_down_fails_at_once_and_touches_nothing(
         await conn.close()
 
 
-async def test_a_database_not_migrated_says_run_migrate(monkeypatch: pytest.MonkeyPatch,
-                                                        settings: Settings, empty: str) -> None:
+async def test_a_database_not_migrated_says_run_migrate(
+    monkeypatch: pytest.MonkeyPatch, settings: Settings, empty: str
+) -> None:
     use(monkeypatch, settings, database_url=empty)
     code, _, err = await cli(["sites", "list"])
     assert code == CANNOT_RUN and "`opsmantik migrate`" in one_line(err), err
 
 
-async def test_an_edited_migration_is_a_failed_check(monkeypatch: pytest.MonkeyPatch,
-                                                     settings: Settings) -> None:
+async def test_an_edited_migration_is_a_failed_check(
+    monkeypatch: pytest.MonkeyPatch, settings: Settings
+) -> None:
     use(monkeypatch, settings)
     assert (await cli(["migrate"]))[0] == 0
     conn = await asyncpg.connect(settings.database_url)
@@ -119,8 +122,9 @@ async def test_an_edited_migration_is_a_failed_check(monkeypatch: pytest.MonkeyP
         await conn.execute("UPDATE schema_migrations SET checksum = 'edited' WHERE version = '0001'")
         code, _, err = await cli(["migrate"])
     finally:
-        await conn.execute("UPDATE schema_migrations SET checksum = $1 WHERE version = '0001'",
-                           _checksum("0001"))
+        await conn.execute(
+            "UPDATE schema_migrations SET checksum = $1 WHERE version = '0001'", _checksum("0001")
+        )
         await conn.close()
     assert code == CHECK_FAILED and "changed after it was applied" in one_line(err), err
 
@@ -136,14 +140,28 @@ async def test_unknown_site_and_key(monkeypatch: pytest.MonkeyPatch, settings: S
 
 async def test_sites_create_at_the_limits_edges(monkeypatch: pytest.MonkeyPatch, settings: Settings) -> None:
     use(monkeypatch, settings)
-    code, out, err = await cli(["sites", "create", "x" * 200, "--monthly-quota", "0", "--hard-cap", "1",
-                               "--rate", "1e9", "--burst", str(2**31 - 1), "--json"])
+    code, out, err = await cli(
+        [
+            "sites",
+            "create",
+            "x" * 200,
+            "--monthly-quota",
+            "0",
+            "--hard-cap",
+            "1",
+            "--rate",
+            "1e9",
+            "--burst",
+            str(2**31 - 1),
+            "--json",
+        ]
+    )
     assert code == 0, err
     assert (await cli(["sites", "create", "x", "--hard-cap", str(2**63 - 1)]))[0] == 0
 
 
 def _checksum(version: str) -> str:
-    from services.db.migrate import discover
+    from opsmantik.db.migrate import discover
 
     return next(m.checksum for m in discover() if m.version == version)
 

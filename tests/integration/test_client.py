@@ -18,10 +18,10 @@ from pathlib import Path
 
 import asyncpg
 import pytest
+from opsmantik.config import Settings
 from opsmantik_client import AsyncClient, Backoff, Result, _json
 from opsmantik_client.batching import ENVELOPE_BYTES, GATEWAY_MAX_BYTES, encode_batch
 
-from services.config import Settings
 from tests.environment import module_environment
 from tests.integration.client_support import (
     GatewayProc,
@@ -54,15 +54,20 @@ async def gateway(settings: Settings, tmp_path: Path) -> AsyncIterator[GatewayPr
     gw.stop()
 
 
-async def test_gateway_sigkilled_twice_every_event_once(settings: Settings, pool: asyncpg.Pool,
-                                                        worker: Proc, gateway: GatewayProc,
-                                                        tmp_path: Path) -> None:
+async def test_gateway_sigkilled_twice_every_event_once(
+    settings: Settings, pool: asyncpg.Pool, worker: Proc, gateway: GatewayProc, tmp_path: Path
+) -> None:
     total, kills_at = 20_000, (5_000, 12_000)
     site, key = await new_site(pool)
     results: dict[str, Result] = {}
-    client = AsyncClient(gateway.url, key, spill_path=str(tmp_path / "spill"), receipts=False,
-                         on_result=lambda r: results.__setitem__(r.event_id, r),
-                         backoff=Backoff(base_s=0.05, cap_s=0.5))
+    client = AsyncClient(
+        gateway.url,
+        key,
+        spill_path=str(tmp_path / "spill"),
+        receipts=False,
+        on_result=lambda r: results.__setitem__(r.event_id, r),
+        backoff=Backoff(base_s=0.05, cap_s=0.5),
+    )
 
     killed_at: list[int] = []
 
@@ -89,17 +94,21 @@ async def test_gateway_sigkilled_twice_every_event_once(settings: Settings, pool
 
 
 def _producer(gw: GatewayProc, key: str, spill: Path, total: int, log: Path) -> subprocess.Popen[bytes]:
-    return subprocess.Popen([sys.executable, "-m", "tests.integration.client_producer", gw.url, key,
-                             str(spill), str(total)], stdout=log.open("ab"), stderr=subprocess.STDOUT,
-                            cwd=ROOT)
+    return subprocess.Popen(
+        [sys.executable, "-m", "tests.integration.client_producer", gw.url, key, str(spill), str(total)],
+        stdout=log.open("ab"),
+        stderr=subprocess.STDOUT,
+        cwd=ROOT,
+    )
 
 
 def _lines(log: Path) -> list[dict]:
     return [json.loads(x) for x in log.read_text().splitlines() if x.startswith("{")]
 
 
-async def test_producer_sigkilled_mid_stream_replays_its_spill(pool: asyncpg.Pool, worker: Proc,
-                                                               gateway: GatewayProc, tmp_path: Path) -> None:
+async def test_producer_sigkilled_mid_stream_replays_its_spill(
+    pool: asyncpg.Pool, worker: Proc, gateway: GatewayProc, tmp_path: Path
+) -> None:
     total = 10_000
     site, key = await new_site(pool)
     spill, log = tmp_path / "producer.spill", tmp_path / "producer.log"
@@ -117,7 +126,7 @@ async def test_producer_sigkilled_mid_stream_replays_its_spill(pool: asyncpg.Poo
     before = _lines(log)
     second = _producer(gateway, key, spill, total, log)
     assert await asyncio.to_thread(second.wait, 120) == 0, log.read_text()
-    after = _lines(log)[len(before):]
+    after = _lines(log)[len(before) :]
     assert after[0]["replaying"] > 0  # the restart had unacknowledged events to replay
     assert after[0]["started"] == before[-1]["handed_over"]  # continues where the checkpoint says
     assert after[-1]["done"] is True and after[-1]["rejected"] == 0
@@ -126,8 +135,13 @@ async def test_producer_sigkilled_mid_stream_replays_its_spill(pool: asyncpg.Poo
 
 
 def _send(gw: GatewayProc, settings: Settings, *args: str) -> subprocess.Popen[bytes]:
-    return subprocess.Popen([OPSMANTIK, "send", *args, "--url", gw.url, "--json"], env=env_for(settings),
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=ROOT)
+    return subprocess.Popen(
+        [OPSMANTIK, "send", *args, "--url", gw.url, "--json"],
+        env=env_for(settings),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        cwd=ROOT,
+    )
 
 
 async def _finish(p: subprocess.Popen[bytes]) -> tuple[int, dict, str]:
@@ -151,7 +165,8 @@ async def _handed_over(spill: Path, lines: int, proc: subprocess.Popen[bytes]) -
 
 
 async def test_opsmantik_send_interrupted_resumes_without_billing_twice(
-        settings: Settings, pool: asyncpg.Pool, worker: Proc, gateway: GatewayProc, tmp_path: Path) -> None:
+    settings: Settings, pool: asyncpg.Pool, worker: Proc, gateway: GatewayProc, tmp_path: Path
+) -> None:
     total = 40_000
     site, key = await new_site(pool)
     data = tmp_path / "backfill.ndjson"
@@ -185,8 +200,9 @@ async def test_opsmantik_send_interrupted_resumes_without_billing_twice(
     assert (await ledger_by_seq(pool, site)).exactly_once(total)
 
 
-async def test_opsmantik_send_bad_key_and_no_gateway(settings: Settings, gateway: GatewayProc,
-                                                     tmp_path: Path) -> None:
+async def test_opsmantik_send_bad_key_and_no_gateway(
+    settings: Settings, gateway: GatewayProc, tmp_path: Path
+) -> None:
     data = tmp_path / "one.ndjson"
     data.write_bytes(_json.dumps(numbered(0, 1)[0]) + b"\n")
     rc, _, err = await _finish(_send(gateway, settings, str(data), "--key", "omk_" + "x" * 30))
@@ -196,22 +212,27 @@ async def test_opsmantik_send_bad_key_and_no_gateway(settings: Settings, gateway
     assert rc == 3 and "opsmantik gateway" in err
 
 
-async def test_a_request_of_exactly_one_mebibyte_is_accepted(pool: asyncpg.Pool, gateway: GatewayProc,
-                                                             tmp_path: Path) -> None:
+async def test_a_request_of_exactly_one_mebibyte_is_accepted(
+    pool: asyncpg.Pool, gateway: GatewayProc, tmp_path: Path
+) -> None:
     site, key = await new_site(pool)
     for extra, name in ((0, "exact"), (1, "one byte more")):
-        events = [{**e, "event_id": f"mib-{extra}-{i:04d}", "properties": {"seq": i, "pad": ""}}
-                  for i, e in enumerate(numbered(0, 80))]
+        events = [
+            {**e, "event_id": f"mib-{extra}-{i:04d}", "properties": {"seq": i, "pad": ""}}
+            for i, e in enumerate(numbered(0, 80))
+        ]
         # pad the events so the request is exactly 1 MiB (+ extra bytes); each stays < 16 KiB
-        room = GATEWAY_MAX_BYTES - ENVELOPE_BYTES - (len(events) - 1) - sum(len(_json.dumps(e))
-                                                                            for e in events)
+        room = (
+            GATEWAY_MAX_BYTES - ENVELOPE_BYTES - (len(events) - 1) - sum(len(_json.dumps(e)) for e in events)
+        )
         pads = [room // len(events)] * len(events)
         pads[0] += room - sum(pads) + extra
         for e, pad in zip(events, pads, strict=True):
             e["properties"]["pad"] = "x" * pad
         assert len(encode_batch([_json.dumps(e) for e in events])) == GATEWAY_MAX_BYTES + extra
-        async with AsyncClient(gateway.url, key, spill_path=str(tmp_path / f"s{extra}"),
-                               max_in_flight=1) as c:
+        async with AsyncClient(
+            gateway.url, key, spill_path=str(tmp_path / f"s{extra}"), max_in_flight=1
+        ) as c:
             tickets = await c.send_many(events)
             assert await c.flush(30)
             results = [await t for t in tickets]
@@ -220,17 +241,22 @@ async def test_a_request_of_exactly_one_mebibyte_is_accepted(pool: asyncpg.Pool,
         assert c.counters.requests == 1 + extra, name
 
 
-async def test_opsmantik_send_from_stdin_and_again_sends_nothing(settings: Settings, pool: asyncpg.Pool,
-                                                                  worker: Proc, gateway: GatewayProc,
-                                                                  tmp_path: Path) -> None:
+async def test_opsmantik_send_from_stdin_and_again_sends_nothing(
+    settings: Settings, pool: asyncpg.Pool, worker: Proc, gateway: GatewayProc, tmp_path: Path
+) -> None:
     total = 500
     site, key = await new_site(pool)
     data = b"".join(_json.dumps(e) + b"\n" for e in numbered(0, total))
     spill = str(tmp_path / "stdin.spill")
     for expected in (total, 0):  # the second run: same input, the spill says it was all sent
-        p = subprocess.Popen([OPSMANTIK, "send", "-", "--url", gateway.url, "--key", key, "--json",
-                              "--spill", spill], env=env_for(settings), stdin=subprocess.PIPE,
-                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=ROOT)
+        p = subprocess.Popen(
+            [OPSMANTIK, "send", "-", "--url", gateway.url, "--key", key, "--json", "--spill", spill],
+            env=env_for(settings),
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            cwd=ROOT,
+        )
         out, err = await asyncio.to_thread(p.communicate, data, 60)
         assert p.returncode == 0, err.decode()
         assert json.loads(out)["events"] == expected

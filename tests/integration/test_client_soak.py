@@ -15,10 +15,10 @@ from pathlib import Path
 
 import asyncpg
 import pytest
+from opsmantik.config import Settings
+from opsmantik.devstack.stack import ROOT, Stack
 from opsmantik_client import AsyncClient, Backoff, Result
 
-from services.config import Settings
-from services.stack import ROOT, Stack
 from tests.environment import create_environment, drop_environment
 from tests.integration.client_support import (
     GatewayProc,
@@ -30,9 +30,10 @@ from tests.integration.client_support import (
 )
 from tests.integration.pipeline import Proc
 
-pytestmark = [pytest.mark.integration,
-              pytest.mark.skipif(os.environ.get("OPSMANTIK_CLIENT_SOAK") != "1",
-                                 reason="long form: make client-soak")]
+pytestmark = [
+    pytest.mark.integration,
+    pytest.mark.skipif(os.environ.get("OPSMANTIK_CLIENT_SOAK") != "1", reason="long form: make client-soak"),
+]
 
 TOTAL = int(os.environ.get("OPSMANTIK_CLIENT_SOAK_EVENTS", "100000"))
 STORED = {"accepted", "overlimit", "degraded", "fallback"}
@@ -68,16 +69,22 @@ def say(msg: str) -> None:
 
 
 async def test_100k_events_through_gateway_kills_and_a_broker_stop(
-        soak_stack: Stack, soak_settings: Settings, soak_pool: asyncpg.Pool, tmp_path: Path) -> None:
+    soak_stack: Stack, soak_settings: Settings, soak_pool: asyncpg.Pool, tmp_path: Path
+) -> None:
     site, key = await new_site(soak_pool)
     worker = Proc.start(soak_settings, tmp_path, "worker")
     relay = Proc.start(soak_settings, tmp_path, "relay")
     gw = await GatewayProc(soak_settings, tmp_path, free_port()).start()
     results: dict[str, Result] = {}
     events: list[str] = []
-    client = AsyncClient(gw.url, key, spill_path=str(tmp_path / "spill"), receipts=False,
-                         on_result=lambda r: results.__setitem__(r.event_id, r),
-                         backoff=Backoff(base_s=0.05, cap_s=1.0))
+    client = AsyncClient(
+        gw.url,
+        key,
+        spill_path=str(tmp_path / "spill"),
+        receipts=False,
+        on_result=lambda r: results.__setitem__(r.event_id, r),
+        backoff=Backoff(base_s=0.05, cap_s=1.0),
+    )
 
     async def until(n: int) -> int:
         while len(results) < n:

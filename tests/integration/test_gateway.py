@@ -9,10 +9,10 @@ from datetime import UTC, date, datetime
 
 import asyncpg
 import orjson
+from opsmantik.config import Settings
+from opsmantik.kafka.settings import message_key
+from opsmantik.sites import revoke_key
 
-from services.config import Settings
-from services.kafka import message_key
-from services.sites import revoke_key
 from tests.integration import gateway_support
 from tests.integration.gateway_support import Gateway, auth, event, new_site, read_at
 
@@ -25,14 +25,16 @@ async def post(gw: Gateway, key: str, doc: object, **headers: str):
 
 
 async def test_200_single_and_batch_with_receipts_on_the_topic(
-        gateway: Gateway, pool: asyncpg.Pool, settings: Settings) -> None:
+    gateway: Gateway, pool: asyncpg.Pool, settings: Settings
+) -> None:
     site, key = await new_site(pool)
     r = await post(gateway, key, event("one", quantity=3, properties={"plan": "pro"}))
     assert r.status == 200, await r.text()
     [res] = (await r.json())["results"]
     assert res["event_id"] == "one" and res["status"] == "accepted"
-    msg_key, msg = await asyncio.to_thread(read_at, settings, res["receipt"]["partition"],
-                                           res["receipt"]["offset"])
+    msg_key, msg = await asyncio.to_thread(
+        read_at, settings, res["receipt"]["partition"], res["receipt"]["offset"]
+    )
     assert msg_key == message_key(settings, site, "one") == f"{site}/one".encode()
     assert msg["site_id"] == str(site) and msg["event_id"] == "one" and msg["quantity"] == 3
     assert msg["path"] == "kafka" and msg["gateway_status"] == "accepted" and msg["v"] == 1
@@ -60,12 +62,16 @@ async def test_400_names_index_and_field_and_captures_nothing(gateway: Gateway, 
 
 
 async def test_401_missing_unknown_malformed_and_revoked(gateway: Gateway, pool: asyncpg.Pool) -> None:
-    for headers in ({}, {"Authorization": "Bearer omk_" + "x" * 43},
-                    {"Authorization": "Basic abc"},
-                    {"Authorization": "Bearer "},
-                    {"Authorization": "Bearer omk_'; DROP TABLE sites;--xxxxxxxxxxxx"}):
-        r = await gateway.client.post("/api/sync", data=orjson.dumps(event()),
-                                      headers={"Content-Type": "application/json", **headers})
+    for headers in (
+        {},
+        {"Authorization": "Bearer omk_" + "x" * 43},
+        {"Authorization": "Basic abc"},
+        {"Authorization": "Bearer "},
+        {"Authorization": "Bearer omk_'; DROP TABLE sites;--xxxxxxxxxxxx"},
+    ):
+        r = await gateway.client.post(
+            "/api/sync", data=orjson.dumps(event()), headers={"Content-Type": "application/json", **headers}
+        )
         assert r.status == 401
         assert (await r.json())["error"] == "unauthorized"
     site, key = await new_site(pool)
@@ -77,8 +83,9 @@ async def test_401_missing_unknown_malformed_and_revoked(gateway: Gateway, pool:
     assert (await post(gateway, key, event())).status == 401
 
 
-async def test_413_body_and_batch_limits_at_their_edges(gateway: Gateway, pool: asyncpg.Pool,
-                                                        settings: Settings) -> None:
+async def test_413_body_and_batch_limits_at_their_edges(
+    gateway: Gateway, pool: asyncpg.Pool, settings: Settings
+) -> None:
     _, key = await new_site(pool)
     one = orjson.dumps({"events": [event()]})
     limit = settings.max_body_bytes
@@ -97,8 +104,11 @@ async def test_413_body_and_batch_limits_at_their_edges(gateway: Gateway, pool: 
 async def test_415_wrong_content_type(gateway: Gateway, pool: asyncpg.Pool) -> None:
     _, key = await new_site(pool)
     for ctype in ("text/plain", "application/x-www-form-urlencoded", "application/jsonx", ""):
-        r = await gateway.client.post("/api/sync", data=orjson.dumps(event()),
-                                      headers={"Authorization": f"Bearer {key}", "Content-Type": ctype})
+        r = await gateway.client.post(
+            "/api/sync",
+            data=orjson.dumps(event()),
+            headers={"Authorization": f"Bearer {key}", "Content-Type": ctype},
+        )
         assert r.status == 415, ctype
         assert (await r.json())["error"] == "unsupported_media_type"
     r = await post(gateway, key, event(), **{"Content-Type": "application/json; charset=utf-8"})
@@ -119,8 +129,13 @@ async def test_429_rate_limited_with_headers(gateway: Gateway, pool: asyncpg.Poo
 async def _set_usage(pool: asyncpg.Pool, site: uuid.UUID, events: int) -> None:
     month = datetime.now(UTC).date().replace(day=1)
     async with pool.acquire() as conn:
-        await conn.execute("INSERT INTO site_usage_monthly (site_id, month, events, quantity) "
-                           "VALUES ($1, $2, $3, $3::bigint)", site, month, events)
+        await conn.execute(
+            "INSERT INTO site_usage_monthly (site_id, month, events, quantity) "
+            "VALUES ($1, $2, $3, $3::bigint)",
+            site,
+            month,
+            events,
+        )
 
 
 async def test_429_quota_exceeded_at_the_hard_cap(gateway: Gateway, pool: asyncpg.Pool) -> None:
@@ -162,15 +177,19 @@ async def test_fallback_to_the_outbox_when_the_breaker_is_open(gateway: Gateway,
     ids = [x["receipt"]["outbox_id"] for x in results]
     assert ids[0] == ids[2] != ids[1]
     async with pool.acquire() as conn:
-        rows = await conn.fetch("SELECT id, site_id, event_id, payload FROM ingest_fallback_buffer "
-                                "WHERE id = ANY($1::bigint[]) ORDER BY id", ids)
+        rows = await conn.fetch(
+            "SELECT id, site_id, event_id, payload FROM ingest_fallback_buffer "
+            "WHERE id = ANY($1::bigint[]) ORDER BY id",
+            ids,
+        )
     assert [r["event_id"] for r in rows] == ["f1", "f2"] and {r["site_id"] for r in rows} == {site}
     payload = orjson.loads(rows[0]["payload"])
     assert payload["path"] == "fallback" and payload["gateway_status"] == "fallback"
 
 
-async def test_a_key_writes_and_reads_only_its_own_site(gateway: Gateway, pool: asyncpg.Pool,
-                                                        settings: Settings) -> None:
+async def test_a_key_writes_and_reads_only_its_own_site(
+    gateway: Gateway, pool: asyncpg.Pool, settings: Settings
+) -> None:
     site_a, key_a = await new_site(pool)
     site_b, key_b = await new_site(pool)
     r = await post(gateway, key_a, event(site_id=str(site_b)))
@@ -189,12 +208,22 @@ async def test_a_key_writes_and_reads_only_its_own_site(gateway: Gateway, pool: 
                 await conn.execute(
                     "INSERT INTO ingest_idempotency (site_id, event_id, event_type, occurred_at, usage_month,"
                     " billing_month, quantity, billing_class, path, received_at) VALUES"
-                    " ($1, $2, 't', now(), $3, $3, 2, 'included', 'kafka', now())", site, f"x{i}", month)
-            await conn.execute("INSERT INTO site_usage_monthly (site_id, month, events, quantity) "
-                               "VALUES ($1, $2, $3, $4)", site, month, n, 2 * n)
+                    " ($1, $2, 't', now(), $3, $3, 2, 'included', 'kafka', now())",
+                    site,
+                    f"x{i}",
+                    month,
+                )
+            await conn.execute(
+                "INSERT INTO site_usage_monthly (site_id, month, events, quantity) VALUES ($1, $2, $3, $4)",
+                site,
+                month,
+                n,
+                2 * n,
+            )
     for key, site, n in ((key_a, site_a, 3), (key_b, site_b, 2)):
-        r = await gateway.client.get(f"/api/billing/dispute-export?month={month:%Y-%m}&format=ndjson",
-                                     headers=auth(key))
+        r = await gateway.client.get(
+            f"/api/billing/dispute-export?month={month:%Y-%m}&format=ndjson", headers=auth(key)
+        )
         assert r.status == 200
         lines = [orjson.loads(line) for line in (await r.read()).splitlines()]
         rows = [x for x in lines if x["kind"] == "row"]  # then the summary line (docs/billing.md)
@@ -215,9 +244,13 @@ async def test_ops_routes_and_slo_rollup(gateway: Gateway, pool: asyncpg.Pool) -
     r = await gateway.client.get("/readyz")
     assert r.status == 200 and (await r.json())["kafka"] == "closed"
     text = await (await gateway.client.get("/metrics")).text()
-    for name in ("opsmantik_http_requests_total", "opsmantik_http_request_duration_seconds_bucket",
-                 "opsmantik_gateway_events_total", "opsmantik_gateway_breaker_state",
-                 "opsmantik_gateway_producer_queue_depth"):
+    for name in (
+        "opsmantik_http_requests_total",
+        "opsmantik_http_request_duration_seconds_bucket",
+        "opsmantik_gateway_events_total",
+        "opsmantik_gateway_breaker_state",
+        "opsmantik_gateway_producer_queue_depth",
+    ):
         assert name in text, name
     assert 'code="429",route="/api/sync"' in text or 'route="/api/sync",code="429"' in text
     await gateway.state.rollup.flush(pool)

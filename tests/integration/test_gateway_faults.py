@@ -18,13 +18,13 @@ import asyncpg
 import orjson
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
+from opsmantik.config import Settings
+from opsmantik.db.migrate import migrate
+from opsmantik.devstack.stack import Stack
+from opsmantik.gateway.app import create_app
+from opsmantik.kafka.topics import ensure_topics
+from opsmantik.sites import create_site_with_key
 
-from services.config import Settings
-from services.db.migrate import migrate
-from services.gateway.app import create_app
-from services.kafka import ensure_topics
-from services.sites import create_site_with_key
-from services.stack import Stack
 from tests.integration.gateway_support import auth, event, read_topic
 
 
@@ -34,9 +34,14 @@ async def private(base_settings: Settings) -> AsyncIterator[tuple[Stack, Setting
     stack = Stack(home=home, kafka_port=21092, pg_port=21432)
     await asyncio.to_thread(stack.up)
     try:
-        s = dataclasses.replace(base_settings, database_url=stack.database_url,
-                                kafka_bootstrap=stack.kafka_bootstrap, topic="faults.ingest.v1",
-                                billable_topic="faults.billable.v1", topic_partitions=2)
+        s = dataclasses.replace(
+            base_settings,
+            database_url=stack.database_url,
+            kafka_bootstrap=stack.kafka_bootstrap,
+            topic="faults.ingest.v1",
+            billable_topic="faults.billable.v1",
+            topic_partitions=2,
+        )
         conn = await asyncpg.connect(s.database_url)
         await migrate(conn)
         await conn.close()
@@ -49,8 +54,9 @@ async def private(base_settings: Settings) -> AsyncIterator[tuple[Stack, Setting
 async def _outbox_ids(url: str, event_ids: set[str]) -> set[str]:
     conn = await asyncpg.connect(url)
     try:
-        rows = await conn.fetch("SELECT event_id FROM ingest_fallback_buffer WHERE event_id = ANY($1)",
-                                list(event_ids))
+        rows = await conn.fetch(
+            "SELECT event_id FROM ingest_fallback_buffer WHERE event_id = ANY($1)", list(event_ids)
+        )
     finally:
         await conn.close()
     return {r["event_id"] for r in rows}
@@ -69,8 +75,9 @@ async def test_broker_sigkill_under_load_then_both_down(private: tuple[Stack, Se
         # idempotent producer has its id, events (correctly) go to the outbox. Warm up first so
         # the kill below happens while the Kafka path carries the load.
         for i in range(150):
-            r = await client.post("/api/sync", data=orjson.dumps({"events": [event(f"warm-{i}")]}),
-                                  headers=auth(key))
+            r = await client.post(
+                "/api/sync", data=orjson.dumps({"events": [event(f"warm-{i}")]}), headers=auth(key)
+            )
             if "partition" in (await r.json())["results"][0]["receipt"]:
                 break
             await asyncio.sleep(0.2)
@@ -106,9 +113,11 @@ async def test_broker_sigkill_under_load_then_both_down(private: tuple[Stack, Se
         assert by_path["kafka"] and by_path["fallback"], "the switch happened during the run"
         switch = [lat for t0, lat, _, _ in sent if kill_at - 0.5 <= t0 <= kill_at + 2.0]
         p95 = statistics.quantiles(switch, n=20)[-1]
-        print(f"\nbroker SIGKILL: {len(sent)} requests, {len(switch)} in the switch window, "
-              f"p95 {p95 * 1000:.0f} ms, max {max(switch) * 1000:.0f} ms; "
-              f"kafka {len(by_path['kafka'])} events, outbox {len(by_path['fallback'])} events")
+        print(
+            f"\nbroker SIGKILL: {len(sent)} requests, {len(switch)} in the switch window, "
+            f"p95 {p95 * 1000:.0f} ms, max {max(switch) * 1000:.0f} ms; "
+            f"kafka {len(by_path['kafka'])} events, outbox {len(by_path['fallback'])} events"
+        )
         assert await _outbox_ids(settings.database_url, by_path["fallback"]) == by_path["fallback"]
         await asyncio.to_thread(stack.kafka_up)
         on_topic = {m["event_id"] for _, m in await asyncio.to_thread(read_topic, settings)}
@@ -123,8 +132,9 @@ async def test_broker_sigkill_under_load_then_both_down(private: tuple[Stack, Se
         codes = []
         for i in range(10):
             ids = [f"dead-{i}-{j}" for j in range(3)]
-            r = await client.post("/api/sync", data=orjson.dumps({"events": [event(x) for x in ids]}),
-                                  headers=auth(key))
+            r = await client.post(
+                "/api/sync", data=orjson.dumps({"events": [event(x) for x in ids]}), headers=auth(key)
+            )
             codes.append(r.status)
             if r.status == 503:
                 assert (await r.json())["error"] == "unavailable" and r.headers["Retry-After"]

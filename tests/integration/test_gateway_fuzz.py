@@ -12,8 +12,8 @@ import orjson
 from hypothesis import HealthCheck, given
 from hypothesis import settings as hsettings
 from hypothesis import strategies as st
+from opsmantik.config import Settings
 
-from services.config import Settings
 from tests.integration import gateway_support
 from tests.integration.gateway_support import Gateway, new_site, read_topic
 
@@ -27,22 +27,46 @@ def _dumps(value: object) -> bytes:
     return json.dumps(value).encode()
 
 
-HOSTILE = st.sampled_from([
-    "'; DROP TABLE ingest_idempotency;--", "\x00", "\ud7ff", "../../etc/passwd", "<script>", "%00",
-    "A" * 129, "1e309", "-1", "9" * 40, "\r\nX-Injected: 1", "${jndi:ldap://x}", "é" * 70, "",
-])
+HOSTILE = st.sampled_from(
+    [
+        "'; DROP TABLE ingest_idempotency;--",
+        "\x00",
+        "\ud7ff",
+        "../../etc/passwd",
+        "<script>",
+        "%00",
+        "A" * 129,
+        "1e309",
+        "-1",
+        "9" * 40,
+        "\r\nX-Injected: 1",
+        "${jndi:ldap://x}",
+        "é" * 70,
+        "",
+    ]
+)
 JSON_LEAF = st.one_of(st.none(), st.booleans(), st.integers(), st.floats(allow_nan=False), st.text(), HOSTILE)
 JSON = st.recursive(
-    JSON_LEAF, lambda c: st.lists(c, max_size=4) | st.dictionaries(st.text(max_size=8), c, max_size=4),
-    max_leaves=12)
+    JSON_LEAF,
+    lambda c: st.lists(c, max_size=4) | st.dictionaries(st.text(max_size=8), c, max_size=4),
+    max_leaves=12,
+)
 EVENTISH = st.fixed_dictionaries(
-    {"event_id": st.one_of(HOSTILE, st.text(max_size=130), st.integers(),
-                           st.from_regex(r"fz-[a-z0-9]{1,20}", fullmatch=True)),
-     "type": st.one_of(HOSTILE, st.text(max_size=70), st.integers(), st.just("ok")),
-     "occurred_at": st.one_of(HOSTILE, st.text(max_size=30), st.just("2020-01-01T00:00:00Z"),
-                          st.just(RECENT), st.just(RECENT))},
-    optional={"quantity": st.one_of(st.integers(min_value=-2, max_value=2**70), st.floats(), HOSTILE),
-              "properties": JSON, "site_id": st.uuids().map(str), "extra": JSON},
+    {
+        "event_id": st.one_of(
+            HOSTILE, st.text(max_size=130), st.integers(), st.from_regex(r"fz-[a-z0-9]{1,20}", fullmatch=True)
+        ),
+        "type": st.one_of(HOSTILE, st.text(max_size=70), st.integers(), st.just("ok")),
+        "occurred_at": st.one_of(
+            HOSTILE, st.text(max_size=30), st.just("2020-01-01T00:00:00Z"), st.just(RECENT), st.just(RECENT)
+        ),
+    },
+    optional={
+        "quantity": st.one_of(st.integers(min_value=-2, max_value=2**70), st.floats(), HOSTILE),
+        "properties": JSON,
+        "site_id": st.uuids().map(str),
+        "extra": JSON,
+    },
 )
 BODY = st.one_of(
     st.binary(max_size=200),
@@ -50,27 +74,52 @@ BODY = st.one_of(
     EVENTISH.map(_dumps),
     st.lists(EVENTISH, max_size=5).map(lambda evs: _dumps({"events": evs})),
     st.integers(min_value=1000, max_value=1030).map(lambda d: b"[" * d + b"]" * d),
-    st.sampled_from([b"\xff\xfe{}", b'{"events": [{"event_id": "\xed\xa0\x80"}]}', b"{" * 5000,
-                     b'{"quantity": 1' + b"0" * 400 + b"}"]),
+    st.sampled_from(
+        [
+            b"\xff\xfe{}",
+            b'{"events": [{"event_id": "\xed\xa0\x80"}]}',
+            b"{" * 5000,
+            b'{"quantity": 1' + b"0" * 400 + b"}",
+        ]
+    ),
 )
-CTYPE = st.sampled_from(["application/json", "application/json; charset=utf-8", "text/plain",
-                         "application/xml", "multipart/form-data; boundary=x", "application/json\t",
-                         "*/*", "application/json; charset=latin1"])
-AUTH = st.sampled_from(["good", "good", "good", "none", "Bearer ' OR 1=1 --", "Bearer omk_" + "z" * 43,
-                        "Basic Zm9vOmJhcg==", "Bearer " + "A" * 5000])
+CTYPE = st.sampled_from(
+    [
+        "application/json",
+        "application/json; charset=utf-8",
+        "text/plain",
+        "application/xml",
+        "multipart/form-data; boundary=x",
+        "application/json\t",
+        "*/*",
+        "application/json; charset=latin1",
+    ]
+)
+AUTH = st.sampled_from(
+    [
+        "good",
+        "good",
+        "good",
+        "none",
+        "Bearer ' OR 1=1 --",
+        "Bearer omk_" + "z" * 43,
+        "Basic Zm9vOmJhcg==",
+        "Bearer " + "A" * 5000,
+    ]
+)
 
 COUNT = {"n": 0}
 
 
-async def test_hostile_requests_never_5xx_and_capture_nothing(gateway: Gateway, pool: asyncpg.Pool,
-                                                              settings: Settings) -> None:
+async def test_hostile_requests_never_5xx_and_capture_nothing(
+    gateway: Gateway, pool: asyncpg.Pool, settings: Settings
+) -> None:
     site, key = await new_site(pool, rate=1e6, burst=1_000_000)
     accepted: set[str] = set()
     codes: dict[int, int] = {}
     loop = asyncio.get_running_loop()
 
-    @hsettings(max_examples=1100, deadline=None, database=None,
-               suppress_health_check=list(HealthCheck))
+    @hsettings(max_examples=1100, deadline=None, database=None, suppress_health_check=list(HealthCheck))
     @given(body=BODY, ctype=CTYPE, auth=AUTH)
     def one(body: bytes, ctype: str, auth: str) -> None:
         headers = {"Content-Type": ctype}
@@ -93,8 +142,10 @@ async def test_hostile_requests_never_5xx_and_capture_nothing(gateway: Gateway, 
     ours = {m["event_id"] for k, m in msgs if k.split(b"/", 1)[0] == str(site).encode()}
     assert ours <= accepted, ours - accepted
     async with pool.acquire() as conn:
-        outbox = {r["event_id"] for r in await conn.fetch(
-            "SELECT event_id FROM ingest_fallback_buffer WHERE site_id = $1", site)}
+        outbox = {
+            r["event_id"]
+            for r in await conn.fetch("SELECT event_id FROM ingest_fallback_buffer WHERE site_id = $1", site)
+        }
     assert outbox <= accepted
 
 

@@ -1,5 +1,5 @@
 """Two gateway processes share one site's rate limit through the registry in Postgres
-(services/gateway/registry.py); one is SIGKILLed midway and the survivor takes the whole rate.
+(services/opsmantik/gateway/registry.py); one is SIGKILLed midway and the survivor takes the whole rate.
 A module of its own: its database holds no other gateway (an in-process test gateway would
 count as a third)."""
 
@@ -18,9 +18,9 @@ import aiohttp
 import asyncpg
 import orjson
 import pytest
+from opsmantik.config import Settings
+from opsmantik.sites import create_site_with_key
 
-from services.config import Settings
-from services.sites import create_site_with_key
 from tests.environment import module_environment
 from tests.integration.gateway_support import auth
 from tests.integration.pipeline import OPSMANTIK, env_for
@@ -32,7 +32,8 @@ settings, pool = module_environment()
 
 
 async def test_two_gateways_share_a_sites_rate_and_the_survivor_takes_it_all(
-        settings: Settings, pool: asyncpg.Pool, tmp_path: Path) -> None:
+    settings: Settings, pool: asyncpg.Pool, tmp_path: Path
+) -> None:
     async with pool.acquire() as conn:
         key = (await create_site_with_key(conn, "shared-rate", rate=100, burst=10)).api_key
         capped = await create_site_with_key(conn, "shared-cap", hard_cap=5)
@@ -41,13 +42,17 @@ async def test_two_gateways_share_a_sites_rate_and_the_survivor_takes_it_all(
     try:
         await wait_gateways_live(gws, 2)
         # The hard cap holds on every gateway: both read the same invoice.
-        await pool.execute("INSERT INTO site_usage_monthly (site_id, month, events) VALUES ($1, $2, 5)",
-                           capped.site_id, datetime.now(UTC).date().replace(day=1))
+        await pool.execute(
+            "INSERT INTO site_usage_monthly (site_id, month, events) VALUES ($1, $2, 5)",
+            capped.site_id,
+            datetime.now(UTC).date().replace(day=1),
+        )
         await asyncio.sleep(2 * settings.usage_refresh_s + 0.5)
         async with aiohttp.ClientSession() as s:
             for g in gws:
-                async with s.post(g.url + "/api/sync", data=orjson.dumps(event_doc("cap-1")),
-                                  headers=auth(capped.api_key)) as r:
+                async with s.post(
+                    g.url + "/api/sync", data=orjson.dumps(event_doc("cap-1")), headers=auth(capped.api_key)
+                ) as r:
                     assert r.status == 429 and (await r.json())["error"] == "quota_exceeded"
 
         killed_at = 5.0
@@ -66,7 +71,8 @@ async def test_two_gateways_share_a_sites_rate_and_the_survivor_takes_it_all(
 
         t0 = time.monotonic()
         answers, _ = await asyncio.gather(
-            load.run(pick, key, lambda i: event_doc(f"r-{uuid.uuid4().hex[:8]}-{i}")), kill_midway())
+            load.run(pick, key, lambda i: event_doc(f"r-{uuid.uuid4().hex[:8]}-{i}")), kill_midway()
+        )
         assert time.monotonic() - t0 < seconds + 8
         # Counted by real send time within the 10 s: a sender lagging its schedule on a busy host
         # still offers far more than the 100/s the site may have.
@@ -90,8 +96,12 @@ async def test_two_gateways_share_a_sites_rate_and_the_survivor_takes_it_all(
 async def test_gateway_workers_n_serves_one_port_from_n_processes(settings: Settings, tmp_path: Path) -> None:
     port = free_port()
     log = tmp_path / "gateway-x2.log"
-    parent = subprocess.Popen([OPSMANTIK, "gateway", "--port", str(port), "--workers", "2"],
-                              env=env_for(settings), stdout=log.open("wb"), stderr=subprocess.STDOUT)
+    parent = subprocess.Popen(
+        [OPSMANTIK, "gateway", "--port", str(port), "--workers", "2"],
+        env=env_for(settings),
+        stdout=log.open("wb"),
+        stderr=subprocess.STDOUT,
+    )
     try:
         probe = GatewayProc(port, parent, log)
         await wait_gateways_live([probe], 2)  # both processes registered

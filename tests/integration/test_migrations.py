@@ -4,8 +4,7 @@ import secrets
 
 import asyncpg
 import pytest
-
-from services.db.migrate import MigrationError, discover, migrate
+from opsmantik.db.migrate import MigrationError, discover, migrate
 
 
 @pytest.fixture
@@ -36,8 +35,14 @@ async def test_apply_all_then_again_changes_nothing(empty_db):
     recorded = await empty_db.fetch("SELECT version FROM schema_migrations ORDER BY version")
     assert [r["version"] for r in recorded] == versions
     tables = {r["table_name"] for r in before}
-    assert {"sites", "api_keys", "ingest_idempotency", "site_usage_monthly",
-            "ingest_fallback_buffer", "schema_migrations"} <= tables
+    assert {
+        "sites",
+        "api_keys",
+        "ingest_idempotency",
+        "site_usage_monthly",
+        "ingest_fallback_buffer",
+        "schema_migrations",
+    } <= tables
 
 
 async def test_tenant_tables_are_keyed_by_site_first(empty_db):
@@ -46,7 +51,9 @@ async def test_tenant_tables_are_keyed_by_site_first(empty_db):
         first = await empty_db.fetchval(
             "SELECT a.attname FROM pg_index i JOIN pg_attribute a "
             "ON a.attrelid = i.indrelid AND a.attnum = i.indkey[0] "
-            "WHERE i.indrelid = $1::regclass AND i.indisprimary", table)
+            "WHERE i.indrelid = $1::regclass AND i.indisprimary",
+            table,
+        )
         assert first == "site_id", table
 
 

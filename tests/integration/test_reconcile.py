@@ -1,5 +1,5 @@
 """`opsmantik reconcile` as a real process over ledger rows written by the worker's own
-batch transaction (services.worker.ledger.write_batch) on the real Postgres."""
+batch transaction (opsmantik.worker.ledger.write_batch) on the real Postgres."""
 
 from __future__ import annotations
 
@@ -10,11 +10,11 @@ from datetime import UTC, datetime
 import asyncpg
 import orjson
 import pytest
+from opsmantik import sites
+from opsmantik.config import Settings
+from opsmantik.worker.ledger import write_batch
+from opsmantik.worker.message import IngestEvent, decode
 
-from services import sites
-from services.config import Settings
-from services.worker.ledger import write_batch
-from services.worker.message import IngestEvent, decode
 from tests.environment import module_environment
 from tests.integration.pipeline import OPSMANTIK, env_for, message
 
@@ -25,8 +25,9 @@ settings, pool = module_environment()
 
 
 def run_reconcile(settings: Settings, *extra: str) -> subprocess.CompletedProcess[bytes]:
-    return subprocess.run([OPSMANTIK, "reconcile", *extra], env=env_for(settings), capture_output=True,
-                          timeout=60)
+    return subprocess.run(
+        [OPSMANTIK, "reconcile", *extra], env=env_for(settings), capture_output=True, timeout=60
+    )
 
 
 async def ledgered_site(pool: asyncpg.Pool, n: int) -> uuid.UUID:
@@ -39,8 +40,9 @@ async def ledgered_site(pool: asyncpg.Pool, n: int) -> uuid.UUID:
     return site
 
 
-async def test_reconcile_reports_no_drift_then_names_the_corrupted_site(settings: Settings,
-                                                                      pool: asyncpg.Pool) -> None:
+async def test_reconcile_reports_no_drift_then_names_the_corrupted_site(
+    settings: Settings, pool: asyncpg.Pool
+) -> None:
     month = datetime.now(UTC).strftime("%Y-%m")
     clean, corrupt = await ledgered_site(pool, 3), await ledgered_site(pool, 5)
 
@@ -61,12 +63,15 @@ async def test_reconcile_reports_no_drift_then_names_the_corrupted_site(settings
         human = run_reconcile(settings, "--month", month)
         assert human.returncode == 1
         assert f"DRIFT site {corrupt}" in human.stdout.decode()
-        stored = await pool.fetchval("SELECT drift_quantity FROM reconcile_results WHERE site_id = $1 "
-                                     "ORDER BY run_at DESC LIMIT 1", corrupt)
+        stored = await pool.fetchval(
+            "SELECT drift_quantity FROM reconcile_results WHERE site_id = $1 ORDER BY run_at DESC LIMIT 1",
+            corrupt,
+        )
         assert stored == 1
     finally:  # later tests reconcile the same database: leave it consistent
-        await pool.execute("UPDATE site_usage_monthly SET quantity = quantity - 1 WHERE site_id = $1",
-                           corrupt)
+        await pool.execute(
+            "UPDATE site_usage_monthly SET quantity = quantity - 1 WHERE site_id = $1", corrupt
+        )
 
 
 async def test_reconcile_rejects_a_bad_month(settings: Settings) -> None:

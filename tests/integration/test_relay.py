@@ -14,10 +14,10 @@ import aiohttp
 import asyncpg
 import orjson
 import pytest
+from opsmantik.config import Settings
+from opsmantik.relay import relay as relay_mod
+from opsmantik.relay.relay import Relay
 
-from services.config import Settings
-from services.relay import relay as relay_mod
-from services.relay.relay import Relay
 from tests.environment import module_environment
 from tests.integration.pipeline import (
     OPSMANTIK,
@@ -61,19 +61,22 @@ def drained_and_ledgered(pool: asyncpg.Pool, site: uuid.UUID, n: int):  # noqa: 
     async def check() -> bool:
         ledger = await pool.fetchval("SELECT count(*) FROM ingest_idempotency WHERE site_id = $1", site)
         return ledger >= n and await outbox_left(pool, site) == 0
+
     return check
 
 
 async def assert_once_each(pool: asyncpg.Pool, site: uuid.UUID, n: int) -> None:
-    row = await pool.fetchrow("SELECT count(*) AS n, count(DISTINCT event_id) AS d FROM ingest_idempotency "
-                              "WHERE site_id = $1", site)
+    row = await pool.fetchrow(
+        "SELECT count(*) AS n, count(DISTINCT event_id) AS d FROM ingest_idempotency WHERE site_id = $1", site
+    )
     assert (row["n"], row["d"]) == (n, n)
     events = await pool.fetchval("SELECT sum(events) FROM site_usage_monthly WHERE site_id = $1", site)
     assert events == n
 
 
 async def test_one_event_via_kafka_and_via_outbox_is_ledgered_once(
-        worker: Proc, settings: Settings, pool: asyncpg.Pool, logs) -> None:  # noqa: ANN001
+    worker: Proc, settings: Settings, pool: asyncpg.Pool, logs
+) -> None:  # noqa: ANN001
     site = await new_site_id(pool)
     produce(settings, [(str(site).encode(), message(site, "both-1"))])
     await insert_outbox(pool, site, ["both-1", "only-outbox"])
@@ -83,15 +86,19 @@ async def test_one_event_via_kafka_and_via_outbox_is_ledgered_once(
 
         async def metrics_show_drained() -> bool:
             try:
-                async with aiohttp.ClientSession() as s, \
-                        s.get(f"http://127.0.0.1:{RELAY_METRICS_PORT}/metrics") as r:
+                async with (
+                    aiohttp.ClientSession() as s,
+                    s.get(f"http://127.0.0.1:{RELAY_METRICS_PORT}/metrics") as r,
+                ):
                     text = await r.text()
             except aiohttp.ClientError:
                 return False
             lines = dict(x.rsplit(" ", 1) for x in text.splitlines() if x.startswith("opsmantik_outbox"))
-            return (float(lines.get("opsmantik_outbox_drained_total", 0)) >= 2
-                    and lines.get("opsmantik_outbox_depth") == "0.0"
-                    and "opsmantik_outbox_oldest_age_seconds" in lines)
+            return (
+                float(lines.get("opsmantik_outbox_drained_total", 0)) >= 2
+                and lines.get("opsmantik_outbox_depth") == "0.0"
+                and "opsmantik_outbox_oldest_age_seconds" in lines
+            )
 
         await wait_for(metrics_show_drained, 10, 0.2, "relay metrics: drained 2, depth 0")
     finally:
@@ -101,8 +108,9 @@ async def test_one_event_via_kafka_and_via_outbox_is_ledgered_once(
     assert paths["only-outbox"] == "fallback"
 
 
-async def test_relay_killed_between_produce_and_delete(worker: Proc, settings: Settings,
-                                                       pool: asyncpg.Pool, logs) -> None:  # noqa: ANN001
+async def test_relay_killed_between_produce_and_delete(
+    worker: Proc, settings: Settings, pool: asyncpg.Pool, logs
+) -> None:  # noqa: ANN001
     site = await new_site_id(pool)
     ids = [f"k-{i}" for i in range(200)]
     await insert_outbox(pool, site, ids)
@@ -135,8 +143,12 @@ async def test_relay_killed_between_produce_and_delete(worker: Proc, settings: S
     await assert_once_each(pool, site, 200)
     # Every row went to Kafka twice (before and after the kill); the ledger kept one.
     assert await asyncio.to_thread(count_messages, settings, settings.topic, str(site).encode()) == 400
-    done = subprocess.run([OPSMANTIK, "reconcile", "--month", datetime.now(UTC).strftime("%Y-%m"), "--json"],
-                          env=env_for(settings), capture_output=True, timeout=60)
+    done = subprocess.run(
+        [OPSMANTIK, "reconcile", "--month", datetime.now(UTC).strftime("%Y-%m"), "--json"],
+        env=env_for(settings),
+        capture_output=True,
+        timeout=60,
+    )
     report = orjson.loads(done.stdout)
     assert done.returncode == 0 and report["drifting_sites"] == []
     assert str(site) in {s["site_id"] for s in report["sites"]}
@@ -145,12 +157,16 @@ async def test_relay_killed_between_produce_and_delete(worker: Proc, settings: S
 async def drained_by(port: int) -> float:
     async with aiohttp.ClientSession() as s, s.get(f"http://127.0.0.1:{port}/metrics") as r:
         text = await r.text()
-    return float(dict(x.rsplit(" ", 1) for x in text.splitlines()
-                      if x.startswith("opsmantik_outbox_drained_total "))["opsmantik_outbox_drained_total"])
+    return float(
+        dict(x.rsplit(" ", 1) for x in text.splitlines() if x.startswith("opsmantik_outbox_drained_total "))[
+            "opsmantik_outbox_drained_total"
+        ]
+    )
 
 
 async def test_two_relays_drain_together_without_producing_a_row_twice(
-        worker: Proc, settings: Settings, pool: asyncpg.Pool, logs) -> None:  # noqa: ANN001
+    worker: Proc, settings: Settings, pool: asyncpg.Pool, logs
+) -> None:  # noqa: ANN001
     site = await new_site_id(pool)
     await insert_outbox(pool, site, [f"p-{i}" for i in range(600)])
     blocker = await asyncpg.connect(settings.database_url)
@@ -163,8 +179,10 @@ async def test_two_relays_drain_together_without_producing_a_row_twice(
         # the second relay claimed other rows while the first held its own: a parallel drain.
         # (Without SKIP LOCKED the second would queue behind the first's row locks: 25.)
         await blocker.execute("LOCK TABLE ingest_fallback_buffer IN SHARE MODE")
-        relays = [Proc.start(settings, logs, "relay", relay_batch=25, relay_metrics_port=port)
-                  for port in RELAY_PAIR_METRICS_PORTS]
+        relays = [
+            Proc.start(settings, logs, "relay", relay_batch=25, relay_metrics_port=port)
+            for port in RELAY_PAIR_METRICS_PORTS
+        ]
         await wait_for(ledgered(pool, site, 50), what="both relays holding a produced batch at once")
         await asyncio.sleep(1.0)
         assert await ledger_count(pool, site) == 50  # each is blocked on its delete: no third batch
@@ -180,26 +198,37 @@ async def test_two_relays_drain_together_without_producing_a_row_twice(
     assert await asyncio.to_thread(count_messages, settings, settings.topic, str(site).encode()) == 600
 
 
-async def test_in_process_drain_parks_a_message_the_broker_refuses(settings: Settings,
-                                                                   pool: asyncpg.Pool) -> None:
+async def test_in_process_drain_parks_a_message_the_broker_refuses(
+    settings: Settings, pool: asyncpg.Pool
+) -> None:
     site = await new_site_id(pool)
     await insert_outbox(pool, site, ["fine-1"])
-    await pool.execute("INSERT INTO ingest_fallback_buffer (site_id, event_id, payload, received_at) "
-                       "VALUES ($1, 'huge', $2, now())", site, b"x" * 1_200_000)
+    await pool.execute(
+        "INSERT INTO ingest_fallback_buffer (site_id, event_id, payload, received_at) "
+        "VALUES ($1, 'huge', $2, now())",
+        site,
+        b"x" * 1_200_000,
+    )
     relay = Relay(dataclasses.replace(settings, relay_batch=10), pool)
     before = relay_mod.DRAINED._value.get()
     try:
         # Other modules' rows may be claimed too; drain until this site's rows are settled.
         for _ in range(20):
             await relay.drain_once()
-            if await pool.fetchval("SELECT count(*) FROM ingest_fallback_buffer WHERE site_id = $1 "
-                                   "AND parked_at IS NULL", site) == 0:
+            if (
+                await pool.fetchval(
+                    "SELECT count(*) FROM ingest_fallback_buffer WHERE site_id = $1 AND parked_at IS NULL",
+                    site,
+                )
+                == 0
+            ):
                 break
         await relay.refresh_metrics()
     finally:
         await relay.close()
-    parked = await pool.fetchrow("SELECT event_id, attempts, last_error FROM ingest_fallback_buffer "
-                                 "WHERE site_id = $1", site)
+    parked = await pool.fetchrow(
+        "SELECT event_id, attempts, last_error FROM ingest_fallback_buffer WHERE site_id = $1", site
+    )
     assert parked["event_id"] == "huge" and parked["attempts"] == 1 and "too large" in parked["last_error"]
     assert relay_mod.DRAINED._value.get() - before >= 1
     assert relay_mod.PARKED._value.get() >= 1

@@ -16,9 +16,9 @@ import orjson
 import pytest
 from confluent_kafka import Consumer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
+from opsmantik.config import Settings
+from opsmantik.sites import create_site_with_key
 
-from services.config import Settings
-from services.sites import create_site_with_key
 from tests.environment import module_environment
 from tests.integration.gateway_support import auth, event, gateway  # noqa: F401 - fixture
 from tests.integration.pipeline import OPSMANTIK, Proc, env_for, wait_for
@@ -36,25 +36,34 @@ METRICS_LINE = re.compile(rb"(?:worker|relay) metrics on http://([\d.]+):(\d+)/m
 
 def caught_up(settings: Settings) -> bool:
     """The worker group's committed offsets reached the end of every partition (blocking)."""
-    c = Consumer({"bootstrap.servers": settings.kafka_bootstrap, "group.id": settings.worker_group,
-                  "enable.auto.commit": False})
+    c = Consumer(
+        {
+            "bootstrap.servers": settings.kafka_bootstrap,
+            "group.id": settings.worker_group,
+            "enable.auto.commit": False,
+        }
+    )
     try:
         parts = [TopicPartition(settings.topic, p) for p in range(settings.topic_partitions)]
         committed = {tp.partition: tp.offset for tp in c.committed(parts, timeout=10)}
-        ends = {p: c.get_watermark_offsets(TopicPartition(settings.topic, p), 10)[1]
-                for p in range(settings.topic_partitions)}
+        ends = {
+            p: c.get_watermark_offsets(TopicPartition(settings.topic, p), 10)[1]
+            for p in range(settings.topic_partitions)
+        }
         return all(committed[p] == ends[p] for p in ends if ends[p] > 0)
     finally:
         c.close()
 
 
 async def test_hot_tenant_over_all_partitions_two_workers_exact_split(
-        settings: Settings, pool: asyncpg.Pool, tmp_path: Path) -> None:
+    settings: Settings, pool: asyncpg.Pool, tmp_path: Path
+) -> None:
     async with pool.acquire() as conn:
         site = (await create_site_with_key(conn, "hot", monthly_quota=1000)).site_id
     # metrics port 0: two workers on one host, each on an ephemeral port it reports.
-    workers = [Proc.start(settings, tmp_path, "worker", worker_metrics_port=0, worker_batch=200)
-               for _ in range(2)]
+    workers = [
+        Proc.start(settings, tmp_path, "worker", worker_metrics_port=0, worker_batch=200) for _ in range(2)
+    ]
     relays = [Proc.start(settings, tmp_path, "relay", relay_metrics_port=0) for _ in range(2)]
     try:
         members = await wait_members(settings, 2)
@@ -87,11 +96,14 @@ async def test_hot_tenant_over_all_partitions_two_workers_exact_split(
             "SELECT count(*) AS n, count(DISTINCT event_id) AS d, "
             "count(*) FILTER (WHERE billing_class = 'included') AS inc, "
             "count(*) FILTER (WHERE billing_class = 'overlimit') AS over, "
-            "count(DISTINCT kafka_partition) AS parts FROM ingest_idempotency WHERE site_id = $1", site)
+            "count(DISTINCT kafka_partition) AS parts FROM ingest_idempotency WHERE site_id = $1",
+            site,
+        )
         assert (row["n"], row["d"], row["inc"], row["over"]) == (3000, 3000, 1000, 2000)
         assert row["parts"] == n_parts
-        inv = await pool.fetchrow("SELECT events, overlimit_events FROM site_usage_monthly "
-                                  "WHERE site_id = $1", site)
+        inv = await pool.fetchrow(
+            "SELECT events, overlimit_events FROM site_usage_monthly WHERE site_id = $1", site
+        )
         assert (inv["events"], inv["overlimit_events"]) == (3000, 2000)
         assert await reconcile_drift(pool) == 0
         # Both workers ledgered part of the site (one freshness row per worker instance).
@@ -102,7 +114,10 @@ async def test_hot_tenant_over_all_partitions_two_workers_exact_split(
 
 
 async def test_gateway_spreads_one_site_over_partitions(
-        gateway, pool: asyncpg.Pool, settings: Settings) -> None:  # noqa: F811 - the fixture
+    gateway,  # noqa: F811 - the fixture
+    pool: asyncpg.Pool,
+    settings: Settings,
+) -> None:
     async with pool.acquire() as conn:
         key = (await create_site_with_key(conn, "spread")).api_key
     parts: set[int] = set()
@@ -122,12 +137,22 @@ def test_migrate_refuses_a_topic_with_fewer_partitions(settings: Settings) -> No
     admin = AdminClient({"bootstrap.servers": settings.kafka_bootstrap})
     admin.create_topics([NewTopic(short, 2, 1)])[short].result(30)
     try:
-        done = subprocess.run([OPSMANTIK, "migrate"], env=env_for(settings, topic=short), capture_output=True,
-                              text=True, timeout=60)
+        done = subprocess.run(
+            [OPSMANTIK, "migrate"],
+            env=env_for(settings, topic=short),
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
         assert done.returncode == 1, done.stdout + done.stderr
         assert f"topic {short} has 2 partitions, fewer than the configured 6" in done.stderr
-        ok = subprocess.run([OPSMANTIK, "migrate"], env=env_for(settings, topic=short, topic_partitions=2),
-                            capture_output=True, text=True, timeout=60)
+        ok = subprocess.run(
+            [OPSMANTIK, "migrate"],
+            env=env_for(settings, topic=short, topic_partitions=2),
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
         assert ok.returncode == 0, ok.stderr  # at its edge: as many partitions as configured is fine
     finally:
         admin.delete_topics([short])

@@ -14,14 +14,14 @@ import asyncpg
 import orjson
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
+from opsmantik import sites
+from opsmantik.config import Settings
+from opsmantik.events import Event
+from opsmantik.gateway.app import STATE, create_app
+from opsmantik.gateway.publisher import Stored, Unavailable
+from opsmantik.gateway.sla_rollup import SLA
+from opsmantik.months import label, month_start
 
-from services import sites
-from services.config import Settings
-from services.events import Event
-from services.gateway.app import STATE, create_app
-from services.gateway.publisher import Stored, Unavailable
-from services.gateway.sla_rollup import SLA
-from services.months import label, month_start
 from tests.environment import module_environment
 from tests.integration.billing_support import auth, cli
 from tests.integration.pipeline import wait_for
@@ -37,8 +37,9 @@ class ScriptedPublisher:
     def __init__(self) -> None:
         self.script: list[str] = []
 
-    async def publish(self, site_id: uuid.UUID, events: Sequence[Event], statuses: Sequence[str],
-                      received_at: datetime) -> list[Stored]:
+    async def publish(
+        self, site_id: uuid.UUID, events: Sequence[Event], statuses: Sequence[str], received_at: datetime
+    ) -> list[Stored]:
         step = self.script.pop(0)
         if step == "down":
             raise Unavailable()
@@ -66,63 +67,94 @@ def window_start() -> datetime:
 
 
 def body(at: datetime, n: int = 1) -> bytes:
-    return orjson.dumps({"events": [{"event_id": uuid.uuid4().hex, "type": "t",
-                                     "occurred_at": at.isoformat()} for _ in range(n)]})
+    return orjson.dumps(
+        {
+            "events": [
+                {"event_id": uuid.uuid4().hex, "type": "t", "occurred_at": at.isoformat()} for _ in range(n)
+            ]
+        }
+    )
 
 
 async def test_maintenance_add_needs_48_hours_notice(settings: Settings) -> None:
     soon = datetime.now(UTC) + timedelta(hours=47, minutes=59)
-    done = cli(settings, "maintenance", "add", soon.isoformat(), (soon + timedelta(hours=1)).isoformat(),
-               "--reason", "too late")
+    done = cli(
+        settings,
+        "maintenance",
+        "add",
+        soon.isoformat(),
+        (soon + timedelta(hours=1)).isoformat(),
+        "--reason",
+        "too late",
+    )
     assert done.returncode == 2 and "48 h" in done.stderr
     naive = (datetime.now(UTC) + timedelta(days=5)).replace(tzinfo=None).isoformat()
     assert cli(settings, "maintenance", "add", naive, naive, "--reason", "x").returncode == 2
 
 
 async def test_sla_report_matches_a_hand_calculation(
-        settings: Settings, pool: asyncpg.Pool, app_client: tuple[TestClient, ScriptedPublisher]) -> None:
+    settings: Settings, pool: asyncpg.Pool, app_client: tuple[TestClient, ScriptedPublisher]
+) -> None:
     client, pub = app_client
     start = window_start()
     month = start.date().replace(day=1)
-    done = cli(settings, "maintenance", "add", start.isoformat(), (start + timedelta(hours=1)).isoformat(),
-               "--reason", "broker upgrade", "--json")
+    done = cli(
+        settings,
+        "maintenance",
+        "add",
+        start.isoformat(),
+        (start + timedelta(hours=1)).isoformat(),
+        "--reason",
+        "broker upgrade",
+        "--json",
+    )
     assert done.returncode == 0, done.stderr
     t_in, t_out = start + timedelta(minutes=10), start + timedelta(hours=2)
     # Unannounced (recorded 1 h before it starts): it must NOT be excluded.
-    await pool.execute("INSERT INTO maintenance_windows (starts_at, ends_at, reason, created_at) "
-                       "VALUES ($1, $2, 'unannounced', $3)", t_out - timedelta(minutes=5),
-                       t_out + timedelta(minutes=5), t_out - timedelta(hours=1))
+    await pool.execute(
+        "INSERT INTO maintenance_windows (starts_at, ends_at, reason, created_at) "
+        "VALUES ($1, $2, 'unannounced', $3)",
+        t_out - timedelta(minutes=5),
+        t_out + timedelta(minutes=5),
+        t_out - timedelta(hours=1),
+    )
     async with pool.acquire() as conn:
         k = await sites.create_site_with_key(conn, "hand", hard_cap=5, rate=0.0001, burst=21)
     now = datetime.now(UTC)
     # Usage of the current month is at the hard cap; the previous month is open and below it.
-    await pool.execute("INSERT INTO site_usage_monthly (site_id, month, events) VALUES ($1, $2, 5)",
-                       k.site_id, now.date().replace(day=1))
+    await pool.execute(
+        "INSERT INTO site_usage_monthly (site_id, month, events) VALUES ($1, $2, 5)",
+        k.site_id,
+        now.date().replace(day=1),
+    )
     state = client.app[STATE]
     await wait_for(lambda: _loaded(state, k.site_id), 10, 0.1, "usage cache")
     sla = client.app[SLA]
     earlier = month_start(now.date().replace(day=1)) - timedelta(minutes=30)  # accepted, not capped
 
-    async def post(at: datetime, *, payload: bytes | None = None, ctype: str = "application/json",
-                   key: str = k.api_key) -> int:
+    async def post(
+        at: datetime, *, payload: bytes | None = None, ctype: str = "application/json", key: str = k.api_key
+    ) -> int:
         sla.clock = lambda: at
         headers = {**auth(key), "Content-Type": ctype}
-        async with client.post("/api/sync", data=payload if payload is not None else body(earlier),
-                               headers=headers) as r:
+        async with client.post(
+            "/api/sync", data=payload if payload is not None else body(earlier), headers=headers
+        ) as r:
             return r.status
 
     pub.script = ["ok"] * 8 + ["down"] * 2 + ["crash"]
-    answers = [await post(t_out) for _ in range(11)]                          # 8 × 200, 3 × 503
+    answers = [await post(t_out) for _ in range(11)]  # 8 × 200, 3 × 503
     answers += [await post(t_out, payload=b'{"events": []}') for _ in range(2)]  # 2 × 400
-    answers.append(await post(t_out, ctype="text/plain"))                     # 415
+    answers.append(await post(t_out, ctype="text/plain"))  # 415
     capped = body(now - timedelta(seconds=5))  # this month's usage is at the hard cap
-    answers += [await post(t_out, payload=capped) for _ in range(2)]          # 2 × 429 quota
+    answers += [await post(t_out, payload=capped) for _ in range(2)]  # 2 × 429 quota
     pub.script = ["ok"] * 3 + ["down"] * 2
-    answers += [await post(t_in) for _ in range(5)]                           # window: 3 × 200, 2 × 503
-    answers += [await post(t_out) for _ in range(4)]                          # bucket empty: 4 × 429 rate
-    answers.append(await post(t_out, key="not-a-key"))                        # 401: no site, not counted
-    assert answers == [200] * 8 + [503] * 3 + [400] * 2 + [415] + [429] * 2 + [200] * 3 + [503] * 2 + \
-        [429] * 4 + [401]
+    answers += [await post(t_in) for _ in range(5)]  # window: 3 × 200, 2 × 503
+    answers += [await post(t_out) for _ in range(4)]  # bucket empty: 4 × 429 rate
+    answers.append(await post(t_out, key="not-a-key"))  # 401: no site, not counted
+    assert answers == [200] * 8 + [503] * 3 + [400] * 2 + [415] + [429] * 2 + [200] * 3 + [503] * 2 + [
+        429
+    ] * 4 + [401]
     await sla.flush(state.pool)
 
     done = cli(settings, "sla-report", "--month", label(month), "--site", str(k.site_id), "--json")
@@ -130,11 +162,32 @@ async def test_sla_report_matches_a_hand_calculation(
     site = orjson.loads(done.stdout)["sites"][0]
     # Hand calculation: 25 requests of the site; the window holds 5 (3 persisted); outside it
     # 20 - 4 rate-limited - 2 quota - 3 invalid = 11 eligible, of which 8 persisted.
-    assert {k2: site[k2] for k2 in ("received", "persisted", "errors_5xx", "errors_503", "rate_limited",
-                                    "quota_exceeded", "invalid", "in_maintenance", "eligible",
-                                    "eligible_persisted")} == {
-        "received": 25, "persisted": 11, "errors_5xx": 5, "errors_503": 5, "rate_limited": 4,
-        "quota_exceeded": 2, "invalid": 3, "in_maintenance": 5, "eligible": 11, "eligible_persisted": 8}
+    assert {
+        k2: site[k2]
+        for k2 in (
+            "received",
+            "persisted",
+            "errors_5xx",
+            "errors_503",
+            "rate_limited",
+            "quota_exceeded",
+            "invalid",
+            "in_maintenance",
+            "eligible",
+            "eligible_persisted",
+        )
+    } == {
+        "received": 25,
+        "persisted": 11,
+        "errors_5xx": 5,
+        "errors_503": 5,
+        "rate_limited": 4,
+        "quota_exceeded": 2,
+        "invalid": 3,
+        "in_maintenance": 5,
+        "eligible": 11,
+        "eligible_persisted": 8,
+    }
     assert site["reliability"] == pytest.approx(8 / 11)
     assert site["uptime"] == pytest.approx(1 - 5 / 25)
     assert site["credit_percent"] == 25 and site["lost_events"] == 0
@@ -159,13 +212,29 @@ async def test_credit_tier_at_each_boundary_and_on_data_loss(settings: Settings,
             await conn.execute(
                 "INSERT INTO sla_requests (site_id, minute, received, persisted, errors_5xx, errors_503, "
                 "rate_limited, quota_exceeded, invalid) VALUES ($1, $2, 1015, $3, $4, $4, 7, 3, 5)",
-                s.site_id, minute, persisted, 1000 - persisted)
+                s.site_id,
+                minute,
+                persisted,
+                1000 - persisted,
+            )
         # The 100 % site: reliability 100 %, but an acknowledged event was dead-lettered.
-        payload = orjson.dumps({"v": 1, "site_id": str(ids[1000]), "event_id": "lost-1",
-                                "gateway_status": "accepted", "quantity": "NaN"})
-        await conn.execute("INSERT INTO ingest_dead_letter (topic, kafka_partition, kafka_offset, site_id, "
-                           "event_id, reason, payload, created_at) VALUES ('t', 0, 1, $1, 'lost-1', 'bad', "
-                           "$2, $3)", str(ids[1000]), payload, minute)
+        payload = orjson.dumps(
+            {
+                "v": 1,
+                "site_id": str(ids[1000]),
+                "event_id": "lost-1",
+                "gateway_status": "accepted",
+                "quantity": "NaN",
+            }
+        )
+        await conn.execute(
+            "INSERT INTO ingest_dead_letter (topic, kafka_partition, kafka_offset, site_id, "
+            "event_id, reason, payload, created_at) VALUES ('t', 0, 1, $1, 'lost-1', 'bad', "
+            "$2, $3)",
+            str(ids[1000]),
+            payload,
+            minute,
+        )
     done = cli(settings, "sla-report", "--month", label(month), "--json")
     assert done.returncode == 1
     got = {r["site_id"]: r for r in orjson.loads(done.stdout)["sites"]}

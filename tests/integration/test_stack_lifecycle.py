@@ -6,19 +6,30 @@ import subprocess
 
 import pytest
 from confluent_kafka import Consumer, Producer
-
-from services.stack import Stack, StackError, _as_pg_owner, pg_bin
+from opsmantik.devstack.stack import Stack, StackError, _as_pg_owner, pg_bin
 
 
 def _psql(stack: Stack, sql: str) -> str:
-    cmd = [str(pg_bin() / "psql"), "-h", "127.0.0.1", "-p", str(stack.pg_port), "-U", "opsmantik",
-           "-d", "opsmantik", "-tAc", sql]
+    cmd = [
+        str(pg_bin() / "psql"),
+        "-h",
+        "127.0.0.1",
+        "-p",
+        str(stack.pg_port),
+        "-U",
+        "opsmantik",
+        "-d",
+        "opsmantik",
+        "-tAc",
+        sql,
+    ]
     return subprocess.run(cmd, capture_output=True, text=True, check=True).stdout.strip()
 
 
 def _consume_all(stack: Stack, topic: str) -> list[bytes]:
-    consumer = Consumer({"bootstrap.servers": stack.kafka_bootstrap, "group.id": "lifecycle",
-                         "auto.offset.reset": "earliest"})
+    consumer = Consumer(
+        {"bootstrap.servers": stack.kafka_bootstrap, "group.id": "lifecycle", "auto.offset.reset": "earliest"}
+    )
     consumer.subscribe([topic])
     got: list[bytes] = []
     for _ in range(60):
@@ -45,8 +56,9 @@ def test_down_keeps_data_and_up_is_idempotent(private_stack):
     assert stack.up() == ["postgres", "kafka"]
     assert stack.up() == []
     _psql(stack, "CREATE TABLE kept (x int); INSERT INTO kept VALUES (42)")
-    producer = Producer({"bootstrap.servers": stack.kafka_bootstrap, "acks": "all",
-                         "enable.idempotence": True})
+    producer = Producer(
+        {"bootstrap.servers": stack.kafka_bootstrap, "acks": "all", "enable.idempotence": True}
+    )
     for i in range(3):
         producer.produce("kept.topic", value=f"m{i}".encode())
     assert producer.flush(30) == 0

@@ -13,12 +13,13 @@ import asyncpg
 import orjson
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
+from opsmantik import schemas
+from opsmantik.config import Settings
+from opsmantik.gateway.app import STATE, create_app
+from opsmantik.status.components import INDICATOR_WORDS
 
-from services.config import Settings
-from services.gateway.app import STATE, create_app
-from services.status.components import INDICATOR_WORDS
 from tests.integration.gateway_support import Gateway, auth, event, new_site
-from tests.integration.pipeline import OPSMANTIK, ROOT, env_for, wait_for
+from tests.integration.pipeline import OPSMANTIK, env_for, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -48,8 +49,9 @@ async def next_refresh(gw: Gateway, rounds: int = 2) -> None:
 async def run_cli(settings: Settings, *argv: str) -> tuple[int, str]:
     """The real `opsmantik` command, as an operator runs it."""
     pipe = asyncio.subprocess.PIPE
-    proc = await asyncio.create_subprocess_exec(OPSMANTIK, *argv, env=env_for(settings), stdout=pipe,
-                                                stderr=pipe)
+    proc = await asyncio.create_subprocess_exec(
+        OPSMANTIK, *argv, env=env_for(settings), stdout=pipe, stderr=pipe
+    )
     out, _ = await asyncio.wait_for(proc.communicate(), 60)
     return proc.returncode or 0, out.decode()
 
@@ -60,8 +62,13 @@ async def test_summary_and_html_name_every_component_and_objective(status_gw: Ga
     assert r.status == 200
     await next_refresh(status_gw)
     body = await summary(status_gw)
-    assert [c["name"] for c in body["components"]] == ["Ingest API", "Event queue", "Fallback buffer",
-                                                       "Billing ledger freshness", "Dashboard/usage API"]
+    assert [c["name"] for c in body["components"]] == [
+        "Ingest API",
+        "Event queue",
+        "Fallback buffer",
+        "Billing ledger freshness",
+        "Dashboard/usage API",
+    ]
     # (no worker here, and a fresh producer may miss its first deadline: any state may show)
     assert body["status"]["description"] == INDICATOR_WORDS[body["status"]["indicator"]]
     assert len(body["slo"]["objectives"]) == 5
@@ -74,18 +81,29 @@ async def test_summary_and_html_name_every_component_and_objective(status_gw: Ga
 
 
 def openapi_validator(name: str):  # type: ignore[no-untyped-def]
-    """A validator for one of schemas/openapi.yaml's component schemas (its $refs resolved there)."""
+    """A validator for one of services/opsmantik/schemas/openapi.yaml's component schemas (its $refs
+    resolved there)."""
     import jsonschema
     import yaml
 
-    doc = yaml.safe_load((ROOT / "schemas" / "openapi.yaml").read_text())
+    doc = yaml.safe_load(schemas.read_text("openapi.yaml"))
     schema = {**doc["components"]["schemas"][name], "components": doc["components"]}
     return jsonschema.Draft202012Validator(schema)
 
 
 async def test_status_json_matches_its_openapi_schema(status_gw: Gateway, settings: Settings) -> None:
-    rc, _ = await run_cli(settings, "incident", "open", "Schema check", "--impact", "minor",
-                            "--component", "usage_api", "--message", "checking the shape")
+    rc, _ = await run_cli(
+        settings,
+        "incident",
+        "open",
+        "Schema check",
+        "--impact",
+        "minor",
+        "--component",
+        "usage_api",
+        "--message",
+        "checking the shape",
+    )
     assert rc == 0
     await next_refresh(status_gw)
     body = await summary(status_gw)
@@ -132,8 +150,19 @@ async def test_gzip_and_etag_revalidation(status_gw: Gateway) -> None:
 
 
 async def test_incident_cli_open_update_resolve(status_gw: Gateway, settings: Settings) -> None:
-    rc, out = await run_cli(settings, "incident", "open", "Delayed usage counts", "--impact", "major",
-                      "--component", "ledger_freshness", "--message", "Usage counts are behind.", "--json")
+    rc, out = await run_cli(
+        settings,
+        "incident",
+        "open",
+        "Delayed usage counts",
+        "--impact",
+        "major",
+        "--component",
+        "ledger_freshness",
+        "--message",
+        "Usage counts are behind.",
+        "--json",
+    )
     assert rc == 0
     incident_id = orjson.loads(out)["id"]
     await next_refresh(status_gw)
@@ -142,8 +171,16 @@ async def test_incident_cli_open_update_resolve(status_gw: Gateway, settings: Se
     assert body["status"]["indicator"] == "major" and body["status"]["description"] == "Partial outage"
     assert body["incidents"][0]["components"][0]["id"] == "ledger_freshness"
 
-    rc, _ = await run_cli(settings, "incident", "update", str(incident_id), "--status", "monitoring",
-                    "--message", "A fix is in place.")
+    rc, _ = await run_cli(
+        settings,
+        "incident",
+        "update",
+        str(incident_id),
+        "--status",
+        "monitoring",
+        "--message",
+        "A fix is in place.",
+    )
     assert rc == 0
     rc, _ = await run_cli(settings, "incident", "resolve", str(incident_id), "--message", "All caught up.")
     assert rc == 0
@@ -162,18 +199,30 @@ async def test_incident_cli_open_update_resolve(status_gw: Gateway, settings: Se
     assert (await run_cli(bad, "incident", "list"))[0] == 3
 
 
-async def test_maintenance_window_shows_as_scheduled_then_in_progress(status_gw: Gateway, pool,
-                                                                       settings: Settings) -> None:
+async def test_maintenance_window_shows_as_scheduled_then_in_progress(
+    status_gw: Gateway, pool, settings: Settings
+) -> None:
     now = datetime.now(UTC)
     # announced the way operators do (the CLI refuses less than 48 h ahead) ...
     start, end = now + timedelta(days=3), now + timedelta(days=3, hours=2)
-    rc, _ = await run_cli(settings, "maintenance", "add", start.isoformat(), end.isoformat(),
-                          "--reason", "Postgres minor upgrade")
+    rc, _ = await run_cli(
+        settings,
+        "maintenance",
+        "add",
+        start.isoformat(),
+        end.isoformat(),
+        "--reason",
+        "Postgres minor upgrade",
+    )
     assert rc == 0
     # ... and one already under way (announced earlier: written directly, as time would have it)
     async with pool.acquire() as conn:
-        await conn.execute("INSERT INTO maintenance_windows (starts_at, ends_at, reason) VALUES ($1, $2, $3)",
-                           now - timedelta(minutes=5), now + timedelta(hours=1), "Kafka rolling restart")
+        await conn.execute(
+            "INSERT INTO maintenance_windows (starts_at, ends_at, reason) VALUES ($1, $2, $3)",
+            now - timedelta(minutes=5),
+            now + timedelta(hours=1),
+            "Kafka rolling restart",
+        )
     try:
         await next_refresh(status_gw)
         body = await summary(status_gw)
@@ -189,19 +238,26 @@ async def test_maintenance_window_shows_as_scheduled_then_in_progress(status_gw:
 async def test_uptime_bars_come_from_the_daily_rollups(status_gw: Gateway, pool) -> None:
     today = datetime.now(UTC).date()
     async with pool.acquire() as conn:
-        await conn.execute("""INSERT INTO status_component_daily (day, component, instance, checks, partial,
+        await conn.execute(
+            """INSERT INTO status_component_daily (day, component, instance, checks, partial,
                               major) VALUES ($1, 'event_queue', 'other-gateway', 1000, 20, 5)""",
-                           today - timedelta(days=3))
-        await conn.execute("""INSERT INTO status_component_daily (day, component, instance, checks)
-                              VALUES ($1, 'event_queue', 'old', 1)""", today - timedelta(days=101))
+            today - timedelta(days=3),
+        )
+        await conn.execute(
+            """INSERT INTO status_component_daily (day, component, instance, checks)
+                              VALUES ($1, 'event_queue', 'old', 1)""",
+            today - timedelta(days=101),
+        )
     await next_refresh(status_gw)
     html = await (await status_gw.client.get("/status")).text()
     day = today - timedelta(days=3)
     assert f'title="{day:%d %b %Y}: 97.50 % uptime (1,000 checks)"' in html
     # today's row is the refresher's own checks, added every refresh
     async with pool.acquire() as conn:
-        checks = await conn.fetchval("SELECT sum(checks) FROM status_component_daily WHERE day = $1 AND "
-                                     "component = 'ingest_api'", today)
+        checks = await conn.fetchval(
+            "SELECT sum(checks) FROM status_component_daily WHERE day = $1 AND component = 'ingest_api'",
+            today,
+        )
         old = await conn.fetchval("SELECT count(*) FROM status_component_daily WHERE instance = 'old'")
     assert checks >= 2
     assert old == 0  # pruned past 100 days
@@ -226,7 +282,8 @@ async def test_requests_never_touch_the_database(status_gw: Gateway) -> None:
 
 
 async def test_refresher_has_its_own_connection_and_refreshes_with_the_gateway_pool_exhausted(
-        status_gw: Gateway) -> None:
+    status_gw: Gateway,
+) -> None:
     state = status_gw.state
     assert state.status._pool is not state.pool
     held: list[asyncpg.Connection] = []

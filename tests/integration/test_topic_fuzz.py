@@ -17,10 +17,11 @@ import asyncpg
 import orjson
 import pytest
 from confluent_kafka import Producer
+from opsmantik import sites
+from opsmantik.config import Settings
+from opsmantik.kafka.settings import producer_config
+from opsmantik.kafka.topics import ensure_topics
 
-from services import sites
-from services.config import Settings
-from services.kafka import ensure_topics, producer_config
 from tests.integration.pipeline import Proc, message, wait_for
 
 pytestmark = pytest.mark.integration
@@ -30,8 +31,9 @@ SEED = int(os.environ.get("OPSMANTIK_FUZZ_SEED", random.randrange(2**32)))
 
 @pytest.fixture(scope="module")
 def fuzz_settings(settings: Settings) -> Settings:
-    s = dataclasses.replace(settings, topic=f"{settings.topic}.fuzz",
-                            worker_group=f"{settings.worker_group}-fuzz")
+    s = dataclasses.replace(
+        settings, topic=f"{settings.topic}.fuzz", worker_group=f"{settings.worker_group}-fuzz"
+    )
     ensure_topics(s)
     return s
 
@@ -45,10 +47,28 @@ def worker(fuzz_settings: Settings, tmp_path_factory: pytest.TempPathFactory) ->
 
 def junk(rng: random.Random) -> object:
     """A JSON value of any type, sometimes huge or deep."""
-    return rng.choice([
-        None, True, False, 0, -1, 1.5, 10**30, -(10**30), 1e308, "", "x" * rng.randint(1, 300),
-        "\u0000", "\ud7ff\u2028", [], [1, [2, [3]]], {}, {"a": {"b": None}}, "2026-13-45T99:99:99Z",
-    ])
+    return rng.choice(
+        [
+            None,
+            True,
+            False,
+            0,
+            -1,
+            1.5,
+            10**30,
+            -(10**30),
+            1e308,
+            "",
+            "x" * rng.randint(1, 300),
+            "\u0000",
+            "\ud7ff\u2028",
+            [],
+            [1, [2, [3]]],
+            {},
+            {"a": {"b": None}},
+            "2026-13-45T99:99:99Z",
+        ]
+    )
 
 
 def deep(n: int) -> str:
@@ -56,15 +76,31 @@ def deep(n: int) -> str:
 
 
 def mutations(site: uuid.UUID) -> list[Callable[[random.Random, dict[str, object]], bytes | None]]:
-    fields = ["v", "site_id", "event_id", "type", "occurred_at", "usage_month", "quantity",
-              "received_at", "path", "gateway_status"]
+    fields = [
+        "v",
+        "site_id",
+        "event_id",
+        "type",
+        "occurred_at",
+        "usage_month",
+        "quantity",
+        "received_at",
+        "path",
+        "gateway_status",
+    ]
     bad_values: dict[str, list[object]] = {
         "v": [2, 0, "1", True, None, 1.5, [1]],
         "site_id": ["nope", 7, None, [str(site)], str(uuid.uuid4())],  # the last: an unknown site
         "event_id": ["", "a b", "x" * 129, 5, None, ["e"], "é", "e\u0000"],
         "type": ["", "t" * 65, 3, None, {"t": 1}, "a\u0000b"],
-        "occurred_at": ["yesterday", 5, None, "0001-01-01T00:00:00+01:00", "2026-11-27T10:00:00",
-                        "9999-12-31T23:59:59-01:00"],
+        "occurred_at": [
+            "yesterday",
+            5,
+            None,
+            "0001-01-01T00:00:00+01:00",
+            "2026-11-27T10:00:00",
+            "9999-12-31T23:59:59-01:00",
+        ],
         "usage_month": ["2020-01-01", "2026-13-01", 202611, None, "x"],
         "quantity": [0, -1, 10**12 + 1, 10**30, 1.0, "5", True, None, [1]],
         "received_at": ["now", None, 3, "2026-02-30T00:00:00Z"],
@@ -86,17 +122,31 @@ def mutations(site: uuid.UUID) -> list[Callable[[random.Random, dict[str, object
         return _dumps(doc)
 
     def bad_props(rng: random.Random, doc: dict[str, object]) -> bytes:
-        doc["properties"] = rng.choice([[1], "text", 5, True, {"a": "\u0000"}, {"\u0000": 1},
-                                        {"big": "x" * (16 * 1024)}])
+        doc["properties"] = rng.choice(
+            [[1], "text", 5, True, {"a": "\u0000"}, {"\u0000": 1}, {"big": "x" * (16 * 1024)}]
+        )
         return _dumps(doc)
 
     def raw(rng: random.Random, _doc: dict[str, object]) -> bytes | None:
-        return rng.choice([
-            None, b"", rng.randbytes(rng.randint(1, 200)), b"\xff\xfe{}", b"{", b'{"v": 1',
-            deep(rng.randint(1100, 3000)).encode(), b"[" + b"1," * 1000 + b"1]", b"null", b"17",
-            b'"a string"', b'[{"v": 1}]', b"\x00" * 8,
-            b'{"v":1,"event_id":"\xed\xa0\x80"}', b"{" + b'"a":{' * 600 + b"}" * 601,
-        ])
+        return rng.choice(
+            [
+                None,
+                b"",
+                rng.randbytes(rng.randint(1, 200)),
+                b"\xff\xfe{}",
+                b"{",
+                b'{"v": 1',
+                deep(rng.randint(1100, 3000)).encode(),
+                b"[" + b"1," * 1000 + b"1]",
+                b"null",
+                b"17",
+                b'"a string"',
+                b'[{"v": 1}]',
+                b"\x00" * 8,
+                b'{"v":1,"event_id":"\xed\xa0\x80"}',
+                b"{" + b'"a":{' * 600 + b"}" * 601,
+            ]
+        )
 
     return [wrong, wrong, wrong, missing, unknown, bad_props, raw]
 
@@ -106,7 +156,8 @@ def _dumps(doc: dict[str, object]) -> bytes:
 
 
 async def test_hostile_messages_are_dead_lettered_and_valid_ones_ledgered(
-        fuzz_settings: Settings, worker: Proc, pool: asyncpg.Pool) -> None:
+    fuzz_settings: Settings, worker: Proc, pool: asyncpg.Pool
+) -> None:
     s = fuzz_settings
     rng = random.Random(SEED)
     print(f"\ntopic fuzz seed {SEED} (OPSMANTIK_FUZZ_SEED={SEED} reruns it)")
@@ -129,11 +180,13 @@ async def test_hostile_messages_are_dead_lettered_and_valid_ones_ledgered(
     errors: list[object] = []
     p = Producer(producer_config(s))
     for key, value, ok, ident in plan:
+
         def report(err: object, msg: object, ok: bool = ok, ident: object = ident) -> None:
             if err:
                 errors.append(err)
             else:
                 delivered.append((msg.partition(), msg.offset(), ok, ident))  # type: ignore[attr-defined]
+
         p.produce(s.topic, value, key, on_delivery=report)
         p.poll(0)
     assert p.flush(60) == 0 and not errors, errors
@@ -142,21 +195,33 @@ async def test_hostile_messages_are_dead_lettered_and_valid_ones_ledgered(
     hostile = {(part, off) for part, off, ok, _i in delivered if not ok}
 
     async def settled() -> bool:
-        ledger = await pool.fetchval("SELECT count(*) FROM ingest_idempotency WHERE site_id = ANY($1)",
-                                     site_ids)
+        ledger = await pool.fetchval(
+            "SELECT count(*) FROM ingest_idempotency WHERE site_id = ANY($1)", site_ids
+        )
         dead = await pool.fetchval("SELECT count(*) FROM ingest_dead_letter WHERE topic = $1", s.topic)
         return ledger == len(valid) and dead == len(hostile)
+
     await wait_for(settled, 90, 0.2, f"{len(valid)} ledger rows and {len(hostile)} dead letters")
 
-    ledger = {(r[0], r[1]) for r in await pool.fetch(
-        "SELECT site_id, event_id FROM ingest_idempotency WHERE site_id = ANY($1)", site_ids)}
+    ledger = {
+        (r[0], r[1])
+        for r in await pool.fetch(
+            "SELECT site_id, event_id FROM ingest_idempotency WHERE site_id = ANY($1)", site_ids
+        )
+    }
     assert ledger == valid
-    dead = [(r[0], r[1]) for r in await pool.fetch(
-        "SELECT kafka_partition, kafka_offset FROM ingest_dead_letter WHERE topic = $1", s.topic)]
+    dead = [
+        (r[0], r[1])
+        for r in await pool.fetch(
+            "SELECT kafka_partition, kafka_offset FROM ingest_dead_letter WHERE topic = $1", s.topic
+        )
+    ]
     assert sorted(dead) == sorted(hostile)  # each hostile message once, no valid one among them
     assert worker.popen.poll() is None, worker.tail()
     log = worker.log.read_text(errors="replace")
     for sign in ("crashed", "WATCHDOG", "giving up", "decoder error"):
         assert sign not in log, worker.tail(60)
-    print(f"topic fuzz: {len(valid)} valid ledgered once, {len(hostile)} hostile dead-lettered once, "
-          "0 worker restarts")
+    print(
+        f"topic fuzz: {len(valid)} valid ledgered once, {len(hostile)} hostile dead-lettered once, "
+        "0 worker restarts"
+    )

@@ -21,15 +21,16 @@ import sys
 import time
 from pathlib import Path
 
-from services.config import Settings
-from services.kafka import ensure_topics
+from opsmantik.config import Settings
+from opsmantik.kafka.topics import ensure_topics
+
 from tests.chaos.harness import CHAOS_HOME, ChaosStack
 
 CHILD = """
 import sys, time
 from pathlib import Path
 from confluent_kafka import KafkaException
-from services.worker.watchdog import OffsetProbe
+from opsmantik.worker.watchdog import OffsetProbe
 probe = OffsetProbe(sys.argv[1], "probe-regression", sys.argv[2], 6)
 stop, deadline = Path(sys.argv[3]), time.monotonic() + 150
 while not stop.exists() and time.monotonic() < deadline:
@@ -44,15 +45,22 @@ print("probe survived")
 
 
 def ok_reads(log: Path) -> list[float]:
-    return [float(line.split()[1]) for line in log.read_text(errors="replace").splitlines()
-            if line.startswith("read-ok ")]
+    return [
+        float(line.split()[1])
+        for line in log.read_text(errors="replace").splitlines()
+        if line.startswith("read-ok ")
+    ]
 
 
 async def test_offset_probe_survives_broker_sigkill_and_restart(tmp_path: Path) -> None:
     engines = ChaosStack(CHAOS_HOME)
     await asyncio.to_thread(engines.up)
-    settings = dataclasses.replace(Settings(), kafka_bootstrap=engines.stack.kafka_bootstrap,
-                                   topic="chaos.probe.ingest.v1", billable_topic="chaos.probe.billable.v1")
+    settings = dataclasses.replace(
+        Settings(),
+        kafka_bootstrap=engines.stack.kafka_bootstrap,
+        topic="chaos.probe.ingest.v1",
+        billable_topic="chaos.probe.billable.v1",
+    )
     await asyncio.to_thread(ensure_topics, settings)
     stop = tmp_path / "stop"
     root = Path(__file__).resolve().parents[2]
@@ -75,8 +83,11 @@ async def test_offset_probe_survives_broker_sigkill_and_restart(tmp_path: Path) 
             if child.poll() is not None:
                 break
         deadline = time.monotonic() + 30  # the probe reconnects on its own
-        while time.monotonic() < deadline and child.poll() is None and \
-                not any(t > restarted for t in ok_reads(log)):
+        while (
+            time.monotonic() < deadline
+            and child.poll() is None
+            and not any(t > restarted for t in ok_reads(log))
+        ):
             await asyncio.sleep(0.5)
     finally:
         stop.touch()

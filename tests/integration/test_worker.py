@@ -16,9 +16,9 @@ import asyncpg
 import orjson
 import pytest
 from confluent_kafka import Consumer, TopicPartition
+from opsmantik import sites
+from opsmantik.config import Settings
 
-from services import sites
-from services.config import Settings
 from tests.integration.pipeline import (
     OPSMANTIK,
     Proc,
@@ -37,16 +37,22 @@ WORKER_METRICS_PORT = 23191
 
 @pytest.fixture(scope="module")
 def worker(settings: Settings, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Proc]:
-    proc = Proc.start(settings, tmp_path_factory.mktemp("worker"), "worker",
-                      worker_metrics_port=WORKER_METRICS_PORT, reconcile_interval_s=1)
+    proc = Proc.start(
+        settings,
+        tmp_path_factory.mktemp("worker"),
+        "worker",
+        worker_metrics_port=WORKER_METRICS_PORT,
+        reconcile_interval_s=1,
+    )
     yield proc
     assert proc.stop() == 0, proc.tail()
 
 
 @pytest.fixture(scope="module")
 async def gateway(settings: Settings, tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[str]:
-    proc = await start_gateway(settings, tmp_path_factory.mktemp("gateway"), GATEWAY_PORT,
-                               usage_refresh_s=0.2)
+    proc = await start_gateway(
+        settings, tmp_path_factory.mktemp("gateway"), GATEWAY_PORT, usage_refresh_s=0.2
+    )
     base = f"http://127.0.0.1:{GATEWAY_PORT}"
     yield base
     proc.stop()
@@ -62,42 +68,55 @@ def this_month() -> datetime:
 
 
 async def invoice(pool: asyncpg.Pool, site: uuid.UUID) -> asyncpg.Record | None:
-    return await pool.fetchrow("SELECT * FROM site_usage_monthly WHERE site_id = $1 AND month = $2",
-                               site, datetime.now(UTC).date().replace(day=1))
+    return await pool.fetchrow(
+        "SELECT * FROM site_usage_monthly WHERE site_id = $1 AND month = $2",
+        site,
+        datetime.now(UTC).date().replace(day=1),
+    )
 
 
 async def post(session: aiohttp.ClientSession, base: str, api_key: str, body: object) -> dict:
-    async with session.post(f"{base}/api/sync", json=body,
-                            headers={"Authorization": f"Bearer {api_key}"}) as r:
+    async with session.post(
+        f"{base}/api/sync", json=body, headers={"Authorization": f"Bearer {api_key}"}
+    ) as r:
         payload = await r.json()
         assert r.status == 200, payload
         return payload
 
 
 def event(event_id: str, quantity: int = 1) -> dict[str, object]:
-    return {"event_id": event_id, "type": "api_call", "quantity": quantity,
-            "occurred_at": datetime.now(UTC).isoformat()}
+    return {
+        "event_id": event_id,
+        "type": "api_call",
+        "quantity": quantity,
+        "occurred_at": datetime.now(UTC).isoformat(),
+    }
 
 
-async def test_same_event_in_one_batch_in_two_messages(worker: Proc, settings: Settings,
-                                                       pool: asyncpg.Pool) -> None:
+async def test_same_event_in_one_batch_in_two_messages(
+    worker: Proc, settings: Settings, pool: asyncpg.Pool
+) -> None:
     site = (await new_site(pool)).site_id
     key = str(site).encode()
-    produce(settings, [(key, message(site, "dup-1")), (key, message(site, "dup-1")),
-                       (key, message(site, "other-1"))])
+    produce(
+        settings,
+        [(key, message(site, "dup-1")), (key, message(site, "dup-1")), (key, message(site, "other-1"))],
+    )
     await wait_for(ledgered(pool, site, 2), what="2 ledger rows")
     produce(settings, [(key, message(site, "dup-1", quantity=7))])  # a re-send, later
     produce(settings, [(key, message(site, "marker"))])  # same partition: once in, dup-1 was seen
     await wait_for(ledgered(pool, site, 3), what="marker ledgered")
-    rows = await pool.fetch("SELECT event_id, quantity FROM ingest_idempotency WHERE site_id = $1 "
-                            "ORDER BY event_id", site)
+    rows = await pool.fetch(
+        "SELECT event_id, quantity FROM ingest_idempotency WHERE site_id = $1 ORDER BY event_id", site
+    )
     assert [(r["event_id"], r["quantity"]) for r in rows] == [("dup-1", 1), ("marker", 1), ("other-1", 1)]
     inv = await invoice(pool, site)
     assert inv is not None and (inv["events"], inv["quantity"]) == (3, 3)
 
 
-async def test_same_event_twice_in_a_request_and_in_two_requests(worker: Proc, gateway: str,
-                                                                pool: asyncpg.Pool) -> None:
+async def test_same_event_twice_in_a_request_and_in_two_requests(
+    worker: Proc, gateway: str, pool: asyncpg.Pool
+) -> None:
     key = await new_site(pool)
     async with aiohttp.ClientSession() as s:
         first = await post(s, gateway, key.api_key, {"events": [event("req-1"), event("req-1")]})
@@ -105,25 +124,36 @@ async def test_same_event_twice_in_a_request_and_in_two_requests(worker: Proc, g
         await post(s, gateway, key.api_key, event("req-1"))
         await post(s, gateway, key.api_key, event("req-marker"))
     await wait_for(ledgered(pool, key.site_id, 2), what="2 ledger rows")
-    assert await pool.fetchval("SELECT count(*) FROM ingest_idempotency WHERE site_id = $1 "
-                               "AND event_id = 'req-1'", key.site_id) == 1
+    assert (
+        await pool.fetchval(
+            "SELECT count(*) FROM ingest_idempotency WHERE site_id = $1 AND event_id = 'req-1'", key.site_id
+        )
+        == 1
+    )
     inv = await invoice(pool, key.site_id)
     assert inv is not None and inv["events"] == 2
 
 
-async def test_overlimit_exact_under_concurrent_requests(worker: Proc, gateway: str,
-                                                        pool: asyncpg.Pool) -> None:
+async def test_overlimit_exact_under_concurrent_requests(
+    worker: Proc, gateway: str, pool: asyncpg.Pool
+) -> None:
     key = await new_site(pool, quota=100)
     async with aiohttp.ClientSession() as s:
-        await asyncio.gather(*(
-            post(s, gateway, key.api_key, {"events": [event(f"q-{r}-{i}") for i in range(10)]})
-            for r in range(15)))
+        await asyncio.gather(
+            *(
+                post(s, gateway, key.api_key, {"events": [event(f"q-{r}-{i}") for i in range(10)]})
+                for r in range(15)
+            )
+        )
     await wait_for(ledgered(pool, key.site_id, 150), what="150 ledger rows")
     # Ledger order: batches in the order they took the invoice row lock (one worker: ledgered_at,
     # the batch transaction's time), then (partition, offset) within a batch. The key spreads a
     # site over partitions, so (partition, offset) alone is not it (docs/scaling.md).
-    rows = await pool.fetch("SELECT billing_class FROM ingest_idempotency WHERE site_id = $1 "
-                            "ORDER BY ledgered_at, kafka_partition, kafka_offset", key.site_id)
+    rows = await pool.fetch(
+        "SELECT billing_class FROM ingest_idempotency WHERE site_id = $1 "
+        "ORDER BY ledgered_at, kafka_partition, kafka_offset",
+        key.site_id,
+    )
     classes = [r["billing_class"] for r in rows]
     # Exactly the first 100 in ledger order are included.
     assert classes == ["included"] * 100 + ["overlimit"] * 50
@@ -132,8 +162,9 @@ async def test_overlimit_exact_under_concurrent_requests(worker: Proc, gateway: 
     assert (inv["events"], inv["overlimit_events"], inv["overlimit_quantity"]) == (150, 50, 50)
 
 
-async def test_accepted_to_visible_latency(worker: Proc, gateway: str, pool: asyncpg.Pool,
-                                           record_property: pytest.RecordProperty) -> None:
+async def test_accepted_to_visible_latency(
+    worker: Proc, gateway: str, pool: asyncpg.Pool, record_property: pytest.RecordProperty
+) -> None:
     """The figure is recorded, not asserted (speed belongs to benchmarks); the bound is liveness."""
     key = await new_site(pool)
     samples: list[float] = []
@@ -156,43 +187,62 @@ async def test_accepted_to_visible_latency(worker: Proc, gateway: str, pool: asy
     assert row["events"] >= 10 and row["within_5s"] >= 1
 
 
-async def test_bad_message_is_dead_lettered_not_blocking(worker: Proc, settings: Settings,
-                                                        pool: asyncpg.Pool) -> None:
+async def test_bad_message_is_dead_lettered_not_blocking(
+    worker: Proc, settings: Settings, pool: asyncpg.Pool
+) -> None:
     site = (await new_site(pool)).site_id
     key = str(site).encode()
-    produce(settings, [(key, b"not json"), (key, message(site, "bad\x00id")),
-                       (key, message(uuid.uuid4(), "ghost-site")), (key, message(site, "after-bad"))])
+    produce(
+        settings,
+        [
+            (key, b"not json"),
+            (key, message(site, "bad\x00id")),
+            (key, message(uuid.uuid4(), "ghost-site")),
+            (key, message(site, "after-bad")),
+        ],
+    )
     await wait_for(ledgered(pool, site, 1), what="the good event after the bad ones")
-    reasons = {r["reason"] for r in await pool.fetch(
-        "SELECT reason FROM ingest_dead_letter WHERE topic = $1", settings.topic)}
+    reasons = {
+        r["reason"]
+        for r in await pool.fetch("SELECT reason FROM ingest_dead_letter WHERE topic = $1", settings.topic)
+    }
     assert {"not JSON", "unknown site"} <= reasons
     assert any(r.startswith("event_id: must be 1-128 characters") for r in reasons), reasons
 
 
 async def test_late_event_of_a_closed_month_is_billed_in_the_next_open_month(
-        worker: Proc, settings: Settings, pool: asyncpg.Pool) -> None:
+    worker: Proc, settings: Settings, pool: asyncpg.Pool
+) -> None:
     site = (await new_site(pool)).site_id
     first = datetime.now(UTC).replace(day=1, hour=0, minute=0, second=0, microsecond=0)
     late = first - timedelta(hours=1)  # last hour of the previous month
-    await pool.execute("INSERT INTO closed_months (month) VALUES ($1) ON CONFLICT DO NOTHING",
-                       late.date().replace(day=1))
+    await pool.execute(
+        "INSERT INTO closed_months (month) VALUES ($1) ON CONFLICT DO NOTHING", late.date().replace(day=1)
+    )
     produce(settings, [(str(site).encode(), message(site, "late-1", occurred_at=late))])
     await wait_for(ledgered(pool, site, 1), what="late event ledgered")
-    row = await pool.fetchrow("SELECT usage_month, billing_month FROM ingest_idempotency WHERE site_id = $1",
-                              site)
+    row = await pool.fetchrow(
+        "SELECT usage_month, billing_month FROM ingest_idempotency WHERE site_id = $1", site
+    )
     assert (row["usage_month"], row["billing_month"]) == (late.date().replace(day=1), first.date())
     inv = await invoice(pool, site)
     assert inv is not None and inv["events"] == 1
 
 
-async def test_ledgered_events_are_published_to_billable(worker: Proc, settings: Settings,
-                                                         pool: asyncpg.Pool) -> None:
+async def test_ledgered_events_are_published_to_billable(
+    worker: Proc, settings: Settings, pool: asyncpg.Pool
+) -> None:
     site = (await new_site(pool, quota=1)).site_id
     key = str(site).encode()
     produce(settings, [(key, message(site, f"b-{i}", quantity=i + 1)) for i in range(3)])
     await wait_for(ledgered(pool, site, 3), what="3 ledger rows")
-    consumer = Consumer({"bootstrap.servers": settings.kafka_bootstrap, "group.id": f"t-{uuid.uuid4()}",
-                         "enable.auto.commit": False})
+    consumer = Consumer(
+        {
+            "bootstrap.servers": settings.kafka_bootstrap,
+            "group.id": f"t-{uuid.uuid4()}",
+            "enable.auto.commit": False,
+        }
+    )
     consumer.assign([TopicPartition(settings.billable_topic, p, 0) for p in range(settings.topic_partitions)])
     seen: dict[str, dict] = {}
     deadline = time.monotonic() + 20
@@ -212,7 +262,6 @@ async def test_ledgered_events_are_published_to_billable(worker: Proc, settings:
     assert seen["b-2"]["quantity"] == 3 and seen["b-2"]["billing_month"] == this_month().strftime("%Y-%m-01")
 
 
-
 async def scrape(port: int) -> str:
     async with aiohttp.ClientSession() as s, s.get(f"http://127.0.0.1:{port}/metrics") as r:
         return await r.text()
@@ -226,9 +275,13 @@ async def test_worker_metrics_are_served(worker: Proc, settings: Settings, pool:
     async def scraped() -> bool:
         text = await scrape(WORKER_METRICS_PORT)
         return "opsmantik_billing_drifting_sites{" in text and "opsmantik_worker_consumer_lag " in text
+
     await wait_for(scraped, 20, 0.5, "drift and lag metrics")
-    lines = dict(line.rsplit(" ", 1) for line in (await scrape(WORKER_METRICS_PORT)).splitlines()
-                 if line.startswith("opsmantik_"))
+    lines = dict(
+        line.rsplit(" ", 1)
+        for line in (await scrape(WORKER_METRICS_PORT)).splitlines()
+        if line.startswith("opsmantik_")
+    )
     assert float(lines["opsmantik_worker_freshness_seconds_count"]) >= 1
 
 
@@ -238,22 +291,34 @@ async def test_worker_exports_a_planted_drift(worker: Proc, settings: Settings, 
     count `opsmantik reconcile` finds in the same database (other modules plant drift too)."""
     month = f"{this_month():%Y-%m}"
     site = (await new_site(pool)).site_id
-    await pool.execute("INSERT INTO site_usage_monthly (site_id, month, events, quantity) "
-                       "VALUES ($1, $2, 7, 7)", site, this_month().date().replace(day=1))
+    await pool.execute(
+        "INSERT INTO site_usage_monthly (site_id, month, events, quantity) VALUES ($1, $2, 7, 7)",
+        site,
+        this_month().date().replace(day=1),
+    )
     gauge = f'opsmantik_billing_drift_events{{month="{month}",site_id="{site}"}}'
     try:
+
         async def exported() -> bool:
             try:
                 return f"{gauge} 7.0" in (await scrape(WORKER_METRICS_PORT)).splitlines()
             except aiohttp.ClientError:  # the worker is still starting
                 return False
+
         await wait_for(exported, 20, 0.25, "the planted drift of +7 events exported")
-        done = subprocess.run([OPSMANTIK, "reconcile", "--month", month, "--json"], env=env_for(settings),
-                              capture_output=True, timeout=60)
+        done = subprocess.run(
+            [OPSMANTIK, "reconcile", "--month", month, "--json"],
+            env=env_for(settings),
+            capture_output=True,
+            timeout=60,
+        )
         drifting = orjson.loads(done.stdout)["drifting_sites"]
         assert done.returncode == 1 and str(site) in drifting
-        lines = dict(line.rsplit(" ", 1) for line in (await scrape(WORKER_METRICS_PORT)).splitlines()
-                     if line.startswith("opsmantik_billing_drifting_sites{"))
+        lines = dict(
+            line.rsplit(" ", 1)
+            for line in (await scrape(WORKER_METRICS_PORT)).splitlines()
+            if line.startswith("opsmantik_billing_drifting_sites{")
+        )
         assert float(lines[f'opsmantik_billing_drifting_sites{{month="{month}"}}']) == len(drifting)
     finally:
         await pool.execute("DELETE FROM site_usage_monthly WHERE site_id = $1", site)

@@ -11,8 +11,8 @@ from pathlib import Path
 import asyncpg
 import orjson
 import pytest
+from opsmantik.config import Settings
 
-from services.config import Settings
 from tests.environment import module_environment
 from tests.integration.pipeline import (
     OPSMANTIK,
@@ -34,17 +34,24 @@ settings, pool = module_environment()
 
 def reconcile(settings: Settings) -> tuple[int, dict]:
     month = datetime.now(UTC).strftime("%Y-%m")
-    done = subprocess.run([OPSMANTIK, "reconcile", "--month", month, "--json"], env=env_for(settings),
-                          capture_output=True, timeout=60)
+    done = subprocess.run(
+        [OPSMANTIK, "reconcile", "--month", month, "--json"],
+        env=env_for(settings),
+        capture_output=True,
+        timeout=60,
+    )
     return done.returncode, orjson.loads(done.stdout)
 
 
 async def test_failing_db_write_is_never_acked_and_the_worker_exits_nonzero(
-        settings: Settings, pool: asyncpg.Pool, tmp_path: Path) -> None:
+    settings: Settings, pool: asyncpg.Pool, tmp_path: Path
+) -> None:
     site = await new_site_id(pool)
     # A constraint only this event violates: every attempt to commit its batch fails.
-    await pool.execute("ALTER TABLE ingest_idempotency ADD CONSTRAINT test_reject_poison "
-                       "CHECK (event_id <> 'poison-1') NOT VALID")
+    await pool.execute(
+        "ALTER TABLE ingest_idempotency ADD CONSTRAINT test_reject_poison "
+        "CHECK (event_id <> 'poison-1') NOT VALID"
+    )
     try:
         produce(settings, [(str(site).encode(), message(site, "poison-1"))])
         worker = Proc.start(settings, tmp_path, "worker", worker_retry_max_s=2)
@@ -61,8 +68,9 @@ async def test_failing_db_write_is_never_acked_and_the_worker_exits_nonzero(
         assert worker.stop() == 0, worker.tail()
 
 
-async def test_worker_sigkilled_mid_batch_then_restarted(settings: Settings, pool: asyncpg.Pool,
-                                                         tmp_path: Path) -> None:
+async def test_worker_sigkilled_mid_batch_then_restarted(
+    settings: Settings, pool: asyncpg.Pool, tmp_path: Path
+) -> None:
     site = await new_site_id(pool)
     total, first = 2000, 300
     msgs = [(str(site).encode(), message(site, f"m-{i}", quantity=i % 7 + 1)) for i in range(total)]
@@ -79,9 +87,13 @@ async def test_worker_sigkilled_mid_batch_then_restarted(settings: Settings, poo
         produce(settings, msgs[first:])
 
         async def worker_waits_mid_transaction() -> bool:
-            return await pool.fetchval(
-                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
-                "AND wait_event_type = 'Lock' AND query LIKE '%slo_freshness%'") > 0
+            return (
+                await pool.fetchval(
+                    "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+                    "AND wait_event_type = 'Lock' AND query LIKE '%slo_freshness%'"
+                )
+                > 0
+            )
 
         await wait_for(worker_waits_mid_transaction, what="worker blocked inside a batch transaction")
         committed = await ledger_count(pool, site)
@@ -97,8 +109,11 @@ async def test_worker_sigkilled_mid_batch_then_restarted(settings: Settings, poo
         await wait_for(ledgered(pool, site, total), 90, what="restarted worker caught up")
     finally:
         assert worker.stop() == 0, worker.tail()
-    row = await pool.fetchrow("SELECT count(*) AS n, count(DISTINCT event_id) AS d, sum(quantity) AS q "
-                              "FROM ingest_idempotency WHERE site_id = $1", site)
+    row = await pool.fetchrow(
+        "SELECT count(*) AS n, count(DISTINCT event_id) AS d, sum(quantity) AS q "
+        "FROM ingest_idempotency WHERE site_id = $1",
+        site,
+    )
     expected_q = sum(i % 7 + 1 for i in range(total))
     assert (row["n"], row["d"], row["q"]) == (total, total, expected_q)
     inv = await pool.fetchrow("SELECT events, quantity FROM site_usage_monthly WHERE site_id = $1", site)
@@ -108,8 +123,9 @@ async def test_worker_sigkilled_mid_batch_then_restarted(settings: Settings, poo
     assert str(site) in {s["site_id"] for s in report["sites"]}
 
 
-async def test_watchdog_restarts_a_stalled_consumer(settings: Settings, pool: asyncpg.Pool,
-                                                    tmp_path: Path) -> None:
+async def test_watchdog_restarts_a_stalled_consumer(
+    settings: Settings, pool: asyncpg.Pool, tmp_path: Path
+) -> None:
     site = await new_site_id(pool)
     key = str(site).encode()
     worker = Proc.start(settings, tmp_path, "worker", worker_watchdog_s=3)

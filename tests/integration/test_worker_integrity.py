@@ -18,10 +18,11 @@ import asyncpg
 import orjson
 import pytest
 from confluent_kafka import Consumer, TopicPartition
+from opsmantik import sites
+from opsmantik.billing import reconcile
+from opsmantik.config import Settings
+from opsmantik.kafka.topics import ensure_topics
 
-from services import reconcile, sites
-from services.config import Settings
-from services.kafka import ensure_topics
 from tests.integration.pipeline import ROOT, Proc, env_for, message, produce, start_gateway, wait_for
 
 pytestmark = pytest.mark.integration
@@ -62,33 +63,47 @@ def assert_healthy(proc: Proc) -> None:
         assert sign not in log, proc.tail(60)
 
 
-async def test_escaped_nul_text_is_ledgered(settings: Settings, pool: asyncpg.Pool, gateway: str,
-                                            worker: Proc) -> None:
+async def test_escaped_nul_text_is_ledgered(
+    settings: Settings, pool: asyncpg.Pool, gateway: str, worker: Proc
+) -> None:
     """Reproduction 1: the characters backslash, u, 0, 0, 0, 0 are text, not a NUL: the gateway
     accepted them, so the worker must ledger them (it dead-lettered them)."""
     key = await new_key(pool)
     props = {"log": "raw \\u0000 escape", "path": "C:\\u0000\\x"}
-    body = {"event_id": "esc-1", "type": "log", "occurred_at": datetime.now(UTC).isoformat(),
-            "properties": props}
-    async with aiohttp.ClientSession() as s, s.post(
-            f"{gateway}/api/sync", json=body, headers={"Authorization": f"Bearer {key.api_key}"}) as r:
+    body = {
+        "event_id": "esc-1",
+        "type": "log",
+        "occurred_at": datetime.now(UTC).isoformat(),
+        "properties": props,
+    }
+    async with (
+        aiohttp.ClientSession() as s,
+        s.post(f"{gateway}/api/sync", json=body, headers={"Authorization": f"Bearer {key.api_key}"}) as r,
+    ):
         assert r.status == 200, await r.text()
         assert (await r.json())["results"][0]["status"] == "accepted"
 
     async def ledgered() -> bool:
-        return await pool.fetchval("SELECT count(*) FROM ingest_idempotency WHERE site_id = $1",
-                                   key.site_id) == 1
+        return (
+            await pool.fetchval("SELECT count(*) FROM ingest_idempotency WHERE site_id = $1", key.site_id)
+            == 1
+        )
+
     await wait_for(ledgered, 20, what="the escaped-NUL event in the ledger")
-    stored = await pool.fetchval("SELECT properties::text FROM ingest_idempotency WHERE site_id = $1",
-                                 key.site_id)
+    stored = await pool.fetchval(
+        "SELECT properties::text FROM ingest_idempotency WHERE site_id = $1", key.site_id
+    )
     assert orjson.loads(stored) == props
-    assert await pool.fetchval("SELECT count(*) FROM ingest_dead_letter WHERE site_id = $1",
-                               str(key.site_id)) == 0
+    assert (
+        await pool.fetchval("SELECT count(*) FROM ingest_dead_letter WHERE site_id = $1", str(key.site_id))
+        == 0
+    )
     assert_healthy(worker)
 
 
-async def test_undecodable_messages_do_not_stop_the_ledger(settings: Settings, pool: asyncpg.Pool,
-                                                            worker: Proc) -> None:
+async def test_undecodable_messages_do_not_stop_the_ledger(
+    settings: Settings, pool: asyncpg.Pool, worker: Proc
+) -> None:
     """Reproduction 2: 3 valid, then messages that made decode or the dead-letter insert raise
     (path a list, a year-1 time with an offset, NUL in an unknown field name), then 3 valid,
     all on the site's partition: the 6 valid ones are ledgered, each bad one dead-lettered
@@ -101,8 +116,14 @@ async def test_undecodable_messages_do_not_stop_the_ledger(settings: Settings, p
         doc.update(over)
         return orjson.dumps(doc)
 
-    hostile = [bad(path=["kafka"]), bad(occurred_at="0001-01-01T00:00:00+01:00"),
-               bad(**{"evil\x00field": 1}), bad(gateway_status={"x": 1}), b"\xff\xfe", b""]
+    hostile = [
+        bad(path=["kafka"]),
+        bad(occurred_at="0001-01-01T00:00:00+01:00"),
+        bad(**{"evil\x00field": 1}),
+        bad(gateway_status={"x": 1}),
+        b"\xff\xfe",
+        b"",
+    ]
     valid = [message(site, f"ok-{i}") for i in range(6)]
     k = str(site).encode()
     produce(settings, [(k, v) for v in valid[:3] + hostile + valid[3:]])
@@ -110,13 +131,20 @@ async def test_undecodable_messages_do_not_stop_the_ledger(settings: Settings, p
     async def done() -> bool:
         ledger = await pool.fetchval("SELECT count(*) FROM ingest_idempotency WHERE site_id = $1", site)
         return ledger == 6
+
     await wait_for(done, 30, what="the six valid neighbours in the ledger")
     partition = await site_partition(pool, site)
-    first, last = await pool.fetchrow("SELECT min(kafka_offset), max(kafka_offset) FROM ingest_idempotency "
-                                      "WHERE site_id = $1", site)
-    dead = await pool.fetch("SELECT kafka_offset, reason FROM ingest_dead_letter WHERE topic = $1 AND "
-                            "kafka_partition = $2 AND kafka_offset BETWEEN $3 AND $4 ORDER BY kafka_offset",
-                            settings.topic, partition, first, last)
+    first, last = await pool.fetchrow(
+        "SELECT min(kafka_offset), max(kafka_offset) FROM ingest_idempotency WHERE site_id = $1", site
+    )
+    dead = await pool.fetch(
+        "SELECT kafka_offset, reason FROM ingest_dead_letter WHERE topic = $1 AND "
+        "kafka_partition = $2 AND kafka_offset BETWEEN $3 AND $4 ORDER BY kafka_offset",
+        settings.topic,
+        partition,
+        first,
+        last,
+    )
     # exactly the hostile messages, each once, at the offsets between the valid ones
     assert [r["kafka_offset"] for r in dead] == list(range(first + 3, first + 3 + len(hostile))), dead
 
@@ -127,14 +155,20 @@ async def test_undecodable_messages_do_not_stop_the_ledger(settings: Settings, p
 
 
 async def site_partition(pool: asyncpg.Pool, site: uuid.UUID) -> int:
-    (partition,) = {r[0] for r in await pool.fetch(
-        "SELECT kafka_partition FROM ingest_idempotency WHERE site_id = $1", site)}
+    (partition,) = {
+        r[0]
+        for r in await pool.fetch("SELECT kafka_partition FROM ingest_idempotency WHERE site_id = $1", site)
+    }
     return partition
 
 
 async def _has(pool: asyncpg.Pool, site: uuid.UUID, event_id: str) -> bool:
-    return await pool.fetchval("SELECT count(*) FROM ingest_idempotency WHERE site_id = $1 AND "
-                               "event_id = $2", site, event_id) == 1
+    return (
+        await pool.fetchval(
+            "SELECT count(*) FROM ingest_idempotency WHERE site_id = $1 AND event_id = $2", site, event_id
+        )
+        == 1
+    )
 
 
 async def test_invoice_sums_go_past_bigint(settings: Settings, pool: asyncpg.Pool, worker: Proc) -> None:
@@ -143,12 +177,17 @@ async def test_invoice_sums_go_past_bigint(settings: Settings, pool: asyncpg.Poo
     key = await new_key(pool)
     month = datetime.now(UTC).date().replace(day=1)
     seeded = 2**63 - 1 - 10**12 + 1  # + 10**12 = 2**63: one past bigint
-    await pool.execute("INSERT INTO site_usage_monthly (site_id, month, events, quantity) "
-                       "VALUES ($1, $2, 1, $3)", key.site_id, month, seeded)
+    await pool.execute(
+        "INSERT INTO site_usage_monthly (site_id, month, events, quantity) VALUES ($1, $2, 1, $3)",
+        key.site_id,
+        month,
+        seeded,
+    )
     produce(settings, [(str(key.site_id).encode(), message(key.site_id, "max-q", quantity=10**12))])
     await wait_for(lambda: _has(pool, key.site_id, "max-q"), 20, what="the maximal event in the ledger")
-    quantity = await pool.fetchval("SELECT quantity FROM site_usage_monthly WHERE site_id = $1 "
-                                   "AND month = $2", key.site_id, month)
+    quantity = await pool.fetchval(
+        "SELECT quantity FROM site_usage_monthly WHERE site_id = $1 AND month = $2", key.site_id, month
+    )
     assert int(quantity) == 2**63
     async with pool.acquire() as conn:
         report = await reconcile.reconcile_month(conn, month)
@@ -159,8 +198,13 @@ async def test_invoice_sums_go_past_bigint(settings: Settings, pool: asyncpg.Poo
 
 
 def committed_offset(settings: Settings, partition: int) -> int:
-    c = Consumer({"bootstrap.servers": settings.kafka_bootstrap, "group.id": settings.worker_group,
-                  "enable.auto.commit": False})
+    c = Consumer(
+        {
+            "bootstrap.servers": settings.kafka_bootstrap,
+            "group.id": settings.worker_group,
+            "enable.auto.commit": False,
+        }
+    )
     try:
         (tp,) = c.committed([TopicPartition(settings.topic, partition)], 10)
         return tp.offset
@@ -169,20 +213,27 @@ def committed_offset(settings: Settings, partition: int) -> int:
 
 
 async def test_a_raising_batch_handler_stops_the_worker_and_nothing_is_skipped(
-        settings: Settings, pool: asyncpg.Pool, worker: Proc, tmp_path: Path) -> None:
+    settings: Settings, pool: asyncpg.Pool, worker: Proc, tmp_path: Path
+) -> None:
     """Fail-stop, never skip: with a planted bug the handler raises on a batch; the worker exits
     non-zero without committing past the batch, and the next (sound) worker ledgers it and its
     neighbours. Its own consumer group and topic, so the module's worker is not involved."""
-    s = dataclasses.replace(settings, topic=f"{settings.topic}.failstop",
-                            worker_group=f"{settings.worker_group}-fs")
+    s = dataclasses.replace(
+        settings, topic=f"{settings.topic}.failstop", worker_group=f"{settings.worker_group}-fs"
+    )
     ensure_topics(s)
     key = await new_key(pool)
     k = str(key.site_id).encode()
     produce(s, [(k, message(key.site_id, f"pre-{i}")) for i in range(3)])
     log = (tmp_path / "raising.log").open("wb")
     env = env_for(s)
-    proc = subprocess.Popen([sys.executable, "-m", "tests.integration.raising_worker"], env=env, cwd=ROOT,
-                            stdout=log, stderr=subprocess.STDOUT)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "tests.integration.raising_worker"],
+        env=env,
+        cwd=ROOT,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
     try:
         await wait_for(lambda: _count(pool, key.site_id, 3), 30, what="the first three events")
         partition = await site_partition(pool, key.site_id)

@@ -23,9 +23,18 @@ def binary() -> str:
 def _run(url: str, width: int, height: int, *extra: str) -> subprocess.CompletedProcess[bytes]:
     with tempfile.TemporaryDirectory(prefix="opsmantik-chromium-") as profile:
         # --no-sandbox: CI runs as root; the page is our own.
-        argv = [binary(), "--headless=new", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
-                "--no-first-run", f"--user-data-dir={profile}", f"--window-size={width},{height}",
-                *extra, url]
+        argv = [
+            binary(),
+            "--headless=new",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--hide-scrollbars",
+            "--no-first-run",
+            f"--user-data-dir={profile}",
+            f"--window-size={width},{height}",
+            *extra,
+            url,
+        ]
         return subprocess.run(argv, capture_output=True, timeout=TIMEOUT_S, check=False)
 
 
@@ -51,8 +60,8 @@ def png_size_and_pixel(path: Path, x: int, y: int) -> tuple[int, int, tuple[int,
     pos, idat = 8, b""
     width = height = channels = 0
     while pos < len(data):
-        length, kind = struct.unpack(">I4s", data[pos:pos + 8])
-        body = data[pos + 8:pos + 8 + length]
+        length, kind = struct.unpack(">I4s", data[pos : pos + 8])
+        body = data[pos + 8 : pos + 8 + length]
         if kind == b"IHDR":
             width, height, depth, color = struct.unpack(">IIBB", body[:10])
             assert depth == 8 and color in (2, 6), (depth, color)
@@ -64,7 +73,7 @@ def png_size_and_pixel(path: Path, x: int, y: int) -> tuple[int, int, tuple[int,
     stride = width * channels
     prev = bytearray(stride)
     for row in range(y + 1):  # unfilter rows up to y
-        f, line = raw[row * (stride + 1)], bytearray(raw[row * (stride + 1) + 1:(row + 1) * (stride + 1)])
+        f, line = raw[row * (stride + 1)], bytearray(raw[row * (stride + 1) + 1 : (row + 1) * (stride + 1)])
         for i in range(stride):
             a = line[i - channels] if i >= channels else 0
             b, c = prev[i], prev[i - channels] if i >= channels else 0
@@ -79,5 +88,5 @@ def png_size_and_pixel(path: Path, x: int, y: int) -> tuple[int, int, tuple[int,
                 pa, pb, pc = abs(p - a), abs(p - b), abs(p - c)
                 line[i] = (line[i] + (a if pa <= pb and pa <= pc else b if pb <= pc else c)) & 255
         prev = line
-    px = prev[x * channels:x * channels + 3]
+    px = prev[x * channels : x * channels + 3]
     return width, height, (px[0], px[1], px[2])

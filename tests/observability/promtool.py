@@ -21,5 +21,11 @@ def binary(name: str = "promtool") -> str:
 
 
 def promtool(*args: str, stdin: bytes | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([binary(), *args], input=None if stdin is None else stdin.decode(),
-                          capture_output=True, text=True, timeout=TIMEOUT_S, check=False)
+    return subprocess.run(
+        [binary(), *args],
+        input=None if stdin is None else stdin.decode(),
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT_S,
+        check=False,
+    )

@@ -9,9 +9,8 @@ from dataclasses import fields
 from pathlib import Path
 
 import yaml
-
-from services.cli import build_parser
-from services.config import LOCAL_KAFKA_PORT, LOCAL_PG_PORT, Settings
+from opsmantik.cli import build_parser
+from opsmantik.config import LOCAL_KAFKA_PORT, LOCAL_PG_PORT, Settings
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
@@ -30,8 +29,17 @@ def mounts(service: str) -> dict[str, str]:
 
 
 def test_every_service_is_present() -> None:
-    assert set(SERVICES) == {"kafka", "postgres", "migrate", "gateway", "worker", "relay", "audit",
-                             "prometheus", "grafana"}
+    assert set(SERVICES) == {
+        "kafka",
+        "postgres",
+        "migrate",
+        "gateway",
+        "worker",
+        "relay",
+        "audit",
+        "prometheus",
+        "grafana",
+    }
 
 
 def test_opsmantik_services_use_the_clis_commands_and_settings() -> None:
@@ -70,10 +78,12 @@ def test_prometheus_has_the_rules_and_scrapes_every_process() -> None:
         assert m[f"/etc/prometheus/{rules}"] == "deploy/prometheus/opsmantik.rules.yml"
     d = Settings()
     jobs = {j["job_name"]: j["static_configs"][0]["targets"] for j in config["scrape_configs"]}
-    assert jobs == {"opsmantik-gateway": [f"gateway:{d.gateway_port}"],
-                    "opsmantik-worker": [f"worker:{d.worker_metrics_port}"],
-                    "opsmantik-relay": [f"relay:{d.relay_metrics_port}"],
-                    "opsmantik-audit": [f"audit:{d.audit_metrics_port}"]}
+    assert jobs == {
+        "opsmantik-gateway": [f"gateway:{d.gateway_port}"],
+        "opsmantik-worker": [f"worker:{d.worker_metrics_port}"],
+        "opsmantik-relay": [f"relay:{d.relay_metrics_port}"],
+        "opsmantik-audit": [f"audit:{d.audit_metrics_port}"],
+    }
     # the local config (make run) has the same jobs, on 127.0.0.1
     local = yaml.safe_load((ROOT / "deploy" / "prometheus" / "prometheus.yml").read_text())
     assert {j["job_name"] for j in local["scrape_configs"]} == set(jobs)

@@ -29,12 +29,12 @@ import asyncpg
 import orjson
 import pytest
 import yaml
+from opsmantik.config import Settings
+from opsmantik.db.migrate import migrate
+from opsmantik.devstack.stack import Stack
+from opsmantik.kafka.topics import ensure_topics
+from opsmantik.sites import create_site_with_key
 
-from services.config import Settings
-from services.db.migrate import migrate
-from services.kafka import ensure_topics
-from services.sites import create_site_with_key
-from services.stack import Stack
 from tests.integration.gateway_support import auth, event
 from tests.integration.pipeline import Proc
 from tests.observability import chromium
@@ -88,10 +88,15 @@ async def live(base_settings: Settings) -> AsyncIterator[Live]:
     procs: dict[str, Proc] = {}
     try:
         await asyncio.to_thread(stack.up)
-        s = dataclasses.replace(base_settings, database_url=stack.database_url,
-                                kafka_bootstrap=stack.kafka_bootstrap, topic="obs.ingest.v1",
-                                billable_topic="obs.billable.v1", topic_partitions=2,
-                                worker_group="obs-worker")
+        s = dataclasses.replace(
+            base_settings,
+            database_url=stack.database_url,
+            kafka_bootstrap=stack.kafka_bootstrap,
+            topic="obs.ingest.v1",
+            billable_topic="obs.billable.v1",
+            topic_partitions=2,
+            worker_group="obs-worker",
+        )
         conn = await asyncpg.connect(s.database_url)
         try:
             await migrate(conn)
@@ -103,18 +108,26 @@ async def live(base_settings: Settings) -> AsyncIterator[Live]:
         logs.mkdir()
         # status_window_s 10: a worker's slow first batches (group join) must not keep the page
         # "degraded" for the default 5 minutes of window
-        env = {"status_refresh_s": REFRESH_S, "status_slo_refresh_s": 2, "status_probe_timeout_s": 1,
-               "status_window_s": 10,
-               "worker_metrics_port": WORKER_METRICS, "relay_metrics_port": RELAY_METRICS,
-               "audit_metrics_port": AUDIT_METRICS, "reconcile_interval_s": 2}
+        env = {
+            "status_refresh_s": REFRESH_S,
+            "status_slo_refresh_s": 2,
+            "status_probe_timeout_s": 1,
+            "status_window_s": 10,
+            "worker_metrics_port": WORKER_METRICS,
+            "relay_metrics_port": RELAY_METRICS,
+            "audit_metrics_port": AUDIT_METRICS,
+            "reconcile_interval_s": 2,
+        }
         procs["gateway"] = Proc.start(s, logs, "gateway", "--port", str(GATEWAY_PORT), **env)
         procs["worker"] = Proc.start(s, logs, "worker", **env)
         procs["relay"] = Proc.start(s, logs, "relay", **env)
         procs["audit"] = Proc.start(s, logs, "audit", "--follow", **env)
-        for name, url in (("gateway", f"http://127.0.0.1:{GATEWAY_PORT}/healthz"),
-                          ("worker", f"http://127.0.0.1:{WORKER_METRICS}/metrics"),
-                          ("relay", f"http://127.0.0.1:{RELAY_METRICS}/metrics"),
-                          ("audit", f"http://127.0.0.1:{AUDIT_METRICS}/metrics")):
+        for name, url in (
+            ("gateway", f"http://127.0.0.1:{GATEWAY_PORT}/healthz"),
+            ("worker", f"http://127.0.0.1:{WORKER_METRICS}/metrics"),
+            ("relay", f"http://127.0.0.1:{RELAY_METRICS}/metrics"),
+            ("audit", f"http://127.0.0.1:{AUDIT_METRICS}/metrics"),
+        ):
             await asyncio.to_thread(wait, lambda u=url: http_get(u), 60, f"{name} up ({procs[name].log})")
         yield Live(stack, s, procs, key, logs)
     finally:
@@ -147,8 +160,12 @@ async def send_traffic(live: Live, seconds: float) -> int:
 
 
 def test_promtool_check_metrics_on_each_process(live: Live) -> None:
-    for name, port in (("gateway", GATEWAY_PORT), ("worker", WORKER_METRICS), ("relay", RELAY_METRICS),
-                       ("audit", AUDIT_METRICS)):
+    for name, port in (
+        ("gateway", GATEWAY_PORT),
+        ("worker", WORKER_METRICS),
+        ("relay", RELAY_METRICS),
+        ("audit", AUDIT_METRICS),
+    ):
         text = http_get(f"http://127.0.0.1:{port}/metrics")
         assert b"opsmantik_" in text, name
         run = promtool("check", "metrics", stdin=text)
@@ -160,17 +177,31 @@ def prometheus(live: Live) -> Iterator[str]:
     """Debian's Prometheus with the shipped config's jobs (targets pointed at this stack) and rules."""
     work = Path(tempfile.mkdtemp(prefix="opsmantik-prometheus-"))
     shipped = yaml.safe_load((PROM / "prometheus.yml").read_text())
-    ports = {"opsmantik-gateway": GATEWAY_PORT, "opsmantik-worker": WORKER_METRICS,
-             "opsmantik-relay": RELAY_METRICS, "opsmantik-audit": AUDIT_METRICS}
-    config = {"global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
-              "rule_files": [str(RULES)],
-              "scrape_configs": [{"job_name": j["job_name"],
-                                  "static_configs": [{"targets": [f"127.0.0.1:{ports[j['job_name']]}"]}]}
-                                 for j in shipped["scrape_configs"]]}
+    ports = {
+        "opsmantik-gateway": GATEWAY_PORT,
+        "opsmantik-worker": WORKER_METRICS,
+        "opsmantik-relay": RELAY_METRICS,
+        "opsmantik-audit": AUDIT_METRICS,
+    }
+    config = {
+        "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
+        "rule_files": [str(RULES)],
+        "scrape_configs": [
+            {
+                "job_name": j["job_name"],
+                "static_configs": [{"targets": [f"127.0.0.1:{ports[j['job_name']]}"]}],
+            }
+            for j in shipped["scrape_configs"]
+        ],
+    }
     (work / "prometheus.yml").write_text(yaml.safe_dump(config))
     log = (work / "prometheus.log").open("wb")
-    argv = [binary("prometheus"), f"--config.file={work / 'prometheus.yml'}",
-            f"--storage.tsdb.path={work / 'data'}", f"--web.listen-address=127.0.0.1:{PROMETHEUS_PORT}"]
+    argv = [
+        binary("prometheus"),
+        f"--config.file={work / 'prometheus.yml'}",
+        f"--storage.tsdb.path={work / 'data'}",
+        f"--web.listen-address=127.0.0.1:{PROMETHEUS_PORT}",
+    ]
     proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{PROMETHEUS_PORT}"
     try:
@@ -237,14 +268,25 @@ def shoot(live: Live, name: str, width: int, dark: bool = False) -> Path:
     return chromium.screenshot(f"{live.base}/status", ARTIFACTS / name, width, height, dark)
 
 
-COMPONENTS = ["Ingest API", "Event queue", "Fallback buffer", "Billing ledger freshness",
-              "Dashboard/usage API"]
-OBJECTIVES = ["Availability", "Latency (p95 under 500 ms)", "Freshness (usage within 5 s)",
-              "Data integrity (zero loss)", "Billing accuracy"]
+COMPONENTS = [
+    "Ingest API",
+    "Event queue",
+    "Fallback buffer",
+    "Billing ledger freshness",
+    "Dashboard/usage API",
+]
+OBJECTIVES = [
+    "Availability",
+    "Latency (p95 under 500 ms)",
+    "Freshness (usage within 5 s)",
+    "Data integrity (zero loss)",
+    "Billing accuracy",
+]
 
 
 async def test_status_page_in_chromium_then_broker_outage(live: Live) -> None:
     await send_traffic(live, 2.0)
+
     def operational() -> dict | None:
         s = status_json(live)
         return s if s["slo"]["figures_at"] and s["status"]["indicator"] == "none" else None
@@ -278,8 +320,10 @@ async def test_status_page_in_chromium_then_broker_outage(live: Live) -> None:
     assert by["Ingest API"] == "operational"  # events still land in the fallback buffer
     assert first["status"] == {"indicator": "major", "description": "Partial outage"}
     # still accepted, from the outbox
-    async with aiohttp.ClientSession() as http, http.post(
-            f"{live.base}/api/sync", data=orjson.dumps(event()), headers=auth(live.api_key)) as r:
+    async with (
+        aiohttp.ClientSession() as http,
+        http.post(f"{live.base}/api/sync", data=orjson.dumps(event()), headers=auth(live.api_key)) as r,
+    ):
         assert r.status == 200 and (await r.json())["results"][0]["status"] == "fallback"
     for width in (1280, 390):
         html = await asyncio.to_thread(chromium.dom, f"{live.base}/status", width)

@@ -44,8 +44,10 @@ def test_every_alert_has_a_firing_and_a_silent_test() -> None:
 
 
 def test_severities_and_runbook_sections() -> None:
-    anchors = {re.sub(r"[^a-z0-9 -]", "", m.lower()).replace(" ", "-")
-               for m in re.findall(r"^#+ (.+)$", RUNBOOK.read_text(), re.MULTILINE)}
+    anchors = {
+        re.sub(r"[^a-z0-9 -]", "", m.lower()).replace(" ", "-")
+        for m in re.findall(r"^#+ (.+)$", RUNBOOK.read_text(), re.MULTILINE)
+    }
     for name, rule in alerts().items():
         assert rule["labels"]["severity"] in ("P0", "P1", "P2"), name
         url = rule["annotations"]["runbook_url"]
@@ -62,7 +64,10 @@ def test_the_seed_p0s_are_there() -> None:
     assert a["OpsmantikBillingDriftHigh"]["labels"]["severity"] == "P1"
     # the three burn-rate windows of the multi-window pattern, for each SLO
     for slo in ("Availability", "Latency", "Freshness"):
-        for tier, (long, short, factor) in {"FastBurn": ("1h", "5m", "14.4"), "SlowBurn": ("6h", "30m", "6"),
-                                            "BudgetBurn": ("3d", "6h", "1")}.items():
+        for tier, (long, short, factor) in {
+            "FastBurn": ("1h", "5m", "14.4"),
+            "SlowBurn": ("6h", "30m", "6"),
+            "BudgetBurn": ("3d", "6h", "1"),
+        }.items():
             expr = a[f"Opsmantik{slo}{tier}"]["expr"]
             assert f"ratio_rate{long} > ({factor} *" in expr and f"ratio_rate{short} > ({factor} *" in expr

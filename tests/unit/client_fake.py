@@ -15,9 +15,14 @@ Answer = Callable[[list[dict]], web.Response]
 
 
 def ok(events: list[dict]) -> web.Response:
-    return web.json_response({"results": [
-        {"event_id": e["event_id"], "status": "accepted", "receipt": {"partition": 0, "offset": i}}
-        for i, e in enumerate(events)]})
+    return web.json_response(
+        {
+            "results": [
+                {"event_id": e["event_id"], "status": "accepted", "receipt": {"partition": 0, "offset": i}}
+                for i, e in enumerate(events)
+            ]
+        }
+    )
 
 
 def status(code: int, headers: dict[str, str] | None = None, body: object = None) -> Answer:

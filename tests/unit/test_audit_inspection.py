@@ -9,10 +9,10 @@ from datetime import UTC, date, datetime, timedelta
 import orjson
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from opsmantik.audit.auditor import account
+from opsmantik.audit.contract import gateway_problem
+from opsmantik.audit.inspection import RawMessage, inspect
 
-from services.audit.auditor import account
-from services.audit.contract import gateway_problem
-from services.audit.inspection import RawMessage, inspect
 from tests.integration.pipeline import message
 
 SITE = uuid.UUID("0000000a-0000-4000-8000-00000000000b")
@@ -79,35 +79,69 @@ def test_tombstones_garbage_and_odd_keys_are_inspected() -> None:
 
 
 @settings(max_examples=300, deadline=None)
-@given(st.one_of(st.none(), st.binary(max_size=200)), st.one_of(st.none(), st.binary(max_size=40)),
-       st.one_of(st.none(), st.integers(min_value=-2**63, max_value=2**63 - 1)))
-def test_any_bytes_are_inspected_without_an_exception(value: bytes | None, key: bytes | None,
-                                                      ts: int | None) -> None:
+@given(
+    st.one_of(st.none(), st.binary(max_size=200)),
+    st.one_of(st.none(), st.binary(max_size=40)),
+    st.one_of(st.none(), st.integers(min_value=-(2**63), max_value=2**63 - 1)),
+)
+def test_any_bytes_are_inspected_without_an_exception(
+    value: bytes | None, key: bytes | None, ts: int | None
+) -> None:
     inspect(RawMessage(0, 0, key, value, ts))
 
 
 @settings(max_examples=300, deadline=None)
-@given(st.dictionaries(st.sampled_from(["v", "site_id", "event_id", "type", "occurred_at", "usage_month",
-                                        "quantity", "received_at", "path", "gateway_status", "x"]),
-                       st.recursive(st.none() | st.booleans() | st.integers() | st.floats() | st.text(),
-                                    lambda c: st.lists(c, max_size=3) | st.dictionaries(st.text(), c,
-                                                                                         max_size=3),
-                                    max_leaves=8)))
+@given(
+    st.dictionaries(
+        st.sampled_from(
+            [
+                "v",
+                "site_id",
+                "event_id",
+                "type",
+                "occurred_at",
+                "usage_month",
+                "quantity",
+                "received_at",
+                "path",
+                "gateway_status",
+                "x",
+            ]
+        ),
+        st.recursive(
+            st.none() | st.booleans() | st.integers() | st.floats() | st.text(),
+            lambda c: st.lists(c, max_size=3) | st.dictionaries(st.text(), c, max_size=3),
+            max_leaves=8,
+        ),
+    )
+)
 def test_any_json_object_is_judged_without_an_exception(d: dict[str, object]) -> None:
     gateway_problem({**doc(), **d})
 
 
 def test_accounting_and_breaches() -> None:
     other = uuid.UUID("00000000-0000-4000-8000-000000000002")
-    msgs = [inspect(raw(message(SITE, "in-ledger", occurred_at=NOW, received_at=NOW), 0)),
-            inspect(raw(message(SITE, "valid-dead", occurred_at=NOW, received_at=NOW), 1)),
-            inspect(raw(b"garbage", 2)),
-            inspect(raw(orjson.dumps(doc(event_id="bad-qty", quantity=0)), 3)),
-            inspect(raw(message(other, "unknown-site", occurred_at=NOW, received_at=NOW), 4)),
-            inspect(raw(message(SITE, "lost", occurred_at=NOW, received_at=NOW), 5)),
-            inspect(raw(None, 6))]
+    msgs = [
+        inspect(raw(message(SITE, "in-ledger", occurred_at=NOW, received_at=NOW), 0)),
+        inspect(raw(message(SITE, "valid-dead", occurred_at=NOW, received_at=NOW), 1)),
+        inspect(raw(b"garbage", 2)),
+        inspect(raw(orjson.dumps(doc(event_id="bad-qty", quantity=0)), 3)),
+        inspect(raw(message(other, "unknown-site", occurred_at=NOW, received_at=NOW), 4)),
+        inspect(raw(message(SITE, "lost", occurred_at=NOW, received_at=NOW), 5)),
+        inspect(raw(None, 6)),
+    ]
     outcomes, findings = account(msgs, {(SITE, "in-ledger")}, {(1, 1), (1, 2), (1, 3), (1, 4)}, {SITE})
-    assert outcomes == ["ledgered", "dead_lettered", "dead_lettered", "dead_lettered", "dead_lettered",
-                        "unaccounted", "unaccounted"]
-    assert [(f.kind, f.message.offset) for f in findings] == [("breach", 1), ("unaccounted", 5),
-                                                             ("unaccounted", 6)]
+    assert outcomes == [
+        "ledgered",
+        "dead_lettered",
+        "dead_lettered",
+        "dead_lettered",
+        "dead_lettered",
+        "unaccounted",
+        "unaccounted",
+    ]
+    assert [(f.kind, f.message.offset) for f in findings] == [
+        ("breach", 1),
+        ("unaccounted", 5),
+        ("unaccounted", 6),
+    ]

@@ -36,8 +36,17 @@ def test_ratio_handles_missing_baseline() -> None:
 
 def test_tables_show_every_row_with_ratio_and_goal() -> None:
     base = Row("bare handler", "baseline", events_per_s=30_000, requests_per_s=30_000, p95_ms=1.5)
-    gw = Row("1 event/request", "scenario", events_per_s=21_000, requests_per_s=21_000, p95_ms=4.0,
-             baseline="bare handler", ratio=0.7, goal="≥ 0.60× bare req/s", goal_met=True)
+    gw = Row(
+        "1 event/request",
+        "scenario",
+        events_per_s=21_000,
+        requests_per_s=21_000,
+        p95_ms=4.0,
+        baseline="bare handler",
+        ratio=0.7,
+        goal="≥ 0.60× bare req/s",
+        goal_met=True,
+    )
     text = text_table([base, gw]).splitlines()
     assert len(text) == 4  # header, rule, two rows
     assert "30,000" in text[2] and "-" in text[2]

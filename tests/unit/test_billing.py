@@ -12,22 +12,35 @@ from decimal import Decimal
 from pathlib import Path
 
 import pytest
-
-from services.billing.canonical import Digest, _value, canonical, export_line, loads, properties_text
-from services.billing.close import CloseRefused, check_closable
-from services.billing.export import summary
-from services.billing.verify import verify
-from services.gateway.auth import SiteAuth
-from services.gateway.exports import ExportGate
-from services.gateway.quota import UsageCache
-from services.months import month_end, parse_month
+from opsmantik.billing.canonical import Digest, _value, canonical, export_line, loads, properties_text
+from opsmantik.billing.close import CloseRefused, check_closable
+from opsmantik.billing.export import summary
+from opsmantik.billing.verify import verify
+from opsmantik.gateway.auth import SiteAuth
+from opsmantik.gateway.exports import ExportGate
+from opsmantik.gateway.quota import UsageCache
+from opsmantik.months import month_end, parse_month
 
 ROOT = Path(__file__).resolve().parents[2]
 SITE = uuid.UUID("00000000-0000-4000-8000-000000000001")
 
 
-@pytest.mark.parametrize("raw", ["0000-01", "2026-13", "2026-00", "2026-1", "26-01", " 2026-01", "2026-01 ",
-                                 "", None, "2026-01-01", "２０２６-01"])
+@pytest.mark.parametrize(
+    "raw",
+    [
+        "0000-01",
+        "2026-13",
+        "2026-00",
+        "2026-1",
+        "26-01",
+        " 2026-01",
+        "2026-01 ",
+        "",
+        None,
+        "2026-01-01",
+        "２０２６-01",
+    ],
+)
 def test_bad_months_are_refused(raw: str | None) -> None:
     with pytest.raises(ValueError):
         parse_month(raw)
@@ -52,31 +65,52 @@ def test_close_is_refused_until_the_grace_period_has_passed() -> None:
 
 
 def test_the_close_lock_is_one_key_in_the_worker_and_the_close() -> None:
-    worker = (ROOT / "services/worker/ledger.sql").read_text()
-    billing = (ROOT / "services/billing/billing.sql").read_text()
+    worker = (ROOT / "services/opsmantik/worker/ledger.sql").read_text()
+    billing = (ROOT / "services/opsmantik/billing/billing.sql").read_text()
     shared = re.findall(r"pg_advisory_xact_lock_shared\((\d+)\)", worker)
     exclusive = re.findall(r"pg_advisory_xact_lock\((\d+)\)", billing)
     assert len(shared) == 1 and shared == exclusive
     assert re.findall(r"pg_advisory_xact_lock_shared\((\d+)\)", billing) == shared  # voids
-    assert 'Q["close_lock_shared"]' in (ROOT / "services/worker/ledger.py").read_text()
+    assert 'Q["close_lock_shared"]' in (ROOT / "services/opsmantik/worker/ledger.py").read_text()
 
 
 def _row(event_id: str, quantity: int = 1, **over: object) -> dict[str, object]:
     obj: dict[str, object] = {
-        "kind": "row", "site_id": str(SITE), "event_id": event_id, "event_type": "api_call",
-        "occurred_at": "2026-10-05T12:00:00.000000Z", "usage_month": "2026-10", "billing_month": "2026-10",
-        "late": False, "quantity": quantity, "billing_class": "included", "path": "kafka",
-        "received_at": "2026-10-05T12:00:00.100000Z", "ledgered_at": "2026-10-05T12:00:00.200000Z",
-        "kafka_partition": 1, "kafka_offset": 7, "properties": {"b": [1, Decimal("2.50"), "é"], "a": None}}
+        "kind": "row",
+        "site_id": str(SITE),
+        "event_id": event_id,
+        "event_type": "api_call",
+        "occurred_at": "2026-10-05T12:00:00.000000Z",
+        "usage_month": "2026-10",
+        "billing_month": "2026-10",
+        "late": False,
+        "quantity": quantity,
+        "billing_class": "included",
+        "path": "kafka",
+        "received_at": "2026-10-05T12:00:00.100000Z",
+        "ledgered_at": "2026-10-05T12:00:00.200000Z",
+        "kafka_partition": 1,
+        "kafka_offset": 7,
+        "properties": {"b": [1, Decimal("2.50"), "é"], "a": None},
+    }
     obj.update(over)
     return obj
 
 
 def _void(event_id: str, quantity: int = 1) -> dict[str, object]:
-    return {"kind": "void", "site_id": str(SITE), "event_id": event_id, "billed_month": "2026-10",
-            "booked_month": "2026-10", "adjustment": False, "quantity": quantity,
-            "billing_class": "included", "reason": "duplicate\nline", "voided_by": "ops",
-            "voided_at": "2026-10-06T00:00:00.000000Z"}
+    return {
+        "kind": "void",
+        "site_id": str(SITE),
+        "event_id": event_id,
+        "billed_month": "2026-10",
+        "booked_month": "2026-10",
+        "adjustment": False,
+        "quantity": quantity,
+        "billing_class": "included",
+        "reason": "duplicate\nline",
+        "voided_by": "ops",
+        "voided_at": "2026-10-06T00:00:00.000000Z",
+    }
 
 
 def _export(entries: list[dict[str, object]], statement_sha: str | None = None) -> tuple[bytes, str]:
@@ -87,10 +121,17 @@ def _export(entries: list[dict[str, object]], statement_sha: str | None = None) 
         d.add(obj, body)
         out.append(line)
     t = d.totals
-    invoice = {"events": t.events, "quantity": t.quantity, "overlimit_events": t.overlimit_events,
-               "overlimit_quantity": t.overlimit_quantity}
-    stmt = None if statement_sha is None else {"sha256": statement_sha, "closed_at": datetime.now(UTC),
-                                               **invoice}
+    invoice = {
+        "events": t.events,
+        "quantity": t.quantity,
+        "overlimit_events": t.overlimit_events,
+        "overlimit_quantity": t.overlimit_quantity,
+    }
+    stmt = (
+        None
+        if statement_sha is None
+        else {"sha256": statement_sha, "closed_at": datetime.now(UTC), **invoice}
+    )
     s = summary(SITE, date(2026, 10, 1), d, invoice, stmt)
     return b"".join(out) + json.dumps(s).encode() + b"\n", d.hexdigest()
 
@@ -152,6 +193,7 @@ def test_export_gate_limits_per_site_and_in_total_at_their_edges() -> None:
 def _event(month: date) -> object:
     class E:
         usage_month = month
+
     return E()
 
 
@@ -167,11 +209,13 @@ def test_hard_cap_and_quota_use_the_month_the_worker_books_into() -> None:
     assert cache.check(soft, [_event(oct_), _event(oct_)]).statuses == ["accepted", "overlimit"]
 
 
-def test_verify_names_a_row_whose_byte_is_not_utf8(tmp_path: Path,
-                                                   capsys: pytest.CaptureFixture[str]) -> None:
+def test_verify_names_a_row_whose_byte_is_not_utf8(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     from argparse import Namespace
 
-    from services.billing.verify import main
+    from opsmantik.billing.verify import main
+
     data, _ = _export([_row("a1"), _row("b2")])
     bad = bytearray(data)
     bad[data.index(b"api_call", data.index(b'"b2"') - 200)] = 0xFF  # in row b2's event_type
@@ -184,7 +228,8 @@ def test_verify_names_a_row_whose_byte_is_not_utf8(tmp_path: Path,
 def _csv_export(entries: list[dict[str, object]]) -> str:
     import csv
 
-    from services.billing.verify import CSV_COLUMNS, csv_record
+    from opsmantik.billing.verify import CSV_COLUMNS, csv_record
+
     d = Digest()
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\r\n")
@@ -194,8 +239,12 @@ def _csv_export(entries: list[dict[str, object]]) -> str:
         d.add(obj, body)
         w.writerow(csv_record(obj, line[-67:-3].decode()))
     t = d.totals
-    invoice = {"events": t.events, "quantity": t.quantity, "overlimit_events": t.overlimit_events,
-               "overlimit_quantity": t.overlimit_quantity}
+    invoice = {
+        "events": t.events,
+        "quantity": t.quantity,
+        "overlimit_events": t.overlimit_events,
+        "overlimit_quantity": t.overlimit_quantity,
+    }
     s = summary(SITE, date(2026, 10, 1), d, invoice, None)
     w.writerow(["summary", *[""] * (len(CSV_COLUMNS) - 3), s["sha256"], json.dumps(s)])
     return buf.getvalue()
@@ -212,7 +261,8 @@ def test_csv_form_verifies_and_a_filled_cell_of_the_other_kind_is_a_change() -> 
 
 
 def test_loss_seam_reads_site_ids_anywhere_in_the_audits_json() -> None:
-    from services.sla.loss import ALL_SITES, LossReport, _site_ids
+    from opsmantik.sla.loss import ALL_SITES, LossReport, _site_ids
+
     audit = {"ok": False, "sites": [{"site_id": str(SITE), "unaccounted": 2}], "x": [{"site_id": "b"}]}
     assert _site_ids(audit) == {str(SITE), "b"}
     report = LossReport(lost={str(SITE): 2, ALL_SITES: 1})

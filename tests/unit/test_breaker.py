@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from services.gateway.breaker import CLOSED, HALF_OPEN, OPEN, Breaker
+from opsmantik.gateway.breaker import CLOSED, HALF_OPEN, OPEN, Breaker
 
 
 class Clock:

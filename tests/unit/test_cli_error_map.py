@@ -1,4 +1,4 @@
-"""services/cli_errors.classify: each kind of ending → its exit code and one line."""
+"""services/opsmantik/cli_errors.classify: each kind of ending → its exit code and one line."""
 
 from __future__ import annotations
 
@@ -6,11 +6,11 @@ import errno
 import socket
 import uuid
 
-from services.cli_errors import CannotRun, CheckFailed, UsageError, classify
-from services.config import Settings, SettingsError
-from services.db.migrate import MigrationError
-from services.sites import UnknownSite
-from services.stack import StackError
+from opsmantik.cli.errors import CannotRun, CheckFailed, UsageError, classify
+from opsmantik.config import Settings, SettingsError
+from opsmantik.db.migrate import MigrationError
+from opsmantik.devstack.stack import StackError
+from opsmantik.sites import UnknownSite
 
 # Nothing listens on port 1: both engines are "down" for the probes.
 DOWN = Settings(database_url="postgresql://u@127.0.0.1:1/db", kafka_bootstrap="127.0.0.1:1")
@@ -19,11 +19,16 @@ DOWN = Settings(database_url="postgresql://u@127.0.0.1:1/db", kafka_bootstrap="1
 def test_each_kind_of_ending() -> None:
     site = uuid.uuid4()
     cases = [
-        (UsageError("bad"), 2), (CheckFailed("drift"), 1), (CannotRun("down"), 3),
-        (SettingsError(["OPSMANTIK_X bad", "OPSMANTIK_Y bad"]), 2), (MigrationError("edited\nmore"), 1),
-        (UnknownSite(site), 1), (StackError("jars missing\nlog tail"), 3),
+        (UsageError("bad"), 2),
+        (CheckFailed("drift"), 1),
+        (CannotRun("down"), 3),
+        (SettingsError(["OPSMANTIK_X bad", "OPSMANTIK_Y bad"]), 2),
+        (MigrationError("edited\nmore"), 1),
+        (UnknownSite(site), 1),
+        (StackError("jars missing\nlog tail"), 3),
         (OSError(errno.EADDRINUSE, "Address already in use"), 3),
-        (KeyError("bug"), 3), (RuntimeError("bug\nsecond line"), 3),
+        (KeyError("bug"), 3),
+        (RuntimeError("bug\nsecond line"), 3),
     ]
     for exc, code in cases:
         got, line = classify(exc, DOWN)

@@ -7,9 +7,9 @@ import json
 from dataclasses import dataclass
 
 import pytest
+from opsmantik.devstack import stack
+from opsmantik.devstack.stack import EngineStatus
 
-from services import stack
-from services.stack import EngineStatus
 from tests.cli_support import run_main
 
 KAFKA = EngineStatus("kafka", True, "4.4.0", 19092, 11, "/d/kafka")
@@ -56,4 +56,3 @@ def test_status_with_an_engine_down_is_exit_3_and_names_the_fix() -> None:
     code, out, err = run_main(["stack", "status", "--json"])
     assert code == 3 and [e["running"] for e in json.loads(out)] == [True, False]
     assert "`opsmantik stack up`" in err and err.count("\n") == 1
-

@@ -1,5 +1,6 @@
 """Every registered command, with bad input: one line on stderr, exit 2, no traceback. The command
-list and the bad values come from the parser itself (services/cli.py), so a command added later is
+list and the bad values come from the parser itself (services/opsmantik/cli/main.py), so a command added
+later is
 covered without touching this file. No engine is needed: usage errors stop before any connection."""
 
 from __future__ import annotations
@@ -9,9 +10,10 @@ import subprocess
 import sys
 
 import pytest
+from opsmantik import cli
+from opsmantik.cli import args as cli_args
+from opsmantik.cli.args import USAGE, Arg
 
-from services import cli, cli_args
-from services.cli_args import USAGE, Arg
 from tests.cli_support import COMMANDS, PARSER, own_actions, parser_of, required_args, run_main
 
 
@@ -54,8 +56,9 @@ def test_every_command_is_found() -> None:
     assert len(bad_inputs()) > 3 * len(COMMANDS)
 
 
-@pytest.mark.parametrize(("path", "argv"), bad_inputs(), ids=lambda v: " ".join(v) if isinstance(v, list)
-                         else None)
+@pytest.mark.parametrize(
+    ("path", "argv"), bad_inputs(), ids=lambda v: " ".join(v) if isinstance(v, list) else None
+)
 def test_bad_input_is_one_line_and_exit_2(path: tuple[str, ...], argv: list[str]) -> None:
     code, out, err = run_main(argv)
     assert code == USAGE, (argv, code, out, err)
@@ -66,9 +69,13 @@ def test_bad_input_is_one_line_and_exit_2(path: tuple[str, ...], argv: list[str]
 
 def test_every_typed_argument_validates() -> None:
     """`type=int` would accept --rate 0 or --port 70000: typed arguments use cli_args' types."""
-    loose = [(" ".join(path), a.dest) for path in COMMANDS for a in own_actions(parser_of(path))
-             if a.type is not None and not isinstance(a.type, Arg)]
-    assert loose == [], "use a validating type from services/cli_args.py for these"
+    loose = [
+        (" ".join(path), a.dest)
+        for path in COMMANDS
+        for a in own_actions(parser_of(path))
+        if a.type is not None and not isinstance(a.type, Arg)
+    ]
+    assert loose == [], "use a validating type from services/opsmantik/cli/args.py for these"
 
 
 def test_help_for_every_command_and_flag() -> None:
@@ -94,13 +101,21 @@ def test_help_names_defaults_and_environment() -> None:
 
 
 def test_real_entry_point_shows_no_traceback() -> None:
-    """The issue's cases through `python -m services.cli`, as a user runs them."""
+    """The issue's cases through `python -m opsmantik.cli`, as a user runs them."""
     env = {**os.environ, "OPSMANTIK_DATABASE_URL": "postgresql://nobody@127.0.0.1:1/none"}
-    for argv in (["gateway", "--port", "70000"], ["sites", "create", "x", "--rate", "0"],
-                 ["sites", "create", "x", "--monthly-quota", "-1"],
-                 ["sites", "create", "x", "--hard-cap", "0"],
-                 ["slo-report", "--month", "2026-13"]):
-        proc = subprocess.run([sys.executable, "-m", "services.cli", *argv], env=env, capture_output=True,
-                              text=True, timeout=20)
+    for argv in (
+        ["gateway", "--port", "70000"],
+        ["sites", "create", "x", "--rate", "0"],
+        ["sites", "create", "x", "--monthly-quota", "-1"],
+        ["sites", "create", "x", "--hard-cap", "0"],
+        ["slo-report", "--month", "2026-13"],
+    ):
+        proc = subprocess.run(
+            [sys.executable, "-m", "opsmantik.cli", *argv],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=20,
+        )
         assert proc.returncode == USAGE, (argv, proc.stderr)
         assert "Traceback" not in proc.stderr and proc.stderr.count("\n") == 1, proc.stderr

@@ -41,8 +41,15 @@ def test_gateway_limits_are_the_defaults() -> None:
     assert lim.take([GATEWAY_MAX_BYTES - ENVELOPE_BYTES, 1]) == 1
 
 
-@pytest.mark.parametrize("bad", [BatchLimits(max_events=0), BatchLimits(max_events=1001),
-                                 BatchLimits(max_bytes=GATEWAY_MAX_BYTES + 1), BatchLimits(linger_s=-1)])
+@pytest.mark.parametrize(
+    "bad",
+    [
+        BatchLimits(max_events=0),
+        BatchLimits(max_events=1001),
+        BatchLimits(max_bytes=GATEWAY_MAX_BYTES + 1),
+        BatchLimits(linger_s=-1),
+    ],
+)
 def test_limits_beyond_the_gateway_are_refused(bad: BatchLimits) -> None:
     assert bad.validate()
 

@@ -40,8 +40,10 @@ async def test_retries_resend_the_same_event_ids_and_bytes(tmp_path: Path) -> No
 
 
 async def test_retry_after_and_ratelimit_reset_are_honoured(tmp_path: Path) -> None:
-    script = [status(429, {"Retry-After": "0.4"}),
-              status(503, {"RateLimit-Remaining": "0", "RateLimit-Reset": "0.3"})]
+    script = [
+        status(429, {"Retry-After": "0.4"}),
+        status(503, {"RateLimit-Remaining": "0", "RateLimit-Reset": "0.3"}),
+    ]
     async with fake_gateway(script) as gw, client(gw.url, tmp_path) as c:
         await c.send_many(events(3))
         assert await c.flush(10)
@@ -51,8 +53,10 @@ async def test_retry_after_and_ratelimit_reset_are_honoured(tmp_path: Path) -> N
 
 
 async def test_a_400_rejects_only_the_events_it_names_and_sends_the_rest_again(tmp_path: Path) -> None:
-    bad = status(400, body={"error": "invalid_request", "details": [
-        {"index": 1, "field": "type", "message": "required"}]})
+    bad = status(
+        400,
+        body={"error": "invalid_request", "details": [{"index": 1, "field": "type", "message": "required"}]},
+    )
     got: list[Result] = []
     async with fake_gateway([bad]) as gw, client(gw.url, tmp_path, on_result=got.append) as c:
         tickets = await c.send_many(events(3))

@@ -17,11 +17,23 @@ from opsmantik_client.retry import (
 )
 
 
-@pytest.mark.parametrize(("status", "action"), [
-    (200, Action.DONE), (None, Action.RETRY), (429, Action.RETRY), (503, Action.RETRY),
-    (500, Action.RETRY), (502, Action.RETRY), (408, Action.RETRY), (400, Action.REJECT),
-    (401, Action.REJECT), (415, Action.REJECT), (404, Action.REJECT), (413, Action.SPLIT),
-])
+@pytest.mark.parametrize(
+    ("status", "action"),
+    [
+        (200, Action.DONE),
+        (None, Action.RETRY),
+        (429, Action.RETRY),
+        (503, Action.RETRY),
+        (500, Action.RETRY),
+        (502, Action.RETRY),
+        (408, Action.RETRY),
+        (400, Action.REJECT),
+        (401, Action.REJECT),
+        (415, Action.REJECT),
+        (404, Action.REJECT),
+        (413, Action.SPLIT),
+    ],
+)
 def test_classify(status: int | None, action: Action) -> None:
     assert classify(status) is action
 
@@ -68,10 +80,14 @@ def test_pause_after_a_success_that_spent_the_last_token() -> None:
 
 
 def test_rejected_indexes() -> None:
-    body = {"error": "invalid_request", "details": [
-        {"index": 1, "field": "type", "message": "required"},
-        {"index": 1, "field": "occurred_at", "message": "bad"},
-        {"index": 3, "field": None, "message": "not an object"}]}
+    body = {
+        "error": "invalid_request",
+        "details": [
+            {"index": 1, "field": "type", "message": "required"},
+            {"index": 1, "field": "occurred_at", "message": "bad"},
+            {"index": 3, "field": None, "message": "not an object"},
+        ],
+    }
     assert rejected_indexes(4, body) == {1: "type: required; occurred_at: bad", 3: "not an object"}
     # not attributable to single events: the whole batch is rejected
     assert rejected_indexes(4, {"details": [{"index": None, "message": "bad JSON"}]}) is None

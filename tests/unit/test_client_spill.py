@@ -31,8 +31,9 @@ async def test_raise_at_exactly_the_configured_size(tmp_path: Path) -> None:
     cap = GATEWAY_MAX_BYTES  # the smallest spill allowed (one full batch)
     n = cap // one
     rest = cap - n * one
-    c = AsyncClient(DEAD, "k", spill_path=str(tmp_path / "s"), spill_max_bytes=cap, on_full="raise",
-                    backoff=SLOW)
+    c = AsyncClient(
+        DEAD, "k", spill_path=str(tmp_path / "s"), spill_max_bytes=cap, on_full="raise", backoff=SLOW
+    )
     await c.send_many([event(i, 1000) for i in range(n)])
     filler = {"event_id": "f", "type": "t", "properties": {"p": ""}}
     pad = rest - len(_json.dumps(filler))
@@ -45,8 +46,15 @@ async def test_raise_at_exactly_the_configured_size(tmp_path: Path) -> None:
 
 
 async def test_block_waits_for_room_then_gives_up_after_its_timeout(tmp_path: Path) -> None:
-    c = AsyncClient(DEAD, "k", spill_path=str(tmp_path / "s"), spill_max_bytes=GATEWAY_MAX_BYTES,
-                    on_full="block", block_timeout_s=0.3, backoff=SLOW)
+    c = AsyncClient(
+        DEAD,
+        "k",
+        spill_path=str(tmp_path / "s"),
+        spill_max_bytes=GATEWAY_MAX_BYTES,
+        on_full="block",
+        block_timeout_s=0.3,
+        backoff=SLOW,
+    )
     await c.send_many([event(i, 1000) for i in range(900)])  # 950 KB of 1 MiB
     loop = asyncio.get_running_loop()
     t0 = loop.time()
@@ -58,8 +66,9 @@ async def test_block_waits_for_room_then_gives_up_after_its_timeout(tmp_path: Pa
 
 async def test_block_resumes_when_the_gateway_answers(tmp_path: Path) -> None:
     async with fake_gateway() as gw:
-        c = AsyncClient(gw.url, "k", spill_path=str(tmp_path / "s"), spill_max_bytes=GATEWAY_MAX_BYTES,
-                        on_full="block")
+        c = AsyncClient(
+            gw.url, "k", spill_path=str(tmp_path / "s"), spill_max_bytes=GATEWAY_MAX_BYTES, on_full="block"
+        )
         for k in range(5):  # five spills' worth through a spill of one
             await c.send_many([event(k * 1000 + i, 1000) for i in range(900)])
         assert await c.flush(10)
@@ -74,8 +83,15 @@ async def test_drop_is_counted_and_reported_only_when_chosen(tmp_path: Path) -> 
         def dropped(self, n: int) -> None:
             dropped.append(n)
 
-    c = AsyncClient(DEAD, "k", spill_path=str(tmp_path / "s"), spill_max_bytes=GATEWAY_MAX_BYTES,
-                    on_full="drop", backoff=SLOW, hooks=Hooks())
+    c = AsyncClient(
+        DEAD,
+        "k",
+        spill_path=str(tmp_path / "s"),
+        spill_max_bytes=GATEWAY_MAX_BYTES,
+        on_full="drop",
+        backoff=SLOW,
+        hooks=Hooks(),
+    )
     await c.send_many([event(i, 1000) for i in range(900)])  # 950 KB of 1 MiB
     tickets = await c.send_many([event(9999, 100_000)])
     assert (await tickets[0]).status == "dropped"
@@ -112,10 +128,14 @@ async def test_one_process_per_spill(tmp_path: Path) -> None:
 
 async def test_events_past_the_memory_window_are_read_back_in_order(tmp_path: Path) -> None:
     async with fake_gateway() as gw:
-        c = AsyncClient(gw.url, "k", spill_path=str(tmp_path / "s"), memory_max_bytes=GATEWAY_MAX_BYTES,
-                        max_in_flight=1)
-        ids = [t.event_id for k in range(6)
-               for t in await c.send_many([event(k * 1000 + i, 600) for i in range(1000)])]
+        c = AsyncClient(
+            gw.url, "k", spill_path=str(tmp_path / "s"), memory_max_bytes=GATEWAY_MAX_BYTES, max_in_flight=1
+        )
+        ids = [
+            t.event_id
+            for k in range(6)
+            for t in await c.send_many([event(k * 1000 + i, 600) for i in range(1000)])
+        ]
         assert c.counters.spilled > 0
         assert await c.flush(20)
         await c.close()

@@ -1,4 +1,4 @@
-"""Batch-resolved delivery reports (services/async_producer.py): one future per request/send,
+"""Batch-resolved delivery reports (services/opsmantik/kafka/producer.py): one future per request/send,
 results written on the loop only, in any order of arrival."""
 
 from __future__ import annotations
@@ -6,8 +6,7 @@ from __future__ import annotations
 import asyncio
 
 from confluent_kafka import KafkaError
-
-from services.async_producer import Delivery, apply_reports
+from opsmantik.kafka.producer import Delivery, apply_reports
 
 
 async def test_one_future_resolves_when_the_last_report_of_the_request_is_in() -> None:

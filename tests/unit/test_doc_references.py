@@ -1,19 +1,26 @@
 """Every repository path named in the docs and in code comments exists: a doc that names a file
-that was renamed or never written (services/worker/watchdog.py once named a test that did not
+that was renamed or never written (services/opsmantik/worker/watchdog.py once named a test that did not
 exist) fails here."""
 
 import re
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
-PATH = re.compile(r"(?<![\w./-])((?:tests|services|schemas|deploy|docs|scripts)/[\w./-]*\w"
-                  r"\.(?:py|md|sql|json|yaml|toml|sh|lua))")
+PATH = re.compile(
+    r"(?<![\w./-])((?:tests|services|schemas|deploy|docs|scripts)/[\w./-]*\w"
+    r"\.(?:py|md|sql|json|yaml|toml|sh|lua))"
+)
 PLACEHOLDERS = ("NNNN",)
 
 
 def named_paths() -> dict[str, set[str]]:
-    sources = [ROOT / "README.md", *(ROOT / "docs").glob("*.md"), *(ROOT / "services").rglob("*.py"),
-               *(ROOT / "tests").rglob("*.py"), ROOT / "Makefile"]
+    sources = [
+        ROOT / "README.md",
+        *(ROOT / "docs").glob("*.md"),
+        *(ROOT / "services").rglob("*.py"),
+        *(ROOT / "tests").rglob("*.py"),
+        ROOT / "Makefile",
+    ]
     found: dict[str, set[str]] = {}
     for source in sources:
         if "schemas" in source.relative_to(ROOT).parts[1:2]:
@@ -24,10 +31,13 @@ def named_paths() -> dict[str, set[str]]:
 
 
 def test_the_scan_finds_paths() -> None:
-    assert "services/config.py" in named_paths()
+    assert "services/opsmantik/config.py" in named_paths()
 
 
 def test_every_named_path_exists() -> None:
-    missing = {p: sorted(where) for p, where in named_paths().items()
-               if not any(x in p for x in PLACEHOLDERS) and not (ROOT / p).exists()}
+    missing = {
+        p: sorted(where)
+        for p, where in named_paths().items()
+        if not any(x in p for x in PLACEHOLDERS) and not (ROOT / p).exists()
+    }
     assert missing == {}

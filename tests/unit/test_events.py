@@ -8,8 +8,7 @@ from pathlib import Path
 
 import orjson
 import pytest
-
-from services.events import Limits, parse_request, parse_time, to_message
+from opsmantik.events import Limits, parse_request, parse_time, to_message
 
 NOW = datetime(2026, 3, 10, 12, 0, 0, tzinfo=UTC)
 
@@ -66,8 +65,16 @@ def test_occurred_at_window_edges() -> None:
 def test_occurred_at_format() -> None:
     assert parse_time("2026-03-10T13:00:00+01:00") == datetime(2026, 3, 10, 12, tzinfo=UTC)
     assert parse_time("2026-03-10t12:00:00.123456789z") == datetime(2026, 3, 10, 12, 0, 0, 123456, tzinfo=UTC)
-    for bad in ("2026-03-10T12:00:00", "2026-03-10", "2026-02-30T00:00:00Z", "2026-03-10T24:00:00Z",
-                "2026-03-10T12:00:00+25:00", "2026-03-10T12:00:00Z\n", "now", "٢٠٢٦-03-10T12:00:00Z"):
+    for bad in (
+        "2026-03-10T12:00:00",
+        "2026-03-10",
+        "2026-02-30T00:00:00Z",
+        "2026-03-10T24:00:00Z",
+        "2026-03-10T12:00:00+25:00",
+        "2026-03-10T12:00:00Z\n",
+        "now",
+        "٢٠٢٦-03-10T12:00:00Z",
+    ):
         assert parse_time(bad) is None, bad
     assert fields(ev(occurred_at=1700000000)) == [(0, "occurred_at")]
 
@@ -119,8 +126,9 @@ def test_batch_size_edges() -> None:
     assert fields({"events": [7]}) == [(0, "")]
 
 
-@pytest.mark.parametrize("body", [b"", b"{", b"[]", b"null", b"\xff\xfe", b'{"a": NaN}', b"1e400",
-                                  b"[" * 2000, b'"\\ud800"'])
+@pytest.mark.parametrize(
+    "body", [b"", b"{", b"[]", b"null", b"\xff\xfe", b'{"a": NaN}', b"1e400", b"[" * 2000, b'"\\ud800"']
+)
 def test_bad_json_is_an_error_not_an_exception(body: bytes) -> None:
     p = parse_request(body, NOW)
     assert p.errors and not p.events and p.errors[0].index is None
@@ -130,9 +138,18 @@ def test_message_follows_event_v1() -> None:
     e = parse(ev(properties={"p": 1}, quantity=5)).events[0]
     site = uuid.uuid4()
     msg = orjson.loads(to_message(e, site, NOW, path="fallback", gateway_status="fallback"))
-    assert msg == {"v": 1, "site_id": str(site), "event_id": "e-1", "type": "call",
-                   "occurred_at": "2026-03-10T11:00:00.000000+00:00", "usage_month": "2026-03-01",
-                   "quantity": 5, "properties": {"p": 1}, "received_at": "2026-03-10T12:00:00.000000+00:00",
-                   "path": "fallback", "gateway_status": "fallback"}
-    schema = orjson.loads(Path("schemas/event.v1.json").read_bytes())
+    assert msg == {
+        "v": 1,
+        "site_id": str(site),
+        "event_id": "e-1",
+        "type": "call",
+        "occurred_at": "2026-03-10T11:00:00.000000+00:00",
+        "usage_month": "2026-03-01",
+        "quantity": 5,
+        "properties": {"p": 1},
+        "received_at": "2026-03-10T12:00:00.000000+00:00",
+        "path": "fallback",
+        "gateway_status": "fallback",
+    }
+    schema = orjson.loads(Path("services/opsmantik/schemas/event.v1.json").read_bytes())
     assert set(msg) == set(schema["properties"]) and set(schema["required"]) <= set(msg)

@@ -1,4 +1,4 @@
-"""SloRollup.record's request path (services/gateway/rollup.py): the cached minute follows the
+"""SloRollup.record's request path (services/opsmantik/gateway/rollup.py): the cached minute follows the
 clock and a flush's swap of `minutes`, so no request is counted into a dict already taken."""
 
 from __future__ import annotations
@@ -6,9 +6,8 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 import pytest
-
-from services.gateway import rollup
-from services.gateway.rollup import SloRollup
+from opsmantik.gateway import rollup
+from opsmantik.gateway.rollup import SloRollup
 
 T0 = datetime(2026, 11, 28, 10, 15, 30, tzinfo=UTC).timestamp()
 

@@ -1,4 +1,4 @@
-"""No two modules of services/ import each other, directly or around a loop: the graph counts
+"""No two modules of services/opsmantik/ import each other, directly or around a loop: the graph counts
 every import, at module level and inside functions (a deferred import hides a cycle, it does not
 remove it)."""
 
@@ -7,16 +7,16 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
-SERVICES = Path(__file__).resolve().parents[2] / "services"
+PACKAGE = Path(__file__).resolve().parents[2] / "services" / "opsmantik"
 
 
 def _module_name(path: Path) -> str:
-    parts = path.relative_to(SERVICES.parent).with_suffix("").parts
+    parts = path.relative_to(PACKAGE.parent).with_suffix("").parts
     return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
 
 
 def import_graph() -> dict[str, set[str]]:
-    files = {_module_name(p): p for p in SERVICES.rglob("*.py") if "schemas" not in p.parts}
+    files = {_module_name(p): p for p in PACKAGE.rglob("*.py")}
     graph: dict[str, set[str]] = {m: set() for m in files}
     for module, path in files.items():
         package = module if path.name == "__init__.py" else module.rpartition(".")[0]
@@ -27,8 +27,10 @@ def import_graph() -> dict[str, set[str]]:
             elif isinstance(node, ast.ImportFrom):
                 base = node.module or ""
                 if node.level:
-                    base = ".".join(package.split(".")[: len(package.split(".")) - node.level + 1]
-                                    + ([base] if base else []))
+                    base = ".".join(
+                        package.split(".")[: len(package.split(".")) - node.level + 1]
+                        + ([base] if base else [])
+                    )
                 # `from pkg import mod` imports the module pkg.mod when there is one.
                 targets = [f"{base}.{a.name}" if f"{base}.{a.name}" in files else base for a in node.names]
             graph[module] |= {t for t in targets if t in files and t != module}
@@ -72,8 +74,8 @@ def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
 
 def test_the_graph_sees_imports() -> None:
     graph = import_graph()
-    assert "services.gateway.state" in graph["services.gateway.routes_api"]
-    assert "services.gateway.routes_api" in graph["services.gateway.app"]
+    assert "opsmantik.gateway.state" in graph["opsmantik.gateway.routes_api"]
+    assert "opsmantik.gateway.routes_api" in graph["opsmantik.gateway.app"]
 
 
 def test_detector_finds_a_planted_cycle() -> None:
@@ -82,3 +84,68 @@ def test_detector_finds_a_planted_cycle() -> None:
 
 def test_no_import_cycles() -> None:
     assert cycles(import_graph()) == []
+
+
+# The package's layers, bottom up: a module imports only from its own layer or those below.
+# Components never import each other, but for the reports that read another area's data.
+LAYERS: dict[str, int] = {
+    **dict.fromkeys(["opsmantik", "config", "events", "months", "schemas", "db", "kafka", "telemetry"], 0),
+    "sites": 1,
+    **dict.fromkeys(["gateway", "worker", "relay", "audit", "billing", "sla", "status"], 2),
+    **dict.fromkeys(["cli", "devstack"], 3),
+}
+# Components that a component may read (the reports of one area on another's data, shared rules).
+ALLOWED = {
+    ("gateway", "billing"),  # the dispute export, the billing rules
+    ("gateway", "status"),  # /status renders the status page
+    ("worker", "billing"),  # the billing rules the ledger applies
+    ("sla", "billing"),  # credits are computed on statements
+    ("sla", "audit"),  # data loss comes from the capture audit
+    ("status", "sla"),  # the page shows the SLO figures
+}
+
+
+def _area(module: str) -> str:
+    parts = module.split(".")
+    return parts[1] if len(parts) > 1 else "opsmantik"
+
+
+def layer_violations(graph: dict[str, set[str]]) -> list[str]:
+    bad = []
+    for module, targets in graph.items():
+        for target in targets:
+            a, b = _area(module), _area(target)
+            if a == b:
+                continue
+            if LAYERS[b] > LAYERS[a] or (LAYERS[a] == LAYERS[b] == 2 and (a, b) not in ALLOWED):
+                bad.append(f"{module} -> {target}")
+    return sorted(bad)
+
+
+def test_every_area_has_a_layer() -> None:
+    assert {_area(m) for m in import_graph()} <= set(LAYERS)
+
+
+def test_layers_hold() -> None:
+    assert layer_violations(import_graph()) == []
+
+
+def test_gateway_and_worker_never_import_each_other() -> None:
+    graph = import_graph()
+    crossing = [
+        f"{m} -> {t}" for m, ts in graph.items() for t in ts if {_area(m), _area(t)} == {"gateway", "worker"}
+    ]
+    assert crossing == []
+
+
+def test_layer_check_finds_planted_violations() -> None:
+    planted = {
+        "opsmantik.worker.main": {"opsmantik.gateway.app"},
+        "opsmantik.config": {"opsmantik.cli.main"},
+        "opsmantik.gateway.app": set(),
+        "opsmantik.cli.main": set(),
+    }
+    assert layer_violations(planted) == [
+        "opsmantik.config -> opsmantik.cli.main",
+        "opsmantik.worker.main -> opsmantik.gateway.app",
+    ]

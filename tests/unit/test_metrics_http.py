@@ -7,9 +7,8 @@ import json
 import urllib.request
 
 import pytest
-
-from services import metrics_http
-from services.cli import main as cli_main
+from opsmantik.cli import main as cli_main
+from opsmantik.telemetry import metrics_http
 
 
 def get(url: str) -> tuple[int, bytes]:

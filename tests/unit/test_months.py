@@ -1,14 +1,14 @@
-"""services/months.py: the one month parser, at its edges, and the OpenAPI document agrees with it."""
+"""services/opsmantik/months.py: the one month parser, at its edges, and the OpenAPI document agrees with
+it."""
 
 import re
 from datetime import UTC, date, datetime
 from pathlib import Path
 
 import pytest
+from opsmantik.months import PATTERN, MonthError, month_bounds, next_month, parse_month, previous_month
 
-from services.months import PATTERN, MonthError, month_bounds, next_month, parse_month, previous_month
-
-OPENAPI = Path(__file__).resolve().parents[2] / "schemas" / "openapi.yaml"
+OPENAPI = Path(__file__).resolve().parents[2] / "services/opsmantik/schemas/openapi.yaml"
 
 
 def test_valid_months_at_the_edges() -> None:
@@ -18,8 +18,25 @@ def test_valid_months_at_the_edges() -> None:
     assert parse_month("0010-01") == date(10, 1, 1) and parse_month("0100-01") == date(100, 1, 1)
 
 
-@pytest.mark.parametrize("raw", [None, "", "0000-01", "10000-01", "-001-01", "2026-00", "2026-13", "2026-1",
-                                 "26-01", "2026-01-01", " 2026-01", "2026-01\n", "２０２６-01", "2026/01"])
+@pytest.mark.parametrize(
+    "raw",
+    [
+        None,
+        "",
+        "0000-01",
+        "10000-01",
+        "-001-01",
+        "2026-00",
+        "2026-13",
+        "2026-1",
+        "26-01",
+        "2026-01-01",
+        " 2026-01",
+        "2026-01\n",
+        "２０２６-01",
+        "2026/01",
+    ],
+)
 def test_everything_else_is_refused_with_what_was_expected(raw: str | None) -> None:
     with pytest.raises(MonthError, match="YYYY-MM"):
         parse_month(raw)
@@ -28,8 +45,10 @@ def test_everything_else_is_refused_with_what_was_expected(raw: str | None) -> N
 def test_neighbours_and_bounds() -> None:
     assert next_month(date(2026, 12, 1)) == date(2027, 1, 1)
     assert previous_month(date(2026, 1, 1)) == date(2025, 12, 1)
-    assert month_bounds(date(2026, 12, 1)) == (datetime(2026, 12, 1, tzinfo=UTC),
-                                               datetime(2027, 1, 1, tzinfo=UTC))
+    assert month_bounds(date(2026, 12, 1)) == (
+        datetime(2026, 12, 1, tzinfo=UTC),
+        datetime(2027, 1, 1, tzinfo=UTC),
+    )
     assert month_bounds(date(9999, 12, 1))[1] == datetime.max.replace(tzinfo=UTC)  # still representable
 
 

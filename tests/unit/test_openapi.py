@@ -1,12 +1,12 @@
-"""schemas/openapi.yaml documents every route the gateway serves, and nothing else."""
+"""services/opsmantik/schemas/openapi.yaml documents every route the gateway serves, and nothing else."""
 
 import re
 from pathlib import Path
 
-from services.config import Settings
-from services.gateway.app import create_app
+from opsmantik.config import Settings
+from opsmantik.gateway.app import create_app
 
-OPENAPI = Path(__file__).resolve().parents[2] / "schemas" / "openapi.yaml"
+OPENAPI = Path(__file__).resolve().parents[2] / "services/opsmantik/schemas/openapi.yaml"
 
 
 def documented() -> set[tuple[str, str]]:
@@ -23,6 +23,5 @@ def documented() -> set[tuple[str, str]]:
 
 def test_every_route_is_documented_and_every_documented_route_exists():
     app = create_app(Settings())  # no engines touched: connections open on startup only
-    served = {(r.method, r.resource.canonical) for r in app.router.routes()
-              if r.method != "HEAD"}
+    served = {(r.method, r.resource.canonical) for r in app.router.routes() if r.method != "HEAD"}
     assert documented() == served

@@ -1,6 +1,5 @@
 import pytest
-
-from services.db.queries import parse_queries
+from opsmantik.db.queries import parse_queries
 
 
 def test_blocks_are_split_by_name_header():

@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from services.gateway.ratelimit import RateLimiter
+from opsmantik.gateway.ratelimit import RateLimiter
 
 
 class Clock:

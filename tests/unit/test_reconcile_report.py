@@ -1,4 +1,4 @@
-"""Reconcile's report logic (services/reconcile.py), on records built in memory."""
+"""Reconcile's report logic (services/opsmantik/billing/reconcile.py), on records built in memory."""
 
 from __future__ import annotations
 
@@ -6,15 +6,15 @@ import uuid
 from datetime import UTC, date, datetime
 
 import pytest
-
-from services.months import parse_month, previous_month
-from services.reconcile import Report, SiteDrift, render
+from opsmantik.billing.reconcile import Report, SiteDrift, render
+from opsmantik.months import parse_month, previous_month
 
 
 def site(n: int, **drift: int) -> SiteDrift:
     base = dict(ledger_events=10, ledger_quantity=20, ledger_overlimit_events=1, ledger_overlimit_quantity=2)
-    inv = {k.replace("ledger_", "invoice_"): v + drift.get(k.replace("ledger_", ""), 0)
-           for k, v in base.items()}
+    inv = {
+        k.replace("ledger_", "invoice_"): v + drift.get(k.replace("ledger_", ""), 0) for k, v in base.items()
+    }
     return SiteDrift(site_id=uuid.UUID(int=n), name=f"s{n}", **base, **inv)
 
 
@@ -41,7 +41,7 @@ def test_months() -> None:
 
 
 def test_drift_ratio_for_the_alerts() -> None:
-    from services.reconcile import drift_ratio
+    from opsmantik.billing.reconcile import drift_ratio
 
     month, now = date(2026, 11, 1), datetime.now(UTC)
     assert drift_ratio(Report(month, now, [site(1), site(2)])) == 0.0

@@ -6,11 +6,11 @@ from __future__ import annotations
 import uuid
 
 import pytest
-
-from services.config import Settings, SettingsError
-from services.gateway.registry import GatewayRegistry
-from services.kafka import message_key, replication, request_keys
-from services.kafka_node import replication_for
+from opsmantik.config import Settings, SettingsError
+from opsmantik.devstack.kafka_node import replication_for
+from opsmantik.gateway.registry import GatewayRegistry
+from opsmantik.kafka.settings import message_key, request_keys
+from opsmantik.kafka.topics import replication
 
 
 @pytest.mark.parametrize(("brokers", "factor", "min_isr"), [(1, 1, 1), (2, 2, 1), (3, 3, 2), (5, 3, 2)])
@@ -37,7 +37,9 @@ def test_request_keys_one_partition_per_request_by_default() -> None:
     assert request_keys(Settings(), site, ["a", "b", "c"]) == [f"{site}/a".encode()] * 3
     assert request_keys(Settings(), site, ["b"]) == [f"{site}/b".encode()]
     assert request_keys(Settings(partition_key="event"), site, ["a", "b"]) == [
-        f"{site}/a".encode(), f"{site}/b".encode()]
+        f"{site}/a".encode(),
+        f"{site}/b".encode(),
+    ]
     assert request_keys(Settings(partition_key="site"), site, ["a", "b"]) == [str(site).encode()] * 2
     assert request_keys(Settings(), site, []) == []
 
@@ -52,22 +54,25 @@ def test_a_gateway_takes_rate_over_n() -> None:
     assert rate == pytest.approx(100 / 3) and burst == 1  # never a bucket that admits nothing
 
 
-@pytest.mark.parametrize(("env", "ok"), [
-    ({"OPSMANTIK_WORKER_METRICS_PORT": "0"}, True),
-    ({"OPSMANTIK_WORKER_METRICS_PORT": "-1"}, True),
-    ({"OPSMANTIK_WORKER_METRICS_PORT": "-2"}, False),
-    ({"OPSMANTIK_RELAY_METRICS_PORT": "65535"}, True),
-    ({"OPSMANTIK_RELAY_METRICS_PORT": "65536"}, False),
-    ({"OPSMANTIK_REPLICATION_FACTOR": "3", "OPSMANTIK_MIN_INSYNC_REPLICAS": "3"}, True),
-    ({"OPSMANTIK_REPLICATION_FACTOR": "2", "OPSMANTIK_MIN_INSYNC_REPLICAS": "3"}, False),
-    ({"OPSMANTIK_REPLICATION_FACTOR": "-1"}, False),
-    ({"OPSMANTIK_PARTITION_KEY": "site"}, True),
-    ({"OPSMANTIK_PARTITION_KEY": "event"}, True),
-    ({"OPSMANTIK_PARTITION_KEY": "request"}, True),
-    ({"OPSMANTIK_PARTITION_KEY": "site_event"}, False),
-    ({"OPSMANTIK_GATEWAY_HEARTBEAT_S": "1", "OPSMANTIK_GATEWAY_DEAD_AFTER_S": "1"}, False),
-    ({"OPSMANTIK_GATEWAY_HEARTBEAT_S": "1", "OPSMANTIK_GATEWAY_DEAD_AFTER_S": "1.01"}, True),
-])
+@pytest.mark.parametrize(
+    ("env", "ok"),
+    [
+        ({"OPSMANTIK_WORKER_METRICS_PORT": "0"}, True),
+        ({"OPSMANTIK_WORKER_METRICS_PORT": "-1"}, True),
+        ({"OPSMANTIK_WORKER_METRICS_PORT": "-2"}, False),
+        ({"OPSMANTIK_RELAY_METRICS_PORT": "65535"}, True),
+        ({"OPSMANTIK_RELAY_METRICS_PORT": "65536"}, False),
+        ({"OPSMANTIK_REPLICATION_FACTOR": "3", "OPSMANTIK_MIN_INSYNC_REPLICAS": "3"}, True),
+        ({"OPSMANTIK_REPLICATION_FACTOR": "2", "OPSMANTIK_MIN_INSYNC_REPLICAS": "3"}, False),
+        ({"OPSMANTIK_REPLICATION_FACTOR": "-1"}, False),
+        ({"OPSMANTIK_PARTITION_KEY": "site"}, True),
+        ({"OPSMANTIK_PARTITION_KEY": "event"}, True),
+        ({"OPSMANTIK_PARTITION_KEY": "request"}, True),
+        ({"OPSMANTIK_PARTITION_KEY": "site_event"}, False),
+        ({"OPSMANTIK_GATEWAY_HEARTBEAT_S": "1", "OPSMANTIK_GATEWAY_DEAD_AFTER_S": "1"}, False),
+        ({"OPSMANTIK_GATEWAY_HEARTBEAT_S": "1", "OPSMANTIK_GATEWAY_DEAD_AFTER_S": "1.01"}, True),
+    ],
+)
 def test_scale_settings_at_their_edges(env: dict[str, str], ok: bool) -> None:
     if ok:
         Settings.from_env(env)

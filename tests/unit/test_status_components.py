@@ -1,12 +1,11 @@
-"""Component states and the page's overall line from signals (services/status/components.py),
+"""Component states and the page's overall line from signals (services/opsmantik/status/components.py),
 each rule at its edge."""
 
 from dataclasses import replace
 
 import pytest
-
-from services.status import components as c
-from services.status.components import Signals, derive, indicator
+from opsmantik.status import components as c
+from opsmantik.status.components import Signals, derive, indicator
 
 OK = Signals(broker_reachable=True, breaker_state="closed", db_reachable=True)
 
@@ -17,8 +16,13 @@ def states(s: Signals) -> dict[str, str]:
 
 def test_all_operational_is_all_systems_operational():
     comps = derive(OK)
-    assert [x.name for x in comps] == ["Ingest API", "Event queue", "Fallback buffer",
-                                       "Billing ledger freshness", "Dashboard/usage API"]
+    assert [x.name for x in comps] == [
+        "Ingest API",
+        "Event queue",
+        "Fallback buffer",
+        "Billing ledger freshness",
+        "Dashboard/usage API",
+    ]
     assert set(states(OK).values()) == {c.OPERATIONAL}
     assert c.INDICATOR_WORDS[indicator(comps)] == "All systems operational"
 
@@ -38,13 +42,16 @@ def test_nothing_can_store_events_is_a_major_outage():
     assert c.INDICATOR_WORDS[indicator(derive(s))] == "Major outage"
 
 
-@pytest.mark.parametrize(("requests", "errors", "want"), [
-    (19, 19, c.OPERATIONAL),            # too few requests to judge
-    (1000, 5, c.OPERATIONAL),           # 0.5 %: exactly the budget
-    (1000, 6, c.PARTIAL),               # over the 99.5 % budget
-    (1000, 499, c.PARTIAL),
-    (1000, 500, c.MAJOR),               # half failing
-])
+@pytest.mark.parametrize(
+    ("requests", "errors", "want"),
+    [
+        (19, 19, c.OPERATIONAL),  # too few requests to judge
+        (1000, 5, c.OPERATIONAL),  # 0.5 %: exactly the budget
+        (1000, 6, c.PARTIAL),  # over the 99.5 % budget
+        (1000, 499, c.PARTIAL),
+        (1000, 500, c.MAJOR),  # half failing
+    ],
+)
 def test_ingest_error_ratio_edges(requests, errors, want):
     s = replace(OK, sync_requests=requests, sync_errors_5xx=errors, sync_within_500ms=requests)
     assert states(s)["ingest_api"] == want
@@ -58,9 +65,17 @@ def test_ingest_latency_edge(fast, want):
         assert c.INDICATOR_WORDS[indicator(derive(s))] == "Degraded performance"
 
 
-@pytest.mark.parametrize(("age", "pending", "parked", "want"), [
-    (300.0, 5, 0, c.OPERATIONAL), (300.1, 5, 0, c.DEGRADED), (86400.0, 5, 0, c.DEGRADED),
-    (86400.1, 5, 0, c.PARTIAL), (0.0, 0, 1, c.PARTIAL), (1e9, 0, 0, c.OPERATIONAL)])
+@pytest.mark.parametrize(
+    ("age", "pending", "parked", "want"),
+    [
+        (300.0, 5, 0, c.OPERATIONAL),
+        (300.1, 5, 0, c.DEGRADED),
+        (86400.0, 5, 0, c.DEGRADED),
+        (86400.1, 5, 0, c.PARTIAL),
+        (0.0, 0, 1, c.PARTIAL),
+        (1e9, 0, 0, c.OPERATIONAL),
+    ],
+)
 def test_outbox_age_edges(age, pending, parked, want):
     s = replace(OK, outbox_pending=pending, outbox_oldest_age_s=age, outbox_parked=parked)
     assert states(s)["fallback_buffer"] == want
@@ -78,16 +93,22 @@ def test_ledger_stall_edge(age, want):
     assert states(s)["ledger_freshness"] == want
 
 
-@pytest.mark.parametrize(("requests", "errors", "want"), [(4, 4, c.OPERATIONAL), (100, 4, c.OPERATIONAL),
-                                                          (100, 5, c.PARTIAL)])
+@pytest.mark.parametrize(
+    ("requests", "errors", "want"), [(4, 4, c.OPERATIONAL), (100, 4, c.OPERATIONAL), (100, 5, c.PARTIAL)]
+)
 def test_usage_api_edges(requests, errors, want):
     assert states(replace(OK, usage_requests=requests, usage_errors_5xx=errors))["usage_api"] == want
 
 
 def test_database_down_takes_the_postgres_components_down():
     got = states(replace(OK, db_reachable=False))
-    assert got == {"ingest_api": c.OPERATIONAL, "event_queue": c.OPERATIONAL, "fallback_buffer": c.MAJOR,
-                   "ledger_freshness": c.MAJOR, "usage_api": c.MAJOR}
+    assert got == {
+        "ingest_api": c.OPERATIONAL,
+        "event_queue": c.OPERATIONAL,
+        "fallback_buffer": c.MAJOR,
+        "ledger_freshness": c.MAJOR,
+        "usage_api": c.MAJOR,
+    }
 
 
 def test_maintenance_window_relabels_only_what_is_not_operational():

@@ -5,11 +5,10 @@ from dataclasses import replace
 from datetime import UTC, date, datetime, timedelta
 
 import orjson
-
-from services.config import Settings
-from services.status import figures, page, summary
-from services.status.components import COMPONENT_IDS, Signals, derive, indicator
-from services.status.model import (
+from opsmantik.config import Settings
+from opsmantik.status import figures, page, summary
+from opsmantik.status.components import COMPONENT_IDS, Signals, derive, indicator
+from opsmantik.status.model import (
     BAR_DAYS,
     Incident,
     IncidentUpdate,
@@ -23,17 +22,59 @@ NOW = datetime(2026, 11, 28, 12, 0, tzinfo=UTC)
 
 def snapshot(**over) -> Snapshot:
     comps = derive(Signals(broker_reachable=False, breaker_state="open", db_reachable=True))
-    rows = [{"day": NOW.date() - timedelta(days=1), "component": "event_queue", "checks": 1000,
-             "degraded": 0, "partial": 0, "major": 10, "maintenance": 0}]
-    slo = [figures.availability(10_000, 3), figures.latency(12, 12), figures.freshness(100, 100),
-           figures.integrity(0, 0, 0), figures.accuracy(NOW, 0, 500)]
-    inc = Incident(7, "Queue unreachable", "major", "identified", ["event_queue"], NOW, NOW, None,
-                   [IncidentUpdate(9, "identified", "Broker restarted; events are buffered.", NOW)])
-    past = Incident(3, "Slow usage counts", "minor", "resolved", [], NOW - timedelta(days=2), NOW,
-                    NOW - timedelta(days=1), [IncidentUpdate(4, "resolved", "Fixed.", NOW)])
+    rows = [
+        {
+            "day": NOW.date() - timedelta(days=1),
+            "component": "event_queue",
+            "checks": 1000,
+            "degraded": 0,
+            "partial": 0,
+            "major": 10,
+            "maintenance": 0,
+        }
+    ]
+    slo = [
+        figures.availability(10_000, 3),
+        figures.latency(12, 12),
+        figures.freshness(100, 100),
+        figures.integrity(0, 0, 0),
+        figures.accuracy(NOW, 0, 500),
+    ]
+    inc = Incident(
+        7,
+        "Queue unreachable",
+        "major",
+        "identified",
+        ["event_queue"],
+        NOW,
+        NOW,
+        None,
+        [IncidentUpdate(9, "identified", "Broker restarted; events are buffered.", NOW)],
+    )
+    past = Incident(
+        3,
+        "Slow usage counts",
+        "minor",
+        "resolved",
+        [],
+        NOW - timedelta(days=2),
+        NOW,
+        NOW - timedelta(days=1),
+        [IncidentUpdate(4, "resolved", "Fixed.", NOW)],
+    )
     maint = Maintenance(1, "Postgres upgrade", NOW + timedelta(days=3), NOW + timedelta(days=3, hours=1), NOW)
-    snap = Snapshot(NOW, indicator(comps, ["major"]), comps, build_bars(rows, NOW.date()), "2026-11", slo,
-                    [inc, past], [maint], NOW, True)
+    snap = Snapshot(
+        NOW,
+        indicator(comps, ["major"]),
+        comps,
+        build_bars(rows, NOW.date()),
+        "2026-11",
+        slo,
+        [inc, past],
+        [maint],
+        NOW,
+        True,
+    )
     return replace(snap, **over)
 
 
@@ -44,28 +85,59 @@ def test_summary_has_the_hosted_status_page_shape():
     assert body["status"] == {"indicator": "major", "description": "Partial outage"}
     assert [c["id"] for c in body["components"]] == list(COMPONENT_IDS)
     assert {c["status"] for c in body["components"]} <= {
-        "operational", "degraded_performance", "partial_outage", "major_outage", "under_maintenance"}
+        "operational",
+        "degraded_performance",
+        "partial_outage",
+        "major_outage",
+        "under_maintenance",
+    }
     assert [i["id"] for i in body["incidents"]] == ["7"]  # unresolved only, as the summary API has it
     assert body["incidents"][0]["incident_updates"][0]["body"].startswith("Broker restarted")
     assert body["scheduled_maintenances"][0]["status"] == "scheduled"
-    assert [o["id"] for o in body["slo"]["objectives"]] == ["availability", "latency", "freshness",
-                                                            "integrity", "accuracy"]
+    assert [o["id"] for o in body["slo"]["objectives"]] == [
+        "availability",
+        "latency",
+        "freshness",
+        "integrity",
+        "accuracy",
+    ]
 
 
 def test_html_reads_without_javascript_and_names_everything():
     html = page.render(snapshot(), Settings())
     assert "<script" not in html.lower() and "onclick" not in html.lower()
     assert 'id="overall"' in html and ">Partial outage<" in html
-    for name in ("Ingest API", "Event queue", "Fallback buffer", "Billing ledger freshness",
-                 "Dashboard/usage API", "Availability", "Latency", "Freshness", "Data integrity",
-                 "Billing accuracy", "Queue unreachable", "Slow usage counts", "Postgres upgrade"):
+    for name in (
+        "Ingest API",
+        "Event queue",
+        "Fallback buffer",
+        "Billing ledger freshness",
+        "Dashboard/usage API",
+        "Availability",
+        "Latency",
+        "Freshness",
+        "Data integrity",
+        "Billing accuracy",
+        "Queue unreachable",
+        "Slow usage counts",
+        "Postgres upgrade",
+    ):
         assert name in html, name
     assert "prefers-color-scheme:dark" in html and 'name="viewport"' in html
 
 
 def test_html_escapes_incident_text():
-    inc = Incident(1, "<b>x</b>", "minor", "investigating", [], NOW, NOW, None,
-                   [IncidentUpdate(1, "investigating", "<script>alert(1)</script>", NOW)])
+    inc = Incident(
+        1,
+        "<b>x</b>",
+        "minor",
+        "investigating",
+        [],
+        NOW,
+        NOW,
+        None,
+        [IncidentUpdate(1, "investigating", "<script>alert(1)</script>", NOW)],
+    )
     html = page.render(snapshot(incidents=[inc]), Settings())
     assert "<script>alert" not in html and "&lt;script&gt;" in html
 
@@ -97,5 +169,8 @@ def test_figures_in_words_at_their_edges():
 def test_maintenance_status_by_time():
     m = Maintenance(1, "x", NOW, NOW + timedelta(hours=1), NOW)
     assert [m.status(NOW - timedelta(seconds=1)), m.status(NOW), m.status(NOW + timedelta(hours=1))] == [
-        "scheduled", "in_progress", "completed"]
+        "scheduled",
+        "in_progress",
+        "completed",
+    ]
     assert date(2026, 11, 28) == NOW.date()

@@ -1,21 +1,21 @@
-"""Reading signals (services/status/signals.py): the sliding counter window and the usage-route
+"""Reading signals (services/opsmantik/status/signals.py): the sliding counter window and the usage-route
 counts from the gateway's Prometheus registry, and the DB reading turned into Signals."""
 
 from datetime import UTC, datetime, timedelta
 
-from services.gateway.metrics import GatewayMetrics
-from services.status.signals import CounterWindow, DbReading, to_signals, usage_counts
+from opsmantik.gateway.metrics import GatewayMetrics
+from opsmantik.status.signals import CounterWindow, DbReading, to_signals, usage_counts
 
 NOW = datetime(2026, 11, 28, 12, 0, tzinfo=UTC)
 
 
 def test_counter_window_gives_deltas_over_the_window():
     w = CounterWindow(window_s=300)
-    assert w.add(0, 10, 1) == (0, 0)      # the first sample is the base
+    assert w.add(0, 10, 1) == (0, 0)  # the first sample is the base
     assert w.add(100, 30, 2) == (20, 1)
-    assert w.add(299, 40, 2) == (30, 1)    # still within 300 s of the first
-    assert w.add(400, 50, 2) == (20, 0)    # the first sample slid out; base is t=100
-    assert w.add(401, 5, 0) == (0, 0)      # a restarted counter never goes negative
+    assert w.add(299, 40, 2) == (30, 1)  # still within 300 s of the first
+    assert w.add(400, 50, 2) == (20, 0)  # the first sample slid out; base is t=100
+    assert w.add(401, 5, 0) == (0, 0)  # a restarted counter never goes negative
 
 
 def test_usage_counts_read_only_the_usage_routes():
@@ -38,8 +38,9 @@ def test_db_reading_to_signals():
     assert s.db_reachable and s.sync_requests == 100 and s.captured_events == 500
     assert s.outbox_oldest_age_s == 42 and s.last_ledgered_age_s == 120  # minute start + 60 s
     assert s.maintenance_active and s.usage_requests == 5
-    ended = DbReading(reading.sync, reading.fresh, reading.outbox,
-                      [{"starts_at": NOW - timedelta(hours=2), "ends_at": NOW}])
+    ended = DbReading(
+        reading.sync, reading.fresh, reading.outbox, [{"starts_at": NOW - timedelta(hours=2), "ends_at": NOW}]
+    )
     assert not to_signals(NOW, True, "closed", ended, (0, 0)).maintenance_active  # type: ignore[arg-type]
     down = to_signals(NOW, False, "open", None, (0, 0))
     assert not down.db_reachable and not down.broker_reachable

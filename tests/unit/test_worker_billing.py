@@ -1,4 +1,4 @@
-"""Billing month and billing class rules (services/worker/billing.py)."""
+"""Billing month and billing class rules (services/opsmantik/billing/rules.py)."""
 
 from __future__ import annotations
 
@@ -7,8 +7,7 @@ from datetime import date
 
 from hypothesis import given
 from hypothesis import strategies as st
-
-from services.worker.billing import INCLUDED, OVERLIMIT, assign_classes, billing_month, next_month
+from opsmantik.billing.rules import INCLUDED, OVERLIMIT, assign_classes, billing_month, next_month
 
 A, B = uuid.UUID(int=1), uuid.UUID(int=2)
 NOV, DEC, JAN = date(2026, 11, 1), date(2026, 12, 1), date(2027, 1, 1)

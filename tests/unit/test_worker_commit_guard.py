@@ -1,4 +1,4 @@
-"""The commit guard (services/worker/consumer.py) against Faust 0.15.3's own `_new_offset`:
+"""The commit guard (services/opsmantik/worker/consumer.py) against Faust 0.15.3's own `_new_offset`:
 the same acked offsets, the bookkeeping Faust keeps per partition, no broker."""
 
 from __future__ import annotations
@@ -9,8 +9,7 @@ import pytest
 from faust.transport.consumer import Consumer as FaustConsumer
 from faust.types import TP
 from intervaltree import IntervalTree
-
-from services.worker.consumer import GuardedConsumer
+from opsmantik.worker.consumer import GuardedConsumer
 
 TP0 = TP("ingest", 0)
 
@@ -25,11 +24,14 @@ def consumer(acked: list[int], committed: int | None, first_delivered: int | Non
     return c
 
 
-@pytest.mark.parametrize(("acked", "committed", "first"), [
-    ([1, 2, 3, 4, 5, 6], None, 0),    # never committed; message 0's batch raised
-    ([11, 12, 13], 10, 10),           # one unacked message at the committed offset (#606)
-    ([1, 2], None, 0),                # committed 0 is stored as None by Faust
-])
+@pytest.mark.parametrize(
+    ("acked", "committed", "first"),
+    [
+        ([1, 2, 3, 4, 5, 6], None, 0),  # never committed; message 0's batch raised
+        ([11, 12, 13], 10, 10),  # one unacked message at the committed offset (#606)
+        ([1, 2], None, 0),  # committed 0 is stored as None by Faust
+    ],
+)
 def test_a_hole_at_the_head_blocks_the_commit(acked: list[int], committed: int | None, first: int) -> None:
     # Faust's own method commits past the unfinished message ...
     assert FaustConsumer._new_offset(consumer(acked, committed, first), TP0) == acked[-1] + 1

@@ -1,5 +1,6 @@
 """The worker's Faust consumer: acks by offset range and the commit guard
-(services/worker/consumer.py). Pure bookkeeping, no broker: the consumer is built but never started."""
+(services/opsmantik/worker/consumer.py). Pure bookkeeping, no broker: the consumer is built but never
+started."""
 
 from __future__ import annotations
 
@@ -9,10 +10,9 @@ from dataclasses import dataclass
 
 import pytest
 from faust.types import TP
-
-from services.config import Settings
-from services.worker.app import build_app
-from services.worker.consumer import Batch, BatchConsumer
+from opsmantik.config import Settings
+from opsmantik.worker.app import build_app
+from opsmantik.worker.consumer import Batch, BatchConsumer
 
 T = TP("t", 0)
 
@@ -37,8 +37,12 @@ def consumer() -> Iterator[BatchConsumer]:
 
 
 def batch(c: BatchConsumer, first: int, last: int, start: int | None = None) -> Batch:
-    b = Batch(c.app.consumer_generation_id, T, first if start is None else start,
-              [Rec(o) for o in range(first, last + 1)])
+    b = Batch(
+        c.app.consumer_generation_id,
+        T,
+        first if start is None else start,
+        [Rec(o) for o in range(first, last + 1)],
+    )
     c.note_delivered(T, b.start)  # as _drain_messages does at hand-over
     return b
 

@@ -1,4 +1,4 @@
-"""Decoding ingest messages (services/worker/message.py) and batch ordering (ledger.py)."""
+"""Decoding ingest messages (services/opsmantik/worker/message.py) and batch ordering (ledger.py)."""
 
 from __future__ import annotations
 
@@ -6,18 +6,24 @@ import uuid
 from datetime import UTC, date, datetime
 
 import orjson
-
-from services.worker.ledger import dedupe_in_order
-from services.worker.message import DeadLetter, IngestEvent, decode
+from opsmantik.worker.ledger import dedupe_in_order
+from opsmantik.worker.message import DeadLetter, IngestEvent, decode
 
 SITE = uuid.UUID(int=7)
 
 
 def doc(**over: object) -> bytes:
     base: dict[str, object] = {
-        "v": 1, "site_id": str(SITE), "event_id": "e-1", "type": "api_call",
-        "occurred_at": "2026-11-27T10:00:00.000000+00:00", "usage_month": "2026-11-01", "quantity": 3,
-        "properties": {"k": "v"}, "received_at": "2026-11-27T10:00:01.000000+00:00", "path": "kafka",
+        "v": 1,
+        "site_id": str(SITE),
+        "event_id": "e-1",
+        "type": "api_call",
+        "occurred_at": "2026-11-27T10:00:00.000000+00:00",
+        "usage_month": "2026-11-01",
+        "quantity": 3,
+        "properties": {"k": "v"},
+        "received_at": "2026-11-27T10:00:01.000000+00:00",
+        "path": "kafka",
         "gateway_status": "accepted",
     }
     base.update(over)
@@ -88,10 +94,20 @@ def test_any_input_gives_a_record_never_an_exception() -> None:
     """Issue 9, reproduction 2: wrong types where strings belong used to raise (TypeError,
     OverflowError) out of decode and crash the agent."""
     hostile = [
-        doc(path=["kafka"]), doc(gateway_status={"a": 1}), doc(v=True), doc(v=1.0),
-        doc(occurred_at="0001-01-01T00:00:00+01:00"), doc(received_at="9999-12-31T23:59:59-01:00"),
-        doc(site_id=7), doc(usage_month=None), doc(**{"bad\x00name": 1}), doc(type=["t"]),
-        orjson.dumps({"v": 1}) + b"\xff", b"\x00" * 10, b"[" * 5000 + b"]" * 5000, b'"\\ud800"',
+        doc(path=["kafka"]),
+        doc(gateway_status={"a": 1}),
+        doc(v=True),
+        doc(v=1.0),
+        doc(occurred_at="0001-01-01T00:00:00+01:00"),
+        doc(received_at="9999-12-31T23:59:59-01:00"),
+        doc(site_id=7),
+        doc(usage_month=None),
+        doc(**{"bad\x00name": 1}),
+        doc(type=["t"]),
+        orjson.dumps({"v": 1}) + b"\xff",
+        b"\x00" * 10,
+        b"[" * 5000 + b"]" * 5000,
+        b'"\\ud800"',
     ]
     for raw in hostile:
         dead = decode(raw, 3, 9)

@@ -1,21 +1,28 @@
-"""services/worker/metrics.py helpers."""
+"""services/opsmantik/worker/metrics.py helpers."""
 
 from __future__ import annotations
 
 
 def test_observe_many_equals_observe_per_value() -> None:
-    """services/worker/metrics.observe_many: the same buckets and sum as observe() per value,
+    """services/opsmantik/worker/metrics.observe_many: the same buckets and sum as observe() per value,
     including values on a bucket's bound and past the last finite one."""
+    from opsmantik.worker.metrics import observe_many
     from prometheus_client import CollectorRegistry, Histogram
 
-    from services.worker.metrics import observe_many
-
     values = [0.0, 0.05, 0.051, 1.0, 3.3, 299.0, 300.0, 301.0, 1e9]
-    one, many = (Histogram(f"h_{n}", "h", buckets=(0.05, 0.1, 1, 5, 300), registry=CollectorRegistry())
-                 for n in ("one", "many"))
+    one, many = (
+        Histogram(f"h_{n}", "h", buckets=(0.05, 0.1, 1, 5, 300), registry=CollectorRegistry())
+        for n in ("one", "many")
+    )
     for v in values:
         one.observe(v)
     observe_many(many, values)
-    samples = [[(s.name.split("_", 2)[-1], s.labels, s.value) for s in h.collect()[0].samples
-                if not s.name.endswith("_created")] for h in (one, many)]
+    samples = [
+        [
+            (s.name.split("_", 2)[-1], s.labels, s.value)
+            for s in h.collect()[0].samples
+            if not s.name.endswith("_created")
+        ]
+        for h in (one, many)
+    ]
     assert samples[0] == samples[1]

@@ -1,8 +1,8 @@
-"""Stall detection (services/worker/watchdog.py): time is passed in."""
+"""Stall detection (services/opsmantik/worker/watchdog.py): time is passed in."""
 
 from __future__ import annotations
 
-from services.worker.watchdog import Progress, StallDetector
+from opsmantik.worker.watchdog import Progress, StallDetector
 
 
 def test_progress_is_never_a_stall() -> None:

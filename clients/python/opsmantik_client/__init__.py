@@ -19,6 +19,19 @@ from opsmantik_client.spill import SpillError, SpillFull, SpillLocked
 from opsmantik_client.sync import Client, SyncTicket
 
 __all__ = [
-    "AsyncClient", "Backoff", "BatchLimits", "Client", "ClientConfig", "Counters", "MetricsHooks",
-    "NotDelivered", "Result", "SpillError", "SpillFull", "SpillLocked", "SyncTicket", "Ticket", "uuid7",
+    "AsyncClient",
+    "Backoff",
+    "BatchLimits",
+    "Client",
+    "ClientConfig",
+    "Counters",
+    "MetricsHooks",
+    "NotDelivered",
+    "Result",
+    "SpillError",
+    "SpillFull",
+    "SpillLocked",
+    "SyncTicket",
+    "Ticket",
+    "uuid7",
 ]

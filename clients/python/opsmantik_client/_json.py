@@ -17,6 +17,7 @@ try:
 
     DecodeError: type[Exception] = orjson.JSONDecodeError
 except ImportError:  # pragma: no cover - exercised only where orjson is absent
+
     def dumps(obj: Any) -> bytes:
         return json.dumps(obj, separators=(",", ":"), ensure_ascii=False).encode()
 

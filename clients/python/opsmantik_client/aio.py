@@ -55,9 +55,16 @@ def sync_url(url: str) -> str:
 
 
 class AsyncClient:
-    def __init__(self, url: str, api_key: str, config: ClientConfig | None = None, *,
-                 on_result: Callable[[Result], None] | None = None, hooks: MetricsHooks | None = None,
-                 **options: Any) -> None:
+    def __init__(
+        self,
+        url: str,
+        api_key: str,
+        config: ClientConfig | None = None,
+        *,
+        on_result: Callable[[Result], None] | None = None,
+        hooks: MetricsHooks | None = None,
+        **options: Any,
+    ) -> None:
         if config is not None and options:
             raise TypeError("pass either config or keyword options, not both")
         cfg = config or ClientConfig(**options)
@@ -156,8 +163,7 @@ class AsyncClient:
         if left and self.spill_path == MEMORY:
             log.error("%d events never acknowledged are lost: the spill was in memory", left)
         elif left:
-            log.warning("%d events left in spill %s; the next client on it sends them", left,
-                        self.spill_path)
+            log.warning("%d events left in spill %s; the next client on it sends them", left, self.spill_path)
         return done
 
     # ------------------------------------------------------------ the caller's side
@@ -178,8 +184,9 @@ class AsyncClient:
     async def send(self, event: Mapping[str, Any]) -> Ticket:
         return (await self.send_many([event]))[0]
 
-    async def send_many(self, events: Iterable[Mapping[str, Any]],
-                        checkpoint: Mapping[str, str] | None = None) -> list[Ticket]:
+    async def send_many(
+        self, events: Iterable[Mapping[str, Any]], checkpoint: Mapping[str, str] | None = None
+    ) -> list[Ticket]:
         """Hand events over: when this returns they are in the spill (a crash loses nothing).
         `checkpoint` (the caller's own position, e.g. a file offset) is committed in the same
         transaction, so a restarted producer knows exactly which input was handed over."""
@@ -202,8 +209,10 @@ class AsyncClient:
                 raise TypeError(f"event_id must be a string, not {type(eid).__name__}")
             body = _json.dumps(ev)
             if not limits.event_fits_alone(len(body)):
-                raise ValueError(f"event {eid}: {len(body)} bytes serialised; a request holds at most "
-                                 f"{limits.max_bytes - ENVELOPE_BYTES} bytes of events")
+                raise ValueError(
+                    f"event {eid}: {len(body)} bytes serialised; a request holds at most "
+                    f"{limits.max_bytes - ENVELOPE_BYTES} bytes of events"
+                )
             items.append((eid, body))
             size += len(body)
         if not items:
@@ -236,8 +245,10 @@ class AsyncClient:
         spill = self._spill
         if spill.room_for(size):
             return True
-        full = (f"spill {self.spill_path} holds {spill.bytes:,} of {spill.max_bytes:,} bytes "
-                f"({spill.count:,} events not yet acknowledged)")
+        full = (
+            f"spill {self.spill_path} holds {spill.bytes:,} of {spill.max_bytes:,} bytes "
+            f"({spill.count:,} events not yet acknowledged)"
+        )
         if size > spill.max_bytes:
             raise SpillFull(f"{size:,} bytes of events exceed the whole spill: {full}")
         if self.config.on_full == "raise":
@@ -282,8 +293,14 @@ class AsyncClient:
 
     def _batch_ready(self) -> bool:
         lim = self.config.limits
-        return (self._flushing > 0 or self._closing or self._disk_unread > 0 or bool(self._ahead)
-                or len(self._hot) >= lim.max_events or self._hot_bytes >= lim.max_bytes)
+        return (
+            self._flushing > 0
+            or self._closing
+            or self._disk_unread > 0
+            or bool(self._ahead)
+            or len(self._hot) >= lim.max_events
+            or self._hot_bytes >= lim.max_bytes
+        )
 
     async def _pump(self) -> None:
         linger = self.config.limits.linger_s

@@ -32,6 +32,6 @@ def uuid7_many(n: int, now_ms: int | None = None) -> list[str]:
     variant = "89ab"
     out = []
     for i in range(0, 20 * n, 20):
-        h = raw[i:i + 20]
+        h = raw[i : i + 20]
         out.append(f"{head}{h[0:3]}-{variant[int(h[3], 16) & 3]}{h[4:7]}-{h[7:19]}")
     return out

@@ -19,8 +19,9 @@ def eta_text(seconds: float | None) -> str:
     return f"{s // 3600}:{s // 60 % 60:02d}:{s % 60:02d}"
 
 
-def eta_s(done: int, read_events: int, read_bytes: int, total_bytes: int | None, pending: int,
-          rate: float) -> float | None:
+def eta_s(
+    done: int, read_events: int, read_bytes: int, total_bytes: int | None, pending: int, rate: float
+) -> float | None:
     """Events still to answer (pending + the unread part of the input, estimated from the
     bytes per event so far) divided by the answer rate."""
     if rate <= 0:
@@ -49,8 +50,10 @@ class Progress:
             return
         self._last = now
         elapsed = max(1e-6, now - self.started)
-        line = (f"{done:,} events  {done / elapsed:,.0f} ev/s  retries {retries:,}  "
-                f"pending {pending:,}  ETA {eta_text(eta)}")
+        line = (
+            f"{done:,} events  {done / elapsed:,.0f} ev/s  retries {retries:,}  "
+            f"pending {pending:,}  ETA {eta_text(eta)}"
+        )
         if tty:
             self.stream.write("\r" + line.ljust(self._width))
             self._width = len(line)

@@ -1,13 +1,13 @@
 """What to do with an answer, and how long to wait before the next attempt: pure functions.
 
-    200                      done: one result per event
-    400 with per-event index the indexed events are rejected, the others are sent again at once
-                             (the gateway validates a batch whole: nothing of it was stored)
-    400 otherwise, 401, 415,
-    other 4xx                rejected: sending the same bytes again cannot succeed
-    413                      split the batch in halves; a single event is rejected
-    408, 425, 429, 5xx,
-    timeout, no connection   retried with jittered backoff, at least as long as the server says
+200                      done: one result per event
+400 with per-event index the indexed events are rejected, the others are sent again at once
+                         (the gateway validates a batch whole: nothing of it was stored)
+400 otherwise, 401, 415,
+other 4xx                rejected: sending the same bytes again cannot succeed
+413                      split the batch in halves; a single event is rejected
+408, 425, 429, 5xx,
+timeout, no connection   retried with jittered backoff, at least as long as the server says
 """
 
 from __future__ import annotations
@@ -97,8 +97,13 @@ class Backoff:
     def validate(self) -> list[str]:
         return [] if 0 < self.base_s <= self.cap_s else ["backoff needs 0 < base_s <= cap_s"]
 
-    def delay(self, attempt: int, headers: Mapping[str, str] | None = None,
-              rand: Callable[[], float] = random.random, now: datetime | None = None) -> float:
+    def delay(
+        self,
+        attempt: int,
+        headers: Mapping[str, str] | None = None,
+        rand: Callable[[], float] = random.random,
+        now: datetime | None = None,
+    ) -> float:
         """Wait before attempt `attempt + 1` (attempt counts failures so far, from 1).
         Full jitter (AWS architecture blog) below the cap; never shorter than the server asked."""
         exp = min(self.cap_s, self.base_s * (2 ** min(max(attempt, 1) - 1, 30)))

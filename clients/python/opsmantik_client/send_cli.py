@@ -31,23 +31,37 @@ READ_AHEAD_EVENTS = 8 * CHUNK_LINES
 FINGERPRINT_BYTES = 64 * 1024
 
 
-def add_arguments(p: argparse.ArgumentParser, count: Callable[[str], int] = int,
-                  seconds: Callable[[str], float] = float) -> None:
+def add_arguments(
+    p: argparse.ArgumentParser, count: Callable[[str], int] = int, seconds: Callable[[str], float] = float
+) -> None:
     """`count` and `seconds` parse --in-flight and --give-up-after (the opsmantik CLI passes its
     validating types; this module depends on nothing of it)."""
     p.add_argument("file", nargs="?", default="-", help="NDJSON file, one event per line ('-' = stdin)")
     p.add_argument("--url", required=True, help="the gateway, e.g. http://127.0.0.1:8080")
-    p.add_argument("--key", default=os.environ.get("OPSMANTIK_API_KEY"),
-                   help="site API key (default: $OPSMANTIK_API_KEY, which keeps it out of `ps`)")
-    p.add_argument("--spill", help="spill file (default FILE.opsmantik-spill, or "
-                   "./opsmantik-send.spill for stdin); the same spill resumes an interrupted run")
+    p.add_argument(
+        "--key",
+        default=os.environ.get("OPSMANTIK_API_KEY"),
+        help="site API key (default: $OPSMANTIK_API_KEY, which keeps it out of `ps`)",
+    )
+    p.add_argument(
+        "--spill",
+        help="spill file (default FILE.opsmantik-spill, or "
+        "./opsmantik-send.spill for stdin); the same spill resumes an interrupted run",
+    )
     p.add_argument("--rejected", help="write rejected events (NDJSON) here")
     p.add_argument("--in-flight", type=count, default=4, help="concurrent requests (default 4)")
-    p.add_argument("--give-up-after", type=seconds, default=300.0,
-                   help="exit 3 after the gateway failed for this many seconds in a row (default 300)")
-    p.add_argument("--restart", action="store_true",
-                   help="read the input from its start again even if this spill says it was sent "
-                   "(lines without event_id get new ids: they are billed again)")
+    p.add_argument(
+        "--give-up-after",
+        type=seconds,
+        default=300.0,
+        help="exit 3 after the gateway failed for this many seconds in a row (default 300)",
+    )
+    p.add_argument(
+        "--restart",
+        action="store_true",
+        help="read the input from its start again even if this spill says it was sent "
+        "(lines without event_id get new ids: they are billed again)",
+    )
     p.add_argument("--quiet", action="store_true", help="no progress line")
     p.add_argument("--json", action="store_true", help="print the summary as JSON on stdout")
 
@@ -93,8 +107,9 @@ class Input:
             # A pipe cannot be re-read: the fingerprint is the first line, and resuming
             # trusts the caller to pipe the same input again.
             first = sys.stdin.buffer.readline()
-            return cls(sys.stdin.buffer, "stdin:" + hashlib.sha256(first).hexdigest(), None,
-                       pushed_back=first)
+            return cls(
+                sys.stdin.buffer, "stdin:" + hashlib.sha256(first).hexdigest(), None, pushed_back=first
+            )
         f = open(name, "rb")  # noqa: SIM115 - closed by _send()
         head = f.read(FINGERPRINT_BYTES)
         f.seek(0)
@@ -142,13 +157,18 @@ async def _preflight(url: str, key: str) -> int | None:
     base = sync_url(url)[: -len("/api/sync")]
     month = datetime.now(UTC).strftime("%Y-%m")
     try:
-        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as s, s.get(
-                f"{base}/api/usage?month={month}", headers={"Authorization": f"Bearer {key}"}) as r:
+        async with (
+            aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as s,
+            s.get(f"{base}/api/usage?month={month}", headers={"Authorization": f"Bearer {key}"}) as r,
+        ):
             if r.status == 401:
                 return _fail(f"the gateway at {base} refused the key (401)", 2)
     except (aiohttp.ClientError, TimeoutError, OSError) as exc:
-        return _fail(f"gateway unreachable at {base} ({exc.__class__.__name__}): start it with "
-                     "`opsmantik gateway` (or `make run`)", 3)
+        return _fail(
+            f"gateway unreachable at {base} ({exc.__class__.__name__}): start it with "
+            "`opsmantik gateway` (or `make run`)",
+            3,
+        )
     return None
 
 
@@ -169,8 +189,14 @@ async def _send(args: argparse.Namespace) -> int:
     spill = args.spill or (args.file + ".opsmantik-spill" if args.file != "-" else "opsmantik-send.spill")
     tally = Tally(rejected_out=open(args.rejected, "ab") if args.rejected else None)  # noqa: SIM115
     try:
-        client = AsyncClient(args.url, args.key, spill_path=spill, receipts=False, on_result=tally.add,
-                             max_in_flight=max(1, args.in_flight))
+        client = AsyncClient(
+            args.url,
+            args.key,
+            spill_path=spill,
+            receipts=False,
+            on_result=tally.add,
+            max_in_flight=max(1, args.in_flight),
+        )
         await client.start()
     except (SpillError, ValueError, OSError) as exc:
         return _fail(str(exc), 2)
@@ -193,8 +219,13 @@ async def _send(args: argparse.Namespace) -> int:
             return
         done = tally.done
         rate = done / max(1e-6, time.monotonic() - t0)
-        progress.update(done, client.counters.retried, client.pending,
-                        eta_s(done, read_events, src.offset, src.total_bytes, client.pending, rate), force)
+        progress.update(
+            done,
+            client.counters.retried,
+            client.pending,
+            eta_s(done, read_events, src.offset, src.total_bytes, client.pending, rate),
+            force,
+        )
 
     code = 0
     try:
@@ -226,8 +257,9 @@ async def _send(args: argparse.Namespace) -> int:
                     continue
                 events.append(obj)
             read_events += len(events)
-            await client.send_many(events, {"source": src.fingerprint, "offset": str(src.offset),
-                                            "line": str(src.line_no)})
+            await client.send_many(
+                events, {"source": src.fingerprint, "offset": str(src.offset), "line": str(src.line_no)}
+            )
             show()
             if client.outage_s() > args.give_up_after:
                 break
@@ -249,35 +281,59 @@ async def _send(args: argparse.Namespace) -> int:
             src.stream.close()
     elapsed = time.monotonic() - t0
     summary = {
-        "events": tally.done, "outcomes": dict(sorted(tally.outcomes.items())),
-        "rejected": tally.outcomes.get("rejected", 0), "retries": client.counters.retried,
-        "seconds": round(elapsed, 3), "events_per_s": round(tally.done / max(1e-6, elapsed), 1),
-        "replayed_from_spill": replayed, "resumed_at_line": resumed_line, "lines_read": src.line_no,
-        "left_in_spill": left, "spill": spill if left else None,
-        "interrupted": stop.is_set(), "gave_up": gave_up, "errors": tally.errors,
+        "events": tally.done,
+        "outcomes": dict(sorted(tally.outcomes.items())),
+        "rejected": tally.outcomes.get("rejected", 0),
+        "retries": client.counters.retried,
+        "seconds": round(elapsed, 3),
+        "events_per_s": round(tally.done / max(1e-6, elapsed), 1),
+        "replayed_from_spill": replayed,
+        "resumed_at_line": resumed_line,
+        "lines_read": src.line_no,
+        "left_in_spill": left,
+        "spill": spill if left else None,
+        "interrupted": stop.is_set(),
+        "gave_up": gave_up,
+        "errors": tally.errors,
     }
     if args.json:
         print(_json.dumps(summary).decode())
     else:
         o = tally.outcomes
-        print(f"sent {tally.done:,} events in {elapsed:.1f} s ({summary['events_per_s']:,.0f} ev/s): "
-              + ", ".join(f"{k} {o.get(k, 0):,}" for k in ("accepted", "overlimit", "degraded",
-                                                            "fallback", "rejected")), file=sys.stderr)
-        print(f"retries {client.counters.retried:,}; replayed from the spill {replayed:,}; input "
-              f"resumed at line {resumed_line:,}", file=sys.stderr)
+        print(
+            f"sent {tally.done:,} events in {elapsed:.1f} s ({summary['events_per_s']:,.0f} ev/s): "
+            + ", ".join(
+                f"{k} {o.get(k, 0):,}" for k in ("accepted", "overlimit", "degraded", "fallback", "rejected")
+            ),
+            file=sys.stderr,
+        )
+        print(
+            f"retries {client.counters.retried:,}; replayed from the spill {replayed:,}; input "
+            f"resumed at line {resumed_line:,}",
+            file=sys.stderr,
+        )
         for e in tally.errors[:5]:
             print(f"  rejected {e}", file=sys.stderr)
     if stop.is_set():
-        code = _fail(f"interrupted: {left:,} events kept in {spill}; run the same command again to "
-                     "resume (nothing is sent twice)", 130)
+        code = _fail(
+            f"interrupted: {left:,} events kept in {spill}; run the same command again to "
+            "resume (nothing is sent twice)",
+            130,
+        )
     elif gave_up:
-        code = _fail(f"the gateway at {client.url} kept failing for {args.give_up_after:g} s: start it "
-                     f"with `opsmantik gateway`; {left:,} events kept in {spill}, run again to resume", 3)
+        code = _fail(
+            f"the gateway at {client.url} kept failing for {args.give_up_after:g} s: start it "
+            f"with `opsmantik gateway`; {left:,} events kept in {spill}, run again to resume",
+            3,
+        )
     elif summary["rejected"]:
         code = 1
     if resumed_line and not args.json:
-        print(f"(resumed: lines 1-{resumed_line:,} were handed over by an earlier run; --restart "
-              "sends them again)", file=sys.stderr)
+        print(
+            f"(resumed: lines 1-{resumed_line:,} were handed over by an earlier run; --restart "
+            "sends them again)",
+            file=sys.stderr,
+        )
     return code
 
 

@@ -20,7 +20,8 @@ MEMORY = ":memory:"
 
 
 def _load_queries() -> dict[str, str]:
-    """`-- name: x` blocks of spill.sql (the server's named-query convention, services/db/queries.py,
+    """`-- name: x` blocks of spill.sql (the server's named-query convention,
+    services/opsmantik/db/queries.py,
     repeated here because this distribution imports nothing from the server)."""
     text = Path(__file__).with_name("spill.sql").read_text()
     parts = re.split(r"^--\s*name:\s*([a-z_]+)\s*$", text, flags=re.MULTILINE)
@@ -61,8 +62,9 @@ class Spill:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
                 os.close(fd)
-                raise SpillLocked(f"spill {self.path} is in use by another process; give each "
-                                  "producer its own spill_path") from None
+                raise SpillLocked(
+                    f"spill {self.path} is in use by another process; give each producer its own spill_path"
+                ) from None
             self._lock_fd = fd
         self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
         if self.path != MEMORY:

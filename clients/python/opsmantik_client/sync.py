@@ -28,6 +28,7 @@ class SyncTicket:
 
     def result(self, timeout: float | None = None) -> Result:
         """Block until the gateway answered for this event (or the client closed)."""
+
         async def wait() -> Result:
             return await self._ticket
 
@@ -35,13 +36,19 @@ class SyncTicket:
 
 
 class Client:
-    def __init__(self, url: str, api_key: str, config: ClientConfig | None = None, *,
-                 on_result: Callable[[Result], None] | None = None, hooks: MetricsHooks | None = None,
-                 **options: Any) -> None:
+    def __init__(
+        self,
+        url: str,
+        api_key: str,
+        config: ClientConfig | None = None,
+        *,
+        on_result: Callable[[Result], None] | None = None,
+        hooks: MetricsHooks | None = None,
+        **options: Any,
+    ) -> None:
         self._aclient = AsyncClient(url, api_key, config, on_result=on_result, hooks=hooks, **options)
         self._loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self._loop.run_forever, name="opsmantik-client",
-                                        daemon=True)
+        self._thread = threading.Thread(target=self._loop.run_forever, name="opsmantik-client", daemon=True)
         self._thread.start()
         self._closed = False
         try:
@@ -72,13 +79,15 @@ class Client:
     def checkpoint(self) -> dict[str, str]:
         async def read() -> dict[str, str]:
             return self._aclient.checkpoint()
+
         return self._call(read())
 
     def send(self, event: Mapping[str, Any]) -> SyncTicket:
         return self.send_many([event])[0]
 
-    def send_many(self, events: Iterable[Mapping[str, Any]],
-                  checkpoint: Mapping[str, str] | None = None) -> list[SyncTicket]:
+    def send_many(
+        self, events: Iterable[Mapping[str, Any]], checkpoint: Mapping[str, str] | None = None
+    ) -> list[SyncTicket]:
         tickets = self._call(self._aclient.send_many(list(events), checkpoint))
         return [SyncTicket(t.event_id, t, self._loop) for t in tickets]
 

@@ -1,0 +1,187 @@
+"""`opsmantik reconcile --month YYYY-MM [--json]`: invoice vs ledger per site; exit 1 on drift,
+or when an outbox row is parked or older than 24 h (services/opsmantik/billing/backlog.py; dead letters
+are shown,
+the capture audit judges them: `opsmantik audit`).
+
+Drift = invoice minus ledger (events, quantity, overlimit events and quantity) for the
+billing month. By construction it is 0; anything else is a bug or a hand edit, and the
+site is named. Results are stored in reconcile_results; the worker runs this for the
+current and previous month periodically and exports opsmantik_billing_drift_*.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import uuid
+from dataclasses import asdict, dataclass
+from datetime import UTC, date, datetime
+from decimal import Decimal
+
+import asyncpg
+import orjson
+from prometheus_client import Gauge
+
+from opsmantik.billing.backlog import read_backlog
+from opsmantik.config import Settings
+from opsmantik.db.queries import package_queries
+from opsmantik.months import MonthError, parse_month
+
+Q = package_queries("opsmantik.billing", "reconcile.sql")
+DRIFT_EVENTS = Gauge("opsmantik_billing_drift_events", "Invoice minus ledger events", ["site_id", "month"])
+DRIFT_QUANTITY = Gauge(
+    "opsmantik_billing_drift_quantity", "Invoice minus ledger quantity", ["site_id", "month"]
+)
+DRIFTING_SITES = Gauge("opsmantik_billing_drifting_sites", "Sites with any drift", ["month"])
+DRIFT_RATIO = Gauge(
+    "opsmantik_billing_drift_ratio",
+    "Sum of |invoice - ledger| events over ledger events, all sites",
+    ["month"],
+)
+_FIELDS = ("events", "quantity", "overlimit_events", "overlimit_quantity")
+
+
+@dataclass(frozen=True)
+class SiteDrift:
+    site_id: uuid.UUID
+    name: str | None
+    ledger_events: int
+    ledger_quantity: int
+    ledger_overlimit_events: int
+    ledger_overlimit_quantity: int
+    invoice_events: int
+    invoice_quantity: int
+    invoice_overlimit_events: int
+    invoice_overlimit_quantity: int
+
+    def drift(self, field: str) -> int:
+        return getattr(self, f"invoice_{field}") - getattr(self, f"ledger_{field}")
+
+    @property
+    def ok(self) -> bool:
+        return all(self.drift(f) == 0 for f in _FIELDS)
+
+
+@dataclass(frozen=True)
+class Report:
+    month: date
+    run_at: datetime
+    sites: list[SiteDrift]
+
+    @property
+    def drifting(self) -> list[str]:
+        return [str(s.site_id) for s in self.sites if not s.ok]
+
+    @property
+    def ok(self) -> bool:
+        return not self.drifting
+
+    def as_dict(self) -> dict[str, object]:
+        return {
+            "month": self.month.strftime("%Y-%m"),
+            "run_at": self.run_at.isoformat(),
+            "ok": self.ok,
+            "drifting_sites": self.drifting,
+            "sites": [
+                {
+                    **asdict(s),
+                    "site_id": str(s.site_id),
+                    "ok": s.ok,
+                    **{f"drift_{f}": s.drift(f) for f in _FIELDS},
+                }
+                for s in self.sites
+            ],
+        }
+
+
+async def reconcile_month(conn: asyncpg.Connection, month: date) -> Report:
+    rows = await conn.fetch(Q["compare_month"], month)
+    # quantities are numeric (sums that cannot overflow): exact Python ints from here on
+    return Report(
+        month,
+        datetime.now(UTC),
+        [SiteDrift(**{k: int(v) if isinstance(v, Decimal) else v for k, v in r.items()}) for r in rows],
+    )
+
+
+async def record(conn: asyncpg.Connection, report: Report) -> None:
+    s = report.sites
+    await conn.execute(
+        Q["record_results"],
+        report.run_at,
+        report.month,
+        [x.site_id for x in s],
+        [x.ledger_events for x in s],
+        [x.ledger_quantity for x in s],
+        [x.invoice_events for x in s],
+        [x.invoice_quantity for x in s],
+        *([x.drift(f) for x in s] for f in _FIELDS),
+    )
+
+
+def export(report: Report) -> None:
+    month = report.month.strftime("%Y-%m")
+    for s in report.sites:
+        DRIFT_EVENTS.labels(str(s.site_id), month).set(s.drift("events"))
+        DRIFT_QUANTITY.labels(str(s.site_id), month).set(s.drift("quantity"))
+    DRIFTING_SITES.labels(month).set(len(report.drifting))
+    DRIFT_RATIO.labels(month).set(drift_ratio(report))
+
+
+def drift_ratio(report: Report) -> float:
+    """|drift| / ledger events over every site; a drift with an empty ledger counts as 100 %."""
+    drift = sum(abs(s.drift("events")) for s in report.sites)
+    ledger = sum(s.ledger_events for s in report.sites)
+    return 0.0 if drift == 0 else drift / ledger if ledger else 1.0
+
+
+def render(report: Report) -> str:
+    lines = [f"reconcile {report.month:%Y-%m}: {len(report.sites)} site(s), {len(report.drifting)} drifting"]
+    lines.append(
+        f"{'site_id':36}  {'name':16} {'ledger ev':>10} {'invoice ev':>10} {'drift ev':>9} "
+        f"{'drift qty':>10} {'drift over':>10}"
+    )
+    for s in report.sites:
+        lines.append(
+            f"{s.site_id}  {(s.name or '?')[:16]:16} {s.ledger_events:>10} {s.invoice_events:>10} "
+            f"{s.drift('events'):>+9} {s.drift('quantity'):>+10} {s.drift('overlimit_events'):>+10}"
+            + ("" if s.ok else "  DRIFT")
+        )
+    for s in report.sites:
+        if not s.ok:
+            lines.append(
+                f"DRIFT site {s.site_id} ({s.name}): "
+                + ", ".join(f"{f} {s.drift(f):+d}" for f in _FIELDS if s.drift(f))
+            )
+    return "\n".join(lines)
+
+
+async def _run(settings: Settings, month: date, as_json: bool) -> int:
+    conn = await asyncpg.connect(settings.database_url)
+    try:
+        report = await reconcile_month(conn, month)
+        await record(conn, report)
+        backlog = await read_backlog(conn, month)
+    finally:
+        await conn.close()
+    export(report)
+    if as_json:
+        print(
+            orjson.dumps(
+                {**report.as_dict(), "backlog": backlog.as_dict(), "backlog_ok": not backlog.needs_attention}
+            ).decode()
+        )
+    else:
+        print(render(report) + "\n" + backlog.render() + ("  ATTENTION" if backlog.needs_attention else ""))
+    return 0 if report.ok and not backlog.needs_attention else 1
+
+
+def main(settings: Settings, args: argparse.Namespace) -> int:
+    import asyncio
+
+    try:
+        month = parse_month(args.month)
+    except MonthError as exc:
+        print(f"--month: {exc}", file=sys.stderr)
+        return 2
+    return asyncio.run(_run(settings, month, args.json))

@@ -1,0 +1,177 @@
+"""`opsmantik events void SITE_ID EVENT_ID --reason TEXT` (or `--file FILE`, one event_id a line).
+
+A void is an append-only entry (who, when, why) in billing_voids, written in one transaction with
+its invoice change, under the close lock (shared) like a worker batch:
+- billed in an open month: the event comes off that month's invoice (booked_month = billed_month);
+- billed in a closed month: a negative adjustment in the first open month after it.
+The ledger row stays, so an event_id re-sent after its void is a duplicate and is not billed
+again. A second void of the same event and a void of an unknown event are refused; a file is
+all or nothing (every problem is listed, nothing is voided).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import getpass
+import sys
+import uuid
+from dataclasses import dataclass
+from datetime import date, datetime
+
+import asyncpg
+import orjson
+
+from opsmantik.billing.connect import UNREACHABLE, connect
+from opsmantik.billing.entries import Q
+from opsmantik.billing.rules import billing_month
+from opsmantik.months import label
+
+
+@dataclass(frozen=True)
+class Voided:
+    event_id: str
+    billed_month: date
+    booked_month: date
+    quantity: int
+    voided_at: datetime
+
+    @property
+    def adjustment(self) -> bool:
+        return self.booked_month != self.billed_month
+
+
+class VoidRefused(Exception):
+    def __init__(self, problems: list[str]) -> None:
+        self.problems = problems
+        super().__init__("; ".join(problems))
+
+
+async def void_events(
+    conn: asyncpg.Connection, site_id: uuid.UUID, event_ids: list[str], reason: str, voided_by: str
+) -> list[Voided]:
+    """Void every event or none (VoidRefused lists every problem)."""
+    problems: list[str] = []
+    if not reason.strip():
+        problems.append("--reason must not be empty")
+    if len(set(event_ids)) != len(event_ids):
+        problems.append("an event_id is listed twice")
+    if not event_ids:
+        problems.append("no event_id given")
+    if problems:
+        raise VoidRefused(problems)
+    done: list[Voided] = []
+    async with conn.transaction():
+        await conn.execute(Q["close_lock_shared"])  # a close waits for us; we never book into it
+        for event_id in event_ids:
+            entry = await conn.fetchrow(Q["ledger_entry"], site_id, event_id)
+            if entry is None:
+                problems.append(f"{event_id}: no such event for site {site_id} (nothing to void)")
+                continue
+            closed = frozenset(
+                r["month"] for r in await conn.fetch(Q["closed_months_from"], entry["billing_month"])
+            )
+            booked = billing_month(entry["billing_month"], closed)
+            voided_at = await conn.fetchval(
+                Q["insert_void"],
+                site_id,
+                event_id,
+                entry["billing_month"],
+                booked,
+                entry["quantity"],
+                entry["billing_class"],
+                reason,
+                voided_by,
+            )
+            if voided_at is None:
+                prior = await conn.fetchrow(Q["existing_void"], site_id, event_id)
+                problems.append(
+                    f"{event_id}: already voided at {prior['voided_at'].isoformat()} by "
+                    f"{prior['voided_by']} ({prior['reason']!r}); a void cannot be repeated"
+                )
+                continue
+            over = entry["billing_class"] == "overlimit"
+            await conn.execute(
+                Q["book_void"],
+                site_id,
+                booked,
+                entry["quantity"],
+                int(over),
+                entry["quantity"] if over else 0,
+            )
+            done.append(Voided(event_id, entry["billing_month"], booked, int(entry["quantity"]), voided_at))
+        if problems:
+            raise VoidRefused(problems)  # rolls the whole transaction back
+    return done
+
+
+def login_name() -> str:
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):
+        return "unknown"
+
+
+def read_ids(path: str) -> list[str]:
+    text = sys.stdin.read() if path == "-" else open(path, encoding="utf-8").read()  # noqa: SIM115
+    return [line.strip() for line in text.splitlines() if line.strip() and not line.startswith("#")]
+
+
+async def _run(
+    settings: object, site_id: uuid.UUID, ids: list[str], reason: str, by: str, as_json: bool
+) -> int:
+    conn = await connect(settings)  # type: ignore[arg-type]
+    if conn is None:
+        return UNREACHABLE
+    try:
+        done = await void_events(conn, site_id, ids, reason, by)
+    except VoidRefused as exc:
+        if as_json:
+            print(orjson.dumps({"ok": False, "voided": [], "problems": exc.problems}).decode())
+        for p in exc.problems:
+            print(f"refused: {p}", file=sys.stderr)
+        print("nothing was voided", file=sys.stderr)
+        return 1
+    finally:
+        await conn.close()
+    if as_json:
+        print(
+            orjson.dumps(
+                {
+                    "ok": True,
+                    "voided": [
+                        {
+                            "event_id": v.event_id,
+                            "billed_month": label(v.billed_month),
+                            "booked_month": label(v.booked_month),
+                            "adjustment": v.adjustment,
+                            "quantity": v.quantity,
+                            "voided_at": v.voided_at.isoformat(),
+                        }
+                        for v in done
+                    ],
+                    "problems": [],
+                }
+            ).decode()
+        )
+    else:
+        for v in done:
+            where = (
+                f"negative adjustment in {label(v.booked_month)} ({label(v.billed_month)} is closed)"
+                if v.adjustment
+                else f"off the {label(v.billed_month)} invoice"
+            )
+            print(f"voided {v.event_id}: quantity {v.quantity}, {where}")
+    return 0
+
+
+def main(settings: object, args: argparse.Namespace) -> int:
+    if (args.event_id is None) == (args.file is None):
+        print("give exactly one of EVENT_ID or --file FILE", file=sys.stderr)
+        return 2
+    try:
+        ids = [args.event_id] if args.event_id is not None else read_ids(args.file)
+    except OSError as exc:
+        print(f"--file: {exc}", file=sys.stderr)
+        return 2
+    return asyncio.run(_run(settings, args.site_id, ids, args.reason, args.by or login_name(), args.json))

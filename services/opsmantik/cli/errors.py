@@ -1,0 +1,143 @@
+"""The CLI's error half: every exception a command can end with → (exit code, one line).
+
+`opsmantik` never shows a traceback (`opsmantik --debug CMD` does, for a bug report). An engine
+that cannot be reached is named with its address and the command that starts it; which engine it
+is, is found by probing both (a refused connection rarely says whose port it was).
+"""
+
+from __future__ import annotations
+
+import errno
+import socket
+from dataclasses import dataclass
+from urllib.parse import urlsplit
+
+import asyncpg
+from confluent_kafka import KafkaException
+
+from opsmantik.cli.args import CANNOT_RUN, CHECK_FAILED, START_ENGINES, USAGE
+from opsmantik.config import Settings, SettingsError
+from opsmantik.months import MonthError
+
+
+class CliError(Exception):
+    """Raised by a command to end with `code` and this message."""
+
+    code = CANNOT_RUN
+
+
+class CheckFailed(CliError):
+    code = CHECK_FAILED
+
+
+class UsageError(CliError):
+    code = USAGE
+
+
+class CannotRun(CliError):
+    code = CANNOT_RUN
+
+
+@dataclass(frozen=True)
+class Engine:
+    name: str
+    host: str
+    port: int
+
+    def reachable(self, timeout_s: float = 1.0) -> bool:
+        try:
+            with socket.create_connection((self.host, self.port), timeout=timeout_s):
+                return True
+        except OSError:
+            return False
+
+    def __str__(self) -> str:
+        return f"{self.name} at {self.host}:{self.port}"
+
+
+def postgres(settings: Settings) -> Engine:
+    url = urlsplit(settings.database_url)
+    return Engine("Postgres", url.hostname or "127.0.0.1", url.port or 5432)
+
+
+def kafka(settings: Settings) -> list[Engine]:
+    found = []
+    for part in settings.kafka_bootstrap.split(","):
+        host, _, port = part.strip().rpartition(":")
+        found.append(Engine("Kafka", host.strip("[]"), int(port)))
+    return found
+
+
+def unreachable(engines: list[Engine]) -> CannotRun:
+    return CannotRun(
+        f"{' and '.join(map(str, engines))} not reachable; start the local stack with "
+        f"`{START_ENGINES}` (or set OPSMANTIK_DATABASE_URL / OPSMANTIK_KAFKA_BOOTSTRAP)"
+    )
+
+
+def require_kafka(settings: Settings) -> None:
+    """Fail in a second, not after librdkafka's 30 s of retries, when no broker answers."""
+    brokers = kafka(settings)
+    if not any(b.reachable() for b in brokers):
+        raise unreachable(brokers[:1])
+
+
+def _engines_down(settings: Settings) -> list[Engine]:
+    down = [] if postgres(settings).reachable() else [postgres(settings)]
+    brokers = kafka(settings)
+    if not any(b.reachable() for b in brokers):
+        down.append(brokers[0])
+    return down
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0][:300] if text else type(exc).__name__
+
+
+_LISTEN_ERRNOS = {errno.EADDRINUSE, errno.EADDRNOTAVAIL, errno.EACCES}
+_CONNECT_ERRORS = (
+    ConnectionError,
+    TimeoutError,
+    socket.gaierror,
+    asyncpg.PostgresConnectionError,
+    asyncpg.CannotConnectNowError,
+    KafkaException,
+)
+
+
+def classify(exc: BaseException, settings: Settings | None) -> tuple[int, str]:
+    """The exit code and one line for an exception that ended a command."""
+    from opsmantik.db.migrate import MigrationError
+    from opsmantik.devstack.stack import StackError
+
+    if isinstance(exc, CliError):
+        return exc.code, _first_line(exc)
+    if isinstance(exc, SettingsError):
+        return USAGE, "; ".join(exc.problems)
+    if isinstance(exc, MonthError):
+        return USAGE, f"--month: {exc}"
+    if isinstance(exc, MigrationError):
+        return CHECK_FAILED, _first_line(exc)
+    if isinstance(exc, LookupError) and not isinstance(exc, KeyError | IndexError):
+        return CHECK_FAILED, _first_line(exc)  # sites.UnknownSite and the like: "no such thing"
+    if isinstance(exc, StackError):
+        return CANNOT_RUN, f"stack: {_first_line(exc)}"
+    if isinstance(exc, asyncpg.InvalidCatalogNameError):
+        return CANNOT_RUN, f"{_first_line(exc)}; `{START_ENGINES}` creates the local one"
+    if isinstance(exc, asyncpg.UndefinedTableError | asyncpg.UndefinedColumnError):
+        return CANNOT_RUN, f"{_first_line(exc)}: the database is not migrated; run `opsmantik migrate`"
+    if isinstance(exc, OSError) and exc.errno in _LISTEN_ERRNOS:
+        return CANNOT_RUN, f"cannot listen: {exc.strerror or _first_line(exc)}"
+    if isinstance(exc, (*_CONNECT_ERRORS, OSError)):
+        down = _engines_down(settings) if settings is not None else []
+        if down:
+            return CANNOT_RUN, str(unreachable(down))
+        if isinstance(exc, socket.gaierror):
+            return CANNOT_RUN, f"host name not found: {exc.strerror or _first_line(exc)}"
+        return CANNOT_RUN, f"{type(exc).__name__}: {_first_line(exc)}"
+    if isinstance(exc, asyncpg.PostgresError):
+        return CANNOT_RUN, f"Postgres refused: {_first_line(exc)}"
+    return CANNOT_RUN, (
+        f"unexpected {type(exc).__name__}: {_first_line(exc)} (`opsmantik --debug ...` shows the traceback)"
+    )

@@ -1,0 +1,495 @@
+"""`opsmantik`: the one command-line entry point. Output is for people; `--json` for programs.
+
+One mechanism for every command (services/opsmantik/cli/args.py, services/opsmantik/cli/errors.py):
+arguments are
+parsed by validating types (a bad value is one line on stderr and exit 2), and `main` is the one
+error boundary that maps whatever a command ends with to an exit code and one line, never a
+traceback. Exit codes: 0 ok, 1 the check found a problem, 2 usage error, 3 could not run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+from collections.abc import Callable, Coroutine
+from dataclasses import asdict
+from typing import Any
+
+import asyncpg
+
+from opsmantik import sites
+from opsmantik.cli import args as cli_args
+from opsmantik.cli.args import CANNOT_RUN, CHECK_FAILED, Parser
+from opsmantik.cli.errors import classify, require_kafka
+from opsmantik.config import Settings
+from opsmantik.cli import incidents
+
+
+def _print_json(obj: Any) -> None:
+    print(json.dumps(obj, default=str, indent=None))
+
+
+async def _connect(settings: Settings) -> asyncpg.Connection:
+    return await asyncpg.connect(settings.database_url, timeout=5)
+
+
+def _with_conn(fn: Callable[[asyncpg.Connection, argparse.Namespace], Coroutine[Any, Any, int]]):
+    async def run(settings: Settings, args: argparse.Namespace) -> int:
+        conn = await _connect(settings)
+        try:
+            return await fn(conn, args)
+        finally:
+            await conn.close()
+
+    return run
+
+
+# ---------------------------------------------------------------- stack
+
+
+def cmd_stack(settings: Settings, args: argparse.Namespace) -> int:
+    from opsmantik.devstack.commands import main as stack_main
+
+    return stack_main(settings, args)
+
+
+# ---------------------------------------------------------------- migrate
+
+
+async def cmd_migrate(settings: Settings, args: argparse.Namespace) -> int:
+    from opsmantik.db.migrate import migrate
+    from opsmantik.kafka.topics import TopicError, ensure_topics
+
+    require_kafka(settings)  # before touching the database: all or nothing, and in a second
+    conn = await _connect(settings)
+    try:
+        applied = await migrate(conn)
+    finally:
+        await conn.close()
+    try:
+        topics = await asyncio.to_thread(ensure_topics, settings)
+    except TopicError as exc:
+        print(f"migrate: {exc}", file=sys.stderr)
+        return CHECK_FAILED
+    if args.json:
+        _print_json({"applied": applied, "topics_created": topics})
+    else:
+        print(f"migrations applied: {', '.join(applied) or 'none (up to date)'}")
+        print(f"topics created: {', '.join(topics) or 'none (present)'}")
+    return 0
+
+
+# ---------------------------------------------------------------- sites and keys
+
+
+@_with_conn
+async def cmd_sites_create(conn: asyncpg.Connection, args: argparse.Namespace) -> int:
+    key = await sites.create_site_with_key(
+        conn,
+        args.name,
+        monthly_quota=args.monthly_quota,
+        hard_cap=args.hard_cap,
+        rate=args.rate,
+        burst=args.burst,
+    )
+    if args.json:
+        _print_json({"site_id": str(key.site_id), "api_key": key.api_key, "key_id": str(key.key_id)})
+    else:
+        print(f"site_id: {key.site_id}\napi_key: {key.api_key}\n(the key is shown only once; store it now)")
+    return 0
+
+
+@_with_conn
+async def cmd_sites_list(conn: asyncpg.Connection, args: argparse.Namespace) -> int:
+    rows = await sites.list_sites(conn)
+    if args.json:
+        _print_json([asdict(s) for s in rows])
+        return 0
+    print(f"{'site_id':36}  {'name':20} {'quota':>10} {'hard_cap':>10} {'rate':>8} {'burst':>6} keys")
+    for s in rows:
+        print(
+            f"{s.site_id}  {s.name[:20]:20} {s.monthly_quota or '-':>10} {s.hard_cap or '-':>10} "
+            f"{s.rate_per_s:>8g} {s.burst:>6} {s.active_keys}"
+        )
+    return 0
+
+
+@_with_conn
+async def cmd_keys_create(conn: asyncpg.Connection, args: argparse.Namespace) -> int:
+    key = await sites.create_key(conn, args.site_id)
+    if args.json:
+        _print_json({"site_id": str(key.site_id), "key_id": str(key.key_id), "api_key": key.api_key})
+    else:
+        print(f"key_id: {key.key_id}\napi_key: {key.api_key}\n(the key is shown only once)")
+    return 0
+
+
+@_with_conn
+async def cmd_keys_revoke(conn: asyncpg.Connection, args: argparse.Namespace) -> int:
+    if not await sites.revoke_key(conn, args.key_id):
+        print(f"opsmantik keys revoke: no active key {args.key_id}", file=sys.stderr)
+        return CHECK_FAILED
+    print(f"revoked {args.key_id} (gateways stop accepting it within their key cache TTL)")
+    return 0
+
+
+# ---------------------------------------------------------------- services
+
+
+def _service(module: str) -> Callable[[Settings, argparse.Namespace], int]:
+    """Import a service lazily: `opsmantik stack status` should not load Faust."""
+
+    def run(settings: Settings, args: argparse.Namespace) -> int:
+        import importlib
+
+        return importlib.import_module(module).main(settings, args)
+
+    return run
+
+
+DB = ("database_url",)
+KAFKA = ("kafka_bootstrap", "topic", "billable_topic")
+GATEWAY_ENV = (
+    "gateway_host",
+    "gateway_port",
+    *DB,
+    *KAFKA[:2],
+    "max_body_bytes",
+    "max_batch_events",
+    "delivery_timeout_ms",
+    "key_cache_ttl_s",
+    "unknown_key_ttl_s",
+    "usage_refresh_s",
+    "usage_stale_s",
+    "gateway_heartbeat_s",
+    "gateway_dead_after_s",
+    "partition_key",
+    "db_pool_max",
+)
+WORKER_ENV = (
+    *DB,
+    *KAFKA,
+    "topic_partitions",
+    "worker_group",
+    "worker_batch",
+    "metrics_host",
+    "worker_metrics_port",
+    "worker_retry_max_s",
+    "worker_watchdog_s",
+    "reconcile_interval_s",
+    "db_pool_min",
+    "db_pool_max",
+)
+AUDIT_ENV = (*KAFKA[:2], "worker_group", "audit_group")
+RELAY_ENV = (
+    *DB,
+    *KAFKA[:2],
+    "partition_key",
+    "relay_batch",
+    "relay_idle_s",
+    "metrics_host",
+    "relay_metrics_port",
+)
+JSON_HELP = "print one JSON document (for programs) instead of text"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Every command. Types from cli_args validate; set_defaults(env=..., exit1=...) feed the help
+    epilog (cli_args.finish) and the README's CLI table (services/opsmantik/cli/docs.py)."""
+    p = Parser(
+        prog="opsmantik",
+        description="OpsMantik Revenue Kernel: ingest, ledger and billing.",
+        epilog="exit codes (each command's --help says what 1 means for it):\n"
+        + "\n".join(f"  {c}  {m}" for c, m in cli_args.EXIT_CODES.items()),
+    )
+    p.add_argument(
+        "--debug", action="store_true", help="on an unexpected error, show the traceback instead of one line"
+    )
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    s = sub.add_parser(
+        "stack",
+        help="the local Kafka + Postgres under .local/ (up is idempotent and "
+        "waits for readiness; down stops cleanly; env prints the export lines)",
+    )
+    s.add_argument("action", choices=["up", "down", "status", "env"], help="what to do")
+    s.add_argument("--json", action="store_true", help=JSON_HELP)
+    s.add_argument(
+        "--brokers",
+        type=cli_args.integer(1, 9, "a broker count from 1 to 9"),
+        metavar="N",
+        help="up: Kafka brokers (default: the count last recorded, else 1; 3 = a KRaft "
+        "cluster, docs/scaling.md)",
+    )
+    s.set_defaults(func=cmd_stack, env=("kafka_heap",))
+
+    s = sub.add_parser(
+        "migrate",
+        help="apply services/opsmantik/schemas/postgres/ migrations and create the topics (idempotent)",
+    )
+    s.add_argument("--json", action="store_true", help=JSON_HELP)
+    s.set_defaults(
+        func=cmd_migrate,
+        env=(*DB, *KAFKA, "topic_partitions", "replication_factor", "min_insync_replicas"),
+        exit1="an applied migration was edited (add a new one instead), or a topic has "
+        "fewer partitions than configured",
+    )
+
+    sites_p = sub.add_parser("sites", help="tenants").add_subparsers(
+        dest="action", required=True, metavar="ACTION"
+    )
+    s = sites_p.add_parser("create", help="create a site and its first API key (shown once)")
+    s.add_argument("name", type=cli_args.NAME, metavar="NAME", help="the site's name, 1-200 characters")
+    s.add_argument(
+        "--monthly-quota",
+        type=cli_args.QUOTA,
+        metavar="N",
+        help="soft quota: events past it are `overlimit` (default: none)",
+    )
+    s.add_argument(
+        "--hard-cap",
+        type=cli_args.HARD_CAP,
+        metavar="N",
+        help="hard cap, >= 1: the gateway answers 429 once reached (default: none)",
+    )
+    s.add_argument("--rate", type=cli_args.RATE, default=1000.0, metavar="R", help="requests/s")
+    s.add_argument("--burst", type=cli_args.BURST, default=2000, metavar="N", help="requests")
+    s.add_argument("--json", action="store_true", help=JSON_HELP)
+    s.set_defaults(func=cmd_sites_create, env=DB)
+    s = sites_p.add_parser("list", help="sites with their limits and active key count")
+    s.add_argument("--json", action="store_true", help=JSON_HELP)
+    s.set_defaults(func=cmd_sites_list, env=DB)
+
+    keys_p = sub.add_parser("keys", help="API keys").add_subparsers(
+        dest="action", required=True, metavar="ACTION"
+    )
+    s = keys_p.add_parser("create", help="a new key for a site (shown once)")
+    s.add_argument(
+        "site_id", type=cli_args.UUID, metavar="SITE_ID", help="the site's id (`opsmantik sites list`)"
+    )
+    s.add_argument("--json", action="store_true", help=JSON_HELP)
+    s.set_defaults(func=cmd_keys_create, env=DB, exit1="no site with that id")
+    s = keys_p.add_parser(
+        "revoke", help="revoke a key (gateways stop accepting it within their key cache TTL)"
+    )
+    s.add_argument("key_id", type=cli_args.UUID, metavar="KEY_ID", help="the key's id")
+    s.set_defaults(func=cmd_keys_revoke, env=DB, exit1="no active key with that id")
+
+    s = sub.add_parser("gateway", help="the HTTP ingest gateway (POST /api/sync), in the foreground")
+    s.add_argument(
+        "--host",
+        type=cli_args.HOST,
+        help="address to listen on (default: $OPSMANTIK_GATEWAY_HOST, else 127.0.0.1)",
+    )
+    s.add_argument(
+        "--port", type=cli_args.PORT, help="port to listen on (default: $OPSMANTIK_GATEWAY_PORT, else 8080)"
+    )
+    s.add_argument(
+        "--workers",
+        type=cli_args.integer(1, 256, "a process count from 1 to 256"),
+        default=1,
+        metavar="N",
+        help="gateway processes on the port (SO_REUSEPORT); they share each "
+        "site's rate limit (docs/scaling.md)",
+    )
+    s.add_argument("--reuse-port", action="store_true", help=argparse.SUPPRESS)  # set by --workers
+    s.set_defaults(func=_service("opsmantik.gateway.main"), env=GATEWAY_ENV)
+    s = sub.add_parser("worker", help="the ledger worker (Faust), in the foreground")
+    s.set_defaults(func=_service("opsmantik.worker.main"), env=WORKER_ENV)
+    s = sub.add_parser("relay", help="drains the Postgres outbox to Kafka, in the foreground")
+    s.set_defaults(func=_service("opsmantik.relay.main"), env=RELAY_ENV)
+    s = sub.add_parser(
+        "run",
+        help="stack + migrate + demo site + gateway + worker + relay + audit, in the "
+        "foreground (`make run`); Ctrl-C stops everything",
+    )
+    s.add_argument(
+        "--port", type=cli_args.PORT, help="the gateway's port (default: $OPSMANTIK_GATEWAY_PORT, else 8080)"
+    )
+    s.add_argument(
+        "--gateway-workers",
+        type=cli_args.integer(1, 256, "a process count from 1 to 256"),
+        metavar="N",
+        help="gateway processes (default: one per core)",
+    )
+    s.set_defaults(
+        func=_service("opsmantik.devstack.run"),
+        env=("gateway_port", *DB, *KAFKA, "kafka_heap"),
+        exit1="a service kept exiting (more than 5 restarts a minute)",
+    )
+
+    s = sub.add_parser("reconcile", help="invoice vs ledger per site for a month")
+    s.add_argument("--month", required=True, type=cli_args.MONTH, metavar="YYYY-MM", help="the billing month")
+    s.add_argument("--json", action="store_true", help=JSON_HELP)
+    s.set_defaults(
+        func=_service("opsmantik.billing.reconcile"),
+        env=DB,
+        exit1="drift: a site's invoice differs from its ledger (the site is named)",
+    )
+    s = sub.add_parser("slo-report", help="the SLO figures for a month")
+    s.add_argument("--month", required=True, type=cli_args.MONTH, metavar="YYYY-MM", help="the month")
+    s.add_argument("--json", action="store_true", help=JSON_HELP)
+    s.set_defaults(
+        func=_service("opsmantik.sla.slo"), env=(*DB, *AUDIT_ENV), exit1="an objective is breached"
+    )
+    s = sub.add_parser(
+        "audit",
+        help="the capture audit: every ingest-topic message the worker committed "
+        "past is in the ledger or the dead letters (docs/reliability.md)",
+    )
+    s.add_argument(
+        "--month",
+        type=cli_args.MONTH,
+        metavar="YYYY-MM",
+        help="catch up, then report this month per site (default: the current month)",
+    )
+    s.add_argument(
+        "--follow",
+        action="store_true",
+        help="the continuous audit, in the foreground; metrics on $OPSMANTIK_AUDIT_METRICS_PORT",
+    )
+    s.add_argument(
+        "--wait",
+        type=cli_args.integer(0, 3600, "seconds from 0 to 3600"),
+        help="longest wait for the worker to commit what the topic holds (default: $OPSMANTIK_AUDIT_WAIT_S)",
+    )
+    s.add_argument("--json", action="store_true", help=JSON_HELP)
+    s.set_defaults(
+        func=_service("opsmantik.audit.main"),
+        env=(*DB, *AUDIT_ENV, "audit_metrics_port", "audit_interval_s", "audit_wait_s"),
+        exit1="a message is unaccounted (neither ledgered nor dead-lettered) or a valid "
+        "event was dead-lettered (breach)",
+    )
+    _billing_commands(sub)
+    _send_command(sub)
+    incidents.register(sub)
+    return cli_args.finish(p)
+
+
+def _send_command(sub: Any) -> None:
+    s = sub.add_parser(
+        "send",
+        help="backfill NDJSON through the producer client (retries, spill, "
+        "progress, resumable; docs/client.md)",
+    )
+    try:
+        from opsmantik_client import send_cli
+    except ImportError:  # the client is its own distribution: clients/python
+        s.add_argument("args", nargs=argparse.REMAINDER, help="see docs/client.md")
+        s.set_defaults(func=_client_missing)
+        return
+    send_cli.add_arguments(s, count=cli_args.integer(1, 64), seconds=cli_args.RATE)
+    s.set_defaults(
+        func=lambda _settings, args: send_cli.run(args),
+        exit1="an event was rejected (4xx); the rejected events are listed",
+    )
+
+
+def _client_missing(_settings: Settings, _args: argparse.Namespace) -> int:
+    print(
+        "opsmantik send: the producer client is not installed: pip install ./clients/python "
+        "(make deps installs it)",
+        file=sys.stderr,
+    )
+    return CANNOT_RUN
+
+
+def _billing_commands(sub: Any) -> None:
+    """billing close|verify, events void, sla-report, maintenance add|list (docs/billing.md)."""
+    billing_p = sub.add_parser("billing", help="month close and export verification").add_subparsers(
+        dest="action", required=True, metavar="ACTION"
+    )
+    s = billing_p.add_parser(
+        "close",
+        help="close a month (after a grace period; idempotent) and record "
+        "per-site statements with a SHA-256 (docs/billing.md)",
+    )
+    s.add_argument(
+        "--month", required=True, type=cli_args.MONTH, metavar="YYYY-MM", help="the month to close"
+    )
+    s.add_argument("--json", action="store_true", help=JSON_HELP)
+    s.set_defaults(
+        func=_service("opsmantik.billing.close"),
+        env=(*DB, "billing_close_grace_days", "billing_close_lock_timeout_s"),
+        exit1="a site's invoice drifted from its ledger: no statement for it (DRIFT)",
+    )
+    s = billing_p.add_parser(
+        "verify",
+        help="check a dispute export offline (its SHA-256 and statement), naming the row that differs",
+    )
+    s.add_argument("file", metavar="FILE", help="the export (NDJSON or CSV), - for stdin")
+    s.add_argument("--json", action="store_true", help=JSON_HELP)
+    s.set_defaults(
+        func=_service("opsmantik.billing.verify"),
+        exit1="the export does not match its summary line or statement (MISMATCH)",
+    )
+    events_p = sub.add_parser("events", help="ledger corrections").add_subparsers(
+        dest="action", required=True, metavar="ACTION"
+    )
+    s = events_p.add_parser(
+        "void",
+        help="an append-only void: takes the event off its month's invoice, "
+        "or books a negative adjustment in the first open month",
+    )
+    s.add_argument("site_id", type=cli_args.UUID, metavar="SITE_ID", help="the event's site")
+    s.add_argument("event_id", nargs="?", metavar="EVENT_ID", help="the event to void (or --file)")
+    s.add_argument("--file", help="event_ids to void, one a line (- for stdin): all or nothing")
+    s.add_argument("--reason", required=True, help="why (kept with the void entry)")
+    s.add_argument("--by", help="who voids (default: the login name)")
+    s.add_argument("--json", action="store_true", help=JSON_HELP)
+    s.set_defaults(
+        func=_service("opsmantik.billing.voids"),
+        env=DB,
+        exit1="refused (unknown or already voided event): nothing was voided",
+    )
+    s = sub.add_parser(
+        "sla-report", help="SLA §2.1 reliability, §1 uptime, data loss and the §3 credit per site"
+    )
+    s.add_argument("--month", required=True, type=cli_args.MONTH, metavar="YYYY-MM", help="the month")
+    s.add_argument("--site", type=cli_args.UUID, metavar="SITE_ID", help="one site (default: every site)")
+    s.add_argument("--json", action="store_true", help=JSON_HELP)
+    s.set_defaults(
+        func=_service("opsmantik.sla.report"),
+        env=(*DB, "sla_loss_audit"),
+        exit1="a service credit is owed to a site",
+    )
+    maint_p = sub.add_parser("maintenance", help="announced maintenance windows").add_subparsers(
+        dest="action", required=True, metavar="ACTION"
+    )
+    s = maint_p.add_parser("add", help="announce a maintenance window (at least 48 h ahead)")
+    s.add_argument(
+        "start", type=cli_args.TIME, metavar="START", help="RFC 3339 with offset, e.g. 2026-12-01T02:00:00Z"
+    )
+    s.add_argument("end", type=cli_args.TIME, metavar="END", help="RFC 3339 with offset, after START")
+    s.add_argument("--reason", required=True, help="shown with the window")
+    s.add_argument("--json", action="store_true", help=JSON_HELP)
+    s.set_defaults(func=_service("opsmantik.sla.maintenance"), env=DB)
+    s = maint_p.add_parser("list", help="windows ending from now on (--all: every window)")
+    s.add_argument("--all", action="store_true", help="every window, past ones too")
+    s.add_argument("--json", action="store_true", help=JSON_HELP)
+    s.set_defaults(func=_service("opsmantik.sla.maintenance"), env=DB)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """The one error boundary: every command ends here with an exit code and, on failure, one line
+    on stderr (services/opsmantik/cli/errors.py maps the exceptions)."""
+    args = build_parser().parse_args(argv)  # usage errors: one line, exit 2 (cli_args.Parser)
+    name = " ".join(filter(None, ["opsmantik", args.command, getattr(args, "action", None)]))
+    settings: Settings | None = None
+    try:
+        settings = Settings.from_env()
+        result = args.func(settings, args)
+        if asyncio.iscoroutine(result):
+            result = asyncio.run(result)
+        return int(result or 0)
+    except KeyboardInterrupt:
+        return 130
+    except Exception as exc:
+        if args.debug:
+            raise
+        code, message = classify(exc, settings)
+        print(f"{name}: {message}", file=sys.stderr)
+        return code
+

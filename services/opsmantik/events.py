@@ -1,0 +1,268 @@
+"""The ingest event: request body bytes → validated records, and a record → its Kafka message.
+
+Pure (no I/O, the clock is passed in), so every rule of DESIGN.md's event table is unit-tested at
+its edge. A batch is all-or-nothing: `parse_request` returns either every event or every error,
+each error naming the event index and the field.
+"""
+
+from __future__ import annotations
+
+import re
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta, timezone
+from typing import Any
+
+import orjson
+
+EVENT_FIELDS = frozenset({"event_id", "type", "occurred_at", "quantity", "properties"})
+REQUIRED = ("event_id", "type", "occurred_at")
+EVENT_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}", re.ASCII)
+# RFC 3339 date-time with a mandatory offset (a naive time is ambiguous for billing).
+RFC3339 = re.compile(
+    r"(\d{4})-(\d{2})-(\d{2})[Tt ](\d{2}):(\d{2}):(\d{2})(?:\.(\d{1,9}))?([Zz]|[+-]\d{2}:\d{2})",
+    re.ASCII,  # \d must not match other scripts' digits
+)
+MAX_TYPE_CHARS = 64
+MAX_QUANTITY = 1_000_000_000_000
+MAX_PROPERTIES_BYTES = 16 * 1024  # orjson's compact serialisation
+MAX_AGE = timedelta(days=35)
+MAX_AHEAD = timedelta(minutes=5)
+
+
+@dataclass(frozen=True)
+class Limits:
+    max_events: int = 1000
+    max_age: timedelta = MAX_AGE
+    max_ahead: timedelta = MAX_AHEAD
+
+
+@dataclass(frozen=True)
+class FieldError:
+    index: int | None  # None: the body as a whole
+    field: str | None
+    message: str
+
+    def as_dict(self) -> dict[str, object]:
+        return {"index": self.index, "field": self.field, "message": self.message}
+
+
+@dataclass(frozen=True)
+class Event:
+    event_id: str
+    type: str
+    occurred_at: datetime  # UTC
+    quantity: int
+    properties: dict[str, Any] | None
+
+    @property
+    def usage_month(self) -> date:
+        return self.occurred_at.date().replace(day=1)
+
+
+@dataclass(frozen=True)
+class Parsed:
+    """Exactly one of: events (valid batch), errors (400), too_many (413)."""
+
+    events: list[Event]
+    errors: list[FieldError]
+    too_many: bool = False
+
+
+def _fail(message: str, field: str | None = None) -> Parsed:
+    return Parsed([], [FieldError(None, field, message)])
+
+
+def parse_request(body: bytes, now: datetime, limits: Limits = Limits()) -> Parsed:
+    """One event object, or {"events": [...]}; validated whole against `now` (UTC)."""
+    try:
+        doc = orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        return _fail(f"body is not valid JSON: {exc}")
+    if not isinstance(doc, dict):
+        return _fail('body must be a JSON object: one event or {"events": [...]}')
+    if "events" in doc:
+        extra = sorted(set(doc) - {"events"})
+        if extra:
+            return _fail(f'unknown top-level field {extra[0]!r} beside "events"', extra[0])
+        items = doc["events"]
+        if not isinstance(items, list):
+            return _fail('"events" must be an array', "events")
+        if not items:
+            return _fail('"events" must not be empty', "events")
+        if len(items) > limits.max_events:
+            return Parsed(
+                [], [FieldError(None, "events", f"{len(items)} events; at most {limits.max_events}")], True
+            )
+    else:
+        items = [doc]
+    events: list[Event] = []
+    errors: list[FieldError] = []
+    for i, item in enumerate(items):
+        result = validate_event(item, now, limits)
+        if isinstance(result, Event):
+            events.append(result)
+        else:
+            errors.extend(FieldError(i, f, m) for f, m in result)
+    return Parsed([], errors) if errors else Parsed(events, [])
+
+
+def validate_event(item: object, now: datetime, limits: Limits = Limits()) -> Event | list[tuple[str, str]]:
+    """The event, or every (field, message) wrong with it."""
+    if not isinstance(item, dict):
+        return [("", "an event must be a JSON object")]
+    quantity = item.get("quantity")
+    # A request's JSON has one number type: 5.0 is the integer 5 (JSON Schema's "integer" agrees;
+    # exact, as the maximum 1e12 is far below 2**53); 5.5 is not. Normalised here, so the topic
+    # and the worker's stricter rules only ever see an int.
+    if type(quantity) is float and quantity.is_integer() and 1 <= quantity <= MAX_QUANTITY:
+        item = {**item, "quantity": int(quantity)}
+    errors: list[tuple[str, str]] = []
+    if not item.keys() <= EVENT_FIELDS:
+        for name in sorted(set(item) - EVENT_FIELDS):
+            errors.append((name[:64], "unknown field"))
+    for name in REQUIRED:
+        if name not in item:
+            errors.append((name, "required"))
+
+    errors.extend(field_errors(item))
+    event_id, kind = item.get("event_id"), item.get("type")
+
+    occurred: datetime | None = None
+    if "occurred_at" in item:
+        raw = item["occurred_at"]
+        occurred = parse_time(raw) if isinstance(raw, str) else None
+        if occurred is None:
+            errors.append(("occurred_at", "must be an RFC 3339 date-time with an offset"))
+        elif occurred > now + limits.max_ahead:
+            errors.append(("occurred_at", "more than 5 minutes in the future"))
+        elif occurred < now - limits.max_age:
+            errors.append(("occurred_at", "older than 35 days"))
+
+    if errors:
+        return errors
+    assert isinstance(event_id, str) and isinstance(kind, str) and occurred is not None
+    return Event(event_id, kind, occurred, item.get("quantity", 1), item.get("properties"))
+
+
+def field_errors(item: dict[str, Any]) -> list[tuple[str, str]]:
+    """The rules for event_id, type, quantity and properties: the one definition the gateway
+    validates requests with and the worker validates topic messages with, so whatever the
+    gateway accepts the worker ledgers, field for field (occurred_at's window is the gateway's
+    alone: it is judged against the time the request arrived)."""
+    errors: list[tuple[str, str]] = []
+    event_id = item.get("event_id")
+    if "event_id" in item and not (isinstance(event_id, str) and EVENT_ID.fullmatch(event_id)):
+        errors.append(("event_id", "must be 1-128 characters of [A-Za-z0-9._:-]"))
+    kind = item.get("type")
+    if "type" in item and not (
+        isinstance(kind, str) and 1 <= len(kind) <= MAX_TYPE_CHARS and "\x00" not in kind
+    ):
+        errors.append(("type", f"must be a string of 1-{MAX_TYPE_CHARS} characters without NUL"))
+    quantity = item.get("quantity", 1)
+    if not (type(quantity) is int and 1 <= quantity <= MAX_QUANTITY):
+        errors.append(("quantity", f"must be an integer from 1 to {MAX_QUANTITY}"))
+    props = item.get("properties")
+    if props is not None:
+        problem = properties_problem(props)
+        if problem:
+            errors.append(("properties", problem))
+    return errors
+
+
+def properties_problem(props: object) -> str | None:
+    if not isinstance(props, dict):
+        return "must be an object or null"
+    encoded = orjson.dumps(props)
+    if len(encoded) > MAX_PROPERTIES_BYTES:
+        return f"{len(encoded)} bytes serialised; at most {MAX_PROPERTIES_BYTES}"
+    # Postgres text and jsonb cannot hold NUL: accepting it would make a poison message.
+    if b"\\u0000" in encoded and has_nul(props):
+        return "strings must not contain NUL (\\u0000)"
+    return None
+
+
+def has_nul(value: object) -> bool:
+    stack = [value]  # iterative: JSON may nest ~1000 deep
+    while stack:
+        v = stack.pop()
+        if isinstance(v, str):
+            if "\x00" in v:
+                return True
+        elif isinstance(v, dict):
+            stack.extend(v.keys())
+            stack.extend(v.values())
+        elif isinstance(v, list):
+            stack.extend(v)
+    return False
+
+
+def parse_time(raw: str) -> datetime | None:
+    match = RFC3339.fullmatch(raw)
+    if not match:
+        return None
+    y, mo, d, h, mi, s, frac, offset = match.groups()
+    micro = int((frac or "0")[:6].ljust(6, "0"))
+    try:
+        if offset in ("Z", "z"):  # already UTC: no conversion
+            return datetime(int(y), int(mo), int(d), int(h), int(mi), int(s), micro, tzinfo=UTC)
+        sign = 1 if offset[0] == "+" else -1
+        oh, om = int(offset[1:3]), int(offset[4:6])
+        if oh > 23 or om > 59:
+            return None
+        tz = timezone(sign * timedelta(hours=oh, minutes=om))
+        value = datetime(int(y), int(mo), int(d), int(h), int(mi), int(s), micro, tzinfo=tz)
+        return value.astimezone(UTC)
+    except (ValueError, OverflowError):
+        return None
+
+
+def iso(ts: datetime) -> str:
+    if ts.tzinfo is UTC:  # parse_time's output: no conversion needed
+        return ts.isoformat(timespec="microseconds")
+    return ts.astimezone(UTC).isoformat(timespec="microseconds")
+
+
+def to_message(
+    event: Event, site_id: uuid.UUID, received_at: datetime, *, path: str, gateway_status: str
+) -> bytes:
+    """services/opsmantik/schemas/event.v1.json: the Kafka value and, with path "fallback", the outbox
+    payload."""
+    return to_messages([event], site_id, received_at, path=path, gateway_statuses=[gateway_status])[0]
+
+
+def to_messages(
+    events: Sequence[Event],
+    site_id: uuid.UUID,
+    received_at: datetime,
+    *,
+    path: str,
+    gateway_statuses: Sequence[str],
+) -> list[bytes]:
+    """to_message for one request's events: the per-request parts (site_id, received_at) are
+    formatted once, and usage_month is cut from occurred_at's UTC ISO text."""
+    site = str(site_id)
+    received = iso(received_at)
+    out = []
+    dumps = orjson.dumps
+    for event, status in zip(events, gateway_statuses, strict=True):
+        occurred = iso(event.occurred_at)
+        out.append(
+            dumps(
+                {
+                    "v": 1,
+                    "site_id": site,
+                    "event_id": event.event_id,
+                    "type": event.type,
+                    "occurred_at": occurred,
+                    "usage_month": occurred[:8] + "01",  # YYYY-MM-01 of the UTC time
+                    "quantity": event.quantity,
+                    "properties": event.properties,
+                    "received_at": received,
+                    "path": path,
+                    "gateway_status": status,
+                }
+            )
+        )
+    return out

@@ -1,0 +1,161 @@
+"""The aiohttp application: `create_app(settings)` wires caches, breaker and publishers.
+
+Route handlers live in routes_*.py; they see the gateway only through `State` (and the Publisher
+seam), never through Kafka directly. They import services/opsmantik/gateway/state.py (State, STATE, the JSON
+answers), never this module: app imports the routes (tests/unit/test_import_cycles.py).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from datetime import UTC, datetime
+
+import asyncpg
+from aiohttp import web
+
+from opsmantik.config import Settings
+from opsmantik.events import Limits
+from opsmantik.gateway import exports, routes_api, routes_ops
+from opsmantik.gateway.auth import KeyCache
+from opsmantik.gateway.breaker import STATE_VALUE, Breaker
+from opsmantik.gateway.metrics import GatewayMetrics
+from opsmantik.gateway.publisher import (
+    FallbackPublisher,
+    KafkaPublisher,
+    OutboxPublisher,
+    Publisher,
+)
+from opsmantik.gateway.quota import UsageCache
+from opsmantik.gateway.ratelimit import RateLimiter
+from opsmantik.gateway.registry import GatewayRegistry
+from opsmantik.gateway.rollup import SloRollup
+from opsmantik.gateway.state import OUTCOMES, STATE, State, error
+from opsmantik.status.snapshot import StatusRefresher
+
+__all__ = ["STATE", "State", "create_app"]
+from opsmantik.gateway.sla_rollup import SLA, SlaRollup
+from opsmantik.gateway.sla_rollup import observe as sla_observe
+from opsmantik.gateway.sla_rollup import start as sla_start
+from opsmantik.gateway.sla_rollup import stop as sla_stop
+
+log = logging.getLogger("opsmantik.gateway")
+SLO_FLUSH_S = 5.0
+BREAKER_COOLDOWN_S = 1.0
+KNOWN_ROUTES = {
+    "/api/sync",
+    "/api/usage",
+    "/api/billing/dispute-export",
+    "/healthz",
+    "/readyz",
+    "/metrics",
+    "/status",
+    "/status.json",
+}
+
+
+@web.middleware
+async def observe(request: web.Request, handler):  # type: ignore[no-untyped-def]
+    """Metrics for every request; any unexpected exception becomes a 503 (retry is safe), never 500."""
+    started = time.perf_counter()
+    route = request.path if request.path in KNOWN_ROUTES else "other"
+    try:
+        response = await handler(request)
+    except web.HTTPException as exc:  # 404/405 and friends: aiohttp's own 4xx
+        response = exc
+    except asyncio.CancelledError:
+        raise
+    except Exception:
+        log.exception("unhandled error on %s %s", request.method, route)
+        response = error(503, "unavailable", "temporary failure; retrying is safe", {"Retry-After": "1"})
+    elapsed = time.perf_counter() - started
+    state = request.app[STATE]
+    state.metrics.request_done(route, response.status, elapsed)
+    if route == "/api/sync":
+        state.rollup.record(response.status, elapsed, request.get(OUTCOMES))
+        sla_observe(request, response.status)
+    if isinstance(response, web.HTTPException) and response.status >= 400:
+        # A 405 keeps aiohttp's `Allow` (RFC 9110 requires it); the body becomes our JSON error.
+        allow = {"Allow": response.headers["Allow"]} if "Allow" in response.headers else None
+        return error(response.status, response.reason.lower().replace(" ", "_"), response.reason, allow)
+    return response
+
+
+def create_app(settings: Settings, publisher: Publisher | None = None) -> web.Application:
+    """The gateway. With `publisher` given (tests), no Kafka producer is created."""
+    app = web.Application(middlewares=[observe], client_max_size=settings.max_body_bytes)
+    routes_api.setup(app)
+    routes_ops.setup(app)
+    exports.setup(app, settings)
+    app[SLA] = SlaRollup()
+
+    async def startup(app: web.Application) -> None:
+        # min_size=0: the gateway starts (and serves known keys via Kafka) with Postgres down.
+        pool = await asyncpg.create_pool(
+            settings.database_url, min_size=0, max_size=settings.db_pool_max, timeout=2.0
+        )
+        metrics = GatewayMetrics()
+        breaker = Breaker(cooldown_s=BREAKER_COOLDOWN_S)
+        breaker.on_change(lambda s: metrics.breaker_state.set(STATE_VALUE[s]))
+        breaker.on_change(lambda s: metrics.breaker_trips.inc() if s == "open" else None)
+        kafka: KafkaPublisher | None = None
+        pub = publisher
+        if pub is None:
+            kafka = KafkaPublisher(settings, on_error=breaker.failure)
+            kafka.start(asyncio.get_running_loop())
+            pub = FallbackPublisher(
+                kafka, OutboxPublisher(pool), breaker, deadline_s=settings.delivery_timeout_ms / 1000
+            )
+        state = State(
+            settings,
+            pool,
+            KeyCache(pool, settings.key_cache_ttl_s, settings.unknown_key_ttl_s),
+            UsageCache(settings.usage_stale_s),
+            RateLimiter(),
+            breaker,
+            metrics,
+            SloRollup(),
+            pub,
+            kafka,
+            Limits(max_events=settings.max_batch_events),
+            GatewayRegistry(settings.gateway_heartbeat_s, settings.gateway_dead_after_s),
+            StatusRefresher(settings, lambda: breaker.state, metrics.registry.collect),
+        )
+        await state.status.start()  # renders the first page before any request
+        app[STATE] = state
+        # Learn N before the first request (a new gateway would otherwise take the whole rate).
+        with contextlib.suppress(Exception):
+            await state.registry.beat(pool)
+        today = lambda: datetime.now(UTC).date()  # noqa: E731
+        state.tasks += [
+            asyncio.create_task(state.keys.run()),
+            asyncio.create_task(state.usage.run(pool, settings.usage_refresh_s, today)),
+            asyncio.create_task(state.rollup.run(pool, SLO_FLUSH_S, metrics.slo_flush_failures.inc)),
+            asyncio.create_task(state.registry.run(pool)),
+            sla_start(app, pool),
+            asyncio.create_task(state.status.run()),
+        ]
+
+    async def cleanup(app: web.Application) -> None:
+        state = app[STATE]
+        for task in state.tasks:
+            task.cancel()
+        for task in state.tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        if state.kafka is not None:
+            await asyncio.to_thread(state.kafka.close)
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(state.rollup.flush(state.pool), 3.0)
+        await sla_stop(app, state.pool)
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(state.registry.leave(state.pool), 3.0)
+        await state.status.close()
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(state.pool.close(), 3.0)
+
+    app.on_startup.append(startup)
+    app.on_cleanup.append(cleanup)
+    return app

@@ -1,0 +1,133 @@
+"""API keys → sites, from an in-memory cache so the Kafka path touches Postgres on no request.
+
+A known key is served from the cache and re-checked in the background every TTL; when Postgres
+is down the last known answer stands (known keys keep working). A new key is looked up once
+(single flight); an unknown one is remembered as unknown for `unknown_key_ttl_s`. Keys that do
+not even look like ours are refused without a lookup, so a flood of garbage never reaches the DB.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+import time
+import uuid
+from collections import OrderedDict
+from dataclasses import dataclass
+
+import asyncpg
+
+from opsmantik.gateway.sql import Q
+from opsmantik.sites import Q as SITES_Q
+from opsmantik.sites import hash_key
+
+log = logging.getLogger(__name__)
+KEY_FORMAT = re.compile(r"omk_[A-Za-z0-9_-]{20,100}")
+MAX_UNKNOWN = 50_000
+
+
+@dataclass(frozen=True)
+class SiteAuth:
+    site_id: uuid.UUID
+    key_id: uuid.UUID
+    monthly_quota: int | None
+    hard_cap: int | None
+    rate_per_s: float
+    burst: int
+
+
+class AuthUnavailable(Exception):
+    """A key we have never seen, and Postgres cannot tell us about it (→ 503, retry is safe)."""
+
+
+def bearer_key(header: str | None) -> str | None:
+    if not header:
+        return None
+    scheme, _, key = header.partition(" ")
+    key = key.strip()
+    if scheme.lower() != "bearer" or not KEY_FORMAT.fullmatch(key):
+        return None
+    return key
+
+
+class KeyCache:
+    def __init__(
+        self, pool: asyncpg.Pool, ttl_s: float, unknown_ttl_s: float, lookup_timeout_s: float = 2.0
+    ) -> None:
+        self.pool = pool
+        self.ttl_s = ttl_s
+        self.unknown_ttl_s = unknown_ttl_s
+        self.lookup_timeout_s = lookup_timeout_s
+        self.known: dict[bytes, SiteAuth] = {}
+        self.unknown: OrderedDict[bytes, float] = OrderedDict()
+        self._inflight: dict[bytes, asyncio.Future[SiteAuth | None]] = {}
+
+    async def lookup(self, api_key: str) -> SiteAuth | None:
+        digest = hash_key(api_key)
+        site = self.known.get(digest)
+        if site is not None:
+            return site
+        seen = self.unknown.get(digest)
+        if seen is not None and time.monotonic() - seen < self.unknown_ttl_s:
+            return None
+        pending = self._inflight.get(digest)
+        if pending is not None:
+            return await asyncio.shield(pending)
+        fut: asyncio.Future[SiteAuth | None] = asyncio.get_running_loop().create_future()
+        self._inflight[digest] = fut
+        try:
+            site = await self._fetch(digest)
+            fut.set_result(site)
+            return site
+        except Exception as exc:
+            fut.set_exception(AuthUnavailable(str(exc)))
+            fut.exception()  # retrieved: no "never retrieved" warning when nobody else waits
+            raise AuthUnavailable(type(exc).__name__) from None
+        finally:
+            del self._inflight[digest]
+
+    async def _fetch(self, digest: bytes) -> SiteAuth | None:
+        async with self.pool.acquire(timeout=self.lookup_timeout_s) as conn:
+            row = await conn.fetchrow(SITES_Q["key_by_hash"], digest, timeout=self.lookup_timeout_s)
+        if row is None:
+            self.unknown[digest] = time.monotonic()
+            self.unknown.move_to_end(digest)
+            while len(self.unknown) > MAX_UNKNOWN:
+                self.unknown.popitem(last=False)
+            return None
+        site = SiteAuth(**dict(row))
+        self.known[digest] = site
+        self.unknown.pop(digest, None)
+        return site
+
+    async def refresh(self) -> None:
+        """Re-read every known key: revoked ones disappear, limits follow the site row."""
+        digests = list(self.known)
+        if not digests:
+            return
+        async with self.pool.acquire(timeout=self.lookup_timeout_s) as conn:
+            rows = await conn.fetch(Q["keys_by_hashes"], digests, timeout=self.lookup_timeout_s)
+        fresh: dict[bytes, SiteAuth] = {}
+        for r in rows:
+            fields = dict(r)
+            digest = bytes(fields.pop("key_hash"))
+            fresh[digest] = SiteAuth(**fields)
+        for digest in digests:
+            if digest in fresh:
+                self.known[digest] = fresh[digest]
+            else:
+                self.known.pop(digest, None)
+
+    async def run(self) -> None:
+        """Background refresher; failures keep the last known answers (Postgres may be down)."""
+        while True:
+            await asyncio.sleep(self.ttl_s)
+            try:
+                await self.refresh()
+            except Exception as exc:  # noqa: BLE001 - keep serving the cached keys
+                log.warning(
+                    "key cache refresh failed, keeping %d cached keys: %s",
+                    len(self.known),
+                    type(exc).__name__,
+                )

@@ -1,0 +1,203 @@
+"""The Publisher seam: handlers hand it validated events and get a receipt per event, or
+`Unavailable` when neither Kafka nor the outbox could take them (→ 503, nothing acknowledged).
+
+    KafkaPublisher     confluent-kafka, acks=all + idempotence, on opsmantik.kafka.producer's
+                       PolledProducer: one Delivery (one future) per request, settled on the loop
+    OutboxPublisher    one INSERT … unnest() transaction into ingest_fallback_buffer
+    FallbackPublisher  Kafka while the breaker allows it, within the delivery deadline; whatever was
+                       not acknowledged in time goes to the outbox (outcome `fallback`)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Protocol
+
+import asyncpg
+from confluent_kafka import KafkaError, KafkaException
+
+from opsmantik.config import Settings
+from opsmantik.events import Event, to_messages
+from opsmantik.gateway.breaker import Breaker
+from opsmantik.gateway.sql import Q
+from opsmantik.kafka.producer import Delivery, PolledProducer
+from opsmantik.kafka.settings import producer_config, request_keys
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Stored:
+    status: str  # accepted / overlimit / degraded / fallback
+    receipt: dict[str, int]  # {"partition", "offset"} or {"outbox_id"}
+
+
+class Unavailable(Exception):
+    """Neither the broker nor the outbox took the events; the client may retry safely."""
+
+
+class Publisher(Protocol):
+    async def publish(
+        self, site_id: uuid.UUID, events: Sequence[Event], statuses: Sequence[str], received_at: datetime
+    ) -> list[Stored]: ...
+
+
+def producer_settings(settings: Settings) -> dict[str, object]:
+    return producer_config(
+        settings,
+        # librdkafka's own expiry: a message that never left the queue is reported failed after
+        # this; the gateway decides much sooner (delivery_timeout_ms) and purges its queue.
+        **{
+            "message.timeout.ms": max(5000, settings.delivery_timeout_ms * 4),
+            "reconnect.backoff.ms": 50,
+            "reconnect.backoff.max.ms": 500,
+            "socket.connection.setup.timeout.ms": 1000,
+            "queue.buffering.max.messages": 200_000,
+        },
+    )
+
+
+class KafkaPublisher:
+    def __init__(self, settings: Settings, on_error: Callable[[str], None] = lambda reason: None) -> None:
+        self.topic = settings.topic
+        self.settings = settings
+        self._on_error = on_error
+        config = producer_settings(settings)
+        config["error_cb"] = self._error_cb
+        config["logger"] = logging.getLogger("opsmantik.gateway.librdkafka")  # not raw stderr
+        self._polled = PolledProducer(config)
+        self.producer = self._polled.producer
+
+    def start(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._polled.start(loop)
+
+    def _error_cb(self, err: KafkaError) -> None:  # poll thread
+        loop = self._polled.loop
+        down = err.code() == KafkaError._ALL_BROKERS_DOWN or err.fatal()
+        if down and loop is not None and not loop.is_closed():
+            loop.call_soon_threadsafe(self._on_error, f"librdkafka: {err.name()}")
+
+    def produce(self, keys: Sequence[bytes], values: Sequence[bytes]) -> Delivery:
+        """Queue every value under its key; raises BufferError (queue full) or KafkaException. Values
+        queued before the raise may still be delivered (the caller purges, as for a missed deadline)."""
+        delivery = self._polled.new_delivery(len(values))
+        produce, topic, reporter = self.producer.produce, self.topic, self._polled.reporter
+        for i, (key, value) in enumerate(zip(keys, values, strict=True)):
+            produce(topic, value, key, on_delivery=reporter(delivery, i))
+        return delivery
+
+    def purge_queued(self) -> None:
+        """Drop messages still waiting in librdkafka's queue (never sent: definitely not stored),
+        so a request we answered from the outbox, or with 503, cannot land in Kafka later."""
+        try:
+            self.producer.purge(in_queue=True, in_flight=False, blocking=False)
+        except KafkaException as exc:
+            log.warning("purge failed: %s", exc)
+
+    def queue_depth(self) -> int:
+        return len(self.producer)
+
+    def close(self, timeout_s: float = 5.0) -> None:
+        """Blocking: call from a thread."""
+        self._polled.close(timeout_s)
+
+
+class OutboxPublisher:
+    def __init__(self, pool: asyncpg.Pool, timeout_s: float = 2.0) -> None:
+        self.pool = pool
+        self.timeout_s = timeout_s
+
+    async def store(
+        self, site_id: uuid.UUID, event_ids: Sequence[str], payloads: Sequence[bytes], received_at: datetime
+    ) -> dict[str, int]:
+        """One transaction (a single statement) for all: committed together or not at all."""
+        async with self.pool.acquire(timeout=self.timeout_s) as conn:
+            rows = await conn.fetch(
+                Q["insert_outbox"],
+                site_id,
+                list(event_ids),
+                list(payloads),
+                received_at,
+                timeout=self.timeout_s,
+            )
+        return {r["event_id"]: r["id"] for r in rows}
+
+
+def _release(fut: asyncio.Future[object]) -> None:
+    if not fut.done():
+        fut.set_result(None)
+
+
+@dataclass
+class FallbackPublisher:
+    kafka: KafkaPublisher
+    outbox: OutboxPublisher
+    breaker: Breaker
+    deadline_s: float
+
+    async def publish(
+        self, site_id: uuid.UUID, events: Sequence[Event], statuses: Sequence[str], received_at: datetime
+    ) -> list[Stored]:
+        results: list[Stored | None] = [None] * len(events)
+        if self.breaker.allow_kafka():
+            await self._via_kafka(site_id, events, statuses, received_at, results)
+        missing = [i for i, r in enumerate(results) if r is None]
+        if missing:
+            payloads = to_messages(
+                [events[i] for i in missing],
+                site_id,
+                received_at,
+                path="fallback",
+                gateway_statuses=["fallback"] * len(missing),
+            )
+            try:
+                ids = await self.outbox.store(
+                    site_id, [events[i].event_id for i in missing], payloads, received_at
+                )
+            except Exception as exc:
+                raise Unavailable(f"outbox: {type(exc).__name__}") from exc
+            for i in missing:
+                results[i] = Stored("fallback", {"outbox_id": ids[events[i].event_id]})
+        return [r for r in results if r is not None]
+
+    async def _via_kafka(
+        self,
+        site_id: uuid.UUID,
+        events: Sequence[Event],
+        statuses: Sequence[str],
+        received_at: datetime,
+        results: list[Stored | None],
+    ) -> None:
+        values = to_messages(events, site_id, received_at, path="kafka", gateway_statuses=statuses)
+        try:
+            keys = request_keys(self.kafka.settings, site_id, [e.event_id for e in events])
+            delivery = self.kafka.produce(keys, values)
+        except (BufferError, KafkaException) as exc:
+            self.breaker.failure(f"produce: {type(exc).__name__}")
+            self.kafka.purge_queued()  # part of the request may be queued: it goes to the outbox
+            return
+        # One future for the request; the results are only written on the loop, so reading them
+        # at the deadline is a consistent snapshot (late reports do not change the answer).
+        # The deadline resolves the request's own future early (one timer; asyncio.wait's set,
+        # waiter and callbacks cost more per request); Delivery.settle ignores a done future.
+        fut = delivery.future
+        if not fut.done():
+            timer = asyncio.get_running_loop().call_later(self.deadline_s, _release, fut)
+            await fut
+            timer.cancel()
+        failed = 0
+        for i, result in enumerate(delivery.results):
+            if isinstance(result, tuple):
+                results[i] = Stored(statuses[i], {"partition": result[0], "offset": result[1]})
+            else:
+                failed += 1
+        if failed:
+            self.breaker.failure(f"{failed} of {len(values)} deliveries missed the deadline or failed")
+            self.kafka.purge_queued()
+        else:
+            self.breaker.success()

@@ -1,0 +1,101 @@
+"""The per-site SLA rollup of POST /api/sync (seed §2.1), flushed to sla_requests.
+
+One row per site per minute with traffic, added to by every gateway (upsert), never a row per
+request. The sync handler marks the request with its site (after authentication) and, for a 429,
+which limit answered; the middleware calls `observe` with the final status. Requests whose key
+could not be resolved have no site and are only in the global slo_requests rollup.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+import asyncpg
+from aiohttp import web
+
+from opsmantik.gateway.sql import Q
+
+log = logging.getLogger(__name__)
+FLUSH_S = 5.0
+FIELDS = ("received", "persisted", "errors_5xx", "errors_503", "rate_limited", "quota_exceeded", "invalid")
+SITE: web.RequestKey[uuid.UUID] = web.RequestKey("sla_site", uuid.UUID)
+LIMIT: web.RequestKey[str] = web.RequestKey("sla_limit", str)  # "rate_limited" | "quota_exceeded"
+
+
+@dataclass
+class SlaRollup:
+    clock: Callable[[], datetime] = lambda: datetime.now(UTC)  # noqa: E731 - tests move it
+    buckets: dict[tuple[uuid.UUID, datetime], list[int]] = field(default_factory=dict)
+
+    def record(self, site: uuid.UUID, status: int, limit: str | None = None) -> None:
+        minute = self.clock().replace(second=0, microsecond=0)
+        counts = self.buckets.get((site, minute))
+        if counts is None:
+            counts = self.buckets[(site, minute)] = [0] * len(FIELDS)
+        counts[0] += 1  # received; then at most one class (indexes of FIELDS)
+        if status == 200:
+            counts[1] += 1
+        elif status >= 500:
+            counts[2] += 1
+            counts[3] += status == 503
+        elif status == 429:
+            counts[5 if limit == "quota_exceeded" else 4] += 1
+        elif status in (400, 413, 415):
+            counts[6] += 1
+
+    async def flush(self, pool: asyncpg.Pool, timeout_s: float = 2.0) -> int:
+        taken, self.buckets = self.buckets, {}
+        if not taken:
+            return 0
+        keys = list(taken)
+        try:
+            async with pool.acquire(timeout=timeout_s) as conn:
+                await conn.execute(
+                    Q["add_sla_requests"],
+                    [k[0] for k in keys],
+                    [k[1] for k in keys],
+                    *([taken[k][i] for k in keys] for i in range(len(FIELDS))),
+                    timeout=timeout_s,
+                )
+        except BaseException:
+            for k, counts in taken.items():  # kept for the next try
+                kept = self.buckets.setdefault(k, [0] * len(FIELDS))
+                for i, v in enumerate(counts):
+                    kept[i] += v
+            raise
+        return len(taken)
+
+    async def run(self, pool: asyncpg.Pool, interval_s: float) -> None:
+        while True:
+            await asyncio.sleep(interval_s)
+            try:
+                await self.flush(pool)
+            except Exception as exc:  # noqa: BLE001 - retried next interval
+                log.warning(
+                    "sla_requests flush failed, kept %d buckets: %s", len(self.buckets), type(exc).__name__
+                )
+
+
+SLA: web.AppKey[SlaRollup] = web.AppKey("sla", SlaRollup)
+
+
+def observe(request: web.Request, status: int) -> None:
+    """Middleware hook: count the answer for the request's site (if it got one)."""
+    site = request.get(SITE)
+    if site is not None:
+        request.app[SLA].record(site, status, request.get(LIMIT))
+
+
+def start(app: web.Application, pool: asyncpg.Pool) -> asyncio.Task[None]:
+    return asyncio.create_task(app[SLA].run(pool, FLUSH_S))
+
+
+async def stop(app: web.Application, pool: asyncpg.Pool) -> None:
+    with contextlib.suppress(Exception):
+        await asyncio.wait_for(app[SLA].flush(pool), 3.0)

@@ -1,0 +1,56 @@
+"""The one month parser: `YYYY-MM` → the first day of that month, or MonthError (a ValueError).
+
+Every route and command that takes a month uses it, so `0000-01`, `2026-13`, `2026-1` and
+` 2026-01` are refused the same way everywhere (HTTP 400, exit 2), never a 5xx: year 0 once made
+`/api/usage` answer 503 "retrying is safe", so a client would retry forever. Years 0001-9999
+(everything `date` can hold); services/opsmantik/schemas/openapi.yaml carries the same PATTERN (a unit
+test compares).
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import UTC, date, datetime
+
+# ASCII digits only (\d would also match ２); year 0000 does not exist.
+PATTERN = r"^([1-9][0-9]{3}|0[1-9][0-9]{2}|00[1-9][0-9]|000[1-9])-(0[1-9]|1[0-2])$"
+_MONTH = re.compile(PATTERN)
+EXPECTED = "expected YYYY-MM (year 0001-9999, month 01-12)"
+
+
+class MonthError(ValueError):
+    """A string that is not a month; the message says what was expected."""
+
+
+def parse_month(raw: str | None) -> date:
+    if raw is None or not _MONTH.fullmatch(raw):
+        raise MonthError(f"month {raw!r}: {EXPECTED}")
+    return date(int(raw[:4]), int(raw[5:7]), 1)
+
+
+def next_month(month: date) -> date:
+    return date(month.year + 1, 1, 1) if month.month == 12 else date(month.year, month.month + 1, 1)
+
+
+def previous_month(month: date) -> date:
+    return date(month.year - 1, 12, 1) if month.month == 1 else date(month.year, month.month - 1, 1)
+
+
+def month_start(month: date) -> datetime:
+    return datetime(month.year, month.month, 1, tzinfo=UTC)
+
+
+def month_end(month: date) -> datetime:
+    """The instant the month ends (exclusive). December 9999 ends at datetime.max."""
+    if month.year == 9999 and month.month == 12:
+        return datetime.max.replace(tzinfo=UTC)
+    return month_start(next_month(month))
+
+
+def month_bounds(month: date) -> tuple[datetime, datetime]:
+    """[start, end) of the month in UTC."""
+    return month_start(month), month_end(month)
+
+
+def label(month: date) -> str:
+    return f"{month.year:04d}-{month.month:02d}"

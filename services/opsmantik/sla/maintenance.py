@@ -1,0 +1,92 @@
+"""`opsmantik maintenance add START END --reason TEXT` and `maintenance list [--all]`.
+
+Seed §2.1 excludes scheduled maintenance "communicated 48h in advance": a window is refused
+(exit 2, nothing stored) unless it starts at least 48 h from now. The SLA report excludes only
+windows whose start is >= 48 h after they were recorded; the status page lists them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from datetime import UTC, datetime, timedelta
+
+import orjson
+
+from opsmantik.billing.connect import UNREACHABLE, connect
+from opsmantik.config import Settings
+from opsmantik.sla.queries import Q
+
+NOTICE = timedelta(hours=48)
+
+
+class WindowRefused(ValueError):
+    pass
+
+
+def parse_instant(raw: str, name: str) -> datetime:
+    try:
+        value = datetime.fromisoformat(raw)
+    except ValueError:
+        raise WindowRefused(f"{name} {raw!r}: expected RFC 3339, e.g. 2026-12-01T02:00:00Z") from None
+    if value.tzinfo is None:
+        raise WindowRefused(f"{name} {raw!r}: give an offset (Z or +hh:mm); a bare time is ambiguous")
+    return value.astimezone(UTC)
+
+
+def check_window(start: datetime, end: datetime, now: datetime) -> None:
+    if end <= start:
+        raise WindowRefused("END must be after START")
+    if start - now < NOTICE:
+        raise WindowRefused(
+            f"a window must be announced >= 48 h ahead: START {start.isoformat()} is "
+            f"{(start - now).total_seconds() / 3600:.1f} h from now (earliest "
+            f"{(now + NOTICE).isoformat(timespec='seconds')})"
+        )
+
+
+def _window(r: object) -> dict[str, object]:
+    d = dict(r)  # type: ignore[call-overload]
+    return {k: v.isoformat() if isinstance(v, datetime) else v for k, v in d.items()}
+
+
+async def _run(settings: Settings, args: argparse.Namespace) -> int:
+    if args.action == "add":
+        try:
+            start, end = parse_instant(args.start, "START"), parse_instant(args.end, "END")
+            check_window(start, end, datetime.now(UTC))
+            if not args.reason.strip():
+                raise WindowRefused("--reason must not be empty")
+        except WindowRefused as exc:
+            print(f"refused: {exc}", file=sys.stderr)
+            return 2
+    conn = await connect(settings)
+    if conn is None:
+        return UNREACHABLE
+    try:
+        if args.action == "add":
+            # The 48 h are checked against the database's clock too (created_at is its now()).
+            async with conn.transaction():
+                row = await conn.fetchrow(Q["add_window"], start, end, args.reason)
+                if row["starts_at"] - row["created_at"] < NOTICE:
+                    raise WindowRefused("a window must be announced >= 48 h ahead (database clock)")
+            rows = [row]
+        else:
+            rows = await conn.fetch(Q["list_windows"], args.all)
+    except WindowRefused as exc:
+        print(f"refused: {exc}", file=sys.stderr)
+        return 2
+    finally:
+        await conn.close()
+    out = [_window(r) for r in rows]
+    if args.json:
+        print(orjson.dumps(out[0] if args.action == "add" else out).decode())
+    else:
+        for w in out:
+            print(f"#{w['id']} {w['starts_at']} → {w['ends_at']}  {w['reason']}")
+    return 0
+
+
+def main(settings: Settings, args: argparse.Namespace) -> int:
+    return asyncio.run(_run(settings, args))

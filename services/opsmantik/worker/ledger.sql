@@ -1,0 +1,70 @@
+-- The worker's batch transaction, step by step (services/opsmantik/worker/ledger.py).
+
+-- name: close_lock_shared
+-- First statement of every batch: the close lock, shared (services/opsmantik/billing/billing.sql takes it
+-- exclusive), so `opsmantik billing close` waits for this batch and none books into a closing month.
+SELECT pg_advisory_xact_lock_shared(5124400005)
+
+-- name: closed_months_from
+SELECT month FROM closed_months WHERE month >= $1::date ORDER BY month
+
+-- name: site_quotas
+SELECT site_id, monthly_quota FROM sites WHERE site_id = ANY($1::uuid[])
+
+-- name: lock_invoice_rows
+-- Create-or-lock the batch's invoice rows in one fixed order (site_id, month), so two
+-- workers touching the same rows queue up instead of deadlocking. DO UPDATE (a no-op
+-- write) takes the row lock and returns the running count the classes are decided from.
+INSERT INTO site_usage_monthly AS u (site_id, month)
+SELECT s, m FROM unnest($1::uuid[], $2::date[]) AS t(s, m) ORDER BY s, m
+ON CONFLICT (site_id, month) DO UPDATE SET events = u.events
+RETURNING site_id, month, events
+
+-- name: insert_ledger
+-- Every row goes in as `included`; the rows past the quota are fixed up below.
+INSERT INTO ingest_idempotency (site_id, event_id, event_type, occurred_at, usage_month,
+    billing_month, quantity, billing_class, path, received_at, kafka_partition, kafka_offset,
+    properties)
+SELECT s, e, ty, o, um, bm, q, 'included', p, r, kp, ko, pr::jsonb
+FROM unnest($1::uuid[], $2::text[], $3::text[], $4::timestamptz[], $5::date[], $6::date[],
+            $7::bigint[], $8::text[], $9::timestamptz[], $10::int[], $11::bigint[], $12::text[])
+     AS t(s, e, ty, o, um, bm, q, p, r, kp, ko, pr)
+ON CONFLICT (site_id, event_id) DO NOTHING
+RETURNING site_id, event_id
+
+-- name: mark_overlimit
+UPDATE ingest_idempotency i SET billing_class = 'overlimit'
+FROM unnest($1::uuid[], $2::text[]) AS o(s, e)
+WHERE i.site_id = o.s AND i.event_id = o.e
+
+-- name: add_usage
+UPDATE site_usage_monthly u
+SET events = u.events + d.ev, quantity = u.quantity + d.q,
+    overlimit_events = u.overlimit_events + d.oe, overlimit_quantity = u.overlimit_quantity + d.oq,
+    updated_at = now()
+FROM unnest($1::uuid[], $2::date[], $3::bigint[], $4::numeric[], $5::bigint[], $6::numeric[])
+     AS d(s, m, ev, q, oe, oq)
+WHERE u.site_id = d.s AND u.month = d.m
+
+-- name: ledger_rows
+-- The canonical ledger rows of every event of the batch, new or already there: the
+-- billable stream republishes both (a replay after a crash must still publish).
+SELECT i.site_id, i.event_id, i.event_type, i.occurred_at, i.usage_month, i.billing_month,
+       i.quantity, i.billing_class, i.path, i.received_at, i.ledgered_at, i.kafka_partition,
+       i.kafka_offset, i.properties::text AS properties
+FROM ingest_idempotency i
+JOIN unnest($1::uuid[], $2::text[]) AS k(s, e) ON i.site_id = k.s AND i.event_id = k.e
+
+-- name: insert_dead_letters
+INSERT INTO ingest_dead_letter (topic, kafka_partition, kafka_offset, site_id, event_id, reason, payload)
+SELECT $1::text, p, o, s, e, r, b
+FROM unnest($2::int[], $3::bigint[], $4::text[], $5::text[], $6::text[], $7::bytea[]) AS t(p, o, s, e, r, b)
+ON CONFLICT DO NOTHING
+
+-- name: add_freshness
+INSERT INTO slo_freshness AS f (minute, instance, events, within_1s, within_5s, lag_max_ms, lag_sum_ms)
+VALUES (date_trunc('minute', $1::timestamptz), $2, $3, $4, $5, $6, $7)
+ON CONFLICT (minute, instance) DO UPDATE
+SET events = f.events + EXCLUDED.events, within_1s = f.within_1s + EXCLUDED.within_1s,
+    within_5s = f.within_5s + EXCLUDED.within_5s,
+    lag_max_ms = greatest(f.lag_max_ms, EXCLUDED.lag_max_ms), lag_sum_ms = f.lag_sum_ms + EXCLUDED.lag_sum_ms

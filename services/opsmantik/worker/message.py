@@ -1,0 +1,181 @@
+"""Decode one ingest-topic message (services/opsmantik/schemas/event.v1.json) into a record, or say why not.
+
+Total: any bytes at all give an IngestEvent or a DeadLetter, never an exception. The event's
+own fields are judged by opsmantik.events.field_errors, the rules the gateway validated the
+request with, so what the gateway accepts the worker ledgers, field for field. A message that
+is not JSON or not event.v1 becomes a DeadLetter with a reason instead of failing the batch.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from dataclasses import dataclass, field
+from datetime import date, datetime
+from functools import cached_property, lru_cache
+
+import orjson
+
+from opsmantik.events import field_errors, parse_time
+
+log = logging.getLogger("opsmantik.worker")
+_REQUIRED = (
+    "v",
+    "site_id",
+    "event_id",
+    "type",
+    "occurred_at",
+    "usage_month",
+    "quantity",
+    "received_at",
+    "path",
+    "gateway_status",
+)
+_REQUIRED_SET = frozenset(_REQUIRED)
+_ALLOWED = _REQUIRED_SET | {"properties"}
+_PATHS = ("kafka", "fallback")
+_STATUSES = ("accepted", "overlimit", "degraded", "fallback")
+
+
+@dataclass(frozen=True)
+class IngestEvent:
+    site_id: uuid.UUID
+    event_id: str
+    type: str
+    occurred_at: datetime
+    usage_month: date
+    quantity: int
+    properties: str | None  # JSON text, stored as jsonb
+    received_at: datetime
+    path: str
+    partition: int
+    offset: int
+    raw: bytes = field(default=b"", repr=False)  # kept for a dead letter (e.g. unknown site)
+
+    @cached_property  # looked up several times per event in a batch; frozen: never stale
+    def key(self) -> tuple[uuid.UUID, str]:
+        return (self.site_id, self.event_id)
+
+
+@dataclass(frozen=True)
+class DeadLetter:
+    """Its text columns are always storable: built only through `dead_letter`."""
+
+    partition: int
+    offset: int
+    site_id: str | None
+    event_id: str | None
+    reason: str
+    payload: bytes
+
+
+def storable(value: object, limit: int) -> str | None:
+    """Text Postgres accepts whatever came in: no NUL, valid UTF-8, at most `limit` characters."""
+    if value is None:
+        return None
+    text = value if isinstance(value, str) else repr(value)
+    text = text[:limit].replace("\x00", "\\0")
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+def dead_letter(
+    partition: int, offset: int, reason: str, payload: bytes, site_id: object = None, event_id: object = None
+) -> DeadLetter:
+    return DeadLetter(
+        partition,
+        offset,
+        storable(site_id, 64),
+        storable(event_id, 128),
+        storable(reason, 500) or "unknown",
+        payload,
+    )
+
+
+# A batch carries a handful of sites and months: parse each text once (errors are not cached).
+@lru_cache(maxsize=4096)
+def _site_id(raw: str) -> uuid.UUID:
+    return uuid.UUID(raw)
+
+
+@lru_cache(maxsize=256)
+def _month(raw: str) -> date:
+    return date.fromisoformat(raw)
+
+
+# received_at is the gateway's, one value for every event of a request: parse it once.
+_received_time = lru_cache(maxsize=1024)(parse_time)
+
+
+def _problem(doc: dict[str, object]) -> str | None:
+    keys = doc.keys()
+    if not keys >= _REQUIRED_SET:
+        return f"missing {', '.join(k for k in _REQUIRED if k not in doc)}"
+    if not keys <= _ALLOWED:
+        return f"unknown fields {', '.join(sorted(set(doc) - _ALLOWED))}"
+    v = doc["v"]
+    if type(v) is not int or v != 1:
+        return f"unsupported v={v!r}"
+    errors = field_errors(doc)
+    if errors:
+        return "; ".join(f"{f}: {m}" for f, m in errors)
+    if not isinstance(doc["path"], str) or doc["path"] not in _PATHS:
+        return "bad path"
+    if not isinstance(doc["gateway_status"], str) or doc["gateway_status"] not in _STATUSES:
+        return "bad gateway_status"
+    for name in ("site_id", "occurred_at", "received_at", "usage_month"):
+        if not isinstance(doc[name], str):
+            return f"{name} is not a string"
+    return None
+
+
+def _decode(raw: bytes, partition: int, offset: int) -> IngestEvent | DeadLetter:
+    try:
+        doc = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return dead_letter(partition, offset, "not JSON", raw)
+    if not isinstance(doc, dict):
+        return dead_letter(partition, offset, "not a JSON object", raw)
+
+    def dead(reason: str) -> DeadLetter:
+        return dead_letter(partition, offset, reason, raw, doc.get("site_id"), doc.get("event_id"))
+
+    problem = _problem(doc)
+    if problem:
+        return dead(problem)
+    occurred_at = parse_time(doc["occurred_at"])
+    received_at = _received_time(doc["received_at"])
+    if occurred_at is None or received_at is None:
+        return dead("occurred_at or received_at is not an RFC 3339 time with an offset")
+    try:
+        site_id = _site_id(doc["site_id"])
+        usage_month = _month(doc["usage_month"])
+    except ValueError as exc:
+        return dead(f"bad site_id or usage_month: {exc}")
+    if usage_month.day != 1 or usage_month != occurred_at.date().replace(day=1):
+        return dead("usage_month is not occurred_at's UTC month")
+    props = doc.get("properties")
+    props_text = orjson.dumps(props).decode() if props is not None else None
+    return IngestEvent(
+        site_id,
+        doc["event_id"],
+        doc["type"],
+        occurred_at,
+        usage_month,
+        doc["quantity"],
+        props_text,
+        received_at,
+        doc["path"],
+        partition,
+        offset,
+        raw,
+    )
+
+
+def decode(value: bytes | None, partition: int, offset: int) -> IngestEvent | DeadLetter:
+    """Never raises: a bug in the rules above dead-letters the one message, not the batch."""
+    raw = value or b""
+    try:
+        return _decode(raw, partition, offset)
+    except Exception as exc:
+        log.exception("decoder error at partition %d offset %d", partition, offset)
+        return dead_letter(partition, offset, f"decoder error: {exc!r}", raw)
