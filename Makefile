@@ -78,9 +78,9 @@ bench: deps
 
 # Producer client, long form (docs/client.md): 100,000 events through two gateway SIGKILLs and a
 # broker stop, on a private Kafka + Postgres (ports 29092/29432, .local/client-soak). `make test`
-# runs the bounded form (tests/integration/test_client.py).
+# runs the bounded form (clients/python/tests/test_client.py).
 client-soak: deps
-	OPSMANTIK_CLIENT_SOAK=1 $(BIN)/pytest -q -p no:cacheprovider -s tests/integration/test_client_soak.py
+	OPSMANTIK_CLIENT_SOAK=1 $(BIN)/pytest -q -p no:cacheprovider -s clients/python/tests/test_client_soak.py
 
 stack-up: deps
 	$(BIN)/opsmantik stack up

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 from opsmantik.config import Settings
 
-from tests.environment import environment_fixtures
+from tests.support.environment import environment_fixtures
 
 
 @pytest.fixture(scope="session")

@@ -13,7 +13,7 @@ import pytest
 from opsmantik.config import Settings
 from opsmantik.devstack.stack import ROOT, Stack
 
-from tests.environment import create_environment, drop_environment
+from tests.support.environment import create_environment, drop_environment
 
 CLUSTER_HOME = ROOT / ".local" / "cluster"
 CLUSTER_PORT = 26092

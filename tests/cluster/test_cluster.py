@@ -18,8 +18,8 @@ from opsmantik.config import Settings
 from opsmantik.devstack.stack import Stack
 from opsmantik.sites import create_site_with_key
 
-from tests.integration.pipeline import Proc, wait_for
-from tests.scale_support import (
+from tests.support.pipeline import Proc, wait_for
+from tests.support.scale import (
     GatewayProc,
     OpenLoad,
     event_doc,

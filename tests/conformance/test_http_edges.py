@@ -8,7 +8,7 @@ import asyncpg
 import pytest
 
 from tests.integration import gateway_support
-from tests.integration.gateway_support import Gateway, auth, new_site
+from tests.support.gateway import Gateway, auth, new_site
 
 gateway = gateway_support.gateway
 

@@ -19,8 +19,8 @@ import pytest
 from confluent_kafka import Consumer, TopicPartition
 from opsmantik.config import Settings
 
-from tests.environment import module_environment
-from tests.integration.pipeline import (
+from tests.support.environment import module_environment
+from tests.support.pipeline import (
     OPSMANTIK,
     Proc,
     env_for,

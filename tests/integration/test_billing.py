@@ -20,8 +20,7 @@ from opsmantik.months import label
 from opsmantik.worker.ledger import write_batch
 from opsmantik.worker.message import decode
 
-from tests.environment import module_environment
-from tests.integration.billing_support import (
+from tests.support.billing import (
     agree,
     cli,
     current_month,
@@ -33,7 +32,8 @@ from tests.integration.billing_support import (
     usage,
     worker,
 )
-from tests.integration.pipeline import OPSMANTIK, env_for, ledgered, message, wait_for
+from tests.support.environment import module_environment
+from tests.support.pipeline import OPSMANTIK, env_for, ledgered, message, wait_for
 
 pytestmark = pytest.mark.integration
 settings, pool = module_environment()
@@ -241,7 +241,7 @@ async def test_month_values_are_400_and_exit_2_everywhere(
 ) -> None:
     import aiohttp
 
-    from tests.integration.billing_support import auth, base
+    from tests.support.billing import auth, base
 
     k = await new_site(pool)
     async with aiohttp.ClientSession() as s:

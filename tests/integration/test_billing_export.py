@@ -20,9 +20,9 @@ from opsmantik.config import Settings
 from opsmantik.db.queries import load_queries
 from opsmantik.months import label, month_start
 
-from tests.environment import module_environment
-from tests.integration.billing_support import auth, base, cli, fetch_export, gateway_proc, prev
-from tests.integration.pipeline import Proc
+from tests.support.billing import auth, base, cli, fetch_export, gateway_proc, prev
+from tests.support.environment import module_environment
+from tests.support.pipeline import Proc
 
 pytestmark = pytest.mark.integration
 settings, pool = module_environment()

@@ -20,8 +20,8 @@ from opsmantik.config import Settings
 from opsmantik.events import MAX_PROPERTIES_BYTES, MAX_QUANTITY
 
 from tests.integration import gateway_support
-from tests.integration.gateway_support import Gateway, auth, new_site
-from tests.integration.pipeline import Proc, wait_for
+from tests.support.gateway import Gateway, auth, new_site
+from tests.support.pipeline import Proc, wait_for
 
 pytestmark = pytest.mark.integration
 gateway = gateway_support.gateway

@@ -16,8 +16,8 @@ from opsmantik.cli import args as cli_args
 from opsmantik.cli.args import CANNOT_RUN, CHECK_FAILED, START_ENGINES
 from opsmantik.config import Settings
 
-from tests.cli_support import PARSER, required_args, run_main
-from tests.environment import module_environment
+from tests.support.cli import PARSER, required_args, run_main
+from tests.support.environment import module_environment
 
 settings, pool = module_environment()
 
@@ -30,7 +30,7 @@ NOT_RUN = {
     "relay": "a long-running service that retries the engines by design",
     "run": "starts the local stack",
     "billing verify": "offline: reads a file, uses no engine",
-    "send": "talks to a gateway over HTTP, not to the engines (tests/integration/test_client.py)",
+    "send": "talks to a gateway over HTTP, not to the engines (clients/python/tests/test_client.py)",
 }
 # Arguments a command needs beyond what its argument types supply (cli_support.required_args).
 ARGS = {

@@ -14,7 +14,7 @@ from opsmantik.kafka.settings import message_key
 from opsmantik.sites import revoke_key
 
 from tests.integration import gateway_support
-from tests.integration.gateway_support import Gateway, auth, event, new_site, read_at
+from tests.support.gateway import Gateway, auth, event, new_site, read_at
 
 gateway = gateway_support.gateway  # the module-scoped fixture
 

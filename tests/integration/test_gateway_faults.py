@@ -25,7 +25,7 @@ from opsmantik.gateway.app import create_app
 from opsmantik.kafka.topics import ensure_topics
 from opsmantik.sites import create_site_with_key
 
-from tests.integration.gateway_support import auth, event, read_topic
+from tests.support.gateway import auth, event, read_topic
 
 
 @pytest.fixture(scope="module")

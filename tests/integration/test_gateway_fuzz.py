@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 from opsmantik.config import Settings
 
 from tests.integration import gateway_support
-from tests.integration.gateway_support import Gateway, new_site, read_topic
+from tests.support.gateway import Gateway, new_site, read_topic
 
 gateway = gateway_support.gateway
 

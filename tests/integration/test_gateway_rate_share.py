@@ -21,10 +21,10 @@ import pytest
 from opsmantik.config import Settings
 from opsmantik.sites import create_site_with_key
 
-from tests.environment import module_environment
-from tests.integration.gateway_support import auth
-from tests.integration.pipeline import OPSMANTIK, env_for
-from tests.scale_support import GatewayProc, OpenLoad, event_doc, free_port, wait_gateways_live
+from tests.support.environment import module_environment
+from tests.support.gateway import auth
+from tests.support.pipeline import OPSMANTIK, env_for
+from tests.support.scale import GatewayProc, OpenLoad, event_doc, free_port, wait_gateways_live
 
 pytestmark = pytest.mark.integration
 

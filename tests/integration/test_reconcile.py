@@ -15,8 +15,8 @@ from opsmantik.config import Settings
 from opsmantik.worker.ledger import write_batch
 from opsmantik.worker.message import IngestEvent, decode
 
-from tests.environment import module_environment
-from tests.integration.pipeline import OPSMANTIK, env_for, message
+from tests.support.environment import module_environment
+from tests.support.pipeline import OPSMANTIK, env_for, message
 
 pytestmark = pytest.mark.integration
 

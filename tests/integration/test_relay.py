@@ -18,8 +18,8 @@ from opsmantik.config import Settings
 from opsmantik.relay import relay as relay_mod
 from opsmantik.relay.relay import Relay
 
-from tests.environment import module_environment
-from tests.integration.pipeline import (
+from tests.support.environment import module_environment
+from tests.support.pipeline import (
     OPSMANTIK,
     Proc,
     count_messages,

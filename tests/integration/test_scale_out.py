@@ -19,10 +19,10 @@ from confluent_kafka.admin import AdminClient, NewTopic
 from opsmantik.config import Settings
 from opsmantik.sites import create_site_with_key
 
-from tests.environment import module_environment
-from tests.integration.gateway_support import auth, event, gateway  # noqa: F401 - fixture
-from tests.integration.pipeline import OPSMANTIK, Proc, env_for, wait_for
-from tests.scale_support import (
+from tests.support.environment import module_environment
+from tests.support.gateway import auth, event, gateway  # noqa: F401 - fixture
+from tests.support.pipeline import OPSMANTIK, Proc, env_for, wait_for
+from tests.support.scale import (
     produce_on,
     reconcile_drift,
     wait_members,

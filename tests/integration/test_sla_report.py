@@ -22,9 +22,9 @@ from opsmantik.gateway.publisher import Stored, Unavailable
 from opsmantik.gateway.sla_rollup import SLA
 from opsmantik.months import label, month_start
 
-from tests.environment import module_environment
-from tests.integration.billing_support import auth, cli
-from tests.integration.pipeline import wait_for
+from tests.support.billing import auth, cli
+from tests.support.environment import module_environment
+from tests.support.pipeline import wait_for
 
 pytestmark = pytest.mark.integration
 settings, pool = module_environment()

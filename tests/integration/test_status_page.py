@@ -18,8 +18,8 @@ from opsmantik.config import Settings
 from opsmantik.gateway.app import STATE, create_app
 from opsmantik.status.components import INDICATOR_WORDS
 
-from tests.integration.gateway_support import Gateway, auth, event, new_site
-from tests.integration.pipeline import OPSMANTIK, env_for, wait_for
+from tests.support.gateway import Gateway, auth, event, new_site
+from tests.support.pipeline import OPSMANTIK, env_for, wait_for
 
 pytestmark = pytest.mark.integration
 

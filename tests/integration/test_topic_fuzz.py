@@ -22,7 +22,7 @@ from opsmantik.config import Settings
 from opsmantik.kafka.settings import producer_config
 from opsmantik.kafka.topics import ensure_topics
 
-from tests.integration.pipeline import Proc, message, wait_for
+from tests.support.pipeline import Proc, message, wait_for
 
 pytestmark = pytest.mark.integration
 VALID, HOSTILE = 1500, 1500

@@ -19,7 +19,7 @@ from confluent_kafka import Consumer, TopicPartition
 from opsmantik import sites
 from opsmantik.config import Settings
 
-from tests.integration.pipeline import (
+from tests.support.pipeline import (
     OPSMANTIK,
     Proc,
     env_for,

@@ -13,8 +13,8 @@ import orjson
 import pytest
 from opsmantik.config import Settings
 
-from tests.environment import module_environment
-from tests.integration.pipeline import (
+from tests.support.environment import module_environment
+from tests.support.pipeline import (
     OPSMANTIK,
     Proc,
     env_for,

@@ -23,7 +23,7 @@ from opsmantik.billing import reconcile
 from opsmantik.config import Settings
 from opsmantik.kafka.topics import ensure_topics
 
-from tests.integration.pipeline import ROOT, Proc, env_for, message, produce, start_gateway, wait_for
+from tests.support.pipeline import ROOT, Proc, env_for, message, produce, start_gateway, wait_for
 
 pytestmark = pytest.mark.integration
 

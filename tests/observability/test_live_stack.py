@@ -35,10 +35,10 @@ from opsmantik.devstack.stack import Stack
 from opsmantik.kafka.topics import ensure_topics
 from opsmantik.sites import create_site_with_key
 
-from tests.integration.gateway_support import auth, event
-from tests.integration.pipeline import Proc
 from tests.observability import chromium
 from tests.observability.promtool import PROM, ROOT, RULES, binary, promtool
+from tests.support.gateway import auth, event
+from tests.support.pipeline import Proc
 
 pytestmark = pytest.mark.integration
 KAFKA_PORT, PG_PORT = 28092, 28432

@@ -13,7 +13,7 @@ from opsmantik.audit.auditor import account
 from opsmantik.audit.contract import gateway_problem
 from opsmantik.audit.inspection import RawMessage, inspect
 
-from tests.integration.pipeline import message
+from tests.support.pipeline import message
 
 SITE = uuid.UUID("0000000a-0000-4000-8000-00000000000b")
 NOW = datetime(2026, 11, 28, 12, 0, tzinfo=UTC)

@@ -10,7 +10,7 @@ import pytest
 from opsmantik.devstack import stack
 from opsmantik.devstack.stack import EngineStatus
 
-from tests.cli_support import run_main
+from tests.support.cli import run_main
 
 KAFKA = EngineStatus("kafka", True, "4.4.0", 19092, 11, "/d/kafka")
 PG = EngineStatus("postgres", False, "15.18", 15432, None, "/d/pg")

@@ -14,7 +14,7 @@ from opsmantik import cli
 from opsmantik.cli import args as cli_args
 from opsmantik.cli.args import USAGE, Arg
 
-from tests.cli_support import COMMANDS, PARSER, own_actions, parser_of, required_args, run_main
+from tests.support.cli import COMMANDS, PARSER, own_actions, parser_of, required_args, run_main
 
 
 def _refuse(*_args: object) -> int:

@@ -1,4 +1,4 @@
-"""A producer process for the crash test: `python -m tests.integration.client_producer URL KEY
+"""A producer process for the crash test: `python client_producer.py URL KEY
 SPILL N`. Sends events 0..N-1 (numbered in properties.seq, no event_id: the client assigns
 one) in chunks, with `next` as the spill checkpoint, so a restarted producer continues where
 the killed one handed over. Prints one JSON line per step for the test to follow."""
@@ -9,9 +9,8 @@ import asyncio
 import json
 import sys
 
+from client_support import numbered
 from opsmantik_client import AsyncClient, Backoff
-
-from tests.integration.client_support import numbered
 
 CHUNK = 250
 

@@ -7,9 +7,8 @@ import asyncio
 import threading
 from pathlib import Path
 
+from client_fake import fake_gateway
 from opsmantik_client import Client, Result
-
-from tests.unit.client_fake import fake_gateway
 
 
 def produce(url: str, spill: Path) -> tuple[Result, list[Result], int, int]:

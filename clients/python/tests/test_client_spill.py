@@ -7,12 +7,11 @@ import asyncio
 from pathlib import Path
 
 import pytest
+from client_fake import fake_gateway
 from opsmantik_client import AsyncClient, MetricsHooks, SpillFull, SpillLocked, _json
 from opsmantik_client.batching import GATEWAY_MAX_BYTES
 from opsmantik_client.retry import Backoff
 from opsmantik_client.spill import Spill
-
-from tests.unit.client_fake import fake_gateway
 
 DEAD = "http://127.0.0.1:9"  # discard port: nothing listens, every request fails at once
 SLOW = Backoff(base_s=5.0, cap_s=5.0)  # keep events pending during the test

@@ -15,12 +15,7 @@ from pathlib import Path
 
 import asyncpg
 import pytest
-from opsmantik.config import Settings
-from opsmantik.devstack.stack import ROOT, Stack
-from opsmantik_client import AsyncClient, Backoff, Result
-
-from tests.environment import create_environment, drop_environment
-from tests.integration.client_support import (
+from client_support import (
     GatewayProc,
     free_port,
     ledger_event_ids,
@@ -28,7 +23,12 @@ from tests.integration.client_support import (
     numbered,
     wait_ledger,
 )
-from tests.integration.pipeline import Proc
+from opsmantik.config import Settings
+from opsmantik.devstack.stack import ROOT, Stack
+from opsmantik_client import AsyncClient, Backoff, Result
+
+from tests.support.environment import create_environment, drop_environment
+from tests.support.pipeline import Proc
 
 pytestmark = [
     pytest.mark.integration,

@@ -18,7 +18,7 @@ from opsmantik.config import Settings
 from opsmantik.db.queries import load_queries
 from opsmantik.sites import create_site_with_key
 
-from tests.integration.pipeline import Proc
+from tests.support.pipeline import Proc
 
 Q = load_queries(Path(__file__).with_name("client.sql"))
 

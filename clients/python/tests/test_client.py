@@ -1,5 +1,5 @@
 """The producer client against the real gateway, worker and Kafka (shared stack; the broker
-stop is in the long form, tests/integration/test_client_soak.py, `make client-soak`):
+stop is in the long form, clients/python/tests/test_client_soak.py, `make client-soak`):
 gateway SIGKILLed twice mid-stream, the producer SIGKILLed mid-stream, `opsmantik send`
 interrupted and resumed, and the 1 MiB request edge. Every check is on the ledger: each
 event's number present exactly once."""
@@ -18,12 +18,7 @@ from pathlib import Path
 
 import asyncpg
 import pytest
-from opsmantik.config import Settings
-from opsmantik_client import AsyncClient, Backoff, Result, _json
-from opsmantik_client.batching import ENVELOPE_BYTES, GATEWAY_MAX_BYTES, encode_batch
-
-from tests.environment import module_environment
-from tests.integration.client_support import (
+from client_support import (
     GatewayProc,
     free_port,
     ledger_by_seq,
@@ -32,7 +27,12 @@ from tests.integration.client_support import (
     numbered,
     wait_ledger,
 )
-from tests.integration.pipeline import OPSMANTIK, ROOT, Proc, env_for
+from opsmantik.config import Settings
+from opsmantik_client import AsyncClient, Backoff, Result, _json
+from opsmantik_client.batching import ENVELOPE_BYTES, GATEWAY_MAX_BYTES, encode_batch
+
+from tests.support.environment import module_environment
+from tests.support.pipeline import OPSMANTIK, ROOT, Proc, env_for
 
 pytestmark = pytest.mark.integration
 
@@ -93,12 +93,23 @@ async def test_gateway_sigkilled_twice_every_event_once(
     assert await ledger_event_ids(pool, site) == set(results)
 
 
+PRODUCER = Path(__file__).with_name("client_producer.py")
+
+
 def _producer(gw: GatewayProc, key: str, spill: Path, total: int, log: Path) -> subprocess.Popen[bytes]:
     return subprocess.Popen(
-        [sys.executable, "-m", "tests.integration.client_producer", gw.url, key, str(spill), str(total)],
+        [
+            sys.executable,
+            str(Path(__file__).with_name("client_producer.py")),
+            gw.url,
+            key,
+            str(spill),
+            str(total),
+        ],
         stdout=log.open("ab"),
         stderr=subprocess.STDOUT,
         cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},  # client_support imports tests.support
     )
 
 

@@ -23,7 +23,7 @@ from confluent_kafka.admin import AdminClient
 from opsmantik.config import Settings
 from opsmantik.kafka.settings import message_key, producer_config
 
-from tests.integration.pipeline import OPSMANTIK, env_for, message
+from tests.support.pipeline import OPSMANTIK, env_for, message
 
 
 def group_assignment(settings: Settings) -> list[set[int]]:

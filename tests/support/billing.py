@@ -16,7 +16,7 @@ import pytest
 from opsmantik.config import Settings
 from opsmantik.months import label, month_start, previous_month
 
-from tests.integration.pipeline import OPSMANTIK, Proc, env_for, start_gateway
+from tests.support.pipeline import OPSMANTIK, Proc, env_for, start_gateway
 
 GATEWAY_PORT = 27291  # this helper's range: 27291-27299
 CLI_ENV = {"billing_close_grace_days": 0, "sla_loss_audit": "off"}

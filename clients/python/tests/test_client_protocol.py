@@ -7,10 +7,9 @@ import asyncio
 import time
 from pathlib import Path
 
+from client_fake import fake_gateway, status
 from opsmantik_client import AsyncClient, BatchLimits, Result
 from opsmantik_client.retry import Backoff
-
-from tests.unit.client_fake import fake_gateway, status
 
 FAST = Backoff(base_s=0.01, cap_s=0.05)
 
