@@ -21,10 +21,10 @@ import asyncpg
 
 from opsmantik import sites
 from opsmantik.cli import args as cli_args
+from opsmantik.cli import incidents
 from opsmantik.cli.args import CANNOT_RUN, CHECK_FAILED, Parser
 from opsmantik.cli.errors import classify, require_kafka
 from opsmantik.config import Settings
-from opsmantik.cli import incidents
 
 
 def _print_json(obj: Any) -> None:
@@ -492,4 +492,3 @@ def main(argv: list[str] | None = None) -> int:
         code, message = classify(exc, settings)
         print(f"{name}: {message}", file=sys.stderr)
         return code
-
