@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncpg
 import pytest
 
-from tests.integration import gateway_support
+from tests.support import gateway as gateway_support
 from tests.support.gateway import Gateway, auth, new_site
 
 gateway = gateway_support.gateway

@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 from opsmantik.config import Settings
 from opsmantik.events import MAX_PROPERTIES_BYTES, MAX_QUANTITY
 
-from tests.integration import gateway_support
+from tests.support import gateway as gateway_support
 from tests.support.gateway import Gateway, auth, new_site
 from tests.support.pipeline import Proc, wait_for
 

@@ -13,7 +13,7 @@ from opsmantik.config import Settings
 from opsmantik.kafka.settings import message_key
 from opsmantik.sites import revoke_key
 
-from tests.integration import gateway_support
+from tests.support import gateway as gateway_support
 from tests.support.gateway import Gateway, auth, event, new_site, read_at
 
 gateway = gateway_support.gateway  # the module-scoped fixture

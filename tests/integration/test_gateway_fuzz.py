@@ -14,7 +14,7 @@ from hypothesis import settings as hsettings
 from hypothesis import strategies as st
 from opsmantik.config import Settings
 
-from tests.integration import gateway_support
+from tests.support import gateway as gateway_support
 from tests.support.gateway import Gateway, new_site, read_topic
 
 gateway = gateway_support.gateway
