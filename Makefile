@@ -50,8 +50,11 @@ unit: deps
 conformance: deps
 	$(BIN)/pytest -q -p no:cacheprovider -s tests/conformance
 
-lint: deps
+# ruff (lint and format) on everything, mypy strict on the package (pyproject.toml [tool.mypy]).
+lint: $(VENV)/.installed
 	$(BIN)/ruff check services tests clients
+	$(BIN)/ruff format --check services tests clients
+	$(BIN)/mypy
 
 # Fault injection (docs/reliability.md): short = the CI subset (scenarios 1, 4, 5, 6, one run
 # each, < 10 min); `make chaos LONG=1` = all nine scenarios, three seeds each. SEED=S reruns a seed.
@@ -69,7 +72,7 @@ cluster: deps
 	$(BIN)/opsmantik stack up
 	OPSMANTIK_CLUSTER=1 $(BIN)/pytest -q -p no:cacheprovider -s tests/cluster
 
-# Benchmarks (docs/benchmarks.md; a full run writes docs/bench-results.md): a private Kafka +
+# Benchmarks (docs/benchmarks.md; a full run writes docs/results/bench-latest.md): a private Kafka +
 # Postgres on ports 24xxx, wrk as the load generator. `make bench QUICK=1` is the < 2 min smoke
 # run (writes .local/bench/quick.md).
 bench: deps

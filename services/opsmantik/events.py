@@ -1,6 +1,6 @@
 """The ingest event: request body bytes → validated records, and a record → its Kafka message.
 
-Pure (no I/O, the clock is passed in), so every rule of DESIGN.md's event table is unit-tested at
+Pure (no I/O, the clock is passed in), so every rule of docs/design.md's event table is unit-tested at
 its edge. A batch is all-or-nothing: `parse_request` returns either every event or every error,
 each error naming the event index and the field.
 """

@@ -1,4 +1,6 @@
-"""The one month parser: `YYYY-MM` → the first day of that month, or MonthError (a ValueError).
+"""The one month type and its parser. A month is the `date` of its first day (what the ledger's
+usage_month and the invoice's month columns hold); `YYYY-MM` → that date, or MonthError (a
+ValueError). Every route, command and report takes and computes months here.
 
 Every route and command that takes a month uses it, so `0000-01`, `2026-13`, `2026-1` and
 ` 2026-01` are refused the same way everywhere (HTTP 400, exit 2), never a 5xx: year 0 once made
@@ -26,6 +28,14 @@ def parse_month(raw: str | None) -> date:
     if raw is None or not _MONTH.fullmatch(raw):
         raise MonthError(f"month {raw!r}: {EXPECTED}")
     return date(int(raw[:4]), int(raw[5:7]), 1)
+
+
+Month = date  # the first day of the month
+
+
+def month_of(instant: datetime) -> date:
+    """The month an instant (in UTC) falls in."""
+    return instant.astimezone(UTC).date().replace(day=1)
 
 
 def next_month(month: date) -> date:

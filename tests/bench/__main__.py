@@ -2,7 +2,7 @@
 
 Starts a private Kafka + Postgres (ports 24xxx under .local/bench), measures the baselines
 and the scenarios (tests/bench/runner.py SCENARIOS), prints the table, writes
-docs/bench-results.md (a quick run writes .local/bench/quick.md unless --out says otherwise;
+docs/results/bench-latest.md (a quick run writes .local/bench/quick.md unless --out says otherwise;
 the analysis in docs/benchmarks.md is written by hand), and stops the private stack.
 """
 
@@ -27,7 +27,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m tests.bench", description=__doc__)
     parser.add_argument("--quick", action="store_true", help="3 s runs, fewer rows: a smoke check (< 2 min)")
     parser.add_argument("--json", action="store_true", help="print the rows as JSON instead of a table")
-    parser.add_argument("--out", type=Path, help="markdown file to write (default docs/bench-results.md)")
+    parser.add_argument("--out", type=Path, help="markdown file to write (default docs/results/bench-latest.md)")
     parser.add_argument("--no-profile", action="store_true", help="skip the py-spy profiles")
     parser.add_argument(
         "--only",
@@ -47,7 +47,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.quick
         else BENCH_HOME / "partial.md"
         if only
-        else ROOT / "docs" / "bench-results.md"
+        else ROOT / "docs" / "results" / "bench-latest.md"
     )
     env = BenchEnv()
     bench = Bench(env, plan)

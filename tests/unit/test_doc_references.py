@@ -16,7 +16,7 @@ PLACEHOLDERS = ("NNNN",)
 def named_paths() -> dict[str, set[str]]:
     sources = [
         ROOT / "README.md",
-        *(ROOT / "docs").glob("*.md"),
+        *(ROOT / "docs").rglob("*.md"),
         *(ROOT / "services").rglob("*.py"),
         *(ROOT / "tests").rglob("*.py"),
         ROOT / "Makefile",

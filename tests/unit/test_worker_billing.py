@@ -7,7 +7,8 @@ from datetime import date
 
 from hypothesis import given
 from hypothesis import strategies as st
-from opsmantik.billing.rules import INCLUDED, OVERLIMIT, assign_classes, billing_month, next_month
+from opsmantik.billing.rules import INCLUDED, OVERLIMIT, assign_classes, billing_month
+from opsmantik.months import next_month
 
 A, B = uuid.UUID(int=1), uuid.UUID(int=2)
 NOV, DEC, JAN = date(2026, 11, 1), date(2026, 12, 1), date(2027, 1, 1)

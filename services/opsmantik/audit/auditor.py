@@ -157,7 +157,11 @@ class Auditor:
                 c[0] += 1
                 c[1] += outcome == "ledgered"
                 c[2] += outcome == "dead_lettered"
-                c[3] += outcome == "ledgered" and position.get(m.ledger_key) == (m.partition, m.offset)
+                c[3] += (
+                    outcome == "ledgered"
+                    and m.ledger_key is not None
+                    and position.get(m.ledger_key) == (m.partition, m.offset)
+                )
             if counts:
                 ks = sorted(counts)
                 await conn.execute(

@@ -34,7 +34,7 @@ from opsmantik.audit.auditor import Auditor
 from opsmantik.audit.reader import LIBRDKAFKA_LOGGER, ReadError
 from opsmantik.audit.report import month_audit, render
 from opsmantik.config import Settings
-from opsmantik.months import MonthError, parse_month
+from opsmantik.months import month_of
 
 log = logging.getLogger("opsmantik.audit")
 VANISHED_EVERY_S = 60.0
@@ -180,11 +180,7 @@ def main(settings: Settings, args: argparse.Namespace) -> int:
         return uvloop.run(follow(settings))
     # One-shot: the verdict is the output; librdkafka's own connection errors would only repeat it.
     logging.getLogger(LIBRDKAFKA_LOGGER).setLevel(logging.CRITICAL)
-    try:
-        month = parse_month(args.month) if args.month else datetime.now(UTC).date().replace(day=1)
-    except MonthError as exc:
-        print(f"opsmantik audit: --month: {exc}", file=sys.stderr)
-        return 2
+    month = args.month or month_of(datetime.now(UTC))
     wait_s = settings.audit_wait_s if args.wait is None else float(args.wait)
     try:
         return asyncio.run(one_shot(settings, month, args.json, wait_s))

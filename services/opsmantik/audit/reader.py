@@ -86,6 +86,7 @@ class TopicReader:
                             continue
                         raise ReadError(f"partition {p}: {err}")
                     offset, end = msg.offset(), todo[p][1]
+                    assert offset is not None  # a message without an error has an offset
                     if offset >= end:
                         done[p] = todo.pop(p)[1]
                         continue

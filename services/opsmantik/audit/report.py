@@ -8,6 +8,7 @@ from datetime import date
 import asyncpg
 
 from opsmantik.db.queries import package_queries
+from opsmantik.months import label
 
 Q = package_queries("opsmantik.audit", "audit.sql")
 MAX_LISTED = 1000  # findings listed by name; the counts are always complete
@@ -64,7 +65,7 @@ class MonthAudit:
 
     def as_dict(self) -> dict[str, object]:
         return {
-            "month": self.month.strftime("%Y-%m"),
+            "month": label(self.month),
             "topic": self.topic,
             "ok": self.ok,
             "unaccounted": self.unaccounted,

@@ -5,11 +5,12 @@
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from datetime import UTC, date, datetime
+from datetime import date
 
 import asyncpg
 
 from opsmantik.db.queries import package_queries
+from opsmantik.months import month_bounds
 
 Q = package_queries("opsmantik.billing", "backlog.sql")
 
@@ -37,12 +38,6 @@ class Backlog:
         )
 
 
-def month_range(month: date) -> tuple[datetime, datetime]:
-    start = datetime(month.year, month.month, 1, tzinfo=UTC)
-    end = datetime(month.year + (month.month == 12), month.month % 12 + 1, 1, tzinfo=UTC)
-    return start, end
-
-
 async def read_backlog(conn: asyncpg.Connection, month: date) -> Backlog:
-    row = await conn.fetchrow(Q["backlog"], *month_range(month))
+    row = await conn.fetchrow(Q["backlog"], *month_bounds(month))
     return Backlog(**dict(row))

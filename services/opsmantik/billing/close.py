@@ -27,7 +27,7 @@ from opsmantik.billing.canonical import Digest
 from opsmantik.billing.connect import UNREACHABLE, connect
 from opsmantik.billing.entries import Q, entries
 from opsmantik.config import Settings
-from opsmantik.months import label, month_end, parse_month
+from opsmantik.months import label, month_end
 
 
 class CloseRefused(Exception):
@@ -123,7 +123,9 @@ async def close(
 
 
 def _statement(r: asyncpg.Record) -> dict[str, Any]:
-    d = {k: int(v) if isinstance(v, Decimal) else v for k, v in r.items()}  # numeric sums → ints
+    d: dict[str, Any] = {
+        k: int(v) if isinstance(v, Decimal) else v for k, v in r.items()
+    }  # numeric sums → ints
     d["site_id"], d["month"] = str(d["site_id"]), label(d["month"])
     d["closed_at"] = d["closed_at"].isoformat()
     return d
@@ -179,9 +181,4 @@ async def _run(settings: Settings, month: date, as_json: bool) -> int:
 
 
 def main(settings: Settings, args: argparse.Namespace) -> int:
-    try:
-        month = parse_month(args.month)
-    except ValueError as exc:
-        print(f"--month: {exc}", file=sys.stderr)
-        return 2
-    return asyncio.run(_run(settings, month, args.json))
+    return asyncio.run(_run(settings, args.month, args.json))

@@ -12,11 +12,11 @@ current and previous month periodically and exports opsmantik_billing_drift_*.
 from __future__ import annotations
 
 import argparse
-import sys
 import uuid
 from dataclasses import asdict, dataclass
 from datetime import UTC, date, datetime
 from decimal import Decimal
+from typing import Any
 
 import asyncpg
 import orjson
@@ -25,7 +25,7 @@ from prometheus_client import Gauge
 from opsmantik.billing.backlog import read_backlog
 from opsmantik.config import Settings
 from opsmantik.db.queries import package_queries
-from opsmantik.months import MonthError, parse_month
+from opsmantik.months import label
 
 Q = package_queries("opsmantik.billing", "reconcile.sql")
 DRIFT_EVENTS = Gauge("opsmantik_billing_drift_events", "Invoice minus ledger events", ["site_id", "month"])
@@ -55,7 +55,9 @@ class SiteDrift:
     invoice_overlimit_quantity: int
 
     def drift(self, field: str) -> int:
-        return getattr(self, f"invoice_{field}") - getattr(self, f"ledger_{field}")
+        invoiced: int = getattr(self, f"invoice_{field}")
+        ledgered: int = getattr(self, f"ledger_{field}")
+        return invoiced - ledgered
 
     @property
     def ok(self) -> bool:
@@ -78,7 +80,7 @@ class Report:
 
     def as_dict(self) -> dict[str, object]:
         return {
-            "month": self.month.strftime("%Y-%m"),
+            "month": label(self.month),
             "run_at": self.run_at.isoformat(),
             "ok": self.ok,
             "drifting_sites": self.drifting,
@@ -94,13 +96,18 @@ class Report:
         }
 
 
+def _exact(r: asyncpg.Record) -> dict[str, Any]:
+    """A row with its numeric sums as exact Python ints."""
+    return {k: int(v) if isinstance(v, Decimal) else v for k, v in r.items()}
+
+
 async def reconcile_month(conn: asyncpg.Connection, month: date) -> Report:
     rows = await conn.fetch(Q["compare_month"], month)
     # quantities are numeric (sums that cannot overflow): exact Python ints from here on
     return Report(
         month,
         datetime.now(UTC),
-        [SiteDrift(**{k: int(v) if isinstance(v, Decimal) else v for k, v in r.items()}) for r in rows],
+        [SiteDrift(**_exact(r)) for r in rows],
     )
 
 
@@ -120,7 +127,7 @@ async def record(conn: asyncpg.Connection, report: Report) -> None:
 
 
 def export(report: Report) -> None:
-    month = report.month.strftime("%Y-%m")
+    month = label(report.month)
     for s in report.sites:
         DRIFT_EVENTS.labels(str(s.site_id), month).set(s.drift("events"))
         DRIFT_QUANTITY.labels(str(s.site_id), month).set(s.drift("quantity"))
@@ -179,9 +186,4 @@ async def _run(settings: Settings, month: date, as_json: bool) -> int:
 def main(settings: Settings, args: argparse.Namespace) -> int:
     import asyncio
 
-    try:
-        month = parse_month(args.month)
-    except MonthError as exc:
-        print(f"--month: {exc}", file=sys.stderr)
-        return 2
-    return asyncio.run(_run(settings, month, args.json))
+    return asyncio.run(_run(settings, args.month, args.json))

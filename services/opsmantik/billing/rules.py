@@ -6,14 +6,12 @@ import uuid
 from collections.abc import Iterable, Mapping
 from datetime import date
 
+from opsmantik.months import next_month
+
 INCLUDED = "included"
 OVERLIMIT = "overlimit"
 
 InvoiceKey = tuple[uuid.UUID, date]  # (site_id, billing month)
-
-
-def next_month(month: date) -> date:
-    return date(month.year + 1, 1, 1) if month.month == 12 else date(month.year, month.month + 1, 1)
 
 
 def billing_month(usage_month: date, closed: frozenset[date]) -> date:

@@ -72,7 +72,8 @@ def csv_record(obj: dict[str, Any], sha256: str) -> list[str]:
 def _from_csv(rec: dict[str, str]) -> dict[str, Any]:
     kind = rec.get("kind", "")
     if kind == "summary":
-        return json.loads(rec["summary"])
+        summary: dict[str, Any] = json.loads(rec["summary"])
+        return summary
     if kind in KEYS:  # a column of the other kind filled in is a change, not an empty cell
         stray = [c for c in CSV_COLUMNS if rec.get(c) and c not in KEYS[kind] and c != "sha256"]
         if stray:

@@ -15,6 +15,7 @@ import textwrap
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, fields
+from datetime import date
 from typing import Any, NoReturn
 
 from opsmantik import months
@@ -87,12 +88,11 @@ def _uuid(raw: str) -> uuid.UUID:
         raise ValueError("not a UUID (e.g. 0b7c3f4e-1d2a-4c5b-9e8f-001122334455)") from None
 
 
-def _month(raw: str) -> str:
+def _month(raw: str) -> date:
     try:
-        months.parse_month(raw)
+        return months.parse_month(raw)
     except months.MonthError:
         raise ValueError(months.EXPECTED) from None
-    return raw  # commands get the validated string, as before
 
 
 def _name(raw: str) -> str:

@@ -35,7 +35,9 @@ async def _connect(settings: Settings) -> asyncpg.Connection:
     return await asyncpg.connect(settings.database_url, timeout=5)
 
 
-def _with_conn(fn: Callable[[asyncpg.Connection, argparse.Namespace], Coroutine[Any, Any, int]]):
+def _with_conn(
+    fn: Callable[[asyncpg.Connection, argparse.Namespace], Coroutine[Any, Any, int]],
+) -> Callable[[Settings, argparse.Namespace], Coroutine[Any, Any, int]]:
     async def run(settings: Settings, args: argparse.Namespace) -> int:
         conn = await _connect(settings)
         try:
@@ -144,7 +146,8 @@ def _service(module: str) -> Callable[[Settings, argparse.Namespace], int]:
     def run(settings: Settings, args: argparse.Namespace) -> int:
         import importlib
 
-        return importlib.import_module(module).main(settings, args)
+        code: int = importlib.import_module(module).main(settings, args)
+        return code
 
     return run
 

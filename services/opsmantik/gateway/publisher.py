@@ -16,7 +16,7 @@ import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Protocol
+from typing import Any, Protocol
 
 import asyncpg
 from confluent_kafka import KafkaError, KafkaException
@@ -128,7 +128,7 @@ class OutboxPublisher:
         return {r["event_id"]: r["id"] for r in rows}
 
 
-def _release(fut: asyncio.Future[object]) -> None:
+def _release(fut: asyncio.Future[Any]) -> None:
     if not fut.done():
         fut.set_result(None)
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from confluent_kafka import KafkaException
-from confluent_kafka.admin import AdminClient, NewTopic
+from confluent_kafka.admin import AdminClient
+from confluent_kafka.cimpl import NewTopic  # where it is defined (admin re-exports it untyped)
 
 from opsmantik.config import Settings
 
@@ -56,11 +57,11 @@ def ensure_topics(settings: Settings, timeout_s: float = 30.0) -> list[str]:
     ]
     if not new:
         return []
-    created = []
-    for topic, future in admin.create_topics(new, request_timeout=timeout_s).items():
+    created: list[str] = []
+    for name, future in admin.create_topics(new, request_timeout=timeout_s).items():
         try:
             future.result(timeout_s)
-            created.append(topic)
+            created.append(name)
         except KafkaException as exc:
             if "TOPIC_ALREADY_EXISTS" not in str(exc):
                 raise

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import sys
 import uuid
 from dataclasses import asdict, dataclass
 from datetime import date
@@ -22,7 +21,7 @@ import orjson
 
 from opsmantik.billing.connect import UNREACHABLE, connect
 from opsmantik.config import Settings
-from opsmantik.months import label, month_end, month_start, parse_month
+from opsmantik.months import label, month_end, month_start
 from opsmantik.sla.credit import Reliability, credit_percent, credit_reason
 from opsmantik.sla.loss import LossReport, data_loss
 from opsmantik.sla.queries import Q
@@ -78,7 +77,13 @@ def site_sla(r: dict[str, Any], name: str | None, lost: int) -> SiteSla:
     return SiteSla(
         r["site_id"],
         name,
-        *(r[k] for k in _COUNTS),
+        received=r["received"],
+        persisted=r["persisted"],
+        errors_5xx=r["errors_5xx"],
+        errors_503=r["errors_503"],
+        rate_limited=r["rate_limited"],
+        quota_exceeded=r["quota_exceeded"],
+        invalid=r["invalid"],
         in_maintenance=r.get("m_received", 0),
         eligible=eligible,
         eligible_persisted=outside["persisted"],
@@ -159,9 +164,4 @@ async def _run(settings: Settings, month: date, site: uuid.UUID | None, as_json:
 
 
 def main(settings: Settings, args: argparse.Namespace) -> int:
-    try:
-        month = parse_month(args.month)
-    except ValueError as exc:
-        print(f"--month: {exc}", file=sys.stderr)
-        return 2
-    return asyncio.run(_run(settings, month, args.site, args.json))
+    return asyncio.run(_run(settings, args.month, args.site, args.json))

@@ -19,8 +19,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import sys
-from datetime import datetime
+from datetime import date
 from typing import Any
 
 import asyncpg
@@ -34,13 +33,8 @@ from opsmantik.db.queries import package_queries
 Q = package_queries("opsmantik.sla", "slo.sql")
 
 
-def month_bounds(month: str) -> tuple[datetime, datetime]:
-    first = months.parse_month(month)  # the one month parser: ValueError on 0000-01, 2026-13, 2026-1
-    return months.month_start(first), months.month_end(first)
-
-
-async def slo_snapshot(pool: asyncpg.Pool, month: str) -> dict[str, Any]:
-    start, end = month_bounds(month)
+async def slo_snapshot(pool: asyncpg.Pool, month: date) -> dict[str, Any]:
+    start, end = months.month_bounds(month)
     async with pool.acquire(timeout=2.0) as conn:
         avail = await conn.fetchrow(Q["availability"], start, end)
         windows = await conn.fetch(Q["latency_windows"], start, end)
@@ -57,7 +51,7 @@ async def slo_snapshot(pool: asyncpg.Pool, month: str) -> dict[str, Any]:
     freshness = 1.0 if fresh["minutes"] == 0 else fresh["fresh_minutes"] / fresh["minutes"]
     drift = acc["invoice"] - acc["ledger"]
     return {
-        "month": month,
+        "month": months.label(month),
         "objectives": {
             "availability": {
                 "value": round(availability, 6),
@@ -115,7 +109,7 @@ async def slo_snapshot(pool: asyncpg.Pool, month: str) -> dict[str, Any]:
     }
 
 
-async def _report(settings: Settings, month: str) -> dict[str, Any]:
+async def _report(settings: Settings, month: date) -> dict[str, Any]:
     from opsmantik.audit.main import refresh
 
     pool = await asyncpg.create_pool(settings.database_url, min_size=1, max_size=2)
@@ -130,16 +124,11 @@ async def _report(settings: Settings, month: str) -> dict[str, Any]:
 
 
 def main(settings: Settings, args: argparse.Namespace) -> int:
-    try:
-        months.parse_month(args.month)
-    except months.MonthError as exc:
-        print(f"--month: {exc}", file=sys.stderr)
-        return 2
     snap = asyncio.run(_report(settings, args.month))
     if args.json:
         print(orjson.dumps(snap, default=str).decode())
     else:
-        print(f"SLO report {args.month}")
+        print(f"SLO report {months.label(args.month)}")
         for name, o in snap["objectives"].items():
             print(
                 f"  {name:26} {str(o['value']):>12}  target {o['target']!s:>8}  "

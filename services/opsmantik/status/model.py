@@ -86,9 +86,9 @@ class Snapshot:
         return [i for i in self.incidents if i.resolved_at is not None]
 
     def uptime_90d(self, component: str) -> float | None:
-        bars = [b for b in self.bars.get(component, []) if b.uptime is not None]
-        checks = sum(b.checks for b in bars)
-        return None if not checks else sum(b.uptime * b.checks for b in bars) / checks  # type: ignore[operator]
+        weighted = [(b.uptime, b.checks) for b in self.bars.get(component, []) if b.uptime is not None]
+        checks = sum(c for _, c in weighted)
+        return None if not checks else sum(u * c for u, c in weighted) / checks
 
 
 def empty_bars(today: date) -> list[DayBar]:

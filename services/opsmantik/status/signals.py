@@ -9,13 +9,14 @@ import asyncio
 import logging
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
 import asyncpg
 from confluent_kafka import KafkaException
 from confluent_kafka.admin import AdminClient
+from prometheus_client.metrics_core import Metric
 
 from opsmantik.config import Settings
 from opsmantik.db.queries import package_queries
@@ -76,7 +77,7 @@ class CounterWindow:
         return max(0, requests - r0), max(0, errors - e0)
 
 
-def usage_counts(collect: Callable[[], list]) -> tuple[int, int]:  # type: ignore[type-arg]
+def usage_counts(collect: Callable[[], Iterable[Metric]]) -> tuple[int, int]:
     """Total answers and 5xx of the usage routes, from the gateway's requests counter."""
     requests = errors = 0
     for metric in collect():

@@ -15,22 +15,31 @@ import hashlib
 import logging
 import os
 import socket
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 
 import asyncpg
+from prometheus_client.metrics_core import Metric
 
 from opsmantik.config import Settings
+from opsmantik.months import label, month_bounds, month_of
 from opsmantik.sla.slo import Q as SLO_Q
-from opsmantik.sla.slo import month_bounds
 from opsmantik.status import figures, page, summary
 from opsmantik.status.components import (
     Signals,
     derive,
     indicator,
 )
-from opsmantik.status.model import BAR_DAYS, Incident, IncidentUpdate, Maintenance, Snapshot, build_bars
+from opsmantik.status.model import (
+    BAR_DAYS,
+    DayBar,
+    Incident,
+    IncidentUpdate,
+    Maintenance,
+    Snapshot,
+    build_bars,
+)
 from opsmantik.status.signals import (
     BrokerProbe,
     CounterWindow,
@@ -45,6 +54,19 @@ from opsmantik.status.signals import usage_counts as read_usage_counts
 
 log = logging.getLogger("opsmantik.status")
 KEEP_DAYS = 100  # daily rollups older than this are deleted
+
+
+@dataclass(frozen=True)
+class SlowFigures:
+    """What the status page reads once a minute: the month's SLO figures, the day bars,
+    incidents and maintenance windows."""
+
+    month: str
+    slo: list[figures.SloFigure]
+    bars: dict[str, list[DayBar]]
+    incidents: list[Incident]
+    maintenances: list[Maintenance]
+    figures_at: datetime
 
 
 @dataclass(frozen=True)
@@ -71,7 +93,7 @@ class Rendered:
 class StatusRefresher:
     settings: Settings
     breaker_state: Callable[[], str]
-    collect_metrics: Callable[[], list]  # type: ignore[type-arg]
+    collect_metrics: Callable[[], Iterable[Metric]]
     instance: str = field(default_factory=lambda: f"{socket.gethostname()}:{os.getpid()}:status")
     snapshot: Snapshot | None = None
     rendered: Rendered | None = None
@@ -101,7 +123,7 @@ class StatusRefresher:
             indicator(comps),
             comps,
             build_bars([], now.date()),
-            now.strftime("%Y-%m"),
+            label(month_of(now)),
             [],
             [],
             [],
@@ -134,7 +156,7 @@ class StatusRefresher:
         reading: DbReading | None = None
         conn: asyncpg.Connection | None = None
         prev = self.snapshot or self._initial()
-        slow: dict[str, object] = {}
+        slow: SlowFigures | None = None
         try:
             async with self._pool.acquire(timeout=s.status_probe_timeout_s) as conn:
                 reading = await read_db(conn, now, s.status_window_s, s.status_probe_timeout_s)
@@ -160,7 +182,7 @@ class StatusRefresher:
             broker = await broker_task
             sig = to_signals(now, broker, self.breaker_state(), reading, usage)
             comps = derive(sig)
-        incidents: list[Incident] = slow.get("incidents", prev.incidents)  # type: ignore[assignment]
+        incidents = slow.incidents if slow else prev.incidents
         impacts = [i.impact for i in incidents if i.resolved_at is None]
         snap = replace(
             prev,
@@ -168,16 +190,25 @@ class StatusRefresher:
             components=comps,
             db_reachable=sig.db_reachable,
             indicator=indicator(comps, impacts, sig.maintenance_active),
-            **slow,
-        )  # type: ignore[arg-type]
+        )
+        if slow:
+            snap = replace(
+                snap,
+                month=slow.month,
+                slo=slow.slo,
+                bars=slow.bars,
+                incidents=slow.incidents,
+                maintenances=slow.maintenances,
+                figures_at=slow.figures_at,
+            )
         self.snapshot = snap
         self.refreshes += 1
         self._render()
         return snap
 
-    async def _read_slow(self, conn: asyncpg.Connection, now: datetime) -> dict[str, object]:
+    async def _read_slow(self, conn: asyncpg.Connection, now: datetime) -> SlowFigures:
         t = self.settings.status_probe_timeout_s * 5  # month sums read more rows; still bounded
-        month = now.strftime("%Y-%m")
+        month = month_of(now)
         start, end = month_bounds(month)
         avail = await conn.fetchrow(SLO_Q["availability"], start, end, timeout=t)
         windows = await conn.fetch(SLO_Q["latency_windows"], start, end, timeout=t)
@@ -204,14 +235,7 @@ class StatusRefresher:
                 Maintenance(r["id"], r["reason"], r["starts_at"], r["ends_at"], r["created_at"])
                 for r in await conn.fetch(Q["maintenance_windows"], now, timeout=t)
             ]
-        return {
-            "month": month,
-            "slo": slo,
-            "bars": build_bars(rows, today),
-            "incidents": incidents,
-            "maintenances": maint,
-            "figures_at": now,
-        }
+        return SlowFigures(label(month), slo, build_bars(rows, today), incidents, maint, now)
 
     def _render(self) -> None:
         assert self.snapshot is not None

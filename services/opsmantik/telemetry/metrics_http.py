@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+import socketserver
 import threading
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -19,6 +20,13 @@ from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 log = logging.getLogger("opsmantik.metrics")
 
 
+def bound_address(server: socketserver.BaseServer) -> tuple[str, int]:
+    """The (host, port) an IPv4/IPv6 TCP server is bound to (port 0 = the kernel's choice)."""
+    address = server.server_address
+    assert isinstance(address, tuple)
+    return str(address[0]), int(address[1])
+
+
 @dataclass
 class MetricsEndpoint:
     service: str
@@ -27,11 +35,11 @@ class MetricsEndpoint:
 
     @property
     def host(self) -> str:
-        return str(self.server.server_address[0])
+        return bound_address(self.server)[0]
 
     @property
     def port(self) -> int:
-        return int(self.server.server_address[1])
+        return bound_address(self.server)[1]
 
     def close(self) -> None:
         self.server.shutdown()
@@ -45,7 +53,7 @@ def _handler(service: str) -> type[BaseHTTPRequestHandler]:
             if path == "/metrics":
                 self._send(200, generate_latest(REGISTRY), CONTENT_TYPE_LATEST)
             elif path == "/healthz":
-                host, port = self.server.server_address[:2]
+                host, port = bound_address(self.server)
                 body = {
                     "status": "ok",
                     "service": service,

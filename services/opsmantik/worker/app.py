@@ -62,7 +62,7 @@ def build_app(settings: Settings, processor: BatchProcessor) -> LedgerApp:
     topic = app.topic(settings.topic, key_type=bytes, value_type=bytes, partitions=settings.topic_partitions)
     app.topics.add(topic)  # subscribed through the conductor; the records arrive through `queue`
 
-    @app.task
+    @app.task  # type: ignore[untyped-decorator]  # Faust ships no type information
     async def ledger() -> None:
         while True:
             batches = [await queue.get()]

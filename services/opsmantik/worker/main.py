@@ -84,7 +84,7 @@ async def _watch(
 async def _reconcile_loop(settings: Settings, pool: object) -> None:
     while True:
         try:
-            this_month = datetime.now(UTC).date().replace(day=1)
+            this_month = months.month_of(datetime.now(UTC))
             for month in (months.previous_month(this_month), this_month):
                 async with pool.acquire() as conn:  # type: ignore[attr-defined]
                     report = await reconcile.reconcile_month(conn, month)
