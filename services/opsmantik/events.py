@@ -7,6 +7,7 @@ each error naming the event index and the field.
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import uuid
 from collections.abc import Sequence
@@ -63,11 +64,29 @@ class Event:
 
 @dataclass(frozen=True)
 class Parsed:
-    """Exactly one of: events (valid batch), errors (400), too_many (413)."""
+    """Exactly one of: events (valid batch), errors (400), too_many (413).
+
+    The same event_id twice in one batch is one event: `distinct` holds the first of each id, in
+    request order, and `slots[i]` is the index in `distinct` of the request's i-th event, so both
+    are answered and only the first is stored."""
 
     events: list[Event]
     errors: list[FieldError]
     too_many: bool = False
+    distinct: list[Event] = dataclasses.field(default_factory=list)
+    slots: list[int] = dataclasses.field(default_factory=list)
+
+
+def _valid(events: list[Event]) -> Parsed:
+    first: dict[str, int] = {}
+    distinct: list[Event] = []
+    slots: list[int] = []
+    for e in events:
+        slot = first.setdefault(e.event_id, len(distinct))
+        if slot == len(distinct):
+            distinct.append(e)
+        slots.append(slot)
+    return Parsed(events, [], distinct=distinct, slots=slots)
 
 
 def _fail(message: str, field: str | None = None) -> Parsed:
@@ -105,7 +124,7 @@ def parse_request(body: bytes, now: datetime, limits: Limits = Limits()) -> Pars
             events.append(result)
         else:
             errors.extend(FieldError(i, f, m) for f, m in result)
-    return Parsed([], errors) if errors else Parsed(events, [])
+    return Parsed([], errors) if errors else _valid(events)
 
 
 def validate_event(item: object, now: datetime, limits: Limits = Limits()) -> Event | list[tuple[str, str]]:

@@ -27,7 +27,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m tests.bench", description=__doc__)
     parser.add_argument("--quick", action="store_true", help="3 s runs, fewer rows: a smoke check (< 2 min)")
     parser.add_argument("--json", action="store_true", help="print the rows as JSON instead of a table")
-    parser.add_argument("--out", type=Path, help="markdown file to write (default docs/results/bench-latest.md)")
+    parser.add_argument(
+        "--out", type=Path, help="markdown file to write (default docs/results/bench-latest.md)"
+    )
     parser.add_argument("--no-profile", action="store_true", help="skip the py-spy profiles")
     parser.add_argument(
         "--only",

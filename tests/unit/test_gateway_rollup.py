@@ -3,6 +3,7 @@ clock and a flush's swap of `minutes`, so no request is counted into a dict alre
 
 from __future__ import annotations
 
+from collections import Counter
 from datetime import UTC, datetime
 
 import pytest
@@ -21,16 +22,29 @@ def test_requests_land_in_their_minute(monkeypatch: pytest.MonkeyPatch) -> None:
     now[0] = T0 + 40  # 10:16:10
     r.record(429, 0.7)
     a, b = datetime(2026, 11, 28, 10, 15, tzinfo=UTC), datetime(2026, 11, 28, 10, 16, tzinfo=UTC)
-    assert sorted(r.minutes) == [a, b]
-    assert (r.minutes[a].requests, r.minutes[a].errors_5xx) == (2, 1)
-    assert (r.minutes[b].requests, r.minutes[b].rate_limited, r.minutes[b].within_500ms) == (1, 1, 0)
+    m = r.minutes
+    assert sorted(m.rows) == [a, b]
+    assert (m.get(a, "requests"), m.get(a, "errors_5xx")) == (2, 1)
+    assert (m.get(b, "requests"), m.get(b, "rate_limited"), m.get(b, "within_500ms")) == (1, 1, 0)
 
 
 def test_a_flush_swap_starts_a_fresh_minute(monkeypatch: pytest.MonkeyPatch) -> None:
     r = SloRollup(instance="t")
     monkeypatch.setattr(rollup.time, "time", lambda: T0)
     r.record(200, 0.01)
-    taken, r.minutes = r.minutes, {}  # what flush() does first
-    r.record(200, 0.01)
+    taken = r.minutes.take()  # what flush() does first
+    r.record(200, 0.01, Counter(accepted=2))
     minute = datetime(2026, 11, 28, 10, 15, tzinfo=UTC)
-    assert taken[minute].requests == 1 and r.minutes[minute].requests == 1
+    assert taken[minute][0] == 1 and r.minutes.get(minute, "requests") == 1
+    assert r.minutes.get(minute, "accepted") == 2
+
+
+def test_a_failed_flush_adds_its_counts_back() -> None:
+    r = SloRollup(instance="t")
+    minute = datetime(2026, 11, 28, 10, 15, tzinfo=UTC)
+    r.record(200, 0.01, Counter(accepted=1), now=minute)
+    taken = r.minutes.take()
+    r.record(503, 0.01, now=minute)
+    r.minutes.restore(taken)
+    assert (r.minutes.get(minute, "requests"), r.minutes.get(minute, "errors_5xx")) == (2, 1)
+    assert r.minutes.get(minute, "accepted") == 1

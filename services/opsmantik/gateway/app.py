@@ -105,9 +105,7 @@ def create_app(settings: Settings, publisher: Publisher | None = None) -> web.Ap
         if pub is None:
             kafka = KafkaPublisher(settings, on_error=breaker.failure)
             kafka.start(asyncio.get_running_loop())
-            pub = FallbackPublisher(
-                kafka, OutboxPublisher(pool), breaker, deadline_s=settings.delivery_timeout_ms / 1000
-            )
+            pub = FallbackPublisher(kafka, OutboxPublisher(pool), breaker)
         state = State(
             settings,
             pool,

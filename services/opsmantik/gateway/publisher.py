@@ -1,11 +1,15 @@
-"""The Publisher seam: handlers hand it validated events and get a receipt per event, or
-`Unavailable` when neither Kafka nor the outbox could take them (→ 503, nothing acknowledged).
+"""The Publisher seam: one `publish` for every backend. Each takes validated events and answers,
+per event, its `Stored` receipt or None (that backend did not store it, and never will: nothing
+of it is left queued). The handler's publisher never answers None: it raises `Unavailable` when
+the events cannot be stored anywhere (→ 503, nothing acknowledged).
 
     KafkaPublisher     confluent-kafka, acks=all + idempotence, on opsmantik.kafka.producer's
-                       PolledProducer: one Delivery (one future) per request, settled on the loop
-    OutboxPublisher    one INSERT … unnest() transaction into ingest_fallback_buffer
-    FallbackPublisher  Kafka while the breaker allows it, within the delivery deadline; whatever was
-                       not acknowledged in time goes to the outbox (outcome `fallback`)
+                       PolledProducer: one Delivery (one future) per request, settled on the loop;
+                       what is not acknowledged within the delivery deadline is purged → None
+    OutboxPublisher    one INSERT … unnest() transaction into ingest_fallback_buffer (all or
+                       nothing; outcome `fallback`); raises Unavailable when Postgres refuses
+    FallbackPublisher  wraps two publishers: the primary (Kafka) while the breaker allows it, the
+                       secondary (the outbox) for whatever the primary did not store
 """
 
 from __future__ import annotations
@@ -44,7 +48,7 @@ class Unavailable(Exception):
 class Publisher(Protocol):
     async def publish(
         self, site_id: uuid.UUID, events: Sequence[Event], statuses: Sequence[str], received_at: datetime
-    ) -> list[Stored]: ...
+    ) -> list[Stored | None]: ...
 
 
 def producer_settings(settings: Settings) -> dict[str, object]:
@@ -66,6 +70,7 @@ class KafkaPublisher:
     def __init__(self, settings: Settings, on_error: Callable[[str], None] = lambda reason: None) -> None:
         self.topic = settings.topic
         self.settings = settings
+        self.deadline_s = settings.delivery_timeout_ms / 1000
         self._on_error = on_error
         config = producer_settings(settings)
         config["error_cb"] = self._error_cb
@@ -90,6 +95,36 @@ class KafkaPublisher:
         for i, (key, value) in enumerate(zip(keys, values, strict=True)):
             produce(topic, value, key, on_delivery=reporter(delivery, i))
         return delivery
+
+    async def publish(
+        self, site_id: uuid.UUID, events: Sequence[Event], statuses: Sequence[str], received_at: datetime
+    ) -> list[Stored | None]:
+        """Acknowledged (acks=all) within the deadline → the receipt; anything else → None, and
+        whatever is still queued is purged so it cannot land in Kafka after the answer."""
+        values = to_messages(events, site_id, received_at, path="kafka", gateway_statuses=statuses)
+        try:
+            keys = request_keys(self.settings, site_id, [e.event_id for e in events])
+            delivery = self.produce(keys, values)
+        except (BufferError, KafkaException) as exc:
+            log.info("produce refused: %s", type(exc).__name__)
+            self.purge_queued()  # part of the request may be queued
+            return [None] * len(events)
+        # One future for the request; the results are only written on the loop, so reading them
+        # at the deadline is a consistent snapshot (late reports do not change the answer).
+        # The deadline resolves the request's own future early (one timer; asyncio.wait's set,
+        # waiter and callbacks cost more per request); Delivery.settle ignores a done future.
+        fut = delivery.future
+        if not fut.done():
+            timer = asyncio.get_running_loop().call_later(self.deadline_s, _release, fut)
+            await fut
+            timer.cancel()
+        results: list[Stored | None] = [
+            Stored(status, {"partition": r[0], "offset": r[1]}) if isinstance(r, tuple) else None
+            for status, r in zip(statuses, delivery.results, strict=True)
+        ]
+        if None in results:
+            self.purge_queued()
+        return results
 
     def purge_queued(self) -> None:
         """Drop messages still waiting in librdkafka's queue (never sent: definitely not stored),
@@ -127,6 +162,20 @@ class OutboxPublisher:
             )
         return {r["event_id"]: r["id"] for r in rows}
 
+    async def publish(
+        self, site_id: uuid.UUID, events: Sequence[Event], statuses: Sequence[str], received_at: datetime
+    ) -> list[Stored | None]:
+        """Every event or none (one statement); each answered `fallback`, whatever the gateway
+        judged it, as the worker decides its class when it ledgers the outbox's copy."""
+        payloads = to_messages(
+            events, site_id, received_at, path="fallback", gateway_statuses=["fallback"] * len(events)
+        )
+        try:
+            ids = await self.store(site_id, [e.event_id for e in events], payloads, received_at)
+        except Exception as exc:
+            raise Unavailable(f"outbox: {type(exc).__name__}") from exc
+        return [Stored("fallback", {"outbox_id": ids[e.event_id]}) for e in events]
+
 
 def _release(fut: asyncio.Future[Any]) -> None:
     if not fut.done():
@@ -135,69 +184,28 @@ def _release(fut: asyncio.Future[Any]) -> None:
 
 @dataclass
 class FallbackPublisher:
-    kafka: KafkaPublisher
-    outbox: OutboxPublisher
+    primary: Publisher
+    secondary: Publisher
     breaker: Breaker
-    deadline_s: float
 
     async def publish(
         self, site_id: uuid.UUID, events: Sequence[Event], statuses: Sequence[str], received_at: datetime
-    ) -> list[Stored]:
+    ) -> list[Stored | None]:
         results: list[Stored | None] = [None] * len(events)
         if self.breaker.allow_kafka():
-            await self._via_kafka(site_id, events, statuses, received_at, results)
+            results = await self.primary.publish(site_id, events, statuses, received_at)
+            failed = results.count(None)
+            if failed:
+                self.breaker.failure(f"{failed} of {len(events)} not acknowledged within the deadline")
+            else:
+                self.breaker.success()
         missing = [i for i, r in enumerate(results) if r is None]
         if missing:
-            payloads = to_messages(
-                [events[i] for i in missing],
-                site_id,
-                received_at,
-                path="fallback",
-                gateway_statuses=["fallback"] * len(missing),
+            rest = await self.secondary.publish(
+                site_id, [events[i] for i in missing], [statuses[i] for i in missing], received_at
             )
-            try:
-                ids = await self.outbox.store(
-                    site_id, [events[i].event_id for i in missing], payloads, received_at
-                )
-            except Exception as exc:
-                raise Unavailable(f"outbox: {type(exc).__name__}") from exc
-            for i in missing:
-                results[i] = Stored("fallback", {"outbox_id": ids[events[i].event_id]})
-        return [r for r in results if r is not None]
-
-    async def _via_kafka(
-        self,
-        site_id: uuid.UUID,
-        events: Sequence[Event],
-        statuses: Sequence[str],
-        received_at: datetime,
-        results: list[Stored | None],
-    ) -> None:
-        values = to_messages(events, site_id, received_at, path="kafka", gateway_statuses=statuses)
-        try:
-            keys = request_keys(self.kafka.settings, site_id, [e.event_id for e in events])
-            delivery = self.kafka.produce(keys, values)
-        except (BufferError, KafkaException) as exc:
-            self.breaker.failure(f"produce: {type(exc).__name__}")
-            self.kafka.purge_queued()  # part of the request may be queued: it goes to the outbox
-            return
-        # One future for the request; the results are only written on the loop, so reading them
-        # at the deadline is a consistent snapshot (late reports do not change the answer).
-        # The deadline resolves the request's own future early (one timer; asyncio.wait's set,
-        # waiter and callbacks cost more per request); Delivery.settle ignores a done future.
-        fut = delivery.future
-        if not fut.done():
-            timer = asyncio.get_running_loop().call_later(self.deadline_s, _release, fut)
-            await fut
-            timer.cancel()
-        failed = 0
-        for i, result in enumerate(delivery.results):
-            if isinstance(result, tuple):
-                results[i] = Stored(statuses[i], {"partition": result[0], "offset": result[1]})
-            else:
-                failed += 1
-        if failed:
-            self.breaker.failure(f"{failed} of {len(values)} deliveries missed the deadline or failed")
-            self.kafka.purge_queued()
-        else:
-            self.breaker.success()
+            if None in rest:
+                raise Unavailable("the secondary publisher did not store every event")
+            for i, stored in zip(missing, rest, strict=True):
+                results[i] = stored
+        return results

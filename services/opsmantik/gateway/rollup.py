@@ -18,95 +18,78 @@ from datetime import UTC, datetime
 import asyncpg
 import orjson
 
+from opsmantik.gateway.counters import Counters
 from opsmantik.gateway.sql import Q
 
 log = logging.getLogger(__name__)
 
 
-@dataclass
-class Minute:
-    requests: int = 0
-    errors_5xx: int = 0
-    rejected_4xx: int = 0
-    rate_limited: int = 0
-    within_500ms: int = 0
-    events: Counter[str] = field(default_factory=Counter)
+OUTCOMES = ("accepted", "overlimit", "degraded", "fallback")  # events_by_status's keys
+FIELDS = ("requests", "errors_5xx", "rejected_4xx", "rate_limited", "within_500ms", *OUTCOMES)
+_FIRST_OUTCOME = FIELDS.index(OUTCOMES[0])
 
 
 @dataclass
 class SloRollup:
     instance: str = field(default_factory=lambda: f"{socket.gethostname()}:{os.getpid()}")
-    minutes: dict[datetime, Minute] = field(default_factory=dict)
+    minutes: Counters[datetime] = field(default_factory=lambda: Counters(FIELDS))
 
     # The request path's minute: (minute number, the dict it is in, its counts); a flush swaps
     # the dict, so the cached counts are used only while they are still in `minutes`.
-    _current: tuple[int, dict[datetime, Minute], Minute] | None = field(default=None, repr=False)
+    _current: tuple[int, dict[datetime, list[int]], list[int]] | None = field(default=None, repr=False)
 
     def record(
         self, code: int, seconds: float, outcomes: Counter[str] | None = None, now: datetime | None = None
     ) -> None:
         if now is not None:
-            m = self._minute(now.replace(second=0, microsecond=0))
+            m = self.minutes.row(now.replace(second=0, microsecond=0))
         else:  # a datetime only once a minute, not per request
             number = int(time.time() // 60)
             cur = self._current
-            if cur is None or cur[0] != number or cur[1] is not self.minutes:
+            if cur is None or cur[0] != number or cur[1] is not self.minutes.rows:
                 minute = datetime.fromtimestamp(number * 60, UTC)
-                cur = self._current = (number, self.minutes, self._minute(minute))
+                cur = self._current = (number, self.minutes.rows, self.minutes.row(minute))
             m = cur[2]
-        m.requests += 1
-        m.errors_5xx += code >= 500
-        m.rejected_4xx += 400 <= code < 500
-        m.rate_limited += code == 429
-        m.within_500ms += seconds <= 0.5
+        m[0] += 1
+        m[1] += code >= 500
+        m[2] += 400 <= code < 500
+        m[3] += code == 429
+        m[4] += seconds <= 0.5
         if outcomes:
-            m.events.update(outcomes)
-
-    def _minute(self, minute: datetime) -> Minute:
-        m = self.minutes.get(minute)
-        if m is None:
-            m = self.minutes[minute] = Minute()
-        return m
+            for name, n in outcomes.items():
+                m[_FIRST_OUTCOME + OUTCOMES.index(name)] += n
 
     async def flush(self, pool: asyncpg.Pool, timeout_s: float = 2.0) -> int:
-        taken, self.minutes = self.minutes, {}
+        taken = self.minutes.take()
         try:
             async with pool.acquire(timeout=timeout_s) as conn, conn.transaction():
                 for minute, m in taken.items():
+                    events = {name: n for name, n in zip(OUTCOMES, m[_FIRST_OUTCOME:], strict=True) if n}
                     await conn.execute(
                         Q["add_slo_requests"],
                         minute,
                         self.instance,
-                        m.requests,
-                        m.errors_5xx,
-                        m.rejected_4xx,
-                        m.rate_limited,
-                        m.within_500ms,
-                        orjson.dumps(dict(m.events)).decode(),
+                        *m[:_FIRST_OUTCOME],
+                        orjson.dumps(events).decode(),
                         timeout=timeout_s,
                     )
         except BaseException:
-            for minute, m in taken.items():  # keep them for the next try
-                kept = self.minutes.setdefault(minute, Minute())
-                kept.requests += m.requests
-                kept.errors_5xx += m.errors_5xx
-                kept.rejected_4xx += m.rejected_4xx
-                kept.rate_limited += m.rate_limited
-                kept.within_500ms += m.within_500ms
-                kept.events.update(m.events)
+            self.minutes.restore(taken)
             raise
         return len(taken)
 
     async def run(self, pool: asyncpg.Pool, interval_s: float, on_failure: object = None) -> None:
         while True:
             await asyncio.sleep(interval_s)
-            if not self.minutes:
+            if not self.minutes.rows:
                 continue
             try:
                 await self.flush(pool)
             except Exception as exc:  # noqa: BLE001 - retried next interval
                 log.warning(
-                    "slo_requests flush failed, kept %d minutes: %s", len(self.minutes), type(exc).__name__
+                    "slo_requests flush failed, kept %d minutes: %s",
+                    len(self.minutes.rows),
+                    type(exc).__name__,
                 )
                 if callable(on_failure):
                     on_failure()

@@ -13,9 +13,9 @@ from decimal import Decimal
 import orjson
 from aiohttp import web
 
-from opsmantik.events import Event, parse_request
+from opsmantik.events import parse_request
 from opsmantik.gateway.auth import AuthUnavailable, SiteAuth, bearer_key
-from opsmantik.gateway.publisher import Unavailable
+from opsmantik.gateway.publisher import Stored, Unavailable
 from opsmantik.gateway.sla_rollup import LIMIT, SITE
 from opsmantik.gateway.sql import Q
 from opsmantik.gateway.state import OUTCOMES, STATE, State, error, invalid_query, json_response
@@ -52,6 +52,15 @@ def _seconds_to_next_month(now: datetime) -> int:
     return max(1, int((nxt - now).total_seconds()))
 
 
+def stored_all(published: list[Stored | None]) -> list[Stored]:
+    """The receipts, or Unavailable when an event was not stored (the handler's publisher falls
+    back until every event is stored or raises; a bare backend may answer None)."""
+    stored = [s for s in published if s is not None]
+    if len(stored) != len(published):
+        raise Unavailable(f"{len(published) - len(stored)} of {len(published)} events not stored")
+    return stored
+
+
 async def sync(request: web.Request) -> web.Response:
     state = request.app[STATE]
     site = await authenticate(request, state)
@@ -85,13 +94,7 @@ async def sync(request: web.Request) -> web.Response:
         return json_response(
             400, {"error": "invalid_request", "details": [e.as_dict() for e in parsed.errors[:100]]}, headers
         )
-    # The same event_id twice in one batch: both reported, produced once (the first one).
-    unique: dict[str, int] = {}
-    events: list[Event] = []
-    for e in parsed.events:
-        if e.event_id not in unique:
-            unique[e.event_id] = len(events)
-            events.append(e)
+    events = parsed.distinct
     check = state.usage.check(site, events)
     if check.exceeded_month is not None:
         request[LIMIT] = "quota_exceeded"
@@ -103,7 +106,7 @@ async def sync(request: web.Request) -> web.Response:
             headers,
         )
     try:
-        stored = await state.publisher.publish(site.site_id, events, check.statuses, now)
+        stored = stored_all(await state.publisher.publish(site.site_id, events, check.statuses, now))
     except Unavailable:
         return error(
             503,
@@ -112,8 +115,8 @@ async def sync(request: web.Request) -> web.Response:
             {"Retry-After": "1"},
         )
     results = []
-    for e in parsed.events:
-        s = stored[unique[e.event_id]]
+    for e, slot in zip(parsed.events, parsed.slots, strict=True):
+        s = stored[slot]
         results.append({"event_id": e.event_id, "status": s.status, "receipt": s.receipt})
     outcomes = Counter(s.status for s in stored)
     request[OUTCOMES] = outcomes

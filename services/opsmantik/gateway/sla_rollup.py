@@ -19,6 +19,7 @@ from datetime import UTC, datetime
 import asyncpg
 from aiohttp import web
 
+from opsmantik.gateway.counters import Counters
 from opsmantik.gateway.sql import Q
 
 log = logging.getLogger(__name__)
@@ -31,13 +32,10 @@ LIMIT: web.RequestKey[str] = web.RequestKey("sla_limit", str)  # "rate_limited" 
 @dataclass
 class SlaRollup:
     clock: Callable[[], datetime] = lambda: datetime.now(UTC)  # noqa: E731 - tests move it
-    buckets: dict[tuple[uuid.UUID, datetime], list[int]] = field(default_factory=dict)
+    buckets: Counters[tuple[uuid.UUID, datetime]] = field(default_factory=lambda: Counters(FIELDS))
 
     def record(self, site: uuid.UUID, status: int, limit: str | None = None) -> None:
-        minute = self.clock().replace(second=0, microsecond=0)
-        counts = self.buckets.get((site, minute))
-        if counts is None:
-            counts = self.buckets[(site, minute)] = [0] * len(FIELDS)
+        counts = self.buckets.row((site, self.clock().replace(second=0, microsecond=0)))
         counts[0] += 1  # received; then at most one class (indexes of FIELDS)
         if status == 200:
             counts[1] += 1
@@ -50,7 +48,7 @@ class SlaRollup:
             counts[6] += 1
 
     async def flush(self, pool: asyncpg.Pool, timeout_s: float = 2.0) -> int:
-        taken, self.buckets = self.buckets, {}
+        taken = self.buckets.take()
         if not taken:
             return 0
         keys = list(taken)
@@ -64,10 +62,7 @@ class SlaRollup:
                     timeout=timeout_s,
                 )
         except BaseException:
-            for k, counts in taken.items():  # kept for the next try
-                kept = self.buckets.setdefault(k, [0] * len(FIELDS))
-                for i, v in enumerate(counts):
-                    kept[i] += v
+            self.buckets.restore(taken)
             raise
         return len(taken)
 
@@ -78,7 +73,9 @@ class SlaRollup:
                 await self.flush(pool)
             except Exception as exc:  # noqa: BLE001 - retried next interval
                 log.warning(
-                    "sla_requests flush failed, kept %d buckets: %s", len(self.buckets), type(exc).__name__
+                    "sla_requests flush failed, kept %d buckets: %s",
+                    len(self.buckets.rows),
+                    type(exc).__name__,
                 )
 
 
