@@ -66,6 +66,9 @@ class Settings:
     worker_retry_max_s: float = 60.0  # a DB/publish failure retried this long, then exit non-zero
     worker_watchdog_s: float = 30.0  # committed offset still while lag grows this long → restart
     reconcile_interval_s: float = 300.0  # worker's periodic reconcile (drift metric)
+    # Faust's data directory (it keeps nothing the ledger needs: tables are not used). Empty: a
+    # private temporary directory, removed at exit; `opsmantik run` uses .local/faust.
+    worker_data_dir: str = ""
     # Relay
     relay_batch: int = 1000
     relay_idle_s: float = 0.2

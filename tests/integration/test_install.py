@@ -1,6 +1,8 @@
-"""`pip install .` (not editable) into a fresh venv gives a working `opsmantik`: the migrations ship
-as package data, so `migrate` on a fresh database creates every table, and a later command works.
-Run from outside the checkout, so nothing can be imported from the source tree by accident."""
+"""`pip install .` (not editable) into a fresh venv installs the one package `opsmantik` and a
+working command: migrations, JSON Schemas and SQL ship as package data, so `migrate` on a fresh
+database creates every table, and `sites create`, `audit`, `slo-report` and `billing verify` work.
+The source copy is deleted before anything runs, and every command runs outside the checkout, so
+nothing can be imported from a source tree by accident."""
 
 from __future__ import annotations
 
@@ -11,14 +13,25 @@ import subprocess
 import sys
 import uuid
 from collections.abc import AsyncIterator
+from datetime import date
 from pathlib import Path
 
 import asyncpg
 import pytest
+from opsmantik.billing.export import export_chunks
 from opsmantik.config import Settings
 from opsmantik.db.migrate import discover
+from opsmantik.months import label
 
 ROOT = Path(__file__).resolve().parents[2]
+# The installed package's location and the distribution's top-level import names (from its RECORD).
+TOP_LEVEL = """
+import json, opsmantik
+from importlib.metadata import distribution
+files = distribution("opsmantik").files or []
+top = sorted({f.parts[0] for f in files if not f.parts[0].endswith(".dist-info") and f.parts[0] != ".."})
+print(json.dumps({"file": opsmantik.__file__, "top_level": top}))
+"""
 NOT_SOURCE = shutil.ignore_patterns(
     ".venv",
     ".local",
@@ -75,14 +88,17 @@ async def test_pip_install_then_migrate_creates_every_table(
     shutil.rmtree(src)  # nothing may come from the source tree from here on
 
     where = subprocess.run(
-        [str(venv / "bin" / "python"), "-c", "import services; print(opsmantik.__file__)"],
+        [str(venv / "bin" / "python"), "-c", TOP_LEVEL],
         cwd=tmp_path,
         env=env,
         capture_output=True,
         text=True,
         timeout=60,
     )
-    assert where.stdout.startswith(str(venv)), where
+    assert where.returncode == 0, where.stderr
+    installed = json.loads(where.stdout)
+    assert installed["file"].startswith(str(venv)), installed
+    assert installed["top_level"] == ["opsmantik"], installed  # nothing named `services`, `tests`, …
 
     run_env = {
         **env,
@@ -116,4 +132,36 @@ async def test_pip_install_then_migrate_creates_every_table(
         timeout=60,
     )
     assert made.returncode == 0, made.stderr
-    assert json.loads(made.stdout)["api_key"].startswith("omk_")
+    site = json.loads(made.stdout)
+    assert site["api_key"].startswith("omk_")
+
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [opsmantik, *args], cwd=tmp_path, env=run_env, capture_output=True, text=True, timeout=120
+        )
+
+    month = date.today().replace(day=1)
+    audit = run("audit", "--month", label(month), "--json", "--wait", "0")
+    assert audit.returncode == 0, audit.stderr  # the event schema is package data
+    assert json.loads(audit.stdout)["unaccounted"] == 0
+    slo = run("slo-report", "--month", label(month), "--json")
+    assert slo.returncode in (0, 1), slo.stderr  # 1 = an objective breached, on an empty month
+    assert set(json.loads(slo.stdout)["objectives"]) >= {"availability", "integrity", "accuracy"}
+
+    # A dispute export of the site's (empty) month, verified by the installed command; one
+    # changed total is a mismatch.
+    export = tmp_path / "export.ndjson"
+    conn = await asyncpg.connect(fresh_database)
+    try:
+        async with conn.transaction(isolation="repeatable_read"):
+            chunks = [
+                c async for c in export_chunks(conn, uuid.UUID(site["site_id"]), month, "ndjson", None, None)
+            ]
+    finally:
+        await conn.close()
+    export.write_bytes(b"".join(chunks))
+    verified = run("billing", "verify", str(export), "--json")
+    assert verified.returncode == 0, verified.stdout + verified.stderr
+    export.write_bytes(export.read_bytes().replace(b'"events":0', b'"events":1', 1))
+    tampered = run("billing", "verify", str(export), "--json")
+    assert tampered.returncode == 1, tampered.stdout + tampered.stderr

@@ -21,6 +21,7 @@ from opsmantik.config import Settings
 
 from tests.support.pipeline import (
     OPSMANTIK,
+    ROOT,
     Proc,
     env_for,
     ledgered,
@@ -112,6 +113,8 @@ async def test_same_event_in_one_batch_in_two_messages(
     assert [(r["event_id"], r["quantity"]) for r in rows] == [("dup-1", 1), ("marker", 1), ("other-1", 1)]
     inv = await invoice(pool, site)
     assert inv is not None and (inv["events"], inv["quantity"]) == (3, 3)
+    # The running worker (cwd = the checkout) keeps Faust's data directory out of it.
+    assert not (ROOT / f"{settings.worker_group}-data").exists()
 
 
 async def test_same_event_twice_in_a_request_and_in_two_requests(

@@ -181,6 +181,7 @@ WORKER_ENV = (
     "worker_metrics_port",
     "worker_retry_max_s",
     "worker_watchdog_s",
+    "worker_data_dir",
     "reconcile_interval_s",
     "db_pool_min",
     "db_pool_max",

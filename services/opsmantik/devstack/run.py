@@ -25,7 +25,7 @@ import asyncpg
 from opsmantik import sites
 from opsmantik.config import Settings
 from opsmantik.db.migrate import migrate
-from opsmantik.devstack.stack import Stack
+from opsmantik.devstack.stack import LOCAL, Stack
 from opsmantik.kafka.topics import ensure_topics
 
 DEMO_SITE = "demo"
@@ -62,7 +62,8 @@ def _spawn(name: str, port: int, gateway_workers: int = 1) -> subprocess.Popen[b
     elif name == "audit":
         cmd += ["--follow"]
     print(f"  {name}: starting ({' '.join(cmd[2:])})")
-    return subprocess.Popen(cmd, start_new_session=True)
+    env = {**os.environ, "OPSMANTIK_WORKER_DATA_DIR": str(LOCAL / "faust")}
+    return subprocess.Popen(cmd, start_new_session=True, env=env)
 
 
 def _stop(children: dict[str, subprocess.Popen[bytes]]) -> None:

@@ -13,6 +13,7 @@ replays it.
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 from typing import Any, cast
 
 import faust
@@ -38,9 +39,10 @@ class LedgerApp(faust.App):
         return consumer
 
 
-def build_app(settings: Settings, processor: BatchProcessor) -> LedgerApp:
+def build_app(settings: Settings, processor: BatchProcessor, datadir: Path) -> LedgerApp:
     app = LedgerApp(
         settings.worker_group,  # the app id is the consumer group
+        datadir=str(datadir),  # never the working directory (Faust's default: ./<id>-data)
         broker=f"kafka://{settings.kafka_bootstrap}",
         autodiscover=False,
         web_enabled=False,

@@ -15,8 +15,10 @@ import logging
 import os
 import signal
 import socket
+import tempfile
 import time
 from datetime import UTC, datetime
+from pathlib import Path
 
 import uvloop
 
@@ -110,10 +112,12 @@ async def serve(settings: Settings) -> int:
         settings.kafka_bootstrap, settings.worker_group, settings.topic, settings.topic_partitions
     )
     reconciler = asyncio.create_task(_reconcile_loop(settings, pool))
+    scratch = None if settings.worker_data_dir else tempfile.TemporaryDirectory(prefix="opsmantik-faust-")
+    datadir = Path(scratch.name) if scratch else Path(settings.worker_data_dir)
     outcome = "stop"
     try:
         while True:
-            app = build_app(settings, processor)
+            app = build_app(settings, processor, datadir)
             await app.start()
             drop_monitor(app)
             log.info("worker %s consuming %s as group %s", instance, settings.topic, settings.worker_group)
@@ -132,4 +136,6 @@ async def serve(settings: Settings) -> int:
         await publisher.close()
         await asyncio.to_thread(probe.close)
         await pool.close()
+        if scratch:
+            scratch.cleanup()
     return 1 if outcome == "failed" else 0
