@@ -33,8 +33,13 @@ app.kubernetes.io/component: {{ .component }}
     secretKeyRef:
       name: {{ required "database.existingSecret is required" .Values.database.existingSecret }}
       key: {{ .Values.database.secretKey }}
+{{- range splitList "," (required "kafka.bootstrap is required" .Values.kafka.bootstrap) }}
+{{- if not (regexMatch "^[^:,[:space:]]+:[0-9]+$" (trim .)) }}
+{{- fail (printf "kafka.bootstrap: %q is not host:port" .) }}
+{{- end }}
+{{- end }}
 - name: OPSMANTIK_KAFKA_BOOTSTRAP
-  value: {{ required "kafka.bootstrap is required" .Values.kafka.bootstrap | quote }}
+  value: {{ .Values.kafka.bootstrap | quote }}
 - name: OPSMANTIK_TOPIC
   value: {{ .Values.kafka.topic | quote }}
 - name: OPSMANTIK_BILLABLE_TOPIC
@@ -68,13 +73,13 @@ app.kubernetes.io/component: {{ .component }}
 
 {{/* Pod-level fields shared by every workload. */}}
 {{- define "opsmantik.podCommon" -}}
+automountServiceAccountToken: false
+securityContext:
+  {{- toYaml .Values.podSecurityContext | nindent 2 }}
 {{- with .Values.imagePullSecrets }}
 imagePullSecrets:
   {{- toYaml . | nindent 2 }}
 {{- end }}
-automountServiceAccountToken: false
-securityContext:
-  {{- toYaml .Values.podSecurityContext | nindent 2 }}
 {{- with .Values.nodeSelector }}
 nodeSelector:
   {{- toYaml . | nindent 2 }}
