@@ -9,6 +9,7 @@
 # Needs Go (>= the version helm's go.mod asks for).
 set -euo pipefail
 HELM_VERSION=v3.21.4
+HELM_K8S_MINOR=36  # helm v3.21.4 is built on k8s.io/client-go v0.36
 PROM_OPERATOR_VERSION=v0.85.0
 CRDS=(monitoring.coreos.com_servicemonitors.yaml monitoring.coreos.com_prometheusrules.yaml)
 cd "$(dirname "$0")/.."
@@ -30,10 +31,14 @@ export GOFLAGS=-mod=mod
 if ! have_helm; then
     mkdir -p "$BIN"
     echo "building helm $HELM_VERSION from the Go module proxy into $BIN (about 4 min on 2 cores)"
-    # The version is stamped by ldflags in helm's own Makefile; `go install` alone reports "v3.21".
-    CGO_ENABLED=0 GOBIN="$BIN" go install -trimpath \
-        -ldflags "-s -w -X helm.sh/helm/v3/internal/version.version=$HELM_VERSION -X helm.sh/helm/v3/internal/version.gitTreeState=clean" \
-        "helm.sh/helm/v3/cmd/helm@$HELM_VERSION"
+    # The ldflags of helm's own Makefile: without them `go install` reports "v3.21" and lint and
+    # template assume Kubernetes v1.20 (the release binary: its client-go's, v0.36 → 1.36).
+    ldflags="-s -w -X helm.sh/helm/v3/internal/version.version=$HELM_VERSION"
+    ldflags+=" -X helm.sh/helm/v3/internal/version.gitTreeState=clean"
+    for pkg in pkg/lint/rules pkg/chartutil; do
+        ldflags+=" -X helm.sh/helm/v3/$pkg.k8sVersionMajor=1 -X helm.sh/helm/v3/$pkg.k8sVersionMinor=$HELM_K8S_MINOR"
+    done
+    CGO_ENABLED=0 GOBIN="$BIN" go install -trimpath -ldflags "$ldflags" "helm.sh/helm/v3/cmd/helm@$HELM_VERSION"
     got="$("$BIN/helm" version --template '{{.Version}}')"
     [ "$got" = "$HELM_VERSION" ] || { echo "built helm reports $got, not $HELM_VERSION" >&2; exit 1; }
 fi
