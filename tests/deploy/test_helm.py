@@ -185,7 +185,9 @@ def test_every_document_validates(values: str, kube: str) -> None:
     docs = render(values, kube=kube)
     kinds = sorted(d["kind"] for d in docs)
     assert kinds == sorted(
-        ["Deployment"] * 4 + ["Service"] * 4 + ["PodDisruptionBudget"] * 2
+        ["Deployment"] * 4
+        + ["Service"] * 4
+        + ["PodDisruptionBudget"] * 2
         + ["HorizontalPodAutoscaler", "Job", "ServiceMonitor", "PrometheusRule"]
     ), kinds
     errors = [e for d in docs for e in schema_errors(d, kube)]
@@ -246,17 +248,28 @@ def test_commands_and_settings(values: str) -> None:
 def test_strimzi_and_cloudnativepg_values_say_what_they_are_for() -> None:
     strimzi = env_of(pod_specs(render("values-strimzi.yaml"))["worker"]["containers"][0])
     assert strimzi["OPSMANTIK_KAFKA_BOOTSTRAP"]["value"] == "opsmantik-kafka-bootstrap.kafka.svc:9092"
-    assert (strimzi["OPSMANTIK_REPLICATION_FACTOR"]["value"], strimzi["OPSMANTIK_MIN_INSYNC_REPLICAS"]["value"]) == (
-        "3", "2",
+    assert (
+        strimzi["OPSMANTIK_REPLICATION_FACTOR"]["value"],
+        strimzi["OPSMANTIK_MIN_INSYNC_REPLICAS"]["value"],
+    ) == (
+        "3",
+        "2",
     )
     cnpg = env_of(pod_specs(render("values-cloudnativepg.yaml"))["migrate"]["containers"][0])
-    assert cnpg["OPSMANTIK_DATABASE_URL"]["valueFrom"]["secretKeyRef"] == {"name": "opsmantik-pg-app", "key": "uri"}
+    assert cnpg["OPSMANTIK_DATABASE_URL"]["valueFrom"]["secretKeyRef"] == {
+        "name": "opsmantik-pg-app",
+        "key": "uri",
+    }
 
 
 @pytest.mark.parametrize("values", VALUES)
 def test_probes(values: str) -> None:
-    want = {"gateway": ("/healthz", "/readyz", 8080), "worker": ("/healthz", "/healthz", 9101),
-            "relay": ("/healthz", "/healthz", 9102), "audit": ("/metrics", "/metrics", 9103)}
+    want = {
+        "gateway": ("/healthz", "/readyz", 8080),
+        "worker": ("/healthz", "/healthz", 9101),
+        "relay": ("/healthz", "/healthz", 9102),
+        "audit": ("/metrics", "/metrics", 9103),
+    }
     for name, dep in deployments(render(values)).items():
         (c,) = dep["spec"]["template"]["spec"]["containers"]
         ports = {p["name"]: p["containerPort"] for p in c["ports"]}
@@ -332,14 +345,20 @@ def test_gateway_autoscales_on_cpu() -> None:
     docs = render()
     gateway = deployments(docs)["gateway"]
     (hpa,) = by_kind(docs, "HorizontalPodAutoscaler").values()
-    assert hpa["spec"]["scaleTargetRef"] == {"apiVersion": "apps/v1", "kind": "Deployment",
-                                             "name": gateway["metadata"]["name"]}
+    assert hpa["spec"]["scaleTargetRef"] == {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "name": gateway["metadata"]["name"],
+    }
     (metric,) = hpa["spec"]["metrics"]
     assert metric["resource"]["name"] == "cpu" and metric["resource"]["target"]["type"] == "Utilization"
     assert "replicas" not in gateway["spec"]  # the HPA owns the count
     assert gateway["spec"]["template"]["spec"]["containers"][0]["resources"]["requests"]["cpu"]
     fixed = render("values.yaml", "gateway.autoscaling.enabled=false", "gateway.replicas=3")
-    assert not by_kind(fixed, "HorizontalPodAutoscaler") and deployments(fixed)["gateway"]["spec"]["replicas"] == 3
+    assert (
+        not by_kind(fixed, "HorizontalPodAutoscaler")
+        and deployments(fixed)["gateway"]["spec"]["replicas"] == 3
+    )
     no_request = template("values.yaml", "gateway.resources.requests=null")
     assert no_request.returncode != 0 and "requests.cpu" in no_request.stderr
 
@@ -389,7 +408,9 @@ def test_prometheus_rule_is_the_rules_file() -> None:
     (rule,) = by_kind(render(), "PrometheusRule").values()
     assert rule["spec"]["groups"] == yaml.safe_load(RULES.read_text())["groups"]
     assert 'up{job="opsmantik-gateway"}' in yaml.safe_dump(rule["spec"])
-    off = render("values.yaml", "metrics.prometheusRule.enabled=false", "metrics.serviceMonitor.enabled=false")
+    off = render(
+        "values.yaml", "metrics.prometheusRule.enabled=false", "metrics.serviceMonitor.enabled=false"
+    )
     assert not by_kind(off, "PrometheusRule") and not by_kind(off, "ServiceMonitor")
 
 

@@ -35,8 +35,17 @@ def mounts(service: str) -> dict[str, str]:
 
 
 def test_every_service_is_present() -> None:
-    assert set(SERVICES) == {*BROKERS, "postgres", "migrate", "gateway", "worker", "relay", "audit",
-                             "prometheus", "grafana"}
+    assert set(SERVICES) == {
+        *BROKERS,
+        "postgres",
+        "migrate",
+        "gateway",
+        "worker",
+        "relay",
+        "audit",
+        "prometheus",
+        "grafana",
+    }
 
 
 def test_opsmantik_services_use_the_clis_commands_and_settings() -> None:
@@ -75,11 +84,18 @@ def test_kafka_is_three_kraft_nodes_with_replication_3_and_min_isr_2() -> None:
         advertised = dict(a.split("://") for a in env["KAFKA_ADVERTISED_LISTENERS"].split(","))
         assert advertised["PLAINTEXT"] == f"{broker}:9092"
         assert env["KAFKA_INTER_BROKER_LISTENER_NAME"] == "PLAINTEXT", broker
-        for key in ("DEFAULT_REPLICATION_FACTOR", "OFFSETS_TOPIC_REPLICATION_FACTOR",
-                    "TRANSACTION_STATE_LOG_REPLICATION_FACTOR",
-                    "SHARE_COORDINATOR_STATE_TOPIC_REPLICATION_FACTOR"):
+        for key in (
+            "DEFAULT_REPLICATION_FACTOR",
+            "OFFSETS_TOPIC_REPLICATION_FACTOR",
+            "TRANSACTION_STATE_LOG_REPLICATION_FACTOR",
+            "SHARE_COORDINATOR_STATE_TOPIC_REPLICATION_FACTOR",
+        ):
             assert int(env[f"KAFKA_{key}"]) == RF, (broker, key)
-        for key in ("MIN_INSYNC_REPLICAS", "TRANSACTION_STATE_LOG_MIN_ISR", "SHARE_COORDINATOR_STATE_TOPIC_MIN_ISR"):
+        for key in (
+            "MIN_INSYNC_REPLICAS",
+            "TRANSACTION_STATE_LOG_MIN_ISR",
+            "SHARE_COORDINATOR_STATE_TOPIC_MIN_ISR",
+        ):
             assert int(env[f"KAFKA_{key}"]) == MIN_ISR, (broker, key)
     # each node its own data volume
     data = [v.split(":")[0] for b in BROKERS for v in SERVICES[b]["volumes"]]
@@ -111,10 +127,12 @@ def test_prometheus_has_the_rules_and_scrapes_every_process() -> None:
         assert m[f"/etc/prometheus/{rules}"] == "deploy/prometheus/opsmantik.rules.yml"
     d = Settings()
     jobs = {j["job_name"]: j["static_configs"][0]["targets"] for j in config["scrape_configs"]}
-    assert jobs == {"opsmantik-gateway": [f"gateway:{d.gateway_port}"],
-                    "opsmantik-worker": [f"worker:{d.worker_metrics_port}"],
-                    "opsmantik-relay": [f"relay:{d.relay_metrics_port}"],
-                    "opsmantik-audit": [f"audit:{d.audit_metrics_port}"]}
+    assert jobs == {
+        "opsmantik-gateway": [f"gateway:{d.gateway_port}"],
+        "opsmantik-worker": [f"worker:{d.worker_metrics_port}"],
+        "opsmantik-relay": [f"relay:{d.relay_metrics_port}"],
+        "opsmantik-audit": [f"audit:{d.audit_metrics_port}"],
+    }
     # the local config (make run) has the same jobs, on 127.0.0.1
     local = yaml.safe_load((ROOT / "deploy" / "prometheus" / "prometheus.yml").read_text())
     assert {j["job_name"] for j in local["scrape_configs"]} == set(jobs)
