@@ -320,7 +320,9 @@ def test_migrate_job_is_a_pre_install_and_pre_upgrade_hook() -> None:
 def test_worker_replicas_may_not_exceed_the_partitions(values: str, partitions: int) -> None:
     assert values_of(values)["kafka"]["partitions"] == partitions
     at_limit = render(values, f"worker.replicas={partitions}")
-    assert deployments(at_limit)["worker"]["spec"]["replicas"] == partitions
+    worker = deployments(at_limit)["worker"]["spec"]
+    assert worker["replicas"] == partitions
+    assert worker["strategy"]["rollingUpdate"]["maxSurge"] == 0  # not even during a rollout
     over = template(values, f"worker.replicas={partitions + 1}")
     assert over.returncode != 0
     assert f"worker.replicas ({partitions + 1}) exceeds kafka.partitions ({partitions})" in over.stderr
