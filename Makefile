@@ -6,9 +6,9 @@ VENV := .venv
 BIN := $(VENV)/bin
 KAFKA_LIBS := .local/kafka/libs
 
-.PHONY: deps run test unit conformance lint stack-up stack-down chaos cluster bench client-soak clean observability
+.PHONY: deps run test unit conformance lint stack-up stack-down chaos cluster bench client-soak clean observability helm
 
-deps: $(VENV)/.installed $(KAFKA_LIBS)/.installed .local/.postgres-installed .local/.observability-installed
+deps: $(VENV)/.installed $(KAFKA_LIBS)/.installed .local/.postgres-installed .local/.observability-installed .local/.helm-installed
 
 $(VENV)/.installed: pyproject.toml clients/python/pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -31,6 +31,15 @@ $(KAFKA_LIBS)/.installed: deploy/kafka/pom.xml
 .local/.observability-installed: scripts/ensure-observability.sh
 	bash scripts/ensure-observability.sh
 	@mkdir -p .local && touch $@
+
+# helm (built from the Go module proxy into .local/bin) and the prometheus-operator CRDs (.local/crds).
+.local/.helm-installed: scripts/ensure-helm.sh
+	bash scripts/ensure-helm.sh
+	@mkdir -p .local && touch $@
+
+# The Helm chart (deploy/helm/opsmantik): lint, template with each values file, schema checks (< 1 min).
+helm: deps
+	$(BIN)/pytest -q -p no:cacheprovider tests/deploy
 
 # The status page, alert rules, dashboard and compose checks alone (< 2 min; part of `make test`).
 observability: deps

@@ -1,6 +1,8 @@
 """docker-compose.yml describes the same stack as the CLI (no Docker engine here to run it): the
-same settings variables and topics, every service with a command the CLI accepts, Prometheus with
-the rules and the jobs the alerts name, Grafana with the provisioned datasource and dashboard."""
+same settings variables and topics, every service with a command the CLI accepts, three KRaft
+brokers as `opsmantik stack up --brokers 3` runs them (replication 3, min ISR 2, on the same host
+ports), Prometheus with the rules and the jobs the alerts name, Grafana with the provisioned
+datasource and dashboard."""
 
 from __future__ import annotations
 
@@ -16,6 +18,9 @@ ROOT = Path(__file__).resolve().parents[2]
 COMPOSE = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
 SERVICES = COMPOSE["services"]
 SETTINGS = {"OPSMANTIK_" + f.name.upper() for f in fields(Settings)}
+BROKERS = ["kafka-1", "kafka-2", "kafka-3"]
+# services/kafka_node.py replication_for(3): RF = min(3, brokers), min ISR = RF - 1.
+RF, MIN_ISR = 3, 2
 
 
 def mounts(service: str) -> dict[str, str]:
@@ -30,7 +35,7 @@ def mounts(service: str) -> dict[str, str]:
 
 def test_every_service_is_present() -> None:
     assert set(SERVICES) == {
-        "kafka",
+        *BROKERS,
         "postgres",
         "migrate",
         "gateway",
@@ -56,14 +61,57 @@ def test_opsmantik_services_use_the_clis_commands_and_settings() -> None:
         s = Settings.from_env({k: str(v) for k, v in env.items()})
         assert s.topic == Settings().topic and s.billable_topic == Settings().billable_topic
         assert s.topic_partitions == Settings().topic_partitions
-        assert str(SERVICES["kafka"]["environment"]["KAFKA_NUM_PARTITIONS"]) == str(s.topic_partitions)
-        assert s.kafka_bootstrap == "kafka:9092" and s.database_url.endswith("@postgres:5432/opsmantik")
+        for broker in BROKERS:
+            kafka_env = SERVICES[broker]["environment"]
+            assert str(kafka_env["KAFKA_NUM_PARTITIONS"]) == str(s.topic_partitions)
+        # every broker, on its in-network listener; the topics migrate creates replicated 3, min ISR 2
+        assert s.kafka_bootstrap == ",".join(f"{b}:9092" for b in BROKERS)
+        assert (s.replication_factor, s.min_insync_replicas) == (RF, MIN_ISR)
+        assert s.database_url.endswith("@postgres:5432/opsmantik")
         assert s.metrics_host == "0.0.0.0"  # else Prometheus in another container cannot scrape
+
+
+def test_kafka_is_three_kraft_nodes_with_replication_3_and_min_isr_2() -> None:
+    envs = [SERVICES[b]["environment"] for b in BROKERS]
+    voters = ",".join(f"{i}@{b}:9093" for i, b in enumerate(BROKERS, 1))
+    assert [int(e["KAFKA_NODE_ID"]) for e in envs] == [1, 2, 3]
+    for broker, env in zip(BROKERS, envs, strict=True):
+        assert env["KAFKA_PROCESS_ROLES"] == "broker,controller", broker
+        assert env["KAFKA_CONTROLLER_QUORUM_VOTERS"] == voters, broker
+        assert env["CLUSTER_ID"] == envs[0]["CLUSTER_ID"], broker  # one cluster, not three
+        # listener name → advertised address; the brokers reach each other on the in-network one
+        advertised = dict(a.split("://") for a in env["KAFKA_ADVERTISED_LISTENERS"].split(","))
+        assert advertised["PLAINTEXT"] == f"{broker}:9092"
+        assert env["KAFKA_INTER_BROKER_LISTENER_NAME"] == "PLAINTEXT", broker
+        for key in (
+            "DEFAULT_REPLICATION_FACTOR",
+            "OFFSETS_TOPIC_REPLICATION_FACTOR",
+            "TRANSACTION_STATE_LOG_REPLICATION_FACTOR",
+            "SHARE_COORDINATOR_STATE_TOPIC_REPLICATION_FACTOR",
+        ):
+            assert int(env[f"KAFKA_{key}"]) == RF, (broker, key)
+        for key in (
+            "MIN_INSYNC_REPLICAS",
+            "TRANSACTION_STATE_LOG_MIN_ISR",
+            "SHARE_COORDINATOR_STATE_TOPIC_MIN_ISR",
+        ):
+            assert int(env[f"KAFKA_{key}"]) == MIN_ISR, (broker, key)
+    # each node its own data volume
+    data = [v.split(":")[0] for b in BROKERS for v in SERVICES[b]["volumes"]]
+    assert len(set(data)) == len(BROKERS) and set(data) <= set(COMPOSE["volumes"])
+    assert set(BROKERS) <= set(SERVICES["migrate"]["depends_on"])
 
 
 def test_ports_match_the_local_stack_and_the_defaults() -> None:
     d = Settings()
-    assert SERVICES["kafka"]["ports"] == [f"{LOCAL_KAFKA_PORT}:9092"]
+    # the host ports of the local 3-broker stack (LOCAL_KAFKA_PORT + node - 1), each advertised as
+    # such on the EXTERNAL listener so that a client on the host can follow the metadata
+    for i, broker in enumerate(BROKERS):
+        port = LOCAL_KAFKA_PORT + i
+        assert SERVICES[broker]["ports"] == [f"{port}:9094"], broker
+        env = SERVICES[broker]["environment"]
+        assert f"EXTERNAL://localhost:{port}" in env["KAFKA_ADVERTISED_LISTENERS"].split(","), broker
+        assert "EXTERNAL://:9094" in env["KAFKA_LISTENERS"].split(","), broker
     assert SERVICES["postgres"]["ports"] == [f"{LOCAL_PG_PORT}:5432"]
     gw = SERVICES["gateway"]["command"]
     assert gw[gw.index("--port") + 1] == str(d.gateway_port)
