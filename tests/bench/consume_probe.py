@@ -15,9 +15,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import sys
+import tempfile
 import time
 import uuid
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -124,7 +126,11 @@ async def faust_batch(bootstrap: str, topic: str, n: int, timeout_s: float) -> d
     from opsmantik.worker.app import build_app, drop_monitor
 
     clock = Clock(n)
-    app = build_app(_settings(bootstrap, topic, f"probe-fbatch-{uuid.uuid4()}"), NoopProcessor(clock))  # type: ignore[arg-type]
+    app = build_app(
+        _settings(bootstrap, topic, f"probe-fbatch-{uuid.uuid4()}"),
+        NoopProcessor(clock),
+        Path(tempfile.mkdtemp()),
+    )  # type: ignore[arg-type]
     await app.start()
     drop_monitor(app)
     try:

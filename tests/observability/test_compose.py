@@ -19,7 +19,7 @@ COMPOSE = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
 SERVICES = COMPOSE["services"]
 SETTINGS = {"OPSMANTIK_" + f.name.upper() for f in fields(Settings)}
 BROKERS = ["kafka-1", "kafka-2", "kafka-3"]
-# services/kafka_node.py replication_for(3): RF = min(3, brokers), min ISR = RF - 1.
+# services/opsmantik/devstack/kafka_node.py replication_for(3): RF = min(3, brokers), min ISR = RF - 1.
 RF, MIN_ISR = 3, 2
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 from faust.types import TP
@@ -25,10 +26,10 @@ class Rec:
 
 
 @pytest.fixture
-def consumer() -> Iterator[BatchConsumer]:
+def consumer(tmp_path: Path) -> Iterator[BatchConsumer]:
     loop = asyncio.new_event_loop()
     asyncio.set_event_loop(loop)
-    app = build_app(Settings(kafka_bootstrap="127.0.0.1:1", worker_group="unit-consumer"), None)  # type: ignore[arg-type]
+    app = build_app(Settings(kafka_bootstrap="127.0.0.1:1", worker_group="unit-consumer"), None, tmp_path)  # type: ignore[arg-type]
     c = app.consumer
     assert isinstance(c, BatchConsumer)
     yield c
