@@ -7,6 +7,7 @@ problem before failing, so a misconfigured deployment is fixed in one pass.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 from collections.abc import Mapping
@@ -17,6 +18,31 @@ LOCAL_PG_PORT = 15432
 LOCAL_KAFKA_PORT = 19092
 LOCAL_DATABASE_URL = f"postgresql://opsmantik@127.0.0.1:{LOCAL_PG_PORT}/opsmantik"
 LOCAL_KAFKA_BOOTSTRAP = f"127.0.0.1:{LOCAL_KAFKA_PORT}"
+
+
+def parse_quantity_pointers(raw: str) -> tuple[dict[str, tuple[str, ...]], list[str]]:
+    """OPSMANTIK_CLOUDEVENTS_QUANTITY → {type: the pointer's reference tokens}, and every problem."""
+    name = "OPSMANTIK_CLOUDEVENTS_QUANTITY"
+    try:
+        doc = json.loads(raw)
+    except ValueError as exc:
+        return {}, [f"{name}: not JSON ({exc})"]
+    if not isinstance(doc, dict):
+        example = '{"prompt": "/tokens"}'
+        return {}, [f"{name}: must be a JSON object of CloudEvent type → JSON pointer, like {example}"]
+    pointers: dict[str, tuple[str, ...]] = {}
+    problems: list[str] = []
+    for kind, pointer in doc.items():
+        if not 1 <= len(kind) <= 64 or "\x00" in kind:
+            problems.append(f"{name}: type {kind[:80]!r} must be 1-64 characters without NUL, or *")
+        elif not isinstance(pointer, str) or not pointer.startswith("/"):
+            problems.append(f"{name}: {kind!r}: {pointer!r} is not a JSON pointer into data (RFC 6901: /a/b)")
+        elif re.search(r"~(?![01])", pointer):
+            problems.append(f"{name}: {kind!r}: {pointer!r}: `~` must be followed by 0 or 1 (RFC 6901)")
+        else:
+            tokens = pointer[1:].split("/")
+            pointers[kind] = tuple(t.replace("~1", "/").replace("~0", "~") for t in tokens)
+    return pointers, problems
 
 
 class SettingsError(ValueError):
@@ -59,6 +85,9 @@ class Settings:
     # rate/N, N = gateways heard from within gateway_dead_after_s (docs/scaling.md).
     gateway_heartbeat_s: float = 1.0
     gateway_dead_after_s: float = 3.0
+    # POST /api/v1/events (docs/cloudevents.md): a JSON object, CloudEvent type (or "*" for every
+    # other type) → RFC 6901 JSON pointer into `data` to the event's quantity; unmapped types count 1.
+    cloudevents_quantity: str = "{}"
     # Worker
     worker_group: str = "opsmantik-worker"
     worker_batch: int = 2000
@@ -197,6 +226,7 @@ class Settings:
             problems.append("OPSMANTIK_BILLING_CLOSE_GRACE_DAYS must be >= 0")
         if not self.status_page_name:
             problems.append("OPSMANTIK_STATUS_PAGE_NAME must not be empty")
+        problems.extend(parse_quantity_pointers(self.cloudevents_quantity)[1])
         if self.db_pool_min > self.db_pool_max:
             problems.append("OPSMANTIK_DB_POOL_MIN must be <= OPSMANTIK_DB_POOL_MAX")
         return problems

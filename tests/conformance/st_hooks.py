@@ -6,7 +6,8 @@ Schema cannot express, taught to the generator.
 words). A body
 generated as *valid* gets its events' times moved into that window (and an oversized `properties`
 emptied), so `positive_data_acceptance` keeps asserting that every other valid body is
-accepted; bodies generated as *invalid* are left exactly as generated.
+accepted; bodies generated as *invalid* are left exactly as generated. POST /api/v1/events gets
+the same treatment for its CloudEvents (`time`, and `data` with the kept attributes).
 """
 
 from __future__ import annotations
@@ -20,6 +21,8 @@ from schemathesis.core.parameters import ParameterLocation
 from schemathesis.generation import GenerationMode
 
 SYNC = "/api/sync"
+CLOUDEVENTS = "/api/v1/events"
+CE_KNOWN = {"id", "source", "specversion", "type", "subject", "time", "data", "datacontenttype", "dataschema"}
 MAX_PROPERTIES_BYTES = 16 * 1024  # services/opsmantik/events.py
 
 
@@ -37,14 +40,44 @@ def _fix(event: Any, i: int) -> None:
         event["properties"] = {}
 
 
-@schemathesis.hook
-def map_case(context: Any, case: Any) -> Any:
-    if case.operation.path != SYNC or not isinstance(case.body, dict):
-        return case
+def _ce_properties(event: dict[str, Any]) -> int:
+    """The size of the ledger properties POST /api/v1/events would store (gateway/cloudevents.py)."""
+    kept = {k: v for k, v in event.items() if k not in CE_KNOWN and v is not None}
+    kept.update(source=event.get("source"), id=event.get("id"), subject=event.get("subject"))
+    if event.get("dataschema") is not None:
+        kept["dataschema"] = event["dataschema"]
+    doc = {"ce": kept, "data": event.get("data")}
+    return len(json.dumps(doc, separators=(",", ":"), ensure_ascii=False).encode())
+
+
+def _fix_cloudevent(event: Any, i: int) -> None:
+    """The CloudEvents twin of _fix: `time` into the window, oversized data and extensions dropped."""
+    if not isinstance(event, dict):
+        return
+    if event.get("time") is not None:
+        event["time"] = _recent(i)
+    if _ce_properties(event) > MAX_PROPERTIES_BYTES:
+        event["data"] = {}
+        for name in [k for k in event if k not in CE_KNOWN]:
+            del event[name]
+
+
+def _positive(case: Any) -> bool:
     meta = case.meta
     body = meta.components.get(ParameterLocation.BODY) if meta is not None else None
     mode = body.mode if body is not None else (meta.generation.mode if meta is not None else None)
-    if mode != GenerationMode.POSITIVE:
+    return bool(mode == GenerationMode.POSITIVE)
+
+
+@schemathesis.hook
+def map_case(context: Any, case: Any) -> Any:
+    if case.operation.path == CLOUDEVENTS and _positive(case):
+        for i, event in enumerate(case.body if isinstance(case.body, list) else [case.body]):
+            _fix_cloudevent(event, i)
+        return case
+    if case.operation.path != SYNC or not isinstance(case.body, dict):
+        return case
+    if not _positive(case):
         return case
     events = case.body.get("events")
     for i, event in enumerate(events if isinstance(events, list) else [case.body]):

@@ -18,7 +18,7 @@ from aiohttp import web
 
 from opsmantik.config import Settings
 from opsmantik.events import Limits
-from opsmantik.gateway import exports, routes_api, routes_ops
+from opsmantik.gateway import exports, routes_api, routes_cloudevents, routes_ops
 from opsmantik.gateway.auth import KeyCache
 from opsmantik.gateway.breaker import STATE_VALUE, Breaker
 from opsmantik.gateway.metrics import GatewayMetrics
@@ -44,8 +44,10 @@ from opsmantik.gateway.sla_rollup import stop as sla_stop
 log = logging.getLogger("opsmantik.gateway")
 SLO_FLUSH_S = 5.0
 BREAKER_COOLDOWN_S = 1.0
+# The ingest routes: their answers feed the SLO and per-site SLA rollups.
+INGEST_ROUTES = {"/api/sync", routes_cloudevents.PATH}
 KNOWN_ROUTES = {
-    "/api/sync",
+    *INGEST_ROUTES,
     "/api/usage",
     "/api/billing/dispute-export",
     "/healthz",
@@ -73,7 +75,7 @@ async def observe(request: web.Request, handler):  # type: ignore[no-untyped-def
     elapsed = time.perf_counter() - started
     state = request.app[STATE]
     state.metrics.request_done(route, response.status, elapsed)
-    if route == "/api/sync":
+    if route in INGEST_ROUTES:
         state.rollup.record(response.status, elapsed, request.get(OUTCOMES))
         sla_observe(request, response.status)
     if isinstance(response, web.HTTPException) and response.status >= 400:
@@ -87,6 +89,7 @@ def create_app(settings: Settings, publisher: Publisher | None = None) -> web.Ap
     """The gateway. With `publisher` given (tests), no Kafka producer is created."""
     app = web.Application(middlewares=[observe], client_max_size=settings.max_body_bytes)
     routes_api.setup(app)
+    routes_cloudevents.setup(app)
     routes_ops.setup(app)
     exports.setup(app, settings)
     app[SLA] = SlaRollup()

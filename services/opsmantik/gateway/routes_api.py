@@ -7,13 +7,15 @@ site's key cannot write into or read another site's ledger.
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from decimal import Decimal
 
 import orjson
 from aiohttp import web
 
-from opsmantik.events import parse_request
+from opsmantik.events import Event, Limits, Parsed, parse_request
 from opsmantik.gateway.auth import AuthUnavailable, SiteAuth, bearer_key
 from opsmantik.gateway.publisher import Stored, Unavailable
 from opsmantik.gateway.sla_rollup import LIMIT, SITE
@@ -61,7 +63,24 @@ def stored_all(published: list[Stored | None]) -> list[Stored]:
     return stored
 
 
-async def sync(request: web.Request) -> web.Response:
+@dataclass(frozen=True)
+class Ingested:
+    """A stored request: every event of it in request order, each with its Stored (an event_id
+    given twice in one batch is stored once; both entries share the first one's Stored)."""
+
+    events: list[Event]
+    stored: list[Stored]
+    headers: dict[str, str]  # the rate-limit headers every authenticated answer carries
+
+
+# body, media type (no parameters), the received time, the gateway's limits → the validated batch
+Parse = Callable[[bytes, str, datetime, Limits], Parsed]
+
+
+async def ingest(request: web.Request, media_types: Sequence[str], parse: Parse) -> Ingested | web.Response:
+    """The ingest path of POST /api/sync and POST /api/v1/events (routes_cloudevents.py): auth,
+    rate limit, media type, body size, `parse`, hard cap, publish. An Ingested only when every
+    event is stored; otherwise the 4xx/503 to answer."""
     state = request.app[STATE]
     site = await authenticate(request, state)
     if isinstance(site, web.Response):
@@ -77,8 +96,10 @@ async def sync(request: web.Request) -> web.Response:
             limit.headers(),
         )
     headers = limit.headers()
-    if request.content_type != "application/json":
-        return error(415, "unsupported_media_type", "Content-Type must be application/json", headers)
+    if request.content_type not in media_types:
+        return error(
+            415, "unsupported_media_type", f"Content-Type must be {' or '.join(media_types)}", headers
+        )
     max_bytes = state.settings.max_body_bytes
     if request.content_length is not None and request.content_length > max_bytes:
         return error(413, "payload_too_large", f"body larger than {max_bytes} bytes", headers)
@@ -87,7 +108,7 @@ async def sync(request: web.Request) -> web.Response:
     except web.HTTPRequestEntityTooLarge:
         return error(413, "payload_too_large", f"body larger than {max_bytes} bytes", headers)
     now = datetime.now(UTC)
-    parsed = parse_request(body, now, state.limits)
+    parsed = parse(body, request.content_type, now, state.limits)
     if parsed.too_many:
         return error(413, "payload_too_large", parsed.errors[0].message, headers)
     if parsed.errors:
@@ -114,15 +135,26 @@ async def sync(request: web.Request) -> web.Response:
             "neither the broker nor the outbox could take the events; nothing was stored, retrying is safe",
             {"Retry-After": "1"},
         )
-    results = []
-    for e, slot in zip(parsed.events, parsed.slots, strict=True):
-        s = stored[slot]
-        results.append({"event_id": e.event_id, "status": s.status, "receipt": s.receipt})
     outcomes = Counter(s.status for s in stored)
     request[OUTCOMES] = outcomes
     for outcome, n in outcomes.items():
         state.metrics.events_done(outcome, n)
-    return json_response(200, {"results": results}, headers)
+    return Ingested(parsed.events, [stored[slot] for slot in parsed.slots], headers)
+
+
+def _parse_sync(body: bytes, media_type: str, now: datetime, limits: Limits) -> Parsed:
+    return parse_request(body, now, limits)
+
+
+async def sync(request: web.Request) -> web.Response:
+    done = await ingest(request, ("application/json",), _parse_sync)
+    if isinstance(done, web.Response):
+        return done
+    results = [
+        {"event_id": e.event_id, "status": s.status, "receipt": s.receipt}
+        for e, s in zip(done.events, done.stored, strict=True)
+    ]
+    return json_response(200, {"results": results}, done.headers)
 
 
 def query_month(request: web.Request) -> date | web.Response:
