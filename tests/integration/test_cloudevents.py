@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import copy
 import dataclasses
+import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime, timedelta
@@ -17,6 +18,7 @@ import orjson
 import pytest
 import yaml
 from aiohttp.test_utils import TestClient, TestServer
+from cloudevents.core.bindings import kafka as ce_kafka
 from cloudevents.core.bindings.http import to_structured
 from cloudevents.core.formats.json import JSONFormat
 from cloudevents.core.v1.event import CloudEvent
@@ -24,6 +26,7 @@ from confluent_kafka import Consumer, TopicPartition
 from opsmantik.config import Settings
 from opsmantik.gateway.app import create_app
 from opsmantik.gateway.cloudevents import ledger_event_id
+from opsmantik.schemas import json_schema
 
 from tests.support.gateway import new_site
 from tests.support.pipeline import Proc, wait_for
@@ -262,3 +265,58 @@ async def test_sync_cannot_write_a_cloudevent_id(client: TestClient, pool: async
         headers={"Authorization": f"Bearer {key}", "Content-Type": "application/json"},
     )
     assert r.status == 400 and (await r.json())["details"][0]["field"] == "event_id"
+
+
+def read_billable(settings: Settings, site: uuid.UUID, n: int, timeout_s: float = 30.0) -> list[Any]:
+    """The site's first n messages on the billable topic, as the SDK's Kafka binding reads them."""
+    c = Consumer(
+        {
+            "bootstrap.servers": settings.kafka_bootstrap,
+            "group.id": f"t-{uuid.uuid4()}",
+            "enable.auto.commit": False,
+        }
+    )
+    key = str(site).encode()
+    out: list[Any] = []
+    try:
+        c.assign([TopicPartition(settings.billable_topic, p, 0) for p in range(settings.topic_partitions)])
+        deadline = time.monotonic() + timeout_s
+        while len(out) < n and time.monotonic() < deadline:
+            msg = c.poll(0.5)
+            if msg is None or msg.error() or msg.key() != key:
+                continue
+            headers = {k: v for k, v in msg.headers() or []}
+            out.append(
+                ce_kafka.from_binary(ce_kafka.KafkaMessage(headers, msg.key(), msg.value()), JSONFormat())
+            )
+    finally:
+        c.close()
+    return out
+
+
+async def test_the_billable_topic_speaks_cloudevents(
+    client: TestClient, worker: Proc, pool: asyncpg.Pool, settings: Settings
+) -> None:
+    site, key = await new_site(pool)
+    r = await post(client, key, orjson.dumps(retimed(EXAMPLES)[:1]))
+    assert r.status == 204
+    sync_event = {"event_id": "sync-1", "type": "api_call", "occurred_at": datetime.now(UTC).isoformat()}
+    r = await client.post(
+        "/api/sync",
+        data=orjson.dumps(sync_event),
+        headers={"Authorization": f"Bearer {key}", "Content-Type": "application/json"},
+    )
+    assert r.status == 200
+    events = {e.get_data()["event_id"]: e for e in await asyncio.to_thread(read_billable, settings, site, 2)}
+    ce_id = ledger_event_id("service-0", "00001")
+    assert sorted(events) == sorted([ce_id, "sync-1"])
+    for event_id, e in events.items():
+        assert e.get_id() == event_id and e.get_specversion() == "1.0"
+        assert e.get_source() == f"urn:opsmantik:site:{site}"
+        assert e.get_type() == "dev.opsmantik.billable.v1"
+        assert e.get_dataschema() == json_schema("billable.v1.json")["$id"]
+        assert e.get_datacontenttype() == "application/json"
+        assert e.get_extension("partitionkey") == str(site)
+        assert e.get_time() == datetime.fromisoformat(e.get_data()["occurred_at"])
+    assert events[ce_id].get_subject() == "customer-1" and events["sync-1"].get_subject() is None
+    assert events[ce_id].get_data()["quantity"] == 10  # data.duration "10"

@@ -105,6 +105,9 @@ class PolledProducer:
         self._hand_over()
 
 
+KafkaHeaders = list[tuple[str, str | bytes | None]]  # one message's headers, as produce() takes them
+
+
 class AsyncProducer(PolledProducer):
     def _bind(self) -> None:
         """The poll thread starts with the first send, on that send's loop."""
@@ -117,17 +120,25 @@ class AsyncProducer(PolledProducer):
             raise RuntimeError("AsyncProducer is in use by another running event loop")
 
     async def send(
-        self, topic: str, messages: Sequence[tuple[bytes, bytes]], full_queue_wait_s: float = 30.0
+        self,
+        topic: str,
+        messages: Sequence[tuple[bytes, bytes]],
+        full_queue_wait_s: float = 30.0,
+        headers: Sequence[KafkaHeaders] | None = None,
     ) -> list[KafkaError | None]:
-        """Produce (key, value) pairs and wait for every delivery report."""
+        """Produce (key, value) pairs, with headers[i] on message i when given, and wait for every
+        delivery report."""
         self._bind()
         delivery = self.new_delivery(len(messages))
         produce = self.producer.produce
         for i, (key, value) in enumerate(messages):
             deadline = time.monotonic() + full_queue_wait_s
+            message_headers = headers[i] if headers is not None else None
             while True:
                 try:
-                    produce(topic, value, key, on_delivery=self.reporter(delivery, i))
+                    produce(
+                        topic, value, key, on_delivery=self.reporter(delivery, i), headers=message_headers
+                    )
                     break
                 except BufferError:  # local queue full: let deliveries drain, bounded
                     if time.monotonic() > deadline:

@@ -1,5 +1,9 @@
 """Publish ledgered events to the billable topic (services/opsmantik/schemas/billable.v1.json), keyed by site.
 
+Each message is also a CloudEvent in the Kafka binding's binary mode (docs/cloudevents.md): the
+value is the unchanged billable.v1 JSON (the event's `data`), the attributes are headers, see
+`ce_headers`.
+
 At-least-once: the worker publishes after the ledger COMMIT and acks the ingest messages
 only after every delivery report came back clean. A crash in between replays the batch,
 the ledger adds nothing, and the same rows are published again: consumers dedupe on
@@ -14,9 +18,23 @@ from datetime import UTC, datetime
 import orjson
 
 from opsmantik.config import Settings
-from opsmantik.kafka.producer import AsyncProducer
+from opsmantik.events import CLOUDEVENT_ID
+from opsmantik.kafka.producer import AsyncProducer, KafkaHeaders
 from opsmantik.kafka.settings import producer_config
+from opsmantik.schemas import json_schema
 from opsmantik.worker.ledger import LedgerRow
+
+# CloudEvents attributes of every billable message. ce_dataschema is the schema's own `$id`
+# (an identifier: the same document ships in the package as opsmantik/schemas/billable.v1.json).
+CE_TYPE = "dev.opsmantik.billable.v1"
+CE_DATASCHEMA: str = json_schema("billable.v1.json")["$id"]
+CE_SOURCE_PREFIX = "urn:opsmantik:site:"  # + site_id: (source, id) = the ledger's (site_id, event_id)
+_CONSTANT: KafkaHeaders = [
+    ("ce_specversion", b"1.0"),
+    ("ce_type", CE_TYPE.encode()),
+    ("content-type", b"application/json"),
+    ("ce_dataschema", CE_DATASCHEMA.encode()),
+]
 
 
 class PublishError(RuntimeError):
@@ -55,13 +73,38 @@ def to_billable(row: LedgerRow, site: str | None = None, iso: Callable[[datetime
     )
 
 
+def ce_source(site: str) -> bytes:
+    return (CE_SOURCE_PREFIX + site).encode()
+
+
+def ce_headers(row: LedgerRow, source: bytes, occurred: str) -> KafkaHeaders:
+    """The binary-mode headers of `row`'s message. `source`: ce_source of its site (one per batch
+    and site); `occurred`: the ISO text of occurred_at the value carries (ce_time, RFC 3339).
+
+    ce_id = event_id, so a consumer deduping CloudEvents on (source, id) dedupes on the ledger's
+    key. ce_subject only for an event ingested as a CloudEvent (its `subject`, kept in
+    properties.ce); an /api/sync event has none, and the attribute is optional."""
+    headers: KafkaHeaders = _CONSTANT + [
+        ("ce_id", row.event_id.encode()),
+        ("ce_source", source),
+        ("ce_time", occurred.encode()),
+    ]
+    props = row.properties
+    if props is not None and row.event_id.startswith("ce~") and CLOUDEVENT_ID.fullmatch(row.event_id):
+        ce = orjson.loads(props).get("ce")
+        subject = ce.get("subject") if isinstance(ce, dict) else None
+        if isinstance(subject, str):
+            headers.append(("ce_subject", subject.encode()))
+    return headers
+
+
 class BillablePublisher:
     def __init__(self, settings: Settings) -> None:
         self.topic = settings.billable_topic
         self._producer = AsyncProducer(producer_config(settings, **{"message.timeout.ms": 15000}))
 
     async def publish(self, rows: Sequence[LedgerRow]) -> None:
-        sites: dict[object, tuple[str, bytes]] = {}
+        sites: dict[object, tuple[str, bytes, bytes]] = {}
         texts: dict[datetime, str] = {}
 
         def iso(ts: datetime) -> str:
@@ -71,13 +114,15 @@ class BillablePublisher:
             return text
 
         messages = []
+        headers = []
         for r in rows:
             site = sites.get(r.site_id)
             if site is None:
                 text = str(r.site_id)
-                site = sites[r.site_id] = (text, text.encode())
+                site = sites[r.site_id] = (text, text.encode(), ce_source(text))
             messages.append((site[1], to_billable(r, site[0], iso)))
-        errors = await self._producer.send(self.topic, messages)
+            headers.append(ce_headers(r, site[2], iso(r.occurred_at)))
+        errors = await self._producer.send(self.topic, messages, headers=headers)
         failed = [e for e in errors if e is not None]
         if failed:
             raise PublishError(f"{len(failed)} of {len(rows)} billable messages failed: {failed[0]}")
