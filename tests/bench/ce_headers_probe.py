@@ -6,8 +6,8 @@ The worker's per-message billable work, with and without the headers, measured i
 (interleaved rounds): to_billable (the value) + producer.produce (queued in librdkafka;
 the producer points at a closed port, so nothing is sent and no broker is needed) + ce_headers.
 Printed (min and median of the rounds) as ratios to the baseline, for /api/sync rows and for
-CloudEvent rows (whose ce_subject is read from the properties). Not part of the test suite: a 2-core shared machine gives ratios,
-never absolute figures.
+CloudEvent rows (whose ce_subject is read from the properties). Not part of the test suite: a
+2-core shared machine gives ratios, never absolute figures.
 """
 
 from __future__ import annotations
