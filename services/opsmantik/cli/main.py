@@ -170,6 +170,7 @@ GATEWAY_ENV = (
     "gateway_dead_after_s",
     "partition_key",
     "db_pool_max",
+    "cloudevents_quantity",
 )
 WORKER_ENV = (
     *DB,
@@ -281,7 +282,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("key_id", type=cli_args.UUID, metavar="KEY_ID", help="the key's id")
     s.set_defaults(func=cmd_keys_revoke, env=DB, exit1="no active key with that id")
 
-    s = sub.add_parser("gateway", help="the HTTP ingest gateway (POST /api/sync), in the foreground")
+    s = sub.add_parser(
+        "gateway", help="the HTTP ingest gateway (POST /api/sync, POST /api/v1/events), in the foreground"
+    )
     s.add_argument(
         "--host",
         type=cli_args.HOST,
