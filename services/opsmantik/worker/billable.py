@@ -28,12 +28,10 @@ from opsmantik.worker.ledger import LedgerRow
 CE_TYPE = "dev.opsmantik.billable.v1"
 CE_DATASCHEMA: str = json_schema("billable.v1.json")["$id"]
 CE_SOURCE_PREFIX = "urn:opsmantik:site:"  # + site_id: (source, id) = the ledger's (site_id, event_id)
-_CONSTANT: KafkaHeaders = [
-    ("ce_specversion", b"1.0"),
-    ("ce_type", CE_TYPE.encode()),
-    ("content-type", b"application/json"),
-    ("ce_dataschema", CE_DATASCHEMA.encode()),
-]
+_SPECVERSION = ("ce_specversion", b"1.0")
+_TYPE = ("ce_type", CE_TYPE.encode())
+_CONTENT_TYPE = ("content-type", b"application/json")
+_DATASCHEMA = ("ce_dataschema", CE_DATASCHEMA.encode())
 
 
 class PublishError(RuntimeError):
@@ -83,10 +81,14 @@ def ce_headers(row: LedgerRow, source: bytes, occurred: str) -> KafkaHeaders:
     ce_id = event_id, so a consumer deduping CloudEvents on (source, id) dedupes on the ledger's
     key. ce_subject only for an event ingested as a CloudEvent (its `subject`, kept in
     properties.ce); an /api/sync event has none, and the attribute is optional."""
-    headers: KafkaHeaders = _CONSTANT + [
+    headers: KafkaHeaders = [  # one list literal of prebuilt tuples: the cheapest build
+        _SPECVERSION,
         ("ce_id", row.event_id.encode()),
         ("ce_source", source),
+        _TYPE,
         ("ce_time", occurred.encode()),
+        _CONTENT_TYPE,
+        _DATASCHEMA,
     ]
     props = row.properties
     # `ce~` starts only the event_ids /api/v1/events derives (CLOUDEVENT_ID: `~` is outside
