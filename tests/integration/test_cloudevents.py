@@ -26,6 +26,7 @@ from confluent_kafka import Consumer, TopicPartition
 from opsmantik.config import Settings
 from opsmantik.gateway.app import create_app
 from opsmantik.gateway.cloudevents import ledger_event_id
+from opsmantik.gateway.publisher import OutboxPublisher
 from opsmantik.schemas import json_schema
 
 from tests.support.gateway import new_site
@@ -320,3 +321,24 @@ async def test_the_billable_topic_speaks_cloudevents(
         assert e.get_time() == datetime.fromisoformat(e.get_data()["occurred_at"])
     assert events[ce_id].get_subject() == "customer-1" and events["sync-1"].get_subject() is None
     assert events[ce_id].get_data()["quantity"] == 10  # data.duration "10"
+
+
+async def test_the_outbox_path_ledgers_a_cloudevent_once(
+    ce_settings: Settings, worker: Proc, pool: asyncpg.Pool, settings: Settings
+) -> None:
+    """Kafka away (the publisher is the outbox alone): 204 `fallback`, and the relay and the
+    worker ledger the events once, sent twice."""
+    c = TestClient(TestServer(create_app(ce_settings, publisher=OutboxPublisher(pool))))
+    await c.start_server()
+    try:
+        site, key = await new_site(pool)
+        body = orjson.dumps(retimed(EXAMPLES)[:2])
+        for _ in range(2):
+            r = await post(c, key, body)
+            assert r.status == 204 and r.headers["X-Event-Outcomes"] == "fallback=2"
+        await wait_for(lambda: _count(pool, site, 2), what="the outbox's events in the ledger")
+        await wait_for(lambda: quiesced(settings, pool, site), what="the second copy through the pipeline")
+        rows = await ledger(pool, site)
+        assert sorted(r["quantity"] for r in rows) == [10, 20]
+    finally:
+        await c.close()
