@@ -27,6 +27,7 @@ from opsmantik.config import Settings
 from opsmantik.gateway.app import create_app
 from opsmantik.gateway.cloudevents import ledger_event_id
 from opsmantik.gateway.publisher import OutboxPublisher
+from opsmantik.gateway.sla_rollup import FIELDS, SLA
 from opsmantik.schemas import json_schema
 
 from tests.support.gateway import new_site
@@ -342,3 +343,26 @@ async def test_the_outbox_path_ledgers_a_cloudevent_once(
         assert sorted(r["quantity"] for r in rows) == [10, 20]
     finally:
         await c.close()
+
+
+async def test_answers_count_in_the_sla_and_slo_rollups(client: TestClient, pool: asyncpg.Pool) -> None:
+    """A 204 is a persisted request for the per-site SLA (sla_requests), like /api/sync's 200;
+    a 400 is `invalid`; the route is labelled in /metrics."""
+    site, key = await new_site(pool)
+    sla = client.server.app[SLA]
+    assert (await post(client, key, orjson.dumps(retimed(EXAMPLES)[3:]))).status == 204
+    assert (await post(client, key, b"[]")).status == 400
+
+    async def counted() -> bool:  # in memory, or already flushed (every 5 s) to sla_requests
+        rows = [v for k, v in sla.buckets.rows.items() if k[0] == site]
+        counts = {f: sum(v[i] for v in rows) for i, f in enumerate(FIELDS)}
+        flushed = await pool.fetchrow(
+            "SELECT coalesce(sum(received), 0) AS received, coalesce(sum(persisted), 0) AS persisted, "
+            "coalesce(sum(invalid), 0) AS invalid FROM sla_requests WHERE site_id = $1",
+            site,
+        )
+        return [counts[f] + flushed[f] for f in ("received", "persisted", "invalid")] == [2, 1, 1]
+
+    await wait_for(counted, what="received 2, persisted 1, invalid 1 in the SLA rollup")
+    metrics = await (await client.get("/metrics")).text()
+    assert 'route="/api/v1/events"' in metrics

@@ -1,4 +1,4 @@
-"""The per-site SLA rollup of POST /api/sync (seed §2.1), flushed to sla_requests.
+"""The per-site SLA rollup of POST /api/sync and POST /api/v1/events (seed §2.1), flushed to sla_requests.
 
 One row per site per minute with traffic, added to by every gateway (upsert), never a row per
 request. The sync handler marks the request with its site (after authentication) and, for a 429,
@@ -37,7 +37,7 @@ class SlaRollup:
     def record(self, site: uuid.UUID, status: int, limit: str | None = None) -> None:
         counts = self.buckets.row((site, self.clock().replace(second=0, microsecond=0)))
         counts[0] += 1  # received; then at most one class (indexes of FIELDS)
-        if status == 200:
+        if 200 <= status < 300:  # /api/sync's 200, /api/v1/events' 204 (or 200): all stored
             counts[1] += 1
         elif status >= 500:
             counts[2] += 1
