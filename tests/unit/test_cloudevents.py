@@ -228,3 +228,16 @@ def test_quantity_setting_is_parsed_with_every_problem_listed() -> None:
     assert len(problems) == 4, problems
     for raw in ["[", '["/x"]']:
         assert parse_quantity_pointers(raw)[1], raw
+
+
+def test_prefer_return_representation() -> None:
+    from opsmantik.gateway.routes_cloudevents import wants_representation
+
+    for yes in [
+        "return=representation",
+        'respond-async, RETURN="representation"; x=y',
+        "wait=5,return=representation",
+    ]:
+        assert wants_representation(yes), yes
+    for no in [None, "", "return=minimal", "representation", "return=representationx", "handling=strict"]:
+        assert not wants_representation(no), no
