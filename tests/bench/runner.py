@@ -60,6 +60,13 @@ class Bench:
     sites: dict[str, SiteKey] = field(default_factory=dict)
     gateway_up: Service | None = None  # the end-to-end gateway, kept for the broker-down scenario
     outbox_rows: int = 0  # what the broker-down scenario left for the drain
+    # `--before PATH`: another checkout (e.g. a worktree at the commit before a change) whose
+    # gateway and worker the single-conc and end-to-end-before scenarios also run, in the same
+    # run as this checkout's, so before/after figures share this machine's minute.
+    before: str | None = None
+
+    def before_env(self) -> dict[str, str]:
+        return {"PYTHONPATH": f"{self.before}/services"} if self.before else {}
 
     def site(self, name: str) -> SiteKey:
         """A site (and API key) of the scenario's own, made on first use."""
@@ -276,18 +283,19 @@ class Bench:
 
     # ------------------------------------------------------------ services
 
-    def _gateway(self, topic: str) -> Service:
+    def _gateway(self, topic: str, port: int = GATEWAY_PORT, **extra_env: str) -> Service:
         svc = self.env.start(
-            f"gateway-{topic.split('.')[2]}",
-            [*OPSMANTIK, "gateway", "--host", "127.0.0.1", "--port", str(GATEWAY_PORT)],
+            f"gateway-{topic.split('.')[2]}-{port}",
+            [*OPSMANTIK, "gateway", "--host", "127.0.0.1", "--port", str(port)],
             topic,
+            **extra_env,
         )
-        wait_port(GATEWAY_PORT, svc)
+        wait_port(port, svc)
         return svc
 
-    def _service(self, name: str, topic: str) -> Service:
+    def _service(self, name: str, topic: str, **extra_env: str) -> Service:
         label = f"{name}-{topic.split('.')[2]}-{len(self.env.services)}"
-        return self.env.start(label, [*OPSMANTIK, name], topic)
+        return self.env.start(label, [*OPSMANTIK, name], topic, **extra_env)
 
     # ------------------------------------------------------------ scenarios: gateway alone
 
@@ -380,6 +388,9 @@ class Bench:
         argv = [sys.executable, "-m", "tests.bench.bare_server", "--port", str(BARE_PORT), "--uvloop"]
         bare = self.env.start("bare-conc", argv, topic)
         gw = self._gateway(topic)
+        gateways = [("", gw)]
+        if self.before:
+            gateways.insert(0, (" (before)", self._gateway(topic, GATEWAY_PORT + 1, **self.before_env())))
         try:
             wait_port(BARE_PORT, bare)
             for conns in CONCURRENCY:
@@ -387,48 +398,76 @@ class Bench:
                 ours, engines = CpuMeter([bare.pid]), CpuMeter(self.env.engine_pids())
                 rb = self._load(BARE_PORT, "", 0, f"bare-{conns}", self.plan.seconds, [ours, engines], conns)
                 self._http_row(f"bare handler, {conns} conns", "baseline", rb, ours, engines)
-                self._load(GATEWAY_PORT, site.api_key, 0, f"gw-warm-{conns}", self.plan.warmup, [], conns)
-                ours, engines = CpuMeter([gw.pid]), CpuMeter(self.env.engine_pids())
-                r = self._load(
-                    GATEWAY_PORT, site.api_key, 0, f"single-{conns}", self.plan.seconds, [ours, engines], conns
-                )
-                row = self._http_row(
-                    f"1 event/request, {conns} conns",
-                    "scenario",
-                    r,
-                    ours,
-                    engines,
-                    f"bare handler, {conns} conns",
-                    rb.requests_per_s,
-                    r.requests_per_s,
-                )
-                if conns == 128:
-                    row.goal = "≥ 0.60× bare req/s, p99 < 50 ms"
-                    row.goal_met = row.ratio is not None and row.ratio >= 0.60 and r.p99_ms < 50
+                for label, g in gateways:
+                    port = GATEWAY_PORT + 1 if label else GATEWAY_PORT
+                    self._load(
+                        port, site.api_key, 0, f"gw-warm-{conns}{label[2:3]}", self.plan.warmup, [], conns
+                    )
+                    ours, engines = CpuMeter([g.pid]), CpuMeter(self.env.engine_pids())
+                    r = self._load(
+                        port,
+                        site.api_key,
+                        0,
+                        f"single-{conns}{label[2:3]}",
+                        self.plan.seconds,
+                        [ours, engines],
+                        conns,
+                    )
+                    row = self._http_row(
+                        f"1 event/request, {conns} conns{label}",
+                        "scenario",
+                        r,
+                        ours,
+                        engines,
+                        f"bare handler, {conns} conns",
+                        rb.requests_per_s,
+                        r.requests_per_s,
+                    )
+                    if label:
+                        row.notes.append(f"the gateway of {self.before} (PYTHONPATH), same topic and stack")
+                    if conns == 128 and not label:
+                        row.goal = "≥ 0.60× bare req/s, p99 < 50 ms"
+                        row.goal_met = row.ratio is not None and row.ratio >= 0.60 and r.p99_ms < 50
+            if self.plan.profile:
+                self.say("  profiling the gateway at 128 connections (py-spy), outside the measured runs")
+                name = "gateway 1 event-request 128 conns"
+                proc = self._profile(name, gw.pid, self.plan.seconds / 2)
+                self._load(GATEWAY_PORT, site.api_key, 0, "prof-128", round(self.plan.seconds / 2), [], 128)
+                self._collect(name, proc)
         finally:
-            gw.stop()
+            for _, g in gateways:
+                g.stop()
             bare.stop()
 
     # ------------------------------------------------------------ scenarios: end to end
 
-    def end_to_end(self) -> None:
+    def end_to_end_before(self) -> None:
+        """end_to_end with the gateway and worker of `--before`'s checkout (rows "(before)")."""
+        if self.before:
+            self.end_to_end(label=" (before)", phase="b0", **self.before_env())
+
+    def end_to_end(self, label: str = "", phase: str = "b", **extra_env: str) -> None:
         """Gateway + worker: events until site_usage_monthly shows everything sent, and the
         freshness lag (ledgered_at - received_at) of each event. Leaves the gateway up for
         broker_down (self.gateway_up)."""
-        paced, flood, probe = self.site("paced"), self.site("flood"), self.site("probe")
-        topic = self.env.topic("b")
-        self.say("scenario: end to end (gateway + worker)")
-        worker = self._service("worker", topic)
-        gw = self._gateway(topic)
+        tag = label.strip(" ()")
+        paced, flood = self.site("paced" + tag), self.site("flood" + tag)
+        probe = self.site("probe" + tag)
+        topic = self.env.topic(phase)
+        self.say(f"scenario: end to end (gateway + worker){label}")
+        worker = self._service("worker", topic, **extra_env)
+        gw = self._gateway(topic, **extra_env)
         # Warm-up: the worker has joined its group once a probe event shows up in the invoice.
         self._load(GATEWAY_PORT, probe.api_key, 100, "e2e-warm", 1, [], connections=2, rate=20)
         ok, _ = wait_until(lambda: self.env.value("usage_events", probe.site_id) > 0, 90, 0.2)
         if not ok:
             raise BenchError(f"worker ledgered nothing within 90 s:\n{worker.tail()}")
         base = self.row("raw COPY ×2000") or self.row("raw ledger ×2000")
-        runs = [("end-to-end paced 20k ev/s", "e2e-paced", paced, 64, E2E_TARGET_EVENTS_S / 100)]
+        runs = [
+            (f"end-to-end paced 20k ev/s{label}", f"e2e-paced{tag}", paced, 64, E2E_TARGET_EVENTS_S / 100)
+        ]
         if not self.plan.quick:
-            runs.append(("end-to-end flood", "e2e-flood", flood, CONNECTIONS, 0.0))
+            runs.append((f"end-to-end flood{label}", f"e2e-flood{tag}", flood, CONNECTIONS, 0.0))
         for name, prefix, site, conns, rate in runs:
             ours, engines = CpuMeter([gw.pid, worker.pid]), CpuMeter(self.env.engine_pids())
             worker_cpu = CpuMeter([worker.pid])
@@ -479,7 +518,9 @@ class Bench:
             worker_us = worker_cpu.used / max(1, shown) * 1e6
             gateway_us = (ours.used - worker_cpu.used) / max(1, sent) * 1e6
             row.notes.append(f"worker alone {worker_us:.1f} µs of CPU per event, gateway {gateway_us:.1f}")
-            if "paced" in name:
+            if label:
+                row.notes.append(f"gateway and worker of {self.before} (PYTHONPATH)")
+            if "paced" in name and not label:
                 row.goal = "≥ 20,000 ev/s, fresh p99 < 1 s"
                 row.goal_met = bool(ok and row.events_per_s >= 20_000 and (row.fresh_p99_ms or 1e9) < 1000)
             # The worker's own CPU per event (its process tree, /proc utime + stime over the run),
@@ -491,8 +532,8 @@ class Bench:
                 cpu_us_per_event=worker_us,
                 baseline=base.name if base else None,
                 ratio=ratio(worker_us, base.cpu_us_per_event if base else None),
-                goal="≤ 20 µs/ev",
-                goal_met=worker_us <= 20,
+                goal="" if label else "≤ 20 µs/ev",
+                goal_met=None if label else worker_us <= 20,
             )
             wrow.notes.append(
                 f"the worker process tree's utime + stime over the run ÷ the {shown:,} events the "
@@ -505,7 +546,10 @@ class Bench:
                 f"{row.fresh_p99_ms or 0:,.0f} ms"
             )
         worker.stop()
-        self.gateway_up = gw
+        if label:
+            gw.stop()
+        else:
+            self.gateway_up = gw
 
     # ------------------------------------------------------------ scenarios: broker down, drain
 
@@ -656,6 +700,7 @@ SCENARIOS: list[tuple[str, Scenario, bool]] = [
     ("single-conc", Bench.single_concurrency, True),
     ("client", client, True),
     ("status", status_page, True),
+    ("end-to-end-before", Bench.end_to_end_before, True),  # only with --before
     ("end-to-end", Bench.end_to_end, True),
     ("broker-down", Bench.broker_down, True),
     ("drain", Bench.drain, True),
