@@ -24,6 +24,7 @@ from confluent_kafka import KafkaError, KafkaException
 from opsmantik.config import Settings
 from opsmantik.events import Event, to_messages
 from opsmantik.gateway.breaker import Breaker
+from opsmantik.gateway.produce_batch import LIBRDKAFKA_LINGER_MS, ProduceBatcher
 from opsmantik.gateway.sql import Q
 from opsmantik.kafka.producer import Delivery, PolledProducer
 from opsmantik.kafka.settings import producer_config, request_keys
@@ -58,6 +59,7 @@ def producer_settings(settings: Settings) -> dict[str, object]:
             "reconnect.backoff.max.ms": 500,
             "socket.connection.setup.timeout.ms": 1000,
             "queue.buffering.max.messages": 200_000,
+            "linger.ms": LIBRDKAFKA_LINGER_MS,  # the gateway lingers by load: produce_batch.py
         },
     )
 
@@ -72,6 +74,7 @@ class KafkaPublisher:
         config["logger"] = logging.getLogger("opsmantik.gateway.librdkafka")  # not raw stderr
         self._polled = PolledProducer(config)
         self.producer = self._polled.producer
+        self.batcher = ProduceBatcher(self.produce, settings.delivery_timeout_ms / 1000)
 
     def start(self, loop: asyncio.AbstractEventLoop) -> None:
         self._polled.start(loop)
@@ -176,22 +179,15 @@ class FallbackPublisher:
         values = to_messages(events, site_id, received_at, path="kafka", gateway_statuses=statuses)
         try:
             keys = request_keys(self.kafka.settings, site_id, [e.event_id for e in events])
-            delivery = self.kafka.produce(keys, values)
+            # Requests share produce batches (one Delivery, one deadline timer each): the results
+            # of this request's messages, a snapshot taken at its batch's deadline at the latest.
+            delivered = await self.kafka.batcher.submit(keys, values)
         except (BufferError, KafkaException) as exc:
             self.breaker.failure(f"produce: {type(exc).__name__}")
             self.kafka.purge_queued()  # part of the request may be queued: it goes to the outbox
             return
-        # One future for the request; the results are only written on the loop, so reading them
-        # at the deadline is a consistent snapshot (late reports do not change the answer).
-        # The deadline resolves the request's own future early (one timer; asyncio.wait's set,
-        # waiter and callbacks cost more per request); Delivery.settle ignores a done future.
-        fut = delivery.future
-        if not fut.done():
-            timer = asyncio.get_running_loop().call_later(self.deadline_s, _release, fut)
-            await fut
-            timer.cancel()
         failed = 0
-        for i, result in enumerate(delivery.results):
+        for i, result in enumerate(delivered):
             if isinstance(result, tuple):
                 results[i] = Stored(statuses[i], {"partition": result[0], "offset": result[1]})
             else:
