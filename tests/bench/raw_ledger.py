@@ -54,7 +54,21 @@ async def run_copy(dsn: str, site: uuid.UUID, batch: int, seconds: float, tag: s
     n = 0
     while time.monotonic() < end:
         records = [
-            (site, f"{tag}-{n + i}", "page_view", now, month, month, 1, "included", "kafka", now, 0, n + i, props)
+            (
+                site,
+                f"{tag}-{n + i}",
+                "page_view",
+                now,
+                month,
+                month,
+                1,
+                "included",
+                "kafka",
+                now,
+                0,
+                n + i,
+                props,
+            )
             for i in range(batch)
         ]
         s = time.perf_counter()
@@ -116,7 +130,9 @@ def main() -> int:
     parser.add_argument("--tag", default="raw")
     parser.add_argument("--copy", action="store_true", help="binary COPY into the ledger table (the ceiling)")
     args = parser.parse_args()
-    result = asyncio.run((run_copy if args.copy else run)(args.dsn, args.site, args.batch, args.seconds, args.tag))
+    result = asyncio.run(
+        (run_copy if args.copy else run)(args.dsn, args.site, args.batch, args.seconds, args.tag)
+    )
     sys.stdout.write(orjson.dumps(result).decode() + "\n")
     return 0
 

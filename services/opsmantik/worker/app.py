@@ -19,7 +19,8 @@ import faust
 
 from opsmantik.config import Settings
 from opsmantik.worker.consumer import Batch, BatchConsumer, BatchTransport
-from opsmantik.worker.processor import BatchProcessor, Fatal
+from opsmantik.worker.pipeline import ledger_loop
+from opsmantik.worker.processor import BatchProcessor
 
 HANDOFF_BATCHES = 4  # fetched batches waiting for the ledger loop; the fetcher waits beyond this
 
@@ -62,39 +63,13 @@ def build_app(settings: Settings, processor: BatchProcessor) -> LedgerApp:
     topic = app.topic(settings.topic, key_type=bytes, value_type=bytes, partitions=settings.topic_partitions)
     app.topics.add(topic)  # subscribed through the conductor; the records arrive through `queue`
 
-    async def finish(batches: list[Batch], published: asyncio.Future[None]) -> None:
-        await published  # the billable publish of a committed batch; Fatal when it kept failing
-        consumer = cast(BatchConsumer, app.consumer)
-        for b in batches:
-            consumer.ack_batch(b)
-
     @app.task
     async def ledger() -> None:
-        # Pipelined (issue 22): batch N's billable publish runs while batch N+1's ledger
-        # transaction does; N is acked (then committed) only after its publish finished, and
-        # before N+1 is, so offsets move only over batches both committed and published.
-        pending: tuple[list[Batch], asyncio.Future[None]] | None = None
-        while True:
-            try:
-                if pending is not None and queue.empty():
-                    await finish(*pending)  # nothing to overlap with: do not hold its ack
-                    pending = None
-                batches = [await queue.get()]
-                n = len(batches[0].records)
-                while n < settings.worker_batch and not queue.empty():
-                    batches.append(queue.get_nowait())
-                    n += len(batches[-1].records)
-                staged = await processor.begin(
-                    [(r.value, r.partition, r.offset) for b in batches for r in b.records]
-                )
-                if pending is not None:
-                    await finish(*pending)
-                pending = (batches, staged.published)
-            except Exception as exc:  # Fatal, or a bug: fail-stop, never skip the batch
-                processor.fail(exc if isinstance(exc, Fatal) else Fatal(f"batch handler raised: {exc!r}"))
-                # Hold the batches unacked until main stops the app: acking anything after them
-                # would let the commit move past them.
-                await asyncio.Future()
+        # Pipelined: batch N publishes while N+1 is ledgered; acks in order, after both
+        # (services/opsmantik/worker/pipeline.py).
+        await ledger_loop(
+            queue, processor, lambda b: cast(BatchConsumer, app.consumer).ack_batch(b), settings.worker_batch
+        )
 
     return app
 

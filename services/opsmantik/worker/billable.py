@@ -14,7 +14,7 @@ from datetime import UTC, datetime
 import orjson
 
 from opsmantik.config import Settings
-from opsmantik.kafka.producer import AsyncProducer
+from opsmantik.kafka.quiet_producer import QuietProducer
 from opsmantik.kafka.settings import producer_config
 from opsmantik.worker.ledger import LedgerRow
 
@@ -58,7 +58,8 @@ def to_billable(row: LedgerRow, site: str | None = None, iso: Callable[[datetime
 class BillablePublisher:
     def __init__(self, settings: Settings) -> None:
         self.topic = settings.billable_topic
-        self._producer = AsyncProducer(producer_config(settings, **{"message.timeout.ms": 15000}))
+        # Reports only for failures: a batch is done when the queue is empty (kafka/quiet_producer.py)
+        self._producer = QuietProducer(producer_config(settings, **{"message.timeout.ms": 15000}))
 
     async def publish(self, rows: Sequence[LedgerRow]) -> None:
         sites: dict[object, tuple[str, bytes]] = {}
@@ -77,8 +78,7 @@ class BillablePublisher:
                 text = str(r.site_id)
                 site = sites[r.site_id] = (text, text.encode())
             messages.append((site[1], to_billable(r, site[0], iso)))
-        errors = await self._producer.send(self.topic, messages)
-        failed = [e for e in errors if e is not None]
+        failed = await self._producer.send(self.topic, messages)
         if failed:
             raise PublishError(f"{len(failed)} of {len(rows)} billable messages failed: {failed[0]}")
 
