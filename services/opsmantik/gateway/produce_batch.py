@@ -19,13 +19,14 @@ the caller's to send to the outbox (and purge), exactly as for a request of its 
 from __future__ import annotations
 
 import asyncio
+import functools
 from collections.abc import Callable, Sequence
 
 from opsmantik.kafka.producer import Delivery, Result
 
 LIBRDKAFKA_LINGER_MS = 0  # the gateway's producer: the batching below decides
-MAX_INFLIGHT = 1  # batches on their way before new requests linger for one
-MAX_LINGER_S = 0.002  # longest a request waits for an in-flight batch to land
+MAX_INFLIGHT = 2  # batches on their way before new requests linger for one
+MAX_LINGER_S = 0.001  # longest a request waits for an in-flight batch to land
 MAX_BATCH = 5000  # messages: a batch this big is produced at once
 
 
@@ -111,7 +112,10 @@ class ProduceBatcher:
         b.counted = True
         loop = fut.get_loop()
         b.deadline = loop.call_at(b.t0 + self.deadline_s, self._settle, b)
-        fut.add_done_callback(lambda _f, b=b: self._settle(b))
+        fut.add_done_callback(functools.partial(self._landed, b))
+
+    def _landed(self, b: _Batch, _fut: asyncio.Future[list[Result]]) -> None:
+        self._settle(b)
 
     def _settle(self, b: _Batch) -> None:
         """Every report in, or the deadline: release the batch's requests and its in-flight slot."""

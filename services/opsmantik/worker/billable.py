@@ -14,7 +14,7 @@ from datetime import UTC, datetime
 import orjson
 
 from opsmantik.config import Settings
-from opsmantik.kafka.quiet_producer import QuietProducer
+from opsmantik.kafka.batch_producer import BatchProducer
 from opsmantik.kafka.settings import producer_config
 from opsmantik.worker.ledger import LedgerRow
 
@@ -58,8 +58,8 @@ def to_billable(row: LedgerRow, site: str | None = None, iso: Callable[[datetime
 class BillablePublisher:
     def __init__(self, settings: Settings) -> None:
         self.topic = settings.billable_topic
-        # Reports only for failures: a batch is done when the queue is empty (kafka/quiet_producer.py)
-        self._producer = QuietProducer(producer_config(settings, **{"message.timeout.ms": 15000}))
+        # One delivery callback object per batch, one loop wake-up (kafka/batch_producer.py)
+        self._producer = BatchProducer(producer_config(settings, **{"message.timeout.ms": 15000}))
 
     async def publish(self, rows: Sequence[LedgerRow]) -> None:
         sites: dict[object, tuple[str, bytes]] = {}
