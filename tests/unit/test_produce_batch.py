@@ -113,3 +113,25 @@ async def test_a_batch_at_max_batch_is_produced_at_once() -> None:
     asyncio.ensure_future(b.submit([b"k"] * 3, [b"b", b"c", b"d"]))
     await _spin()
     assert [v for v, _ in fake.batches] == [[b"a"], [b"b", b"c", b"d"]]
+
+
+async def test_a_request_of_many_events_is_a_batch_of_its_own() -> None:
+    fake = FakeProducer()
+    b = ProduceBatcher(fake.produce, deadline_s=5.0, max_shared=2)
+    small = asyncio.ensure_future(b.submit([b"k"], [b"a"]))
+    big = asyncio.ensure_future(b.submit([b"k"] * 3, [b"b", b"c", b"d"]))
+    await _spin()
+    assert sorted(v for v, _ in fake.batches) == [[b"a"], [b"b", b"c", b"d"]]
+    big_n = next(i for i, (v, _) in enumerate(fake.batches) if len(v) == 3)
+    fake.land(big_n)  # the big request's own messages: it does not wait for the small one
+    assert await asyncio.wait_for(big, 1.0) == [(0, 100 * big_n + i) for i in range(3)]
+    assert not small.done()
+
+
+async def test_a_request_of_many_events_reads_its_results_at_its_deadline() -> None:
+    fake = FakeProducer()
+    b = ProduceBatcher(fake.produce, deadline_s=0.05, max_shared=1)
+    task = asyncio.ensure_future(b.submit([b"k", b"k"], [b"a", b"b"]))
+    await _spin()
+    fake.batches[0][1].settle(1, None, 0, 9)
+    assert await asyncio.wait_for(task, 1.0) == [None, (0, 9)]

@@ -28,6 +28,7 @@ LIBRDKAFKA_LINGER_MS = 0  # the gateway's producer: the batching below decides
 MAX_INFLIGHT = 2  # batches on their way before new requests linger for one
 MAX_LINGER_S = 0.001  # longest a request waits for an in-flight batch to land
 MAX_BATCH = 5000  # messages: a batch this big is produced at once
+MAX_SHARED = 10  # requests of more events than this are produced alone (`_alone`)
 
 
 class _Batch:
@@ -57,7 +58,9 @@ class ProduceBatcher:
         max_inflight: int = MAX_INFLIGHT,
         max_linger_s: float = MAX_LINGER_S,
         max_batch: int = MAX_BATCH,
+        max_shared: int = MAX_SHARED,
     ) -> None:
+        self.max_shared = max_shared
         self._produce = produce
         self.deadline_s = deadline_s
         self.max_inflight = max_inflight
@@ -70,6 +73,8 @@ class ProduceBatcher:
 
     async def submit(self, keys: Sequence[bytes], values: Sequence[bytes]) -> list[Result]:
         loop = asyncio.get_running_loop()
+        if len(values) > self.max_shared:
+            return await self._alone(loop, keys, values)
         b = self._open
         if b is None:
             b = self._open = _Batch(loop.create_future(), loop.time())
@@ -87,6 +92,21 @@ class ProduceBatcher:
             raise b.error
         assert b.delivery is not None
         return b.delivery.results[start : start + len(values)]
+
+    async def _alone(
+        self, loop: asyncio.AbstractEventLoop, keys: Sequence[bytes], values: Sequence[bytes]
+    ) -> list[Result]:
+        """A request of many events is a batch of its own (as before issue 22): it waits for
+        its own messages only, so one slow partition cannot hold (or time out) the others."""
+        delivery = self._produce(keys, values)
+        fut = delivery.future
+        if not fut.done():
+            timer = loop.call_later(self.deadline_s, _release, fut)
+            try:
+                await fut
+            finally:
+                timer.cancel()
+        return list(delivery.results)
 
     def _flush(self, b: _Batch) -> None:
         if self._open is b:
@@ -133,6 +153,11 @@ class ProduceBatcher:
                 # so requests arriving with the reports still join it).
                 nxt.linger.cancel()
                 nxt.linger = fut_loop(b).call_soon(self._flush, nxt)
+
+
+def _release(fut: asyncio.Future[list[Result]]) -> None:
+    if not fut.done():
+        fut.set_result([])  # the deadline: the caller reads Delivery.results as they stand
 
 
 def fut_loop(b: _Batch) -> asyncio.AbstractEventLoop:
