@@ -9,6 +9,7 @@ the analysis in docs/benchmarks.md is written by hand), and stops the private st
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 import time
@@ -32,6 +33,12 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--no-profile", action="store_true", help="skip the py-spy profiles")
     parser.add_argument(
+        "--before",
+        type=Path,
+        help="another checkout whose gateway and worker also run (rows marked (before)), same run",
+    )
+    parser.add_argument("--seconds", type=int, help="length of one measured run (default 10, quick 3)")
+    parser.add_argument(
         "--only",
         help="comma-separated scenario names to run ("
         + ", ".join(n for n, _, _ in SCENARIOS)
@@ -43,6 +50,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"unknown scenario(s): {', '.join(sorted(only - {n for n, _, _ in SCENARIOS}))}")
 
     plan = Plan.make(args.quick, False if args.no_profile else None)
+    if args.seconds:
+        plan = dataclasses.replace(plan, seconds=max(1, args.seconds))
     # Only a full run of everything replaces the tracked results file.
     out = args.out or (
         BENCH_HOME / "quick.md"
@@ -52,7 +61,7 @@ def main(argv: list[str] | None = None) -> int:
         else ROOT / "docs" / "results" / "bench-latest.md"
     )
     env = BenchEnv()
-    bench = Bench(env, plan)
+    bench = Bench(env, plan, before=str(args.before.resolve()) if args.before else None)
     started = time.monotonic()
     failure: str | None = None
     try:
@@ -84,7 +93,12 @@ def main(argv: list[str] | None = None) -> int:
         for r in bench.rows:
             if r.goal and r.goal_met is False:
                 print(f"goal not met: {r.name}: {r.goal}")
-    command = "make bench QUICK=1" if args.quick else "make bench"
+    given = argv if argv is not None else sys.argv[1:]
+    command = (
+        ("make bench QUICK=1" if args.quick else "make bench")
+        if not given or given == ["--quick"]
+        else ("python -m tests.bench " + " ".join(given))
+    )
     block = report.generated(
         bench.rows, bench.profiles, command, time.strftime("%Y-%m-%d %H:%M %Z"), plan.seconds
     )

@@ -11,15 +11,15 @@ from collections.abc import Sequence
 from opsmantik.config import Settings
 from opsmantik.worker import main, processor
 
-_handle = processor.BatchProcessor.handle
+_begin = processor.BatchProcessor.begin  # the ledger loop's entry; handle() goes through it too
 
 
-async def handle(self: processor.BatchProcessor, batch: Sequence[processor.RawMessage]) -> object:
+async def begin(self: processor.BatchProcessor, batch: Sequence[processor.RawMessage]) -> processor.Staged:
     if any(value and b'"event_id":"boom' in value for value, _p, _o in batch):
         raise RuntimeError("planted bug in the batch handler")
-    return await _handle(self, batch)
+    return await _begin(self, batch)
 
 
 if __name__ == "__main__":
-    processor.BatchProcessor.handle = handle  # type: ignore[method-assign]
+    processor.BatchProcessor.begin = begin  # type: ignore[method-assign]
     sys.exit(main.main(Settings.from_env(), argparse.Namespace()))

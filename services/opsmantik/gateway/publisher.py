@@ -20,7 +20,7 @@ import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Protocol
+from typing import Protocol
 
 import asyncpg
 from confluent_kafka import KafkaError, KafkaException
@@ -28,6 +28,7 @@ from confluent_kafka import KafkaError, KafkaException
 from opsmantik.config import Settings
 from opsmantik.events import Event, to_messages
 from opsmantik.gateway.breaker import Breaker
+from opsmantik.gateway.produce_batch import LIBRDKAFKA_LINGER_MS, ProduceBatcher
 from opsmantik.gateway.sql import Q
 from opsmantik.kafka.producer import Delivery, PolledProducer
 from opsmantik.kafka.settings import producer_config, request_keys
@@ -62,6 +63,7 @@ def producer_settings(settings: Settings) -> dict[str, object]:
             "reconnect.backoff.max.ms": 500,
             "socket.connection.setup.timeout.ms": 1000,
             "queue.buffering.max.messages": 200_000,
+            "linger.ms": LIBRDKAFKA_LINGER_MS,  # the gateway lingers by load: produce_batch.py
         },
     )
 
@@ -77,6 +79,7 @@ class KafkaPublisher:
         config["logger"] = logging.getLogger("opsmantik.gateway.librdkafka")  # not raw stderr
         self._polled = PolledProducer(config)
         self.producer = self._polled.producer
+        self.batcher = ProduceBatcher(self.produce, self.deadline_s)
 
     def start(self, loop: asyncio.AbstractEventLoop) -> None:
         self._polled.start(loop)
@@ -104,23 +107,16 @@ class KafkaPublisher:
         values = to_messages(events, site_id, received_at, path="kafka", gateway_statuses=statuses)
         try:
             keys = request_keys(self.settings, site_id, [e.event_id for e in events])
-            delivery = self.produce(keys, values)
+            # Requests share produce batches (one Delivery, one deadline timer each): the results
+            # of this request's messages, a snapshot taken at its batch's deadline at the latest.
+            delivered = await self.batcher.submit(keys, values)
         except (BufferError, KafkaException) as exc:
             log.info("produce refused: %s", type(exc).__name__)
             self.purge_queued()  # part of the request may be queued
             return [None] * len(events)
-        # One future for the request; the results are only written on the loop, so reading them
-        # at the deadline is a consistent snapshot (late reports do not change the answer).
-        # The deadline resolves the request's own future early (one timer; asyncio.wait's set,
-        # waiter and callbacks cost more per request); Delivery.settle ignores a done future.
-        fut = delivery.future
-        if not fut.done():
-            timer = asyncio.get_running_loop().call_later(self.deadline_s, _release, fut)
-            await fut
-            timer.cancel()
         results: list[Stored | None] = [
             Stored(status, {"partition": r[0], "offset": r[1]}) if isinstance(r, tuple) else None
-            for status, r in zip(statuses, delivery.results, strict=True)
+            for status, r in zip(statuses, delivered, strict=True)
         ]
         if None in results:
             self.purge_queued()
@@ -175,11 +171,6 @@ class OutboxPublisher:
         except Exception as exc:
             raise Unavailable(f"outbox: {type(exc).__name__}") from exc
         return [Stored("fallback", {"outbox_id": ids[e.event_id]}) for e in events]
-
-
-def _release(fut: asyncio.Future[Any]) -> None:
-    if not fut.done():
-        fut.set_result(None)
 
 
 @dataclass

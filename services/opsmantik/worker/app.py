@@ -20,7 +20,8 @@ import faust
 
 from opsmantik.config import Settings
 from opsmantik.worker.consumer import Batch, BatchConsumer, BatchTransport
-from opsmantik.worker.processor import BatchProcessor, Fatal
+from opsmantik.worker.pipeline import ledger_loop
+from opsmantik.worker.processor import BatchProcessor
 
 HANDOFF_BATCHES = 4  # fetched batches waiting for the ledger loop; the fetcher waits beyond this
 
@@ -66,22 +67,11 @@ def build_app(settings: Settings, processor: BatchProcessor, datadir: Path) -> L
 
     @app.task  # type: ignore[untyped-decorator]  # Faust ships no type information
     async def ledger() -> None:
-        while True:
-            batches = [await queue.get()]
-            n = len(batches[0].records)
-            while n < settings.worker_batch and not queue.empty():
-                batches.append(queue.get_nowait())
-                n += len(batches[-1].records)
-            try:
-                await processor.handle([(r.value, r.partition, r.offset) for b in batches for r in b.records])
-            except Exception as exc:  # Fatal, or a bug: fail-stop, never skip the batch
-                processor.fail(exc if isinstance(exc, Fatal) else Fatal(f"batch handler raised: {exc!r}"))
-                # Hold the batches unacked until main stops the app: acking anything after them
-                # would let the commit move past them.
-                await asyncio.Future()
-            consumer = cast(BatchConsumer, app.consumer)
-            for b in batches:
-                consumer.ack_batch(b)
+        # Pipelined: batch N publishes while N+1 is ledgered; acks in order, after both
+        # (services/opsmantik/worker/pipeline.py).
+        await ledger_loop(
+            queue, processor, lambda b: cast(BatchConsumer, app.consumer).ack_batch(b), settings.worker_batch
+        )
 
     return app
 

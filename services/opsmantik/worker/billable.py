@@ -18,7 +18,8 @@ from datetime import UTC, datetime
 import orjson
 
 from opsmantik.config import Settings
-from opsmantik.kafka.producer import AsyncProducer, KafkaHeaders
+from opsmantik.kafka.batch_producer import BatchProducer
+from opsmantik.kafka.producer import KafkaHeaders
 from opsmantik.kafka.settings import producer_config
 from opsmantik.schemas import json_schema
 from opsmantik.worker.ledger import LedgerRow
@@ -105,7 +106,8 @@ def ce_headers(row: LedgerRow, source: bytes, occurred: str) -> KafkaHeaders:
 class BillablePublisher:
     def __init__(self, settings: Settings) -> None:
         self.topic = settings.billable_topic
-        self._producer = AsyncProducer(producer_config(settings, **{"message.timeout.ms": 15000}))
+        # One delivery callback object per batch, one loop wake-up (kafka/batch_producer.py)
+        self._producer = BatchProducer(producer_config(settings, **{"message.timeout.ms": 15000}))
 
     async def publish(self, rows: Sequence[LedgerRow]) -> None:
         sites: dict[object, tuple[str, bytes, bytes]] = {}
@@ -126,8 +128,7 @@ class BillablePublisher:
                 site = sites[r.site_id] = (text, text.encode(), ce_source(text))
             messages.append((site[1], to_billable(r, site[0], iso)))
             headers.append(ce_headers(r, site[2], iso(r.occurred_at)))
-        errors = await self._producer.send(self.topic, messages, headers=headers)
-        failed = [e for e in errors if e is not None]
+        failed = await self._producer.send(self.topic, messages, headers=headers)
         if failed:
             raise PublishError(f"{len(failed)} of {len(rows)} billable messages failed: {failed[0]}")
 

@@ -15,6 +15,7 @@ import uuid
 from collections import defaultdict
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
+from typing import NamedTuple
 
 import asyncpg
 
@@ -25,9 +26,9 @@ from opsmantik.worker.message import DeadLetter, IngestEvent, dead_letter
 Q = package_queries("opsmantik.worker", "ledger.sql")
 
 
-@dataclass(frozen=True)
-class LedgerRow:
-    """A row of ingest_idempotency as the billable stream carries it."""
+class LedgerRow(NamedTuple):
+    """A row of ingest_idempotency as the billable stream carries it (a NamedTuple: one per
+    event and batch, built from the read-back's records in one C call)."""
 
     site_id: uuid.UUID
     event_id: str
@@ -169,7 +170,8 @@ async def write_batch(
             rows = await conn.fetch(
                 Q["ledger_rows"], [e.site_id for e in unique], [e.event_id for e in unique]
             )
-            canonical = [LedgerRow(*r) for r in rows]  # ledger_rows selects the fields in order
+            make = LedgerRow._make
+            canonical = [make(r) for r in rows]  # ledger_rows selects the fields in order
     return BatchResult(
         new=len(new_keys),
         duplicates=len(events) - len(unknown) - len(new_keys),

@@ -9,14 +9,16 @@ is not JSON or not event.v1 becomes a DeadLetter with a reason instead of failin
 from __future__ import annotations
 
 import logging
+import re
 import uuid
-from dataclasses import dataclass, field
-from datetime import date, datetime
-from functools import cached_property, lru_cache
+from dataclasses import dataclass
+from datetime import UTC, date, datetime
+from functools import lru_cache
+from typing import NamedTuple
 
 import orjson
 
-from opsmantik.events import field_errors, parse_time
+from opsmantik.events import MAX_PROPERTIES_BYTES, field_errors, has_nul, parse_time
 
 log = logging.getLogger("opsmantik.worker")
 _REQUIRED = (
@@ -37,8 +39,10 @@ _PATHS = ("kafka", "fallback")
 _STATUSES = ("accepted", "overlimit", "degraded", "fallback")
 
 
-@dataclass(frozen=True)
-class IngestEvent:
+class IngestEvent(NamedTuple):
+    """A decoded event. A NamedTuple, not a frozen dataclass: built once per event, its
+    construction is one C call instead of one object.__setattr__ per field (issue 22)."""
+
     site_id: uuid.UUID
     event_id: str
     type: str
@@ -50,11 +54,11 @@ class IngestEvent:
     path: str
     partition: int
     offset: int
-    raw: bytes = field(default=b"", repr=False)  # kept for a dead letter (e.g. unknown site)
+    raw: bytes  # kept for a dead letter (e.g. unknown site)
+    key: tuple[uuid.UUID, str]  # (site_id, event_id): looked up several times per event
 
-    @cached_property  # looked up several times per event in a batch; frozen: never stale
-    def key(self) -> tuple[uuid.UUID, str]:
-        return (self.site_id, self.event_id)
+    def __repr__(self) -> str:  # without raw (a dead letter's payload is logged elsewhere)
+        return f"IngestEvent(site_id={self.site_id}, event_id={self.event_id!r}, offset={self.offset})"
 
 
 @dataclass(frozen=True)
@@ -105,27 +109,65 @@ def _month(raw: str) -> date:
 # received_at is the gateway's, one value for every event of a request: parse it once.
 _received_time = lru_cache(maxsize=1024)(parse_time)
 
+# The one shape the gateway writes (events.iso: UTC, microseconds, "+00:00"). For it,
+# datetime.fromisoformat (C) gives what parse_time gives (the same fields, the same UTC
+# instant, ValueError exactly where parse_time's datetime() raises); any other text, and any
+# text the fast path refuses, is judged by parse_time itself.
+_GATEWAY_TIME = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}\+00:00", re.ASCII)
 
-def _problem(doc: dict[str, object]) -> str | None:
+
+def _event_time(raw: str) -> datetime | None:
+    if _GATEWAY_TIME.fullmatch(raw):
+        try:
+            return datetime.fromisoformat(raw).replace(tzinfo=UTC)
+        except ValueError:
+            pass
+    return parse_time(raw)
+
+
+def _properties(props: object) -> tuple[str | None, bytes]:
+    """events.properties_problem's rules, returning the one serialisation they made: it is also
+    the text the ledger stores (one orjson.dumps per event, not two)."""
+    if not isinstance(props, dict):
+        return "must be an object or null", b""
+    encoded = orjson.dumps(props)
+    if len(encoded) > MAX_PROPERTIES_BYTES:
+        return f"{len(encoded)} bytes serialised; at most {MAX_PROPERTIES_BYTES}", encoded
+    if b"\\u0000" in encoded and has_nul(props):
+        return "strings must not contain NUL (\\u0000)", encoded
+    return None, encoded
+
+
+def _problem(doc: dict[str, object]) -> tuple[str | None, bytes | None]:
+    """Why the message is not a valid event.v1 (None if it is), and its properties serialised."""
     keys = doc.keys()
     if not keys >= _REQUIRED_SET:
-        return f"missing {', '.join(k for k in _REQUIRED if k not in doc)}"
+        return f"missing {', '.join(k for k in _REQUIRED if k not in doc)}", None
     if not keys <= _ALLOWED:
-        return f"unknown fields {', '.join(sorted(set(doc) - _ALLOWED))}"
+        return f"unknown fields {', '.join(sorted(set(doc) - _ALLOWED))}", None
     v = doc["v"]
     if type(v) is not int or v != 1:
-        return f"unsupported v={v!r}"
+        return f"unsupported v={v!r}", None
+    # properties are judged here, not by field_errors: their one serialisation is both the
+    # check (size, NUL: events.properties_problem's rules) and the text stored (_decode).
+    props = doc.pop("properties", None)
     errors = field_errors(doc)
+    encoded = None
+    if props is not None:
+        doc["properties"] = props
+        problem, encoded = _properties(props)
+        if problem:
+            errors.append(("properties", problem))
     if errors:
-        return "; ".join(f"{f}: {m}" for f, m in errors)
+        return "; ".join(f"{f}: {m}" for f, m in errors), None
     if not isinstance(doc["path"], str) or doc["path"] not in _PATHS:
-        return "bad path"
+        return "bad path", None
     if not isinstance(doc["gateway_status"], str) or doc["gateway_status"] not in _STATUSES:
-        return "bad gateway_status"
+        return "bad gateway_status", None
     for name in ("site_id", "occurred_at", "received_at", "usage_month"):
         if not isinstance(doc[name], str):
-            return f"{name} is not a string"
-    return None
+            return f"{name} is not a string", None
+    return None, encoded
 
 
 def _decode(raw: bytes, partition: int, offset: int) -> IngestEvent | DeadLetter:
@@ -139,10 +181,10 @@ def _decode(raw: bytes, partition: int, offset: int) -> IngestEvent | DeadLetter
     def dead(reason: str) -> DeadLetter:
         return dead_letter(partition, offset, reason, raw, doc.get("site_id"), doc.get("event_id"))
 
-    problem = _problem(doc)
+    problem, encoded = _problem(doc)
     if problem:
         return dead(problem)
-    occurred_at = parse_time(doc["occurred_at"])
+    occurred_at = _event_time(doc["occurred_at"])
     received_at = _received_time(doc["received_at"])
     if occurred_at is None or received_at is None:
         return dead("occurred_at or received_at is not an RFC 3339 time with an offset")
@@ -153,8 +195,7 @@ def _decode(raw: bytes, partition: int, offset: int) -> IngestEvent | DeadLetter
         return dead(f"bad site_id or usage_month: {exc}")
     if usage_month.day != 1 or usage_month != occurred_at.date().replace(day=1):
         return dead("usage_month is not occurred_at's UTC month")
-    props = doc.get("properties")
-    props_text = orjson.dumps(props).decode() if props is not None else None
+    props_text = encoded.decode() if encoded is not None else None
     return IngestEvent(
         site_id,
         doc["event_id"],
@@ -168,6 +209,7 @@ def _decode(raw: bytes, partition: int, offset: int) -> IngestEvent | DeadLetter
         partition,
         offset,
         raw,
+        (site_id, doc["event_id"]),
     )
 
 

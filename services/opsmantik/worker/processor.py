@@ -12,6 +12,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TypeVar
 
@@ -80,6 +81,15 @@ class BatchProcessor:
         return await self._retry("db", write)
 
     async def handle(self, batch: Sequence[RawMessage]) -> BatchResult:
+        """The whole batch: ledger transaction, then the billable publish."""
+        staged = await self.begin(batch)
+        await staged.published
+        return staged.result
+
+    async def begin(self, batch: Sequence[RawMessage]) -> Staged:
+        """The ledger transaction, awaited; the billable publish started, not awaited (issue 22:
+        the ledger loop writes the next batch while this one publishes, and acks this one only
+        after `published` finished). A failing publish raises `Fatal` from `published`."""
         result = await self._write([decode(v, p, o) for v, p, o in batch])
         now = datetime.now(UTC)
         lags = [(now - r).total_seconds() for r in result.new_received_at]
@@ -93,7 +103,17 @@ class BatchProcessor:
         metrics.OVERLIMIT.inc(result.overlimit)
         if result.dead_letters:
             log.error("%d message(s) dead-lettered to ingest_dead_letter", result.dead_letters)
+        return Staged(result, asyncio.ensure_future(self._publish(result)))
+
+    async def _publish(self, result: BatchResult) -> None:
         if result.rows:
             await self._retry("publish", lambda: self.publisher.publish(result.rows))
             metrics.BILLABLE.inc(len(result.rows))
-        return result
+
+
+@dataclass(frozen=True)
+class Staged:
+    """A batch whose ledger transaction committed; `published` finishes with its billable publish."""
+
+    result: BatchResult
+    published: asyncio.Future[None]
