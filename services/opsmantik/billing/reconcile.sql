@@ -5,7 +5,10 @@
 -- event off the invoice of that month, or is a negative adjustment in the first open month.
 WITH entries AS (
     SELECT site_id, 1 AS sign, quantity, billing_class
-    FROM ingest_idempotency WHERE billing_month = $1::date
+    FROM ingest_idempotency WHERE usage_month = $1::date AND billing_month = $1::date  -- the month's partition
+    UNION ALL
+    SELECT site_id, 1, quantity, billing_class  -- late rows of earlier months (partial index, 0009)
+    FROM ingest_idempotency WHERE billing_month = $1::date AND billing_month <> usage_month
     UNION ALL
     SELECT site_id, -1, quantity, billing_class FROM billing_voids WHERE booked_month = $1::date
 ), ledger AS (

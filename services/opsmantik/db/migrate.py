@@ -15,6 +15,7 @@ import asyncpg
 
 from opsmantik import schemas
 from opsmantik.db.queries import package_queries
+from opsmantik.ledger import partitions
 
 Q = package_queries("opsmantik.db", "migrate.sql")
 _NAME = re.compile(r"^(\d{4})_([a-z0-9_]+)\.sql$")
@@ -68,4 +69,7 @@ async def migrate(conn: asyncpg.Connection, directory: Traversable | None = None
             await conn.execute(m.sql)
             await conn.execute(Q["record_migration"], m.version, m.name, m.checksum)
             applied_now.append(m.version)
+        # the ledger's month partitions around today (0009): every run keeps two months ahead
+        if await partitions.is_partitioned(conn):
+            await partitions.ensure_ahead(conn)
     return applied_now
