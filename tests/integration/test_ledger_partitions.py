@@ -1,4 +1,4 @@
-"""The ledger partitioned by usage month (migration 0009, services/opsmantik/ledger/partitions.py).
+"""The ledger partitioned by usage month (migration 0009, services/opsmantik/db/partitions.py).
 
 - the migration moves an existing ledger across three months into partitions, every row identical,
   reconcile 0 before and after;
@@ -20,8 +20,8 @@ import pytest
 from opsmantik import schemas, sites
 from opsmantik.billing.reconcile import reconcile_month
 from opsmantik.config import Settings
+from opsmantik.db import partitions
 from opsmantik.db.migrate import discover, migrate
-from opsmantik.ledger import partitions
 from opsmantik.months import month_start, next_month, previous_month
 
 from tests.support.pipeline import Proc, message, produce, wait_for

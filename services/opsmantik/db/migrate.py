@@ -14,8 +14,8 @@ from importlib.abc import Traversable
 import asyncpg
 
 from opsmantik import schemas
+from opsmantik.db import partitions
 from opsmantik.db.queries import package_queries
-from opsmantik.ledger import partitions
 
 Q = package_queries("opsmantik.db", "migrate.sql")
 _NAME = re.compile(r"^(\d{4})_([a-z0-9_]+)\.sql$")

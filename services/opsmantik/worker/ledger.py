@@ -4,7 +4,7 @@ Exactly-once comes from the ledger, not from Kafka. The ledger is partitioned by
 (migration 0009), its primary key (site_id, event_id, usage_month):
 0. make sure the batch's months have a partition (outside the transaction, cached),
 1. lock the batch's sites (hashed buckets, fixed order), then drop the events already ledgered in
-   another month of their dedupe scope (opsmantik.ledger.partitions.dedupe_months): the same
+   another month of their dedupe scope (opsmantik.db.partitions.dedupe_months): the same
    event_id sent again with a time in another month is a duplicate,
    then lock the batch's invoice rows in a fixed order (the running counts),
 2. insert ledger rows ON CONFLICT DO NOTHING; RETURNING says which are new,
@@ -24,8 +24,8 @@ from datetime import UTC, date, datetime
 import asyncpg
 
 from opsmantik.billing.rules import OVERLIMIT, assign_classes, billing_month
+from opsmantik.db.partitions import PartitionCache, dedupe_months
 from opsmantik.db.queries import package_queries
-from opsmantik.ledger.partitions import PartitionCache, dedupe_months
 from opsmantik.worker.message import DeadLetter, IngestEvent, dead_letter
 
 Q = package_queries("opsmantik.worker", "ledger.sql")

@@ -6,7 +6,7 @@
 SELECT pg_advisory_xact_lock_shared(5124400005)
 
 -- name: lock_sites
--- Cross-month exactly-once (services/opsmantik/ledger/partitions.py): the batch's sites, hashed into
+-- Cross-month exactly-once (services/opsmantik/db/partitions.py): the batch's sites, hashed into
 -- 1024 buckets, locked in ascending order before the lookup below, so two batches holding copies of
 -- one event_id in different months (different invoice rows) cannot both find nothing and insert.
 SELECT pg_advisory_xact_lock(51244, b) FROM unnest($1::int[]) WITH ORDINALITY AS t(b, n) ORDER BY n

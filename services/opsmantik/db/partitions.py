@@ -30,7 +30,7 @@ import asyncpg
 from opsmantik.db.queries import package_queries
 from opsmantik.months import next_month
 
-Q = package_queries("opsmantik.ledger", "partitions.sql")
+Q = package_queries("opsmantik.db", "partitions.sql")
 
 MAX_AGE = timedelta(days=35)  # opsmantik.events.MAX_AGE: the gateway's acceptance window
 MAX_AHEAD = timedelta(minutes=5)  # opsmantik.events.MAX_AHEAD

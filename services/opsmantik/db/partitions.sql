@@ -1,4 +1,4 @@
--- The ledger's month partitions (migration 0009, services/opsmantik/ledger/partitions.py).
+-- The ledger's month partitions (migration 0009, services/opsmantik/db/partitions.py).
 
 -- name: ensure_partition
 SELECT ledger_ensure_partition($1::date)

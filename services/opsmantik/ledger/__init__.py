@@ -1,1 +1,0 @@
-"""The ledger's storage: month partitions (partitions.py) and the Parquet archive (archive.py)."""
