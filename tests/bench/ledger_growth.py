@@ -168,6 +168,7 @@ def ledger_growth(bench: Bench) -> None:
     topic = env.topic("g")
     bench.say("scenario: ledger growth (0 / 10M / 50M preloaded rows, random UUIDv4 ids)")
     worker = bench._service("worker", topic)
+    relay = bench._service("relay", topic)  # a flood on this box sends some events through the outbox
     gw = bench._gateway(topic)
     occurred = (datetime.now(UTC) - timedelta(seconds=30)).isoformat(timespec="seconds")
     run_wrk(
@@ -207,7 +208,7 @@ def ledger_growth(bench: Bench) -> None:
         name = f"ledger growth {level / 1e6:g}M rows"
         before = asyncio.run(_bytes(env.database_url))
         usage0 = env.value("usage_events", site.site_id)
-        ours, engines = CpuMeter([gw.pid, worker.pid]), CpuMeter(env.engine_pids())
+        ours, engines = CpuMeter([gw.pid, worker.pid, relay.pid]), CpuMeter(env.engine_pids())
         ours.start()
         engines.start()
         t0 = time.monotonic()
@@ -263,6 +264,7 @@ def ledger_growth(bench: Bench) -> None:
             f"{loaded:,} rows preloaded; {r.events:,} new events acknowledged in {r.duration_s:.1f} s, the "
             f"invoice showed {shown:,} {t_all - t0:.1f} s after the first request"
             + ("" if ok else " (TIMED OUT)")
+            + f"; {env.value('outbox_count', site.site_id):,} still in the outbox"
         )
         row.notes.append(
             f"freshness: {p.events:,} events paced at {pace:,.0f} ev/s (half the empty ledger's flood rate)"
@@ -279,6 +281,7 @@ def ledger_growth(bench: Bench) -> None:
             f"WAL {per['wal']:.0f} B/event"
         )
     worker.stop()
+    relay.stop()
     gw.stop()
     if loaded:
         _archive_oldest(bench, oldest_rows)
