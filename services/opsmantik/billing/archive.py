@@ -74,6 +74,7 @@ class Plan:
     month: date
     location: str
     statements: list[tuple[uuid.UUID, date, str]]  # (site, billing month, recorded sha256)
+    totals: list[dict[str, Any]]  # per (site, billing month): what reconcile adds for the archive
 
 
 async def plan(conn: asyncpg.Connection, month: date, location: str, now: datetime) -> Plan:
@@ -101,11 +102,18 @@ async def plan(conn: asyncpg.Connection, month: date, location: str, now: dateti
     if missing:
         s, m = missing[0]
         raise ArchiveRefused(f"site {s} has no statement for {label(m)}: run `opsmantik billing close`")
-    statements = []
+    statements, totals = [], []
     for r in await conn.fetch(Q["billed_months"], month):
         sha = await conn.fetchval(Q["statement_sha"], r["site_id"], r["billing_month"])
         statements.append((r["site_id"], r["billing_month"], sha))
-    return Plan(month, location, statements)
+        totals.append(
+            {
+                "site_id": str(r["site_id"]),
+                "billing_month": label(r["billing_month"]),
+                **{k: int(r[k]) for k in ("events", "quantity", "overlimit_events", "overlimit_quantity")},
+            }
+        )
+    return Plan(month, location, statements, totals)
 
 
 async def write_parquet(conn: asyncpg.Connection, month: date, url: str) -> int:
@@ -158,6 +166,7 @@ async def archive_month(conn: asyncpg.Connection, month: date, location: str) ->
         "statements": [
             {"site_id": str(s), "billing_month": label(m), "sha256": h} for s, m, h in p.statements
         ],
+        "totals": p.totals,
         "archived_at": datetime.now(UTC).isoformat(),
     }
     with fsspec.open(join(location, manifest_name(month)), "w") as f:

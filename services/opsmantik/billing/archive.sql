@@ -12,7 +12,11 @@ WHERE month >= $1::date AND month <= $2::date ORDER BY month
 
 -- name: billed_months
 -- The billing months the partition's rows are billed in (late rows: a later one), per site.
-SELECT site_id, billing_month, count(*) AS n FROM ingest_idempotency WHERE usage_month = $1::date
+-- Their totals go into the manifest: reconcile adds them to the ledger side of archived months.
+SELECT site_id, billing_month, count(*) AS events, sum(quantity) AS quantity,
+       count(*) FILTER (WHERE billing_class = 'overlimit') AS overlimit_events,
+       coalesce(sum(quantity) FILTER (WHERE billing_class = 'overlimit'), 0) AS overlimit_quantity
+FROM ingest_idempotency WHERE usage_month = $1::date
 GROUP BY site_id, billing_month ORDER BY site_id, billing_month
 
 -- name: open_billing_months
