@@ -295,12 +295,14 @@ def _archive_oldest(bench: Bench, rows: int) -> None:
     part = "ingest_idempotency_p" + month.strftime("%Y_%m")
     size = env.query("partition_bytes", part)
     t0 = time.monotonic()
-    env.cli("billing", "close", "--month", label, "--json", topic=topic)
+    env.cli("billing", "close", "--month", label, "--json", topic=topic, timeout_s=3600)
     close_s = time.monotonic() - t0
     dest = BENCH_HOME / "archive" / env.tag
     dest.mkdir(parents=True, exist_ok=True)
     t0 = time.monotonic()
-    out = json.loads(env.cli("archive", "--month", label, "--to", str(dest), "--json", topic=topic))
+    out = json.loads(
+        env.cli("archive", "--month", label, "--to", str(dest), "--json", topic=topic, timeout_s=7200)
+    )
     took = time.monotonic() - t0
     row = Row(f"archive + verify one month ({out['rows'] / 1e6:.2f}M rows)", "scenario")
     row.events_per_s = out["rows"] / took
