@@ -86,7 +86,7 @@ cluster: deps
 # run (writes .local/bench/quick.md).
 bench: deps
 	@command -v wrk >/dev/null || apt-get install -y wrk || (apt-get update && apt-get install -y wrk)
-	$(BIN)/python -m tests.bench $(if $(filter 1,$(QUICK)),--quick)
+	$(BIN)/python -m tests.bench $(if $(filter 1,$(QUICK)),--quick) $(if $(ONLY),--only $(ONLY))
 
 # Producer client, long form (docs/client.md): 100,000 events through two gateway SIGKILLs and a
 # broker stop, on a private Kafka + Postgres (ports 29092/29432, .local/client-soak). `make test`

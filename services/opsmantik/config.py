@@ -113,6 +113,7 @@ class Settings:
     # Local stack (`opsmantik stack up`, `make run`)
     kafka_heap: str = "768m"  # the broker JVM's -Xms/-Xmx
     # Billing (docs/billing.md)
+    archive_location: str = ".local/archive"  # opsmantik archive: a directory or an fsspec URL
     billing_close_grace_days: float = 3.0  # a month closes no earlier than this long after it ends
     billing_close_lock_timeout_s: float = 60.0  # close waits this long for in-flight worker batches
     export_max_per_site: int = 2  # concurrent dispute exports per site; beyond → 429 Retry-After

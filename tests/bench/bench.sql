@@ -16,7 +16,7 @@ WITH batch AS (
            date_trunc('month', occurred_at AT TIME ZONE 'UTC')::date,
            quantity, 'included', 'kafka', received_at, kafka_partition, kafka_offset, properties::jsonb
     FROM batch
-    ON CONFLICT (site_id, event_id) DO NOTHING
+    ON CONFLICT (site_id, event_id, usage_month) DO NOTHING
     RETURNING site_id, billing_month, quantity
 )
 INSERT INTO site_usage_monthly AS u (site_id, month, events, quantity)
@@ -44,3 +44,15 @@ FROM (SELECT extract(epoch FROM ledgered_at - received_at) * 1000 AS lag_ms
 
 -- name: outbox_total
 SELECT count(*) FROM ingest_fallback_buffer WHERE parked_at IS NULL
+
+-- name: freshness_since
+-- freshness_ms over the rows received from $2 on (a preloaded ledger's rows and the tail of an
+-- earlier flood, still being ledgered when this run started, excluded).
+SELECT percentile_cont(0.5) WITHIN GROUP (ORDER BY lag_ms) AS p50,
+       percentile_cont(0.99) WITHIN GROUP (ORDER BY lag_ms) AS p99,
+       max(lag_ms) AS max, count(*) AS n
+FROM (SELECT extract(epoch FROM ledgered_at - received_at) * 1000 AS lag_ms
+      FROM ingest_idempotency WHERE site_id = $1 AND received_at >= $2) AS lags
+
+-- name: partition_bytes
+SELECT pg_total_relation_size(to_regclass($1))::bigint AS total

@@ -117,9 +117,14 @@ class BenchEnv:
         env.update(extra)
         return env
 
-    def cli(self, *args: str, topic: str) -> str:
+    def cli(self, *args: str, topic: str, timeout_s: float = 120) -> str:
         out = subprocess.run(
-            [*OPSMANTIK, *args], env=self.env(topic), capture_output=True, text=True, timeout=120, cwd=ROOT
+            [*OPSMANTIK, *args],
+            env=self.env(topic),
+            capture_output=True,
+            text=True,
+            timeout=timeout_s,
+            cwd=ROOT,
         )
         if out.returncode != 0:
             raise BenchError(f"opsmantik {' '.join(args)} failed ({out.returncode}):\n{out.stderr}")

@@ -24,9 +24,20 @@ function init(args)
   end
 end
 
-local function event()
+-- env WRK_IDS=uuid4: random UUIDv4 event ids (what most producers send) instead of prefix-counter.
+local uuid4 = os.getenv("WRK_IDS") == "uuid4"
+local seeded = false
+local function next_id()
   counter = counter + 1
-  return '{"event_id":"' .. prefix .. counter .. '","type":"page_view","occurred_at":"' .. occurred ..
+  if not uuid4 then return prefix .. counter end
+  if not seeded then math.randomseed(os.time() * 1000 + thread_id * 7919 + counter); seeded = true end
+  local r = math.random
+  return string.format("%04x%04x-%04x-4%03x-%04x-%04x%04x%04x", r(0, 65535), r(0, 65535), r(0, 65535),
+                       r(0, 4095), 32768 + r(0, 16383), r(0, 65535), r(0, 65535), r(0, 65535))
+end
+
+local function event()
+  return '{"event_id":"' .. next_id() .. '","type":"page_view","occurred_at":"' .. occurred ..
          '","quantity":1,"properties":{"path":"/pricing","plan":"pro","ref":"bench"}}'
 end
 

@@ -695,6 +695,13 @@ def status_page(bench: Bench) -> None:
     status.status_beside_ingest(bench, bench.site("status"))
 
 
+def ledger_growth(bench: Bench) -> None:
+    """A hot site's ledger at 0, 10M and 50M rows (tests/bench/ledger_growth.py, docs/scaling.md)."""
+    from tests.bench import ledger_growth as growth
+
+    growth.ledger_growth(bench)
+
+
 def scale_out(bench: Bench) -> None:
     """3 brokers and 2 gateway processes (tests/bench/cluster.py, docs/scaling.md)."""
     from tests.bench import cluster
@@ -717,4 +724,5 @@ SCENARIOS: list[tuple[str, Scenario, bool]] = [
     ("broker-down", Bench.broker_down, True),
     ("drain", Bench.drain, True),
     ("scale-out", scale_out, True),
+    ("ledger-growth", ledger_growth, False),  # minutes of COPY: --only ledger-growth (docs/benchmarks.md)
 ]

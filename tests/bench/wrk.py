@@ -73,6 +73,7 @@ def run_wrk(
     threads: int = 2,
     rate: float = 0.0,
     timeout_s: float = 5.0,
+    uuid4_ids: bool = False,
 ) -> LoadResult:
     argv = [
         wrk_path(),
@@ -90,6 +91,8 @@ def run_wrk(
         api_key,
     ]
     env = dict(os.environ, WRK_RATE=f"{rate:.3f}", WRK_THREADS=str(threads))
+    if uuid4_ids:
+        env["WRK_IDS"] = "uuid4"
     run = run_child(argv, env, duration_s + timeout_s + 30)
     out, err, cpu = run.stdout, run.stderr, run.cpu_s
     line = next((ln for ln in out.splitlines() if ln.startswith("WRKJSON ")), None)

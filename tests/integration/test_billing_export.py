@@ -34,6 +34,7 @@ Q = load_queries(Path(__file__).with_name("billing_seed.sql"))
 async def seeded_site(pool: asyncpg.Pool, month: date, rows: int) -> sites.NewKey:
     async with pool.acquire() as conn:
         key = await sites.create_site_with_key(conn, f"x-{uuid.uuid4().hex[:6]}")
+        await conn.fetchval("SELECT ledger_ensure_partition($1)", month)  # a past month (0009)
         await conn.execute(Q["seed_rows"], key.site_id, month_start(month), month, rows)
         await conn.execute(Q["seed_invoice"], key.site_id, month)
     return key

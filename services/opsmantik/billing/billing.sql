@@ -21,7 +21,9 @@ SELECT month FROM closed_months WHERE month >= $1::date ORDER BY month
 -- name: sites_to_state
 -- Every site with ledger rows, void entries or an invoice row in the month and no statement yet.
 SELECT site_id FROM (
-    SELECT DISTINCT site_id FROM ingest_idempotency WHERE billing_month = $1::date
+    -- the month's own partition, then the late rows of earlier months (the partial index of 0009)
+    SELECT DISTINCT site_id FROM ingest_idempotency WHERE usage_month = $1::date AND billing_month = $1::date
+    UNION SELECT DISTINCT site_id FROM ingest_idempotency WHERE billing_month = $1::date AND billing_month <> usage_month
     UNION SELECT site_id FROM billing_voids WHERE booked_month = $1::date
     UNION SELECT site_id FROM site_usage_monthly WHERE month = $1::date
 ) AS active
@@ -29,11 +31,21 @@ WHERE NOT EXISTS (SELECT 1 FROM billing_statements s WHERE s.site_id = active.si
 ORDER BY site_id
 
 -- name: site_rows
--- The canonical order: event_id bytewise (COLLATE "C"), the order verify checks.
-SELECT site_id, event_id, event_type, occurred_at, usage_month, billing_month, quantity,
-       billing_class, path, received_at, ledgered_at, kafka_partition, kafka_offset,
-       properties::text AS properties
-FROM ingest_idempotency WHERE site_id = $1::uuid AND billing_month = $2::date
+-- The canonical order: event_id bytewise (COLLATE "C"), the order verify checks. The rows billed in
+-- the month: its own partition's (usage_month = billing_month) and the late rows of earlier months
+-- (billing_month <> usage_month: the partial index of migration 0009).
+SELECT * FROM (
+    SELECT site_id, event_id, event_type, occurred_at, usage_month, billing_month, quantity,
+           billing_class, path, received_at, ledgered_at, kafka_partition, kafka_offset,
+           properties::text AS properties
+    FROM ingest_idempotency WHERE site_id = $1::uuid AND usage_month = $2::date AND billing_month = $2::date
+    UNION ALL
+    SELECT site_id, event_id, event_type, occurred_at, usage_month, billing_month, quantity,
+           billing_class, path, received_at, ledgered_at, kafka_partition, kafka_offset,
+           properties::text AS properties
+    FROM ingest_idempotency
+    WHERE site_id = $1::uuid AND billing_month = $2::date AND billing_month <> usage_month
+) AS billed
 ORDER BY event_id COLLATE "C"
 
 -- name: site_voids
@@ -59,8 +71,11 @@ WHERE s.month = $1::date ORDER BY s.site_id
 SELECT * FROM billing_statements WHERE site_id = $1::uuid AND month = $2::date
 
 -- name: ledger_entry
+-- An event_id is unique within its dedupe scope (migration 0009); should it have been reused
+-- months apart, the newest event is the one a void names.
 SELECT billing_month, quantity, billing_class FROM ingest_idempotency
 WHERE site_id = $1::uuid AND event_id = $2::text
+ORDER BY usage_month DESC LIMIT 1
 
 -- name: existing_void
 SELECT voided_at, voided_by, reason FROM billing_voids WHERE site_id = $1::uuid AND event_id = $2::text

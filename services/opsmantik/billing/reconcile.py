@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import argparse
 import uuid
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from datetime import UTC, date, datetime
 from decimal import Decimal
 from typing import Any
@@ -104,11 +104,22 @@ def _exact(r: asyncpg.Record) -> dict[str, Any]:
 async def reconcile_month(conn: asyncpg.Connection, month: date) -> Report:
     rows = await conn.fetch(Q["compare_month"], month)
     # quantities are numeric (sums that cannot overflow): exact Python ints from here on
-    return Report(
-        month,
-        datetime.now(UTC),
-        [SiteDrift(**_exact(r)) for r in rows],
+    found = [SiteDrift(**_exact(r)) for r in rows]
+    # rows of archived usage months (opsmantik archive) are counted from the archive's totals
+    archived = (
+        {r["site_id"]: r for r in await conn.fetch(Q["archived_totals"], month)}
+        if await conn.fetchval(Q["has_archives"])
+        else {}
     )
+    if archived:
+        by_site = {s.site_id: s for s in found}
+        for site_id, a in archived.items():
+            s = by_site.get(site_id) or SiteDrift(site_id, None, *([0] * 8))
+            by_site[site_id] = replace(
+                s, **{f"ledger_{f}": getattr(s, f"ledger_{f}") + int(a[f]) for f in _FIELDS}
+            )
+        found = sorted(by_site.values(), key=lambda s: s.site_id)
+    return Report(month, datetime.now(UTC), found)
 
 
 async def record(conn: asyncpg.Connection, report: Report) -> None:

@@ -5,7 +5,10 @@
 -- event off the invoice of that month, or is a negative adjustment in the first open month.
 WITH entries AS (
     SELECT site_id, 1 AS sign, quantity, billing_class
-    FROM ingest_idempotency WHERE billing_month = $1::date
+    FROM ingest_idempotency WHERE usage_month = $1::date AND billing_month = $1::date  -- the month's partition
+    UNION ALL
+    SELECT site_id, 1, quantity, billing_class  -- late rows of earlier months (partial index, 0009)
+    FROM ingest_idempotency WHERE billing_month = $1::date AND billing_month <> usage_month
     UNION ALL
     SELECT site_id, -1, quantity, billing_class FROM billing_voids WHERE booked_month = $1::date
 ), ledger AS (
@@ -35,3 +38,18 @@ SELECT $1::timestamptz, $2::date, s, le, lq, ie, iq, de, dq, doe, doq
 FROM unnest($3::uuid[], $4::bigint[], $5::numeric[], $6::bigint[], $7::numeric[], $8::bigint[],
             $9::numeric[], $10::bigint[], $11::numeric[]) AS t(s, le, lq, ie, iq, de, dq, doe, doq)
 ON CONFLICT DO NOTHING
+
+-- name: archived_totals
+-- The ledger side of rows billed in the month whose usage month was archived (opsmantik archive):
+-- the per-site totals the archive recorded from the partition before dropping it.
+SELECT (t ->> 'site_id')::uuid AS site_id, sum((t ->> 'events')::bigint)::bigint AS events,
+       sum((t ->> 'quantity')::numeric) AS quantity,
+       sum((t ->> 'overlimit_events')::bigint)::bigint AS overlimit_events,
+       sum((t ->> 'overlimit_quantity')::numeric) AS overlimit_quantity
+FROM ledger_archives a, jsonb_array_elements(coalesce(a.manifest -> 'totals', '[]'::jsonb)) AS t
+WHERE t ->> 'billing_month' = to_char($1::date, 'YYYY-MM')
+GROUP BY 1
+
+-- name: has_archives
+-- ledger_archives comes from migration 0009; a database before it has no archived month.
+SELECT to_regclass('ledger_archives') IS NOT NULL

@@ -335,6 +335,19 @@ def build_parser() -> argparse.ArgumentParser:
         env=DB,
         exit1="drift: a site's invoice differs from its ledger (the site is named)",
     )
+    s = sub.add_parser(
+        "archive",
+        help="write a closed month's ledger partition to Parquet beside its statements, verify it, "
+        "drop the partition (docs/billing.md)",
+    )
+    s.add_argument("--month", required=True, type=cli_args.MONTH, metavar="YYYY-MM", help="the usage month")
+    s.add_argument("--to", metavar="DIR_OR_URL", help="a directory or fsspec URL (default: the setting)")
+    s.add_argument("--json", action="store_true", help=JSON_HELP)
+    s.set_defaults(
+        func=_service("opsmantik.billing.archive"),
+        env=(*DB, "archive_location"),
+        exit1="the written file did not verify against the statements: partition kept",
+    )
     s = sub.add_parser("slo-report", help="the SLO figures for a month")
     s.add_argument("--month", required=True, type=cli_args.MONTH, metavar="YYYY-MM", help="the month")
     s.add_argument("--json", action="store_true", help=JSON_HELP)

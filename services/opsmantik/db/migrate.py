@@ -14,6 +14,7 @@ from importlib.abc import Traversable
 import asyncpg
 
 from opsmantik import schemas
+from opsmantik.db import partitions
 from opsmantik.db.queries import package_queries
 
 Q = package_queries("opsmantik.db", "migrate.sql")
@@ -68,4 +69,7 @@ async def migrate(conn: asyncpg.Connection, directory: Traversable | None = None
             await conn.execute(m.sql)
             await conn.execute(Q["record_migration"], m.version, m.name, m.checksum)
             applied_now.append(m.version)
+        # the ledger's month partitions around today (0009): every run keeps two months ahead
+        if await partitions.is_partitioned(conn):
+            await partitions.ensure_ahead(conn)
     return applied_now

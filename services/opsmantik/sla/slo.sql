@@ -23,7 +23,8 @@ SELECT count(*) FROM ingest_idempotency WHERE received_at >= $1 AND received_at 
 
 -- name: accuracy
 SELECT (SELECT coalesce(sum(events), 0)::bigint FROM site_usage_monthly WHERE month = $1::date) AS invoice,
-       (SELECT count(*) FROM ingest_idempotency WHERE billing_month = $1::date)
+       (SELECT count(*) FROM ingest_idempotency WHERE usage_month = $1::date AND billing_month = $1::date)
+       + (SELECT count(*) FROM ingest_idempotency WHERE billing_month = $1::date AND billing_month <> usage_month)
        - (SELECT count(*) FROM billing_voids WHERE booked_month = $1::date) AS ledger  -- net of voids
 
 -- name: audit_month

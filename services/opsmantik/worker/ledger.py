@@ -1,7 +1,12 @@
 """One batch of ingest messages → one Postgres transaction: ledger, invoice, freshness.
 
-Exactly-once comes from the ledger's primary key (site_id, event_id), not from Kafka:
-1. lock the batch's invoice rows in a fixed order (the running counts),
+Exactly-once comes from the ledger, not from Kafka. The ledger is partitioned by usage month
+(migration 0009), its primary key (site_id, event_id, usage_month):
+0. make sure the batch's months have a partition (outside the transaction, cached),
+1. lock the batch's sites (hashed buckets, fixed order), then drop the events already ledgered in
+   another month of their dedupe scope (opsmantik.db.partitions.dedupe_months): the same
+   event_id sent again with a time in another month is a duplicate,
+   then lock the batch's invoice rows in a fixed order (the running counts),
 2. insert ledger rows ON CONFLICT DO NOTHING; RETURNING says which are new,
 3. decide each new row's class in ledger order, fix up the overlimit ones,
 4. add only the new rows to the invoice, record dead letters and freshness,
@@ -20,10 +25,13 @@ from typing import NamedTuple
 import asyncpg
 
 from opsmantik.billing.rules import OVERLIMIT, assign_classes, billing_month
+from opsmantik.db.partitions import PartitionCache, dedupe_months
 from opsmantik.db.queries import package_queries
 from opsmantik.worker.message import DeadLetter, IngestEvent, dead_letter
 
 Q = package_queries("opsmantik.worker", "ledger.sql")
+SITE_LOCK_BUCKETS = 1024  # lock_sites: bounded number of advisory locks per batch
+_PARTITIONS = PartitionCache()  # one per process: months with a partition, archived months
 
 
 class LedgerRow(NamedTuple):
@@ -71,6 +79,22 @@ async def write_batch(
     conn: asyncpg.Connection, topic: str, instance: str, events: list[IngestEvent], dead: list[DeadLetter]
 ) -> BatchResult:
     """Run the whole batch in one transaction; raises (and writes nothing) on any DB error."""
+    try:
+        archived = await _PARTITIONS.prepare(conn, {e.usage_month for e in events})
+        return await _write_batch(conn, topic, instance, events, dead, archived)
+    except Exception:
+        _PARTITIONS.forget()  # a partition may have been archived meanwhile: ask again on the retry
+        raise
+
+
+async def _write_batch(
+    conn: asyncpg.Connection,
+    topic: str,
+    instance: str,
+    events: list[IngestEvent],
+    dead: list[DeadLetter],
+    archived: set[date],
+) -> BatchResult:
     async with conn.transaction():
         await conn.execute(Q["close_lock_shared"])  # a month close waits for this batch (docs/billing.md)
         unique = dedupe_in_order(events)
@@ -84,43 +108,73 @@ async def write_batch(
             for e in unknown
         ]
         unique = [e for e in unique if e.site_id in quotas]
+        gone = [e for e in unique if e.usage_month in archived]
+        dead = dead + [
+            dead_letter(e.partition, e.offset, "usage month is archived", e.raw, str(e.site_id), e.event_id)
+            for e in gone
+        ]
+        unique = [e for e in unique if e.usage_month not in archived]
+        now = datetime.now(UTC)
+        scope = {e.key: dedupe_months(e.usage_month, e.received_at, now) for e in unique}
 
         new_keys: list[tuple[uuid.UUID, str]] = []
         overlimit = 0
         new_received: list[datetime] = []
         if unique:
+            buckets = sorted({e.site_id.int % SITE_LOCK_BUCKETS for e in unique})
+            await conn.execute(Q["lock_sites"], buckets)
+            copies = await conn.fetch(
+                Q["cross_month_copies"],
+                [e.site_id for e in unique],
+                [e.event_id for e in unique],
+                [e.usage_month for e in unique],
+                [scope[e.key][0] for e in unique],
+                [scope[e.key][1] for e in unique],
+            )
+            elsewhere: set[tuple[uuid.UUID, str]] = {(r[0], r[1]) for r in copies}
+        else:
+            elsewhere = set()
+        fresh_candidates = [e for e in unique if e.key not in elsewhere]
+        if fresh_candidates:
             closed = frozenset(
                 r["month"]
-                for r in await conn.fetch(Q["closed_months_from"], min(e.usage_month for e in unique))
+                for r in await conn.fetch(
+                    Q["closed_months_from"], min(e.usage_month for e in fresh_candidates)
+                )
             )
-            months = {m: billing_month(m, closed) for m in {e.usage_month for e in unique}}
-            bmonth = {e.key: months[e.usage_month] for e in unique}
-            inv = sorted({(e.site_id, bmonth[e.key]) for e in unique})
+            months = {m: billing_month(m, closed) for m in {e.usage_month for e in fresh_candidates}}
+            bmonth = {e.key: months[e.usage_month] for e in fresh_candidates}
+            inv = sorted({(e.site_id, bmonth[e.key]) for e in fresh_candidates})
             locked = await conn.fetch(Q["lock_invoice_rows"], [k[0] for k in inv], [k[1] for k in inv])
             counts = {(r["site_id"], r["month"]): r["events"] for r in locked}
 
             inserted = await conn.fetch(
                 Q["insert_ledger"],
-                [e.site_id for e in unique],
-                [e.event_id for e in unique],
-                [e.type for e in unique],
-                [e.occurred_at for e in unique],
-                [e.usage_month for e in unique],
-                [bmonth[e.key] for e in unique],
-                [e.quantity for e in unique],
-                [e.path for e in unique],
-                [e.received_at for e in unique],
-                [e.partition for e in unique],
-                [e.offset for e in unique],
-                [e.properties for e in unique],
+                [e.site_id for e in fresh_candidates],
+                [e.event_id for e in fresh_candidates],
+                [e.type for e in fresh_candidates],
+                [e.occurred_at for e in fresh_candidates],
+                [e.usage_month for e in fresh_candidates],
+                [bmonth[e.key] for e in fresh_candidates],
+                [e.quantity for e in fresh_candidates],
+                [e.path for e in fresh_candidates],
+                [e.received_at for e in fresh_candidates],
+                [e.partition for e in fresh_candidates],
+                [e.offset for e in fresh_candidates],
+                [e.properties for e in fresh_candidates],
             )
             fresh = {(r[0], r[1]) for r in inserted}  # RETURNING site_id, event_id
-            new_events = [e for e in unique if e.key in fresh]  # still in ledger order
+            new_events = [e for e in fresh_candidates if e.key in fresh]  # still in ledger order
             classes = assign_classes([(e.site_id, bmonth[e.key]) for e in new_events], counts, quotas)
 
             over = [e for e, c in zip(new_events, classes, strict=True) if c == OVERLIMIT]
             if over:
-                await conn.execute(Q["mark_overlimit"], [e.site_id for e in over], [e.event_id for e in over])
+                await conn.execute(
+                    Q["mark_overlimit"],
+                    [e.site_id for e in over],
+                    [e.event_id for e in over],
+                    [e.usage_month for e in over],
+                )
             totals: dict[tuple[uuid.UUID, date], list[int]] = defaultdict(lambda: [0, 0, 0, 0])
             for e, c in zip(new_events, classes, strict=True):
                 t = totals[(e.site_id, bmonth[e.key])]
@@ -168,13 +222,17 @@ async def write_batch(
         canonical: list[LedgerRow] = []
         if unique:
             rows = await conn.fetch(
-                Q["ledger_rows"], [e.site_id for e in unique], [e.event_id for e in unique]
+                Q["ledger_rows"],
+                [e.site_id for e in unique],
+                [e.event_id for e in unique],
+                [scope[e.key][0] for e in unique],
+                [scope[e.key][1] for e in unique],
             )
             make = LedgerRow._make
             canonical = [make(r) for r in rows]  # ledger_rows selects the fields in order
     return BatchResult(
         new=len(new_keys),
-        duplicates=len(events) - len(unknown) - len(new_keys),
+        duplicates=len(events) - len(unknown) - len(gone) - len(new_keys),
         dead_letters=len(dead),
         overlimit=overlimit,
         rows=canonical,

@@ -5,6 +5,21 @@
 -- exclusive), so `opsmantik billing close` waits for this batch and none books into a closing month.
 SELECT pg_advisory_xact_lock_shared(5124400005)
 
+-- name: lock_sites
+-- Cross-month exactly-once (services/opsmantik/db/partitions.py): the batch's sites, hashed into
+-- 1024 buckets, locked in ascending order before the lookup below, so two batches holding copies of
+-- one event_id in different months (different invoice rows) cannot both find nothing and insert.
+SELECT pg_advisory_xact_lock(51244, b) FROM unnest($1::int[]) WITH ORDINALITY AS t(b, n) ORDER BY n
+
+-- name: cross_month_copies
+-- The events of the batch already ledgered in another month of their dedupe scope [lo, hi]: a copy
+-- sent again with a time in another month is a duplicate, not a new event. Run-time partition
+-- pruning probes only the scope's partitions (at most three when the worker is current).
+SELECT k.s, k.e FROM unnest($1::uuid[], $2::text[], $3::date[], $4::date[], $5::date[]) AS k(s, e, um, lo, hi)
+WHERE EXISTS (SELECT 1 FROM ingest_idempotency i
+              WHERE i.site_id = k.s AND i.event_id = k.e AND i.usage_month >= k.lo AND i.usage_month <= k.hi
+                AND i.usage_month <> k.um)
+
 -- name: closed_months_from
 SELECT month FROM closed_months WHERE month >= $1::date ORDER BY month
 
@@ -29,13 +44,13 @@ SELECT s, e, ty, o, um, bm, q, 'included', p, r, kp, ko, pr::jsonb
 FROM unnest($1::uuid[], $2::text[], $3::text[], $4::timestamptz[], $5::date[], $6::date[],
             $7::bigint[], $8::text[], $9::timestamptz[], $10::int[], $11::bigint[], $12::text[])
      AS t(s, e, ty, o, um, bm, q, p, r, kp, ko, pr)
-ON CONFLICT (site_id, event_id) DO NOTHING
+ON CONFLICT (site_id, event_id, usage_month) DO NOTHING
 RETURNING site_id, event_id
 
 -- name: mark_overlimit
 UPDATE ingest_idempotency i SET billing_class = 'overlimit'
-FROM unnest($1::uuid[], $2::text[]) AS o(s, e)
-WHERE i.site_id = o.s AND i.event_id = o.e
+FROM unnest($1::uuid[], $2::text[], $3::date[]) AS o(s, e, um)
+WHERE i.site_id = o.s AND i.event_id = o.e AND i.usage_month = o.um
 
 -- name: add_usage
 UPDATE site_usage_monthly u
@@ -48,12 +63,14 @@ WHERE u.site_id = d.s AND u.month = d.m
 
 -- name: ledger_rows
 -- The canonical ledger rows of every event of the batch, new or already there: the
--- billable stream republishes both (a replay after a crash must still publish).
+-- billable stream republishes both (a replay after a crash must still publish). One row per event:
+-- within its dedupe scope [lo, hi] an event_id is ledgered at most once.
 SELECT i.site_id, i.event_id, i.event_type, i.occurred_at, i.usage_month, i.billing_month,
        i.quantity, i.billing_class, i.path, i.received_at, i.ledgered_at, i.kafka_partition,
        i.kafka_offset, i.properties::text AS properties
 FROM ingest_idempotency i
-JOIN unnest($1::uuid[], $2::text[]) AS k(s, e) ON i.site_id = k.s AND i.event_id = k.e
+JOIN unnest($1::uuid[], $2::text[], $3::date[], $4::date[]) AS k(s, e, lo, hi)
+  ON i.site_id = k.s AND i.event_id = k.e AND i.usage_month >= k.lo AND i.usage_month <= k.hi
 
 -- name: insert_dead_letters
 INSERT INTO ingest_dead_letter (topic, kafka_partition, kafka_offset, site_id, event_id, reason, payload)

@@ -1,0 +1,233 @@
+"""`opsmantik archive --month YYYY-MM [--to DIR_OR_URL]`: a closed ledger month leaves Postgres.
+
+Refused unless the month is closed and past the acceptance window (its end + 35 days + 5 min: no
+event of the month can still be accepted), every billing month its rows are billed in is closed
+and every (site, billing month) they touch has its statement. Then:
+
+1. the month's partition is written to `ledger-YYYY-MM.parquet` (pyarrow, zstd) in the archive's
+   order (site_id, then event_id bytewise), each row with `row_sha256`, the SHA-256 of its canonical
+   bytes (services/opsmantik/billing/canonical.py); `ledger-YYYY-MM.manifest.json` beside it holds
+   the row count, the file's SHA-256 and the statements (site, billing month, sha256) it is part of;
+2. the file is read back and verified: every row against its row_sha256, and every statement it
+   touches recomputed from the file plus what stays in Postgres (other months' late rows, voids)
+   and must equal the SHA-256 `billing close` recorded;
+3. in one transaction under the close lock: the archive is recorded in ledger_archives, the
+   partition detached and dropped.
+
+The location is a directory or any fsspec URL (s3://, gs://, memory://...). Afterwards the dispute
+export, `billing close`'s digest and hence `billing verify` read the month from the file
+(`archived_rows`, used by opsmantik.billing.entries), checking each row it reads: a changed row is
+refused, named by its position and event_id, and a file whose bytes differ from the recorded
+SHA-256 is refused before it is read.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+import time
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, date, datetime
+from typing import Any
+
+import asyncpg
+import fsspec
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from opsmantik.billing.archive_files import (
+    COLUMNS,
+    SCHEMA,
+    ArchiveTampered,
+    file_sha256,
+    join,
+    manifest_name,
+    parquet_name,
+    row_sha,
+)
+from opsmantik.billing.canonical import Digest
+from opsmantik.billing.entries import entries
+from opsmantik.config import Settings
+from opsmantik.db.partitions import MAX_AGE, MAX_AHEAD
+from opsmantik.db.queries import package_queries
+from opsmantik.months import label, month_end, parse_month
+
+Q = package_queries("opsmantik.billing", "archive.sql")
+FORMAT = "opsmantik.ledger-archive.v1"
+ROW_GROUP = 65536
+
+
+class ArchiveRefused(Exception):
+    """The month cannot be archived (yet): exit 2."""
+
+
+def earliest_archive(month: date) -> datetime:
+    return month_end(month) + MAX_AGE + MAX_AHEAD
+
+
+@dataclass
+class Plan:
+    month: date
+    location: str
+    statements: list[tuple[uuid.UUID, date, str]]  # (site, billing month, recorded sha256)
+    totals: list[dict[str, Any]]  # per (site, billing month): what reconcile adds for the archive
+
+
+async def plan(conn: asyncpg.Connection, month: date, location: str, now: datetime) -> Plan:
+    if await conn.fetchrow(Q["archive_of"], month):
+        raise ArchiveRefused(f"{label(month)} is already archived")
+    if not await conn.fetchval(Q["is_closed"], month):
+        raise ArchiveRefused(
+            f"{label(month)} is not closed: run `opsmantik billing close --month {label(month)}`"
+        )
+    earliest = earliest_archive(month)
+    if now < earliest:
+        raise ArchiveRefused(
+            f"{label(month)} can still receive events until {earliest.isoformat()} "
+            "(its end + 35 days + 5 min, the gateway's acceptance window)"
+        )
+    part = "ingest_idempotency_p" + month.strftime("%Y_%m")
+    if await conn.fetchval("SELECT to_regclass($1)", part) is None:
+        raise ArchiveRefused(f"{label(month)} has no ledger partition")
+    open_months = [r[0] for r in await conn.fetch(Q["open_billing_months"], month)]
+    if open_months:
+        raise ArchiveRefused(
+            f"rows of {label(month)} are billed in {label(open_months[0])}, which is not closed"
+        )
+    missing = await conn.fetch(Q["missing_statements"], month)
+    if missing:
+        s, m = missing[0]
+        raise ArchiveRefused(f"site {s} has no statement for {label(m)}: run `opsmantik billing close`")
+    statements, totals = [], []
+    for r in await conn.fetch(Q["billed_months"], month):
+        sha = await conn.fetchval(Q["statement_sha"], r["site_id"], r["billing_month"])
+        statements.append((r["site_id"], r["billing_month"], sha))
+        totals.append(
+            {
+                "site_id": str(r["site_id"]),
+                "billing_month": label(r["billing_month"]),
+                **{k: int(r[k]) for k in ("events", "quantity", "overlimit_events", "overlimit_quantity")},
+            }
+        )
+    return Plan(month, location, statements, totals)
+
+
+async def write_parquet(conn: asyncpg.Connection, month: date, url: str) -> int:
+    rows = 0
+    with fsspec.open(url, "wb") as f:
+        writer = pq.ParquetWriter(f, SCHEMA, compression="zstd")
+        try:
+            batch: dict[str, list[Any]] = {c: [] for c in SCHEMA.names}
+            async with conn.transaction(isolation="repeatable_read"):
+                async for r in conn.cursor(Q["partition_rows"], month, prefetch=10000):
+                    for c in COLUMNS:
+                        v = r[c]
+                        batch[c].append(str(v) if c == "site_id" else v)
+                    batch["row_sha256"].append(row_sha(r))
+                    rows += 1
+                    if len(batch["event_id"]) >= ROW_GROUP:
+                        writer.write_table(pa.table(batch, schema=SCHEMA))
+                        batch = {c: [] for c in SCHEMA.names}
+            if batch["event_id"] or rows == 0:
+                writer.write_table(pa.table(batch, schema=SCHEMA))
+        finally:
+            writer.close()
+    return rows
+
+
+async def statement_digest(
+    conn: asyncpg.Connection, site_id: uuid.UUID, billing_month: date, extra: list[tuple[date, str, str]]
+) -> str:
+    """A statement recomputed from Postgres plus archives (and `extra` files not recorded yet)."""
+    digest = Digest()
+    async with conn.transaction(isolation="repeatable_read"):
+        async for obj in entries(conn, site_id, billing_month, extra_archives=extra):
+            digest.add(obj)
+    return digest.hexdigest()
+
+
+async def archive_month(conn: asyncpg.Connection, month: date, location: str) -> dict[str, Any]:
+    t0 = time.monotonic()
+    p = await plan(conn, month, location, datetime.now(UTC))
+    url = join(location, parquet_name(month))
+    rows = await write_parquet(conn, month, url)
+    written_s = time.monotonic() - t0
+    sha = file_sha256(url)
+    manifest = {
+        "format": FORMAT,
+        "month": label(month),
+        "rows": rows,
+        "file": parquet_name(month),
+        "file_sha256": sha,
+        "statements": [
+            {"site_id": str(s), "billing_month": label(m), "sha256": h} for s, m, h in p.statements
+        ],
+        "totals": p.totals,
+        "archived_at": datetime.now(UTC).isoformat(),
+    }
+    with fsspec.open(join(location, manifest_name(month)), "w") as f:
+        f.write(json.dumps(manifest, indent=1, sort_keys=True))
+    # verify: every statement recomputed from the file + what stays in Postgres; reading them reads
+    # every row of the file once (each checked against its row_sha256) and must count every row
+    for s, m, h in p.statements:
+        got = await statement_digest(conn, s, m, [(month, url, sha)])
+        if got != h:
+            raise ArchiveTampered(f"site {s} {label(m)}: the archive gives sha256 {got}, the statement {h}")
+    checked = sum(int(t["events"]) for t in p.totals)
+    if checked != rows or not p.statements and rows:
+        raise ArchiveTampered(f"{url}: {rows} rows written, the statements cover {checked}")
+    verified_s = time.monotonic() - t0 - written_s
+    part = "ingest_idempotency_p" + month.strftime("%Y_%m")
+    async with conn.transaction():
+        await conn.execute(Q["close_lock"])
+        await conn.execute(Q["record_archive"], month, location, rows, sha, json.dumps(manifest))
+        await conn.execute(f'ALTER TABLE ingest_idempotency DETACH PARTITION "{part}"')
+        await conn.execute(f'DROP TABLE "{part}"')
+    with fsspec.open(url, "rb") as f:
+        size = f.size if hasattr(f, "size") and f.size else len(f.read())
+    return {
+        "month": label(month),
+        "location": location,
+        "file": url,
+        "rows": rows,
+        "file_sha256": sha,
+        "bytes": size,
+        "bytes_per_row": round(size / rows, 2) if rows else None,
+        "statements_verified": len(p.statements),
+        "write_s": round(written_s, 3),
+        "verify_s": round(verified_s, 3),
+        "partition_dropped": part,
+    }
+
+
+async def _run(settings: Settings, month: date, location: str) -> dict[str, Any]:
+    conn = await asyncpg.connect(settings.database_url)
+    try:
+        return await archive_month(conn, month, location)
+    finally:
+        await conn.close()
+
+
+def main(settings: Settings, args: argparse.Namespace) -> int:
+    month = args.month if isinstance(args.month, date) else parse_month(args.month)
+    location = args.to or settings.archive_location
+    try:
+        out = asyncio.run(_run(settings, month, location))
+    except ArchiveRefused as exc:
+        print(f"archive refused: {exc}", file=sys.stderr)
+        return 2
+    except ArchiveTampered as exc:
+        print(f"archive NOT verified (partition kept): {exc}", file=sys.stderr)
+        return 1
+    if args.json:
+        print(json.dumps(out))
+    else:
+        print(
+            f"archived {out['month']}: {out['rows']} rows, {out['bytes']} bytes "
+            f"({out['bytes_per_row']} per row) to {out['file']}; {out['statements_verified']} "
+            f"statement(s) verified; partition {out['partition_dropped']} dropped"
+        )
+    return 0
