@@ -14,7 +14,7 @@ import orjson
 from aiohttp import web
 
 from opsmantik.events import Event, parse_request
-from opsmantik.gateway.auth import AuthUnavailable, SiteAuth, bearer_key
+from opsmantik.gateway.auth import AuthUnavailable, LookupBudgetExhausted, SiteAuth, bearer_key
 from opsmantik.gateway.publisher import Unavailable
 from opsmantik.gateway.sla_rollup import LIMIT, SITE
 from opsmantik.gateway.sql import Q
@@ -25,6 +25,7 @@ from opsmantik.months import MonthError, parse_month
 async def authenticate(request: web.Request, state: State) -> SiteAuth | web.Response:
     key = bearer_key(request.headers.get("Authorization"))
     if key is None:
+        state.metrics.auth_refused("malformed")
         return error(
             401,
             "unauthorized",
@@ -36,6 +37,14 @@ async def authenticate(request: web.Request, state: State) -> SiteAuth | web.Res
     except AuthUnavailable:
         return error(
             503, "unavailable", "cannot verify a new key right now; retrying is safe", {"Retry-After": "1"}
+        )
+    except LookupBudgetExhausted:
+        return error(
+            429,
+            "key_lookups_exhausted",
+            "too many unknown keys tried on this gateway; a key issued before tagged keys can wait "
+            "for the retry, or be reissued (`opsmantik keys create`)",
+            {"Retry-After": "1"},
         )
     if site is None:
         return error(401, "unauthorized", "unknown or revoked key", {"WWW-Authenticate": "Bearer"})
