@@ -65,6 +65,10 @@ class Settings:
     legacy_keys: str = "on"
     unknown_key_lookups_per_s: float = 20.0
     unknown_key_lookup_burst: int = 40
+    # Past this many refused keys a second (per gateway process), each refusal is answered after
+    # auth_failure_delay_s (0 = never delayed): a flood is slowed to what a sleep costs.
+    auth_failures_undelayed_per_s: float = 50.0
+    auth_failure_delay_s: float = 0.25
     usage_refresh_s: float = 1.0
     usage_stale_s: float = 10.0  # cache older than this → events are `degraded`
     # Gateways share each site's rate: every gateway heartbeats into gateway_instances and takes
@@ -175,6 +179,7 @@ class Settings:
             "status_probe_timeout_s",
             "audit_interval_s",
             "unknown_key_lookups_per_s",
+            "auth_failures_undelayed_per_s",
         ):
             if getattr(self, name) <= 0:
                 problems.append(f"OPSMANTIK_{name.upper()} must be > 0")
@@ -214,6 +219,8 @@ class Settings:
             )
         if self.key_secret_previous and len(self.key_secret_previous) < 16:
             problems.append("OPSMANTIK_KEY_SECRET_PREVIOUS must be empty or at least 16 characters")
+        if not 0 <= self.auth_failure_delay_s <= 10:
+            problems.append("OPSMANTIK_AUTH_FAILURE_DELAY_S must be between 0 and 10")
         if self.legacy_keys not in ("on", "off"):
             problems.append("OPSMANTIK_LEGACY_KEYS must be on or off")
         if self.db_pool_min > self.db_pool_max:

@@ -12,7 +12,14 @@ from typing import Any
 
 import pytest
 from opsmantik.config import LOCAL_KEY_SECRET, Settings, SettingsError
-from opsmantik.gateway.auth import KeyCache, LookupBudget, LookupBudgetExhausted, SiteAuth
+from opsmantik.gateway.auth import (
+    MAX_LEGACY_INFLIGHT,
+    KeyCache,
+    LookupBudget,
+    LookupBudgetExhausted,
+    RefusalPacer,
+    SiteAuth,
+)
 from opsmantik.sites import MAC_KEY_LEN, generate_key, hash_key, key_kind, key_tag
 
 SECRET = "s" * 32
@@ -209,3 +216,74 @@ def test_key_settings_validated_and_secret_never_in_repr() -> None:
         assert name in text, name
     assert "x" * 15 not in text
     assert Settings.from_env({"OPSMANTIK_KEY_SECRET": "x" * 16}).key_secret == "x" * 16  # at the edge
+
+
+class SlowPool(FakePool):
+    """Lookups wait for `gate`; with `fail`, they raise like a pool that timed out."""
+
+    def __init__(self, fail: bool = False) -> None:
+        super().__init__()
+        self.gate = asyncio.Event()
+        self.fail = fail
+
+    def acquire(self, timeout: float) -> Any:
+        pool = self
+
+        class Ctx:
+            async def __aenter__(self) -> FakeConn:
+                await pool.gate.wait()
+                if pool.fail:
+                    raise TimeoutError
+                return FakeConn(pool)
+
+            async def __aexit__(self, *exc: object) -> None:
+                return None
+
+        return Ctx()
+
+
+async def test_untagged_lookups_hold_at_most_one_connection() -> None:
+    assert MAX_LEGACY_INFLIGHT == 1
+    pool = SlowPool()
+    c, refused = cache(pool, LookupBudget(1000.0, 1000))
+    first = [asyncio.create_task(c.lookup(legacy_key()))]
+    await asyncio.sleep(0)
+    with pytest.raises(LookupBudgetExhausted):  # a second one while one is in flight
+        await c.lookup(legacy_key())
+    key = generate_key(SECRET)  # tagged keys are not capped
+    pool.rows[hash_key(key)] = SITE
+    tagged = asyncio.create_task(c.lookup(key))
+    pool.gate.set()
+    assert await asyncio.gather(*first) == [None] and await tagged == SITE
+    assert refused.count("lookup_budget") == 1
+    assert await c.lookup(legacy_key()) is None  # the slots are free again
+
+
+async def test_failed_untagged_lookup_is_a_429_and_a_tagged_one_a_503() -> None:
+    from opsmantik.gateway.auth import AuthUnavailable
+
+    pool = SlowPool(fail=True)
+    pool.gate.set()
+    c, refused = cache(pool, LookupBudget(1000.0, 1000))
+    with pytest.raises(LookupBudgetExhausted):
+        await c.lookup(legacy_key())
+    assert refused == ["lookup_failed"]
+    with pytest.raises(AuthUnavailable):
+        await c.lookup(generate_key(SECRET))
+
+
+async def test_refusals_are_paced_only_past_the_free_rate() -> None:
+    pacer = RefusalPacer(5.0, 0.2)
+    loop = asyncio.get_running_loop()
+    t0 = loop.time()
+    for _ in range(5):  # the free ones
+        await pacer.pause()
+    assert loop.time() - t0 < 0.1
+    t0 = loop.time()
+    await asyncio.gather(*(pacer.pause() for _ in range(20)))  # past it: every one waits, concurrently
+    assert 0.2 <= loop.time() - t0 < 0.5
+    off = RefusalPacer(1.0, 0.0)
+    t0 = loop.time()
+    for _ in range(50):
+        await off.pause()
+    assert loop.time() - t0 < 0.1

@@ -168,6 +168,8 @@ GATEWAY_ENV = (
     "legacy_keys",
     "unknown_key_lookups_per_s",
     "unknown_key_lookup_burst",
+    "auth_failures_undelayed_per_s",
+    "auth_failure_delay_s",
     "usage_refresh_s",
     "usage_stale_s",
     "gateway_heartbeat_s",

@@ -19,7 +19,7 @@ from aiohttp import web
 from opsmantik.config import LOCAL_KEY_SECRET, Settings
 from opsmantik.events import Limits
 from opsmantik.gateway import exports, routes_api, routes_ops
-from opsmantik.gateway.auth import KeyCache, LookupBudget
+from opsmantik.gateway.auth import KeyCache, LookupBudget, RefusalPacer
 from opsmantik.gateway.breaker import STATE_VALUE, Breaker
 from opsmantik.gateway.metrics import GatewayMetrics
 from opsmantik.gateway.publisher import (
@@ -121,6 +121,7 @@ def create_app(settings: Settings, publisher: Publisher | None = None) -> web.Ap
                 legacy_keys=settings.legacy_keys == "on",
                 budget=LookupBudget(settings.unknown_key_lookups_per_s, settings.unknown_key_lookup_burst),
                 on_refused=metrics.auth_refused,
+                pacer=RefusalPacer(settings.auth_failures_undelayed_per_s, settings.auth_failure_delay_s),
             ),
             UsageCache(settings.usage_stale_s),
             RateLimiter(),

@@ -10,7 +10,8 @@ tagged key whose tag does not verify is refused in memory ("bad_mac"). A key wit
 before the MAC, "legacy") is looked up only within the gateway's budget of unknown-key lookups
 (`LookupBudget`, a token bucket): past it the answer is 429 without a query, so a flood of fresh
 well-formed keys costs Postgres at most `unknown_key_lookups_per_s` per gateway process, whatever
-the attacker's rate. Every refusal is counted by reason (`on_refused`).
+the attacker's rate. Every refusal is counted by reason (`on_refused`); past a rate of refusals
+each one is answered late (`RefusalPacer`), which slows a flood down to what a sleep costs.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ from opsmantik.sites import hash_key, key_kind
 log = logging.getLogger(__name__)
 KEY_FORMAT = re.compile(r"omk_[A-Za-z0-9_-]{20,100}")
 MAX_UNKNOWN = 50_000
+MAX_LEGACY_INFLIGHT = 1  # concurrent lookups of untagged keys: the outbox keeps the rest of the pool
 
 
 @dataclass(frozen=True)
@@ -50,7 +52,8 @@ class AuthUnavailable(Exception):
 
 
 class LookupBudgetExhausted(Exception):
-    """An untagged key we do not know, and this gateway spent its unknown-key lookups (→ 429)."""
+    """An untagged key we do not know, and this gateway spent its unknown-key lookups or cannot
+    look it up right now (→ 429 with Retry-After)."""
 
 
 class LookupBudget:
@@ -71,6 +74,21 @@ class LookupBudget:
             return False
         self.tokens -= 1.0
         return True
+
+
+class RefusalPacer:
+    """Refusals answered at once up to `undelayed_per_s` a second (a misconfigured client learns
+    fast); past that the gateway is being flooded and each refusal waits `delay_s` first. A
+    sleeping answer costs the gateway almost nothing, and caps a closed-loop attacker at about
+    connections / delay_s requests a second, so the flood's CPU stays off the legitimate path."""
+
+    def __init__(self, undelayed_per_s: float, delay_s: float) -> None:
+        self.free = LookupBudget(undelayed_per_s, max(1, int(undelayed_per_s)))
+        self.delay_s = delay_s
+
+    async def pause(self) -> None:
+        if self.delay_s > 0 and not self.free.take():
+            await asyncio.sleep(self.delay_s)
 
 
 def _ignore(reason: str) -> None:
@@ -99,6 +117,7 @@ class KeyCache:
         legacy_keys: bool = True,
         budget: LookupBudget | None = None,
         on_refused: Callable[[str], None] = _ignore,
+        pacer: RefusalPacer | None = None,
     ) -> None:
         """`secrets`: the MAC secrets a tagged key may verify under (empty: tags not checked, every
         key is treated as legacy); `budget`: unknown legacy-key lookups (None: unlimited)."""
@@ -110,10 +129,12 @@ class KeyCache:
         self.legacy_keys = legacy_keys
         self.budget = budget
         self.on_refused = on_refused
+        self.pacer = pacer or RefusalPacer(1.0, 0.0)
         self.lookups = 0  # database lookups of a single key, for the tests and the logs
         self.known: dict[bytes, SiteAuth] = {}
         self.unknown: OrderedDict[bytes, float] = OrderedDict()
         self._inflight: dict[bytes, asyncio.Future[SiteAuth | None]] = {}
+        self._legacy_inflight = 0
 
     async def lookup(self, api_key: str) -> SiteAuth | None:
         digest = hash_key(api_key)
@@ -131,12 +152,28 @@ class KeyCache:
         if seen is not None and time.monotonic() - seen < self.unknown_ttl_s:
             self.on_refused("unknown_cached")
             return None
+        if kind == "legacy" and self.budget is not None:
+            # An untagged key may be forged: it never costs more than the budget, never holds
+            # more than MAX_LEGACY_INFLIGHT of the pool the outbox needs, and a lookup that
+            # fails is a 429 (retry), not a 5xx an attacker could pour into the SLO.
+            pending = self._inflight.get(digest)
+            if pending is None and (self._legacy_inflight >= MAX_LEGACY_INFLIGHT or not self.budget.take()):
+                self.on_refused("lookup_budget")
+                raise LookupBudgetExhausted
+            self._legacy_inflight += 1
+            try:
+                return await self._single_flight(digest)
+            except AuthUnavailable:
+                self.on_refused("lookup_failed")
+                raise LookupBudgetExhausted from None
+            finally:
+                self._legacy_inflight -= 1
+        return await self._single_flight(digest)
+
+    async def _single_flight(self, digest: bytes) -> SiteAuth | None:
         pending = self._inflight.get(digest)
         if pending is not None:
             return await asyncio.shield(pending)
-        if kind == "legacy" and self.budget is not None and not self.budget.take():
-            self.on_refused("lookup_budget")
-            raise LookupBudgetExhausted
         fut: asyncio.Future[SiteAuth | None] = asyncio.get_running_loop().create_future()
         self._inflight[digest] = fut
         try:

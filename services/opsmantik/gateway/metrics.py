@@ -55,7 +55,7 @@ class GatewayMetrics:
         self.auth_refusals = Counter(
             "opsmantik_gateway_auth_refused_total",
             "requests refused before any work, by reason: malformed, bad_mac, legacy_disabled, "
-            "unknown (looked up), unknown_cached, lookup_budget (429, no lookup)",
+            "unknown (looked up), unknown_cached, lookup_budget (429, no lookup), lookup_failed (429)",
             ["reason"],
             registry=r,
         )

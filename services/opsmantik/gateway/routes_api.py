@@ -23,6 +23,13 @@ from opsmantik.months import MonthError, parse_month
 
 
 async def authenticate(request: web.Request, state: State) -> SiteAuth | web.Response:
+    site = await _authenticate(request, state)
+    if isinstance(site, web.Response) and site.status in (401, 429):
+        await state.keys.pacer.pause()  # a flood of refusals is answered slowly (gateway/auth.py)
+    return site
+
+
+async def _authenticate(request: web.Request, state: State) -> SiteAuth | web.Response:
     key = bearer_key(request.headers.get("Authorization"))
     if key is None:
         state.metrics.auth_refused("malformed")
