@@ -80,10 +80,55 @@ class ChaosStack:
     def start_pg(self) -> None:
         self.stack.pg_up()
 
+    def pg_pids(self) -> list[int]:
+        """The postmaster and every process it forked (backends, checkpointer, walwriter...)."""
+        root = self.stack.pg_pid()
+        if not root or not _alive(root):
+            return []
+        pids = [root]
+        for stat in Path("/proc").glob("[0-9]*/stat"):
+            try:
+                fields = stat.read_text().rsplit(")", 1)[1].split()
+            except (OSError, IndexError):
+                continue
+            if int(fields[1]) == root:
+                pids.append(int(stat.parent.name))
+        return pids
+
+    def freeze_pg(self) -> list[int]:
+        """SIGSTOP the whole server: connections stay open, nothing answers (a hung host)."""
+        pids = self.pg_pids()
+        for pid in pids:
+            _signal(pid, signal.SIGSTOP)
+        return pids
+
+    def thaw_pg(self, pids: list[int]) -> None:
+        for pid in pids:
+            _signal(pid, signal.SIGCONT)
+
+    def kill_pg(self, pids: list[int] | None = None) -> None:
+        """SIGKILL the whole server (a stopped process dies too); the next start does crash recovery."""
+        pids = pids if pids is not None else self.pg_pids()
+        for pid in pids:
+            _signal(pid, signal.SIGKILL)
+        for pid in pids:
+            _wait_dead(pid, STOP_TIMEOUT_S)
+        _wait_port_closed(self.stack.pg_port, STOP_TIMEOUT_S)
+
 
 def _signal(pid: int, sig: int) -> None:
     with contextlib.suppress(ProcessLookupError):
         os.kill(pid, sig)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def _wait_port_closed(port: int, timeout_s: float) -> None:
