@@ -248,8 +248,8 @@ async def test_untagged_lookups_hold_at_most_one_connection() -> None:
     c, refused = cache(pool, LookupBudget(1000.0, 1000))
     first = [asyncio.create_task(c.lookup(legacy_key()))]
     await asyncio.sleep(0)
-    with pytest.raises(LookupBudgetExhausted):  # a second one while one is in flight
-        await c.lookup(legacy_key())
+    with pytest.raises(LookupBudgetExhausted):  # a second one while one is in flight, at once
+        await asyncio.wait_for(c.lookup(legacy_key()), 1.0)
     key = generate_key(SECRET)  # tagged keys are not capped
     pool.rows[hash_key(key)] = SITE
     tagged = asyncio.create_task(c.lookup(key))
