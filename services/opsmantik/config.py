@@ -11,13 +11,16 @@ import json
 import os
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from urllib.parse import urlsplit
 
 LOCAL_PG_PORT = 15432
 LOCAL_KAFKA_PORT = 19092
 LOCAL_DATABASE_URL = f"postgresql://opsmantik@127.0.0.1:{LOCAL_PG_PORT}/opsmantik"
 LOCAL_KAFKA_BOOTSTRAP = f"127.0.0.1:{LOCAL_KAFKA_PORT}"
+# The MAC secret of API keys on a local stack only: production sets OPSMANTIK_KEY_SECRET to 32+
+# random bytes (docs/runbook.md "API key secret"); the gateway logs a warning while this one is used.
+LOCAL_KEY_SECRET = "opsmantik-local-dev-key-secret-not-for-production"
 
 
 def parse_quantity_pointers(raw: str) -> tuple[dict[str, tuple[str, ...]], list[str]]:
@@ -79,6 +82,19 @@ class Settings:
     delivery_timeout_ms: int = 250  # breaker opens when the broker cannot ack within this
     key_cache_ttl_s: float = 60.0
     unknown_key_ttl_s: float = 5.0
+    # API keys carry a MAC under this secret (services/opsmantik/sites.py): a forged key is refused
+    # in memory. The previous secret still verifies during a rotation. Never logged (repr=False).
+    key_secret: str = field(default=LOCAL_KEY_SECRET, repr=False)
+    key_secret_previous: str = field(default="", repr=False)
+    # Keys issued before the MAC (no tag): "on" = looked up within a per-gateway-process budget of
+    # unknown-key lookups (token bucket), "off" = refused in memory once every key is reissued.
+    legacy_keys: str = "on"
+    unknown_key_lookups_per_s: float = 20.0
+    unknown_key_lookup_burst: int = 40
+    # Past this many refused keys a second (per gateway process), each refusal is answered after
+    # auth_failure_delay_s (0 = never delayed): a flood is slowed to what a sleep costs.
+    auth_failures_undelayed_per_s: float = 50.0
+    auth_failure_delay_s: float = 0.25
     usage_refresh_s: float = 1.0
     usage_stale_s: float = 10.0  # cache older than this → events are `degraded`
     # Gateways share each site's rate: every gateway heartbeats into gateway_instances and takes
@@ -175,6 +191,7 @@ class Settings:
             "db_pool_max",
             "export_max_per_site",
             "export_max_total",
+            "unknown_key_lookup_burst",
         ):
             if getattr(self, name) < 1:
                 problems.append(f"OPSMANTIK_{name.upper()} must be >= 1")
@@ -194,6 +211,8 @@ class Settings:
             "status_window_s",
             "status_probe_timeout_s",
             "audit_interval_s",
+            "unknown_key_lookups_per_s",
+            "auth_failures_undelayed_per_s",
         ):
             if getattr(self, name) <= 0:
                 problems.append(f"OPSMANTIK_{name.upper()} must be > 0")
@@ -228,6 +247,16 @@ class Settings:
         if not self.status_page_name:
             problems.append("OPSMANTIK_STATUS_PAGE_NAME must not be empty")
         problems.extend(parse_quantity_pointers(self.cloudevents_quantity)[1])
+        if len(self.key_secret) < 16:
+            problems.append(
+                "OPSMANTIK_KEY_SECRET must be at least 16 characters (32 random bytes in production)"
+            )
+        if self.key_secret_previous and len(self.key_secret_previous) < 16:
+            problems.append("OPSMANTIK_KEY_SECRET_PREVIOUS must be empty or at least 16 characters")
+        if not 0 <= self.auth_failure_delay_s <= 10:
+            problems.append("OPSMANTIK_AUTH_FAILURE_DELAY_S must be between 0 and 10")
+        if self.legacy_keys not in ("on", "off"):
+            problems.append("OPSMANTIK_LEGACY_KEYS must be on or off")
         if self.db_pool_min > self.db_pool_max:
             problems.append("OPSMANTIK_DB_POOL_MIN must be <= OPSMANTIK_DB_POOL_MAX")
         return problems

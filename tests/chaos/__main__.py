@@ -1,7 +1,7 @@
 """`python -m tests.chaos [--long] [--scenario N ...] [--seed S] [--json]`
 
 Short form (default, what CI runs): scenarios 1, 4, 5, 6 once each.
-Long form (--long): all nine, three runs each, seeds S, S+1, S+2.
+Long form (--long): all eleven, three runs each, seeds S, S+1, S+2.
 Exit status 1 when any run failed (lost, invented or duplicated events, drift, ...).
 """
 
@@ -52,7 +52,7 @@ def main(argv: list[str] | None = None) -> int:
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("--long", action="store_true", help="all nine scenarios, three seeds each")
+    p.add_argument("--long", action="store_true", help="every scenario, three seeds each")
     p.add_argument("--scenario", type=int, nargs="+", choices=sorted(SCENARIOS))
     p.add_argument("--seed", type=int, help="base seed (default: random, printed)")
     p.add_argument("--runs", type=int, help="runs per scenario (default 1 short, 3 long)")

@@ -1,4 +1,4 @@
-"""The nine fault scenarios and the run that wraps each one:
+"""The eleven fault scenarios and the run that wraps each one:
 
   fresh pipeline → warm-up under load → fault → recovery under load → stop load
   → drain (ledger ⊇ acknowledged, outbox empty) → checker → one table row
@@ -25,6 +25,9 @@ from tests.chaos.loadgen import LoadConfig, LoadGenerator
 
 READY_TIMEOUT_S = 90.0
 BOTH_DOWN_GRACE_S = 5.0  # after both engines are back, the gateway may need a moment to see it
+PG_FREEZE_S = 15.0  # scenario 10: Postgres SIGSTOPped this long, then SIGKILLed
+PG_DEAD_S = 3.0  # ... and left dead this long before the restart
+MIN_200_SHARE = 0.99  # scenario 10: the gateway answers known keys from memory and Kafka
 
 
 @dataclass(frozen=True)
@@ -47,6 +50,8 @@ class FaultContext:
     profile: Profile
     both_down: list[Window] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    # Windows in which at least MIN_200_SHARE of the attempts must be 200s (the run fails otherwise).
+    must_serve: list[tuple[str, Window]] = field(default_factory=list)
 
     async def sleep(self, seconds: float) -> None:
         await asyncio.sleep(seconds)
@@ -149,6 +154,45 @@ async def both_down(ctx: FaultContext) -> None:
     ctx.both_down.append(Window(start, time.monotonic() + BOTH_DOWN_GRACE_S))
 
 
+async def postgres_freeze_then_kill(ctx: FaultContext) -> None:
+    """Postgres hangs (every process SIGSTOPped) for 15 s, is SIGKILLed, stays dead 3 s, then
+    restarts with crash recovery; Kafka stays up. Known keys are cached and the Kafka path needs
+    no database: the gateway keeps answering 200 in every window, while the worker, relay and
+    audit must wait for Postgres and resume on their own."""
+    t0 = time.monotonic()
+    pids = await asyncio.to_thread(ctx.engines.freeze_pg)
+    if not pids:
+        raise HarnessError("scenario 10: no Postgres process to freeze")
+    ctx.notes.append(f"froze {len(pids)} postgres processes")
+    try:
+        await ctx.sleep(PG_FREEZE_S)
+    finally:
+        t1 = time.monotonic()
+        await asyncio.to_thread(ctx.engines.kill_pg, pids)
+    ctx.must_serve.append(("frozen", Window(t0, t1)))
+    await ctx.sleep(PG_DEAD_S)
+    await asyncio.to_thread(ctx.engines.start_pg)
+    t2 = time.monotonic()
+    ctx.must_serve.append(("killed, restarting", Window(t1, t2)))
+    ctx.notes.append(f"postgres dead + crash recovery: {t2 - t1:.1f} s")
+    await ctx.sleep(ctx.profile.recovery_s)
+    ctx.must_serve.append(("after the restart", Window(t2, time.monotonic())))
+
+
+async def postgres_freeze_and_broker_kill(ctx: FaultContext) -> None:
+    """Both engines gone, Postgres hung rather than refusing: 503s (retry is safe), never a 200
+    whose events are lost."""
+    start = time.monotonic()
+    pids = await asyncio.to_thread(ctx.engines.freeze_pg)
+    await asyncio.to_thread(ctx.engines.kill_kafka)
+    try:
+        await ctx.sleep(ctx.profile.fault_s)
+    finally:
+        await asyncio.to_thread(ctx.engines.thaw_pg, pids)
+    await asyncio.to_thread(ctx.engines.start_kafka)
+    ctx.both_down.append(Window(start, time.monotonic() + BOTH_DOWN_GRACE_S))
+
+
 async def broker_kill_loop(ctx: FaultContext) -> None:
     end = time.monotonic() + ctx.profile.repeat_kills_s
     kills = 0
@@ -191,6 +235,8 @@ SCENARIOS: dict[int, Scenario] = {
         Scenario(7, "broker + PostgreSQL down together", both_down),
         Scenario(8, "broker killed every few s for a minute", broker_kill_loop),
         Scenario(9, "2 gw / 2 workers / 2 relays, kill one each", kill_one_of_each, (2, 2, 2)),
+        Scenario(10, "PostgreSQL SIGSTOP 15 s, SIGKILL, restart (Kafka up)", postgres_freeze_then_kill),
+        Scenario(11, "PostgreSQL SIGSTOP + broker SIGKILL together", postgres_freeze_and_broker_kill),
     ]
 }
 CI_SUBSET = (1, 4, 5, 6)
@@ -308,6 +354,15 @@ async def run_scenario(
         verdict = checker.evaluate(record, state, reconcile, ctx.both_down, topic, audit)
         if drain_s is None:
             verdict.failures.append(f"did not drain within {profile.drain_timeout_s:.0f} s")
+        for label, window in ctx.must_serve:
+            inside = [a for a in record.attempts if window.contains(a.t)]
+            ok = sum(a.kind == "200" for a in inside)
+            share = ok / len(inside) if inside else 0.0
+            ctx.notes.append(f"{label}: {ok}/{len(inside)} attempts 200 ({share:.2%})")
+            if share < MIN_200_SHARE:
+                verdict.failures.append(
+                    f"{label}: {share:.2%} of {len(inside)} attempts were 200 (< {MIN_200_SHARE:.0%})"
+                )
         lat = checker.p95(checker.latencies_in(record.attempts, fault_window))
         result.verdict, result.drain_s = verdict, drain_s
         result.p95_fault_ms = lat * 1000 if lat is not None else None

@@ -40,6 +40,7 @@ def _with_conn(
 ) -> Callable[[Settings, argparse.Namespace], Coroutine[Any, Any, int]]:
     async def run(settings: Settings, args: argparse.Namespace) -> int:
         conn = await _connect(settings)
+        args.key_secret = settings.key_secret  # keys are minted under the gateways' secret
         try:
             return await fn(conn, args)
         finally:
@@ -95,6 +96,7 @@ async def cmd_sites_create(conn: asyncpg.Connection, args: argparse.Namespace) -
         hard_cap=args.hard_cap,
         rate=args.rate,
         burst=args.burst,
+        secret=args.key_secret,
     )
     if args.json:
         _print_json({"site_id": str(key.site_id), "api_key": key.api_key, "key_id": str(key.key_id)})
@@ -120,7 +122,7 @@ async def cmd_sites_list(conn: asyncpg.Connection, args: argparse.Namespace) -> 
 
 @_with_conn
 async def cmd_keys_create(conn: asyncpg.Connection, args: argparse.Namespace) -> int:
-    key = await sites.create_key(conn, args.site_id)
+    key = await sites.create_key(conn, args.site_id, secret=args.key_secret)
     if args.json:
         _print_json({"site_id": str(key.site_id), "key_id": str(key.key_id), "api_key": key.api_key})
     else:
@@ -164,6 +166,13 @@ GATEWAY_ENV = (
     "delivery_timeout_ms",
     "key_cache_ttl_s",
     "unknown_key_ttl_s",
+    "key_secret",
+    "key_secret_previous",
+    "legacy_keys",
+    "unknown_key_lookups_per_s",
+    "unknown_key_lookup_burst",
+    "auth_failures_undelayed_per_s",
+    "auth_failure_delay_s",
     "usage_refresh_s",
     "usage_stale_s",
     "gateway_heartbeat_s",
@@ -262,7 +271,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--rate", type=cli_args.RATE, default=1000.0, metavar="R", help="requests/s")
     s.add_argument("--burst", type=cli_args.BURST, default=2000, metavar="N", help="requests")
     s.add_argument("--json", action="store_true", help=JSON_HELP)
-    s.set_defaults(func=cmd_sites_create, env=DB)
+    s.set_defaults(func=cmd_sites_create, env=(*DB, "key_secret"))
     s = sites_p.add_parser("list", help="sites with their limits and active key count")
     s.add_argument("--json", action="store_true", help=JSON_HELP)
     s.set_defaults(func=cmd_sites_list, env=DB)
@@ -275,7 +284,7 @@ def build_parser() -> argparse.ArgumentParser:
         "site_id", type=cli_args.UUID, metavar="SITE_ID", help="the site's id (`opsmantik sites list`)"
     )
     s.add_argument("--json", action="store_true", help=JSON_HELP)
-    s.set_defaults(func=cmd_keys_create, env=DB, exit1="no site with that id")
+    s.set_defaults(func=cmd_keys_create, env=(*DB, "key_secret"), exit1="no site with that id")
     s = keys_p.add_parser(
         "revoke", help="revoke a key (gateways stop accepting it within their key cache TTL)"
     )

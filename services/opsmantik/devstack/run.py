@@ -39,8 +39,8 @@ async def _prepare(settings: Settings) -> sites.NewKey:
         await migrate(conn)
         demo = next((s for s in await sites.list_sites(conn) if s.name == DEMO_SITE), None)
         if demo is None:
-            return await sites.create_site_with_key(conn, DEMO_SITE)
-        return await sites.create_key(conn, demo.site_id)
+            return await sites.create_site_with_key(conn, DEMO_SITE, secret=settings.key_secret)
+        return await sites.create_key(conn, demo.site_id, secret=settings.key_secret)
     finally:
         await conn.close()
 

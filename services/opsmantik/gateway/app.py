@@ -16,10 +16,10 @@ from datetime import UTC, datetime
 import asyncpg
 from aiohttp import web
 
-from opsmantik.config import Settings
+from opsmantik.config import LOCAL_KEY_SECRET, Settings
 from opsmantik.events import Limits
 from opsmantik.gateway import exports, routes_api, routes_cloudevents, routes_ops
-from opsmantik.gateway.auth import KeyCache
+from opsmantik.gateway.auth import KeyCache, LookupBudget, RefusalPacer
 from opsmantik.gateway.breaker import STATE_VALUE, Breaker
 from opsmantik.gateway.metrics import GatewayMetrics
 from opsmantik.gateway.publisher import (
@@ -100,6 +100,8 @@ def create_app(settings: Settings, publisher: Publisher | None = None) -> web.Ap
             settings.database_url, min_size=0, max_size=settings.db_pool_max, timeout=2.0
         )
         metrics = GatewayMetrics()
+        if settings.key_secret == LOCAL_KEY_SECRET:
+            log.warning("OPSMANTIK_KEY_SECRET is the local-dev default: set a secret in production")
         breaker = Breaker(cooldown_s=BREAKER_COOLDOWN_S)
         breaker.on_change(lambda s: metrics.breaker_state.set(STATE_VALUE[s]))
         breaker.on_change(lambda s: metrics.breaker_trips.inc() if s == "open" else None)
@@ -112,7 +114,16 @@ def create_app(settings: Settings, publisher: Publisher | None = None) -> web.Ap
         state = State(
             settings,
             pool,
-            KeyCache(pool, settings.key_cache_ttl_s, settings.unknown_key_ttl_s),
+            KeyCache(
+                pool,
+                settings.key_cache_ttl_s,
+                settings.unknown_key_ttl_s,
+                secrets=tuple(x for x in (settings.key_secret, settings.key_secret_previous) if x),
+                legacy_keys=settings.legacy_keys == "on",
+                budget=LookupBudget(settings.unknown_key_lookups_per_s, settings.unknown_key_lookup_burst),
+                on_refused=metrics.auth_refused,
+                pacer=RefusalPacer(settings.auth_failures_undelayed_per_s, settings.auth_failure_delay_s),
+            ),
             UsageCache(settings.usage_stale_s),
             RateLimiter(),
             breaker,

@@ -52,10 +52,18 @@ class GatewayMetrics:
             "failed slo_requests flushes (counts kept for the next try)",
             registry=r,
         )
+        self.auth_refusals = Counter(
+            "opsmantik_gateway_auth_refused_total",
+            "requests refused before any work, by reason: malformed, bad_mac, legacy_disabled, "
+            "unknown (looked up), unknown_cached, lookup_budget (429, no lookup), lookup_failed (429)",
+            ["reason"],
+            registry=r,
+        )
         # labels() takes a lock and builds a key per call: the request path uses these caches
         # of the children instead (a handful of routes, codes and outcomes).
         self._request_children: dict[tuple[str, int], tuple[object, object]] = {}
         self._event_children: dict[str, object] = {}
+        self._refusal_children: dict[str, object] = {}
 
     def request_done(self, route: str, status: int, seconds: float) -> None:
         """requests{route, code} += 1 and latency{route}.observe(seconds)."""
@@ -73,3 +81,9 @@ class GatewayMetrics:
         if child is None:
             child = self._event_children[outcome] = self.events.labels(outcome)
         child.inc(n)  # type: ignore[attr-defined]
+
+    def auth_refused(self, reason: str) -> None:
+        child = self._refusal_children.get(reason)
+        if child is None:
+            child = self._refusal_children[reason] = self.auth_refusals.labels(reason)
+        child.inc()  # type: ignore[attr-defined]

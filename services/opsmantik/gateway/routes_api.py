@@ -16,7 +16,7 @@ import orjson
 from aiohttp import web
 
 from opsmantik.events import Event, Limits, Parsed, parse_request
-from opsmantik.gateway.auth import AuthUnavailable, SiteAuth, bearer_key
+from opsmantik.gateway.auth import AuthUnavailable, LookupBudgetExhausted, SiteAuth, bearer_key
 from opsmantik.gateway.publisher import Stored, Unavailable
 from opsmantik.gateway.sla_rollup import LIMIT, SITE
 from opsmantik.gateway.sql import Q
@@ -25,8 +25,16 @@ from opsmantik.months import MonthError, parse_month
 
 
 async def authenticate(request: web.Request, state: State) -> SiteAuth | web.Response:
+    site = await _authenticate(request, state)
+    if isinstance(site, web.Response) and site.status in (401, 429):
+        await state.keys.pacer.pause()  # a flood of refusals is answered slowly (gateway/auth.py)
+    return site
+
+
+async def _authenticate(request: web.Request, state: State) -> SiteAuth | web.Response:
     key = bearer_key(request.headers.get("Authorization"))
     if key is None:
+        state.metrics.auth_refused("malformed")
         return error(
             401,
             "unauthorized",
@@ -38,6 +46,14 @@ async def authenticate(request: web.Request, state: State) -> SiteAuth | web.Res
     except AuthUnavailable:
         return error(
             503, "unavailable", "cannot verify a new key right now; retrying is safe", {"Retry-After": "1"}
+        )
+    except LookupBudgetExhausted:
+        return error(
+            429,
+            "key_lookups_exhausted",
+            "too many unknown keys tried on this gateway; a key issued before tagged keys can wait "
+            "for the retry, or be reissued (`opsmantik keys create`)",
+            {"Retry-After": "1"},
         )
     if site is None:
         return error(401, "unauthorized", "unknown or revoked key", {"WWW-Authenticate": "Bearer"})
