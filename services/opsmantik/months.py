@@ -46,6 +46,12 @@ def previous_month(month: date) -> date:
     return date(month.year - 1, 12, 1) if month.month == 1 else date(month.year, month.month - 1, 1)
 
 
+def months_before(month: date, n: int) -> date:
+    """`n` months before `month`, or 0001-01 when that would be before the calendar starts."""
+    index = max(0, month.year * 12 + month.month - 1 - n - 12)  # months since 0001-01
+    return date(index // 12 + 1, index % 12 + 1, 1)
+
+
 def month_start(month: date) -> datetime:
     return datetime(month.year, month.month, 1, tzinfo=UTC)
 

@@ -6,7 +6,15 @@ from datetime import UTC, date, datetime
 from pathlib import Path
 
 import pytest
-from opsmantik.months import PATTERN, MonthError, month_bounds, next_month, parse_month, previous_month
+from opsmantik.months import (
+    PATTERN,
+    MonthError,
+    month_bounds,
+    months_before,
+    next_month,
+    parse_month,
+    previous_month,
+)
 
 OPENAPI = Path(__file__).resolve().parents[2] / "services/opsmantik/schemas/openapi.yaml"
 
@@ -56,3 +64,11 @@ def test_openapi_month_parameter_uses_the_same_pattern() -> None:
     patterns = re.findall(r'pattern: "([^"]*)"', OPENAPI.read_text())
     month_like = [p for p in patterns if "(0[1-9]|1[0-2])" in p]
     assert month_like == [PATTERN]
+
+
+def test_months_before_stops_at_the_calendars_start() -> None:
+    assert months_before(date(2026, 3, 1), 2) == date(2026, 1, 1)
+    assert months_before(date(2026, 1, 1), 2) == date(2025, 11, 1)
+    assert months_before(date(2026, 1, 1), 0) == date(2026, 1, 1)
+    assert months_before(date(1, 2, 1), 2) == date(1, 1, 1)
+    assert months_before(date(1, 1, 1), 2) == date(1, 1, 1)

@@ -23,7 +23,7 @@ import pyarrow.parquet as pq
 
 from opsmantik.billing.canonical import canonical, row_object
 from opsmantik.db.queries import package_queries
-from opsmantik.months import label, previous_month
+from opsmantik.months import label, months_before
 
 Q = package_queries("opsmantik.billing", "archive.sql")
 ROW_GROUP = 65536
@@ -137,9 +137,7 @@ def check_file(url: str, recorded_sha256: str) -> None:
 
 async def archived_months(conn: asyncpg.Connection, billing_month: date) -> list[asyncpg.Record]:
     """Archives that can hold rows billed in `billing_month` (late rows come from <= 2 months back)."""
-    return list(
-        await conn.fetch(Q["archives_between"], previous_month(previous_month(billing_month)), billing_month)
-    )
+    return list(await conn.fetch(Q["archives_between"], months_before(billing_month, 2), billing_month))
 
 
 def archived_rows(
