@@ -35,20 +35,20 @@ from typing import Any
 
 import asyncpg
 import fsspec
-import pyarrow as pa
 import pyarrow.parquet as pq
 
 from opsmantik.billing.archive_files import (
-    COLUMNS,
     SCHEMA,
     ArchiveTampered,
     file_sha256,
     join,
     manifest_name,
     parquet_name,
-    row_sha,
+    records_table,
+    with_row_sha,
 )
 from opsmantik.billing.canonical import Digest
+from opsmantik.billing.canonical_batch import PropertiesText
 from opsmantik.billing.entries import entries
 from opsmantik.config import Settings
 from opsmantik.db.partitions import MAX_AGE, MAX_AHEAD
@@ -116,23 +116,18 @@ async def plan(conn: asyncpg.Connection, month: date, location: str, now: dateti
 
 
 async def write_parquet(conn: asyncpg.Connection, month: date, url: str) -> int:
-    rows = 0
+    """The partition to Parquet, a row group at a time, each row with its row_sha256."""
+    rows, properties = 0, PropertiesText()
     with fsspec.open(url, "wb") as f:
         writer = pq.ParquetWriter(f, SCHEMA, compression="zstd")
         try:
-            batch: dict[str, list[Any]] = {c: [] for c in SCHEMA.names}
             async with conn.transaction(isolation="repeatable_read"):
-                async for r in conn.cursor(Q["partition_rows"], month, prefetch=10000):
-                    for c in COLUMNS:
-                        v = r[c]
-                        batch[c].append(str(v) if c == "site_id" else v)
-                    batch["row_sha256"].append(row_sha(r))
-                    rows += 1
-                    if len(batch["event_id"]) >= ROW_GROUP:
-                        writer.write_table(pa.table(batch, schema=SCHEMA))
-                        batch = {c: [] for c in SCHEMA.names}
-            if batch["event_id"] or rows == 0:
-                writer.write_table(pa.table(batch, schema=SCHEMA))
+                cursor = await conn.cursor(Q["partition_rows"], month)
+                while records := await cursor.fetch(ROW_GROUP):
+                    writer.write_table(with_row_sha(records_table(records), properties))
+                    rows += len(records)
+            if rows == 0:
+                writer.write_table(SCHEMA.empty_table())
         finally:
             writer.close()
     return rows
@@ -144,8 +139,8 @@ async def statement_digest(
     """A statement recomputed from Postgres plus archives (and `extra` files not recorded yet)."""
     digest = Digest()
     async with conn.transaction(isolation="repeatable_read"):
-        async for obj in entries(conn, site_id, billing_month, extra_archives=extra):
-            digest.add(obj)
+        async for obj, body in entries(conn, site_id, billing_month, extra_archives=extra):
+            digest.add(obj, body)
     return digest.hexdigest()
 
 

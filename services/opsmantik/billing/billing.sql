@@ -48,6 +48,15 @@ SELECT * FROM (
 ) AS billed
 ORDER BY event_id COLLATE "C"
 
+-- name: site_late_rows
+-- site_rows without the month's own partition (archived: entries reads it from the file).
+SELECT site_id, event_id, event_type, occurred_at, usage_month, billing_month, quantity,
+       billing_class, path, received_at, ledgered_at, kafka_partition, kafka_offset,
+       properties::text AS properties
+FROM ingest_idempotency
+WHERE site_id = $1::uuid AND billing_month = $2::date AND billing_month <> usage_month
+ORDER BY event_id COLLATE "C"
+
 -- name: site_voids
 SELECT site_id, event_id, billed_month, booked_month, quantity, billing_class, reason, voided_by, voided_at
 FROM billing_voids WHERE site_id = $1::uuid AND booked_month = $2::date

@@ -64,7 +64,11 @@ FORMAT = "opsmantik.dispute-export.v1"
 
 
 def ts(value: datetime) -> str:
-    return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    u = value.astimezone(UTC)  # not strftime: its %Y does not pad years before 1000
+    return (
+        f"{u.year:04d}-{u.month:02d}-{u.day:02d}T{u.hour:02d}:{u.minute:02d}:{u.second:02d}"
+        f".{u.microsecond:06d}Z"
+    )
 
 
 def month_text(value: date) -> str:
@@ -154,9 +158,9 @@ def canonical(obj: Mapping[str, Any]) -> bytes:
     return flat.replace(_QUOTED, _value(obj["properties"]), 1).encode("utf-8")
 
 
-def export_line(obj: Mapping[str, Any]) -> tuple[bytes, bytes]:
+def export_line(obj: Mapping[str, Any], body: bytes | None = None) -> tuple[bytes, bytes]:
     """(canonical bytes, the NDJSON export line: the object plus the entry's own sha256)."""
-    body = canonical(obj)
+    body = canonical(obj) if body is None else body
     return body, body[:-1] + b',"sha256":"' + hashlib.sha256(body).hexdigest().encode() + b'"}\n'
 
 

@@ -69,8 +69,8 @@ async def export_chunks(
     """The export as byte chunks of at most CHUNK entries (inside a repeatable-read transaction)."""
     digest = Digest()
     chunk: list[bytes] = [_csv(list(CSV_COLUMNS))] if fmt == "csv" else []
-    async for obj in entries(conn, site_id, month):
-        body, line = export_line(obj)
+    async for obj, canonical_body in entries(conn, site_id, month):
+        body, line = export_line(obj, canonical_body)
         digest.add(obj, body)
         chunk.append(_csv(csv_record(obj, line[-67:-3].decode())) if fmt == "csv" else line)
         if len(chunk) >= CHUNK:
