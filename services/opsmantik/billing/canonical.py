@@ -24,26 +24,25 @@ from datetime import UTC, date, datetime
 from decimal import Decimal
 from typing import Any
 
-ROW_KEYS = frozenset(
-    {
-        "kind",
-        "site_id",
-        "event_id",
-        "event_type",
-        "occurred_at",
-        "usage_month",
-        "billing_month",
-        "late",
-        "quantity",
-        "billing_class",
-        "path",
-        "received_at",
-        "ledgered_at",
-        "kafka_partition",
-        "kafka_offset",
-        "properties",
-    }
+ROW_FIELDS = (  # in the dispute export's CSV column order (verify.CSV_COLUMNS)
+    "kind",
+    "site_id",
+    "event_id",
+    "event_type",
+    "occurred_at",
+    "usage_month",
+    "billing_month",
+    "late",
+    "quantity",
+    "billing_class",
+    "path",
+    "received_at",
+    "ledgered_at",
+    "kafka_partition",
+    "kafka_offset",
+    "properties",
 )
+ROW_KEYS = frozenset(ROW_FIELDS)
 VOID_KEYS = frozenset(
     {
         "kind",

@@ -22,26 +22,12 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from opsmantik.billing.canonical import KEYS, Digest, canonical, loads, properties_text
+from opsmantik.billing.canonical import KEYS, ROW_FIELDS, Digest, canonical, loads, properties_text
 
 MAX_PROBLEMS = 20
 CSV_COLUMNS = (
-    "kind",
-    "site_id",
-    "event_id",
-    "event_type",
-    "occurred_at",
-    "usage_month",
-    "billing_month",
-    "late",
-    "quantity",
-    "billing_class",
-    "path",
-    "received_at",
-    "ledgered_at",
-    "kafka_partition",
-    "kafka_offset",
-    "properties",
+    *ROW_FIELDS,
+    # the void entry's own fields (VOID_KEYS not in ROW_KEYS)
     "billed_month",
     "booked_month",
     "adjustment",
