@@ -126,17 +126,18 @@ async def faust_batch(bootstrap: str, topic: str, n: int, timeout_s: float) -> d
     from opsmantik.worker.app import build_app, drop_monitor
 
     clock = Clock(n)
-    app = build_app(
-        _settings(bootstrap, topic, f"probe-fbatch-{uuid.uuid4()}"),
-        NoopProcessor(clock),
-        Path(tempfile.mkdtemp()),
-    )  # type: ignore[arg-type]
-    await app.start()
-    drop_monitor(app)
-    try:
-        await asyncio.wait_for(clock.done.wait(), timeout_s)
-    finally:
-        await asyncio.wait_for(app.stop(), 15)
+    with tempfile.TemporaryDirectory(prefix="probe-faust-") as datadir:  # removed when the probe ends
+        app = build_app(
+            _settings(bootstrap, topic, f"probe-fbatch-{uuid.uuid4()}"),
+            NoopProcessor(clock),
+            Path(datadir),
+        )  # type: ignore[arg-type]
+        await app.start()
+        drop_monitor(app)
+        try:
+            await asyncio.wait_for(clock.done.wait(), timeout_s)
+        finally:
+            await asyncio.wait_for(app.stop(), 15)
     return clock.result("faust-batch")
 
 
@@ -146,8 +147,10 @@ async def faust_stream(bootstrap: str, topic: str, n: int, timeout_s: float) -> 
     from opsmantik.worker.app import drop_monitor
 
     clock = Clock(n)
+    datadir = tempfile.TemporaryDirectory(prefix="probe-faust-")  # not Faust's default ./<id>-data
     app = faust.App(
         f"probe-fstream-{uuid.uuid4()}",
+        datadir=datadir.name,
         broker=f"kafka://{bootstrap}",
         autodiscover=False,
         web_enabled=False,
@@ -168,12 +171,13 @@ async def faust_stream(bootstrap: str, topic: str, n: int, timeout_s: float) -> 
             for event in events:
                 await stream.ack(event)
 
-    await app.start()
-    drop_monitor(app)
-    try:
-        await asyncio.wait_for(clock.done.wait(), timeout_s)
-    finally:
-        await asyncio.wait_for(app.stop(), 15)
+    with datadir:
+        await app.start()
+        drop_monitor(app)
+        try:
+            await asyncio.wait_for(clock.done.wait(), timeout_s)
+        finally:
+            await asyncio.wait_for(app.stop(), 15)
     return clock.result("faust-stream")
 
 
