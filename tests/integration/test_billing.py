@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import uuid
+from datetime import date, timedelta
 from pathlib import Path
 
 import asyncpg
@@ -16,7 +17,7 @@ import orjson
 import pytest
 from opsmantik import sites
 from opsmantik.config import Settings
-from opsmantik.months import label
+from opsmantik.months import label, month_start
 from opsmantik.worker.ledger import write_batch
 from opsmantik.worker.message import decode
 
@@ -280,3 +281,26 @@ async def test_close_refuses_a_statement_when_the_invoice_drifted(
     assert done.returncode == 0, done.stdout
     stated = orjson.loads(done.stdout)["statements"]
     assert [s["events"] for s in stated if s["site_id"] == str(k.site_id)] == [2]
+
+
+async def test_a_void_of_an_archived_month_names_the_month(
+    settings: Settings, pool: asyncpg.Pool, tmp_path: Path
+) -> None:
+    """The event's row left Postgres with its month (`opsmantik archive`): the void is refused,
+    naming the archived month, not as an unknown event."""
+    m = date(2024, 5, 1)  # long past the acceptance window, used by no other test here
+    k = await new_site(pool)
+    at = month_start(m) + timedelta(days=3)
+    async with pool.acquire() as conn:
+        ev = decode(message(k.site_id, "arch-1", occurred_at=at, received_at=at), 0, 1)
+        await write_batch(conn, "test", "test:1", [ev], [])  # type: ignore[list-item]
+    done = cli(settings, "billing", "close", "--month", label(m))
+    assert done.returncode == 0, done.stderr + done.stdout
+    done = cli(settings, "archive", "--month", label(m), "--to", str(tmp_path))
+    assert done.returncode == 0, done.stderr
+    assert await ledger_row(pool, k.site_id, "arch-1") is None
+
+    done = cli(settings, "events", "void", str(k.site_id), "arch-1", "--reason", "x")
+    assert done.returncode == 1 and "nothing was voided" in done.stderr, done.stderr
+    assert f"arch-1: not in the ledger in Postgres; it may be in archived month {label(m)}" in done.stderr
+    assert "voids of archived months are not supported" in done.stderr and "no such event" not in done.stderr

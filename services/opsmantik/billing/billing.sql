@@ -86,6 +86,14 @@ SELECT billing_month, quantity, billing_class FROM ingest_idempotency
 WHERE site_id = $1::uuid AND event_id = $2::text
 ORDER BY usage_month DESC LIMIT 1
 
+-- name: site_archived_months
+-- The archived usage months (`opsmantik archive`) whose rows include the site's: the manifest's
+-- totals name every (site, billing month) of the archived partition.
+SELECT a.month FROM ledger_archives a
+WHERE EXISTS (SELECT 1 FROM jsonb_array_elements(coalesce(a.manifest -> 'totals', '[]'::jsonb)) AS t
+              WHERE t ->> 'site_id' = $1::uuid::text)
+ORDER BY a.month
+
 -- name: existing_void
 SELECT voided_at, voided_by, reason FROM billing_voids WHERE site_id = $1::uuid AND event_id = $2::text
 

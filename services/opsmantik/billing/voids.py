@@ -5,8 +5,10 @@ its invoice change, under the close lock (shared) like a worker batch:
 - billed in an open month: the event comes off that month's invoice (booked_month = billed_month);
 - billed in a closed month: a negative adjustment in the first open month after it.
 The ledger row stays, so an event_id re-sent after its void is a duplicate and is not billed
-again. A second void of the same event and a void of an unknown event are refused; a file is
-all or nothing (every problem is listed, nothing is voided).
+again. A second void of the same event and a void of an unknown event are refused (an event_id
+not in Postgres may be in an archived month of the site, `opsmantik archive`: the refusal names
+those months; they are closed and final, their rows are not voided); a file is all or nothing
+(every problem is listed, nothing is voided).
 """
 
 from __future__ import annotations
@@ -47,6 +49,18 @@ class VoidRefused(Exception):
         super().__init__("; ".join(problems))
 
 
+def not_found(site_id: uuid.UUID, event_id: str, archived: list[date]) -> str:
+    """Why an event_id not in Postgres's ledger cannot be voided: unknown, or perhaps archived."""
+    if not archived:
+        return f"{event_id}: no such event for site {site_id} (nothing to void)"
+    months = ", ".join(label(m) for m in archived)
+    return (
+        f"{event_id}: not in the ledger in Postgres; it may be in archived month"
+        f"{'s' if len(archived) > 1 else ''} {months} (site {site_id} has rows in its Parquet archive, "
+        "`opsmantik archive`): voids of archived months are not supported (the month is closed and final)"
+    )
+
+
 async def void_events(
     conn: asyncpg.Connection, site_id: uuid.UUID, event_ids: list[str], reason: str, voided_by: str
 ) -> list[Voided]:
@@ -61,12 +75,15 @@ async def void_events(
     if problems:
         raise VoidRefused(problems)
     done: list[Voided] = []
+    archived: list[date] | None = None  # the site's archived months, read at the first unknown event
     async with conn.transaction():
         await conn.execute(Q["close_lock_shared"])  # a close waits for us; we never book into it
         for event_id in event_ids:
             entry = await conn.fetchrow(Q["ledger_entry"], site_id, event_id)
             if entry is None:
-                problems.append(f"{event_id}: no such event for site {site_id} (nothing to void)")
+                if archived is None:
+                    archived = [r["month"] for r in await conn.fetch(Q["site_archived_months"], site_id)]
+                problems.append(not_found(site_id, event_id, archived))
                 continue
             closed = frozenset(
                 r["month"] for r in await conn.fetch(Q["closed_months_from"], entry["billing_month"])
