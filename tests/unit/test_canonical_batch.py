@@ -84,7 +84,12 @@ def test_column_wise_bytes_equal_canonical_py_row_by_row() -> None:
 def test_a_changed_field_changes_the_bytes() -> None:
     rows = hostile_rows(50)
     base = row_bodies(pa.Table.from_pylist(rows, schema=ROW_SCHEMA), PropertiesText())
-    for key, value in [("quantity", 2), ("path", "kafka "), ("properties", '{"x": 2.5}'), ("kafka_offset", 1)]:
+    for key, value in [
+        ("quantity", 2),
+        ("path", "kafka "),
+        ("properties", '{"x": 2.5}'),
+        ("kafka_offset", 1),
+    ]:
         changed = [dict(r) for r in rows]
         changed[9][key] = value
         after = row_bodies(pa.Table.from_pylist(changed, schema=ROW_SCHEMA), PropertiesText())
@@ -102,11 +107,15 @@ def test_checked_bodies_names_a_changed_row_by_position() -> None:
     q[23] += 1
     changed = table.set_column(table.schema.get_field_index("quantity"), "quantity", pa.array(q, pa.int64()))
     event_id = table["event_id"][23].as_py()
-    with pytest.raises(ArchiveTampered, match=r"row 1023 \(site [0-9a-f-]+, event_id " + re.escape(repr(event_id))):
+    with pytest.raises(
+        ArchiveTampered, match=r"row 1023 \(site [0-9a-f-]+, event_id " + re.escape(repr(event_id))
+    ):
         checked_bodies("f.parquet", changed, range(1000, 1040), PropertiesText())
 
 
-def test_checked_bodies_trusts_canonical_py_where_the_columns_disagree(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_checked_bodies_trusts_canonical_py_where_the_columns_disagree(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     rows = hostile_rows(10)
     table = sealed(rows)
     real = canonical_batch.row_bodies
