@@ -60,6 +60,23 @@ FORMAT = "opsmantik.ledger-archive.v1"
 ROW_GROUP = 65536
 
 
+class Progress:
+    """Rows done so far, on stderr at most every `every_s` (a month's archive takes minutes)."""
+
+    def __init__(self, what: str, every_s: float = 5.0) -> None:
+        self.what, self.every_s, self.done = what, every_s, 0
+        self._start = self._last = time.monotonic()
+
+    def add(self, n: int) -> None:
+        self.done += n
+        now = time.monotonic()
+        if now - self._last >= self.every_s:
+            self._last = now
+            rate = self.done / (now - self._start)
+            line = f"archive: {self.what} {self.done:,} rows ({rate:,.0f} rows/s)"
+            print(line, file=sys.stderr, flush=True)
+
+
 class ArchiveRefused(Exception):
     """The month cannot be archived (yet): exit 2."""
 
@@ -123,9 +140,11 @@ async def write_parquet(conn: asyncpg.Connection, month: date, url: str) -> int:
         try:
             async with conn.transaction(isolation="repeatable_read"):
                 cursor = await conn.cursor(Q["partition_rows"], month)
+                progress = Progress(f"{label(month)} written:")
                 while records := await cursor.fetch(ROW_GROUP):
                     writer.write_table(with_row_sha(records_table(records), properties))
                     rows += len(records)
+                    progress.add(len(records))
             if rows == 0:
                 writer.write_table(SCHEMA.empty_table())
         finally:
@@ -137,10 +156,11 @@ async def statement_digest(
     conn: asyncpg.Connection, site_id: uuid.UUID, billing_month: date, extra: list[tuple[date, str, str]]
 ) -> str:
     """A statement recomputed from Postgres plus archives (and `extra` files not recorded yet)."""
-    digest = Digest()
+    digest, progress = Digest(), Progress(f"site {site_id} {label(billing_month)} verified:")
     async with conn.transaction(isolation="repeatable_read"):
         async for obj, body in entries(conn, site_id, billing_month, extra_archives=extra):
             digest.add(obj, body)
+            progress.add(1)
     return digest.hexdigest()
 
 
