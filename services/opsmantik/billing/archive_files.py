@@ -22,8 +22,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from opsmantik.billing.canonical import canonical, row_object
-from opsmantik.billing.canonical_batch import PropertiesText, row_bodies, sha256_hex
+from opsmantik.billing.canonical import Entry, canonical, row_object
+from opsmantik.billing.canonical_batch import PropertiesText, row_bodies, row_entries, sha256_hex
 from opsmantik.db.queries import package_queries
 from opsmantik.months import label, months_before
 
@@ -121,7 +121,7 @@ def checked_bodies(
 
 def _group_rows(
     url: str, table: pa.Table, first: int, filters: list[tuple[str, Any]], properties: PropertiesText
-) -> list[tuple[dict[str, Any], bytes]]:
+) -> list[Entry]:
     missing = set(SCHEMA.names) - set(table.column_names)
     if missing:
         raise ArchiveTampered(f"{url}: the archive has no column {sorted(missing)[0]}: it was changed")
@@ -134,16 +134,14 @@ def _group_rows(
         keep = pc.indices_nonzero(pc.fill_null(mask, False))
         table = table.take(keep)
         positions = [first + i for i in keep.to_pylist()]
-    bodies = checked_bodies(url, table, positions, properties)
-    rows = table.drop_columns(["row_sha256"]).to_pylist()
-    return list(zip(rows, bodies, strict=True))
+    return row_entries(table, checked_bodies(url, table, positions, properties))
 
 
 def iter_file_rows(
     url: str, *, site_id: str | None = None, billing_month: date | None = None
-) -> Iterator[tuple[dict[str, Any], bytes]]:
+) -> Iterator[Entry]:
     """The rows of an archive file (optionally one site's rows of one billing month) in file order
-    (site_id, event_id bytewise), each with its canonical bytes, checked against its row_sha256: a
+    (site_id, event_id bytewise) as entries (canonical.Entry), checked against its row_sha256: a
     changed row raises ArchiveTampered naming it. One row group is in memory at a time."""
     filters: list[tuple[str, Any]] = []
     if site_id is not None:
@@ -190,8 +188,8 @@ async def archived_months(conn: asyncpg.Connection, billing_month: date) -> list
 
 def archived_entries(
     location_sha: list[tuple[str, str]], site_id: uuid.UUID, billing_month: date
-) -> Iterator[tuple[dict[str, Any], bytes]]:
-    """A site's archived rows billed in `billing_month` with their canonical bytes, by event_id
+) -> Iterator[Entry]:
+    """A site's archived rows billed in `billing_month` as entries, by event_id
     (Python's str order is UTF-8's bytewise order), every file checked first; streamed: each file
     is sorted by (site_id, event_id), so a merge needs one row group per file in memory."""
     for url, sha in location_sha:

@@ -163,6 +163,13 @@ def export_line(obj: Mapping[str, Any], body: bytes | None = None) -> tuple[byte
     return body, body[:-1] + b',"sha256":"' + hashlib.sha256(body).hexdigest().encode() + b'"}\n'
 
 
+Entry = tuple[dict[str, Any], bytes]
+"""(fields, canonical bytes) of an entry. The bytes are the entry; the fields are what the totals
+and the merge read: kind, event_id, quantity, billing_class and late (rows) or adjustment (voids),
+and may be only those (ledger rows are encoded a batch at a time, canonical_batch.row_entries).
+Whoever needs every field parses the bytes: loads(body) is the canonical object."""
+
+
 @dataclass
 class Totals:
     """Running totals over a month's entries, net of its void entries (= the invoice)."""

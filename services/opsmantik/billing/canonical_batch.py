@@ -18,7 +18,7 @@ from typing import Any, TypeAlias
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from opsmantik.billing.canonical import ROW_KEYS, loads, properties_text
+from opsmantik.billing.canonical import ROW_KEYS, Entry, loads, properties_text
 
 NEEDS_ESCAPE = r'[\x00-\x1f"\\]'  # what json.dumps(s, ensure_ascii=False) escapes
 CACHE_LIMIT = 65536
@@ -111,3 +111,13 @@ def row_bodies(table: pa.Table, properties: PropertiesText) -> list[bytes | None
 
 def sha256_hex(bodies: list[bytes | None]) -> list[str | None]:
     return [None if b is None else hashlib.sha256(b).hexdigest() for b in bodies]
+
+
+def row_entries(table: pa.Table, bodies: list[bytes]) -> list[Entry]:
+    """The rows as entries (canonical.Entry): the totals' fields from the columns, and the bytes."""
+    late = pc.not_equal(table["usage_month"], table["billing_month"]).to_pylist()
+    columns = (table[c].to_pylist() for c in ("event_id", "quantity", "billing_class"))
+    return [
+        ({"kind": "row", "event_id": e, "quantity": q, "billing_class": c, "late": lt}, body)
+        for e, q, c, lt, body in zip(*columns, late, bodies, strict=True)
+    ]

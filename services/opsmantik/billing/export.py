@@ -17,7 +17,7 @@ from typing import Any
 
 import asyncpg
 
-from opsmantik.billing.canonical import FORMAT, Digest, export_line
+from opsmantik.billing.canonical import FORMAT, Digest, export_line, loads
 from opsmantik.billing.entries import Q, entries
 from opsmantik.billing.verify import CSV_COLUMNS, csv_record
 from opsmantik.months import label
@@ -72,7 +72,8 @@ async def export_chunks(
     async for obj, canonical_body in entries(conn, site_id, month):
         body, line = export_line(obj, canonical_body)
         digest.add(obj, body)
-        chunk.append(_csv(csv_record(obj, line[-67:-3].decode())) if fmt == "csv" else line)
+        # CSV needs every field: the entry's own bytes parsed (ledger rows carry only the totals')
+        chunk.append(_csv(csv_record(loads(body), line[-67:-3].decode())) if fmt == "csv" else line)
         if len(chunk) >= CHUNK:
             yield b"".join(chunk)
             chunk.clear()
