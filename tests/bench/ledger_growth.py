@@ -31,6 +31,7 @@ from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
 
 import asyncpg
+from opsmantik.billing.archive_files import COLUMNS  # the ledger's columns, in the COPY lines' order
 
 from tests.bench.env import BENCH_HOME, BenchError, wait_until
 from tests.bench.procs import CpuMeter
@@ -43,22 +44,6 @@ if TYPE_CHECKING:
 MONTHS = 12
 CHUNK = 50_000
 PROPS = '"{""path"": ""/pricing"", ""plan"": ""pro"", ""ref"": ""bench""}"'
-COLUMNS = [
-    "site_id",
-    "event_id",
-    "event_type",
-    "occurred_at",
-    "usage_month",
-    "billing_month",
-    "quantity",
-    "billing_class",
-    "path",
-    "received_at",
-    "ledgered_at",
-    "kafka_partition",
-    "kafka_offset",
-    "properties",
-]
 
 
 def months_back(now: datetime) -> list[tuple[datetime, datetime]]:
