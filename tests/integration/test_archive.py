@@ -19,6 +19,7 @@ import pyarrow.parquet as pq
 import pytest
 from opsmantik import sites
 from opsmantik.billing import archive_files as archive
+from opsmantik.billing.entries import entries
 from opsmantik.billing.export import export_chunks, invoice_and_statement
 from opsmantik.billing.reconcile import reconcile_month
 from opsmantik.config import Settings
@@ -98,6 +99,15 @@ async def test_archive_refused_before_close_and_for_an_open_window(
     assert r.returncode == 2, r.stderr
     r = cli(settings, "archive", "--month", "2025-3")
     assert r.returncode == 2 and "YYYY-MM" in r.stderr
+
+
+async def test_batched_entries_equal_row_by_row(pool: asyncpg.Pool, seeded: uuid.UUID) -> None:
+    """close and archive encode Postgres rows in Arrow batches, the export row by row: same bytes."""
+    for m in (MONTH, NEXT):
+        async with pool.acquire() as conn, conn.transaction(isolation="repeatable_read"):
+            batched = [body async for _, body in entries(conn, seeded, m, batched=True)]
+            one_by_one = [body async for _, body in entries(conn, seeded, m)]
+        assert batched == one_by_one and len(batched) == {MONTH: 700, NEXT: 340}[m]
 
 
 async def test_archive_round_trip_and_tamper(

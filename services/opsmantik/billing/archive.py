@@ -158,7 +158,7 @@ async def statement_digest(
     """A statement recomputed from Postgres plus archives (and `extra` files not recorded yet)."""
     digest, progress = Digest(), Progress(f"site {site_id} {label(billing_month)} verified:")
     async with conn.transaction(isolation="repeatable_read"):
-        async for obj, body in entries(conn, site_id, billing_month, extra_archives=extra):
+        async for obj, body in entries(conn, site_id, billing_month, extra_archives=extra, batched=True):
             digest.add(obj, body)
             progress.add(1)
     return digest.hexdigest()

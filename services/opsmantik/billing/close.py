@@ -72,7 +72,7 @@ async def state_site(
     """Record one site's statement; a SiteDrift (nothing recorded) when invoice != entries."""
     async with conn.transaction(isolation="repeatable_read"):
         digest = Digest()
-        async for obj, body in entries(conn, site_id, month):
+        async for obj, body in entries(conn, site_id, month, batched=True):
             digest.add(obj, body)
         t = digest.totals
         inv = await conn.fetchrow(Q["invoice_row"], site_id, month)
