@@ -42,8 +42,14 @@ STORED = {"accepted", "overlimit", "degraded", "fallback"}
 
 @pytest.fixture(scope="module")
 async def worker(settings: Settings, tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Proc]:
-    proc = Proc.start(settings, tmp_path_factory.mktemp("worker"), "worker")
+    """The worker, and a relay beside it as deployed: a gateway resumed from SIGSTOP answers its
+    overdue requests from the outbox (a 200 all the same), and only the relay brings those events
+    to the ledger. Without it the ledger checks failed whenever the outbox took a request."""
+    logs = tmp_path_factory.mktemp("worker")
+    proc = Proc.start(settings, logs, "worker")
+    relay = Proc.start(settings, logs, "relay", relay_metrics_port=0)
     yield proc
+    assert relay.stop() == 0, relay.tail()
     assert proc.stop() == 0, proc.tail()
 
 
