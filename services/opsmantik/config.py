@@ -3,6 +3,12 @@
 Every setting has a safe default that matches the local stack (`opsmantik stack up`),
 so `make run` works with no environment at all. `Settings.from_env()` gathers every
 problem before failing, so a misconfigured deployment is fixed in one pass.
+
+The fields are grouped by concern (Kafka, database, gateway, API keys, worker, relay, audit,
+billing, status page, local stack). Each is declared with `setting()`, which keeps its default,
+its check (bounds, choices, format), a relation to another field where one exists, and its doc
+on the field itself: reading one line tells what a variable accepts, and a field cannot be added
+without saying so (tests/unit/test_config.py).
 """
 
 from __future__ import annotations
@@ -10,8 +16,9 @@ from __future__ import annotations
 import json
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
+from typing import Any, TypeVar, cast
 from urllib.parse import urlsplit
 
 LOCAL_PG_PORT = 15432
@@ -21,6 +28,12 @@ LOCAL_KAFKA_BOOTSTRAP = f"127.0.0.1:{LOCAL_KAFKA_PORT}"
 # The MAC secret of API keys on a local stack only: production sets OPSMANTIK_KEY_SECRET to 32+
 # random bytes (docs/runbook.md "API key secret"); the gateway logs a warning while this one is used.
 LOCAL_KEY_SECRET = "opsmantik-local-dev-key-secret-not-for-production"
+
+PREFIX = "OPSMANTIK_"
+
+T = TypeVar("T", int, float, str)
+# A value → what is wrong with it (the text after the variable's name), or None when it is valid.
+Check = Callable[[Any], "str | None"]
 
 
 def parse_quantity_pointers(raw: str) -> tuple[dict[str, tuple[str, ...]], list[str]]:
@@ -56,100 +69,286 @@ class SettingsError(ValueError):
         super().__init__("invalid settings:\n  " + "\n  ".join(problems))
 
 
+# ---------------------------------------------------------------- field rules
+
+
+@dataclass(frozen=True)
+class Relation:
+    """A rule between this field and another: `holds(settings)` or the problem is listed."""
+
+    holds: Callable[[Any], bool]
+    problem: str
+
+
+@dataclass(frozen=True)
+class Rule:
+    """How one setting is checked and documented; kept in its dataclass field's metadata."""
+
+    concern: str
+    doc: str
+    check: Check
+    relation: Relation | None = None
+
+
+def setting(
+    default: T,
+    concern: str,
+    doc: str,
+    check: Check | None = None,
+    *,
+    relation: Relation | None = None,
+    secret: bool = False,
+) -> T:
+    """A Settings field: the default, its concern, its doc, its check; `secret` keeps it out of repr.
+
+    The value is parsed with the default's type (int, float or str)."""
+    rule = Rule(concern, doc, check or (lambda _value: None), relation)
+    return cast(T, field(default=default, repr=not secret, metadata={"rule": rule}))
+
+
+def at_least(low: float) -> Check:
+    return lambda v: None if v >= low else f"must be >= {low}"
+
+
+def above(low: float) -> Check:
+    return lambda v: None if v > low else f"must be > {low}"
+
+
+def between(low: float, high: float) -> Check:
+    return lambda v: None if low <= v <= high else f"must be between {low} and {high}"
+
+
+def port(*, ephemeral: bool = False, off: bool = False) -> Check:
+    """1-65535; with `ephemeral` also 0 (a free port, logged); with `off` also -1 (not served)."""
+    low = -1 if off else 0 if ephemeral else 1
+    extras = "".join([", 0 (ephemeral)" if ephemeral else "", " or -1 (off)" if off else ""])
+    return lambda v: None if low <= v <= 65535 else f"{v} is not a port{extras}"
+
+
+def one_of(*choices: str) -> Check:
+    return lambda v: None if v in choices else f"{v!r} must be one of {', '.join(choices)}"
+
+
+def not_empty(v: str) -> str | None:
+    return None if v else "must not be empty"
+
+
+def database_url(v: str) -> str | None:
+    url = urlsplit(v)
+    if url.scheme in ("postgresql", "postgres") and url.hostname:
+        return None
+    return f"expected postgresql://user@host:port/db, got scheme {url.scheme!r}"
+
+
+def bootstrap(v: str) -> str | None:
+    """host:port[,host:port...]; every bad entry named."""
+    bad = [p for p in v.split(",") if not _host_port(p.strip())]
+    return "; ".join(f"{p!r} is not host:port" for p in bad) or None
+
+
+def _host_port(part: str) -> bool:
+    host, _, number = part.rpartition(":")
+    return bool(host) and number.isdigit()
+
+
+def jvm_heap(v: str) -> str | None:
+    if re.fullmatch(r"[1-9][0-9]*[kKmMgG]?", v):
+        return None
+    return f"{v!r} is not a JVM heap size like 768m or 2g"
+
+
+def secret_length(*, optional: bool) -> Check:
+    """At least 16 characters (empty allowed when `optional`); the value is never echoed."""
+
+    def check(v: str) -> str | None:
+        if (optional and not v) or len(v) >= 16:
+            return None
+        if optional:
+            return "must be empty or at least 16 characters"
+        return "must be at least 16 characters (32 random bytes in production)"
+
+    return check
+
+
+def quantity_pointers(v: str) -> str | None:
+    problems = parse_quantity_pointers(v)[1]  # each already names the variable
+    return "\n".join(p.removeprefix("OPSMANTIK_CLOUDEVENTS_QUANTITY: ") for p in problems) or None
+
+
+# ---------------------------------------------------------------- the settings
+
+
 @dataclass(frozen=True)
 class Settings:
     """Environment variable = OPSMANTIK_ + the field name upper-cased."""
 
-    database_url: str = LOCAL_DATABASE_URL
-    kafka_bootstrap: str = LOCAL_KAFKA_BOOTSTRAP
-    topic: str = "opsmantik.ingest.v1"
-    billable_topic: str = "opsmantik.billable.v1"
-    topic_partitions: int = 6
-    # Replication of the topics `migrate` creates: 0 = from the cluster, RF = min(3, brokers) and
-    # min ISR = RF - 1 (at least 1); set them to pin a value (docs/scaling.md).
-    replication_factor: int = 0
-    min_insync_replicas: int = 0
-    # Message key of the ingest topic (services/opsmantik/kafka/settings.py): "request" (site + the
-    # request's first
-    # event id) spreads a site's requests over every partition, a batch on one; "event" spreads
-    # every event; "site" keeps a site on one partition, in order (docs/scaling.md).
-    partition_key: str = "request"
-    # Gateway
-    gateway_host: str = "127.0.0.1"
-    gateway_port: int = 8080
-    max_body_bytes: int = 1024 * 1024
-    max_batch_events: int = 1000
-    delivery_timeout_ms: int = 250  # breaker opens when the broker cannot ack within this
-    key_cache_ttl_s: float = 60.0
-    unknown_key_ttl_s: float = 5.0
-    # API keys carry a MAC under this secret (services/opsmantik/sites.py): a forged key is refused
-    # in memory. The previous secret still verifies during a rotation. Never logged (repr=False).
-    key_secret: str = field(default=LOCAL_KEY_SECRET, repr=False)
-    key_secret_previous: str = field(default="", repr=False)
-    # Keys issued before the MAC (no tag): "on" = looked up within a per-gateway-process budget of
-    # unknown-key lookups (token bucket), "off" = refused in memory once every key is reissued.
-    legacy_keys: str = "on"
-    unknown_key_lookups_per_s: float = 20.0
-    unknown_key_lookup_burst: int = 40
-    # Past this many refused keys a second (per gateway process), each refusal is answered after
-    # auth_failure_delay_s (0 = never delayed): a flood is slowed to what a sleep costs.
-    auth_failures_undelayed_per_s: float = 50.0
-    auth_failure_delay_s: float = 0.25
-    usage_refresh_s: float = 1.0
-    usage_stale_s: float = 10.0  # cache older than this → events are `degraded`
+    # ---- Kafka: the broker and the topics `migrate` creates (docs/scaling.md)
+    kafka_bootstrap: str = setting(LOCAL_KAFKA_BOOTSTRAP, "kafka", "brokers, host:port[,host:port...]", bootstrap)
+    topic: str = setting("opsmantik.ingest.v1", "kafka", "the ingest topic", not_empty)
+    billable_topic: str = setting("opsmantik.billable.v1", "kafka", "the worker's billable rows", not_empty)
+    topic_partitions: int = setting(6, "kafka", "partitions of the topics `migrate` creates", at_least(1))
+    replication_factor: int = setting(
+        0, "kafka", "0 = from the cluster: RF = min(3, brokers); set it to pin a value", at_least(0)
+    )
+    min_insync_replicas: int = setting(
+        0,
+        "kafka",
+        "0 = from the cluster: RF - 1 (at least 1); set it to pin a value",
+        at_least(0),
+        relation=Relation(
+            lambda s: not s.replication_factor or s.min_insync_replicas <= s.replication_factor,
+            "must be <= OPSMANTIK_REPLICATION_FACTOR",
+        ),
+    )
+    # services/opsmantik/kafka/settings.py: "request" (site + the request's first event id) spreads a
+    # site's requests over every partition, a batch on one; "event" spreads every event; "site" keeps
+    # a site on one partition, in order.
+    partition_key: str = setting(
+        "request", "kafka", "message key of the ingest topic", one_of("request", "event", "site")
+    )
+
+    # ---- Database: one Postgres for ledger, outbox, keys and billing
+    database_url: str = setting(LOCAL_DATABASE_URL, "database", "postgresql://user@host:port/db", database_url)
+    db_pool_min: int = setting(1, "database", "connections each process keeps open", at_least(1))
+    db_pool_max: int = setting(
+        10,
+        "database",
+        "connections each process may open",
+        at_least(1),
+        relation=Relation(lambda s: s.db_pool_min <= s.db_pool_max, "must be >= OPSMANTIK_DB_POOL_MIN"),
+    )
+
+    # ---- Gateway: HTTP limits, the broker breaker, usage and rate sharing (docs/gateway.md)
+    gateway_host: str = setting("127.0.0.1", "gateway", "address the gateway listens on")
+    gateway_port: int = setting(8080, "gateway", "port the gateway listens on", port())
+    max_body_bytes: int = setting(1024 * 1024, "gateway", "largest request body accepted", at_least(1))
+    max_batch_events: int = setting(1000, "gateway", "most events in one request", at_least(1))
+    delivery_timeout_ms: int = setting(
+        250, "gateway", "the breaker opens when the broker cannot ack within this", at_least(1)
+    )
+    usage_refresh_s: float = setting(1.0, "gateway", "how often the usage cache is reloaded", above(0))
+    usage_stale_s: float = setting(10.0, "gateway", "usage cache older than this → events `degraded`", above(0))
     # Gateways share each site's rate: every gateway heartbeats into gateway_instances and takes
     # rate/N, N = gateways heard from within gateway_dead_after_s (docs/scaling.md).
-    gateway_heartbeat_s: float = 1.0
-    gateway_dead_after_s: float = 3.0
-    # POST /api/v1/events (docs/cloudevents.md): a JSON object, CloudEvent type (or "*" for every
-    # other type) → RFC 6901 JSON pointer into `data` to the event's quantity; unmapped types count 1.
-    cloudevents_quantity: str = "{}"
-    # Worker
-    worker_group: str = "opsmantik-worker"
-    worker_batch: int = 2000
-    worker_metrics_port: int = 9101  # /metrics and /healthz; 0 = an ephemeral port (logged), -1 = off
-    worker_retry_max_s: float = 60.0  # a DB/publish failure retried this long, then exit non-zero
-    worker_watchdog_s: float = 30.0  # committed offset still while lag grows this long → restart
-    reconcile_interval_s: float = 300.0  # worker's periodic reconcile (drift metric)
-    # Faust's data directory (it keeps nothing the ledger needs: tables are not used). Empty: a
-    # private temporary directory, removed at exit; `opsmantik run` uses .local/faust.
-    worker_data_dir: str = ""
-    # Relay
-    relay_batch: int = 1000
-    relay_idle_s: float = 0.2
-    relay_metrics_port: int = 9102  # 0 = an ephemeral port (logged, on /healthz), -1 = off
-    metrics_host: str = "127.0.0.1"  # where worker and relay serve /metrics (0.0.0.0 in containers)
-    # Capture audit (services/opsmantik/audit/): its own consumer group, behind the worker group
-    audit_group: str = "opsmantik-audit"
-    audit_metrics_port: int = 9103  # 0 = an ephemeral port, written to the log
-    audit_interval_s: float = 2.0  # --follow: pause between cycles once caught up
-    audit_wait_s: float = 15.0  # --month: longest wait for the worker to commit what the topic holds
-    db_pool_min: int = 1
-    db_pool_max: int = 10
-    # Local stack (`opsmantik stack up`, `make run`)
-    kafka_heap: str = "768m"  # the broker JVM's -Xms/-Xmx
-    # Billing (docs/billing.md)
-    archive_location: str = ".local/archive"  # opsmantik archive: a directory or an fsspec URL
-    billing_close_grace_days: float = 3.0  # a month closes no earlier than this long after it ends
-    billing_close_lock_timeout_s: float = 60.0  # close waits this long for in-flight worker batches
-    export_max_per_site: int = 2  # concurrent dispute exports per site; beyond → 429 Retry-After
-    export_max_total: int = 4  # concurrent exports per gateway = its own export pool's size
-    sla_loss_audit: str = "on"  # sla-report asks `opsmantik audit` about data loss; off = dead letters only
-    # Status page (services/opsmantik/status/): a snapshot refreshed in the background, on its own connection
-    status_refresh_s: float = 5.0  # live signals → component states (the page's "one refresh")
-    status_slo_refresh_s: float = 60.0  # month SLO figures, 90-day rollups, incidents, maintenance
-    status_window_s: float = 300.0  # the window of the rate signals (5xx ratio, lag)
-    status_probe_timeout_s: float = 1.0  # broker probe and each status query
-    status_page_name: str = "OpsMantik"
-    status_page_url: str = "https://status.opsmantik.com"
+    gateway_heartbeat_s: float = setting(1.0, "gateway", "heartbeat into gateway_instances", above(0))
+    gateway_dead_after_s: float = setting(
+        3.0,
+        "gateway",
+        "a gateway not heard from this long no longer takes a share",
+        relation=Relation(
+            lambda s: s.gateway_dead_after_s > s.gateway_heartbeat_s, "must be > OPSMANTIK_GATEWAY_HEARTBEAT_S"
+        ),
+    )
+    # POST /api/v1/events (docs/cloudevents.md): unmapped types count 1.
+    cloudevents_quantity: str = setting(
+        "{}",
+        "gateway",
+        'JSON object: CloudEvent type (or "*") → RFC 6901 pointer into `data` to the quantity',
+        quantity_pointers,
+    )
+
+    # ---- API keys: the MAC secret, caches, the unknown-key budget, the auth-failure delay
+    # Keys carry a MAC under key_secret (services/opsmantik/sites.py): a forged key is refused in
+    # memory; the previous secret still verifies during a rotation. Never logged (repr=False).
+    key_secret: str = setting(
+        LOCAL_KEY_SECRET, "keys", "MAC secret of API keys", secret_length(optional=False), secret=True
+    )
+    key_secret_previous: str = setting(
+        "", "keys", "the secret being rotated out", secret_length(optional=True), secret=True
+    )
+    key_cache_ttl_s: float = setting(60.0, "keys", "how long a known key is cached", above(0))
+    unknown_key_ttl_s: float = setting(5.0, "keys", "how long an unknown key is cached", above(0))
+    # Keys issued before the MAC (no tag): "on" = looked up within a per-gateway-process budget of
+    # unknown-key lookups (token bucket), "off" = refused in memory once every key is reissued.
+    legacy_keys: str = setting("on", "keys", "keys without a MAC are looked up (on) or refused (off)", one_of("on", "off"))
+    unknown_key_lookups_per_s: float = setting(20.0, "keys", "unknown-key lookups a second", above(0))
+    unknown_key_lookup_burst: int = setting(40, "keys", "unknown-key lookups in a burst", at_least(1))
+    # Past this many refused keys a second (per gateway process), each refusal is answered after
+    # auth_failure_delay_s (0 = never delayed): a flood is slowed to what a sleep costs.
+    auth_failures_undelayed_per_s: float = setting(50.0, "keys", "refusals a second answered at once", above(0))
+    auth_failure_delay_s: float = setting(0.25, "keys", "delay of each refusal past that rate", between(0, 10))
+
+    # ---- Worker: the ledger consumer (docs/worker.md)
+    worker_group: str = setting("opsmantik-worker", "worker", "the worker's consumer group", not_empty)
+    worker_batch: int = setting(2000, "worker", "most records in one ledger transaction", at_least(1))
+    worker_metrics_port: int = setting(
+        9101, "worker", "/metrics and /healthz; 0 = an ephemeral port (logged), -1 = off", port(ephemeral=True, off=True)
+    )
+    worker_retry_max_s: float = setting(
+        60.0, "worker", "a DB/publish failure is retried this long, then exit non-zero", above(0)
+    )
+    worker_watchdog_s: float = setting(
+        30.0, "worker", "committed offset still while lag grows this long → restart", above(0)
+    )
+    reconcile_interval_s: float = setting(300.0, "worker", "the periodic reconcile (drift metric)", above(0))
+    # Faust keeps nothing the ledger needs there (tables are not used).
+    worker_data_dir: str = setting(
+        "", "worker", "Faust's data directory; empty = a private temporary one; `opsmantik run` uses .local/faust"
+    )
+    metrics_host: str = setting(
+        "127.0.0.1", "worker", "where worker and relay serve /metrics (0.0.0.0 in containers)"
+    )
+
+    # ---- Relay: drains the Postgres outbox into Kafka
+    relay_batch: int = setting(1000, "relay", "outbox rows published per round", at_least(1))
+    relay_idle_s: float = setting(0.2, "relay", "pause when the outbox is empty", above(0))
+    relay_metrics_port: int = setting(
+        9102, "relay", "0 = an ephemeral port (logged, on /healthz), -1 = off", port(ephemeral=True, off=True)
+    )
+
+    # ---- Capture audit (services/opsmantik/audit/): its own consumer group, behind the worker's
+    audit_group: str = setting(
+        "opsmantik-audit",
+        "audit",
+        "the audit's consumer group",
+        not_empty,
+        relation=Relation(lambda s: s.audit_group != s.worker_group, "must differ from OPSMANTIK_WORKER_GROUP"),
+    )
+    audit_metrics_port: int = setting(9103, "audit", "0 = an ephemeral port, written to the log", port(ephemeral=True))
+    audit_interval_s: float = setting(2.0, "audit", "--follow: pause between cycles once caught up", above(0))
+    audit_wait_s: float = setting(
+        15.0, "audit", "--month: longest wait for the worker to commit what the topic holds", at_least(0)
+    )
+
+    # ---- Billing: month close, archive, dispute exports, SLA (docs/billing.md)
+    archive_location: str = setting(".local/archive", "billing", "opsmantik archive: a directory or an fsspec URL")
+    billing_close_grace_days: float = setting(
+        3.0, "billing", "a month closes no earlier than this long after it ends", at_least(0)
+    )
+    billing_close_lock_timeout_s: float = setting(
+        60.0, "billing", "close waits this long for in-flight worker batches", above(0)
+    )
+    export_max_per_site: int = setting(
+        2, "billing", "concurrent dispute exports per site; beyond → 429 Retry-After", at_least(1)
+    )
+    export_max_total: int = setting(
+        4, "billing", "concurrent exports per gateway = its own export pool's size", at_least(1)
+    )
+    sla_loss_audit: str = setting(
+        "on", "billing", "sla-report asks `opsmantik audit` about data loss; off = dead letters only", one_of("on", "off")
+    )
+
+    # ---- Status page (services/opsmantik/status/): a snapshot refreshed in the background
+    status_refresh_s: float = setting(5.0, "status", "live signals → component states (one refresh)", above(0))
+    status_slo_refresh_s: float = setting(
+        60.0, "status", "month SLO figures, 90-day rollups, incidents, maintenance", above(0)
+    )
+    status_window_s: float = setting(300.0, "status", "the window of the rate signals (5xx ratio, lag)", above(0))
+    status_probe_timeout_s: float = setting(1.0, "status", "broker probe and each status query", above(0))
+    status_page_name: str = setting("OpsMantik", "status", "the page's title", not_empty)
+    status_page_url: str = setting("https://status.opsmantik.com", "status", "the page's public address")
+
+    # ---- Local stack (`opsmantik stack up`, `make run`)
+    kafka_heap: str = setting("768m", "stack", "the broker JVM's -Xms/-Xmx", jvm_heap)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
+        """Every OPSMANTIK_* variable parsed and checked; SettingsError lists every problem."""
         env = os.environ if env is None else env
         values: dict[str, object] = {}
         problems: list[str] = []
         for f in fields(cls):
-            name = "OPSMANTIK_" + f.name.upper()
+            name = PREFIX + f.name.upper()
             raw = env.get(name)
             if raw is None or raw == "":
                 continue
@@ -165,98 +364,28 @@ class Settings:
         return settings
 
     def validate(self) -> list[str]:
+        """Every field's check, then every relation; each problem names its variable."""
         problems: list[str] = []
-        url = urlsplit(self.database_url)
-        if url.scheme not in ("postgresql", "postgres") or not url.hostname:
-            problems.append(
-                f"OPSMANTIK_DATABASE_URL: expected postgresql://user@host:port/db, got scheme {url.scheme!r}"
-            )
-        for part in self.kafka_bootstrap.split(","):
-            host, _, port = part.strip().rpartition(":")
-            if not host or not port.isdigit():
-                problems.append(f"OPSMANTIK_KAFKA_BOOTSTRAP: {part!r} is not host:port")
-        if not self.topic or not self.billable_topic:
-            problems.append("OPSMANTIK_TOPIC and OPSMANTIK_BILLABLE_TOPIC must not be empty")
-        if self.topic_partitions < 1:
-            problems.append("OPSMANTIK_TOPIC_PARTITIONS must be >= 1")
-        if not 0 < self.gateway_port < 65536:
-            problems.append(f"OPSMANTIK_GATEWAY_PORT: {self.gateway_port} is not a port")
-        for name in (
-            "max_body_bytes",
-            "max_batch_events",
-            "delivery_timeout_ms",
-            "worker_batch",
-            "relay_batch",
-            "db_pool_min",
-            "db_pool_max",
-            "export_max_per_site",
-            "export_max_total",
-            "unknown_key_lookup_burst",
-        ):
-            if getattr(self, name) < 1:
-                problems.append(f"OPSMANTIK_{name.upper()} must be >= 1")
-        for name in (
-            "key_cache_ttl_s",
-            "unknown_key_ttl_s",
-            "usage_refresh_s",
-            "usage_stale_s",
-            "relay_idle_s",
-            "worker_retry_max_s",
-            "gateway_heartbeat_s",
-            "worker_watchdog_s",
-            "reconcile_interval_s",
-            "billing_close_lock_timeout_s",
-            "status_refresh_s",
-            "status_slo_refresh_s",
-            "status_window_s",
-            "status_probe_timeout_s",
-            "audit_interval_s",
-            "unknown_key_lookups_per_s",
-            "auth_failures_undelayed_per_s",
-        ):
-            if getattr(self, name) <= 0:
-                problems.append(f"OPSMANTIK_{name.upper()} must be > 0")
-        for name in ("worker_metrics_port", "relay_metrics_port"):
-            if not -1 <= getattr(self, name) < 65536:
-                problems.append(f"OPSMANTIK_{name.upper()} must be a port, 0 (ephemeral) or -1 (off)")
-        if self.replication_factor < 0 or self.min_insync_replicas < 0:
-            problems.append(
-                "OPSMANTIK_REPLICATION_FACTOR and OPSMANTIK_MIN_INSYNC_REPLICAS must be "
-                ">= 0 (0 = from the cluster's size)"
-            )
-        if self.replication_factor and self.min_insync_replicas > self.replication_factor:
-            problems.append("OPSMANTIK_MIN_INSYNC_REPLICAS must be <= OPSMANTIK_REPLICATION_FACTOR")
-        if self.partition_key not in ("request", "event", "site"):
-            problems.append(f"OPSMANTIK_PARTITION_KEY: {self.partition_key!r} is not request, event or site")
-        if self.gateway_dead_after_s <= self.gateway_heartbeat_s:
-            problems.append("OPSMANTIK_GATEWAY_DEAD_AFTER_S must be > OPSMANTIK_GATEWAY_HEARTBEAT_S")
-        if not 0 <= self.audit_metrics_port < 65536:
-            problems.append("OPSMANTIK_AUDIT_METRICS_PORT must be a port or 0 (ephemeral)")
-        if self.audit_wait_s < 0:
-            problems.append("OPSMANTIK_AUDIT_WAIT_S must be >= 0")
-        if not self.audit_group or self.audit_group == self.worker_group:
-            problems.append("OPSMANTIK_AUDIT_GROUP must be set and differ from OPSMANTIK_WORKER_GROUP")
-        if not re.fullmatch(r"[1-9][0-9]*[kKmMgG]?", self.kafka_heap):
-            problems.append(
-                f"OPSMANTIK_KAFKA_HEAP: {self.kafka_heap!r} is not a JVM heap size like 768m or 2g"
-            )
-        if self.sla_loss_audit not in ("on", "off"):
-            problems.append("OPSMANTIK_SLA_LOSS_AUDIT must be on or off")
-        if self.billing_close_grace_days < 0:
-            problems.append("OPSMANTIK_BILLING_CLOSE_GRACE_DAYS must be >= 0")
-        if not self.status_page_name:
-            problems.append("OPSMANTIK_STATUS_PAGE_NAME must not be empty")
-        problems.extend(parse_quantity_pointers(self.cloudevents_quantity)[1])
-        if len(self.key_secret) < 16:
-            problems.append(
-                "OPSMANTIK_KEY_SECRET must be at least 16 characters (32 random bytes in production)"
-            )
-        if self.key_secret_previous and len(self.key_secret_previous) < 16:
-            problems.append("OPSMANTIK_KEY_SECRET_PREVIOUS must be empty or at least 16 characters")
-        if not 0 <= self.auth_failure_delay_s <= 10:
-            problems.append("OPSMANTIK_AUTH_FAILURE_DELAY_S must be between 0 and 10")
-        if self.legacy_keys not in ("on", "off"):
-            problems.append("OPSMANTIK_LEGACY_KEYS must be on or off")
-        if self.db_pool_min > self.db_pool_max:
-            problems.append("OPSMANTIK_DB_POOL_MIN must be <= OPSMANTIK_DB_POOL_MAX")
+        for f in fields(self):
+            rule = rule_of(f.name)
+            problem = rule.check(getattr(self, f.name))
+            if problem:
+                problems.extend(f"{PREFIX}{f.name.upper()} {line}" for line in problem.split("\n"))
+        for f in fields(self):
+            relation = rule_of(f.name).relation
+            if relation and not relation.holds(self):
+                problems.append(f"{PREFIX}{f.name.upper()} {relation.problem}")
         return problems
+
+
+def rule_of(name: str) -> Rule:
+    """The rule a Settings field was declared with."""
+    return cast(Rule, {f.name: f for f in fields(Settings)}[name].metadata["rule"])
+
+
+def concerns() -> dict[str, list[str]]:
+    """Concern → the environment variables that belong to it, in declaration order."""
+    groups: dict[str, list[str]] = {}
+    for f in fields(Settings):
+        groups.setdefault(rule_of(f.name).concern, []).append(PREFIX + f.name.upper())
+    return groups

@@ -14,13 +14,15 @@ from __future__ import annotations
 import re
 from datetime import UTC, date, datetime
 
+from opsmantik.errors import UsageError
+
 # ASCII digits only (\d would also match ２); year 0000 does not exist.
 PATTERN = r"^([1-9][0-9]{3}|0[1-9][0-9]{2}|00[1-9][0-9]|000[1-9])-(0[1-9]|1[0-2])$"
 _MONTH = re.compile(PATTERN)
 EXPECTED = "expected YYYY-MM (year 0001-9999, month 01-12)"
 
 
-class MonthError(ValueError):
+class MonthError(UsageError, ValueError):
     """A string that is not a month; the message says what was expected."""
 
 

@@ -21,6 +21,7 @@ import asyncpg
 
 from opsmantik.config import LOCAL_KEY_SECRET
 from opsmantik.db.queries import package_queries
+from opsmantik.errors import UnknownArgument
 
 Q = package_queries("opsmantik", "sites.sql")
 KEY_PREFIX = "omk_"
@@ -30,7 +31,7 @@ MAC_KEY_LEN = len(KEY_PREFIX) + 22 + 22  # legacy keys are 4 + 43: the lengths n
 _MAC_DOMAIN = b"opsmantik-api-key-v1\x00"
 
 
-class UnknownSite(LookupError):
+class UnknownSite(UnknownArgument, LookupError):
     def __init__(self, site_id: uuid.UUID) -> None:
         super().__init__(f"no site {site_id}")
 

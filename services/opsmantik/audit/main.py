@@ -34,6 +34,7 @@ from opsmantik.audit.auditor import Auditor
 from opsmantik.audit.reader import LIBRDKAFKA_LOGGER, ReadError
 from opsmantik.audit.report import month_audit, render
 from opsmantik.config import Settings
+from opsmantik.errors import Unavailable
 from opsmantik.months import month_of
 
 log = logging.getLogger("opsmantik.audit")
@@ -41,7 +42,7 @@ VANISHED_EVERY_S = 60.0
 IDLE_STOP_S = 3.0  # committed offsets unchanged this long: the worker is idle or absent
 
 
-class Unreachable(RuntimeError):
+class Unreachable(Unavailable, RuntimeError):
     pass
 
 

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from confluent_kafka import OFFSET_INVALID, Consumer, KafkaError, KafkaException, TopicPartition
 
 from opsmantik.audit.inspection import RawMessage
+from opsmantik.errors import Unavailable
 
 LIBRDKAFKA_LOGGER = "opsmantik.audit.librdkafka"
 
@@ -26,7 +27,7 @@ class Bounds:
     committed: int  # the worker group's committed offset (0 when it has none)
 
 
-class ReadError(RuntimeError):
+class ReadError(Unavailable, RuntimeError):
     pass
 
 

@@ -53,6 +53,7 @@ from opsmantik.billing.entries import entries
 from opsmantik.config import Settings
 from opsmantik.db.partitions import MAX_AGE, MAX_AHEAD
 from opsmantik.db.queries import package_queries
+from opsmantik.errors import Refused
 from opsmantik.months import label, month_end, parse_month
 
 Q = package_queries("opsmantik.billing", "archive.sql")
@@ -77,7 +78,7 @@ class Progress:
             print(line, file=sys.stderr, flush=True)
 
 
-class ArchiveRefused(Exception):
+class ArchiveRefused(Refused):
     """The month cannot be archived (yet): exit 2."""
 
 

@@ -25,6 +25,7 @@ import pyarrow.parquet as pq
 from opsmantik.billing.canonical import Entry, canonical, row_object
 from opsmantik.billing.canonical_batch import PropertiesText, row_bodies, row_entries, sha256_hex
 from opsmantik.db.queries import package_queries
+from opsmantik.errors import CheckFailed
 from opsmantik.months import label, months_before
 
 Q = package_queries("opsmantik.billing", "archive.sql")
@@ -51,7 +52,7 @@ SCHEMA = pa.schema(
 COLUMNS = [f.name for f in SCHEMA][:-1]
 
 
-class ArchiveTampered(Exception):
+class ArchiveTampered(CheckFailed):
     """An archive file differs from what was archived: exit 1, naming the row."""
 
 

@@ -27,10 +27,11 @@ from opsmantik.billing.canonical import Digest
 from opsmantik.billing.connect import UNREACHABLE, connect
 from opsmantik.billing.entries import Q, entries
 from opsmantik.config import Settings
+from opsmantik.errors import Refused
 from opsmantik.months import label, month_end
 
 
-class CloseRefused(Exception):
+class CloseRefused(Refused):
     """The month cannot be closed (yet): exit 2."""
 
 

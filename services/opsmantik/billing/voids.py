@@ -27,6 +27,7 @@ import orjson
 from opsmantik.billing.connect import UNREACHABLE, connect
 from opsmantik.billing.entries import Q
 from opsmantik.billing.rules import billing_month
+from opsmantik.errors import CheckFailed
 from opsmantik.months import label
 
 
@@ -43,7 +44,7 @@ class Voided:
         return self.booked_month != self.billed_month
 
 
-class VoidRefused(Exception):
+class VoidRefused(CheckFailed):
     def __init__(self, problems: list[str]) -> None:
         self.problems = problems
         super().__init__("; ".join(problems))

@@ -16,6 +16,7 @@ import asyncpg
 from opsmantik import schemas
 from opsmantik.db import partitions
 from opsmantik.db.queries import package_queries
+from opsmantik.errors import CheckFailed
 
 Q = package_queries("opsmantik.db", "migrate.sql")
 _NAME = re.compile(r"^(\d{4})_([a-z0-9_]+)\.sql$")
@@ -32,7 +33,7 @@ class Migration:
         return hashlib.sha256(self.sql.encode()).hexdigest()
 
 
-class MigrationError(RuntimeError):
+class MigrationError(CheckFailed, RuntimeError):
     pass
 
 

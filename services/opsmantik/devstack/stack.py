@@ -24,6 +24,7 @@ from confluent_kafka import Producer
 from opsmantik.config import LOCAL_KAFKA_PORT, LOCAL_PG_PORT, Settings
 from opsmantik.devstack.checkout import checkout_root
 from opsmantik.devstack.kafka_node import CONTROLLER_OFFSET, KAFKA_LIBS, KafkaNode
+from opsmantik.errors import Unavailable
 
 ROOT = checkout_root()
 LOCAL = ROOT / ".local"
@@ -34,7 +35,7 @@ START_TIMEOUT_S = 90.0
 READY_TOPIC = "opsmantik.stack.ready"  # `stack up` proves an idempotent produce works here
 
 
-class StackError(RuntimeError):
+class StackError(Unavailable, RuntimeError):
     pass
 
 

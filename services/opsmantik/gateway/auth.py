@@ -27,6 +27,7 @@ from dataclasses import dataclass
 
 import asyncpg
 
+from opsmantik.errors import Unavailable
 from opsmantik.gateway.sql import Q
 from opsmantik.sites import Q as SITES_Q
 from opsmantik.sites import hash_key, key_kind
@@ -47,11 +48,11 @@ class SiteAuth:
     burst: int
 
 
-class AuthUnavailable(Exception):
+class AuthUnavailable(Unavailable):
     """A key we have never seen, and Postgres cannot tell us about it (→ 503, retry is safe)."""
 
 
-class LookupBudgetExhausted(Exception):
+class LookupBudgetExhausted(Unavailable):
     """An untagged key we do not know, and this gateway spent its unknown-key lookups or cannot
     look it up right now (→ 429 with Retry-After)."""
 

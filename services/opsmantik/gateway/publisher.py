@@ -25,6 +25,7 @@ from typing import Protocol
 import asyncpg
 from confluent_kafka import KafkaError, KafkaException
 
+from opsmantik import errors
 from opsmantik.config import Settings
 from opsmantik.events import Event, to_messages
 from opsmantik.gateway.breaker import Breaker
@@ -42,7 +43,7 @@ class Stored:
     receipt: dict[str, int]  # {"partition", "offset"} or {"outbox_id"}
 
 
-class Unavailable(Exception):
+class Unavailable(errors.Unavailable):
     """Neither the broker nor the outbox took the events; the client may retry safely."""
 
 

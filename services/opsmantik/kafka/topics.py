@@ -9,9 +9,10 @@ from confluent_kafka.admin import AdminClient
 from confluent_kafka.cimpl import NewTopic  # where it is defined (admin re-exports it untyped)
 
 from opsmantik.config import Settings
+from opsmantik.errors import CheckFailed
 
 
-class TopicError(RuntimeError):
+class TopicError(CheckFailed, RuntimeError):
     """An existing topic cannot serve the configuration (e.g. fewer partitions than configured)."""
 
 

@@ -16,12 +16,13 @@ import orjson
 
 from opsmantik.billing.connect import UNREACHABLE, connect
 from opsmantik.config import Settings
+from opsmantik.errors import Refused
 from opsmantik.sla.queries import Q
 
 NOTICE = timedelta(hours=48)
 
 
-class WindowRefused(ValueError):
+class WindowRefused(Refused, ValueError):
     pass
 
 

@@ -18,6 +18,7 @@ from datetime import UTC, datetime
 import orjson
 
 from opsmantik.config import Settings
+from opsmantik.errors import Unavailable
 from opsmantik.kafka.batch_producer import BatchProducer
 from opsmantik.kafka.producer import KafkaHeaders
 from opsmantik.kafka.settings import producer_config
@@ -35,7 +36,7 @@ _CONTENT_TYPE = ("content-type", b"application/json")
 _DATASCHEMA = ("ce_dataschema", CE_DATASCHEMA.encode())
 
 
-class PublishError(RuntimeError):
+class PublishError(Unavailable, RuntimeError):
     pass
 
 

@@ -19,6 +19,7 @@ from typing import TypeVar
 import asyncpg
 
 from opsmantik.config import Settings
+from opsmantik.errors import Unavailable
 from opsmantik.worker import metrics
 from opsmantik.worker.billable import BillablePublisher
 from opsmantik.worker.ledger import BatchResult, write_batch
@@ -29,7 +30,7 @@ T = TypeVar("T")
 RawMessage = tuple[bytes | None, int, int]  # value, partition, offset
 
 
-class Fatal(RuntimeError):
+class Fatal(Unavailable, RuntimeError):
     """A batch kept failing past the retry budget: exit rather than skip."""
 
 
