@@ -1,33 +1,25 @@
-"""The 3-broker scenarios (`make cluster`): a private KRaft cluster of three brokers on ports
-26092-26094 (quorum 26192-26194) under .local/cluster, Postgres from the shared stack with a
-database of its own. Heavy (three JVMs): not in `make test`, only with OPSMANTIK_CLUSTER=1."""
+"""The 3-broker scenarios (`make cluster`): a private KRaft cluster of three brokers on free ports
+(tests/support/stacks.py: base..base+2, quorum base+100..base+102, a fresh directory), Postgres
+from the shared stack with a database of its own. Heavy (three JVMs): not in `make test`, only
+with OPSMANTIK_CLUSTER=1."""
 
 from __future__ import annotations
 
 import dataclasses
 import os
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 
 import asyncpg
 import pytest
 from opsmantik.config import Settings
-from opsmantik.devstack.stack import ROOT, Stack
+from opsmantik.devstack.stack import Stack
 
 from tests.support.environment import create_environment, drop_environment
+from tests.support.stacks import stack_fixture
 
-CLUSTER_HOME = ROOT / ".local" / "cluster"
-CLUSTER_PORT = 26092
 collect_ignore = [] if os.environ.get("OPSMANTIK_CLUSTER") == "1" else ["test_cluster.py"]
 
-
-@pytest.fixture(scope="session")
-def cluster() -> Iterator[Stack]:
-    stack = Stack(home=CLUSTER_HOME, kafka_port=CLUSTER_PORT, pg_port=26432, brokers=3)
-    try:
-        stack.kafka_up()
-        yield stack
-    finally:
-        stack.kafka_down()
+cluster = stack_fixture("cluster", scope="session", brokers=3, start=Stack.kafka_up)
 
 
 @pytest.fixture(scope="session")

@@ -18,14 +18,16 @@ from opsmantik.config import Settings
 from opsmantik.devstack.stack import Stack
 from opsmantik.sites import create_site_with_key
 
-from tests.support.pipeline import Proc, wait_for
+from tests.support.pipeline import env_for, wait_for
+from tests.support.process import Process, free_port
 from tests.support.scale import (
-    GatewayProc,
     OpenLoad,
     event_doc,
-    free_port,
+    health,
+    launch_gateway,
     produce_on,
     reconcile_drift,
+    url_of,
     wait_members,
 )
 
@@ -35,7 +37,7 @@ pytestmark = pytest.mark.integration
 def test_status_lists_each_broker_with_pid_port_and_role(cluster: Stack) -> None:
     brokers = [e for e in cluster.status() if e.name.startswith("kafka")]
     assert [e.name for e in brokers] == ["kafka-1", "kafka-2", "kafka-3"]
-    assert [e.port for e in brokers] == [26092, 26093, 26094]
+    assert [e.port for e in brokers] == [cluster.kafka_port + i for i in range(3)]
     assert all(e.running and e.pid for e in brokers)
     assert len({e.data_dir for e in brokers}) == 3
     roles = [e.role for e in brokers]
@@ -57,9 +59,11 @@ def test_stack_status_json_gives_the_same_as_data(
     code = stack_cli.main(Settings(), args)
     rows = json.loads(capsys.readouterr().out)
     kafka = [r for r in rows if r["name"].startswith("kafka-")]
-    assert [(r["name"], r["port"]) for r in kafka] == [(f"kafka-{i}", 26091 + i) for i in (1, 2, 3)]
+    assert [(r["name"], r["port"]) for r in kafka] == [
+        (f"kafka-{i}", cluster.kafka_port + i - 1) for i in (1, 2, 3)
+    ]
     assert all(r["pid"] and r["running"] and r["role"].startswith("broker+controller") for r in kafka)
-    assert code == 3  # every broker runs, but this stack's own Postgres (26432) is not started here
+    assert code == 3  # every broker runs, but this stack's own Postgres is not started here
 
 
 def test_topics_have_rf3_and_min_isr2(settings: Settings) -> None:
@@ -112,9 +116,11 @@ async def test_leader_of_the_busiest_partition_sigkilled_under_load(
     # A 3 s delivery deadline (250 ms by default): three JVMs share this 2-core host with the
     # load (and other suites), where an ack outside the election took over 1 s at times; the
     # test is about the election, so only the election may send requests to the outbox.
-    gw = GatewayProc.start(settings, tmp_path, free_port(), delivery_timeout_ms=3000)
-    worker = Proc.start(settings, tmp_path, "worker", worker_metrics_port=0)
-    relay = Proc.start(settings, tmp_path, "relay", relay_metrics_port=0)
+    gw = launch_gateway(settings, tmp_path, free_port(), delivery_timeout_ms=3000)
+    worker = Process.opsmantik(
+        "worker", ["worker"], env_for(settings, worker_metrics_port=0), tmp_path
+    ).start()
+    relay = Process.opsmantik("relay", ["relay"], env_for(settings, relay_metrics_port=0), tmp_path).start()
     seconds, rate, kill_at = 30.0, 100.0, 6.0
     killed: dict[str, float] = {}
     try:
@@ -131,7 +137,7 @@ async def test_leader_of_the_busiest_partition_sigkilled_under_load(
 
         load = OpenLoad(rate, seconds)
         answers, _ = await asyncio.gather(
-            load.run(lambda i, t: gw.url, key.api_key, lambda i: event_doc(f"lk-{i}")), kill_leader()
+            load.run(lambda i, t: url_of(gw), key.api_key, lambda i: event_doc(f"lk-{i}")), kill_leader()
         )
         assert all(a.status == 200 for a in answers), sorted({a.status for a in answers})
         statuses = [(a.at, a.body["results"][0]["status"]) for a in answers]  # type: ignore[index]
@@ -170,7 +176,7 @@ async def test_leader_of_the_busiest_partition_sigkilled_under_load(
         cluster.kafka_up()  # never leave the cluster short of a broker for the next test
 
 
-async def _kafka_path_live(gw: GatewayProc, api_key: str) -> bool:
+async def _kafka_path_live(gw: Process, api_key: str) -> bool:
     """Warm-up: a fresh producer's first sends can miss the delivery deadline (metadata)."""
     import aiohttp
     import orjson
@@ -180,7 +186,7 @@ async def _kafka_path_live(gw: GatewayProc, api_key: str) -> bool:
     async with (
         aiohttp.ClientSession() as s,
         s.post(
-            gw.url + "/api/sync",
+            url_of(gw) + "/api/sync",
             data=orjson.dumps(body),
             headers={"Authorization": f"Bearer {api_key}", "Content-Type": "application/json"},
         ) as r,
@@ -188,11 +194,11 @@ async def _kafka_path_live(gw: GatewayProc, api_key: str) -> bool:
         return r.status == 200 and all(x["status"] == "accepted" for x in (await r.json())["results"])
 
 
-async def _healthy(gw: GatewayProc) -> bool:
+async def _healthy(gw: Process) -> bool:
     import aiohttp
 
     async with aiohttp.ClientSession() as s:
-        return await gw.health(s) is not None
+        return await health(s, gw) is not None
 
 
 async def test_worker_sigkilled_the_other_takes_its_partitions_within_15s(
@@ -200,7 +206,8 @@ async def test_worker_sigkilled_the_other_takes_its_partitions_within_15s(
 ) -> None:
     async with pool.acquire() as conn:
         sites = [(await create_site_with_key(conn, f"grp-{i}", monthly_quota=500)).site_id for i in range(12)]
-    workers = [Proc.start(settings, tmp_path, "worker", worker_metrics_port=0) for _ in range(2)]
+    env = env_for(settings, worker_metrics_port=0)
+    workers = [Process.opsmantik(f"worker{i}", ["worker"], env, tmp_path / f"w{i}").start() for i in range(2)]
     produced: list[tuple[uuid.UUID, str]] = []
     stop = threading.Event()
 
@@ -256,5 +263,5 @@ async def test_worker_sigkilled_the_other_takes_its_partitions_within_15s(
     finally:
         stop.set()
         for w in workers:
-            if w.popen.poll() is None:
+            if w.alive():
                 assert w.stop() == 0, w.tail()

@@ -1,54 +1,40 @@
-"""Engines killed under the gateway, on a private stack (ports 21092/21432) so the shared one is
-never touched: no 200 unless every event is on the topic or in the outbox; both down → 503 and
-nothing appears later."""
+"""Engines killed under the gateway, on a private stack (tests/support/stacks.py, free ports) so
+the shared one is never touched: no 200 unless every event is on the topic or in the outbox;
+both down → 503 and nothing appears later."""
 
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import os
 import signal
 import statistics
-import tempfile
 import time
-from collections.abc import AsyncIterator
-from pathlib import Path
 
 import asyncpg
 import orjson
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 from opsmantik.config import Settings
-from opsmantik.db.migrate import migrate
 from opsmantik.devstack.stack import Stack
 from opsmantik.gateway.app import create_app
-from opsmantik.kafka.topics import ensure_topics
 from opsmantik.sites import create_site_with_key
 
 from tests.support.gateway import auth, event, read_topic
+from tests.support.stacks import migrated, stack_fixture
+
+stack = stack_fixture("gw-faults")
 
 
 @pytest.fixture(scope="module")
-async def private(base_settings: Settings) -> AsyncIterator[tuple[Stack, Settings]]:
-    home = Path(tempfile.mkdtemp(prefix="opsmantik-gw-faults-"))
-    stack = Stack(home=home, kafka_port=21092, pg_port=21432)
-    await asyncio.to_thread(stack.up)
-    try:
-        s = dataclasses.replace(
-            base_settings,
-            database_url=stack.database_url,
-            kafka_bootstrap=stack.kafka_bootstrap,
-            topic="faults.ingest.v1",
-            billable_topic="faults.billable.v1",
-            topic_partitions=2,
-        )
-        conn = await asyncpg.connect(s.database_url)
-        await migrate(conn)
-        await conn.close()
-        await asyncio.to_thread(ensure_topics, s)
-        yield stack, s
-    finally:
-        await asyncio.to_thread(stack.down)
+async def private(stack: Stack, base_settings: Settings) -> tuple[Stack, Settings]:
+    s = await migrated(
+        base_settings,
+        stack,
+        topic="faults.ingest.v1",
+        billable_topic="faults.billable.v1",
+        topic_partitions=2,
+    )
+    return stack, s
 
 
 async def _outbox_ids(url: str, event_ids: set[str]) -> set[str]:

@@ -6,9 +6,7 @@ count as a third)."""
 from __future__ import annotations
 
 import asyncio
-import signal
 import socket
-import subprocess
 import time
 import uuid
 from datetime import UTC, datetime
@@ -23,8 +21,9 @@ from opsmantik.sites import create_site_with_key
 
 from tests.support.environment import module_environment
 from tests.support.gateway import auth
-from tests.support.pipeline import OPSMANTIK, env_for
-from tests.support.scale import GatewayProc, OpenLoad, event_doc, free_port, wait_gateways_live
+from tests.support.pipeline import env_for
+from tests.support.process import Process, free_port
+from tests.support.scale import OpenLoad, event_doc, health, launch_gateway, url_of, wait_gateways_live
 
 pytestmark = pytest.mark.integration
 
@@ -38,7 +37,7 @@ async def test_two_gateways_share_a_sites_rate_and_the_survivor_takes_it_all(
         key = (await create_site_with_key(conn, "shared-rate", rate=100, burst=10)).api_key
         capped = await create_site_with_key(conn, "shared-cap", hard_cap=5)
     beat = {"gateway_heartbeat_s": 0.25, "gateway_dead_after_s": 1.0}
-    gws = [GatewayProc.start(settings, tmp_path, free_port(), **beat) for _ in range(2)]
+    gws = [launch_gateway(settings, tmp_path, free_port(), **beat) for _ in range(2)]
     try:
         await wait_gateways_live(gws, 2)
         # The hard cap holds on every gateway: both read the same invoice.
@@ -51,7 +50,9 @@ async def test_two_gateways_share_a_sites_rate_and_the_survivor_takes_it_all(
         async with aiohttp.ClientSession() as s:
             for g in gws:
                 async with s.post(
-                    g.url + "/api/sync", data=orjson.dumps(event_doc("cap-1")), headers=auth(capped.api_key)
+                    url_of(g) + "/api/sync",
+                    data=orjson.dumps(event_doc("cap-1")),
+                    headers=auth(capped.api_key),
                 ) as r:
                     assert r.status == 429 and (await r.json())["error"] == "quota_exceeded"
 
@@ -60,8 +61,8 @@ async def test_two_gateways_share_a_sites_rate_and_the_survivor_takes_it_all(
 
         def pick(i: int, t: float) -> str:
             if t >= killed_at:  # the load balancer sends everything to the survivor
-                return gws[0].url
-            return gws[i % 2].url
+                return url_of(gws[0])
+            return url_of(gws[i % 2])
 
         load = OpenLoad(rate, seconds)
 
@@ -95,26 +96,19 @@ async def test_two_gateways_share_a_sites_rate_and_the_survivor_takes_it_all(
 
 async def test_gateway_workers_n_serves_one_port_from_n_processes(settings: Settings, tmp_path: Path) -> None:
     port = free_port()
-    log = tmp_path / "gateway-x2.log"
-    parent = subprocess.Popen(
-        [OPSMANTIK, "gateway", "--port", str(port), "--workers", "2"],
-        env=env_for(settings),
-        stdout=log.open("wb"),
-        stderr=subprocess.STDOUT,
-    )
+    args = ["gateway", "--port", str(port), "--workers", "2"]
+    probe = Process.opsmantik("gateway-x2", args, env_for(settings), tmp_path).start()
     try:
-        probe = GatewayProc(port, parent, log)
         await wait_gateways_live([probe], 2)  # both processes registered
         seen: set[str] = set()
         deadline = time.monotonic() + 20
         while len(seen) < 2 and time.monotonic() < deadline:
             async with aiohttp.ClientSession() as s:  # a new connection each time: the kernel picks
-                health = await probe.health(s)
-            if health:
-                seen.add(str(health["instance"]))
+                state = await health(s, probe)
+            if state:
+                seen.add(str(state["instance"]))
         assert len(seen) == 2, seen
     finally:
-        parent.send_signal(signal.SIGTERM)
-        assert parent.wait(20) == 0, log.read_text()[-2000:]
+        assert probe.stop(20) == 0, probe.tail()
     with socket.socket() as s:  # the children went with the parent
         assert s.connect_ex(("127.0.0.1", port)) != 0

@@ -1,5 +1,5 @@
-"""A forged-key flood against a real gateway process, on a private stack (ports 24092/24432; run
-under `flock /tmp/opsmantik-private.lock`): 32 connections of fresh well-formed forged keys for
+"""A forged-key flood against a real gateway process, on a private stack (tests/support/stacks.py,
+free ports): 32 connections of fresh well-formed forged keys for
 10 s while one site sends 100 events/s, with the broker up and then with the broker stopped (the
 outbox path). The site sees only 200s, each of them reaches the ledger (directly, or outbox →
 relay → ledger once the broker is back), the attacker sees only 401/429, Postgres sees at most 50
@@ -16,10 +16,8 @@ import signal
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 import uuid
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import aiohttp
@@ -27,16 +25,14 @@ import asyncpg
 import orjson
 import pytest
 from opsmantik.config import Settings
-from opsmantik.db.migrate import migrate
 from opsmantik.devstack.stack import Stack
-from opsmantik.kafka.topics import ensure_topics
 from opsmantik.sites import create_site_with_key
 
-from tests.chaos.harness import wait_http_ready
 from tests.support.gateway import auth, event
-from tests.support.pipeline import ROOT, Proc
+from tests.support.pipeline import env_for
+from tests.support.process import ROOT, Process, free_port
+from tests.support.stacks import migrated, stack_fixture
 
-GATEWAY_PORT = 24180
 CONNECTIONS = 32
 FLOOD_S = 10.0
 BASELINE_S = 2.0  # before and after the flood: the machine's load drifts
@@ -55,28 +51,20 @@ class Sent:
     event_id: str
 
 
+stack = stack_fixture("key-flood")
+
+
 @pytest.fixture(scope="module")
-async def private(base_settings: Settings) -> AsyncIterator[tuple[Stack, Settings, Path]]:
-    home = Path(tempfile.mkdtemp(prefix="opsmantik-key-flood-"))
-    stack = Stack(home=home, kafka_port=24092, pg_port=24432)
-    await asyncio.to_thread(stack.up)
-    try:
-        s = dataclasses.replace(
-            base_settings,
-            database_url=stack.database_url,
-            kafka_bootstrap=stack.kafka_bootstrap,
-            topic="flood.ingest.v1",
-            billable_topic="flood.billable.v1",
-            topic_partitions=2,
-            worker_group="flood-worker",
-        )
-        conn = await asyncpg.connect(s.database_url)
-        await migrate(conn)
-        await conn.close()
-        await asyncio.to_thread(ensure_topics, s)
-        yield stack, s, home
-    finally:
-        await asyncio.to_thread(stack.down)
+async def private(stack: Stack, base_settings: Settings) -> tuple[Stack, Settings, Path]:
+    s = await migrated(
+        base_settings,
+        stack,
+        topic="flood.ingest.v1",
+        billable_topic="flood.billable.v1",
+        topic_partitions=2,
+        worker_group="flood-worker",
+    )
+    return stack, s, stack.home
 
 
 async def lookup_scans(url: str) -> int:
@@ -151,13 +139,13 @@ def p95(xs: list[float]) -> float:
 async def flood_round(settings: Settings, log_dir: Path, key: str, tag: str) -> tuple[list[Sent], dict]:
     """A fresh gateway: baseline, then flood + legit load; the gateway stops before the idx_scan
     reading so every backend has flushed its statistics."""
-    url = f"http://127.0.0.1:{GATEWAY_PORT}"
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
     # The production pool size (tests/support/pipeline.py pins 3 for the other tests).
-    gw = Proc.start(
-        settings, log_dir, "gateway", "--port", str(GATEWAY_PORT), db_pool_max=Settings().db_pool_max
-    )
+    env = env_for(settings, db_pool_max=Settings().db_pool_max)
+    gw = Process.opsmantik(f"gateway-{tag}", ["gateway", "--port", str(port)], env, log_dir).start()
     try:
-        assert await wait_http_ready(url, 30), gw.tail()
+        await gw.wait_http(url + "/healthz", 30)
         await legit_load(url, key, 1.0, f"{tag}-warm")  # key cached, breaker settled
         base = await legit_load(url, key, BASELINE_S, f"{tag}-base")
         before = await lookup_scans(settings.database_url)
@@ -208,8 +196,8 @@ async def test_forged_key_flood_broker_up_then_down(private: tuple[Stack, Settin
     await conn.close()
     log_dir = home / "logs"
     log_dir.mkdir()
-    worker = Proc.start(settings, log_dir, "worker")
-    relay = Proc.start(settings, log_dir, "relay")
+    worker = Process.opsmantik("worker", ["worker"], env_for(settings), log_dir).start()
+    relay = Process.opsmantik("relay", ["relay"], env_for(settings), log_dir).start()
     try:
         acked_up, _ = await flood_round(settings, log_dir, site.api_key, "up")
         broker = stack.kafka_pid()

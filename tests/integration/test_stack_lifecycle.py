@@ -1,12 +1,13 @@
-"""A private stack (its own dirs and ports, never the shared one): down loses no data,
+"""A private stack (its own dirs and free ports, never the shared one): down loses no data,
 up again is idempotent, and an engine that cannot start fails with its log tail."""
 
-import os
 import subprocess
 
 import pytest
 from confluent_kafka import Consumer, Producer
 from opsmantik.devstack.stack import Stack, StackError, _as_pg_owner, pg_bin
+
+from tests.support.stacks import stack_fixture
 
 
 def _psql(stack: Stack, sql: str) -> str:
@@ -42,13 +43,7 @@ def _consume_all(stack: Stack, topic: str) -> list[bytes]:
     return got
 
 
-@pytest.fixture
-def private_stack(tmp_path_factory):
-    home = tmp_path_factory.mktemp("stack")
-    os.chmod(home, 0o755)
-    stack = Stack(home=home, kafka_port=25092, pg_port=25432)
-    yield stack
-    stack.down()
+private_stack = stack_fixture("lifecycle", scope="function", start=None)  # the tests start it
 
 
 def test_down_keeps_data_and_up_is_idempotent(private_stack):

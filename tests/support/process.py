@@ -3,13 +3,15 @@
 A `Process` is a command with its environment, working directory and log file: start it, wait
 until it is ready (polled, never slept for), signal, kill or stop it, and read its log's tail when
 something fails. It runs in its own session (process group), so a gateway's prefork children stop
-with it. Stacks and ports: `free_port()` — no suite owns a fixed port.
+with it. Stacks and ports: `free_port()`, `free_ports(n)`, `free_port_block(offsets)` — no
+suite owns a fixed port.
 """
 
 from __future__ import annotations
 
 import asyncio
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -28,6 +30,40 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+def _bindable(port: int) -> bool:
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+        return True
+
+
+def free_ports(n: int) -> list[int]:
+    """n distinct ports free on 127.0.0.1 right now."""
+    ports: list[int] = []
+    while len(ports) < n:
+        if (p := free_port()) not in ports:
+            ports.append(p)
+    return ports
+
+
+# Engines a test stops and restarts (Kafka, Postgres) listen below the kernel's ephemeral range
+# (32768+), so no outgoing connection can take their port while they are down.
+BLOCK_LOW, BLOCK_HIGH = 20_000, 32_000
+
+
+def free_port_block(offsets: Sequence[int], tries: int = 200) -> int:
+    """A base port such that base + o is free for every o in offsets (a devstack `Stack` derives
+    its controller ports from its Kafka port: base+1, or base+0..N-1 and base+100..100+N-1)."""
+    top = BLOCK_HIGH - max(offsets)
+    for _ in range(tries):
+        base = random.randrange(BLOCK_LOW, top)
+        if all(_bindable(base + o) for o in offsets):
+            return base
+    raise RuntimeError(f"no free block of ports {list(offsets)} in {BLOCK_LOW}-{BLOCK_HIGH}")
 
 
 @dataclass
@@ -127,7 +163,10 @@ class Process:
 
         async def up() -> bool:
             try:
-                async with aiohttp.ClientSession() as s, s.get(url, timeout=aiohttp.ClientTimeout(total=1)) as r:
+                async with (
+                    aiohttp.ClientSession() as s,
+                    s.get(url, timeout=aiohttp.ClientTimeout(total=1)) as r,
+                ):
                     return r.status == 200
             except (aiohttp.ClientError, TimeoutError, OSError):
                 return False
@@ -150,7 +189,9 @@ async def wait_for(
     raise AssertionError(f"timed out after {timeout_s}s waiting for {what}")
 
 
-def wait_until(check: Callable[[], bool], timeout_s: float = 30.0, every_s: float = 0.05, what: str = "condition") -> None:
+def wait_until(
+    check: Callable[[], bool], timeout_s: float = 30.0, every_s: float = 0.05, what: str = "condition"
+) -> None:
     """`wait_for` for synchronous code (the chaos and bench drivers)."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:

@@ -1,13 +1,10 @@
 """Helpers of the scale-out tests (tests/integration/test_scale_out.py, tests/cluster/): workers
-in one group, messages placed on chosen partitions, gateway processes and an open-loop load."""
+in one group, messages placed on chosen partitions, gateway processes (tests/support/process.py)
+and an open-loop load."""
 
 from __future__ import annotations
 
 import asyncio
-import os
-import signal
-import socket
-import subprocess
 import time
 import uuid
 from collections.abc import Iterable
@@ -23,7 +20,8 @@ from confluent_kafka.admin import AdminClient
 from opsmantik.config import Settings
 from opsmantik.kafka.settings import message_key, producer_config
 
-from tests.support.pipeline import OPSMANTIK, env_for, message
+from tests.support.pipeline import env_for, message
+from tests.support.process import Process
 
 
 def group_assignment(settings: Settings) -> list[set[int]]:
@@ -92,67 +90,36 @@ async def reconcile_drift(pool: asyncpg.Pool) -> int:
         FROM site_usage_monthly u FULL JOIN l ON l.site_id = u.site_id AND l.month = u.month""")
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+def launch_gateway(settings: Settings, log_dir: Path, port: int, **env: object) -> Process:
+    """`opsmantik gateway --port port` as a started Process (not yet answering: see health())."""
+    args = ["gateway", "--port", str(port)]
+    return Process.opsmantik(f"gateway-{port}", args, env_for(settings, **env), log_dir).start()
 
 
-@dataclass
-class GatewayProc:
-    port: int
-    popen: subprocess.Popen[bytes]
-    log: Path
-
-    @classmethod
-    def start(cls, settings: Settings, log_dir: Path, port: int, **env: object) -> GatewayProc:
-        log = log_dir / f"gateway-{port}.log"
-        popen = subprocess.Popen(
-            [OPSMANTIK, "gateway", "--port", str(port)],
-            env=env_for(settings, **env),
-            stdout=log.open("wb"),
-            stderr=subprocess.STDOUT,
-        )
-        return cls(port, popen, log)
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    async def health(self, session: aiohttp.ClientSession) -> dict[str, object] | None:
-        try:
-            async with session.get(self.url + "/healthz", timeout=aiohttp.ClientTimeout(total=1)) as r:
-                return await r.json() if r.status == 200 else None
-        except (aiohttp.ClientError, TimeoutError):
-            return None
-
-    def kill(self) -> None:
-        if self.popen.poll() is None:
-            os.kill(self.popen.pid, signal.SIGKILL)
-        self.popen.wait(10)
-
-    def stop(self) -> None:
-        if self.popen.poll() is None:
-            self.popen.send_signal(signal.SIGTERM)
-            try:
-                self.popen.wait(15)
-            except subprocess.TimeoutExpired:
-                self.kill()
-
-    def tail(self, n: int = 20) -> str:
-        return "\n".join(self.log.read_text(errors="replace").splitlines()[-n:])
+def url_of(gateway: Process) -> str:
+    """A gateway process's base URL, from the --port it was started with."""
+    return f"http://127.0.0.1:{gateway.argv[list(gateway.argv).index('--port') + 1]}"
 
 
-async def wait_gateways_live(gateways: list[GatewayProc], n: int, timeout_s: float = 60.0) -> None:
+async def health(session: aiohttp.ClientSession, gateway: Process) -> dict[str, object] | None:
+    """The gateway's /healthz document, or None while it does not answer 200."""
+    try:
+        async with session.get(url_of(gateway) + "/healthz", timeout=aiohttp.ClientTimeout(total=1)) as r:
+            return await r.json() if r.status == 200 else None
+    except (aiohttp.ClientError, TimeoutError):
+        return None
+
+
+async def wait_gateways_live(gateways: list[Process], n: int, timeout_s: float = 60.0) -> None:
     """Until every gateway answers /healthz and sees n live gateways in the registry."""
     deadline = time.monotonic() + timeout_s
     async with aiohttp.ClientSession() as session:
         while time.monotonic() < deadline:
-            health = [await g.health(session) for g in gateways]
-            if all(h is not None and h.get("gateways_live") == n for h in health):
+            states = [await health(session, g) for g in gateways]
+            if all(h is not None and h.get("gateways_live") == n for h in states):
                 return
             for g in gateways:
-                assert g.popen.poll() is None, g.tail()
+                g.check_alive()
             await asyncio.sleep(0.2)
     raise AssertionError(f"gateways never saw {n} live: {[g.tail(5) for g in gateways]}")
 

@@ -1,6 +1,6 @@
 """The producer client's long form (`make client-soak`; skipped otherwise): 100,000 events
-through the real gateway, worker, relay and Kafka on a private stack (Kafka 29092, Postgres
-29432, state under .local/client-soak) while the gateway is SIGKILLed and restarted twice and
+through the real gateway, worker, relay and Kafka on a private stack (tests/support/stacks.py:
+free ports, a fresh directory) while the gateway is SIGKILLed and restarted twice and
 the broker is stopped once. Every event must be in the ledger exactly once and the client
 must report an outcome for each. The bounded form runs in `make test` (test_client.py)."""
 
@@ -10,25 +10,26 @@ import asyncio
 import os
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import asyncpg
 import pytest
 from client_support import (
     GatewayProc,
-    free_port,
     ledger_event_ids,
     new_site,
     numbered,
     wait_ledger,
 )
 from opsmantik.config import Settings
-from opsmantik.devstack.stack import ROOT, Stack
+from opsmantik.devstack.stack import Stack
 from opsmantik_client import AsyncClient, Backoff, Result
 
 from tests.support.environment import create_environment, drop_environment
-from tests.support.pipeline import Proc
+from tests.support.pipeline import env_for
+from tests.support.process import Process, free_port
+from tests.support.stacks import stack_fixture
 
 pytestmark = [
     pytest.mark.integration,
@@ -39,14 +40,7 @@ TOTAL = int(os.environ.get("OPSMANTIK_CLIENT_SOAK_EVENTS", "100000"))
 STORED = {"accepted", "overlimit", "degraded", "fallback"}
 
 
-@pytest.fixture(scope="module")
-def soak_stack() -> Iterator[Stack]:
-    stack = Stack(home=ROOT / ".local" / "client-soak", kafka_port=29092, pg_port=29432)
-    stack.up()
-    try:
-        yield stack
-    finally:
-        stack.down()  # never leave a JVM behind on a shared machine
+soak_stack = stack_fixture("client-soak")  # stopped after, whatever happened: no JVM left behind
 
 
 @pytest.fixture(scope="module")
@@ -72,8 +66,8 @@ async def test_100k_events_through_gateway_kills_and_a_broker_stop(
     soak_stack: Stack, soak_settings: Settings, soak_pool: asyncpg.Pool, tmp_path: Path
 ) -> None:
     site, key = await new_site(soak_pool)
-    worker = Proc.start(soak_settings, tmp_path, "worker")
-    relay = Proc.start(soak_settings, tmp_path, "relay")
+    worker = Process.opsmantik("worker", ["worker"], env_for(soak_settings), tmp_path).start()
+    relay = Process.opsmantik("relay", ["relay"], env_for(soak_settings), tmp_path).start()
     gw = await GatewayProc(soak_settings, tmp_path, free_port()).start()
     results: dict[str, Result] = {}
     events: list[str] = []

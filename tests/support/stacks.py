@@ -1,0 +1,105 @@
+"""Private stacks: a Kafka (one broker or a cluster) and a Postgres of a suite's own, for the tests
+that stop, kill or freeze engines (never the shared stack). Each gets a fresh directory and free
+ports, chosen when it is made, and is stopped and removed afterwards, so two suites (or two
+sessions on one machine) never meet on a port or a data directory.
+
+    stack = stack_fixture("key-flood")                                   # module scope, started
+    cluster = stack_fixture("cluster", "session", brokers=3, start=Stack.kafka_up)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import os
+import shutil
+import tempfile
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import pytest
+from opsmantik.config import Settings
+from opsmantik.db.migrate import migrate
+from opsmantik.devstack.kafka_node import CONTROLLER_OFFSET
+from opsmantik.devstack.stack import Stack
+from opsmantik.kafka.topics import ensure_topics
+
+from tests.support.process import free_port_block
+
+PG_UNDER_VAR = Path("/var/lib/opsmantik")  # where Stack keeps Postgres when `home` is out of its reach
+
+
+def kafka_offsets(brokers: int) -> list[int]:
+    """The ports a Stack derives from its Kafka port (stack.py `nodes`): one broker listens on
+    base and base+1 (controller); a cluster of N on base+0..N-1 and base+100..100+N-1."""
+    if brokers == 1:
+        return [0, 1]
+    return [*range(brokers), *(CONTROLLER_OFFSET + i for i in range(brokers))]
+
+
+def new_stack(name: str, brokers: int = 1) -> Stack:
+    """A Stack (not started) in a fresh directory, on a free block of Kafka ports and a free
+    Postgres port outside that block."""
+    home = Path(tempfile.mkdtemp(prefix=f"opsmantik-{name}-"))
+    os.chmod(home, 0o755)  # the `postgres` user (when we run as root) keeps its data under home
+    offsets = kafka_offsets(brokers)
+    kafka = free_port_block(offsets)
+    taken = {kafka + o for o in offsets}
+    pg = free_port_block([0])
+    while pg in taken:
+        pg = free_port_block([0])
+    return Stack(home=home, kafka_port=kafka, pg_port=pg, brokers=brokers)
+
+
+def remove(stack: Stack) -> None:
+    """A stopped stack's state: its directory and Postgres' data, wherever Stack put it."""
+    link = stack.home / "postgres"
+    target = link.resolve() if link.is_symlink() else None
+    shutil.rmtree(stack.home, ignore_errors=True)
+    if target is not None and PG_UNDER_VAR in target.parents:
+        shutil.rmtree(target.parent, ignore_errors=True)
+
+
+@contextmanager
+def private_stack(name: str, brokers: int = 1) -> Iterator[Stack]:
+    """A new stack for the block's duration (the caller starts what it needs); stopped and
+    removed after, whatever happened (never a JVM left behind on a shared machine)."""
+    stack = new_stack(name, brokers)
+    try:
+        yield stack
+    finally:
+        stack.down()
+        remove(stack)
+
+
+def stack_fixture(
+    name: str, scope: str = "module", brokers: int = 1, start: Callable[[Stack], object] | None = Stack.up
+) -> Any:
+    """A fixture yielding a private stack; `start` runs first (Stack.up, Stack.kafka_up, or None
+    for a test that starts the engines itself). Assign it to the fixture's name in the module."""
+
+    @pytest.fixture(scope=scope)  # type: ignore[call-overload]
+    def fixture() -> Iterator[Stack]:
+        with private_stack(name, brokers) as stack:
+            if start is not None:
+                start(stack)
+            yield stack
+
+    return fixture
+
+
+async def migrated(base: Settings, stack: Stack, **overrides: Any) -> Settings:
+    """`base` pointed at the stack (its `opsmantik` database), migrated, with its topics made."""
+    s = dataclasses.replace(
+        base, database_url=stack.database_url, kafka_bootstrap=stack.kafka_bootstrap, **overrides
+    )
+    conn = await asyncpg.connect(s.database_url)
+    try:
+        await migrate(conn)
+    finally:
+        await conn.close()
+    await asyncio.to_thread(ensure_topics, s)
+    return s
