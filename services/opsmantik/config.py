@@ -33,7 +33,7 @@ PREFIX = "OPSMANTIK_"
 
 T = TypeVar("T", int, float, str)
 # A value → what is wrong with it (the text after the variable's name), or None when it is valid.
-Check = Callable[[Any], "str | None"]
+Check = Callable[[Any], str | None]
 
 
 def parse_quantity_pointers(raw: str) -> tuple[dict[str, tuple[str, ...]], list[str]]:
@@ -103,7 +103,7 @@ def setting(
 
     The value is parsed with the default's type (int, float or str)."""
     rule = Rule(concern, doc, check or (lambda _value: None), relation)
-    return cast(T, field(default=default, repr=not secret, metadata={"rule": rule}))
+    return field(default=default, repr=not secret, metadata={"rule": rule})
 
 
 def at_least(low: float) -> Check:
@@ -119,10 +119,12 @@ def between(low: float, high: float) -> Check:
 
 
 def port(*, ephemeral: bool = False, off: bool = False) -> Check:
-    """1-65535; with `ephemeral` also 0 (a free port, logged); with `off` also -1 (not served)."""
-    low = -1 if off else 0 if ephemeral else 1
-    extras = "".join([", 0 (ephemeral)" if ephemeral else "", " or -1 (off)" if off else ""])
-    return lambda v: None if low <= v <= 65535 else f"{v} is not a port{extras}"
+    """1-65535; with `ephemeral` also 0 (a free port, logged); with `off` also 0 and -1 (not served)."""
+    if off:
+        low, extra = -1, ", 0 (ephemeral) or -1 (off)"
+    else:
+        low, extra = (0, " or 0 (ephemeral)") if ephemeral else (1, "")
+    return lambda v: None if low <= v <= 65535 else f"{v} is not a port{extra}"
 
 
 def one_of(*choices: str) -> Check:
@@ -183,7 +185,9 @@ class Settings:
     """Environment variable = OPSMANTIK_ + the field name upper-cased."""
 
     # ---- Kafka: the broker and the topics `migrate` creates (docs/scaling.md)
-    kafka_bootstrap: str = setting(LOCAL_KAFKA_BOOTSTRAP, "kafka", "brokers, host:port[,host:port...]", bootstrap)
+    kafka_bootstrap: str = setting(
+        LOCAL_KAFKA_BOOTSTRAP, "kafka", "brokers, host:port[,host:port...]", bootstrap
+    )
     topic: str = setting("opsmantik.ingest.v1", "kafka", "the ingest topic", not_empty)
     billable_topic: str = setting("opsmantik.billable.v1", "kafka", "the worker's billable rows", not_empty)
     topic_partitions: int = setting(6, "kafka", "partitions of the topics `migrate` creates", at_least(1))
@@ -196,7 +200,7 @@ class Settings:
         "0 = from the cluster: RF - 1 (at least 1); set it to pin a value",
         at_least(0),
         relation=Relation(
-            lambda s: not s.replication_factor or s.min_insync_replicas <= s.replication_factor,
+            lambda s: s.replication_factor <= 0 or s.min_insync_replicas <= s.replication_factor,
             "must be <= OPSMANTIK_REPLICATION_FACTOR",
         ),
     )
@@ -208,7 +212,9 @@ class Settings:
     )
 
     # ---- Database: one Postgres for ledger, outbox, keys and billing
-    database_url: str = setting(LOCAL_DATABASE_URL, "database", "postgresql://user@host:port/db", database_url)
+    database_url: str = setting(
+        LOCAL_DATABASE_URL, "database", "postgresql://user@host:port/db", database_url
+    )
     db_pool_min: int = setting(1, "database", "connections each process keeps open", at_least(1))
     db_pool_max: int = setting(
         10,
@@ -227,7 +233,9 @@ class Settings:
         250, "gateway", "the breaker opens when the broker cannot ack within this", at_least(1)
     )
     usage_refresh_s: float = setting(1.0, "gateway", "how often the usage cache is reloaded", above(0))
-    usage_stale_s: float = setting(10.0, "gateway", "usage cache older than this → events `degraded`", above(0))
+    usage_stale_s: float = setting(
+        10.0, "gateway", "usage cache older than this → events `degraded`", above(0)
+    )
     # Gateways share each site's rate: every gateway heartbeats into gateway_instances and takes
     # rate/N, N = gateways heard from within gateway_dead_after_s (docs/scaling.md).
     gateway_heartbeat_s: float = setting(1.0, "gateway", "heartbeat into gateway_instances", above(0))
@@ -236,7 +244,8 @@ class Settings:
         "gateway",
         "a gateway not heard from this long no longer takes a share",
         relation=Relation(
-            lambda s: s.gateway_dead_after_s > s.gateway_heartbeat_s, "must be > OPSMANTIK_GATEWAY_HEARTBEAT_S"
+            lambda s: s.gateway_dead_after_s > s.gateway_heartbeat_s,
+            "must be > OPSMANTIK_GATEWAY_HEARTBEAT_S",
         ),
     )
     # POST /api/v1/events (docs/cloudevents.md): unmapped types count 1.
@@ -260,19 +269,25 @@ class Settings:
     unknown_key_ttl_s: float = setting(5.0, "keys", "how long an unknown key is cached", above(0))
     # Keys issued before the MAC (no tag): "on" = looked up within a per-gateway-process budget of
     # unknown-key lookups (token bucket), "off" = refused in memory once every key is reissued.
-    legacy_keys: str = setting("on", "keys", "keys without a MAC are looked up (on) or refused (off)", one_of("on", "off"))
+    legacy_keys: str = setting(
+        "on", "keys", "keys without a MAC are looked up (on) or refused (off)", one_of("on", "off")
+    )
     unknown_key_lookups_per_s: float = setting(20.0, "keys", "unknown-key lookups a second", above(0))
     unknown_key_lookup_burst: int = setting(40, "keys", "unknown-key lookups in a burst", at_least(1))
     # Past this many refused keys a second (per gateway process), each refusal is answered after
     # auth_failure_delay_s (0 = never delayed): a flood is slowed to what a sleep costs.
-    auth_failures_undelayed_per_s: float = setting(50.0, "keys", "refusals a second answered at once", above(0))
-    auth_failure_delay_s: float = setting(0.25, "keys", "delay of each refusal past that rate", between(0, 10))
+    auth_failures_undelayed_per_s: float = setting(
+        50.0, "keys", "refusals a second answered at once", above(0)
+    )
+    auth_failure_delay_s: float = setting(
+        0.25, "keys", "delay of each refusal past that rate", between(0, 10)
+    )
 
     # ---- Worker: the ledger consumer (docs/worker.md)
     worker_group: str = setting("opsmantik-worker", "worker", "the worker's consumer group", not_empty)
     worker_batch: int = setting(2000, "worker", "most records in one ledger transaction", at_least(1))
     worker_metrics_port: int = setting(
-        9101, "worker", "/metrics and /healthz; 0 = an ephemeral port (logged), -1 = off", port(ephemeral=True, off=True)
+        9101, "worker", "/metrics and /healthz; 0 = an ephemeral port (logged), -1 = off", port(off=True)
     )
     worker_retry_max_s: float = setting(
         60.0, "worker", "a DB/publish failure is retried this long, then exit non-zero", above(0)
@@ -283,7 +298,9 @@ class Settings:
     reconcile_interval_s: float = setting(300.0, "worker", "the periodic reconcile (drift metric)", above(0))
     # Faust keeps nothing the ledger needs there (tables are not used).
     worker_data_dir: str = setting(
-        "", "worker", "Faust's data directory; empty = a private temporary one; `opsmantik run` uses .local/faust"
+        "",
+        "worker",
+        "Faust's data directory; empty = a private temporary one; `opsmantik run` uses .local/faust",
     )
     metrics_host: str = setting(
         "127.0.0.1", "worker", "where worker and relay serve /metrics (0.0.0.0 in containers)"
@@ -293,7 +310,7 @@ class Settings:
     relay_batch: int = setting(1000, "relay", "outbox rows published per round", at_least(1))
     relay_idle_s: float = setting(0.2, "relay", "pause when the outbox is empty", above(0))
     relay_metrics_port: int = setting(
-        9102, "relay", "0 = an ephemeral port (logged, on /healthz), -1 = off", port(ephemeral=True, off=True)
+        9102, "relay", "0 = an ephemeral port (logged, on /healthz), -1 = off", port(off=True)
     )
 
     # ---- Capture audit (services/opsmantik/audit/): its own consumer group, behind the worker's
@@ -302,16 +319,22 @@ class Settings:
         "audit",
         "the audit's consumer group",
         not_empty,
-        relation=Relation(lambda s: s.audit_group != s.worker_group, "must differ from OPSMANTIK_WORKER_GROUP"),
+        relation=Relation(
+            lambda s: s.audit_group != s.worker_group, "must differ from OPSMANTIK_WORKER_GROUP"
+        ),
     )
-    audit_metrics_port: int = setting(9103, "audit", "0 = an ephemeral port, written to the log", port(ephemeral=True))
+    audit_metrics_port: int = setting(
+        9103, "audit", "0 = an ephemeral port, written to the log", port(ephemeral=True)
+    )
     audit_interval_s: float = setting(2.0, "audit", "--follow: pause between cycles once caught up", above(0))
     audit_wait_s: float = setting(
         15.0, "audit", "--month: longest wait for the worker to commit what the topic holds", at_least(0)
     )
 
     # ---- Billing: month close, archive, dispute exports, SLA (docs/billing.md)
-    archive_location: str = setting(".local/archive", "billing", "opsmantik archive: a directory or an fsspec URL")
+    archive_location: str = setting(
+        ".local/archive", "billing", "opsmantik archive: a directory or an fsspec URL"
+    )
     billing_close_grace_days: float = setting(
         3.0, "billing", "a month closes no earlier than this long after it ends", at_least(0)
     )
@@ -325,15 +348,22 @@ class Settings:
         4, "billing", "concurrent exports per gateway = its own export pool's size", at_least(1)
     )
     sla_loss_audit: str = setting(
-        "on", "billing", "sla-report asks `opsmantik audit` about data loss; off = dead letters only", one_of("on", "off")
+        "on",
+        "billing",
+        "sla-report asks `opsmantik audit` about data loss; off = dead letters only",
+        one_of("on", "off"),
     )
 
     # ---- Status page (services/opsmantik/status/): a snapshot refreshed in the background
-    status_refresh_s: float = setting(5.0, "status", "live signals → component states (one refresh)", above(0))
+    status_refresh_s: float = setting(
+        5.0, "status", "live signals → component states (one refresh)", above(0)
+    )
     status_slo_refresh_s: float = setting(
         60.0, "status", "month SLO figures, 90-day rollups, incidents, maintenance", above(0)
     )
-    status_window_s: float = setting(300.0, "status", "the window of the rate signals (5xx ratio, lag)", above(0))
+    status_window_s: float = setting(
+        300.0, "status", "the window of the rate signals (5xx ratio, lag)", above(0)
+    )
     status_probe_timeout_s: float = setting(1.0, "status", "broker probe and each status query", above(0))
     status_page_name: str = setting("OpsMantik", "status", "the page's title", not_empty)
     status_page_url: str = setting("https://status.opsmantik.com", "status", "the page's public address")
@@ -370,12 +400,17 @@ class Settings:
             rule = rule_of(f.name)
             problem = rule.check(getattr(self, f.name))
             if problem:
-                problems.extend(f"{PREFIX}{f.name.upper()} {line}" for line in problem.split("\n"))
+                problems.extend(_line(f.name, text) for text in problem.split("\n"))
         for f in fields(self):
             relation = rule_of(f.name).relation
             if relation and not relation.holds(self):
-                problems.append(f"{PREFIX}{f.name.upper()} {relation.problem}")
+                problems.append(_line(f.name, relation.problem))
         return problems
+
+
+def _line(name: str, text: str) -> str:
+    """OPSMANTIK_X must be ... / OPSMANTIK_X: 'v' is not ...: the variable first, always."""
+    return f"{PREFIX}{name.upper()}{' ' if text.startswith('must') else ': '}{text}"
 
 
 def rule_of(name: str) -> Rule:
