@@ -1,5 +1,6 @@
-"""A private stack (Kafka + Postgres on ports 22xxx) and the pipeline's components as real
-processes (gateway, worker, relay), with the faults the scenarios inject.
+"""A private stack (Kafka + Postgres on free ports, tests/support/stacks.py) and the pipeline's
+components as real processes (gateway, worker, relay; tests/support/process.py), with the faults
+the scenarios inject.
 
 One `ChaosStack` serves a whole run; each scenario gets a fresh `Pipeline`: its own database,
 topics and consumer group, so scenarios never see each other's events. Components run under a
@@ -22,15 +23,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import asyncpg
-from opsmantik.devstack.stack import ROOT, Stack
+from opsmantik.devstack.stack import ROOT
 
-OPSMANTIK = str(ROOT / ".venv" / "bin" / "opsmantik")
-CHAOS_HOME = ROOT / ".local" / "chaos"
-KAFKA_PORT = 22092  # 22093 is its controller
-PG_PORT = 22432
-GATEWAY_BASE_PORT = 22100
-WORKER_METRICS_BASE_PORT = 22200  # every component gets its own port in our 22000-22999 range
-RELAY_METRICS_BASE_PORT = 22300
+from tests.support.process import OPSMANTIK, Process, stable_ports
+from tests.support.stacks import new_stack, remove
+
+CHAOS_HOME = ROOT / ".local" / "chaos"  # the runs' logs; the engines' state lives in a fresh dir
 STOP_TIMEOUT_S = 10.0
 RESTART_BACKOFF_S = 2.0
 
@@ -42,14 +40,15 @@ class HarnessError(RuntimeError):
 class ChaosStack:
     """The engines, shared by the scenarios of one run; faults act on them by pid."""
 
-    def __init__(self, home: Path = CHAOS_HOME) -> None:
-        self.stack = Stack(home=home, kafka_port=KAFKA_PORT, pg_port=PG_PORT)
+    def __init__(self) -> None:
+        self.stack = new_stack("chaos")
 
     def up(self) -> None:
         self.stack.up()
 
     def down(self) -> None:
         self.stack.down()
+        remove(self.stack)
 
     # Faults. Each blocks (subprocess, sleeps): call them through asyncio.to_thread.
     def kill_kafka(self) -> None:
@@ -158,19 +157,23 @@ def _wait_dead(pid: int, timeout_s: float) -> None:
 
 @dataclass
 class Component:
-    """One supervised process: `opsmantik <kind> [args]`."""
+    """`opsmantik <kind> [args]` under a tiny supervisor: the Process, plus the crash accounting."""
 
     kind: str  # gateway | worker | relay | audit
     index: int
     args: list[str]
     env: dict[str, str]
-    workdir: Path
-    proc: subprocess.Popen[bytes] | None = None
+    workdir: Path  # cwd too: Faust keeps its data dir in the working directory
+    port: int = 0  # a gateway's
     crashes: int = 0  # exits the harness did not cause
     kills: int = 0
     started_at: float = 0.0
     exit_codes: list[int] = field(default_factory=list)  # of the crashes (-6 = SIGABRT)
     _expect_exit: bool = False
+    process: Process = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self.process = Process.opsmantik(self.name, [self.kind, *self.args], self.env, self.workdir)
 
     @property
     def name(self) -> str:
@@ -178,64 +181,42 @@ class Component:
 
     @property
     def log(self) -> Path:
-        return self.workdir / f"{self.name}.log"
+        return self.process.log
 
     def start(self) -> None:
-        self.workdir.mkdir(parents=True, exist_ok=True)
-        with open(self.log, "ab") as out:
-            out.write(f"\n==== start {time.strftime('%H:%M:%S')} ====\n".encode())
-            out.flush()
-            # cwd = a private dir: Faust keeps its data dir in the working directory.
-            self.proc = subprocess.Popen(
-                [OPSMANTIK, self.kind, *self.args],
-                env=self.env,
-                cwd=self.workdir,
-                stdin=subprocess.DEVNULL,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
+        self.process.start()
         self._expect_exit = False
         self.started_at = time.monotonic()
 
     def alive(self) -> bool:
-        return self.proc is not None and self.proc.poll() is None
+        return self.process.alive()
 
     def kill(self) -> None:
         """SIGKILL the process (the fault); the supervisor does not restart it."""
-        if self.proc is not None and self.proc.poll() is None:
+        if self.alive():
             self._expect_exit = True
             self.kills += 1
-            self.proc.kill()
-            self.proc.wait(STOP_TIMEOUT_S)
+            self.process.kill()
 
     def stop(self) -> None:
-        if self.proc is None or self.proc.poll() is not None:
-            return
-        self._expect_exit = True
-        self.proc.terminate()
-        try:
-            self.proc.wait(STOP_TIMEOUT_S)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait(STOP_TIMEOUT_S)
+        if self.alive():
+            self._expect_exit = True
+            self.process.stop(STOP_TIMEOUT_S)
 
     def supervise(self) -> bool:
         """Restart a process that died on its own; True when it did."""
-        if self.proc is None or self._expect_exit or self.proc.poll() is None:
+        code = self.process.returncode
+        if code is None or self._expect_exit:
             return False
         if time.monotonic() - self.started_at < RESTART_BACKOFF_S:
             return False  # a crash loop must not eat the CPU the pipeline needs
         self.crashes += 1
-        self.exit_codes.append(self.proc.returncode)
+        self.exit_codes.append(code)
         self.start()
         return True
 
     def log_tail(self, lines: int = 20) -> str:
-        try:
-            return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
-        except FileNotFoundError:
-            return ""
+        return self.process.tail(lines)
 
 
 @dataclass
@@ -285,7 +266,7 @@ class Pipeline:
 
     @property
     def gateway_urls(self) -> list[str]:
-        return [f"http://127.0.0.1:{GATEWAY_BASE_PORT + g.index}" for g in self.gateways]
+        return [f"http://127.0.0.1:{g.port}" for g in self.gateways]
 
     def opsmantik(self, *args: str, timeout_s: float = 120.0) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
@@ -346,21 +327,17 @@ class Pipeline:
         time.sleep(1.0)  # the controller may still be finishing the deletion: let `migrate` recreate
 
     def start(self, gateways: int = 1, workers: int = 1, relays: int = 1) -> None:
+        # Free ports, each component's own, kept across its restarts.
+        ports = stable_ports(gateways + workers + relays)
         for i in range(gateways):
-            self.gateways.append(
-                Component(
-                    "gateway",
-                    i,
-                    ["--host", "127.0.0.1", "--port", str(GATEWAY_BASE_PORT + i)],
-                    self.env,
-                    self.workdir / f"gateway{i}",
-                )
-            )
+            port = ports.pop()
+            args = ["--host", "127.0.0.1", "--port", str(port)]
+            self.gateways.append(Component("gateway", i, args, self.env, self.workdir / f"gateway{i}", port))
         for i in range(workers):
-            env = {**self.env, "OPSMANTIK_WORKER_METRICS_PORT": str(WORKER_METRICS_BASE_PORT + i)}
+            env = {**self.env, "OPSMANTIK_WORKER_METRICS_PORT": str(ports.pop())}
             self.workers.append(Component("worker", i, [], env, self.workdir / f"worker{i}"))
         for i in range(relays):
-            env = {**self.env, "OPSMANTIK_RELAY_METRICS_PORT": str(RELAY_METRICS_BASE_PORT + i)}
+            env = {**self.env, "OPSMANTIK_RELAY_METRICS_PORT": str(ports.pop())}
             self.relays.append(Component("relay", i, [], env, self.workdir / f"relay{i}"))
         # metrics on an ephemeral port (written to its log): the verdict comes from `audit --month`
         env = {**self.env, "OPSMANTIK_AUDIT_METRICS_PORT": "0"}

@@ -1,5 +1,5 @@
 """The CI form of the fault-injection suite: scenarios 1, 4, 5, 6 once each against a private
-stack (ports 22xxx) with real gateway, worker and relay processes. Fails on any loss, invented
+stack (free ports) with real gateway, worker and relay processes. Fails on any loss, invented
 or duplicated event, drift, leftover outbox row or stray 5xx. Run by `make chaos`."""
 
 from __future__ import annotations

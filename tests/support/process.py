@@ -66,6 +66,16 @@ def free_port_block(offsets: Sequence[int], tries: int = 200) -> int:
     raise RuntimeError(f"no free block of ports {list(offsets)} in {BLOCK_LOW}-{BLOCK_HIGH}")
 
 
+def stable_ports(n: int) -> list[int]:
+    """n distinct free ports for listeners stopped and restarted on them (a gateway a test kills):
+    below the ephemeral range, so no outgoing connection takes one meanwhile."""
+    ports: list[int] = []
+    while len(ports) < n:
+        if (p := free_port_block([0])) not in ports:
+            ports.append(p)
+    return ports
+
+
 @dataclass
 class Process:
     """One child process and its log file (appended to across restarts)."""
