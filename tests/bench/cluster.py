@@ -2,28 +2,25 @@
 min ISR 2) beside the single-broker rows, and 2 gateway processes on one port.
 
 Runs after the single-broker scenarios (their rows are the baselines): a private 3-broker
-cluster on ports 26095-26097 (quorum 26195-26197) under .local/bench/cluster, stopped at the
+cluster (tests/support/stacks.py: free ports, a fresh directory), stopped and removed at the
 end; Postgres is the bench's own.
 """
 
 from __future__ import annotations
 
-import shutil
 import sys
 from typing import TYPE_CHECKING
 
-from opsmantik.devstack.stack import Stack
-
-from tests.bench.env import BENCH_HOME, OPSMANTIK, BenchError, SiteKey, wait_port
+from tests.bench.env import OPSMANTIK, BenchError, SiteKey, wait_port
 from tests.bench.procs import CpuMeter, run_child
 from tests.bench.stats import Row, ratio
+from tests.support.process import stable_ports
+from tests.support.stacks import new_stack, remove
 
 if TYPE_CHECKING:
     from tests.bench.runner import Bench
 
-CLUSTER_PORT = 26095
-TWO_GATEWAYS_PORT = 26291
-CLUSTER_GATEWAY_PORT = 26292
+TWO_GATEWAYS_PORT, CLUSTER_GATEWAY_PORT = stable_ports(2)
 
 
 def run(bench: Bench, single: SiteKey, batch: SiteKey) -> None:
@@ -69,9 +66,7 @@ def two_gateways(bench: Bench, single: SiteKey, batch: SiteKey) -> None:
 
 def three_brokers(bench: Bench, batch: SiteKey) -> None:
     bench.say("scenario: 3-broker cluster (acks=all, RF 3, min ISR 2)")
-    cluster = Stack(
-        home=BENCH_HOME / "cluster", kafka_port=CLUSTER_PORT, pg_port=bench.env.stack.pg_port, brokers=3
-    )
+    cluster = new_stack("bench-cluster", brokers=3)  # its Kafka only: Postgres is the bench's
     try:
         cluster.kafka_up()
         topic = bench.env.topic("c")
@@ -155,7 +150,7 @@ def three_brokers(bench: Bench, batch: SiteKey) -> None:
         )
     finally:
         cluster.kafka_down()
-        shutil.rmtree(cluster.kafka_dir, ignore_errors=True)  # a fresh cluster each run
+        remove(cluster)  # a fresh cluster each run
 
 
 def gateway_batches(

@@ -1,5 +1,6 @@
-"""The benchmark's own world: a private Kafka + Postgres (ports 24xxx, state under
-.local/bench) that it may stop for the broker-down scenario, a fresh database and fresh
+"""The benchmark's own world: a private Kafka + Postgres (tests/support/stacks.py: free ports, a
+fresh directory, removed after; logs under .local/bench) that it may stop for the broker-down
+scenario, a fresh database and fresh
 topics per run, sites made with the `opsmantik` CLI, and our services as child processes.
 """
 
@@ -22,12 +23,12 @@ from confluent_kafka.admin import AdminClient
 from opsmantik.db.queries import load_queries
 from opsmantik.devstack.stack import ROOT, Stack
 
-from tests.bench.procs import Service, engine_pids
+from tests.bench.procs import engine_pids
+from tests.support.process import Process, free_ports
+from tests.support.stacks import new_stack, remove
 
 Q = load_queries(Path(__file__).with_name("bench.sql"))
-BENCH_HOME = ROOT / ".local" / "bench"
-KAFKA_PORT = 24092
-PG_PORT = 24432
+BENCH_HOME = ROOT / ".local" / "bench"  # logs and reports; the engines' state is a fresh dir
 OPSMANTIK = [sys.executable, "-m", "opsmantik.cli"]
 
 
@@ -44,10 +45,10 @@ class SiteKey:
 @dataclass
 class BenchEnv:
     tag: str = field(default_factory=lambda: time.strftime("%m%d%H%M%S") + secrets.token_hex(2))
-    stack: Stack = field(
-        default_factory=lambda: Stack(home=BENCH_HOME, kafka_port=KAFKA_PORT, pg_port=PG_PORT)
-    )
-    services: list[Service] = field(default_factory=list)
+    stack: Stack = field(default_factory=lambda: new_stack("bench"))
+    services: list[Process] = field(default_factory=list)
+    # Our services' metrics ports: free ones, never the shared stack's services' ones.
+    metrics_ports: list[int] = field(default_factory=lambda: free_ports(2))
     _topics: list[str] = field(default_factory=list)
     _loop: asyncio.AbstractEventLoop | None = None
     _conn: asyncpg.Connection | None = None
@@ -82,6 +83,7 @@ class BenchEnv:
                 asyncio.run(self._admin(f'DROP DATABASE IF EXISTS "{self.db_name}" WITH (FORCE)'))
         finally:
             self.stack.down()
+            remove(self.stack)
 
     async def _admin(self, sql: str) -> None:
         conn = await asyncpg.connect(self.stack.database_url)
@@ -111,9 +113,8 @@ class BenchEnv:
                 "PYTHONUNBUFFERED": "1",
             }
         )
-        # Our services' metrics ports must not collide with the shared stack's services.
-        env.setdefault("OPSMANTIK_WORKER_METRICS_PORT", "24091")
-        env.setdefault("OPSMANTIK_RELAY_METRICS_PORT", "24094")
+        env.setdefault("OPSMANTIK_WORKER_METRICS_PORT", str(self.metrics_ports[0]))
+        env.setdefault("OPSMANTIK_RELAY_METRICS_PORT", str(self.metrics_ports[1]))
         env.update(extra)
         return env
 
@@ -147,8 +148,8 @@ class BenchEnv:
 
     # ------------------------------------------------------------ services
 
-    def start(self, name: str, argv: list[str], topic: str, **extra_env: str) -> Service:
-        svc = Service(name, argv, self.env(topic, **extra_env), self.logs / f"{name}.log").start()
+    def start(self, name: str, argv: list[str], topic: str, **extra_env: str) -> Process:
+        svc = Process(name, argv, self.env(topic, **extra_env), self.logs / f"{name}.log").start()
         self.services.append(svc)
         return svc
 
@@ -179,11 +180,11 @@ class BenchEnv:
         return int(row[0]) if row is not None and row[0] is not None else 0
 
 
-def wait_port(port: int, svc: Service, timeout_s: float = 30.0) -> None:
+def wait_port(port: int, svc: Process, timeout_s: float = 30.0) -> None:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if not svc.alive():
-            raise BenchError(f"{svc.name} exited ({svc.proc.returncode if svc.proc else '?'}):\n{svc.tail()}")
+            raise BenchError(f"{svc.name} exited ({svc.returncode}):\n{svc.tail()}")
         with socket.socket() as s:
             s.settimeout(0.2)
             if s.connect_ex(("127.0.0.1", port)) == 0:

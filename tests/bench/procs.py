@@ -1,4 +1,5 @@
-"""Processes the benchmark starts, and the CPU they (and the engines) use.
+"""The CPU the benchmark's processes (and the engines) use, and programs run to their end. Its
+long-running services are tests.support.process.Process.
 
 CPU comes from /proc/<pid>/stat (utime + stime, clock ticks) summed over a process
 tree, so a multi-process gateway or Postgres' backends are all counted.
@@ -7,7 +8,6 @@ tree, so a multi-process gateway or Postgres' backends are all counted.
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import tempfile
 import threading
@@ -79,56 +79,6 @@ class CpuMeter:
         self.used = cpu_seconds(self.pids) - self.started
         self.wall = time.monotonic() - self._t0
         return self.used
-
-
-@dataclass
-class Service:
-    """A long-running child process (server, worker, relay) with its log file."""
-
-    name: str
-    argv: list[str]
-    env: dict[str, str]
-    log: Path
-    proc: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> Service:
-        self.log.parent.mkdir(parents=True, exist_ok=True)
-        with open(self.log, "ab") as out:
-            self.proc = subprocess.Popen(
-                self.argv,
-                env=self.env,
-                stdin=subprocess.DEVNULL,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
-        return self
-
-    @property
-    def pid(self) -> int:
-        assert self.proc is not None
-        return self.proc.pid
-
-    def alive(self) -> bool:
-        return self.proc is not None and self.proc.poll() is None
-
-    def stop(self, timeout_s: float = 10.0) -> None:
-        if not self.alive():
-            return
-        assert self.proc is not None
-        # Our own process group only (start_new_session): the gateway's workers go with it.
-        os.killpg(self.proc.pid, signal.SIGTERM)
-        try:
-            self.proc.wait(timeout_s)
-        except subprocess.TimeoutExpired:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-            self.proc.wait(5)
-
-    def tail(self, lines: int = 20) -> str:
-        try:
-            return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
-        except FileNotFoundError:
-            return "(no log)"
 
 
 @dataclass(frozen=True)

@@ -23,11 +23,13 @@ import orjson
 
 from tests.bench import profile
 from tests.bench.env import OPSMANTIK, BenchEnv, BenchError, SiteKey, wait_port, wait_until
-from tests.bench.procs import CpuMeter, Service, run_child
+from tests.bench.procs import CpuMeter, run_child
 from tests.bench.stats import Row, ratio
 from tests.bench.wrk import LoadResult, run_wrk
+from tests.support.process import Process, stable_ports
 
-BARE_PORT, GATEWAY_PORT = 24080, 24081
+# Free ports (the servers stop and start again on them from scenario to scenario).
+BARE_PORT, GATEWAY_PORT, BEFORE_GATEWAY_PORT = stable_ports(3)
 CONNECTIONS = 32
 CONCURRENCY = (32, 128, 512)  # single-event runs (issue 22)
 E2E_TARGET_EVENTS_S = 20_000
@@ -58,7 +60,7 @@ class Bench:
         default_factory=lambda: (datetime.now(UTC) - timedelta(seconds=30)).isoformat(timespec="seconds")
     )
     sites: dict[str, SiteKey] = field(default_factory=dict)
-    gateway_up: Service | None = None  # the end-to-end gateway, kept for the broker-down scenario
+    gateway_up: Process | None = None  # the end-to-end gateway, kept for the broker-down scenario
     outbox_rows: int = 0  # what the broker-down scenario left for the drain
     # `--before PATH`: another checkout (e.g. a worktree at the commit before a change) whose
     # gateway and worker the single-conc and end-to-end-before scenarios also run, in the same
@@ -283,7 +285,7 @@ class Bench:
 
     # ------------------------------------------------------------ services
 
-    def _gateway(self, topic: str, port: int = GATEWAY_PORT, **extra_env: str) -> Service:
+    def _gateway(self, topic: str, port: int = GATEWAY_PORT, **extra_env: str) -> Process:
         svc = self.env.start(
             f"gateway-{topic.split('.')[2]}-{port}",
             [*OPSMANTIK, "gateway", "--host", "127.0.0.1", "--port", str(port)],
@@ -293,7 +295,7 @@ class Bench:
         wait_port(port, svc)
         return svc
 
-    def _service(self, name: str, topic: str, **extra_env: str) -> Service:
+    def _service(self, name: str, topic: str, **extra_env: str) -> Process:
         label = f"{name}-{topic.split('.')[2]}-{len(self.env.services)}"
         return self.env.start(label, [*OPSMANTIK, name], topic, **extra_env)
 
@@ -390,7 +392,7 @@ class Bench:
         gw = self._gateway(topic)
         gateways = [("", gw)]
         if self.before:
-            gateways.insert(0, (" (before)", self._gateway(topic, GATEWAY_PORT + 1, **self.before_env())))
+            gateways.insert(0, (" (before)", self._gateway(topic, BEFORE_GATEWAY_PORT, **self.before_env())))
         try:
             wait_port(BARE_PORT, bare)
             for conns in CONCURRENCY:
@@ -399,7 +401,7 @@ class Bench:
                 rb = self._load(BARE_PORT, "", 0, f"bare-{conns}", self.plan.seconds, [ours, engines], conns)
                 self._http_row(f"bare handler, {conns} conns", "baseline", rb, ours, engines)
                 for label, g in gateways:
-                    port = GATEWAY_PORT + 1 if label else GATEWAY_PORT
+                    port = BEFORE_GATEWAY_PORT if label else GATEWAY_PORT
                     self._load(
                         port, site.api_key, 0, f"gw-warm-{conns}{label[2:3]}", self.plan.warmup, [], conns
                     )
