@@ -74,22 +74,22 @@ else
 	OPSMANTIK_CHAOS=1 $(if $(SEED),OPSMANTIK_CHAOS_SEED=$(SEED)) $(BIN)/pytest -q -p no:cacheprovider -s tests/chaos
 endif
 
-# Scale-out on a real 3-broker KRaft cluster (docs/scaling.md): a private cluster on ports
-# 26092-26094 (quorum 26192-26194), Postgres from the local stack; a partition leader and a
+# Scale-out on a real 3-broker KRaft cluster (docs/scaling.md): a private cluster on free ports
+# (tests/support/stacks.py), Postgres from the local stack; a partition leader and a
 # worker SIGKILLed under load. Heavy (three JVMs, ~3 min): not part of `make test`.
 cluster: deps
 	$(BIN)/opsmantik stack up
 	OPSMANTIK_CLUSTER=1 $(BIN)/pytest -q -p no:cacheprovider -s tests/cluster
 
 # Benchmarks (docs/benchmarks.md; a full run writes docs/results/bench-latest.md): a private Kafka +
-# Postgres on ports 24xxx, wrk as the load generator. `make bench QUICK=1` is the < 2 min smoke
+# Postgres on free ports, wrk as the load generator. `make bench QUICK=1` is the < 2 min smoke
 # run (writes .local/bench/quick.md).
 bench: deps
 	@command -v wrk >/dev/null || apt-get install -y wrk || (apt-get update && apt-get install -y wrk)
 	$(BIN)/python -m tests.bench $(if $(filter 1,$(QUICK)),--quick) $(if $(ONLY),--only $(ONLY))
 
 # Producer client, long form (docs/client.md): 100,000 events through two gateway SIGKILLs and a
-# broker stop, on a private Kafka + Postgres (ports 29092/29432, .local/client-soak). `make test`
+# broker stop, on a private Kafka + Postgres (free ports, a fresh directory). `make test`
 # runs the bounded form (clients/python/tests/test_client.py).
 client-soak: deps
 	OPSMANTIK_CLIENT_SOAK=1 $(BIN)/pytest -q -p no:cacheprovider -s clients/python/tests/test_client_soak.py
