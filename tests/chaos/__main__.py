@@ -25,6 +25,9 @@ async def run_all(
 ) -> list[RunResult]:
     engines = ChaosStack()
     await asyncio.to_thread(engines.up)
+    if progress:
+        s = engines.stack
+        print(f"chaos: private stack Kafka {s.kafka_bootstrap}, {s.database_url} ({s.home})", file=sys.stderr)
     results: list[RunResult] = []
     try:
         for seed in seeds:
