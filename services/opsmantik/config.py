@@ -21,6 +21,8 @@ from dataclasses import dataclass, field, fields
 from typing import Any, TypeVar, cast
 from urllib.parse import urlsplit
 
+from opsmantik.errors import UsageError
+
 LOCAL_PG_PORT = 15432
 LOCAL_KAFKA_PORT = 19092
 LOCAL_DATABASE_URL = f"postgresql://opsmantik@127.0.0.1:{LOCAL_PG_PORT}/opsmantik"
@@ -61,7 +63,7 @@ def parse_quantity_pointers(raw: str) -> tuple[dict[str, tuple[str, ...]], list[
     return pointers, problems
 
 
-class SettingsError(ValueError):
+class SettingsError(UsageError, ValueError):  # exit 2 (services/opsmantik/errors.py)
     """Raised with every invalid setting listed, one per line."""
 
     def __init__(self, problems: list[str]) -> None:
