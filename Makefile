@@ -1,14 +1,18 @@
-# Two commands on a fresh machine: `make run` (the whole pipeline, foreground) and
-# `make test` (installs everything, starts the stack, runs pytest).
+# Two commands on a fresh machine: `make run` (the whole pipeline, foreground; installs only what
+# running needs) and `make test` (installs everything, starts the stack, runs pytest).
 SHELL := /bin/bash
 PYTHON ?= python3.11
 VENV := .venv
 BIN := $(VENV)/bin
 KAFKA_LIBS := .local/kafka/libs
 
-.PHONY: deps run test unit conformance lint stack-up stack-down chaos cluster bench client-soak clean observability helm
+.PHONY: deps test-deps run test unit conformance lint stack-up stack-down chaos cluster bench client-soak clean observability helm
 
-deps: $(VENV)/.installed $(KAFKA_LIBS)/.installed .local/.postgres-installed .local/.observability-installed .local/.helm-installed
+# What running needs (`make run` and every target that starts the stack): the venv, the Kafka jars, Postgres.
+deps: $(VENV)/.installed $(KAFKA_LIBS)/.installed .local/.postgres-installed
+
+# Everything `make test` needs: the above, plus the test-only tools (Chromium, Prometheus, helm).
+test-deps: deps .local/.observability-installed .local/.helm-installed
 
 $(VENV)/.installed: pyproject.toml clients/python/pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -27,34 +31,36 @@ $(KAFKA_LIBS)/.installed: deploy/kafka/pom.xml
 	bash scripts/ensure-postgres.sh
 	@mkdir -p .local && touch $@
 
-# Debian's chromium (status page browser test) and prometheus (promtool, the dashboard check).
+# Debian's chromium (status page browser test) and prometheus (promtool, the dashboard check):
+# tests/observability only (`make observability`, `make test`).
 .local/.observability-installed: scripts/ensure-observability.sh
 	bash scripts/ensure-observability.sh
 	@mkdir -p .local && touch $@
 
-# helm (built from the Go module proxy into .local/bin) and the prometheus-operator CRDs (.local/crds).
+# helm (built from the Go module proxy into .local/bin, minutes from an empty Go cache) and the
+# prometheus-operator CRDs (.local/crds): tests/deploy only (`make helm`, `make test`).
 .local/.helm-installed: scripts/ensure-helm.sh
 	bash scripts/ensure-helm.sh
 	@mkdir -p .local && touch $@
 
 # The Helm chart (deploy/helm/opsmantik): lint, template with each values file, schema checks (< 1 min).
-helm: deps
+helm: $(VENV)/.installed .local/.helm-installed
 	$(BIN)/pytest -q -p no:cacheprovider tests/deploy
 
 # The status page, alert rules, dashboard and compose checks alone (< 2 min; part of `make test`).
-observability: deps
+observability: deps .local/.observability-installed
 	$(BIN)/pytest -q -p no:cacheprovider tests/observability
 
 run: deps
 	$(BIN)/opsmantik run
 
-test: deps
+test: test-deps
 	bash scripts/test.sh
 
 unit: deps
 	$(BIN)/pytest -q tests/unit
 
-# Schemathesis against a live gateway (schemathesis.toml, services/opsmantik/schemas/openapi.yaml); needs the stack
+# Schemathesis against a live gateway (schemathesis.toml, schemas/openapi.yaml); needs the stack
 # (`make stack-up`). Part of `make test` too.
 conformance: deps
 	$(BIN)/pytest -q -p no:cacheprovider -s tests/conformance

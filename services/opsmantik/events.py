@@ -254,7 +254,7 @@ def iso(ts: datetime) -> str:
 def to_message(
     event: Event, site_id: uuid.UUID, received_at: datetime, *, path: str, gateway_status: str
 ) -> bytes:
-    """services/opsmantik/schemas/event.v1.json: the Kafka value and, with path "fallback", the outbox
+    """schemas/event.v1.json: the Kafka value and, with path "fallback", the outbox
     payload."""
     return to_messages([event], site_id, received_at, path=path, gateway_statuses=[gateway_status])[0]
 

@@ -5,7 +5,7 @@ ValueError). Every route, command and report takes and computes months here.
 Every route and command that takes a month uses it, so `0000-01`, `2026-13`, `2026-1` and
 ` 2026-01` are refused the same way everywhere (HTTP 400, exit 2), never a 5xx: year 0 once made
 `/api/usage` answer 503 "retrying is safe", so a client would retry forever. Years 0001-9999
-(everything `date` can hold); services/opsmantik/schemas/openapi.yaml carries the same PATTERN (a unit
+(everything `date` can hold); schemas/openapi.yaml carries the same PATTERN (a unit
 test compares).
 """
 

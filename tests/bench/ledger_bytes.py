@@ -18,7 +18,7 @@ import tempfile
 from pathlib import Path
 
 import asyncpg
-from opsmantik import schemas, sites
+from opsmantik import schema_files, sites
 from opsmantik.config import Settings
 from opsmantik.db.migrate import migrate
 
@@ -57,7 +57,7 @@ async def measure(rows: int) -> dict[str, object]:
         conn = await asyncpg.connect(base.database_url.rsplit("/", 1)[0] + "/" + name)
         try:
             with tempfile.TemporaryDirectory() as tmp:
-                for p in schemas.migrations_dir().iterdir():
+                for p in schema_files.migrations_dir().iterdir():
                     if p.name.endswith(".sql") and p.name[:4] <= "0008":
                         (Path(tmp) / p.name).write_text(p.read_text(encoding="utf-8"), encoding="utf-8")
                 await migrate(conn, Path(tmp))

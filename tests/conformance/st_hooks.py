@@ -2,7 +2,7 @@
 Schema cannot express, taught to the generator.
 
 `occurred_at` must lie within [now - 35 days, now + 5 minutes] of the gateway's clock, and
-`properties` must serialise to at most 16384 bytes (services/opsmantik/schemas/openapi.yaml says so in
+`properties` must serialise to at most 16384 bytes (schemas/openapi.yaml says so in
 words). A body
 generated as *valid* gets its events' times moved into that window (and an oversized `properties`
 emptied), so `positive_data_acceptance` keeps asserting that every other valid body is

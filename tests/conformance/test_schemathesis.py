@@ -1,5 +1,5 @@
 """An independent fuzzer against the live gateway: Schemathesis with every check on, generating
-from services/opsmantik/schemas/openapi.yaml (the contract), must find nothing. Two bounded runs: a fixed
+from schemas/openapi.yaml (the contract), must find nothing. Two bounded runs: a fixed
 seed (the
 same cases every time) and a random one (new cases every time; printed, with the command that
 replays it). The gateway serves on an ephemeral port over real Kafka and Postgres."""
@@ -58,7 +58,7 @@ async def run_schemathesis(url: str, api_key: str, seed: int) -> tuple[int, str]
     cmd = [
         ST,
         "run",
-        "services/opsmantik/schemas/openapi.yaml",
+        "schemas/openapi.yaml",
         "--url",
         url,
         "--checks",
@@ -87,7 +87,7 @@ async def run_schemathesis(url: str, api_key: str, seed: int) -> tuple[int, str]
 
 def _explain(seed: int, code: int, out: str) -> str:
     replay = (
-        f"st run services/opsmantik/schemas/openapi.yaml --url <gateway> --checks all --seed {seed} "
+        f"st run schemas/openapi.yaml --url <gateway> --checks all --seed {seed} "
         f"--max-examples {MAX_EXAMPLES} -H 'Authorization: Bearer <key>'"
     )
     return f"schemathesis seed {seed} exited {code}; replay: {replay}\n{out[-6000:]}"

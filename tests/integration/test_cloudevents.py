@@ -28,7 +28,7 @@ from opsmantik.gateway.app import create_app
 from opsmantik.gateway.cloudevents import ledger_event_id
 from opsmantik.gateway.publisher import OutboxPublisher
 from opsmantik.gateway.sla_rollup import FIELDS, SLA
-from opsmantik.schemas import json_schema
+from opsmantik.schema_files import json_schema
 
 from tests.support.gateway import new_site
 from tests.support.pipeline import Proc, wait_for

@@ -11,6 +11,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tomllib
 import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, date, datetime
@@ -44,6 +45,20 @@ NOT_SOURCE = shutil.ignore_patterns(
     ".hypothesis",
     "schemathesis-report",
 )
+
+
+def test_pyproject_lists_every_package() -> None:
+    # pyproject.toml lists the packages (`find` cannot see opsmantik.schemas, mapped to schemas/):
+    # a new subpackage missing from the list would be left out of the wheel.
+    setuptools = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]
+    assert setuptools["package-dir"] == {"": "services", "opsmantik.schemas": "schemas"}
+    tree = {
+        ".".join(p.parent.relative_to(ROOT / "services").parts)
+        for p in (ROOT / "services").rglob("__init__.py")
+        if "egg-info" not in str(p)
+    }
+    assert set(setuptools["packages"]) == tree | {"opsmantik.schemas"}
+    assert (ROOT / "schemas" / "__init__.py").is_file()
 
 
 async def tables(url: str) -> set[str]:

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import asyncpg
 import pytest
-from opsmantik import schemas, sites
+from opsmantik import schema_files, sites
 from opsmantik.billing.reconcile import reconcile_month
 from opsmantik.config import Settings
 from opsmantik.db import partitions
@@ -44,7 +44,7 @@ async def empty_db(base_settings: Settings) -> AsyncIterator[asyncpg.Connection]
 
 
 def migrations_up_to(tmp: Path, version: str) -> Path:
-    src = schemas.migrations_dir()
+    src = schema_files.migrations_dir()
     for p in src.iterdir():
         if p.name.endswith(".sql") and p.name[:4] <= version:
             (tmp / p.name).write_text(p.read_text(encoding="utf-8"), encoding="utf-8")

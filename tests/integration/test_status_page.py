@@ -13,7 +13,7 @@ import asyncpg
 import orjson
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
-from opsmantik import schemas
+from opsmantik import schema_files
 from opsmantik.config import Settings
 from opsmantik.gateway.app import STATE, create_app
 from opsmantik.status.components import INDICATOR_WORDS
@@ -86,7 +86,7 @@ def openapi_validator(name: str):  # type: ignore[no-untyped-def]
     import jsonschema
     import yaml
 
-    doc = yaml.safe_load(schemas.read_text("openapi.yaml"))
+    doc = yaml.safe_load(schema_files.read_text("openapi.yaml"))
     schema = {**doc["components"]["schemas"][name], "components": doc["components"]}
     return jsonschema.Draft202012Validator(schema)
 

@@ -110,7 +110,7 @@ def message(
     received_at: datetime | None = None,
     properties: dict[str, object] | None = None,
 ) -> bytes:
-    """An ingest message exactly as services/opsmantik/schemas/event.v1.json has it (what the gateway
+    """An ingest message exactly as schemas/event.v1.json has it (what the gateway
     produces)."""
     now = datetime.now(UTC)
     occurred = (occurred_at or now).astimezone(UTC)

@@ -12,7 +12,7 @@ from cloudevents.core.bindings import kafka as ce_kafka
 from cloudevents.core.formats.json import JSONFormat
 from cloudevents.v1 import kafka as ce_kafka_v1
 from opsmantik.gateway.cloudevents import ledger_event_id
-from opsmantik.schemas import json_schema
+from opsmantik.schema_files import json_schema
 from opsmantik.worker.billable import CE_DATASCHEMA, _iso, ce_headers, ce_source, to_billable
 from opsmantik.worker.ledger import LedgerRow
 

@@ -151,5 +151,5 @@ def test_message_follows_event_v1() -> None:
         "path": "fallback",
         "gateway_status": "fallback",
     }
-    schema = orjson.loads(Path("services/opsmantik/schemas/event.v1.json").read_bytes())
+    schema = orjson.loads(Path("schemas/event.v1.json").read_bytes())
     assert set(msg) == set(schema["properties"]) and set(schema["required"]) <= set(msg)

@@ -16,7 +16,7 @@ from opsmantik.months import (
     previous_month,
 )
 
-OPENAPI = Path(__file__).resolve().parents[2] / "services/opsmantik/schemas/openapi.yaml"
+OPENAPI = Path(__file__).resolve().parents[2] / "schemas/openapi.yaml"
 
 
 def test_valid_months_at_the_edges() -> None:

@@ -1,4 +1,4 @@
-"""services/opsmantik/schemas/openapi.yaml documents every route the gateway serves, and nothing else."""
+"""schemas/openapi.yaml documents every route the gateway serves, and nothing else."""
 
 import re
 from pathlib import Path
@@ -6,7 +6,7 @@ from pathlib import Path
 from opsmantik.config import Settings
 from opsmantik.gateway.app import create_app
 
-OPENAPI = Path(__file__).resolve().parents[2] / "services/opsmantik/schemas/openapi.yaml"
+OPENAPI = Path(__file__).resolve().parents[2] / "schemas/openapi.yaml"
 
 
 def documented() -> set[tuple[str, str]]:

@@ -17,10 +17,10 @@ from typing import Any
 
 import orjson
 
-from opsmantik import schemas
+from opsmantik import schema_files
 from opsmantik.events import MAX_PROPERTIES_BYTES, has_nul
 
-SCHEMA: dict[str, Any] = schemas.json_schema("event.v1.json")
+SCHEMA: dict[str, Any] = schema_files.json_schema("event.v1.json")
 MAX_AGE = timedelta(days=35)  # occurred_at vs the gateway's clock (received_at)
 MAX_AHEAD = timedelta(minutes=5)
 _SLACK = timedelta(seconds=1)  # the gateway's `now` and received_at are taken microseconds apart

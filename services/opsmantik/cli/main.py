@@ -241,7 +241,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser(
         "migrate",
-        help="apply services/opsmantik/schemas/postgres/ migrations and create the topics (idempotent)",
+        help="apply schemas/postgres/ migrations and create the topics (idempotent)",
     )
     s.add_argument("--json", action="store_true", help=JSON_HELP)
     s.set_defaults(

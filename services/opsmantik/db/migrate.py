@@ -13,7 +13,7 @@ from importlib.abc import Traversable
 
 import asyncpg
 
-from opsmantik import schemas
+from opsmantik import schema_files
 from opsmantik.db import partitions
 from opsmantik.db.queries import package_queries
 from opsmantik.errors import CheckFailed
@@ -38,7 +38,7 @@ class MigrationError(CheckFailed, RuntimeError):
 
 
 def discover(directory: Traversable | None = None) -> list[Migration]:
-    directory = directory or schemas.migrations_dir()
+    directory = directory or schema_files.migrations_dir()
     found = []
     for path in sorted((p for p in directory.iterdir() if p.name.endswith(".sql")), key=lambda p: p.name):
         match = _NAME.match(path.name)

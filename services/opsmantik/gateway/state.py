@@ -57,7 +57,7 @@ def error(status: int, code: str, message: str, headers: dict[str, str] | None =
 
 
 def invalid_query(field: str, message: str) -> web.Response:
-    """400 for a bad query parameter (services/opsmantik/schemas/openapi.yaml `Invalid`)."""
+    """400 for a bad query parameter (schemas/openapi.yaml `Invalid`)."""
     return json_response(
         400, {"error": "invalid_request", "details": [{"index": None, "field": field, "message": message}]}
     )

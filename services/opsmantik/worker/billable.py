@@ -22,7 +22,7 @@ from opsmantik.errors import Unavailable
 from opsmantik.kafka.batch_producer import BatchProducer
 from opsmantik.kafka.producer import KafkaHeaders
 from opsmantik.kafka.settings import producer_config
-from opsmantik.schemas import json_schema
+from opsmantik.schema_files import json_schema
 from opsmantik.worker.ledger import LedgerRow
 
 # CloudEvents attributes of every billable message. ce_dataschema is the schema's own `$id`

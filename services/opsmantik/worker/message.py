@@ -1,4 +1,4 @@
-"""Decode one ingest-topic message (services/opsmantik/schemas/event.v1.json) into a record, or say why not.
+"""Decode one ingest-topic message (schemas/event.v1.json) into a record, or say why not.
 
 Total: any bytes at all give an IngestEvent or a DeadLetter, never an exception. The event's
 own fields are judged by opsmantik.events.field_errors, the rules the gateway validated the
