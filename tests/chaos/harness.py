@@ -16,14 +16,13 @@ import contextlib
 import json
 import os
 import signal
-import socket
 import subprocess
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import asyncpg
-from opsmantik.devstack.stack import ROOT
+from opsmantik.devstack.stack import ROOT, _wait_port_free
 
 from tests.support.process import OPSMANTIK, Process, stable_ports
 from tests.support.stacks import new_stack, remove
@@ -58,7 +57,7 @@ class ChaosStack:
             _wait_dead(pid, STOP_TIMEOUT_S)
             # A JVM's leader thread turns zombie before its other threads have closed the
             # sockets: wait for the port too, or a quick restart finds it "taken".
-            _wait_port_closed(self.stack.kafka_port, STOP_TIMEOUT_S)
+            _wait_port_free(self.stack.kafka_port, STOP_TIMEOUT_S)
 
     def stop_kafka(self) -> None:
         pid = self.stack.kafka_pid()
@@ -112,7 +111,7 @@ class ChaosStack:
             _signal(pid, signal.SIGKILL)
         for pid in pids:
             _wait_dead(pid, STOP_TIMEOUT_S)
-        _wait_port_closed(self.stack.pg_port, STOP_TIMEOUT_S)
+        _wait_port_free(self.stack.pg_port, STOP_TIMEOUT_S)
 
 
 def _signal(pid: int, sig: int) -> None:
@@ -128,16 +127,6 @@ def _alive(pid: int) -> bool:
     except PermissionError:
         return True
     return True
-
-
-def _wait_port_closed(port: int, timeout_s: float) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        with socket.socket() as s:
-            s.settimeout(0.2)
-            if s.connect_ex(("127.0.0.1", port)) != 0:
-                return
-        time.sleep(0.05)
 
 
 def _wait_dead(pid: int, timeout_s: float) -> None:

@@ -20,21 +20,14 @@ from opsmantik.gateway.app import create_app
 from opsmantik.sites import create_site_with_key
 
 from tests.support.gateway import auth, event, read_topic
-from tests.support.stacks import migrated, stack_fixture
+from tests.support.stacks import stack_fixture, stack_settings
 
 stack = stack_fixture("gw-faults")
 
 
 @pytest.fixture(scope="module")
 async def private(stack: Stack, base_settings: Settings) -> tuple[Stack, Settings]:
-    s = await migrated(
-        base_settings,
-        stack,
-        topic="faults.ingest.v1",
-        billable_topic="faults.billable.v1",
-        topic_partitions=2,
-    )
-    return stack, s
+    return stack, await stack_settings(base_settings, stack, topic_partitions=2)
 
 
 async def _outbox_ids(url: str, event_ids: set[str]) -> set[str]:

@@ -31,7 +31,7 @@ from opsmantik.sites import create_site_with_key
 from tests.support.gateway import auth, event
 from tests.support.pipeline import env_for
 from tests.support.process import ROOT, Process, free_port
-from tests.support.stacks import migrated, stack_fixture
+from tests.support.stacks import stack_fixture, stack_settings
 
 CONNECTIONS = 32
 FLOOD_S = 10.0
@@ -56,15 +56,7 @@ stack = stack_fixture("key-flood")
 
 @pytest.fixture(scope="module")
 async def private(stack: Stack, base_settings: Settings) -> tuple[Stack, Settings, Path]:
-    s = await migrated(
-        base_settings,
-        stack,
-        topic="flood.ingest.v1",
-        billable_topic="flood.billable.v1",
-        topic_partitions=2,
-        worker_group="flood-worker",
-    )
-    return stack, s, stack.home
+    return stack, await stack_settings(base_settings, stack, topic_partitions=2), stack.home
 
 
 async def lookup_scans(url: str) -> int:

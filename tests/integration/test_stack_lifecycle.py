@@ -5,26 +5,13 @@ import subprocess
 
 import pytest
 from confluent_kafka import Consumer, Producer
-from opsmantik.devstack.stack import Stack, StackError, _as_pg_owner, pg_bin
+from opsmantik.devstack.stack import Stack, StackError, _as_pg_owner
 
 from tests.support.stacks import stack_fixture
 
 
 def _psql(stack: Stack, sql: str) -> str:
-    cmd = [
-        str(pg_bin() / "psql"),
-        "-h",
-        "127.0.0.1",
-        "-p",
-        str(stack.pg_port),
-        "-U",
-        "opsmantik",
-        "-d",
-        "opsmantik",
-        "-tAc",
-        sql,
-    ]
-    return subprocess.run(cmd, capture_output=True, text=True, check=True).stdout.strip()
+    return stack._psql(sql, db="opsmantik")
 
 
 def _consume_all(stack: Stack, topic: str) -> list[bytes]:

@@ -9,7 +9,6 @@ sessions on one machine) never meet on a port or a data directory.
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 import os
 import shutil
@@ -17,16 +16,14 @@ import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
-import asyncpg
 import pytest
 from opsmantik.config import Settings
-from opsmantik.db.migrate import migrate
 from opsmantik.devstack.kafka_node import CONTROLLER_OFFSET
 from opsmantik.devstack.stack import Stack
-from opsmantik.kafka.topics import ensure_topics
 
+from tests.support.environment import create_environment
 from tests.support.process import free_port_block
 
 PG_UNDER_VAR = Path("/var/lib/opsmantik")  # where Stack keeps Postgres when `home` is out of its reach
@@ -75,13 +72,16 @@ def private_stack(name: str, brokers: int = 1) -> Iterator[Stack]:
         remove(stack)
 
 
+Scope = Literal["session", "package", "module", "class", "function"]
+
+
 def stack_fixture(
-    name: str, scope: str = "module", brokers: int = 1, start: Callable[[Stack], object] | None = Stack.up
+    name: str, scope: Scope = "module", brokers: int = 1, start: Callable[[Stack], object] | None = Stack.up
 ) -> Any:
     """A fixture yielding a private stack; `start` runs first (Stack.up, Stack.kafka_up, or None
     for a test that starts the engines itself). Assign it to the fixture's name in the module."""
 
-    @pytest.fixture(scope=scope)  # type: ignore[call-overload]
+    @pytest.fixture(scope=scope)
     def fixture() -> Iterator[Stack]:
         with private_stack(name, brokers) as stack:
             if start is not None:
@@ -91,15 +91,10 @@ def stack_fixture(
     return fixture
 
 
-async def migrated(base: Settings, stack: Stack, **overrides: Any) -> Settings:
-    """`base` pointed at the stack (its `opsmantik` database), migrated, with its topics made."""
-    s = dataclasses.replace(
+async def stack_settings(base: Settings, stack: Stack, **overrides: Any) -> Settings:
+    """`base` on the stack, with a fresh migrated database and fresh topics of its own
+    (tests/support/environment.py); nothing to drop after: the stack goes as a whole."""
+    on_stack = dataclasses.replace(
         base, database_url=stack.database_url, kafka_bootstrap=stack.kafka_bootstrap, **overrides
     )
-    conn = await asyncpg.connect(s.database_url)
-    try:
-        await migrate(conn)
-    finally:
-        await conn.close()
-    await asyncio.to_thread(ensure_topics, s)
-    return s
+    return await create_environment(on_stack)

@@ -26,10 +26,9 @@ from opsmantik.config import Settings
 from opsmantik.devstack.stack import Stack
 from opsmantik_client import AsyncClient, Backoff, Result
 
-from tests.support.environment import create_environment, drop_environment
 from tests.support.pipeline import env_for
 from tests.support.process import Process, free_port
-from tests.support.stacks import stack_fixture
+from tests.support.stacks import stack_fixture, stack_settings
 
 pytestmark = [
     pytest.mark.integration,
@@ -44,11 +43,8 @@ soak_stack = stack_fixture("client-soak")  # stopped after, whatever happened: n
 
 
 @pytest.fixture(scope="module")
-async def soak_settings(soak_stack: Stack) -> AsyncIterator[Settings]:
-    base = Settings(database_url=soak_stack.database_url, kafka_bootstrap=soak_stack.kafka_bootstrap)
-    s = await create_environment(base)
-    yield s
-    await drop_environment(base, s)
+async def soak_settings(soak_stack: Stack) -> Settings:
+    return await stack_settings(Settings(), soak_stack)
 
 
 @pytest.fixture(scope="module")
