@@ -1,7 +1,7 @@
 """What a command says when it cannot do its job: an engine down (every command, derived from the
-parser), a database not migrated, an edited migration, an unknown site. Always one line on stderr,
-the documented exit code, never a traceback; an engine that is down is named with the command that
-starts it. Real Postgres (a database of this module's own) where one is needed."""
+parser), a database not migrated, an edited migration, an unknown site (a usage error, exit 2).
+Always one line on stderr, the documented exit code, never a traceback; an engine that is down is
+named with the command that starts it. Real Postgres (a database of this module's own) where one is needed."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from collections.abc import AsyncIterator, Iterator
 import asyncpg
 import pytest
 from opsmantik.cli import args as cli_args
-from opsmantik.cli.args import CANNOT_RUN, CHECK_FAILED, START_ENGINES
+from opsmantik.cli.args import CANNOT_RUN, CHECK_FAILED, START_ENGINES, USAGE
 from opsmantik.config import Settings
 
 from tests.support.cli import PARSER, required_args, run_main
@@ -132,8 +132,16 @@ async def test_an_edited_migration_is_a_failed_check(
 async def test_unknown_site_and_key(monkeypatch: pytest.MonkeyPatch, settings: Settings) -> None:
     use(monkeypatch, settings)
     missing = uuid.uuid4()
-    code, _, err = await cli(["keys", "create", str(missing)])
-    assert code == CHECK_FAILED and one_line(err) == f"opsmantik keys create: no site {missing}\n", err
+    # A site id that names no site is a bad argument like any other (exit 2), and nothing is written.
+    code, out, err = await cli(["keys", "create", str(missing)])
+    assert code == USAGE and one_line(err) == f"opsmantik keys create: no site {missing}\n", (code, err)
+    assert out == "", out
+    conn = await asyncpg.connect(settings.database_url)
+    try:
+        assert await conn.fetchval("SELECT count(*) FROM api_keys WHERE site_id = $1", missing) == 0
+    finally:
+        await conn.close()
+    # A key id with no active key is "not found" (exit 1): it may have existed and been revoked.
     code, _, err = await cli(["keys", "revoke", str(missing)])
     assert code == CHECK_FAILED and f"no active key {missing}" in one_line(err), err
 

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import pytest
 from opsmantik.billing.archive import Progress
+from opsmantik.cli.show import err  # the CLI's printer: the domain only calls what it is given
 
 
 def test_progress_lines_are_paced(capsys: pytest.CaptureFixture[str]) -> None:
-    quiet = Progress("2026-01 written:", every_s=3600)
+    quiet = Progress("2026-01 written:", err, every_s=3600)
     quiet.add(65536)
     assert capsys.readouterr().err == ""
-    loud = Progress("2026-01 written:", every_s=0)
+    loud = Progress("2026-01 written:", err, every_s=0)
     loud.add(65536)
     loud.add(1000)
     lines = capsys.readouterr().err.splitlines()

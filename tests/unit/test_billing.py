@@ -214,7 +214,7 @@ def test_verify_names_a_row_whose_byte_is_not_utf8(
 ) -> None:
     from argparse import Namespace
 
-    from opsmantik.billing.verify import main
+    from opsmantik.cli.billing import cmd_verify as main
 
     data, _ = _export([_row("a1"), _row("b2")])
     bad = bytearray(data)

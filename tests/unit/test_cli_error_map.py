@@ -1,4 +1,5 @@
-"""services/opsmantik/cli_errors.classify: each kind of ending → its exit code and one line."""
+"""services/opsmantik/cli/errors.classify: each kind of ending → its exit code and one line; the error
+hierarchy (services/opsmantik/errors.py) → the exit codes docs/cli.md tabulates."""
 
 from __future__ import annotations
 
@@ -6,10 +7,19 @@ import errno
 import socket
 import uuid
 
-from opsmantik.cli.errors import CannotRun, CheckFailed, UsageError, classify
+from opsmantik.cli.errors import EXIT_CODES, CannotRun, classify
 from opsmantik.config import Settings, SettingsError
 from opsmantik.db.migrate import MigrationError
 from opsmantik.devstack.stack import StackError
+from opsmantik.errors import (
+    CheckFailed,
+    NotFound,
+    OpsmantikError,
+    Refused,
+    Unavailable,
+    UnknownArgument,
+    UsageError,
+)
 from opsmantik.sites import UnknownSite
 
 # Nothing listens on port 1: both engines are "down" for the probes.
@@ -24,7 +34,7 @@ def test_each_kind_of_ending() -> None:
         (CannotRun("down"), 3),
         (SettingsError(["OPSMANTIK_X bad", "OPSMANTIK_Y bad"]), 2),
         (MigrationError("edited\nmore"), 1),
-        (UnknownSite(site), 1),
+        (UnknownSite(site), 2),  # keys create: a site id that names nothing is a bad argument
         (StackError("jars missing\nlog tail"), 3),
         (OSError(errno.EADDRINUSE, "Address already in use"), 3),
         (KeyError("bug"), 3),
@@ -50,3 +60,70 @@ def test_an_unknown_host_that_is_no_engine() -> None:
     up = Settings()  # the probes may or may not find the local stack; the line is one line either way
     code, line = classify(socket.gaierror(-2, "Name or service not known"), up)
     assert code == 3 and "\n" not in line
+
+
+def _every_subclass(cls: type[BaseException]) -> list[type[BaseException]]:
+    return [cls, *(c for sub in cls.__subclasses__() for c in _every_subclass(sub))]
+
+
+def test_the_hierarchy_maps_as_docs_cli_md_says() -> None:
+    """One row per class of docs/cli.md's table: the class, its exit code, and the line shown."""
+    cases = [
+        (UsageError("bad"), 2, "bad"),
+        (UnknownArgument("no site x"), 2, "no site x"),
+        (Refused("2026-01 is not closed"), 2, "refused: 2026-01 is not closed"),
+        (CheckFailed("drift\ndetail"), 1, "drift"),
+        (NotFound("no active key k"), 1, "no active key k"),
+        (Unavailable("Postgres down"), 3, "Postgres down"),
+        (CannotRun("down"), 3, "down"),
+    ]
+    for exc, code, line in cases:
+        assert classify(exc, DOWN) == (code, line), exc
+    assert [(cls, code) for cls, code in EXIT_CODES] == [(UsageError, 2), (CheckFailed, 1), (Unavailable, 3)]
+
+
+def test_every_domain_error_is_in_the_hierarchy_with_its_documented_code() -> None:
+    """The domain errors that existed before the hierarchy keep the exit codes their commands
+    documented, and keep their old base (ValueError, RuntimeError, LookupError) for old callers."""
+    from opsmantik.audit.main import Unreachable
+    from opsmantik.audit.reader import ReadError
+    from opsmantik.billing.archive import ArchiveRefused
+    from opsmantik.billing.archive_files import ArchiveTampered
+    from opsmantik.billing.close import CloseLockBusy, CloseRefused
+    from opsmantik.billing.voids import VoidRefused
+    from opsmantik.kafka.topics import TopicError
+    from opsmantik.months import MonthError
+    from opsmantik.sla.maintenance import WindowRefused
+
+    expected: dict[type[BaseException], int] = {
+        SettingsError: 2,
+        MonthError: 2,
+        UnknownSite: 2,
+        CloseRefused: 2,
+        ArchiveRefused: 2,
+        WindowRefused: 2,
+        MigrationError: 1,
+        TopicError: 1,
+        ArchiveTampered: 1,
+        VoidRefused: 1,
+        StackError: 3,
+        Unreachable: 3,
+        ReadError: 3,
+        CloseLockBusy: 3,
+    }
+    for cls, code in expected.items():
+        assert issubclass(cls, OpsmantikError), cls
+        err = (
+            cls(["x"])
+            if cls in (SettingsError, VoidRefused)
+            else cls(uuid.uuid4())
+            if cls is UnknownSite
+            else cls("x")
+        )
+        assert classify(err, DOWN)[0] == code, cls
+    assert issubclass(MonthError, ValueError) and issubclass(SettingsError, ValueError)
+    assert issubclass(UnknownSite, LookupError) and issubclass(MigrationError, RuntimeError)
+    assert issubclass(WindowRefused, ValueError) and issubclass(StackError, RuntimeError)
+    # every class of the hierarchy, however deep, lands on one of the three documented codes
+    for cls in _every_subclass(OpsmantikError)[1:]:
+        assert any(issubclass(cls, base) for base, _ in EXIT_CODES), cls

@@ -7,35 +7,31 @@
            (<= --wait s, default audit_wait_s) for the worker group to commit what the topic held
            at the start (it stops waiting once the committed offsets stand still
            for 3 s: no worker running), runs cycles until audited up to those offsets (the same
-           cycles and tables as --follow, serialised by an advisory lock), then prints the month
-           from the tables. Exit 0 all accounted, 1 unaccounted or breach, 2 usage, 3 an engine
-           is unreachable.
+           cycles and tables as --follow, serialised by an advisory lock), then returns the month
+           from the tables (the CLI prints it and chooses the exit code: services/opsmantik/cli/
+           reports.py); an engine that cannot be reached raises Unreachable (exit 3).
 """
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import contextlib
 import logging
 import signal
-import sys
 import time
-from datetime import UTC, date, datetime
+from datetime import date
 from urllib.parse import urlsplit
 
 import asyncpg
-import orjson
 from confluent_kafka import KafkaException
 from prometheus_client import start_http_server
 
 from opsmantik.audit import metrics
 from opsmantik.audit.auditor import Auditor
-from opsmantik.audit.reader import LIBRDKAFKA_LOGGER, ReadError
-from opsmantik.audit.report import month_audit, render
+from opsmantik.audit.reader import ReadError
+from opsmantik.audit.report import MonthAudit, month_audit
 from opsmantik.config import Settings
 from opsmantik.errors import Unavailable
-from opsmantik.months import month_of
 
 log = logging.getLogger("opsmantik.audit")
 VANISHED_EVERY_S = 60.0
@@ -85,7 +81,7 @@ async def _wait_for_worker(auditor: Auditor, wait_s: float) -> None:
             return
 
 
-async def one_shot(settings: Settings, month: date, as_json: bool, wait_s: float) -> int:
+async def one_shot(settings: Settings, month: date, wait_s: float) -> MonthAudit:
     pool = await _pool(settings)
     auditor: Auditor | None = None
     try:
@@ -102,8 +98,7 @@ async def one_shot(settings: Settings, month: date, as_json: bool, wait_s: float
         if auditor is not None:
             await asyncio.to_thread(auditor.close)
         await pool.close()
-    print(orjson.dumps(audit.as_dict()).decode() if as_json else render(audit))
-    return 0 if audit.ok else 1
+    return audit
 
 
 async def refresh(settings: Settings, pool: asyncpg.Pool) -> str | None:
@@ -166,25 +161,3 @@ async def follow(settings: Settings) -> int:
             await pool.close()
         server.shutdown()
     return 0
-
-
-def main(settings: Settings, args: argparse.Namespace) -> int:
-    logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s", stream=sys.stderr
-    )
-    if args.follow and (args.month or args.wait is not None or args.json):
-        print("opsmantik audit: --follow takes none of --month, --wait, --json (see --help)", file=sys.stderr)
-        return 2
-    if args.follow:
-        import uvloop
-
-        return uvloop.run(follow(settings))
-    # One-shot: the verdict is the output; librdkafka's own connection errors would only repeat it.
-    logging.getLogger(LIBRDKAFKA_LOGGER).setLevel(logging.CRITICAL)
-    month = args.month or month_of(datetime.now(UTC))
-    wait_s = settings.audit_wait_s if args.wait is None else float(args.wait)
-    try:
-        return asyncio.run(one_shot(settings, month, args.json, wait_s))
-    except Unreachable as exc:
-        print(f"audit: {exc}", file=sys.stderr)
-        return 3

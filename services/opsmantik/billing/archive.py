@@ -23,12 +23,10 @@ SHA-256 is refused before it is read.
 
 from __future__ import annotations
 
-import argparse
-import asyncio
 import json
-import sys
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from typing import Any
@@ -54,18 +52,25 @@ from opsmantik.config import Settings
 from opsmantik.db.partitions import MAX_AGE, MAX_AHEAD
 from opsmantik.db.queries import package_queries
 from opsmantik.errors import Refused
-from opsmantik.months import label, month_end, parse_month
+from opsmantik.months import label, month_end
 
 Q = package_queries("opsmantik.billing", "archive.sql")
 FORMAT = "opsmantik.ledger-archive.v1"
 ROW_GROUP = 65536
 
 
-class Progress:
-    """Rows done so far, on stderr at most every `every_s` (a month's archive takes minutes)."""
+Emit = Callable[[str], None]  # a progress line; the CLI prints it on stderr
 
-    def __init__(self, what: str, every_s: float = 5.0) -> None:
-        self.what, self.every_s, self.done = what, every_s, 0
+
+def quiet(_line: str) -> None:
+    """No progress lines (a caller that is not the CLI)."""
+
+
+class Progress:
+    """Rows done so far, handed to `emit` at most every `every_s` (a month's archive takes minutes)."""
+
+    def __init__(self, what: str, emit: Emit, every_s: float = 5.0) -> None:
+        self.what, self.emit, self.every_s, self.done = what, emit, every_s, 0
         self._start = self._last = time.monotonic()
 
     def add(self, n: int) -> None:
@@ -74,8 +79,7 @@ class Progress:
         if now - self._last >= self.every_s:
             self._last = now
             rate = self.done / (now - self._start)
-            line = f"archive: {self.what} {self.done:,} rows ({rate:,.0f} rows/s)"
-            print(line, file=sys.stderr, flush=True)
+            self.emit(f"archive: {self.what} {self.done:,} rows ({rate:,.0f} rows/s)")
 
 
 class ArchiveRefused(Refused):
@@ -133,7 +137,7 @@ async def plan(conn: asyncpg.Connection, month: date, location: str, now: dateti
     return Plan(month, location, statements, totals)
 
 
-async def write_parquet(conn: asyncpg.Connection, month: date, url: str) -> int:
+async def write_parquet(conn: asyncpg.Connection, month: date, url: str, emit: Emit = quiet) -> int:
     """The partition to Parquet, a row group at a time, each row with its row_sha256."""
     rows, properties = 0, PropertiesText()
     with fsspec.open(url, "wb") as f:
@@ -141,7 +145,7 @@ async def write_parquet(conn: asyncpg.Connection, month: date, url: str) -> int:
         try:
             async with conn.transaction(isolation="repeatable_read"):
                 cursor = await conn.cursor(Q["partition_rows"], month)
-                progress = Progress(f"{label(month)} written:")
+                progress = Progress(f"{label(month)} written:", emit)
                 while records := await cursor.fetch(ROW_GROUP):
                     writer.write_table(with_row_sha(records_table(records), properties))
                     rows += len(records)
@@ -154,10 +158,14 @@ async def write_parquet(conn: asyncpg.Connection, month: date, url: str) -> int:
 
 
 async def statement_digest(
-    conn: asyncpg.Connection, site_id: uuid.UUID, billing_month: date, extra: list[tuple[date, str, str]]
+    conn: asyncpg.Connection,
+    site_id: uuid.UUID,
+    billing_month: date,
+    extra: list[tuple[date, str, str]],
+    emit: Emit = quiet,
 ) -> str:
     """A statement recomputed from Postgres plus archives (and `extra` files not recorded yet)."""
-    digest, progress = Digest(), Progress(f"site {site_id} {label(billing_month)} verified:")
+    digest, progress = Digest(), Progress(f"site {site_id} {label(billing_month)} verified:", emit)
     async with conn.transaction(isolation="repeatable_read"):
         async for obj, body in entries(conn, site_id, billing_month, extra_archives=extra, batched=True):
             digest.add(obj, body)
@@ -165,11 +173,13 @@ async def statement_digest(
     return digest.hexdigest()
 
 
-async def archive_month(conn: asyncpg.Connection, month: date, location: str) -> dict[str, Any]:
+async def archive_month(
+    conn: asyncpg.Connection, month: date, location: str, emit: Emit = quiet
+) -> dict[str, Any]:
     t0 = time.monotonic()
     p = await plan(conn, month, location, datetime.now(UTC))
     url = join(location, parquet_name(month))
-    rows = await write_parquet(conn, month, url)
+    rows = await write_parquet(conn, month, url, emit)
     written_s = time.monotonic() - t0
     sha = file_sha256(url)
     manifest = {
@@ -189,7 +199,7 @@ async def archive_month(conn: asyncpg.Connection, month: date, location: str) ->
     # verify: every statement recomputed from the file + what stays in Postgres; reading them reads
     # every row of the file once (each checked against its row_sha256) and must count every row
     for s, m, h in p.statements:
-        got = await statement_digest(conn, s, m, [(month, url, sha)])
+        got = await statement_digest(conn, s, m, [(month, url, sha)], emit)
         if got != h:
             raise ArchiveTampered(f"site {s} {label(m)}: the archive gives sha256 {got}, the statement {h}")
     checked = sum(int(t["events"]) for t in p.totals)
@@ -219,31 +229,10 @@ async def archive_month(conn: asyncpg.Connection, month: date, location: str) ->
     }
 
 
-async def _run(settings: Settings, month: date, location: str) -> dict[str, Any]:
+async def archive_now(settings: Settings, month: date, location: str, emit: Emit = quiet) -> dict[str, Any]:
+    """Connect and archive `month` to `location`: what was written and verified (the CLI's --json)."""
     conn = await asyncpg.connect(settings.database_url)
     try:
-        return await archive_month(conn, month, location)
+        return await archive_month(conn, month, location, emit)
     finally:
         await conn.close()
-
-
-def main(settings: Settings, args: argparse.Namespace) -> int:
-    month = args.month if isinstance(args.month, date) else parse_month(args.month)
-    location = args.to or settings.archive_location
-    try:
-        out = asyncio.run(_run(settings, month, location))
-    except ArchiveRefused as exc:
-        print(f"archive refused: {exc}", file=sys.stderr)
-        return 2
-    except ArchiveTampered as exc:
-        print(f"archive NOT verified (partition kept): {exc}", file=sys.stderr)
-        return 1
-    if args.json:
-        print(json.dumps(out))
-    else:
-        print(
-            f"archived {out['month']}: {out['rows']} rows, {out['bytes']} bytes "
-            f"({out['bytes_per_row']} per row) to {out['file']}; {out['statements_verified']} "
-            f"statement(s) verified; partition {out['partition_dropped']} dropped"
-        )
-    return 0

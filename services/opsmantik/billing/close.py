@@ -11,9 +11,6 @@ between 2 and 3 is completed by the next.
 
 from __future__ import annotations
 
-import argparse
-import asyncio
-import sys
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
@@ -21,13 +18,12 @@ from decimal import Decimal
 from typing import Any
 
 import asyncpg
-import orjson
 
 from opsmantik.billing.canonical import Digest
-from opsmantik.billing.connect import UNREACHABLE, connect
+from opsmantik.billing.connect import connect
 from opsmantik.billing.entries import Q, entries
 from opsmantik.config import Settings
-from opsmantik.errors import Refused
+from opsmantik.errors import Refused, Unavailable
 from opsmantik.months import label, month_end
 
 
@@ -132,54 +128,33 @@ def _statement(r: asyncpg.Record) -> dict[str, Any]:
     return d
 
 
-async def _run(settings: Settings, month: date, as_json: bool) -> int:
+@dataclass(frozen=True)
+class Closed:
+    """What `billing close` did: the statements recorded, and the sites that drifted (none recorded)."""
+
+    month: date
+    closed_at: datetime
+    newly_closed: bool
+    statements: list[dict[str, Any]]
+    drifts: list[SiteDrift]
+
+
+class CloseLockBusy(Unavailable):
+    """Worker batches held the close lock past the timeout: nothing changed, run it again (exit 3)."""
+
+
+async def close_month(settings: Settings, month: date) -> Closed:
+    """Connect, close `month` now and read back its statements."""
     conn = await connect(settings)
-    if conn is None:
-        return UNREACHABLE
     try:
         try:
             closed_at, new, drifts = await close(conn, month, datetime.now(UTC), settings)
-        except CloseRefused as exc:
-            print(f"refused: {exc}", file=sys.stderr)
-            return 2
         except asyncpg.LockNotAvailableError:
-            print(
-                f"refused: worker batches held the close lock longer than "
-                f"{settings.billing_close_lock_timeout_s:g} s; nothing changed, run it again",
-                file=sys.stderr,
-            )
-            return 3
+            raise CloseLockBusy(
+                f"worker batches held the close lock longer than "
+                f"{settings.billing_close_lock_timeout_s:g} s; nothing changed, run it again"
+            ) from None
         statements = [_statement(r) for r in await conn.fetch(Q["statements"], month)]
     finally:
         await conn.close()
-    if as_json:
-        print(
-            orjson.dumps(
-                {
-                    "month": label(month),
-                    "closed_at": closed_at.isoformat(),
-                    "newly_closed": new,
-                    "statements": statements,
-                    "drift": [
-                        {"site_id": str(d.site_id), "ledger": d.ledger, "invoice": d.invoice} for d in drifts
-                    ],
-                }
-            ).decode()
-        )
-    else:
-        print(
-            f"{label(month)} {'closed' if new else 'already closed'} at {closed_at.isoformat()}; "
-            f"{len(statements)} statement(s)"
-        )
-        for s in statements:
-            print(
-                f"  {s['site_id']}  {(s['name'] or '?')[:16]:16} events {s['events']:>10} quantity "
-                f"{s['quantity']:>12} voids {s['voids']:>5} late {s['late_rows']:>5}  sha256 {s['sha256']}"
-            )
-        for d in drifts:
-            print(f"DRIFT site {d.site_id}: invoice {d.invoice} != ledger {d.ledger}; statement not recorded")
-    return 1 if drifts else 0
-
-
-def main(settings: Settings, args: argparse.Namespace) -> int:
-    return asyncio.run(_run(settings, args.month, args.json))
+    return Closed(month, closed_at, new, statements, drifts)

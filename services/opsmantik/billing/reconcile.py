@@ -11,7 +11,6 @@ current and previous month periodically and exports opsmantik_billing_drift_*.
 
 from __future__ import annotations
 
-import argparse
 import uuid
 from dataclasses import asdict, dataclass, replace
 from datetime import UTC, date, datetime
@@ -19,10 +18,9 @@ from decimal import Decimal
 from typing import Any
 
 import asyncpg
-import orjson
 from prometheus_client import Gauge
 
-from opsmantik.billing.backlog import read_backlog
+from opsmantik.billing.backlog import Backlog, read_backlog
 from opsmantik.config import Settings
 from opsmantik.db.queries import package_queries
 from opsmantik.months import label
@@ -174,7 +172,8 @@ def render(report: Report) -> str:
     return "\n".join(lines)
 
 
-async def _run(settings: Settings, month: date, as_json: bool) -> int:
+async def reconcile_now(settings: Settings, month: date) -> tuple[Report, Backlog]:
+    """Reconcile `month`, record the result and export its gauges; with the outbox/dead-letter backlog."""
     conn = await asyncpg.connect(settings.database_url)
     try:
         report = await reconcile_month(conn, month)
@@ -183,18 +182,4 @@ async def _run(settings: Settings, month: date, as_json: bool) -> int:
     finally:
         await conn.close()
     export(report)
-    if as_json:
-        print(
-            orjson.dumps(
-                {**report.as_dict(), "backlog": backlog.as_dict(), "backlog_ok": not backlog.needs_attention}
-            ).decode()
-        )
-    else:
-        print(render(report) + "\n" + backlog.render() + ("  ATTENTION" if backlog.needs_attention else ""))
-    return 0 if report.ok and not backlog.needs_attention else 1
-
-
-def main(settings: Settings, args: argparse.Namespace) -> int:
-    import asyncio
-
-    return asyncio.run(_run(settings, args.month, args.json))
+    return report, backlog

@@ -12,7 +12,6 @@ Exit 0 match, 1 mismatch, 2 the file cannot be read.
 
 from __future__ import annotations
 
-import argparse
 import csv
 import hashlib
 import io
@@ -23,6 +22,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from opsmantik.billing.canonical import KEYS, ROW_FIELDS, Digest, canonical, loads, properties_text
+from opsmantik.errors import UsageError
 
 MAX_PROBLEMS = 20
 CSV_COLUMNS = (
@@ -187,49 +187,20 @@ def verify(stream: io.TextIOBase) -> Result:
     return res
 
 
-def main(_settings: object, args: argparse.Namespace) -> int:
+def open_export(path: str) -> io.TextIOBase:
+    """The export at `path` (- for stdin), or UsageError naming the file that cannot be read."""
     try:
         # surrogateescape: a byte that is not UTF-8 fails its own line (cannot be encoded), not the file
-        stream = (
-            io.TextIOWrapper(sys.stdin.buffer, encoding="utf-8", errors="surrogateescape", newline="")
-            if args.file == "-"
-            else open(args.file, encoding="utf-8", errors="surrogateescape", newline="")  # noqa: SIM115
-        )
+        if path == "-":
+            return io.TextIOWrapper(sys.stdin.buffer, encoding="utf-8", errors="surrogateescape", newline="")
+        return open(path, encoding="utf-8", errors="surrogateescape", newline="")  # noqa: SIM115
     except OSError as exc:
-        print(f"cannot read {args.file}: {exc}", file=sys.stderr)
-        return 2
+        raise UsageError(f"cannot read {path}: {exc}") from exc
+
+
+def verify_file(path: str) -> Result:
+    stream = open_export(path)
     try:
-        res = verify(stream)
+        return verify(stream)
     finally:
         stream.close()
-    s = res.summary or {}
-    if args.json:
-        print(
-            json.dumps(
-                {
-                    "ok": res.ok,
-                    "entries": res.entries,
-                    "sha256": res.sha256,
-                    "site_id": s.get("site_id"),
-                    "month": s.get("month"),
-                    "statement": s.get("statement"),
-                    "problems": res.problems,
-                }
-            )
-        )
-    elif res.ok:
-        st = s.get("statement")
-        print(
-            f"MATCH: {res.entries} entries of site {s.get('site_id')} for {s.get('month')}, sha256 "
-            f"{res.sha256}"
-            + (
-                f" = the statement recorded at {st.get('closed_at')}"
-                if st
-                else " (month not closed: no statement yet)"
-            )
-        )
-    else:
-        print("MISMATCH:")
-        for p in res.problems:
-            print(f"  {p}")
-    return 0 if res.ok else 1

@@ -13,8 +13,6 @@ those months; they are closed and final, their rows are not voided); a file is a
 
 from __future__ import annotations
 
-import argparse
-import asyncio
 import getpass
 import sys
 import uuid
@@ -22,11 +20,11 @@ from dataclasses import dataclass
 from datetime import date, datetime
 
 import asyncpg
-import orjson
 
-from opsmantik.billing.connect import UNREACHABLE, connect
+from opsmantik.billing.connect import connect
 from opsmantik.billing.entries import Q
 from opsmantik.billing.rules import billing_month
+from opsmantik.config import Settings
 from opsmantik.errors import CheckFailed
 from opsmantik.months import label
 
@@ -135,61 +133,12 @@ def read_ids(path: str) -> list[str]:
     return [line.strip() for line in text.splitlines() if line.strip() and not line.startswith("#")]
 
 
-async def _run(
-    settings: object, site_id: uuid.UUID, ids: list[str], reason: str, by: str, as_json: bool
-) -> int:
-    conn = await connect(settings)  # type: ignore[arg-type]
-    if conn is None:
-        return UNREACHABLE
+async def void_now(
+    settings: Settings, site_id: uuid.UUID, ids: list[str], reason: str, voided_by: str
+) -> list[Voided]:
+    """Connect and void `ids` (all or nothing: VoidRefused lists every problem)."""
+    conn = await connect(settings)
     try:
-        done = await void_events(conn, site_id, ids, reason, by)
-    except VoidRefused as exc:
-        if as_json:
-            print(orjson.dumps({"ok": False, "voided": [], "problems": exc.problems}).decode())
-        for p in exc.problems:
-            print(f"refused: {p}", file=sys.stderr)
-        print("nothing was voided", file=sys.stderr)
-        return 1
+        return await void_events(conn, site_id, ids, reason, voided_by)
     finally:
         await conn.close()
-    if as_json:
-        print(
-            orjson.dumps(
-                {
-                    "ok": True,
-                    "voided": [
-                        {
-                            "event_id": v.event_id,
-                            "billed_month": label(v.billed_month),
-                            "booked_month": label(v.booked_month),
-                            "adjustment": v.adjustment,
-                            "quantity": v.quantity,
-                            "voided_at": v.voided_at.isoformat(),
-                        }
-                        for v in done
-                    ],
-                    "problems": [],
-                }
-            ).decode()
-        )
-    else:
-        for v in done:
-            where = (
-                f"negative adjustment in {label(v.booked_month)} ({label(v.billed_month)} is closed)"
-                if v.adjustment
-                else f"off the {label(v.billed_month)} invoice"
-            )
-            print(f"voided {v.event_id}: quantity {v.quantity}, {where}")
-    return 0
-
-
-def main(settings: object, args: argparse.Namespace) -> int:
-    if (args.event_id is None) == (args.file is None):
-        print("give exactly one of EVENT_ID or --file FILE", file=sys.stderr)
-        return 2
-    try:
-        ids = [args.event_id] if args.event_id is not None else read_ids(args.file)
-    except OSError as exc:
-        print(f"--file: {exc}", file=sys.stderr)
-        return 2
-    return asyncio.run(_run(settings, args.site_id, ids, args.reason, args.by or login_name(), args.json))

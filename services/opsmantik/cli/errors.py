@@ -1,6 +1,9 @@
 """The CLI's error half: every exception a command can end with → (exit code, one line).
 
-`opsmantik` never shows a traceback (`opsmantik --debug CMD` does, for a bug report). An engine
+Domain code raises from the one hierarchy in services/opsmantik/errors.py; EXIT_CODES below is
+the one place its classes become exit codes (docs/cli.md "Errors and exit codes" is the table).
+Anything else (asyncpg, Kafka, OSError) is classified here too, so a command needs no try/except
+of its own. `opsmantik` never shows a traceback (`opsmantik --debug CMD` does, for a bug report). An engine
 that cannot be reached is named with its address and the command that starts it; which engine it
 is, is found by probing both (a refused connection rarely says whose port it was).
 """
@@ -17,25 +20,25 @@ from confluent_kafka import KafkaException
 
 from opsmantik.cli.args import CANNOT_RUN, CHECK_FAILED, START_ENGINES, USAGE
 from opsmantik.config import Settings, SettingsError
+from opsmantik.errors import CheckFailed, OpsmantikError, Refused, Unavailable, UsageError
 from opsmantik.months import MonthError
 
+CannotRun = Unavailable  # the CLI's older name for it
 
-class CliError(Exception):
-    """Raised by a command to end with `code` and this message."""
-
-    code = CANNOT_RUN
-
-
-class CheckFailed(CliError):
-    code = CHECK_FAILED
-
-
-class UsageError(CliError):
-    code = USAGE
+# The hierarchy → exit codes (services/opsmantik/errors.py). First match wins; the three bases are
+# disjoint, so the order only matters for a subclass of two, which there is none of.
+EXIT_CODES: tuple[tuple[type[OpsmantikError], int], ...] = (
+    (UsageError, USAGE),
+    (CheckFailed, CHECK_FAILED),
+    (Unavailable, CANNOT_RUN),
+)
 
 
-class CannotRun(CliError):
-    code = CANNOT_RUN
+def exit_code(exc: OpsmantikError) -> int:
+    for cls, code in EXIT_CODES:
+        if isinstance(exc, cls):
+            return code
+    return CANNOT_RUN  # OpsmantikError itself is never raised: a bug, like any unexpected error
 
 
 @dataclass(frozen=True)
@@ -106,23 +109,26 @@ _CONNECT_ERRORS = (
 )
 
 
-def classify(exc: BaseException, settings: Settings | None) -> tuple[int, str]:
-    """The exit code and one line for an exception that ended a command."""
-    from opsmantik.db.migrate import MigrationError
+def _line(exc: OpsmantikError) -> str:
+    """The one line for an error of the hierarchy: its message, with what it is about when the
+    message alone would not say (kept word for word from when each command printed its own)."""
     from opsmantik.devstack.stack import StackError
 
-    if isinstance(exc, CliError):
-        return exc.code, _first_line(exc)
     if isinstance(exc, SettingsError):
-        return USAGE, "; ".join(exc.problems)
+        return "; ".join(exc.problems)
     if isinstance(exc, MonthError):
-        return USAGE, f"--month: {exc}"
-    if isinstance(exc, MigrationError):
-        return CHECK_FAILED, _first_line(exc)
-    if isinstance(exc, LookupError) and not isinstance(exc, KeyError | IndexError):
-        return CHECK_FAILED, _first_line(exc)  # sites.UnknownSite and the like: "no such thing"
+        return f"--month: {exc}"
     if isinstance(exc, StackError):
-        return CANNOT_RUN, f"stack: {_first_line(exc)}"
+        return f"stack: {_first_line(exc)}"
+    if isinstance(exc, Refused):
+        return f"refused: {_first_line(exc)}"
+    return _first_line(exc)
+
+
+def classify(exc: BaseException, settings: Settings | None) -> tuple[int, str]:
+    """The exit code and one line for an exception that ended a command."""
+    if isinstance(exc, OpsmantikError):
+        return exit_code(exc), _line(exc)
     if isinstance(exc, asyncpg.InvalidCatalogNameError):
         return CANNOT_RUN, f"{_first_line(exc)}; `{START_ENGINES}` creates the local one"
     if isinstance(exc, asyncpg.UndefinedTableError | asyncpg.UndefinedColumnError):

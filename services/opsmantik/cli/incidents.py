@@ -18,9 +18,9 @@ import asyncpg
 import orjson
 
 from opsmantik.cli import args as cli_args
-from opsmantik.cli.errors import CheckFailed, UsageError
 from opsmantik.config import Settings
 from opsmantik.db.queries import package_queries
+from opsmantik.errors import NotFound, UsageError
 from opsmantik.status.components import COMPONENT_IDS
 
 Q = package_queries("opsmantik.status", "status.sql")
@@ -132,7 +132,7 @@ async def _act(conn: asyncpg.Connection, args: argparse.Namespace) -> int:
                 Q["update_incident"], args.id, status, getattr(args, "impact", None)
             )
             if incident_id is None:
-                raise CheckFailed(f"no open incident #{args.id} (unknown, or already resolved)")
+                raise NotFound(f"no open incident #{args.id} (unknown, or already resolved)")
             await conn.fetchval(Q["add_incident_update"], incident_id, status, args.message.strip())
     if args.json:
         print(orjson.dumps({"id": incident_id, "status": status}).decode())

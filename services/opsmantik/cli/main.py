@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
-import sys
 from collections.abc import Callable, Coroutine
 from dataclasses import asdict
 from typing import Any
@@ -22,13 +20,11 @@ import asyncpg
 from opsmantik import sites
 from opsmantik.cli import args as cli_args
 from opsmantik.cli import incidents
-from opsmantik.cli.args import CANNOT_RUN, CHECK_FAILED, Parser
+from opsmantik.cli.args import Parser
 from opsmantik.cli.errors import classify, require_kafka
+from opsmantik.cli.show import err, json_out, out
 from opsmantik.config import Settings
-
-
-def _print_json(obj: Any) -> None:
-    print(json.dumps(obj, default=str, indent=None))
+from opsmantik.errors import NotFound, Unavailable
 
 
 async def _connect(settings: Settings) -> asyncpg.Connection:
@@ -63,7 +59,7 @@ def cmd_stack(settings: Settings, args: argparse.Namespace) -> int:
 
 async def cmd_migrate(settings: Settings, args: argparse.Namespace) -> int:
     from opsmantik.db.migrate import migrate
-    from opsmantik.kafka.topics import TopicError, ensure_topics
+    from opsmantik.kafka.topics import ensure_topics
 
     require_kafka(settings)  # before touching the database: all or nothing, and in a second
     conn = await _connect(settings)
@@ -71,16 +67,12 @@ async def cmd_migrate(settings: Settings, args: argparse.Namespace) -> int:
         applied = await migrate(conn)
     finally:
         await conn.close()
-    try:
-        topics = await asyncio.to_thread(ensure_topics, settings)
-    except TopicError as exc:
-        print(f"migrate: {exc}", file=sys.stderr)
-        return CHECK_FAILED
+    topics = await asyncio.to_thread(ensure_topics, settings)  # TopicError: exit 1
     if args.json:
-        _print_json({"applied": applied, "topics_created": topics})
+        json_out({"applied": applied, "topics_created": topics})
     else:
-        print(f"migrations applied: {', '.join(applied) or 'none (up to date)'}")
-        print(f"topics created: {', '.join(topics) or 'none (present)'}")
+        out(f"migrations applied: {', '.join(applied) or 'none (up to date)'}")
+        out(f"topics created: {', '.join(topics) or 'none (present)'}")
     return 0
 
 
@@ -99,9 +91,9 @@ async def cmd_sites_create(conn: asyncpg.Connection, args: argparse.Namespace) -
         secret=args.key_secret,
     )
     if args.json:
-        _print_json({"site_id": str(key.site_id), "api_key": key.api_key, "key_id": str(key.key_id)})
+        json_out({"site_id": str(key.site_id), "api_key": key.api_key, "key_id": str(key.key_id)})
     else:
-        print(f"site_id: {key.site_id}\napi_key: {key.api_key}\n(the key is shown only once; store it now)")
+        out(f"site_id: {key.site_id}\napi_key: {key.api_key}\n(the key is shown only once; store it now)")
     return 0
 
 
@@ -109,11 +101,11 @@ async def cmd_sites_create(conn: asyncpg.Connection, args: argparse.Namespace) -
 async def cmd_sites_list(conn: asyncpg.Connection, args: argparse.Namespace) -> int:
     rows = await sites.list_sites(conn)
     if args.json:
-        _print_json([asdict(s) for s in rows])
+        json_out([asdict(s) for s in rows])
         return 0
-    print(f"{'site_id':36}  {'name':20} {'quota':>10} {'hard_cap':>10} {'rate':>8} {'burst':>6} keys")
+    out(f"{'site_id':36}  {'name':20} {'quota':>10} {'hard_cap':>10} {'rate':>8} {'burst':>6} keys")
     for s in rows:
-        print(
+        out(
             f"{s.site_id}  {s.name[:20]:20} {s.monthly_quota or '-':>10} {s.hard_cap or '-':>10} "
             f"{s.rate_per_s:>8g} {s.burst:>6} {s.active_keys}"
         )
@@ -122,34 +114,35 @@ async def cmd_sites_list(conn: asyncpg.Connection, args: argparse.Namespace) -> 
 
 @_with_conn
 async def cmd_keys_create(conn: asyncpg.Connection, args: argparse.Namespace) -> int:
-    key = await sites.create_key(conn, args.site_id, secret=args.key_secret)
+    key = await sites.create_key(conn, args.site_id, secret=args.key_secret)  # UnknownSite: exit 2
     if args.json:
-        _print_json({"site_id": str(key.site_id), "key_id": str(key.key_id), "api_key": key.api_key})
+        json_out({"site_id": str(key.site_id), "key_id": str(key.key_id), "api_key": key.api_key})
     else:
-        print(f"key_id: {key.key_id}\napi_key: {key.api_key}\n(the key is shown only once)")
+        out(f"key_id: {key.key_id}\napi_key: {key.api_key}\n(the key is shown only once)")
     return 0
 
 
 @_with_conn
 async def cmd_keys_revoke(conn: asyncpg.Connection, args: argparse.Namespace) -> int:
     if not await sites.revoke_key(conn, args.key_id):
-        print(f"opsmantik keys revoke: no active key {args.key_id}", file=sys.stderr)
-        return CHECK_FAILED
-    print(f"revoked {args.key_id} (gateways stop accepting it within their key cache TTL)")
+        raise NotFound(f"no active key {args.key_id}")
+    out(f"revoked {args.key_id} (gateways stop accepting it within their key cache TTL)")
     return 0
 
 
 # ---------------------------------------------------------------- services
 
 
-def _service(module: str) -> Callable[[Settings, argparse.Namespace], int]:
-    """Import a service lazily: `opsmantik stack status` should not load Faust."""
+def _service(module: str, func: str = "main") -> Callable[[Settings, argparse.Namespace], Any]:
+    """Import a command lazily: `opsmantik stack status` should not load Faust, nor `keys create`
+    pyarrow. Long-running services (gateway, worker, relay, run) are `main` of their module; the
+    other commands live in services/opsmantik/cli/ (billing.py, reports.py). The result is an exit
+    code or a coroutine `main` runs to one."""
 
-    def run(settings: Settings, args: argparse.Namespace) -> int:
+    def run(settings: Settings, args: argparse.Namespace) -> Any:
         import importlib
 
-        code: int = importlib.import_module(module).main(settings, args)
-        return code
+        return getattr(importlib.import_module(module), func)(settings, args)
 
     return run
 
@@ -340,7 +333,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--month", required=True, type=cli_args.MONTH, metavar="YYYY-MM", help="the billing month")
     s.add_argument("--json", action="store_true", help=JSON_HELP)
     s.set_defaults(
-        func=_service("opsmantik.billing.reconcile"),
+        func=_service("opsmantik.cli.billing", "cmd_reconcile"),
         env=DB,
         exit1="drift: a site's invoice differs from its ledger (the site is named)",
     )
@@ -353,7 +346,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--to", metavar="DIR_OR_URL", help="a directory or fsspec URL (default: the setting)")
     s.add_argument("--json", action="store_true", help=JSON_HELP)
     s.set_defaults(
-        func=_service("opsmantik.billing.archive"),
+        func=_service("opsmantik.cli.billing", "cmd_archive"),
         env=(*DB, "archive_location"),
         exit1="the written file did not verify against the statements: partition kept",
     )
@@ -361,7 +354,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--month", required=True, type=cli_args.MONTH, metavar="YYYY-MM", help="the month")
     s.add_argument("--json", action="store_true", help=JSON_HELP)
     s.set_defaults(
-        func=_service("opsmantik.sla.slo"), env=(*DB, *AUDIT_ENV), exit1="an objective is breached"
+        func=_service("opsmantik.cli.reports", "cmd_slo_report"),
+        env=(*DB, *AUDIT_ENV),
+        exit1="an objective is breached",
     )
     s = sub.add_parser(
         "audit",
@@ -386,7 +381,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     s.add_argument("--json", action="store_true", help=JSON_HELP)
     s.set_defaults(
-        func=_service("opsmantik.audit.main"),
+        func=_service("opsmantik.cli.reports", "cmd_audit"),
         env=(*DB, *AUDIT_ENV, "audit_metrics_port", "audit_interval_s", "audit_wait_s"),
         exit1="a message is unaccounted (neither ledgered nor dead-lettered) or a valid "
         "event was dead-lettered (breach)",
@@ -417,12 +412,9 @@ def _send_command(sub: Any) -> None:
 
 
 def _client_missing(_settings: Settings, _args: argparse.Namespace) -> int:
-    print(
-        "opsmantik send: the producer client is not installed: pip install ./clients/python "
-        "(make deps installs it)",
-        file=sys.stderr,
+    raise Unavailable(
+        "the producer client is not installed: pip install ./clients/python (make deps installs it)"
     )
-    return CANNOT_RUN
 
 
 def _billing_commands(sub: Any) -> None:
@@ -440,7 +432,7 @@ def _billing_commands(sub: Any) -> None:
     )
     s.add_argument("--json", action="store_true", help=JSON_HELP)
     s.set_defaults(
-        func=_service("opsmantik.billing.close"),
+        func=_service("opsmantik.cli.billing", "cmd_close"),
         env=(*DB, "billing_close_grace_days", "billing_close_lock_timeout_s"),
         exit1="a site's invoice drifted from its ledger: no statement for it (DRIFT)",
     )
@@ -451,7 +443,7 @@ def _billing_commands(sub: Any) -> None:
     s.add_argument("file", metavar="FILE", help="the export (NDJSON or CSV), - for stdin")
     s.add_argument("--json", action="store_true", help=JSON_HELP)
     s.set_defaults(
-        func=_service("opsmantik.billing.verify"),
+        func=_service("opsmantik.cli.billing", "cmd_verify"),
         exit1="the export does not match its summary line or statement (MISMATCH)",
     )
     events_p = sub.add_parser("events", help="ledger corrections").add_subparsers(
@@ -469,7 +461,7 @@ def _billing_commands(sub: Any) -> None:
     s.add_argument("--by", help="who voids (default: the login name)")
     s.add_argument("--json", action="store_true", help=JSON_HELP)
     s.set_defaults(
-        func=_service("opsmantik.billing.voids"),
+        func=_service("opsmantik.cli.billing", "cmd_void"),
         env=DB,
         exit1="refused (unknown or already voided event): nothing was voided",
     )
@@ -480,7 +472,7 @@ def _billing_commands(sub: Any) -> None:
     s.add_argument("--site", type=cli_args.UUID, metavar="SITE_ID", help="one site (default: every site)")
     s.add_argument("--json", action="store_true", help=JSON_HELP)
     s.set_defaults(
-        func=_service("opsmantik.sla.report"),
+        func=_service("opsmantik.cli.reports", "cmd_sla_report"),
         env=(*DB, "sla_loss_audit"),
         exit1="a service credit is owed to a site",
     )
@@ -494,11 +486,11 @@ def _billing_commands(sub: Any) -> None:
     s.add_argument("end", type=cli_args.TIME, metavar="END", help="RFC 3339 with offset, after START")
     s.add_argument("--reason", required=True, help="shown with the window")
     s.add_argument("--json", action="store_true", help=JSON_HELP)
-    s.set_defaults(func=_service("opsmantik.sla.maintenance"), env=DB)
+    s.set_defaults(func=_service("opsmantik.cli.reports", "cmd_maintenance"), env=DB)
     s = maint_p.add_parser("list", help="windows ending from now on (--all: every window)")
     s.add_argument("--all", action="store_true", help="every window, past ones too")
     s.add_argument("--json", action="store_true", help=JSON_HELP)
-    s.set_defaults(func=_service("opsmantik.sla.maintenance"), env=DB)
+    s.set_defaults(func=_service("opsmantik.cli.reports", "cmd_maintenance"), env=DB)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -519,5 +511,5 @@ def main(argv: list[str] | None = None) -> int:
         if args.debug:
             raise
         code, message = classify(exc, settings)
-        print(f"{name}: {message}", file=sys.stderr)
+        err(f"{name}: {message}")
         return code

@@ -7,14 +7,9 @@ windows whose start is >= 48 h after they were recorded; the status page lists t
 
 from __future__ import annotations
 
-import argparse
-import asyncio
-import sys
 from datetime import UTC, datetime, timedelta
 
-import orjson
-
-from opsmantik.billing.connect import UNREACHABLE, connect
+from opsmantik.billing.connect import connect
 from opsmantik.config import Settings
 from opsmantik.errors import Refused
 from opsmantik.sla.queries import Q
@@ -52,42 +47,28 @@ def _window(r: object) -> dict[str, object]:
     return {k: v.isoformat() if isinstance(v, datetime) else v for k, v in d.items()}
 
 
-async def _run(settings: Settings, args: argparse.Namespace) -> int:
-    if args.action == "add":
-        try:
-            start, end = parse_instant(args.start, "START"), parse_instant(args.end, "END")
-            check_window(start, end, datetime.now(UTC))
-            if not args.reason.strip():
-                raise WindowRefused("--reason must not be empty")
-        except WindowRefused as exc:
-            print(f"refused: {exc}", file=sys.stderr)
-            return 2
+async def add_window(settings: Settings, start_raw: str, end_raw: str, reason: str) -> dict[str, object]:
+    """Record a window, or WindowRefused (nothing stored) before the database is touched if it can."""
+    start, end = parse_instant(start_raw, "START"), parse_instant(end_raw, "END")
+    check_window(start, end, datetime.now(UTC))
+    if not reason.strip():
+        raise WindowRefused("--reason must not be empty")
     conn = await connect(settings)
-    if conn is None:
-        return UNREACHABLE
     try:
-        if args.action == "add":
-            # The 48 h are checked against the database's clock too (created_at is its now()).
-            async with conn.transaction():
-                row = await conn.fetchrow(Q["add_window"], start, end, args.reason)
-                if row["starts_at"] - row["created_at"] < NOTICE:
-                    raise WindowRefused("a window must be announced >= 48 h ahead (database clock)")
-            rows = [row]
-        else:
-            rows = await conn.fetch(Q["list_windows"], args.all)
-    except WindowRefused as exc:
-        print(f"refused: {exc}", file=sys.stderr)
-        return 2
+        # The 48 h are checked against the database's clock too (created_at is its now()).
+        async with conn.transaction():
+            row = await conn.fetchrow(Q["add_window"], start, end, reason)
+            if row["starts_at"] - row["created_at"] < NOTICE:
+                raise WindowRefused("a window must be announced >= 48 h ahead (database clock)")
     finally:
         await conn.close()
-    out = [_window(r) for r in rows]
-    if args.json:
-        print(orjson.dumps(out[0] if args.action == "add" else out).decode())
-    else:
-        for w in out:
-            print(f"#{w['id']} {w['starts_at']} → {w['ends_at']}  {w['reason']}")
-    return 0
+    return _window(row)
 
 
-def main(settings: Settings, args: argparse.Namespace) -> int:
-    return asyncio.run(_run(settings, args))
+async def list_windows(settings: Settings, every: bool) -> list[dict[str, object]]:
+    """Windows ending from now on (`every`: past ones too)."""
+    conn = await connect(settings)
+    try:
+        return [_window(r) for r in await conn.fetch(Q["list_windows"], every)]
+    finally:
+        await conn.close()

@@ -9,17 +9,14 @@ Exit 0: no site is owed a credit; 1: some site is; 2: bad arguments; 3: Postgres
 
 from __future__ import annotations
 
-import argparse
-import asyncio
 import uuid
 from dataclasses import asdict, dataclass
 from datetime import date
 from typing import Any
 
 import asyncpg
-import orjson
 
-from opsmantik.billing.connect import UNREACHABLE, connect
+from opsmantik.billing.connect import connect
 from opsmantik.config import Settings
 from opsmantik.months import label, month_end, month_start
 from opsmantik.sla.credit import Reliability, credit_percent, credit_reason
@@ -138,30 +135,34 @@ def render(month: date, sites: list[SiteSla], loss: LossReport, windows: list[di
     return "\n".join(lines)
 
 
-async def _run(settings: Settings, month: date, site: uuid.UUID | None, as_json: bool) -> int:
+@dataclass(frozen=True)
+class SlaReport:
+    month: date
+    sites: list[SiteSla]
+    loss: LossReport
+    windows: list[dict[str, Any]]
+
+    @property
+    def credit_owed(self) -> bool:
+        return any(s.credit_percent for s in self.sites)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "month": label(self.month),
+            "sites": [s.as_dict() for s in self.sites],
+            "maintenance_windows": self.windows,
+            "loss_sources": self.loss.sources,
+            "notes": self.loss.notes,
+        }
+
+    def render(self) -> str:
+        return render(self.month, self.sites, self.loss, self.windows)
+
+
+async def sla_report(settings: Settings, month: date, site: uuid.UUID | None) -> SlaReport:
     conn = await connect(settings)
-    if conn is None:
-        return UNREACHABLE
     try:
         sites, loss, windows = await report(conn, month, site, settings)
     finally:
         await conn.close()
-    if as_json:
-        print(
-            orjson.dumps(
-                {
-                    "month": label(month),
-                    "sites": [s.as_dict() for s in sites],
-                    "maintenance_windows": windows,
-                    "loss_sources": loss.sources,
-                    "notes": loss.notes,
-                }
-            ).decode()
-        )
-    else:
-        print(render(month, sites, loss, windows))
-    return 1 if any(s.credit_percent for s in sites) else 0
-
-
-def main(settings: Settings, args: argparse.Namespace) -> int:
-    return asyncio.run(_run(settings, args.month, args.site, args.json))
+    return SlaReport(month, sites, loss, windows)

@@ -17,13 +17,10 @@ The CLI runs one audit catch-up first (the tables the /status page reads are kep
 
 from __future__ import annotations
 
-import argparse
-import asyncio
 from datetime import date
 from typing import Any
 
 import asyncpg
-import orjson
 
 from opsmantik import months
 from opsmantik.billing.backlog import read_backlog
@@ -109,7 +106,8 @@ async def slo_snapshot(pool: asyncpg.Pool, month: date) -> dict[str, Any]:
     }
 
 
-async def _report(settings: Settings, month: date) -> dict[str, Any]:
+async def slo_report(settings: Settings, month: date) -> dict[str, Any]:
+    """The month's SLO snapshot, after one audit catch-up (its problem noted when Kafka is away)."""
     from opsmantik.audit.main import refresh
 
     pool = await asyncpg.create_pool(settings.database_url, min_size=1, max_size=2)
@@ -123,26 +121,26 @@ async def _report(settings: Settings, month: date) -> dict[str, Any]:
         await pool.close()
 
 
-def main(settings: Settings, args: argparse.Namespace) -> int:
-    snap = asyncio.run(_report(settings, args.month))
-    if args.json:
-        print(orjson.dumps(snap, default=str).decode())
-    else:
-        print(f"SLO report {months.label(args.month)}")
-        for name, o in snap["objectives"].items():
-            print(
-                f"  {name:26} {str(o['value']):>12}  target {o['target']!s:>8}  "
-                f"{'met' if o['met'] else 'BREACHED'}"
-            )
-        i, b = snap["objectives"]["integrity"], snap["backlog"]
-        print(
-            f"  integrity: {i['audited']} topic messages audited, {i['unaccounted']} unaccounted, "
-            f"{i['breach_dead_letters']} breach dead letters"
-            + (f" (audit not refreshed: {i['audit_refresh_error']})" if "audit_refresh_error" in i else "")
+def render(month: date, snap: dict[str, Any]) -> str:
+    lines = [f"SLO report {months.label(month)}"]
+    for name, o in snap["objectives"].items():
+        lines.append(
+            f"  {name:26} {str(o['value']):>12}  target {o['target']!s:>8}  "
+            f"{'met' if o['met'] else 'BREACHED'}"
         )
-        print(
-            f"  outbox: {b['outbox_pending']} pending, {b['outbox_parked']} parked, "
-            f"{b['outbox_older_than_24h']} older than 24 h; dead letters: {b['dead_letters_month']} "
-            f"this month ({b['dead_letters_total']} in all)"
-        )
-    return 0 if all(o["met"] for o in snap["objectives"].values()) else 1
+    i, b = snap["objectives"]["integrity"], snap["backlog"]
+    lines.append(
+        f"  integrity: {i['audited']} topic messages audited, {i['unaccounted']} unaccounted, "
+        f"{i['breach_dead_letters']} breach dead letters"
+        + (f" (audit not refreshed: {i['audit_refresh_error']})" if "audit_refresh_error" in i else "")
+    )
+    lines.append(
+        f"  outbox: {b['outbox_pending']} pending, {b['outbox_parked']} parked, "
+        f"{b['outbox_older_than_24h']} older than 24 h; dead letters: {b['dead_letters_month']} "
+        f"this month ({b['dead_letters_total']} in all)"
+    )
+    return "\n".join(lines)
+
+
+def all_met(snap: dict[str, Any]) -> bool:
+    return all(o["met"] for o in snap["objectives"].values())
