@@ -26,19 +26,18 @@ from tests.support.billing import (
     cli,
     current_month,
     event,
-    gateway_proc,
     late_instant,
+    pipeline,
     prev,
     send,
     usage,
-    worker,
 )
 from tests.support.environment import module_environment
-from tests.support.pipeline import OPSMANTIK, env_for, ledgered, message, wait_for
+from tests.support.pipeline import OPSMANTIK, Pipeline, env_for, ledgered, message, wait_for
 
 pytestmark = pytest.mark.integration
 settings, pool = module_environment()
-__all__ = ["gateway_proc", "worker"]  # module fixtures
+__all__ = ["pipeline"]  # the module fixture
 
 
 async def new_site(pool: asyncpg.Pool, **limits: object) -> sites.NewKey:
@@ -59,18 +58,20 @@ def close_p(settings: Settings) -> dict[str, object]:
 
 
 async def test_void_in_an_open_month(
-    settings: Settings, pool: asyncpg.Pool, gateway_proc: object, worker: object, tmp_path: Path
+    settings: Settings, pool: asyncpg.Pool, pipeline: Pipeline, tmp_path: Path
 ) -> None:
     p = prev()
     k = await new_site(pool)
-    status, _ = await send(k.api_key, [event(f"o{i}", late_instant(), quantity=i + 1) for i in range(3)])
+    status, _ = await send(
+        pipeline.url, k.api_key, [event(f"o{i}", late_instant(), quantity=i + 1) for i in range(3)]
+    )
     assert status == 200
     await wait_for(ledgered(pool, k.site_id, 3), 30, what="3 ledger rows")
-    assert (await usage(k.api_key, p))["quantity"] == 6
+    assert (await usage(pipeline.url, k.api_key, p))["quantity"] == 6
 
     done = cli(settings, "events", "void", str(k.site_id), "o1", "--reason", "sent twice by mistake")
     assert done.returncode == 0 and "off the " + label(p) in done.stdout, done.stderr
-    s = await agree(settings, pool, k.site_id, k.api_key, p, tmp_path)
+    s = await agree(settings, pool, pipeline.url, k.site_id, k.api_key, p, tmp_path)
     t = s["totals"]
     assert (t["rows"], t["voids"], t["events"], t["quantity"]) == (3, 1, 2, 4)
     void = await pool.fetchrow("SELECT * FROM billing_voids WHERE site_id = $1", k.site_id)
@@ -83,51 +84,57 @@ async def test_void_in_an_open_month(
     # Voided, then re-sent with the same event_id: a duplicate, not billed again.
     # A fresh event in the same request (same site → same partition, after it) tells when the
     # worker has passed the re-sent one.
-    status, body = await send(k.api_key, [event("o1", late_instant(), quantity=2), event("o-marker")])
+    status, body = await send(
+        pipeline.url, k.api_key, [event("o1", late_instant(), quantity=2), event("o-marker")]
+    )
     assert status == 200
     await wait_for(ledgered(pool, k.site_id, 4), 30, what="the marker event")
-    assert (await usage(k.api_key, p))["quantity"] == 4
+    assert (await usage(pipeline.url, k.api_key, p))["quantity"] == 4
 
     result = close_p(settings)
     stmt = next(x for x in result["statements"] if x["site_id"] == str(k.site_id))
     assert (stmt["ledger_rows"], stmt["voids"], stmt["events"], stmt["quantity"]) == (3, 1, 2, 4)
-    await agree(settings, pool, k.site_id, k.api_key, p, tmp_path)
+    await agree(settings, pool, pipeline.url, k.site_id, k.api_key, p, tmp_path)
     assert close_p(settings)["statements"] == result["statements"]  # idempotent
 
 
 async def test_late_event_for_a_closed_month(
-    settings: Settings, pool: asyncpg.Pool, gateway_proc: object, worker: object, tmp_path: Path
+    settings: Settings, pool: asyncpg.Pool, pipeline: Pipeline, tmp_path: Path
 ) -> None:
     p, c = prev(), current_month()
     close_p(settings)
     k = await new_site(pool)
-    status, body = await send(k.api_key, [event("late-1", late_instant(), quantity=7), event("now-1")])
+    status, body = await send(
+        pipeline.url, k.api_key, [event("late-1", late_instant(), quantity=7), event("now-1")]
+    )
     assert status == 200, body
     await wait_for(ledgered(pool, k.site_id, 2), 30, what="2 ledger rows")
     row = await ledger_row(pool, k.site_id, "late-1")
     assert (row["usage_month"], row["billing_month"]) == (p, c)  # captured, booked in the open month
-    s = await agree(settings, pool, k.site_id, k.api_key, c, tmp_path)
+    s = await agree(settings, pool, pipeline.url, k.site_id, k.api_key, c, tmp_path)
     assert (s["totals"]["rows"], s["totals"]["late_rows"], s["totals"]["quantity"]) == (2, 1, 8)
     lines = [orjson.loads(x) for x in (tmp_path / f"{k.site_id}-{label(c)}.ndjson").read_bytes().splitlines()]
     late = next(x for x in lines if x.get("event_id") == "late-1")
     assert late["late"] is True and late["usage_month"] == label(p) and late["billing_month"] == label(c)
-    assert (await usage(k.api_key, p))["events"] == 0  # the closed month's invoice did not move
-    await agree(settings, pool, k.site_id, k.api_key, p, tmp_path)
+    assert (await usage(pipeline.url, k.api_key, p))["events"] == 0  # the closed month's invoice did not move
+    await agree(settings, pool, pipeline.url, k.site_id, k.api_key, p, tmp_path)
 
     # The hard cap counts the late event in the month it is booked into (the open one).
     capped = await new_site(pool, hard_cap=1)
-    assert (await send(capped.api_key, [event("c-1")]))[0] == 200
+    assert (await send(pipeline.url, capped.api_key, [event("c-1")]))[0] == 200
     await wait_for(ledgered(pool, capped.site_id, 1), 30, what="capped site's row")
 
     async def refused() -> bool:
-        status, body = await send(capped.api_key, [event(f"c-late-{uuid.uuid4().hex[:6]}", late_instant())])
+        status, body = await send(
+            pipeline.url, capped.api_key, [event(f"c-late-{uuid.uuid4().hex[:6]}", late_instant())]
+        )
         return status == 429 and body["error"] == "quota_exceeded" and label(c) in body["message"]
 
     await wait_for(refused, 10, 0.3, "429 quota_exceeded for a late event")
 
 
 async def test_void_in_a_closed_month(
-    settings: Settings, pool: asyncpg.Pool, gateway_proc: object, worker: object, tmp_path: Path
+    settings: Settings, pool: asyncpg.Pool, pipeline: Pipeline, tmp_path: Path
 ) -> None:
     p, c = prev(), current_month()
     k = await new_site(pool)
@@ -151,14 +158,18 @@ async def test_void_in_a_closed_month(
     assert done.returncode == 0, done.stderr
     v = orjson.loads(done.stdout)["voided"][0]
     assert (v["billed_month"], v["booked_month"], v["adjustment"]) == (label(p), label(c), True)
-    sc = await agree(settings, pool, k.site_id, k.api_key, c, tmp_path)  # the negative adjustment
+    sc = await agree(
+        settings, pool, pipeline.url, k.site_id, k.api_key, c, tmp_path
+    )  # the negative adjustment
     assert (
         sc["totals"]["voids"],
         sc["totals"]["adjustments"],
         sc["totals"]["events"],
         sc["totals"]["quantity"],
     ) == (1, 1, -1, -10)
-    sp = await agree(settings, pool, k.site_id, k.api_key, p, tmp_path)  # P and its statement unchanged
+    sp = await agree(
+        settings, pool, pipeline.url, k.site_id, k.api_key, p, tmp_path
+    )  # P and its statement unchanged
     assert sp["sha256"] == before["sha256"] and sp["totals"]["events"] == 2
     # A list from a file: all or nothing.
     ids = tmp_path / "ids.txt"
@@ -169,7 +180,7 @@ async def test_void_in_a_closed_month(
     ids.write_text("v1\n")
     done = cli(settings, "events", "void", str(k.site_id), "--file", str(ids), "--reason", "bulk")
     assert done.returncode == 0, done.stderr
-    sc = await agree(settings, pool, k.site_id, k.api_key, c, tmp_path)
+    sc = await agree(settings, pool, pipeline.url, k.site_id, k.api_key, c, tmp_path)
     assert (sc["totals"]["events"], sc["totals"]["quantity"]) == (-2, -20)
 
 
@@ -238,17 +249,19 @@ def _in(month: object) -> object:
 
 
 async def test_month_values_are_400_and_exit_2_everywhere(
-    settings: Settings, pool: asyncpg.Pool, gateway_proc: object
+    settings: Settings, pool: asyncpg.Pool, pipeline: Pipeline
 ) -> None:
     import aiohttp
 
-    from tests.support.billing import auth, base
+    from tests.support.billing import auth
 
     k = await new_site(pool)
     async with aiohttp.ClientSession() as s:
         for bad in ("0000-01", "2026-13", "2026-1", "", "2026-01-01"):
             for route in ("/api/usage", "/api/billing/dispute-export"):
-                async with s.get(f"{base()}{route}", params={"month": bad}, headers=auth(k.api_key)) as r:
+                async with s.get(
+                    f"{pipeline.url}{route}", params={"month": bad}, headers=auth(k.api_key)
+                ) as r:
                     assert r.status == 400, (route, bad, r.status)
     for args in (("billing", "close"), ("sla-report",), ("reconcile",), ("slo-report",)):
         done = cli(settings, *args, "--month", "0000-01")

@@ -4,7 +4,6 @@ naming the row; the gateway's peak RSS growth while streaming it; the export lim
 
 from __future__ import annotations
 
-import asyncio
 import threading
 import time
 import uuid
@@ -20,13 +19,14 @@ from opsmantik.config import Settings
 from opsmantik.db.queries import load_queries
 from opsmantik.months import label, month_start
 
-from tests.support.billing import auth, base, cli, fetch_export, gateway_proc, prev
+from tests.support.billing import GATEWAY_ENV, auth, cli, fetch_export, prev
 from tests.support.environment import module_environment
-from tests.support.pipeline import Proc
+from tests.support.pipeline import Pipeline, pipeline_fixture, wait_for
 
 pytestmark = pytest.mark.integration
 settings, pool = module_environment()
-__all__ = ["gateway_proc"]
+# The gateway alone: the months are seeded with SQL, and its RSS is measured while it streams.
+pipeline = pipeline_fixture("gateway", **GATEWAY_ENV)
 ROWS = 100_000
 Q = load_queries(Path(__file__).with_name("billing_seed.sql"))
 
@@ -55,7 +55,7 @@ class RssSampler(threading.Thread):
     def run(self) -> None:
         while not self.done.is_set():
             self.peak = max(self.peak, rss_kib(self.pid))
-            time.sleep(0.01)
+            time.sleep(0.01)  # the sampling period (a measurement, not a wait)
 
 
 @pytest.fixture(scope="module")
@@ -74,7 +74,7 @@ async def test_100k_rows_close_export_verify_and_one_changed_byte(
     settings: Settings,
     big: tuple[sites.NewKey, date],
     small: sites.NewKey,
-    gateway_proc: Proc,
+    pipeline: Pipeline,
     tmp_path: Path,
 ) -> None:
     key, month = big
@@ -90,17 +90,17 @@ async def test_100k_rows_close_export_verify_and_one_changed_byte(
     # the export path (pool, code): a big warm-up would leave its peak in the allocator's retained
     # memory and hide a buffered export from the measurement below.
     csv_path = tmp_path / "small.csv"
-    await fetch_export(small.api_key, month, csv_path, fmt="csv")
+    await fetch_export(pipeline.url, small.api_key, month, csv_path, fmt="csv")
     done = cli(settings, "billing", "verify", str(csv_path), "--json")
     assert done.returncode == 0, done.stdout
     assert orjson.loads(done.stdout)["sha256"] == statements[str(small.site_id)]["sha256"]
-    pid = gateway_proc.popen.pid
+    pid = pipeline.gateway.pid
     before = rss_kib(pid)
     sampler = RssSampler(pid)
     sampler.start()
     path = tmp_path / "export.ndjson"
     t0 = time.monotonic()
-    size = await fetch_export(key.api_key, month, path)
+    size = await fetch_export(pipeline.url, key.api_key, month, path)
     export_s = time.monotonic() - t0
     sampler.done.set()
     sampler.join()
@@ -128,13 +128,13 @@ async def test_100k_rows_close_export_verify_and_one_changed_byte(
 
 
 async def test_exports_beyond_the_limits_are_429_with_retry_after(
-    pool: asyncpg.Pool, big: tuple[sites.NewKey, date], gateway_proc: Proc
+    pool: asyncpg.Pool, big: tuple[sites.NewKey, date], pipeline: Pipeline
 ) -> None:
-    """The gateway runs with 1 export per site and 2 in total (billing_support.gateway_proc)."""
+    """The gateway runs with 1 export per site and 2 in total (billing.GATEWAY_ENV)."""
     key, month = big
     other = await seeded_site(pool, month, 30_000)
     tiny = await seeded_site(pool, month, 3)
-    url = f"{base()}/api/billing/dispute-export?month={label(month)}&format=ndjson"
+    url = f"{pipeline.url}/api/billing/dispute-export?month={label(month)}&format=ndjson"
     async with aiohttp.ClientSession() as s:
         held = await s.get(url, headers=auth(key.api_key))  # read slowly: holds its slot
         assert held.status == 200
@@ -147,11 +147,17 @@ async def test_exports_beyond_the_limits_are_429_with_retry_after(
         await held2.content.readexactly(1 << 16)
         async with s.get(url, headers=auth(tiny.api_key)) as r:  # third in total
             assert r.status == 429 and "Retry-After" in r.headers
-        async with s.get(f"{base()}/api/usage?month={label(month)}", headers=auth(tiny.api_key)) as r:
+        async with s.get(f"{pipeline.url}/api/usage?month={label(month)}", headers=auth(tiny.api_key)) as r:
             assert r.status == 200  # the rest of the gateway still answers
         held.close()
         held2.close()
-        await asyncio.sleep(0.5)  # the gateway notices the closed downloads
-        async with s.get(url, headers=auth(tiny.api_key)) as r:
-            assert r.status == 200
-            assert orjson.loads((await r.read()).splitlines()[-1])["totals"]["rows"] == 3
+
+        async def slot_free() -> bool:  # once the gateway notices the closed downloads
+            async with s.get(url, headers=auth(tiny.api_key)) as r:
+                if r.status == 429:
+                    return False
+                assert r.status == 200
+                assert orjson.loads((await r.read()).splitlines()[-1])["totals"]["rows"] == 3
+                return True
+
+        await wait_for(slot_free, 10, 0.05, "an export slot freed by the closed downloads")

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta, timezone
 
 import asyncpg
@@ -21,18 +20,12 @@ from opsmantik.events import MAX_PROPERTIES_BYTES, MAX_QUANTITY
 
 from tests.support import gateway as gateway_support
 from tests.support.gateway import Gateway, auth, new_site
-from tests.support.pipeline import Proc, wait_for
+from tests.support.pipeline import Pipeline, pipeline_fixture, wait_for
 
 pytestmark = pytest.mark.integration
 gateway = gateway_support.gateway
+pipeline = pipeline_fixture("worker", "relay", "audit")  # the gateway is the in-process one above
 EXAMPLES = 150
-
-
-@pytest.fixture(scope="module")
-def worker(settings: Settings, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Proc]:
-    proc = Proc.start(settings, tmp_path_factory.mktemp("worker"), "worker")
-    yield proc
-    assert proc.stop() == 0, proc.tail()
 
 
 # Any character Postgres text can hold: every plane, controls, U+2028/2029; not NUL, not a
@@ -121,7 +114,7 @@ def same_json(a: object, b: object) -> bool:
 
 
 async def test_every_valid_event_is_ledgered_with_the_same_fields(
-    gateway: Gateway, worker: Proc, pool: asyncpg.Pool, settings: Settings
+    gateway: Gateway, pipeline: Pipeline, pool: asyncpg.Pool, settings: Settings
 ) -> None:
     site, key = await new_site(pool, rate=1e6, burst=1_000_000)
     loop = asyncio.get_running_loop()

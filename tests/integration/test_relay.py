@@ -7,7 +7,6 @@ import asyncio
 import dataclasses
 import subprocess
 import uuid
-from collections.abc import Iterator
 from datetime import UTC, datetime
 
 import aiohttp
@@ -21,31 +20,28 @@ from opsmantik.relay.relay import Relay
 from tests.support.environment import module_environment
 from tests.support.pipeline import (
     OPSMANTIK,
-    Proc,
+    Pipeline,
+    Process,
     count_messages,
     env_for,
+    free_port,
     insert_outbox,
     ledger_count,
     ledgered,
     message,
     new_site_id,
+    opsmantik_process,
+    pipeline_fixture,
     produce,
     wait_for,
 )
 
 pytestmark = pytest.mark.integration
-RELAY_METRICS_PORT = 23192
-RELAY_PAIR_METRICS_PORTS = (23293, 23294)
 
 
 settings, pool = module_environment()
-
-
-@pytest.fixture(scope="module")
-def worker(settings: Settings, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Proc]:
-    proc = Proc.start(settings, tmp_path_factory.mktemp("worker"), "worker")
-    yield proc
-    assert proc.stop() == 0, proc.tail()
+# The relays are what these tests start, stop and kill: the pipeline runs without its own.
+pipeline = pipeline_fixture("worker", "audit", relay_in_tests=True)
 
 
 @pytest.fixture
@@ -75,12 +71,13 @@ async def assert_once_each(pool: asyncpg.Pool, site: uuid.UUID, n: int) -> None:
 
 
 async def test_one_event_via_kafka_and_via_outbox_is_ledgered_once(
-    worker: Proc, settings: Settings, pool: asyncpg.Pool, logs
+    pipeline: Pipeline, settings: Settings, pool: asyncpg.Pool, logs
 ) -> None:  # noqa: ANN001
     site = await new_site_id(pool)
     produce(settings, [(str(site).encode(), message(site, "both-1"))])
     await insert_outbox(pool, site, ["both-1", "only-outbox"])
-    relay = Proc.start(settings, logs, "relay", relay_metrics_port=RELAY_METRICS_PORT)
+    metrics_port = free_port()
+    relay = opsmantik_process(settings, logs, "relay", "relay", relay_metrics_port=metrics_port).start()
     try:
         await wait_for(drained_and_ledgered(pool, site, 2), what="outbox drained, 2 ledger rows")
 
@@ -88,7 +85,7 @@ async def test_one_event_via_kafka_and_via_outbox_is_ledgered_once(
             try:
                 async with (
                     aiohttp.ClientSession() as s,
-                    s.get(f"http://127.0.0.1:{RELAY_METRICS_PORT}/metrics") as r,
+                    s.get(f"http://127.0.0.1:{metrics_port}/metrics") as r,
                 ):
                     text = await r.text()
             except aiohttp.ClientError:
@@ -109,7 +106,7 @@ async def test_one_event_via_kafka_and_via_outbox_is_ledgered_once(
 
 
 async def test_relay_killed_between_produce_and_delete(
-    worker: Proc, settings: Settings, pool: asyncpg.Pool, logs
+    pipeline: Pipeline, settings: Settings, pool: asyncpg.Pool, logs
 ) -> None:  # noqa: ANN001
     site = await new_site_id(pool)
     ids = [f"k-{i}" for i in range(200)]
@@ -121,7 +118,7 @@ async def test_relay_killed_between_produce_and_delete(
         await tx.start()
         # SHARE mode lets the relay claim (FOR UPDATE) and produce, but blocks its DELETE.
         await blocker.execute("LOCK TABLE ingest_fallback_buffer IN SHARE MODE")
-        relay = Proc.start(settings, logs, "relay")
+        relay = opsmantik_process(settings, logs, "relay", "relay").start()
 
         async def produced_not_deleted() -> bool:
             n = await pool.fetchval("SELECT count(*) FROM ingest_idempotency WHERE site_id = $1", site)
@@ -135,7 +132,7 @@ async def test_relay_killed_between_produce_and_delete(
         await blocker.close()
         if relay:
             relay.kill()
-    relay = Proc.start(settings, logs, "relay")
+    relay = opsmantik_process(settings, logs, "relay", "relay").start()
     try:
         await wait_for(drained_and_ledgered(pool, site, 200), what="restarted relay drained the outbox")
     finally:
@@ -165,12 +162,13 @@ async def drained_by(port: int) -> float:
 
 
 async def test_two_relays_drain_together_without_producing_a_row_twice(
-    worker: Proc, settings: Settings, pool: asyncpg.Pool, logs
+    pipeline: Pipeline, settings: Settings, pool: asyncpg.Pool, logs
 ) -> None:  # noqa: ANN001
     site = await new_site_id(pool)
     await insert_outbox(pool, site, [f"p-{i}" for i in range(600)])
     blocker = await asyncpg.connect(settings.database_url)
-    relays: list[Proc] = []
+    relays: list[Process] = []
+    ports = [free_port(), free_port()]
     try:
         tx = blocker.transaction()
         await tx.start()
@@ -180,15 +178,17 @@ async def test_two_relays_drain_together_without_producing_a_row_twice(
         # (Without SKIP LOCKED the second would queue behind the first's row locks: 25.)
         await blocker.execute("LOCK TABLE ingest_fallback_buffer IN SHARE MODE")
         relays = [
-            Proc.start(settings, logs, "relay", relay_batch=25, relay_metrics_port=port)
-            for port in RELAY_PAIR_METRICS_PORTS
+            opsmantik_process(
+                settings, logs, f"relay-{port}", "relay", relay_batch=25, relay_metrics_port=port
+            ).start()
+            for port in ports
         ]
         await wait_for(ledgered(pool, site, 50), what="both relays holding a produced batch at once")
-        await asyncio.sleep(1.0)
+        await asyncio.sleep(1.0)  # the test: a window in which no third batch may appear
         assert await ledger_count(pool, site) == 50  # each is blocked on its delete: no third batch
         await tx.rollback()
         await wait_for(drained_and_ledgered(pool, site, 600), what="two relays drained 600 rows")
-        for port in RELAY_PAIR_METRICS_PORTS:  # both kept draining once released
+        for port in ports:  # both kept draining once released
             assert await drained_by(port) >= 25
     finally:
         await blocker.close()

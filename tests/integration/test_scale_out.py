@@ -21,7 +21,7 @@ from opsmantik.sites import create_site_with_key
 
 from tests.support.environment import module_environment
 from tests.support.gateway import auth, event, gateway  # noqa: F401 - fixture
-from tests.support.pipeline import OPSMANTIK, Proc, env_for, wait_for
+from tests.support.pipeline import OPSMANTIK, env_for, opsmantik_process, wait_for
 from tests.support.scale import (
     produce_on,
     reconcile_drift,
@@ -61,10 +61,19 @@ async def test_hot_tenant_over_all_partitions_two_workers_exact_split(
     async with pool.acquire() as conn:
         site = (await create_site_with_key(conn, "hot", monthly_quota=1000)).site_id
     # metrics port 0: two workers on one host, each on an ephemeral port it reports.
+    # Each in a log directory of its own: its log names its own port.
     workers = [
-        Proc.start(settings, tmp_path, "worker", worker_metrics_port=0, worker_batch=200) for _ in range(2)
+        opsmantik_process(
+            settings, tmp_path / f"w{i}", "worker", "worker", worker_metrics_port=0, worker_batch=200
+        )
+        for i in range(2)
     ]
-    relays = [Proc.start(settings, tmp_path, "relay", relay_metrics_port=0) for _ in range(2)]
+    relays = [
+        opsmantik_process(settings, tmp_path / f"r{i}", "relay", "relay", relay_metrics_port=0)
+        for i in range(2)
+    ]
+    for proc in workers + relays:
+        proc.start()
     try:
         members = await wait_members(settings, 2)
         assert all(members), members

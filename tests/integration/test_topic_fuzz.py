@@ -11,7 +11,7 @@ import json
 import os
 import random
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 import asyncpg
 import orjson
@@ -22,7 +22,7 @@ from opsmantik.config import Settings
 from opsmantik.kafka.settings import producer_config
 from opsmantik.kafka.topics import ensure_topics
 
-from tests.support.pipeline import Proc, message, wait_for
+from tests.support.pipeline import Pipeline, message, pipeline_fixture, wait_for
 
 pytestmark = pytest.mark.integration
 VALID, HOSTILE = 1500, 1500
@@ -38,11 +38,9 @@ def fuzz_settings(settings: Settings) -> Settings:
     return s
 
 
-@pytest.fixture(scope="module")
-def worker(fuzz_settings: Settings, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Proc]:
-    proc = Proc.start(fuzz_settings, tmp_path_factory.mktemp("worker"), "worker")
-    yield proc
-    assert proc.stop() == 0, proc.tail()
+pipeline = pipeline_fixture(
+    "worker", "relay", "audit", settings="fuzz_settings"
+)  # messages go straight to the topic
 
 
 def junk(rng: random.Random) -> object:
@@ -156,7 +154,7 @@ def _dumps(doc: dict[str, object]) -> bytes:
 
 
 async def test_hostile_messages_are_dead_lettered_and_valid_ones_ledgered(
-    fuzz_settings: Settings, worker: Proc, pool: asyncpg.Pool
+    fuzz_settings: Settings, pipeline: Pipeline, pool: asyncpg.Pool
 ) -> None:
     s = fuzz_settings
     rng = random.Random(SEED)
@@ -217,7 +215,8 @@ async def test_hostile_messages_are_dead_lettered_and_valid_ones_ledgered(
         )
     ]
     assert sorted(dead) == sorted(hostile)  # each hostile message once, no valid one among them
-    assert worker.popen.poll() is None, worker.tail()
+    worker = pipeline.worker
+    assert worker.alive(), worker.tail()
     log = worker.log.read_text(errors="replace")
     for sign in ("crashed", "WATCHDOG", "giving up", "decoder error"):
         assert sign not in log, worker.tail(60)

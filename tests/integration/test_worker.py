@@ -8,7 +8,6 @@ import statistics
 import subprocess
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime, timedelta
 
 import aiohttp
@@ -22,41 +21,17 @@ from opsmantik.config import Settings
 from tests.support.pipeline import (
     OPSMANTIK,
     ROOT,
-    Proc,
+    Pipeline,
     env_for,
     ledgered,
     message,
+    pipeline_fixture,
     produce,
-    start_gateway,
     wait_for,
 )
 
 pytestmark = pytest.mark.integration
-GATEWAY_PORT = 23180
-WORKER_METRICS_PORT = 23191
-
-
-@pytest.fixture(scope="module")
-def worker(settings: Settings, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Proc]:
-    proc = Proc.start(
-        settings,
-        tmp_path_factory.mktemp("worker"),
-        "worker",
-        worker_metrics_port=WORKER_METRICS_PORT,
-        reconcile_interval_s=1,
-    )
-    yield proc
-    assert proc.stop() == 0, proc.tail()
-
-
-@pytest.fixture(scope="module")
-async def gateway(settings: Settings, tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[str]:
-    proc = await start_gateway(
-        settings, tmp_path_factory.mktemp("gateway"), GATEWAY_PORT, usage_refresh_s=0.2
-    )
-    base = f"http://127.0.0.1:{GATEWAY_PORT}"
-    yield base
-    proc.stop()
+pipeline = pipeline_fixture(reconcile_interval_s=1, usage_refresh_s=0.2)
 
 
 async def new_site(pool: asyncpg.Pool, quota: int | None = None) -> sites.NewKey:
@@ -95,7 +70,7 @@ def event(event_id: str, quantity: int = 1) -> dict[str, object]:
 
 
 async def test_same_event_in_one_batch_in_two_messages(
-    worker: Proc, settings: Settings, pool: asyncpg.Pool
+    pipeline: Pipeline, settings: Settings, pool: asyncpg.Pool
 ) -> None:
     site = (await new_site(pool)).site_id
     key = str(site).encode()
@@ -118,14 +93,14 @@ async def test_same_event_in_one_batch_in_two_messages(
 
 
 async def test_same_event_twice_in_a_request_and_in_two_requests(
-    worker: Proc, gateway: str, pool: asyncpg.Pool
+    pipeline: Pipeline, pool: asyncpg.Pool
 ) -> None:
     key = await new_site(pool)
     async with aiohttp.ClientSession() as s:
-        first = await post(s, gateway, key.api_key, {"events": [event("req-1"), event("req-1")]})
+        first = await post(s, pipeline.url, key.api_key, {"events": [event("req-1"), event("req-1")]})
         assert [r["event_id"] for r in first["results"]] == ["req-1", "req-1"]
-        await post(s, gateway, key.api_key, event("req-1"))
-        await post(s, gateway, key.api_key, event("req-marker"))
+        await post(s, pipeline.url, key.api_key, event("req-1"))
+        await post(s, pipeline.url, key.api_key, event("req-marker"))
     await wait_for(ledgered(pool, key.site_id, 2), what="2 ledger rows")
     assert (
         await pool.fetchval(
@@ -137,14 +112,12 @@ async def test_same_event_twice_in_a_request_and_in_two_requests(
     assert inv is not None and inv["events"] == 2
 
 
-async def test_overlimit_exact_under_concurrent_requests(
-    worker: Proc, gateway: str, pool: asyncpg.Pool
-) -> None:
+async def test_overlimit_exact_under_concurrent_requests(pipeline: Pipeline, pool: asyncpg.Pool) -> None:
     key = await new_site(pool, quota=100)
     async with aiohttp.ClientSession() as s:
         await asyncio.gather(
             *(
-                post(s, gateway, key.api_key, {"events": [event(f"q-{r}-{i}") for i in range(10)]})
+                post(s, pipeline.url, key.api_key, {"events": [event(f"q-{r}-{i}") for i in range(10)]})
                 for r in range(15)
             )
         )
@@ -166,14 +139,14 @@ async def test_overlimit_exact_under_concurrent_requests(
 
 
 async def test_accepted_to_visible_latency(
-    worker: Proc, gateway: str, pool: asyncpg.Pool, record_property: pytest.RecordProperty
+    pipeline: Pipeline, pool: asyncpg.Pool, record_property: pytest.RecordProperty
 ) -> None:
     """The figure is recorded, not asserted (speed belongs to benchmarks); the bound is liveness."""
     key = await new_site(pool)
     samples: list[float] = []
     async with aiohttp.ClientSession() as s:
         for i in range(10):
-            await post(s, gateway, key.api_key, event(f"fresh-{i}"))
+            await post(s, pipeline.url, key.api_key, event(f"fresh-{i}"))
             accepted = time.perf_counter()
 
             async def visible(n: int = i + 1) -> bool:
@@ -191,7 +164,7 @@ async def test_accepted_to_visible_latency(
 
 
 async def test_bad_message_is_dead_lettered_not_blocking(
-    worker: Proc, settings: Settings, pool: asyncpg.Pool
+    pipeline: Pipeline, settings: Settings, pool: asyncpg.Pool
 ) -> None:
     site = (await new_site(pool)).site_id
     key = str(site).encode()
@@ -214,7 +187,7 @@ async def test_bad_message_is_dead_lettered_not_blocking(
 
 
 async def test_late_event_of_a_closed_month_is_billed_in_the_next_open_month(
-    worker: Proc, settings: Settings, pool: asyncpg.Pool
+    pipeline: Pipeline, settings: Settings, pool: asyncpg.Pool
 ) -> None:
     site = (await new_site(pool)).site_id
     first = datetime.now(UTC).replace(day=1, hour=0, minute=0, second=0, microsecond=0)
@@ -233,7 +206,7 @@ async def test_late_event_of_a_closed_month_is_billed_in_the_next_open_month(
 
 
 async def test_ledgered_events_are_published_to_billable(
-    worker: Proc, settings: Settings, pool: asyncpg.Pool
+    pipeline: Pipeline, settings: Settings, pool: asyncpg.Pool
 ) -> None:
     site = (await new_site(pool, quota=1)).site_id
     key = str(site).encode()
@@ -265,30 +238,32 @@ async def test_ledgered_events_are_published_to_billable(
     assert seen["b-2"]["quantity"] == 3 and seen["b-2"]["billing_month"] == this_month().strftime("%Y-%m-01")
 
 
-async def scrape(port: int) -> str:
-    async with aiohttp.ClientSession() as s, s.get(f"http://127.0.0.1:{port}/metrics") as r:
+async def scrape(url: str) -> str:
+    async with aiohttp.ClientSession() as s, s.get(url) as r:
         return await r.text()
 
 
-async def test_worker_metrics_are_served(worker: Proc, settings: Settings, pool: asyncpg.Pool) -> None:
+async def test_worker_metrics_are_served(pipeline: Pipeline, settings: Settings, pool: asyncpg.Pool) -> None:
     site = (await new_site(pool)).site_id
     produce(settings, [(str(site).encode(), message(site, "metric-1"))])
     await wait_for(ledgered(pool, site, 1), what="event ledgered")
 
     async def scraped() -> bool:
-        text = await scrape(WORKER_METRICS_PORT)
+        text = await scrape(pipeline.metrics_url("worker"))
         return "opsmantik_billing_drifting_sites{" in text and "opsmantik_worker_consumer_lag " in text
 
     await wait_for(scraped, 20, 0.5, "drift and lag metrics")
     lines = dict(
         line.rsplit(" ", 1)
-        for line in (await scrape(WORKER_METRICS_PORT)).splitlines()
+        for line in (await scrape(pipeline.metrics_url("worker"))).splitlines()
         if line.startswith("opsmantik_")
     )
     assert float(lines["opsmantik_worker_freshness_seconds_count"]) >= 1
 
 
-async def test_worker_exports_a_planted_drift(worker: Proc, settings: Settings, pool: asyncpg.Pool) -> None:
+async def test_worker_exports_a_planted_drift(
+    pipeline: Pipeline, settings: Settings, pool: asyncpg.Pool
+) -> None:
     """The worker's periodic reconcile (every 1 s here) exports the drift it finds: plant an invoice
     row no ledger row backs and the site's gauge shows it; the drifting-sites gauge then equals the
     count `opsmantik reconcile` finds in the same database (other modules plant drift too)."""
@@ -304,7 +279,7 @@ async def test_worker_exports_a_planted_drift(worker: Proc, settings: Settings, 
 
         async def exported() -> bool:
             try:
-                return f"{gauge} 7.0" in (await scrape(WORKER_METRICS_PORT)).splitlines()
+                return f"{gauge} 7.0" in (await scrape(pipeline.metrics_url("worker"))).splitlines()
             except aiohttp.ClientError:  # the worker is still starting
                 return False
 
@@ -319,7 +294,7 @@ async def test_worker_exports_a_planted_drift(worker: Proc, settings: Settings, 
         assert done.returncode == 1 and str(site) in drifting
         lines = dict(
             line.rsplit(" ", 1)
-            for line in (await scrape(WORKER_METRICS_PORT)).splitlines()
+            for line in (await scrape(pipeline.metrics_url("worker"))).splitlines()
             if line.startswith("opsmantik_billing_drifting_sites{")
         )
         assert float(lines[f'opsmantik_billing_drifting_sites{{month="{month}"}}']) == len(drifting)

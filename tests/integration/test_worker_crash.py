@@ -16,7 +16,7 @@ from opsmantik.config import Settings
 from tests.support.environment import module_environment
 from tests.support.pipeline import (
     OPSMANTIK,
-    Proc,
+    Pipeline,
     env_for,
     ledger_count,
     ledgered,
@@ -30,6 +30,12 @@ pytestmark = pytest.mark.integration
 
 
 settings, pool = module_environment()
+
+
+def worker_and_relay(settings: Settings, log_dir: Path, **env: object) -> Pipeline:
+    """The pipeline a test crashes and restarts: worker and relay (the events here go straight to
+    the topic, so no gateway), with the test's worker settings."""
+    return Pipeline.start(settings, log_dir, ("worker", "relay"), **env)
 
 
 def reconcile(settings: Settings) -> tuple[int, dict]:
@@ -47,25 +53,25 @@ async def test_failing_db_write_is_never_acked_and_the_worker_exits_nonzero(
     settings: Settings, pool: asyncpg.Pool, tmp_path: Path
 ) -> None:
     site = await new_site_id(pool)
-    # A constraint only this event violates: every attempt to commit its batch fails.
-    await pool.execute(
-        "ALTER TABLE ingest_idempotency ADD CONSTRAINT test_reject_poison "
-        "CHECK (event_id <> 'poison-1') NOT VALID"
-    )
+    pipe = worker_and_relay(settings, tmp_path, worker_retry_max_s=2)  # idle: nothing produced yet
     try:
-        produce(settings, [(str(site).encode(), message(site, "poison-1"))])
-        worker = Proc.start(settings, tmp_path, "worker", worker_retry_max_s=2)
-        rc = await asyncio.to_thread(worker.popen.wait, 60)
-        assert rc == 1, worker.tail()
-        assert "giving up" in worker.log.read_text()
-        assert await ledger_count(pool, site) == 0
-    finally:
-        await pool.execute("ALTER TABLE ingest_idempotency DROP CONSTRAINT IF EXISTS test_reject_poison")
-    worker = Proc.start(settings, tmp_path, "worker")
-    try:
+        # A constraint only this event violates: every attempt to commit its batch fails.
+        await pool.execute(
+            "ALTER TABLE ingest_idempotency ADD CONSTRAINT test_reject_poison "
+            "CHECK (event_id <> 'poison-1') NOT VALID"
+        )
+        try:
+            produce(settings, [(str(site).encode(), message(site, "poison-1"))])
+            rc = await asyncio.to_thread(pipe.worker.popen.wait, 60)  # type: ignore[union-attr]
+            assert rc == 1, pipe.worker.tail()
+            assert "giving up" in pipe.worker.log.read_text()
+            assert await ledger_count(pool, site) == 0
+        finally:
+            await pool.execute("ALTER TABLE ingest_idempotency DROP CONSTRAINT IF EXISTS test_reject_poison")
+        pipe.start_one("worker")  # the next worker, as a supervisor restarts it
         await wait_for(ledgered(pool, site, 1), what="the unacked event replayed to the next worker")
     finally:
-        assert worker.stop() == 0, worker.tail()
+        pipe.stop_cleanly()
 
 
 async def test_worker_sigkilled_mid_batch_then_restarted(
@@ -75,40 +81,40 @@ async def test_worker_sigkilled_mid_batch_then_restarted(
     total, first = 2000, 300
     msgs = [(str(site).encode(), message(site, f"m-{i}", quantity=i % 7 + 1)) for i in range(total)]
     produce(settings, msgs[:first])
-    worker = Proc.start(settings, tmp_path, "worker", worker_batch=100)
-    blocker = await asyncpg.connect(settings.database_url)
+    pipe = worker_and_relay(settings, tmp_path, worker_batch=100)
     try:
-        await wait_for(ledgered(pool, site, first), what="some batches committed")
-        tx = blocker.transaction()
-        await tx.start()
-        # The next batch inserts its ledger rows, then waits on this lock before COMMIT. The rest
-        # is produced only now: a worker fast enough to ledger all 2000 first cannot slip past.
-        await blocker.execute("LOCK TABLE slo_freshness IN SHARE MODE")
-        produce(settings, msgs[first:])
+        blocker = await asyncpg.connect(settings.database_url)
+        try:
+            await wait_for(ledgered(pool, site, first), what="some batches committed")
+            tx = blocker.transaction()
+            await tx.start()
+            # The next batch inserts its ledger rows, then waits on this lock before COMMIT. The rest
+            # is produced only now: a worker fast enough to ledger all 2000 first cannot slip past.
+            await blocker.execute("LOCK TABLE slo_freshness IN SHARE MODE")
+            produce(settings, msgs[first:])
 
-        async def worker_waits_mid_transaction() -> bool:
-            return (
-                await pool.fetchval(
-                    "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
-                    "AND wait_event_type = 'Lock' AND query LIKE '%slo_freshness%'"
+            async def worker_waits_mid_transaction() -> bool:
+                return (
+                    await pool.fetchval(
+                        "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+                        "AND wait_event_type = 'Lock' AND query LIKE '%slo_freshness%'"
+                    )
+                    > 0
                 )
-                > 0
-            )
 
-        await wait_for(worker_waits_mid_transaction, what="worker blocked inside a batch transaction")
-        committed = await ledger_count(pool, site)
-        assert first <= committed < total
-        worker.kill()
-        await tx.rollback()
-    finally:
-        await blocker.close()
-        worker.kill()
-    worker = Proc.start(settings, tmp_path, "worker", worker_batch=100)
-    try:
+            await wait_for(worker_waits_mid_transaction, what="worker blocked inside a batch transaction")
+            committed = await ledger_count(pool, site)
+            assert first <= committed < total
+            pipe.kill("worker")
+            await tx.rollback()
+        finally:
+            await blocker.close()
+            pipe.kill("worker")
+        pipe.start_one("worker")
         # A generous liveness bound: the group first waits out the dead member's session.
         await wait_for(ledgered(pool, site, total), 90, what="restarted worker caught up")
     finally:
-        assert worker.stop() == 0, worker.tail()
+        pipe.stop_cleanly()
     row = await pool.fetchrow(
         "SELECT count(*) AS n, count(DISTINCT event_id) AS d, sum(quantity) AS q "
         "FROM ingest_idempotency WHERE site_id = $1",
@@ -128,7 +134,8 @@ async def test_watchdog_restarts_a_stalled_consumer(
 ) -> None:
     site = await new_site_id(pool)
     key = str(site).encode()
-    worker = Proc.start(settings, tmp_path, "worker", worker_watchdog_s=3)
+    pipe = worker_and_relay(settings, tmp_path, worker_watchdog_s=3)
+    worker = pipe.worker
     blocker = await asyncpg.connect(settings.database_url)
     sent = 0
     try:
@@ -143,12 +150,11 @@ async def test_watchdog_restarts_a_stalled_consumer(
             sent += 1
             if "WATCHDOG" in worker.log.read_text():
                 break
-            await asyncio.sleep(0.5)
+            await asyncio.sleep(0.5)  # the test: one event every 0.5 s, lag growing until the watchdog
         assert "WATCHDOG" in worker.log.read_text(), worker.tail()
         await tx.rollback()
         await wait_for(ledgered(pool, site, sent), 60, what="restarted consumer ledgered the backlog")
     finally:
         await blocker.close()
-        rc = worker.stop()
-    assert rc == 0, worker.tail()
+        pipe.stop_cleanly()
     assert await ledger_count(pool, site) == sent

@@ -3,13 +3,10 @@ and worker processes: no acknowledged event is lost, whatever arrives on the top
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
-import socket
-import subprocess
 import sys
-import time
 import uuid
-from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -23,31 +20,19 @@ from opsmantik.billing import reconcile
 from opsmantik.config import Settings
 from opsmantik.kafka.topics import ensure_topics
 
-from tests.support.pipeline import ROOT, Proc, env_for, message, produce, start_gateway, wait_for
+from tests.support.pipeline import (
+    Pipeline,
+    Process,
+    env_for,
+    message,
+    opsmantik_process,
+    pipeline_fixture,
+    produce,
+    wait_for,
+)
 
 pytestmark = pytest.mark.integration
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@pytest.fixture(scope="module")
-def worker(settings: Settings, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Proc]:
-    proc = Proc.start(settings, tmp_path_factory.mktemp("worker"), "worker")
-    yield proc
-    assert proc.stop() == 0, proc.tail()
-
-
-@pytest.fixture(scope="module")
-async def gateway(settings: Settings, tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[str]:
-    port = free_port()
-    proc = await start_gateway(settings, tmp_path_factory.mktemp("gateway"), port)
-    base = f"http://127.0.0.1:{port}"
-    yield base
-    proc.stop()
+pipeline = pipeline_fixture()
 
 
 async def new_key(pool: asyncpg.Pool) -> sites.NewKey:
@@ -55,16 +40,16 @@ async def new_key(pool: asyncpg.Pool) -> sites.NewKey:
         return await sites.create_site_with_key(conn, f"i-{uuid.uuid4().hex[:8]}")
 
 
-def assert_healthy(proc: Proc) -> None:
+def assert_healthy(proc: Process) -> None:
     """Still the first process, and no agent crash or restart in its log."""
-    assert proc.popen.poll() is None, proc.tail()
+    assert proc.alive(), proc.tail()
     log = proc.log.read_text(errors="replace")
     for sign in ("Traceback", "crashed", "WATCHDOG", "giving up"):
         assert sign not in log, proc.tail(60)
 
 
 async def test_escaped_nul_text_is_ledgered(
-    settings: Settings, pool: asyncpg.Pool, gateway: str, worker: Proc
+    settings: Settings, pool: asyncpg.Pool, pipeline: Pipeline
 ) -> None:
     """Reproduction 1: the characters backslash, u, 0, 0, 0, 0 are text, not a NUL: the gateway
     accepted them, so the worker must ledger them (it dead-lettered them)."""
@@ -78,7 +63,9 @@ async def test_escaped_nul_text_is_ledgered(
     }
     async with (
         aiohttp.ClientSession() as s,
-        s.post(f"{gateway}/api/sync", json=body, headers={"Authorization": f"Bearer {key.api_key}"}) as r,
+        s.post(
+            f"{pipeline.url}/api/sync", json=body, headers={"Authorization": f"Bearer {key.api_key}"}
+        ) as r,
     ):
         assert r.status == 200, await r.text()
         assert (await r.json())["results"][0]["status"] == "accepted"
@@ -98,11 +85,11 @@ async def test_escaped_nul_text_is_ledgered(
         await pool.fetchval("SELECT count(*) FROM ingest_dead_letter WHERE site_id = $1", str(key.site_id))
         == 0
     )
-    assert_healthy(worker)
+    assert_healthy(pipeline.worker)
 
 
 async def test_undecodable_messages_do_not_stop_the_ledger(
-    settings: Settings, pool: asyncpg.Pool, worker: Proc
+    settings: Settings, pool: asyncpg.Pool, pipeline: Pipeline
 ) -> None:
     """Reproduction 2: 3 valid, then messages that made decode or the dead-letter insert raise
     (path a list, a year-1 time with an offset, NUL in an unknown field name), then 3 valid,
@@ -151,7 +138,7 @@ async def test_undecodable_messages_do_not_stop_the_ledger(
     other = await new_key(pool)
     produce(settings, [(str(other.site_id).encode(), message(other.site_id, "after"))])
     await wait_for(lambda: _has(pool, other.site_id, "after"), 20, what="another site's next event")
-    assert_healthy(worker)
+    assert_healthy(pipeline.worker)
 
 
 async def site_partition(pool: asyncpg.Pool, site: uuid.UUID) -> int:
@@ -171,7 +158,9 @@ async def _has(pool: asyncpg.Pool, site: uuid.UUID, event_id: str) -> bool:
     )
 
 
-async def test_invoice_sums_go_past_bigint(settings: Settings, pool: asyncpg.Pool, worker: Proc) -> None:
+async def test_invoice_sums_go_past_bigint(
+    settings: Settings, pool: asyncpg.Pool, pipeline: Pipeline
+) -> None:
     """Reproduction 3: a site whose monthly quantity passes 2**63 - 1 (about 9.3 million events
     at the maximum quantity). Pre-seeded invoice row 1 below the edge, then one event of 10**12."""
     key = await new_key(pool)
@@ -194,7 +183,7 @@ async def test_invoice_sums_go_past_bigint(settings: Settings, pool: asyncpg.Poo
     mine = next(s for s in report.sites if s.site_id == key.site_id)
     # the seeded row has no ledger rows behind it: reconcile shows exactly that, past bigint too
     assert (mine.invoice_quantity, mine.ledger_quantity, mine.drift("quantity")) == (2**63, 10**12, seeded)
-    assert_healthy(worker)
+    assert_healthy(pipeline.worker)
 
 
 def committed_offset(settings: Settings, partition: int) -> int:
@@ -213,7 +202,7 @@ def committed_offset(settings: Settings, partition: int) -> int:
 
 
 async def test_a_raising_batch_handler_stops_the_worker_and_nothing_is_skipped(
-    settings: Settings, pool: asyncpg.Pool, worker: Proc, tmp_path: Path
+    settings: Settings, pool: asyncpg.Pool, pipeline: Pipeline, tmp_path: Path
 ) -> None:
     """Fail-stop, never skip: with a planted bug the handler raises on a batch; the worker exits
     non-zero without committing past the batch, and the next (sound) worker ledgers it and its
@@ -225,31 +214,30 @@ async def test_a_raising_batch_handler_stops_the_worker_and_nothing_is_skipped(
     key = await new_key(pool)
     k = str(key.site_id).encode()
     produce(s, [(k, message(key.site_id, f"pre-{i}")) for i in range(3)])
-    log = (tmp_path / "raising.log").open("wb")
-    env = env_for(s)
-    proc = subprocess.Popen(
+    proc = Process(
+        "raising",
         [sys.executable, "-m", "tests.integration.raising_worker"],
-        env=env,
-        cwd=ROOT,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
+        env_for(s),
+        tmp_path / "raising.log",
+    ).start()
     try:
         await wait_for(lambda: _count(pool, key.site_id, 3), 30, what="the first three events")
         partition = await site_partition(pool, key.site_id)
-        deadline = time.monotonic() + 20
-        while committed_offset(s, partition) < 3 and time.monotonic() < deadline:
-            time.sleep(0.5)
+
+        async def committed_three() -> bool:
+            return await asyncio.to_thread(committed_offset, s, partition) >= 3
+
+        await wait_for(committed_three, 20, 0.5, "the first three events committed")
         assert committed_offset(s, partition) == 3
         produce(s, [(k, message(key.site_id, e)) for e in ("boom-1", "post-1", "post-2", "post-3", "post-4")])
-        assert proc.wait(60) == 1, (tmp_path / "raising.log").read_text()[-3000:]
+        assert await asyncio.to_thread(proc.popen.wait, 60) == 1, proc.tail(60)  # type: ignore[union-attr]
     finally:
-        if proc.poll() is None:
-            proc.kill()
+        proc.kill()
     assert committed_offset(s, partition) == 3  # nothing committed past the failed batch
     assert await pool.fetchval("SELECT count(*) FROM ingest_idempotency WHERE site_id = $1", key.site_id) == 3
 
-    sound = Proc.start(s, tmp_path, "worker")
+    # A worker alone on this topic: the module's pipeline relay drains the database's outbox.
+    sound = opsmantik_process(s, tmp_path, "worker", "worker").start()
     try:
         await wait_for(lambda: _count(pool, key.site_id, 8), 40, what="the replayed batch in the ledger")
         assert_healthy(sound)

@@ -1,24 +1,24 @@
-"""Helpers of the billing integration tests: CLI runs, the gateway and worker as processes,
+"""Helpers of the billing integration tests: CLI runs, the pipeline (gateway and worker as processes),
 exports fetched over HTTP, and the agreement check (invoice = export = reconcile = statement)."""
 
 from __future__ import annotations
 
 import subprocess
 import uuid
-from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 import aiohttp
 import asyncpg
 import orjson
-import pytest
 from opsmantik.config import Settings
 from opsmantik.months import label, month_start, previous_month
 
-from tests.support.pipeline import OPSMANTIK, Proc, env_for, start_gateway
+from tests.support.pipeline import OPSMANTIK, env_for, pipeline_fixture
 
-GATEWAY_PORT = 27291  # this helper's range: 27291-27299
+# The gateway's settings of the billing modules: usage read fresh, and export limits small enough
+# to reach (1 per site, 2 in total).
+GATEWAY_ENV = {"usage_refresh_s": 0.2, "export_max_per_site": 1, "export_max_total": 2}
 CLI_ENV = {"billing_close_grace_days": 0, "sla_loss_audit": "off"}
 
 
@@ -52,35 +52,13 @@ def auth(key: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {key}", "Content-Type": "application/json"}
 
 
-@pytest.fixture(scope="module")
-def worker(settings: Settings, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Proc]:
-    proc = Proc.start(settings, tmp_path_factory.mktemp("worker"), "worker", worker_metrics_port=0)
-    yield proc
-    assert proc.stop() == 0, proc.tail()
+pipeline = pipeline_fixture(**GATEWAY_ENV)  # the whole pipeline, on the module's environment
 
 
-@pytest.fixture(scope="module")
-async def gateway_proc(settings: Settings, tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Proc]:
-    proc = await start_gateway(
-        settings,
-        tmp_path_factory.mktemp("gateway"),
-        GATEWAY_PORT,
-        usage_refresh_s=0.2,
-        export_max_per_site=1,
-        export_max_total=2,
-    )
-    yield proc
-    proc.stop()
-
-
-def base() -> str:
-    return f"http://127.0.0.1:{GATEWAY_PORT}"
-
-
-async def send(key: str, events: list[dict[str, object]]) -> tuple[int, dict[str, object]]:
+async def send(base: str, key: str, events: list[dict[str, object]]) -> tuple[int, dict[str, object]]:
     async with (
         aiohttp.ClientSession() as s,
-        s.post(f"{base()}/api/sync", json={"events": events}, headers=auth(key)) as r,
+        s.post(f"{base}/api/sync", json={"events": events}, headers=auth(key)) as r,
     ):
         return r.status, await r.json()
 
@@ -95,11 +73,11 @@ def event(event_id: str, at: datetime | None = None, quantity: int = 1) -> dict[
     }
 
 
-async def fetch_export(key: str, month: date, path: Path, fmt: str = "ndjson") -> int:
+async def fetch_export(base: str, key: str, month: date, path: Path, fmt: str = "ndjson") -> int:
     async with (
         aiohttp.ClientSession() as s,
         s.get(
-            f"{base()}/api/billing/dispute-export",
+            f"{base}/api/billing/dispute-export",
             params={"month": label(month), "format": fmt},
             headers=auth(key),
         ) as r,
@@ -111,10 +89,10 @@ async def fetch_export(key: str, month: date, path: Path, fmt: str = "ndjson") -
     return path.stat().st_size
 
 
-async def usage(key: str, month: date) -> dict[str, object]:
+async def usage(base: str, key: str, month: date) -> dict[str, object]:
     async with (
         aiohttp.ClientSession() as s,
-        s.get(f"{base()}/api/usage", params={"month": label(month)}, headers=auth(key)) as r,
+        s.get(f"{base}/api/usage", params={"month": label(month)}, headers=auth(key)) as r,
     ):
         assert r.status == 200
         return await r.json()
@@ -127,13 +105,19 @@ def summary_of(path: Path) -> dict[str, object]:
 
 
 async def agree(
-    settings: Settings, pool: asyncpg.Pool, site: uuid.UUID, key: str, month: date, tmp: Path
+    settings: Settings,
+    pool: asyncpg.Pool,
+    base: str,
+    site: uuid.UUID,
+    key: str,
+    month: date,
+    tmp: Path,
 ) -> dict[str, object]:
     """Invoice (HTTP) = export summary (verified offline) = reconcile (0 drift) = statement (if
     the month is closed). Returns the export's summary."""
-    inv = await usage(key, month)
+    inv = await usage(base, key, month)
     path = tmp / f"{site}-{label(month)}.ndjson"
-    await fetch_export(key, month, path)
+    await fetch_export(base, key, month, path)
     done = cli(settings, "billing", "verify", str(path), "--json")
     assert done.returncode == 0, done.stdout
     s = summary_of(path)

@@ -1,28 +1,33 @@
-"""Helpers for tests that run the pipeline's components as real processes against the
-session's database and topics (tests/conftest.py `settings`)."""
+"""The pipeline as it is deployed, for the suites: gateway, worker, relay and audit follower as
+real processes (tests/support/process.py) against a test environment's database and topics
+(tests/support/environment.py), and the messages, produce and ledger helpers the tests share.
+`pipeline = pipeline_fixture(...)` is the one fixture that runs it."""
 
 from __future__ import annotations
 
 import asyncio
 import os
-import signal
-import subprocess
 import time
+import urllib.request
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import asyncpg
 import orjson
+import pytest
 from confluent_kafka import Producer
 from opsmantik import sites
 from opsmantik.config import Settings
 from opsmantik.kafka.settings import producer_config
 
-ROOT = Path(__file__).resolve().parents[2]
-OPSMANTIK = str(ROOT / ".venv" / "bin" / "opsmantik")
+from tests.support.process import OPSMANTIK, ROOT, Process, free_port, wait_for, wait_until
+
+# Re-exported: the suites import them from here.
+__all__ = ["OPSMANTIK", "ROOT", "Process", "free_port", "wait_for"]
 
 
 def env_for(settings: Settings, **extra: object) -> dict[str, str]:
@@ -44,60 +49,155 @@ def env_for(settings: Settings, **extra: object) -> dict[str, str]:
     return env
 
 
-@dataclass
-class Proc:
-    """A component running as a real process; its output goes to a log file."""
-
-    name: str
-    popen: subprocess.Popen[bytes]
-    log: Path
-
-    @classmethod
-    def start(cls, settings: Settings, log_dir: Path, *args: str, **env: object) -> Proc:
-        log = log_dir / f"{args[0]}-{time.monotonic_ns()}.log"
-        out = log.open("wb")
-        popen = subprocess.Popen(
-            [OPSMANTIK, *args], env=env_for(settings, **env), stdout=out, stderr=subprocess.STDOUT, cwd=ROOT
-        )
-        return cls(args[0], popen, log)
-
-    def kill(self) -> None:
-        """SIGKILL: no cleanup, no offset commit, no transaction end."""
-        if self.popen.poll() is None:
-            os.kill(self.popen.pid, signal.SIGKILL)
-        self.popen.wait(10)
-
-    def stop(self, timeout_s: float = 20.0) -> int:
-        if self.popen.poll() is None:
-            self.popen.send_signal(signal.SIGTERM)
-            try:
-                self.popen.wait(timeout_s)
-            except subprocess.TimeoutExpired:
-                self.kill()
-        return self.popen.returncode
-
-    def tail(self, n: int = 30) -> str:
-        return "\n".join(self.log.read_text(errors="replace").splitlines()[-n:])
+COMPONENTS = ("gateway", "worker", "relay", "audit")  # the pipeline as deployed (docker-compose.yml)
 
 
-async def start_gateway(
-    settings: Settings, log_dir: Path, port: int, timeout_s: float = 30.0, **env: object
-) -> Proc:
-    """The gateway as a real process on `port`, once its /healthz answers 200."""
-    import aiohttp
+def opsmantik_process(settings: Settings, log_dir: Path, name: str, *args: str, **env: object) -> Process:
+    """`opsmantik <args>` against the settings' database and topics, logging to log_dir/<name>.log
+    (not started yet: `.start()`). Its working directory is the checkout, as `make run`'s is (a
+    test checks that the worker writes nothing there)."""
+    return Process(name, [OPSMANTIK, *args], env_for(settings, **env), log_dir / f"{name}.log", cwd=ROOT)
 
-    proc = Proc.start(settings, log_dir, "gateway", "--port", str(port), **env)
 
-    async def up() -> bool:
-        assert proc.popen.poll() is None, proc.tail()
+def wait_healthz(proc: Process, url: str, timeout_s: float = 30.0) -> None:
+    """Until GET url answers 200 (synchronous: fixtures and restarts run outside the event loop)."""
+
+    def up() -> bool:
+        proc.check_alive()
         try:
-            async with aiohttp.ClientSession() as s, s.get(f"http://127.0.0.1:{port}/healthz") as r:
-                return r.status == 200
-        except aiohttp.ClientError:
+            with urllib.request.urlopen(url, timeout=1) as r:
+                return bool(r.status == 200)
+        except OSError:
             return False
 
-    await wait_for(up, timeout_s, 0.1, "gateway /healthz")
-    return proc
+    try:
+        wait_until(up, timeout_s, 0.05, f"{proc.name} answering {url}")
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}:\n{proc.tail()}") from None
+
+
+@dataclass
+class Pipeline:
+    """Gateway, worker, relay and audit follower as real processes on one database and topics,
+    sharing one environment as deployed; each on its own free ports."""
+
+    settings: Settings
+    log_dir: Path
+    env: dict[str, object]
+    processes: dict[str, Process]
+    gateway_port: int
+
+    @classmethod
+    def start(
+        cls,
+        settings: Settings,
+        log_dir: Path,
+        components: Sequence[str] = COMPONENTS,
+        *,
+        relay_in_tests: bool = False,
+        **env: object,
+    ) -> Pipeline:
+        """Start `components`. A worker never runs without a relay (an outbox nothing drains loses
+        acknowledged events) unless the module's tests run the relay themselves (relay_in_tests)."""
+        unknown = set(components) - set(COMPONENTS)
+        if unknown:
+            raise ValueError(f"unknown components {sorted(unknown)}; known: {COMPONENTS}")
+        if "worker" in components and "relay" not in components and not relay_in_tests:
+            raise ValueError("a worker never runs without a relay (or say relay_in_tests=True)")
+        ports = {f"{c}_metrics_port": free_port() for c in ("worker", "relay", "audit")}
+        p = cls(settings, log_dir, {**ports, **env}, {}, free_port())
+        for name in sorted(components, key=COMPONENTS.index, reverse=True):  # the gateway last
+            p.start_one(name)
+        return p
+
+    def _process(self, name: str, **env: object) -> Process:
+        args: tuple[str, ...] = {
+            "gateway": ("gateway", "--host", "127.0.0.1", "--port", str(self.gateway_port)),
+            "audit": ("audit", "--follow"),
+        }.get(name, (name,))
+        return opsmantik_process(self.settings, self.log_dir, name, *args, **{**self.env, **env})
+
+    def start_one(self, name: str, **env: object) -> Process:
+        """Start (or start again, on the same ports) one component, with extra settings if any; the
+        gateway once its /healthz answers."""
+        proc = self.processes[name] = self._process(name, **env).start()
+        if name == "gateway":
+            wait_healthz(proc, f"{self.url}/healthz")
+        return proc
+
+    def restart(self, name: str, **env: object) -> Process:
+        """SIGTERM one component (SIGKILL after the stop timeout), then start it again."""
+        self.processes[name].stop()
+        return self.start_one(name, **env)
+
+    def kill(self, name: str) -> None:
+        self.processes[name].kill()
+
+    async def kill_restart(self, name: str, down_s: float = 0.5) -> Process:
+        """SIGKILL one component (requests in flight), keep it down for down_s, start it again on
+        the same ports (off the event loop: the test's clients keep running meanwhile)."""
+        self.kill(name)
+        await asyncio.sleep(down_s)  # the outage under test, not a wait for a condition
+        return await asyncio.to_thread(self.start_one, name)
+
+    def __getitem__(self, name: str) -> Process:
+        return self.processes[name]
+
+    @property
+    def worker(self) -> Process:
+        return self.processes["worker"]
+
+    @property
+    def gateway(self) -> Process:
+        return self.processes["gateway"]
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.gateway_port}"
+
+    def metrics_url(self, name: str) -> str:
+        return f"http://127.0.0.1:{self.env[f'{name}_metrics_port']}/metrics"
+
+    def stop(self) -> dict[str, int | None]:
+        """Stop every component, the gateway first (no new events), the audit last; exit codes."""
+        return {name: self.processes[name].stop() for name in COMPONENTS if name in self.processes}
+
+    def stop_cleanly(self) -> None:
+        """Stop everything; each component must exit 0 (stopped by SIGTERM, never crashed)."""
+        codes = self.stop()
+        bad = {name: code for name, code in codes.items() if code != 0}
+        assert not bad, "\n".join(f"{n} exited {c}:\n{self.processes[n].tail()}" for n, c in bad.items())
+
+
+def pipeline_fixture(
+    *components: str,
+    scope: str = "module",
+    settings: str = "settings",
+    relay_in_tests: bool = False,
+    **env: object,
+) -> Any:
+    """`pipeline = pipeline_fixture(...)` in a test module (or a support module it imports): the
+    whole pipeline (or `components`) on the fixture `settings` names, with `env` settings
+    overrides (e.g. worker_batch=100); stopped at the end of the scope, each process exiting 0."""
+
+    @pytest.fixture(scope=scope)  # type: ignore[misc]
+    def pipeline(
+        request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+    ) -> Iterator[Pipeline]:
+        s = request.getfixturevalue(settings)
+        p = Pipeline.start(
+            s,
+            tmp_path_factory.mktemp("pipeline"),
+            components or COMPONENTS,
+            relay_in_tests=relay_in_tests,
+            **env,
+        )
+        try:
+            yield p
+        finally:
+            p.stop_cleanly()
+
+    return pipeline
 
 
 def message(
@@ -145,20 +245,6 @@ def produce(settings: Settings, msgs: list[tuple[bytes, bytes]], topic: str | No
         p.poll(0)
     assert p.flush(30) == 0
     assert not errors, errors
-
-
-async def wait_for(
-    check: Callable[[], Awaitable[bool]],
-    timeout_s: float = 30.0,
-    every_s: float = 0.05,
-    what: str = "condition",
-) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if await check():
-            return
-        await asyncio.sleep(every_s)
-    raise AssertionError(f"timed out after {timeout_s}s waiting for {what}")
 
 
 def count_messages(settings: Settings, topic: str, key: bytes, timeout_s: float = 20.0) -> int:

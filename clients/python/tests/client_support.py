@@ -1,74 +1,25 @@
-"""Shared pieces of the producer-client tests: the gateway as a real process that can be
-SIGKILLed and restarted on the same port, sites, events numbered in `properties.seq`, and the
-ledger check that every number is there exactly once."""
+"""Shared pieces of the producer-client tests (the pipeline, gateway included, is
+tests/support/pipeline.py's): sites, events numbered in `properties.seq`, and the ledger check
+that every number is there exactly once."""
 
 from __future__ import annotations
 
 import asyncio
-import socket
 import time
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-import aiohttp
 import asyncpg
-from opsmantik.config import Settings
 from opsmantik.db.queries import load_queries
 from opsmantik.sites import create_site_with_key
 
-from tests.support.pipeline import Proc
+from tests.support.process import free_port
+
+__all__ = ["free_port"]  # re-exported for the client tests
 
 Q = load_queries(Path(__file__).with_name("client.sql"))
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-@dataclass
-class GatewayProc:
-    settings: Settings
-    log_dir: Path
-    port: int
-    proc: Proc | None = None
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    async def start(self, timeout_s: float = 30.0) -> GatewayProc:
-        self.proc = Proc.start(
-            self.settings, self.log_dir, "gateway", "--host", "127.0.0.1", "--port", str(self.port)
-        )
-        deadline = time.monotonic() + timeout_s
-        async with aiohttp.ClientSession() as s:
-            while time.monotonic() < deadline:
-                assert self.proc.popen.poll() is None, self.proc.tail()
-                try:
-                    async with s.get(self.url + "/healthz", timeout=aiohttp.ClientTimeout(total=1)) as r:
-                        if r.status == 200:
-                            return self
-                except (aiohttp.ClientError, TimeoutError, OSError):
-                    pass
-                await asyncio.sleep(0.1)
-        raise AssertionError(f"gateway not up on {self.port}:\n{self.proc.tail()}")
-
-    def kill(self) -> None:
-        assert self.proc is not None
-        self.proc.kill()
-
-    async def restart(self, down_s: float = 0.5) -> None:
-        self.kill()
-        await asyncio.sleep(down_s)
-        await self.start()
-
-    def stop(self) -> None:
-        if self.proc is not None:
-            self.proc.stop()
 
 
 async def new_site(pool: asyncpg.Pool) -> tuple[uuid.UUID, str]:

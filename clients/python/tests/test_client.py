@@ -13,13 +13,11 @@ import signal
 import sqlite3
 import subprocess
 import sys
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import asyncpg
 import pytest
 from client_support import (
-    GatewayProc,
     free_port,
     ledger_by_seq,
     ledger_event_ids,
@@ -32,7 +30,7 @@ from opsmantik_client import AsyncClient, Backoff, Result, _json
 from opsmantik_client.batching import ENVELOPE_BYTES, GATEWAY_MAX_BYTES, encode_batch
 
 from tests.support.environment import module_environment
-from tests.support.pipeline import OPSMANTIK, ROOT, Proc, env_for
+from tests.support.pipeline import OPSMANTIK, ROOT, Pipeline, env_for, pipeline_fixture
 
 pytestmark = pytest.mark.integration
 
@@ -40,34 +38,19 @@ settings, pool = module_environment()
 STORED = {"accepted", "overlimit", "degraded", "fallback"}
 
 
-@pytest.fixture(scope="module")
-async def worker(settings: Settings, tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Proc]:
-    """The worker, and a relay beside it as deployed: a gateway resumed from SIGSTOP answers its
-    overdue requests from the outbox (a 200 all the same), and only the relay brings those events
-    to the ledger. Without it the ledger checks failed whenever the outbox took a request."""
-    logs = tmp_path_factory.mktemp("worker")
-    proc = Proc.start(settings, logs, "worker")
-    relay = Proc.start(settings, logs, "relay", relay_metrics_port=0)
-    yield proc
-    assert relay.stop() == 0, relay.tail()
-    assert proc.stop() == 0, proc.tail()
-
-
-@pytest.fixture
-async def gateway(settings: Settings, tmp_path: Path) -> AsyncIterator[GatewayProc]:
-    gw = await GatewayProc(settings, tmp_path, free_port()).start()
-    yield gw
-    gw.stop()
+# The whole pipeline, as deployed: a gateway resumed from SIGSTOP answers its overdue requests from
+# the outbox (a 200 all the same), and only the relay brings those events to the ledger.
+pipeline = pipeline_fixture()
 
 
 async def test_gateway_sigkilled_twice_every_event_once(
-    settings: Settings, pool: asyncpg.Pool, worker: Proc, gateway: GatewayProc, tmp_path: Path
+    settings: Settings, pool: asyncpg.Pool, pipeline: Pipeline, tmp_path: Path
 ) -> None:
     total, kills_at = 20_000, (5_000, 12_000)
     site, key = await new_site(pool)
     results: dict[str, Result] = {}
     client = AsyncClient(
-        gateway.url,
+        pipeline.url,
         key,
         spill_path=str(tmp_path / "spill"),
         receipts=False,
@@ -82,7 +65,7 @@ async def test_gateway_sigkilled_twice_every_event_once(
             while len(results) < at:
                 await asyncio.sleep(0.01)
             killed_at.append(len(results))
-            await gateway.restart()  # SIGKILL with requests in flight, back on the same port
+            await pipeline.kill_restart("gateway")  # SIGKILL with requests in flight, back on the same port
 
     killer = asyncio.create_task(chaos())
     async with client:
@@ -102,12 +85,12 @@ async def test_gateway_sigkilled_twice_every_event_once(
 PRODUCER = Path(__file__).with_name("client_producer.py")
 
 
-def _producer(gw: GatewayProc, key: str, spill: Path, total: int, log: Path) -> subprocess.Popen[bytes]:
+def _producer(url: str, key: str, spill: Path, total: int, log: Path) -> subprocess.Popen[bytes]:
     return subprocess.Popen(
         [
             sys.executable,
             str(Path(__file__).with_name("client_producer.py")),
-            gw.url,
+            url,
             key,
             str(spill),
             str(total),
@@ -124,24 +107,24 @@ def _lines(log: Path) -> list[dict]:
 
 
 async def test_producer_sigkilled_mid_stream_replays_its_spill(
-    pool: asyncpg.Pool, worker: Proc, gateway: GatewayProc, tmp_path: Path
+    pool: asyncpg.Pool, pipeline: Pipeline, tmp_path: Path
 ) -> None:
     total = 10_000
     site, key = await new_site(pool)
     spill, log = tmp_path / "producer.spill", tmp_path / "producer.log"
-    first = _producer(gateway, key, spill, total, log)
+    first = _producer(pipeline.url, key, spill, total, log)
     while not any(x.get("handed_over", 0) >= 3_000 for x in _lines(log)):
         assert first.poll() is None, log.read_text()
         await asyncio.sleep(0.02)
     # Freeze the gateway so requests are in flight and events wait in the spill, then kill the
     # producer: some of those requests complete at the gateway after their sender died.
-    os.kill(gateway.proc.popen.pid, signal.SIGSTOP)  # type: ignore[union-attr]
-    await asyncio.sleep(0.3)
+    pipeline.gateway.signal(signal.SIGSTOP)
+    await asyncio.sleep(0.3)  # the test: requests pile up in flight while the gateway is frozen
     first.kill()
     first.wait(10)
-    os.kill(gateway.proc.popen.pid, signal.SIGCONT)  # type: ignore[union-attr]
+    pipeline.gateway.signal(signal.SIGCONT)
     before = _lines(log)
-    second = _producer(gateway, key, spill, total, log)
+    second = _producer(pipeline.url, key, spill, total, log)
     assert await asyncio.to_thread(second.wait, 120) == 0, log.read_text()
     after = _lines(log)[len(before) :]
     assert after[0]["replaying"] > 0  # the restart had unacknowledged events to replay
@@ -151,9 +134,9 @@ async def test_producer_sigkilled_mid_stream_replays_its_spill(
     assert count.exactly_once(total), count
 
 
-def _send(gw: GatewayProc, settings: Settings, *args: str) -> subprocess.Popen[bytes]:
+def _send(url: str, settings: Settings, *args: str) -> subprocess.Popen[bytes]:
     return subprocess.Popen(
-        [OPSMANTIK, "send", *args, "--url", gw.url, "--json"],
+        [OPSMANTIK, "send", *args, "--url", url, "--json"],
         env=env_for(settings),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -182,7 +165,7 @@ async def _handed_over(spill: Path, lines: int, proc: subprocess.Popen[bytes]) -
 
 
 async def test_opsmantik_send_interrupted_resumes_without_billing_twice(
-    settings: Settings, pool: asyncpg.Pool, worker: Proc, gateway: GatewayProc, tmp_path: Path
+    settings: Settings, pool: asyncpg.Pool, pipeline: Pipeline, tmp_path: Path
 ) -> None:
     total = 40_000
     site, key = await new_site(pool)
@@ -193,17 +176,17 @@ async def test_opsmantik_send_interrupted_resumes_without_billing_twice(
         f.write(b'{"type": "api_call"}\n')  # no occurred_at: the gateway rejects this one (400)
     rejected = tmp_path / "rejected.ndjson"
     args = (str(data), "--key", key, "--rejected", str(rejected))
-    first = _send(gateway, settings, *args)
+    first = _send(pipeline.url, settings, *args)
     await _handed_over(Path(str(data) + ".opsmantik-spill"), 3_000, first)
-    os.kill(gateway.proc.popen.pid, signal.SIGSTOP)  # type: ignore[union-attr]
-    await asyncio.sleep(0.5)
+    pipeline.gateway.signal(signal.SIGSTOP)
+    await asyncio.sleep(0.5)  # the test: requests pile up in flight while the gateway is frozen
     first.send_signal(signal.SIGINT)  # Ctrl-C with requests in flight
     rc, summary, err = await _finish(first)
-    os.kill(gateway.proc.popen.pid, signal.SIGCONT)  # type: ignore[union-attr]
+    pipeline.gateway.signal(signal.SIGCONT)
     assert rc == 130 and summary["interrupted"], err
     assert summary["left_in_spill"] > 0 and "run the same command again" in err
 
-    rc, again, err = await _finish(_send(gateway, settings, *args))
+    rc, again, err = await _finish(_send(pipeline.url, settings, *args))
     assert rc == 1, err  # one event was rejected
     assert again["replayed_from_spill"] == summary["left_in_spill"]
     assert again["resumed_at_line"] == summary["lines_read"]
@@ -212,25 +195,25 @@ async def test_opsmantik_send_interrupted_resumes_without_billing_twice(
     count = await wait_ledger(pool, site, total)
     assert count.exactly_once(total), count
 
-    rc, third, err = await _finish(_send(gateway, settings, *args))  # run once more: nothing re-billed
+    rc, third, err = await _finish(_send(pipeline.url, settings, *args))  # run once more: nothing re-billed
     assert rc == 0 and third["events"] == 0 and third["lines_read"] == total + 1, err
     assert (await ledger_by_seq(pool, site)).exactly_once(total)
 
 
 async def test_opsmantik_send_bad_key_and_no_gateway(
-    settings: Settings, gateway: GatewayProc, tmp_path: Path
+    settings: Settings, pipeline: Pipeline, tmp_path: Path
 ) -> None:
     data = tmp_path / "one.ndjson"
     data.write_bytes(_json.dumps(numbered(0, 1)[0]) + b"\n")
-    rc, _, err = await _finish(_send(gateway, settings, str(data), "--key", "omk_" + "x" * 30))
+    rc, _, err = await _finish(_send(pipeline.url, settings, str(data), "--key", "omk_" + "x" * 30))
     assert rc == 2 and "refused the key" in err
-    dead = GatewayProc(settings, tmp_path, free_port())
+    dead = f"http://127.0.0.1:{free_port()}"  # nothing listens there
     rc, _, err = await _finish(_send(dead, settings, str(data), "--key", "omk_" + "x" * 30))
     assert rc == 3 and "opsmantik gateway" in err
 
 
 async def test_a_request_of_exactly_one_mebibyte_is_accepted(
-    pool: asyncpg.Pool, gateway: GatewayProc, tmp_path: Path
+    pool: asyncpg.Pool, pipeline: Pipeline, tmp_path: Path
 ) -> None:
     site, key = await new_site(pool)
     for extra, name in ((0, "exact"), (1, "one byte more")):
@@ -248,7 +231,7 @@ async def test_a_request_of_exactly_one_mebibyte_is_accepted(
             e["properties"]["pad"] = "x" * pad
         assert len(encode_batch([_json.dumps(e) for e in events])) == GATEWAY_MAX_BYTES + extra
         async with AsyncClient(
-            gateway.url, key, spill_path=str(tmp_path / f"s{extra}"), max_in_flight=1
+            pipeline.url, key, spill_path=str(tmp_path / f"s{extra}"), max_in_flight=1
         ) as c:
             tickets = await c.send_many(events)
             assert await c.flush(30)
@@ -259,7 +242,7 @@ async def test_a_request_of_exactly_one_mebibyte_is_accepted(
 
 
 async def test_opsmantik_send_from_stdin_and_again_sends_nothing(
-    settings: Settings, pool: asyncpg.Pool, worker: Proc, gateway: GatewayProc, tmp_path: Path
+    settings: Settings, pool: asyncpg.Pool, pipeline: Pipeline, tmp_path: Path
 ) -> None:
     total = 500
     site, key = await new_site(pool)
@@ -267,7 +250,7 @@ async def test_opsmantik_send_from_stdin_and_again_sends_nothing(
     spill = str(tmp_path / "stdin.spill")
     for expected in (total, 0):  # the second run: same input, the spill says it was all sent
         p = subprocess.Popen(
-            [OPSMANTIK, "send", "-", "--url", gateway.url, "--key", key, "--json", "--spill", spill],
+            [OPSMANTIK, "send", "-", "--url", pipeline.url, "--key", key, "--json", "--spill", spill],
             env=env_for(settings),
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
