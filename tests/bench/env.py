@@ -24,7 +24,7 @@ from opsmantik.db.queries import load_queries
 from opsmantik.devstack.stack import ROOT, Stack
 
 from tests.bench.procs import engine_pids
-from tests.support.process import Process, free_ports
+from tests.support.process import Process, stable_ports
 from tests.support.stacks import new_stack, remove
 
 Q = load_queries(Path(__file__).with_name("bench.sql"))
@@ -48,7 +48,7 @@ class BenchEnv:
     stack: Stack = field(default_factory=lambda: new_stack("bench"))
     services: list[Process] = field(default_factory=list)
     # Our services' metrics ports: free ones, never the shared stack's services' ones.
-    metrics_ports: list[int] = field(default_factory=lambda: free_ports(2))
+    metrics_ports: list[int] = field(default_factory=lambda: stable_ports(2))
     _topics: list[str] = field(default_factory=list)
     _loop: asyncio.AbstractEventLoop | None = None
     _conn: asyncpg.Connection | None = None
