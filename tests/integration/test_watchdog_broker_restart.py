@@ -24,7 +24,7 @@ from pathlib import Path
 from opsmantik.config import Settings
 from opsmantik.kafka.topics import ensure_topics
 
-from tests.chaos.harness import CHAOS_HOME, ChaosStack
+from tests.chaos.harness import ChaosStack
 
 CHILD = """
 import sys, time
@@ -53,7 +53,7 @@ def ok_reads(log: Path) -> list[float]:
 
 
 async def test_offset_probe_survives_broker_sigkill_and_restart(tmp_path: Path) -> None:
-    engines = ChaosStack(CHAOS_HOME)
+    engines = ChaosStack()  # a fresh private stack on free ports
     await asyncio.to_thread(engines.up)
     settings = dataclasses.replace(
         Settings(),
