@@ -11,7 +11,9 @@ import argparse
 import sys
 from pathlib import Path
 
+from opsmantik import errors
 from opsmantik.cli import args as cli_args
+from opsmantik.cli import errors as cli_errors
 from opsmantik.cli.main import build_parser
 
 CLI_DOC = Path("docs/cli.md")
@@ -43,7 +45,33 @@ def table(parser: argparse.ArgumentParser | None = None) -> str:
             f"{_cell(exit1)} | {env} |"
         )
     codes = "\n".join(f"- `{code}` {meaning}" for code, meaning in cli_args.EXIT_CODES.items())
-    return "\n".join(rows) + "\n\nExit codes, the same for every command:\n\n" + codes
+    return (
+        "\n".join(rows) + "\n\nExit codes, the same for every command:\n\n" + codes + "\n\n" + errors_table()
+    )
+
+
+def _doc(cls: type) -> str:
+    return " ".join((cls.__doc__ or "").split())
+
+
+def errors_table() -> str:
+    """The error hierarchy (services/opsmantik/errors.py) and the exit code of each class, from
+    cli_errors.EXIT_CODES, with the domain errors that subclass it (cli_errors.DOMAIN_ERRORS)."""
+    rows = [
+        "Errors: domain code raises from one hierarchy (`services/opsmantik/errors.py`); the CLI maps "
+        "it to the exit code and prints one line, `opsmantik COMMAND: MESSAGE`, on stderr:",
+        "",
+        "| error class | exit | meaning | domain errors of this class |",
+        "|---|---|---|---|",
+    ]
+    domain = cli_errors.domain_errors()
+    for cls in cli_errors.hierarchy():
+        code = "-" if cls is errors.OpsmantikError else cli_errors.exit_code_of(cls)  # never raised
+        own = [d for d in domain if cli_errors.nearest_base(d) is cls]
+        names = ", ".join(f"`{d.__module__.removeprefix('opsmantik.')}.{d.__name__}`" for d in own) or "-"
+        depth = len([b for b in cls.__mro__ if issubclass(b, errors.OpsmantikError)]) - 1
+        rows.append(f"| {'&nbsp;&nbsp;' * depth}`{cls.__name__}` | {code} | {_cell(_doc(cls))} | {names} |")
+    return "\n".join(rows)
 
 
 def doc_table(doc: str) -> str | None:

@@ -34,11 +34,66 @@ EXIT_CODES: tuple[tuple[type[OpsmantikError], int], ...] = (
 )
 
 
-def exit_code(exc: OpsmantikError) -> int:
-    for cls, code in EXIT_CODES:
-        if isinstance(exc, cls):
+def exit_code_of(cls: type[OpsmantikError]) -> int:
+    for base, code in EXIT_CODES:
+        if issubclass(cls, base):
             return code
     return CANNOT_RUN  # OpsmantikError itself is never raised: a bug, like any unexpected error
+
+
+def exit_code(exc: OpsmantikError) -> int:
+    return exit_code_of(type(exc))
+
+
+# Modules that define a domain error (docs/cli.md lists them; tests/unit/test_cli_error_map.py checks
+# that every error class in services/opsmantik/ is one of these modules' and in the hierarchy).
+DOMAIN_ERROR_MODULES = (
+    "opsmantik.config",
+    "opsmantik.months",
+    "opsmantik.sites",
+    "opsmantik.db.migrate",
+    "opsmantik.kafka.topics",
+    "opsmantik.devstack.stack",
+    "opsmantik.billing.close",
+    "opsmantik.billing.archive",
+    "opsmantik.billing.archive_files",
+    "opsmantik.billing.voids",
+    "opsmantik.sla.maintenance",
+    "opsmantik.audit.main",
+    "opsmantik.audit.reader",
+    "opsmantik.gateway.auth",
+    "opsmantik.gateway.publisher",
+    "opsmantik.worker.billable",
+    "opsmantik.worker.processor",
+)
+
+
+def hierarchy() -> list[type[OpsmantikError]]:
+    """The classes of services/opsmantik/errors.py in their order there (parents first)."""
+    from opsmantik import errors
+
+    return [c for c in vars(errors).values() if isinstance(c, type) and issubclass(c, OpsmantikError)]
+
+
+def domain_errors() -> list[type[OpsmantikError]]:
+    """The errors DOMAIN_ERROR_MODULES define (imported: each is a subclass in the hierarchy)."""
+    import importlib
+
+    found = []
+    for name in DOMAIN_ERROR_MODULES:
+        module = importlib.import_module(name)
+        found += [
+            c
+            for c in vars(module).values()
+            if isinstance(c, type) and issubclass(c, OpsmantikError) and c.__module__ == name
+        ]
+    return found
+
+
+def nearest_base(cls: type[OpsmantikError]) -> type[OpsmantikError]:
+    """The most specific class of errors.py that `cls` subclasses."""
+    base = hierarchy()
+    return next(b for b in cls.__mro__ if b in base)
 
 
 @dataclass(frozen=True)

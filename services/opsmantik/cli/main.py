@@ -277,7 +277,7 @@ def build_parser() -> argparse.ArgumentParser:
         "site_id", type=cli_args.UUID, metavar="SITE_ID", help="the site's id (`opsmantik sites list`)"
     )
     s.add_argument("--json", action="store_true", help=JSON_HELP)
-    s.set_defaults(func=cmd_keys_create, env=(*DB, "key_secret"), exit1="no site with that id")
+    s.set_defaults(func=cmd_keys_create, env=(*DB, "key_secret"))  # no such site: exit 2
     s = keys_p.add_parser(
         "revoke", help="revoke a key (gateways stop accepting it within their key cache TTL)"
     )
