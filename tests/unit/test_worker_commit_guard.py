@@ -1,4 +1,4 @@
-"""The commit guard (services/opsmantik/worker/consumer.py) against Faust 0.15.3's own `_new_offset`:
+"""The commit guard (services/opsmantik/worker/faust_overrides.py) against Faust 0.15.3's own `_new_offset`:
 the same acked offsets, the bookkeeping Faust keeps per partition, no broker."""
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ import pytest
 from faust.transport.consumer import Consumer as FaustConsumer
 from faust.types import TP
 from intervaltree import IntervalTree
-from opsmantik.worker.consumer import GuardedConsumer
+from opsmantik.worker.faust_overrides import GuardedConsumer
 
 TP0 = TP("ingest", 0)
 

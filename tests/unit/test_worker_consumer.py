@@ -1,5 +1,5 @@
 """The worker's Faust consumer: acks by offset range and the commit guard
-(services/opsmantik/worker/consumer.py). Pure bookkeeping, no broker: the consumer is built but never
+(services/opsmantik/worker/faust_overrides.py). Pure bookkeeping, no broker: the consumer is built but never
 started."""
 
 from __future__ import annotations
@@ -13,7 +13,8 @@ import pytest
 from faust.types import TP
 from opsmantik.config import Settings
 from opsmantik.worker.app import build_app
-from opsmantik.worker.consumer import Batch, BatchConsumer
+from opsmantik.worker.faust_overrides import BatchConsumer
+from opsmantik.worker.handoff import Batch
 
 T = TP("t", 0)
 

@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from types import SimpleNamespace
 
-from opsmantik.worker.consumer import Batch
+from opsmantik.worker.handoff import Batch
 from opsmantik.worker.pipeline import ledger_loop
 from opsmantik.worker.processor import Fatal, RawMessage
 

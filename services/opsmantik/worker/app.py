@@ -1,13 +1,11 @@
 """The Faust app, built from the settings (no hard-coded broker), and its ledger loop.
 
 Faust only moves messages: no tables, no changelogs, no exactly_once. Its consumer
-(services/opsmantik/worker/consumer.py BatchConsumer) hands one batch per partition fetch to the ledger
-loop, which joins what is queued (up to worker_batch events), hands it to the BatchProcessor
-(commit + publish) and acks the batches by offset range only after that returned; Faust's
-commit handler then commits the acked prefix, and the commit guard never commits past an
-unfinished batch. One loop, batches in fetch order (faust #606). Any exception from the
-handler is fail-stop: the batch stays unacked and the process exits non-zero; the next worker
-replays it.
+(faust_overrides.BatchConsumer) hands one batch per partition fetch to the ledger loop
+(pipeline.ledger_loop), which drives the `LedgerStage` seam (pipeline.py states its contract:
+one transaction, then the billable publish, offsets acked only after both). Faust's commit
+handler then commits the acked prefix, and the commit guard never commits past an unfinished
+batch. One loop, batches in fetch order (faust #606).
 """
 
 from __future__ import annotations
@@ -19,15 +17,15 @@ from typing import Any, cast
 import faust
 
 from opsmantik.config import Settings
-from opsmantik.worker.consumer import Batch, BatchConsumer, BatchTransport
-from opsmantik.worker.pipeline import ledger_loop
-from opsmantik.worker.processor import BatchProcessor
+from opsmantik.worker.faust_overrides import BatchConsumer, BatchTransport
+from opsmantik.worker.handoff import Batch
+from opsmantik.worker.pipeline import LedgerStage, ledger_loop
 
 HANDOFF_BATCHES = 4  # fetched batches waiting for the ledger loop; the fetcher waits beyond this
 
 
 class LedgerApp(faust.App):
-    """Faust with services/opsmantik/worker/consumer.py's BatchConsumer (commit guard + batch hand-off)."""
+    """Faust with faust_overrides.BatchConsumer (commit guard + batch hand-off)."""
 
     handoff: asyncio.Queue[Batch]
 
@@ -40,7 +38,7 @@ class LedgerApp(faust.App):
         return consumer
 
 
-def build_app(settings: Settings, processor: BatchProcessor, datadir: Path) -> LedgerApp:
+def build_app(settings: Settings, stage: LedgerStage, datadir: Path) -> LedgerApp:
     app = LedgerApp(
         settings.worker_group,  # the app id is the consumer group
         datadir=str(datadir),  # never the working directory (Faust's default: ./<id>-data)
@@ -67,10 +65,9 @@ def build_app(settings: Settings, processor: BatchProcessor, datadir: Path) -> L
 
     @app.task  # type: ignore[untyped-decorator]  # Faust ships no type information
     async def ledger() -> None:
-        # Pipelined: batch N publishes while N+1 is ledgered; acks in order, after both
-        # (services/opsmantik/worker/pipeline.py).
+        # Pipelined: batch N publishes while N+1 is ledgered; acks in order, after both.
         await ledger_loop(
-            queue, processor, lambda b: cast(BatchConsumer, app.consumer).ack_batch(b), settings.worker_batch
+            queue, stage, lambda b: cast(BatchConsumer, app.consumer).ack_batch(b), settings.worker_batch
         )
 
     return app
