@@ -13,8 +13,8 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import json
+import os
 import shutil
-import subprocess
 import tempfile
 import time
 import urllib.parse
@@ -38,12 +38,11 @@ from opsmantik.sites import create_site_with_key
 from tests.observability import chromium
 from tests.observability.promtool import PROM, ROOT, RULES, binary, promtool
 from tests.support.gateway import auth, event
-from tests.support.pipeline import Proc
+from tests.support.pipeline import Pipeline
+from tests.support.process import Process, free_port
+from tests.support.stacks import new_stack, remove
 
 pytestmark = pytest.mark.integration
-KAFKA_PORT, PG_PORT = 28092, 28432
-GATEWAY_PORT, WORKER_METRICS, RELAY_METRICS, PROMETHEUS_PORT = 28291, 28292, 28293, 28294
-AUDIT_METRICS = 28295
 ARTIFACTS = ROOT / ".local" / "artifacts" / "status-page"
 DASHBOARD = ROOT / "deploy" / "grafana" / "dashboards" / "opsmantik-slo.json"
 REFRESH_S = 1.0
@@ -53,13 +52,21 @@ REFRESH_S = 1.0
 class Live:
     stack: Stack
     settings: Settings
-    procs: dict[str, Proc]
+    pipeline: Pipeline
     api_key: str
     logs: Path
 
     @property
     def base(self) -> str:
-        return f"http://127.0.0.1:{GATEWAY_PORT}"
+        return self.pipeline.url
+
+    def metrics_ports(self) -> dict[str, int]:
+        """Each process's /metrics port (the gateway serves it on its own port)."""
+        env = self.pipeline.env
+        return {
+            "gateway": self.pipeline.gateway_port,
+            **{name: int(env[f"{name}_metrics_port"]) for name in ("worker", "relay", "audit")},  # type: ignore[call-overload]
+        }
 
 
 def http_get(url: str, timeout: float = 5.0) -> bytes:
@@ -83,9 +90,8 @@ def wait(check, timeout_s: float, what: str, every_s: float = 0.2):  # type: ign
 
 @pytest.fixture(scope="module")
 async def live(base_settings: Settings) -> AsyncIterator[Live]:
-    home = Path(tempfile.mkdtemp(prefix="opsmantik-observability-"))
-    stack = Stack(home=home, kafka_port=KAFKA_PORT, pg_port=PG_PORT)
-    procs: dict[str, Proc] = {}
+    stack = new_stack("observability")  # a private stack on free ports
+    pipeline: Pipeline | None = None
     try:
         await asyncio.to_thread(stack.up)
         s = dataclasses.replace(
@@ -104,7 +110,7 @@ async def live(base_settings: Settings) -> AsyncIterator[Live]:
         finally:
             await conn.close()
         await asyncio.to_thread(ensure_topics, s)
-        logs = home / "logs"
+        logs = stack.home / "logs"
         logs.mkdir()
         # status_window_s 10: a worker's slow first batches (group join) must not keep the page
         # "degraded" for the default 5 minutes of window
@@ -113,28 +119,18 @@ async def live(base_settings: Settings) -> AsyncIterator[Live]:
             "status_slo_refresh_s": 2,
             "status_probe_timeout_s": 1,
             "status_window_s": 10,
-            "worker_metrics_port": WORKER_METRICS,
-            "relay_metrics_port": RELAY_METRICS,
-            "audit_metrics_port": AUDIT_METRICS,
             "reconcile_interval_s": 2,
         }
-        procs["gateway"] = Proc.start(s, logs, "gateway", "--port", str(GATEWAY_PORT), **env)
-        procs["worker"] = Proc.start(s, logs, "worker", **env)
-        procs["relay"] = Proc.start(s, logs, "relay", **env)
-        procs["audit"] = Proc.start(s, logs, "audit", "--follow", **env)
-        for name, url in (
-            ("gateway", f"http://127.0.0.1:{GATEWAY_PORT}/healthz"),
-            ("worker", f"http://127.0.0.1:{WORKER_METRICS}/metrics"),
-            ("relay", f"http://127.0.0.1:{RELAY_METRICS}/metrics"),
-            ("audit", f"http://127.0.0.1:{AUDIT_METRICS}/metrics"),
-        ):
-            await asyncio.to_thread(wait, lambda u=url: http_get(u), 60, f"{name} up ({procs[name].log})")
-        yield Live(stack, s, procs, key, logs)
+        pipeline = await asyncio.to_thread(Pipeline.start, s, logs, **env)  # gateway /healthz answered
+        for name in ("worker", "relay", "audit"):
+            url = pipeline.metrics_url(name)
+            await asyncio.to_thread(wait, lambda u=url: http_get(u), 60, f"{name} up ({pipeline[name].log})")
+        yield Live(stack, s, pipeline, key, logs)
     finally:
-        for p in procs.values():
-            p.stop(10)
+        if pipeline is not None:
+            pipeline.stop()
         await asyncio.to_thread(stack.down)
-        shutil.rmtree(home, ignore_errors=True)
+        remove(stack)
 
 
 async def send_traffic(live: Live, seconds: float) -> int:
@@ -152,7 +148,7 @@ async def send_traffic(live: Live, seconds: float) -> int:
                 async with http.get(f"{live.base}/api/usage?month={month}", headers=auth(live.api_key)) as r:
                     assert r.status == 200
             i += 1
-            await asyncio.sleep(0.05)
+            await asyncio.sleep(0.05)  # the pace of the traffic (the test), not a wait
     return ok
 
 
@@ -160,12 +156,7 @@ async def send_traffic(live: Live, seconds: float) -> int:
 
 
 def test_promtool_check_metrics_on_each_process(live: Live) -> None:
-    for name, port in (
-        ("gateway", GATEWAY_PORT),
-        ("worker", WORKER_METRICS),
-        ("relay", RELAY_METRICS),
-        ("audit", AUDIT_METRICS),
-    ):
+    for name, port in live.metrics_ports().items():
         text = http_get(f"http://127.0.0.1:{port}/metrics")
         assert b"opsmantik_" in text, name
         run = promtool("check", "metrics", stdin=text)
@@ -177,12 +168,7 @@ def prometheus(live: Live) -> Iterator[str]:
     """Debian's Prometheus with the shipped config's jobs (targets pointed at this stack) and rules."""
     work = Path(tempfile.mkdtemp(prefix="opsmantik-prometheus-"))
     shipped = yaml.safe_load((PROM / "prometheus.yml").read_text())
-    ports = {
-        "opsmantik-gateway": GATEWAY_PORT,
-        "opsmantik-worker": WORKER_METRICS,
-        "opsmantik-relay": RELAY_METRICS,
-        "opsmantik-audit": AUDIT_METRICS,
-    }
+    ports = {f"opsmantik-{name}": port for name, port in live.metrics_ports().items()}
     config = {
         "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
         "rule_files": [str(RULES)],
@@ -195,26 +181,20 @@ def prometheus(live: Live) -> Iterator[str]:
         ],
     }
     (work / "prometheus.yml").write_text(yaml.safe_dump(config))
-    log = (work / "prometheus.log").open("wb")
+    port = free_port()
     argv = [
         binary("prometheus"),
         f"--config.file={work / 'prometheus.yml'}",
         f"--storage.tsdb.path={work / 'data'}",
-        f"--web.listen-address=127.0.0.1:{PROMETHEUS_PORT}",
+        f"--web.listen-address=127.0.0.1:{port}",
     ]
-    proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{PROMETHEUS_PORT}"
+    proc = Process("prometheus", argv, dict(os.environ), work / "prometheus.log", cwd=work).start()
+    url = f"http://127.0.0.1:{port}"
     try:
         wait(lambda: http_get(f"{url}/-/ready"), 30, "prometheus ready")
         yield url
     finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        log.close()
+        proc.stop(10)
         shutil.rmtree(work, ignore_errors=True)
 
 
