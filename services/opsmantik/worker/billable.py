@@ -1,4 +1,4 @@
-"""Publish ledgered events to the billable topic (services/opsmantik/schemas/billable.v1.json), keyed by site.
+"""Publish ledgered events to the billable topic (schemas/billable.v1.json), keyed by site.
 
 Each message is also a CloudEvent in the Kafka binding's binary mode (docs/cloudevents.md): the
 value is the unchanged billable.v1 JSON (the event's `data`), the attributes are headers, see

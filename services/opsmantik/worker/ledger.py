@@ -1,16 +1,25 @@
 """One batch of ingest messages → one Postgres transaction: ledger, invoice, freshness.
 
 Exactly-once comes from the ledger, not from Kafka. The ledger is partitioned by usage month
-(migration 0009), its primary key (site_id, event_id, usage_month):
-0. make sure the batch's months have a partition (outside the transaction, cached),
-1. lock the batch's sites (hashed buckets, fixed order), then drop the events already ledgered in
-   another month of their dedupe scope (opsmantik.db.partitions.dedupe_months): the same
-   event_id sent again with a time in another month is a duplicate,
-   then lock the batch's invoice rows in a fixed order (the running counts),
-2. insert ledger rows ON CONFLICT DO NOTHING; RETURNING says which are new,
-3. decide each new row's class in ledger order, fix up the overlimit ones,
-4. add only the new rows to the invoice, record dead letters and freshness,
-5. COMMIT (the caller publishes to the billable topic and acks only after this).
+(migration 0009), its primary key (site_id, event_id, usage_month). `write_batch` makes sure the
+batch's months have a partition (outside the transaction, cached), then runs these steps, each a
+function below, in one transaction:
+
+1. `close_lock_shared`: a month close waits for this batch,
+2. `dedupe_in_order`: the first copy of a (site, event_id) in (partition, offset) order wins,
+3. `drop_unknown_sites`, `drop_archived`: dead letters, with their reason,
+4. `lock_sites_and_find_copies`: lock the batch's sites (hashed buckets, fixed order), then find
+   the events already ledgered in another month of their dedupe scope
+   (opsmantik.db.partitions.dedupe_months): the same event_id sent again with a time in another
+   month is a duplicate,
+5. `lock_invoice_rows`: the billing month of each event, then its invoice row locked in a fixed
+   order (the running counts),
+6. `insert_new_rows`: ON CONFLICT DO NOTHING; RETURNING says which are new,
+7. `assign_and_mark_overlimit`: each new row's class in ledger order, the overlimit ones fixed up,
+8. `add_to_invoice`: only the new rows,
+9. `record_dead_letters`, `record_freshness`,
+10. `read_back_rows`: the canonical rows of every event of the batch, new or not,
+then COMMIT (the caller publishes to the billable topic and acks only after this).
 A replayed message finds its row already there and adds nothing.
 """
 
@@ -98,143 +107,210 @@ async def _write_batch(
     async with conn.transaction():
         await conn.execute(Q["close_lock_shared"])  # a month close waits for this batch (docs/billing.md)
         unique = dedupe_in_order(events)
-        quotas: dict[uuid.UUID, int | None] = {}
-        if unique:
-            rows = await conn.fetch(Q["site_quotas"], list({e.site_id for e in unique}))
-            quotas = {r["site_id"]: r["monthly_quota"] for r in rows}
-        unknown = [e for e in unique if e.site_id not in quotas]
-        dead = dead + [
-            dead_letter(e.partition, e.offset, "unknown site", e.raw, str(e.site_id), e.event_id)
-            for e in unknown
-        ]
-        unique = [e for e in unique if e.site_id in quotas]
-        gone = [e for e in unique if e.usage_month in archived]
-        dead = dead + [
-            dead_letter(e.partition, e.offset, "usage month is archived", e.raw, str(e.site_id), e.event_id)
-            for e in gone
-        ]
-        unique = [e for e in unique if e.usage_month not in archived]
+        unique, quotas, unknown = await drop_unknown_sites(conn, unique)
+        unique, gone = drop_archived(unique, archived)
+        dead = dead + unknown + gone
         now = datetime.now(UTC)
         scope = {e.key: dedupe_months(e.usage_month, e.received_at, now) for e in unique}
-
-        new_keys: list[tuple[uuid.UUID, str]] = []
-        overlimit = 0
-        new_received: list[datetime] = []
-        if unique:
-            buckets = sorted({e.site_id.int % SITE_LOCK_BUCKETS for e in unique})
-            await conn.execute(Q["lock_sites"], buckets)
-            copies = await conn.fetch(
-                Q["cross_month_copies"],
-                [e.site_id for e in unique],
-                [e.event_id for e in unique],
-                [e.usage_month for e in unique],
-                [scope[e.key][0] for e in unique],
-                [scope[e.key][1] for e in unique],
-            )
-            elsewhere: set[tuple[uuid.UUID, str]] = {(r[0], r[1]) for r in copies}
-        else:
-            elsewhere = set()
+        elsewhere = await lock_sites_and_find_copies(conn, unique, scope)
         fresh_candidates = [e for e in unique if e.key not in elsewhere]
+        new_events: list[IngestEvent] = []
+        classes: list[str] = []
         if fresh_candidates:
-            closed = frozenset(
-                r["month"]
-                for r in await conn.fetch(
-                    Q["closed_months_from"], min(e.usage_month for e in fresh_candidates)
-                )
-            )
-            months = {m: billing_month(m, closed) for m in {e.usage_month for e in fresh_candidates}}
-            bmonth = {e.key: months[e.usage_month] for e in fresh_candidates}
-            inv = sorted({(e.site_id, bmonth[e.key]) for e in fresh_candidates})
-            locked = await conn.fetch(Q["lock_invoice_rows"], [k[0] for k in inv], [k[1] for k in inv])
-            counts = {(r["site_id"], r["month"]): r["events"] for r in locked}
-
-            inserted = await conn.fetch(
-                Q["insert_ledger"],
-                [e.site_id for e in fresh_candidates],
-                [e.event_id for e in fresh_candidates],
-                [e.type for e in fresh_candidates],
-                [e.occurred_at for e in fresh_candidates],
-                [e.usage_month for e in fresh_candidates],
-                [bmonth[e.key] for e in fresh_candidates],
-                [e.quantity for e in fresh_candidates],
-                [e.path for e in fresh_candidates],
-                [e.received_at for e in fresh_candidates],
-                [e.partition for e in fresh_candidates],
-                [e.offset for e in fresh_candidates],
-                [e.properties for e in fresh_candidates],
-            )
-            fresh = {(r[0], r[1]) for r in inserted}  # RETURNING site_id, event_id
-            new_events = [e for e in fresh_candidates if e.key in fresh]  # still in ledger order
-            classes = assign_classes([(e.site_id, bmonth[e.key]) for e in new_events], counts, quotas)
-
-            over = [e for e, c in zip(new_events, classes, strict=True) if c == OVERLIMIT]
-            if over:
-                await conn.execute(
-                    Q["mark_overlimit"],
-                    [e.site_id for e in over],
-                    [e.event_id for e in over],
-                    [e.usage_month for e in over],
-                )
-            totals: dict[tuple[uuid.UUID, date], list[int]] = defaultdict(lambda: [0, 0, 0, 0])
-            for e, c in zip(new_events, classes, strict=True):
-                t = totals[(e.site_id, bmonth[e.key])]
-                t[0] += 1
-                t[1] += e.quantity
-                if c == OVERLIMIT:
-                    t[2] += 1
-                    t[3] += e.quantity
-            if totals:
-                keys = sorted(totals)
-                await conn.execute(
-                    Q["add_usage"],
-                    [k[0] for k in keys],
-                    [k[1] for k in keys],
-                    *([totals[k][i] for k in keys] for i in range(4)),
-                )
-            new_keys = [e.key for e in new_events]
-            overlimit = len(over)
-            new_received = [e.received_at for e in new_events]
-
-        if dead:
-            await conn.execute(
-                Q["insert_dead_letters"],
-                topic,
-                [d.partition for d in dead],
-                [d.offset for d in dead],
-                [d.site_id for d in dead],
-                [d.event_id for d in dead],
-                [d.reason for d in dead],
-                [d.payload for d in dead],
-            )
-        if new_received:
-            now = datetime.now(UTC)
-            lags = [(now - r).total_seconds() * 1000.0 for r in new_received]
-            await conn.execute(
-                Q["add_freshness"],
-                now,
-                instance,
-                len(lags),
-                sum(1 for x in lags if x <= 1000.0),
-                sum(1 for x in lags if x <= 5000.0),
-                max(lags),
-                sum(lags),
-            )
-        canonical: list[LedgerRow] = []
-        if unique:
-            rows = await conn.fetch(
-                Q["ledger_rows"],
-                [e.site_id for e in unique],
-                [e.event_id for e in unique],
-                [scope[e.key][0] for e in unique],
-                [scope[e.key][1] for e in unique],
-            )
-            make = LedgerRow._make
-            canonical = [make(r) for r in rows]  # ledger_rows selects the fields in order
+            bmonth, counts = await lock_invoice_rows(conn, fresh_candidates)
+            new_events = await insert_new_rows(conn, fresh_candidates, bmonth)
+            classes = await assign_and_mark_overlimit(conn, new_events, bmonth, counts, quotas)
+            await add_to_invoice(conn, new_events, classes, bmonth)
+        new_received = [e.received_at for e in new_events]
+        await record_dead_letters(conn, topic, dead)
+        await record_freshness(conn, instance, new_received)
+        canonical = await read_back_rows(conn, unique, scope)
     return BatchResult(
-        new=len(new_keys),
-        duplicates=len(events) - len(unknown) - len(gone) - len(new_keys),
+        new=len(new_events),
+        duplicates=len(events) - len(unknown) - len(gone) - len(new_events),
         dead_letters=len(dead),
-        overlimit=overlimit,
+        overlimit=sum(1 for c in classes if c == OVERLIMIT),
         rows=canonical,
         new_received_at=new_received,
     )
+
+
+Scope = dict[tuple[uuid.UUID, str], tuple[date, date]]  # event key -> dedupe months [lo, hi]
+BillingMonths = dict[tuple[uuid.UUID, str], date]  # event key -> billing month
+
+
+async def drop_unknown_sites(
+    conn: asyncpg.Connection, unique: list[IngestEvent]
+) -> tuple[list[IngestEvent], dict[uuid.UUID, int | None], list[DeadLetter]]:
+    """The events of known sites, every site's monthly quota, dead letters for the others."""
+    quotas: dict[uuid.UUID, int | None] = {}
+    if unique:
+        rows = await conn.fetch(Q["site_quotas"], list({e.site_id for e in unique}))
+        quotas = {r["site_id"]: r["monthly_quota"] for r in rows}
+    dead = [
+        dead_letter(e.partition, e.offset, "unknown site", e.raw, str(e.site_id), e.event_id)
+        for e in unique
+        if e.site_id not in quotas
+    ]
+    return [e for e in unique if e.site_id in quotas], quotas, dead
+
+
+def drop_archived(
+    unique: list[IngestEvent], archived: set[date]
+) -> tuple[list[IngestEvent], list[DeadLetter]]:
+    """A month already archived takes no more rows: its events become dead letters."""
+    dead = [
+        dead_letter(e.partition, e.offset, "usage month is archived", e.raw, str(e.site_id), e.event_id)
+        for e in unique
+        if e.usage_month in archived
+    ]
+    return [e for e in unique if e.usage_month not in archived], dead
+
+
+async def lock_sites_and_find_copies(
+    conn: asyncpg.Connection, unique: list[IngestEvent], scope: Scope
+) -> set[tuple[uuid.UUID, str]]:
+    """Lock the batch's sites (hashed buckets, ascending), then the keys already ledgered in
+    another month of their dedupe scope."""
+    if not unique:
+        return set()
+    buckets = sorted({e.site_id.int % SITE_LOCK_BUCKETS for e in unique})
+    await conn.execute(Q["lock_sites"], buckets)
+    copies = await conn.fetch(
+        Q["cross_month_copies"],
+        [e.site_id for e in unique],
+        [e.event_id for e in unique],
+        [e.usage_month for e in unique],
+        [scope[e.key][0] for e in unique],
+        [scope[e.key][1] for e in unique],
+    )
+    return {(r[0], r[1]) for r in copies}
+
+
+async def lock_invoice_rows(
+    conn: asyncpg.Connection, fresh: list[IngestEvent]
+) -> tuple[BillingMonths, dict[tuple[uuid.UUID, date], int]]:
+    """Each event's billing month (its usage month, or the first open one after it), then the
+    invoice rows created or locked in (site_id, month) order; returns their running counts."""
+    closed = frozenset(
+        r["month"] for r in await conn.fetch(Q["closed_months_from"], min(e.usage_month for e in fresh))
+    )
+    months = {m: billing_month(m, closed) for m in {e.usage_month for e in fresh}}
+    bmonth = {e.key: months[e.usage_month] for e in fresh}
+    inv = sorted({(e.site_id, bmonth[e.key]) for e in fresh})
+    locked = await conn.fetch(Q["lock_invoice_rows"], [k[0] for k in inv], [k[1] for k in inv])
+    return bmonth, {(r["site_id"], r["month"]): r["events"] for r in locked}
+
+
+async def insert_new_rows(
+    conn: asyncpg.Connection, fresh: list[IngestEvent], bmonth: BillingMonths
+) -> list[IngestEvent]:
+    """Insert every candidate as `included`; the ones RETURNING names are new, in ledger order."""
+    inserted = await conn.fetch(
+        Q["insert_ledger"],
+        [e.site_id for e in fresh],
+        [e.event_id for e in fresh],
+        [e.type for e in fresh],
+        [e.occurred_at for e in fresh],
+        [e.usage_month for e in fresh],
+        [bmonth[e.key] for e in fresh],
+        [e.quantity for e in fresh],
+        [e.path for e in fresh],
+        [e.received_at for e in fresh],
+        [e.partition for e in fresh],
+        [e.offset for e in fresh],
+        [e.properties for e in fresh],
+    )
+    new = {(r[0], r[1]) for r in inserted}  # RETURNING site_id, event_id
+    return [e for e in fresh if e.key in new]
+
+
+async def assign_and_mark_overlimit(
+    conn: asyncpg.Connection,
+    new_events: list[IngestEvent],
+    bmonth: BillingMonths,
+    counts: dict[tuple[uuid.UUID, date], int],
+    quotas: dict[uuid.UUID, int | None],
+) -> list[str]:
+    """The class of each new row in ledger order, from the locked running counts; the rows past
+    the quota are updated to `overlimit`."""
+    classes = assign_classes([(e.site_id, bmonth[e.key]) for e in new_events], counts, quotas)
+    over = [e for e, c in zip(new_events, classes, strict=True) if c == OVERLIMIT]
+    if over:
+        await conn.execute(
+            Q["mark_overlimit"],
+            [e.site_id for e in over],
+            [e.event_id for e in over],
+            [e.usage_month for e in over],
+        )
+    return classes
+
+
+async def add_to_invoice(
+    conn: asyncpg.Connection, new_events: list[IngestEvent], classes: list[str], bmonth: BillingMonths
+) -> None:
+    """Events, quantity, overlimit events and quantity of the new rows, per invoice row."""
+    totals: dict[tuple[uuid.UUID, date], list[int]] = defaultdict(lambda: [0, 0, 0, 0])
+    for e, c in zip(new_events, classes, strict=True):
+        t = totals[(e.site_id, bmonth[e.key])]
+        t[0] += 1
+        t[1] += e.quantity
+        if c == OVERLIMIT:
+            t[2] += 1
+            t[3] += e.quantity
+    if totals:
+        keys = sorted(totals)
+        await conn.execute(
+            Q["add_usage"],
+            [k[0] for k in keys],
+            [k[1] for k in keys],
+            *([totals[k][i] for k in keys] for i in range(4)),
+        )
+
+
+async def record_dead_letters(conn: asyncpg.Connection, topic: str, dead: list[DeadLetter]) -> None:
+    if dead:
+        await conn.execute(
+            Q["insert_dead_letters"],
+            topic,
+            [d.partition for d in dead],
+            [d.offset for d in dead],
+            [d.site_id for d in dead],
+            [d.event_id for d in dead],
+            [d.reason for d in dead],
+            [d.payload for d in dead],
+        )
+
+
+async def record_freshness(conn: asyncpg.Connection, instance: str, new_received: list[datetime]) -> None:
+    """The per-minute freshness rollup of the new rows (slo_freshness)."""
+    if new_received:
+        now = datetime.now(UTC)
+        lags = [(now - r).total_seconds() * 1000.0 for r in new_received]
+        await conn.execute(
+            Q["add_freshness"],
+            now,
+            instance,
+            len(lags),
+            sum(1 for x in lags if x <= 1000.0),
+            sum(1 for x in lags if x <= 5000.0),
+            max(lags),
+            sum(lags),
+        )
+
+
+async def read_back_rows(
+    conn: asyncpg.Connection, unique: list[IngestEvent], scope: Scope
+) -> list[LedgerRow]:
+    """The canonical ledger rows of every event of the batch, new or already there."""
+    if not unique:
+        return []
+    rows = await conn.fetch(
+        Q["ledger_rows"],
+        [e.site_id for e in unique],
+        [e.event_id for e in unique],
+        [scope[e.key][0] for e in unique],
+        [scope[e.key][1] for e in unique],
+    )
+    make = LedgerRow._make
+    return [make(r) for r in rows]  # ledger_rows selects the fields in order
