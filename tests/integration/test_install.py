@@ -57,7 +57,7 @@ def test_pyproject_lists_every_package() -> None:
         for p in (ROOT / "services").rglob("__init__.py")
         if "egg-info" not in str(p)
     }
-    assert set(setuptools["packages"]) == tree | {"opsmantik.schemas"}
+    assert set(setuptools["packages"]) == tree | {"opsmantik.schemas", "opsmantik.schemas.postgres"}
     assert (ROOT / "schemas" / "__init__.py").is_file()
 
 
