@@ -8,7 +8,7 @@ import copy
 import dataclasses
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -31,7 +31,7 @@ from opsmantik.gateway.sla_rollup import FIELDS, SLA
 from opsmantik.schema_files import json_schema
 
 from tests.support.gateway import new_site
-from tests.support.pipeline import Proc, wait_for
+from tests.support.pipeline import Pipeline, pipeline_fixture, wait_for
 
 pytestmark = pytest.mark.integration
 EXAMPLES = yaml.safe_load((Path(__file__).parent / "openmeter_examples.yaml").read_text())["examples"]
@@ -58,16 +58,10 @@ async def client(ce_settings: Settings) -> AsyncIterator[TestClient]:
     await c.close()
 
 
-@pytest.fixture(scope="module")
-def worker(settings: Settings, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Proc]:
-    """The worker, and the relay: an event answered from the outbox (`fallback`, e.g. the broker
-    slower than the 250 ms deadline on a busy machine) reaches the ledger through it."""
-    logs = tmp_path_factory.mktemp("ce-pipeline")
-    proc = Proc.start(settings, logs, "worker", worker_metrics_port=-1)
-    relay = Proc.start(settings, logs, "relay", relay_metrics_port=-1)
-    yield proc
-    assert relay.stop() == 0, relay.tail()
-    assert proc.stop() == 0, proc.tail()
+# The pipeline but its gateway (the in-process `client` above, with the CloudEvents settings): an
+# event answered from the outbox (`fallback`, e.g. the broker slower than the 250 ms deadline on a
+# busy machine) reaches the ledger through the relay.
+pipeline = pipeline_fixture("worker", "relay", "audit")
 
 
 def retimed(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -131,7 +125,7 @@ async def ledger(pool: asyncpg.Pool, site: uuid.UUID) -> list[asyncpg.Record]:
 
 
 async def test_openmeter_batch_by_the_sdk_is_ledgered_once_and_once_again(
-    client: TestClient, worker: Proc, pool: asyncpg.Pool, settings: Settings
+    client: TestClient, pipeline: Pipeline, pool: asyncpg.Pool, settings: Settings
 ) -> None:
     site, key = await new_site(pool)
     events = [as_sdk(doc) for doc in retimed(EXAMPLES)]
@@ -297,7 +291,7 @@ def read_billable(settings: Settings, site: uuid.UUID, n: int, timeout_s: float 
 
 
 async def test_the_billable_topic_speaks_cloudevents(
-    client: TestClient, worker: Proc, pool: asyncpg.Pool, settings: Settings
+    client: TestClient, pipeline: Pipeline, pool: asyncpg.Pool, settings: Settings
 ) -> None:
     site, key = await new_site(pool)
     r = await post(client, key, orjson.dumps(retimed(EXAMPLES)[:1]))
@@ -325,7 +319,7 @@ async def test_the_billable_topic_speaks_cloudevents(
 
 
 async def test_the_outbox_path_ledgers_a_cloudevent_once(
-    ce_settings: Settings, worker: Proc, pool: asyncpg.Pool, settings: Settings
+    ce_settings: Settings, pipeline: Pipeline, pool: asyncpg.Pool, settings: Settings
 ) -> None:
     """Kafka away (the publisher is the outbox alone): 204 `fallback`, and the relay and the
     worker ledger the events once, sent twice."""

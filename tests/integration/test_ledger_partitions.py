@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import secrets
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
@@ -24,7 +24,7 @@ from opsmantik.db import partitions
 from opsmantik.db.migrate import discover, migrate
 from opsmantik.months import month_start, next_month, previous_month
 
-from tests.support.pipeline import Proc, message, produce, wait_for
+from tests.support.pipeline import Pipeline, message, pipeline_fixture, produce, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -180,11 +180,7 @@ def test_dedupe_scope_months() -> None:
 # ------------------------------------------------------------------ through the real worker
 
 
-@pytest.fixture(scope="module")
-def worker(settings: Settings, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Proc]:
-    proc = Proc.start(settings, tmp_path_factory.mktemp("worker"), "worker", worker_metrics_port=-1)
-    yield proc
-    assert proc.stop() == 0, proc.tail()
+pipeline = pipeline_fixture("worker", "relay", "audit")  # events are produced straight to the topic
 
 
 async def rows_of(pool: asyncpg.Pool, site: uuid.UUID) -> list[asyncpg.Record]:
@@ -219,7 +215,7 @@ async def sentinel(settings: Settings, pool: asyncpg.Pool, site: uuid.UUID, n: i
 
 @pytest.mark.parametrize("order", ["older-first", "newer-first"])
 async def test_same_event_id_with_a_time_in_another_month_is_billed_once(
-    settings: Settings, pool: asyncpg.Pool, worker: Proc, order: str
+    settings: Settings, pool: asyncpg.Pool, pipeline: Pipeline, order: str
 ) -> None:
     async with pool.acquire() as conn:
         site = (await sites.create_site(conn, f"pb-{uuid.uuid4().hex[:6]}")).site_id
@@ -245,7 +241,7 @@ async def test_same_event_id_with_a_time_in_another_month_is_billed_once(
 
 
 async def test_copies_in_two_months_in_one_batch_are_billed_once(
-    settings: Settings, pool: asyncpg.Pool, worker: Proc
+    settings: Settings, pool: asyncpg.Pool, pipeline: Pipeline
 ) -> None:
     async with pool.acquire() as conn:
         site = (await sites.create_site(conn, f"pb-{uuid.uuid4().hex[:6]}")).site_id
@@ -270,7 +266,7 @@ async def test_copies_in_two_months_in_one_batch_are_billed_once(
 
 
 async def test_an_id_reused_after_its_month_left_the_window_is_a_new_event(
-    settings: Settings, pool: asyncpg.Pool, worker: Proc
+    settings: Settings, pool: asyncpg.Pool, pipeline: Pipeline
 ) -> None:
     """The defined edge of the dedupe scope: a copy whose month the gateway would no longer accept
     when the new one was received (older than month(received - 35 days)) is another event."""
@@ -294,7 +290,7 @@ async def test_an_id_reused_after_its_month_left_the_window_is_a_new_event(
 
 
 async def test_an_event_whose_month_has_no_partition_gets_one(
-    settings: Settings, pool: asyncpg.Pool, worker: Proc
+    settings: Settings, pool: asyncpg.Pool, pipeline: Pipeline
 ) -> None:
     async with pool.acquire() as conn:
         site = (await sites.create_site(conn, f"pb-{uuid.uuid4().hex[:6]}")).site_id

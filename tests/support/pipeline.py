@@ -14,7 +14,7 @@ from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import asyncpg
 import orjson
@@ -171,7 +171,7 @@ class Pipeline:
 
 def pipeline_fixture(
     *components: str,
-    scope: str = "module",
+    scope: Literal["session", "package", "module", "class", "function"] = "module",
     settings: str = "settings",
     relay_in_tests: bool = False,
     **env: object,
@@ -180,7 +180,7 @@ def pipeline_fixture(
     whole pipeline (or `components`) on the fixture `settings` names, with `env` settings
     overrides (e.g. worker_batch=100); stopped at the end of the scope, each process exiting 0."""
 
-    @pytest.fixture(scope=scope)  # type: ignore[misc]
+    @pytest.fixture(scope=scope)
     def pipeline(
         request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
     ) -> Iterator[Pipeline]:
