@@ -2,7 +2,7 @@
 
     python -m tests.bench.consume_probe produce   --bootstrap H:P --topic T --messages N
     python -m tests.bench.consume_probe getmany   --bootstrap H:P --topic T --messages N
-    python -m tests.bench.consume_probe faust-batch  ...   (the worker's Faust app, handle() a no-op)
+    python -m tests.bench.consume_probe faust-batch  ...   (the worker's Faust app, its LedgerStage a no-op)
     python -m tests.bench.consume_probe faust-stream ...   (stock Faust: noack_take + stream.ack per message)
 
 Each consumer mode joins its own group, reads the N messages from the beginning and prints one
@@ -19,6 +19,7 @@ import tempfile
 import time
 import uuid
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -101,14 +102,25 @@ async def getmany(bootstrap: str, topic: str, n: int, timeout_s: float) -> dict[
     return clock.result("getmany")
 
 
+@dataclass(frozen=True)
+class _Published:
+    """What LedgerStage.begin returns (opsmantik.worker.pipeline.Committed)."""
+
+    published: asyncio.Future[None]
+
+
 class NoopProcessor:
-    """Stands in for BatchProcessor: counts, commits nothing, publishes nothing."""
+    """A LedgerStage (opsmantik.worker.pipeline) standing in for BatchProcessor: counts, commits
+    nothing, publishes nothing."""
 
     def __init__(self, clock: Clock) -> None:
         self.clock = clock
 
-    async def handle(self, batch: Sequence[Any]) -> None:
+    async def begin(self, batch: Sequence[Any]) -> _Published:
         self.clock.add(len(batch))
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        done.set_result(None)
+        return _Published(done)
 
     def fail(self, exc: BaseException) -> None:
         raise exc
@@ -121,8 +133,8 @@ def _settings(bootstrap: str, topic: str, group: str) -> Any:
 
 
 async def faust_batch(bootstrap: str, topic: str, n: int, timeout_s: float) -> dict[str, object]:
-    """The worker's own app (services/opsmantik/worker/app.py: BatchConsumer + ledger loop), handle() a
-    no-op."""
+    """The worker's own app (services/opsmantik/worker/app.py: BatchConsumer + ledger loop), its
+    LedgerStage a no-op."""
     from opsmantik.worker.app import build_app, drop_monitor
 
     clock = Clock(n)
@@ -131,7 +143,7 @@ async def faust_batch(bootstrap: str, topic: str, n: int, timeout_s: float) -> d
             _settings(bootstrap, topic, f"probe-fbatch-{uuid.uuid4()}"),
             NoopProcessor(clock),
             Path(datadir),
-        )  # type: ignore[arg-type]
+        )
         await app.start()
         drop_monitor(app)
         try:
