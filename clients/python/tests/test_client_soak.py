@@ -16,7 +16,6 @@ from pathlib import Path
 import asyncpg
 import pytest
 from client_support import (
-    GatewayProc,
     ledger_event_ids,
     new_site,
     numbered,
@@ -26,8 +25,8 @@ from opsmantik.config import Settings
 from opsmantik.devstack.stack import Stack
 from opsmantik_client import AsyncClient, Backoff, Result
 
-from tests.support.pipeline import env_for
-from tests.support.process import Process, free_port
+from tests.support.pipeline import Pipeline, env_for
+from tests.support.process import Process
 from tests.support.stacks import stack_fixture, stack_settings
 
 pytestmark = [
@@ -64,7 +63,7 @@ async def test_100k_events_through_gateway_kills_and_a_broker_stop(
     site, key = await new_site(soak_pool)
     worker = Process.opsmantik("worker", ["worker"], env_for(soak_settings), tmp_path).start()
     relay = Process.opsmantik("relay", ["relay"], env_for(soak_settings), tmp_path).start()
-    gw = await GatewayProc(soak_settings, tmp_path, free_port()).start()
+    gw = await asyncio.to_thread(Pipeline.start, soak_settings, tmp_path / "gw", ("gateway",))
     results: dict[str, Result] = {}
     events: list[str] = []
     client = AsyncClient(
@@ -87,7 +86,7 @@ async def test_100k_events_through_gateway_kills_and_a_broker_stop(
         for n, at in enumerate((TOTAL * 15 // 100, TOTAL * 85 // 100), 1):
             faults.append((f"gateway SIGKILL #{n}", await until(at)))
             say(f"{faults[-1][0]} at {faults[-1][1]:,} answered")
-            await gw.restart()
+            await gw.kill_restart("gateway")
 
     async def broker_stop() -> None:
         faults.append(("broker stop", await until(TOTAL * 30 // 100)))
