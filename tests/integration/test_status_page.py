@@ -81,7 +81,7 @@ async def test_summary_and_html_name_every_component_and_objective(status_gw: Ga
 
 
 def openapi_validator(name: str):  # type: ignore[no-untyped-def]
-    """A validator for one of services/opsmantik/schemas/openapi.yaml's component schemas (its $refs
+    """A validator for one of schemas/openapi.yaml's component schemas (its $refs
     resolved there)."""
     import jsonschema
     import yaml

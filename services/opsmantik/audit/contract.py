@@ -1,4 +1,4 @@
-"""Would the gateway have produced this message? Checked against services/opsmantik/schemas/event.v1.json
+"""Would the gateway have produced this message? Checked against schemas/event.v1.json
 itself
 plus the gateway's own rules the schema cannot say (time window, usage_month, NUL, size).
 

@@ -1,4 +1,4 @@
-"""Apply services/opsmantik/schemas/postgres/NNNN_name.sql in order, once each, recorded in schema_migrations.
+"""Apply schemas/postgres/NNNN_name.sql in order, once each, recorded in schema_migrations.
 
 Idempotent and safe to run concurrently (an advisory lock serialises runners). A
 migration edited after it was applied is refused: its checksum no longer matches.
