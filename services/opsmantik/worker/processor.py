@@ -1,9 +1,10 @@
-"""One batch end to end: decode → ledger transaction (retried) → billable publish (retried).
+"""The product's LedgerStage (opsmantik.worker.pipeline states the contract): decode → ledger
+transaction (retried) → billable publish (retried).
 
-Returns only when the batch is committed and published; the agent acks after that. A
-failure is retried with backoff for settings.worker_retry_max_s, then `Fatal` is raised:
-the worker exits non-zero and Kafka redelivers the unacked batch to the next worker.
-Nothing is ever skipped.
+`begin` returns once the batch is committed, with its publish started; the ledger loop acks it
+only after the publish finished. A failure is retried with backoff for
+settings.worker_retry_max_s, then `Fatal` is raised: the worker exits non-zero and Kafka
+redelivers the unacked batch to the next worker. Nothing is ever skipped.
 """
 
 from __future__ import annotations
@@ -80,12 +81,6 @@ class BatchProcessor:
         # to fix, not a message to drop (tests/integration/test_capture_property.py and
         # test_topic_fuzz.py hold decode to both sides).
         return await self._retry("db", write)
-
-    async def handle(self, batch: Sequence[RawMessage]) -> BatchResult:
-        """The whole batch: ledger transaction, then the billable publish."""
-        staged = await self.begin(batch)
-        await staged.published
-        return staged.result
 
     async def begin(self, batch: Sequence[RawMessage]) -> Staged:
         """The ledger transaction, awaited; the billable publish started, not awaited (issue 22:
