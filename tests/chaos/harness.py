@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import asyncpg
-from opsmantik.devstack.stack import ROOT, _wait_port_free
+from opsmantik.devstack.stack import ROOT, _pid_alive, _wait_port_free
 
 from tests.support.process import OPSMANTIK, Process, stable_ports
 from tests.support.stacks import new_stack, remove
@@ -81,7 +81,7 @@ class ChaosStack:
     def pg_pids(self) -> list[int]:
         """The postmaster and every process it forked (backends, checkpointer, walwriter...)."""
         root = self.stack.pg_pid()
-        if not root or not _alive(root):
+        if root is None or not _pid_alive(root):
             return []
         pids = [root]
         for stat in Path("/proc").glob("[0-9]*/stat"):
@@ -119,27 +119,12 @@ def _signal(pid: int, sig: int) -> None:
         os.kill(pid, sig)
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def _wait_dead(pid: int, timeout_s: float) -> None:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         with contextlib.suppress(ChildProcessError):
             os.waitpid(pid, os.WNOHANG)  # the broker is our child when this run started it: reap it
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return
-        stat = Path(f"/proc/{pid}/stat")
-        if stat.exists() and stat.read_text().split(")")[-1].split()[0] == "Z":
+        if not _pid_alive(pid):  # gone, or a zombie
             return
         time.sleep(0.05)
 
