@@ -83,6 +83,7 @@ def stack_fixture(
 
     @pytest.fixture(scope=scope)
     def fixture() -> Iterator[Stack]:
+        """A private stack of its own (tests/support/stacks.py), removed after."""
         with private_stack(name, brokers) as stack:
             if start is not None:
                 start(stack)
