@@ -17,7 +17,7 @@ from typing import Any
 
 import orjson
 
-EVENT_FIELDS = frozenset({"event_id", "type", "occurred_at", "quantity", "properties"})
+EVENT_FIELDS = frozenset({"event_id", "type", "occurred_at", "quantity", "properties", "subject"})
 REQUIRED = ("event_id", "type", "occurred_at")
 EVENT_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}", re.ASCII)
 # The ledger event_id POST /api/v1/events derives from a CloudEvent's (source, id)
@@ -30,6 +30,10 @@ RFC3339 = re.compile(
     re.ASCII,  # \d must not match other scripts' digits
 )
 MAX_TYPE_CHARS = 64
+# subject: the site's own customer (OpenMeter's subject; a CloudEvent's `subject`), optional.
+# 256 characters as CloudEvents' subject already had (gateway/cloudevents.py); no NUL (Postgres
+# text cannot hold it: the worker stores it in ingest_idempotency.subject).
+MAX_SUBJECT_CHARS = 256
 MAX_QUANTITY = 1_000_000_000_000
 MAX_PROPERTIES_BYTES = 16 * 1024  # orjson's compact serialisation
 MAX_AGE = timedelta(days=35)
@@ -60,6 +64,7 @@ class Event:
     occurred_at: datetime  # UTC
     quantity: int
     properties: dict[str, Any] | None
+    subject: str | None = None  # None: no subject (the message then carries no `subject` key)
 
     @property
     def usage_month(self) -> date:
@@ -168,7 +173,9 @@ def validate_event(item: object, now: datetime, limits: Limits = Limits()) -> Ev
     if errors:
         return errors
     assert isinstance(event_id, str) and isinstance(kind, str) and occurred is not None
-    return Event(event_id, kind, occurred, item.get("quantity", 1), item.get("properties"))
+    return Event(
+        event_id, kind, occurred, item.get("quantity", 1), item.get("properties"), item.get("subject")
+    )
 
 
 def field_errors(item: dict[str, Any]) -> list[tuple[str, str]]:
@@ -190,12 +197,22 @@ def field_errors(item: dict[str, Any]) -> list[tuple[str, str]]:
     quantity = item.get("quantity", 1)
     if not (type(quantity) is int and 1 <= quantity <= MAX_QUANTITY):
         errors.append(("quantity", f"must be an integer from 1 to {MAX_QUANTITY}"))
+    subject = item.get("subject")
+    if subject is not None and not valid_subject(subject):
+        errors.append(("subject", SUBJECT_RULE))
     props = item.get("properties")
     if props is not None:
         problem = properties_problem(props)
         if problem:
             errors.append(("properties", problem))
     return errors
+
+
+SUBJECT_RULE = f"must be a string of 1-{MAX_SUBJECT_CHARS} characters without NUL, or null"
+
+
+def valid_subject(subject: object) -> bool:
+    return isinstance(subject, str) and 1 <= len(subject) <= MAX_SUBJECT_CHARS and "\x00" not in subject
 
 
 def properties_problem(props: object) -> str | None:
@@ -275,21 +292,20 @@ def to_messages(
     dumps = orjson.dumps
     for event, status in zip(events, gateway_statuses, strict=True):
         occurred = iso(event.occurred_at)
-        out.append(
-            dumps(
-                {
-                    "v": 1,
-                    "site_id": site,
-                    "event_id": event.event_id,
-                    "type": event.type,
-                    "occurred_at": occurred,
-                    "usage_month": occurred[:8] + "01",  # YYYY-MM-01 of the UTC time
-                    "quantity": event.quantity,
-                    "properties": event.properties,
-                    "received_at": received,
-                    "path": path,
-                    "gateway_status": status,
-                }
-            )
-        )
+        doc = {
+            "v": 1,
+            "site_id": site,
+            "event_id": event.event_id,
+            "type": event.type,
+            "occurred_at": occurred,
+            "usage_month": occurred[:8] + "01",  # YYYY-MM-01 of the UTC time
+            "quantity": event.quantity,
+            "properties": event.properties,
+            "received_at": received,
+            "path": path,
+            "gateway_status": status,
+        }
+        if event.subject is not None:  # absent, not null: a message without one is unchanged
+            doc["subject"] = event.subject
+        out.append(dumps(doc))
     return out

@@ -15,6 +15,8 @@ Mapping (docs/cloudevents.md):
     quantity          from data by the JSON pointer configured for the type
                       (OPSMANTIK_CLOUDEVENTS_QUANTITY), else 1
     properties        {"ce": {"source", "id", "subject", [dataschema], [extensions]}, "data": data}
+    subject           subject (1-256 characters, required as in OpenMeter): the event's subject,
+                      as /api/sync's optional `subject` (events.MAX_SUBJECT_CHARS)
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ import orjson
 from opsmantik.events import (
     MAX_PROPERTIES_BYTES,
     MAX_QUANTITY,
+    MAX_SUBJECT_CHARS,
     MAX_TYPE_CHARS,
     Event,
     FieldError,
@@ -47,7 +50,6 @@ MEDIA_TYPES = (SINGLE, BATCH, JSON)
 SPECVERSION = "1.0"
 MAX_ID_CHARS = 256
 MAX_SOURCE_CHARS = 512
-MAX_SUBJECT_CHARS = 256
 MAX_DATASCHEMA_CHARS = 512
 MAX_EXTENSION_CHARS = 256  # a string extension attribute's value
 KNOWN = frozenset(
@@ -193,7 +195,7 @@ def validate_cloudevent(
     if errors:
         return errors
     assert ce_id is not None and source is not None and kind is not None and isinstance(quantity, int)
-    return Event(ledger_event_id(source, ce_id), kind, occurred, quantity, properties)
+    return Event(ledger_event_id(source, ce_id), kind, occurred, quantity, properties, subject)
 
 
 def _fail(message: str, field: str | None = None) -> Parsed:
