@@ -19,7 +19,7 @@ import asyncpg
 
 from opsmantik import sites
 from opsmantik.cli import args as cli_args
-from opsmantik.cli import incidents
+from opsmantik.cli import incidents, recovery
 from opsmantik.cli.args import Parser
 from opsmantik.cli.errors import classify, require_kafka
 from opsmantik.cli.show import err, json_out, out
@@ -389,6 +389,7 @@ def build_parser() -> argparse.ArgumentParser:
     _billing_commands(sub)
     _send_command(sub)
     incidents.register(sub)
+    recovery.register(sub)
     return cli_args.finish(p)
 
 

@@ -32,6 +32,7 @@ PG_USER = "opsmantik"
 PG_DB = "opsmantik"
 CLUSTER_HEAP = "512m"  # per broker of a cluster: three JVMs share the host
 START_TIMEOUT_S = 90.0
+ARCHIVE_CONF = "opsmantik-archive.conf"  # WAL archiving (services/opsmantik/recovery/backup.py)
 READY_TOPIC = "opsmantik.stack.ready"  # `stack up` proves an idempotent produce works here
 
 
@@ -140,6 +141,8 @@ class Stack:
     kafka_port: int = LOCAL_KAFKA_PORT
     pg_port: int = LOCAL_PG_PORT
     brokers: int = 1
+    # The newest archived WAL is at most this old while there is traffic (the restore point's lag).
+    archive_timeout_s: int = 60
 
     @classmethod
     def local(cls, brokers: int | None = None) -> Stack:
@@ -335,8 +338,15 @@ class Stack:
         shutil.chown(target, "postgres", "postgres")
         return target
 
+    def pg_root(self) -> Path:
+        """Where Postgres' data, WAL archive and backups live (services/opsmantik/recovery/)."""
+        return self._pg_root()
+
     def pg_data(self) -> Path:
         return self._pg_root() / "data"
+
+    def psql(self, sql: str, db: str = "postgres") -> str:
+        return self._psql(sql, db)
 
     def _pg_ctl(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
         cmd = _as_pg_owner([str(pg_bin() / "pg_ctl"), "-D", str(self.pg_data()), *args])
@@ -408,6 +418,7 @@ class Stack:
         data = self.pg_data()
         if not (data / "PG_VERSION").exists():
             self._pg_init(data)
+        self._pg_archive_conf(data)
         log = self._pg_root() / "postgres.log"
         if os.geteuid() == 0:
             log.touch()
@@ -420,6 +431,25 @@ class Stack:
         if self._psql(f"SELECT 1 FROM pg_database WHERE datname = '{PG_DB}'") != "1":
             self._psql(f"CREATE DATABASE {PG_DB}")
         return True
+
+    def _pg_archive_conf(self, data: Path) -> None:
+        """WAL archiving into pg_root/wal-archive (services/opsmantik/recovery/backup.py restores
+        from it), written at every start so a stack made before archiving existed gets it too."""
+        archive = self._pg_root() / "wal-archive"
+        archive.mkdir(exist_ok=True)
+        if os.geteuid() == 0:
+            shutil.chown(archive, "postgres", "postgres")
+        (data / ARCHIVE_CONF).write_text(
+            "# written by `opsmantik stack up` (services/opsmantik/devstack/stack.py)\n"
+            "archive_mode = on\n"
+            # never overwrite a segment already archived (a restored server's new timeline renames)
+            f"archive_command = 'test ! -f {archive}/%f && cp %p {archive}/%f'\n"
+            f"archive_timeout = {self.archive_timeout_s}\n"
+        )
+        conf = data / "postgresql.conf"
+        if ARCHIVE_CONF not in conf.read_text():
+            with open(conf, "a") as f:
+                f.write(f"include_if_exists = '{ARCHIVE_CONF}'\n")
 
     def pg_down(self) -> bool:
         if not self.pg_status().running:
