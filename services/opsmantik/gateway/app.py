@@ -18,7 +18,7 @@ from aiohttp import web
 
 from opsmantik.config import LOCAL_KEY_SECRET, Settings
 from opsmantik.events import Limits
-from opsmantik.gateway import exports, routes_api, routes_cloudevents, routes_ops
+from opsmantik.gateway import exports, routes_api, routes_cloudevents, routes_meters, routes_ops
 from opsmantik.gateway.auth import KeyCache, LookupBudget, RefusalPacer
 from opsmantik.gateway.breaker import STATE_VALUE, Breaker
 from opsmantik.gateway.metrics import GatewayMetrics
@@ -90,6 +90,7 @@ def create_app(settings: Settings, publisher: Publisher | None = None) -> web.Ap
     app = web.Application(middlewares=[observe], client_max_size=settings.max_body_bytes)
     routes_api.setup(app)
     routes_cloudevents.setup(app)
+    routes_meters.setup(app)
     routes_ops.setup(app)
     exports.setup(app, settings)
     app[SLA] = SlaRollup()

@@ -16,7 +16,8 @@ function below, in one transaction:
    order (the running counts),
 6. `insert_new_rows`: ON CONFLICT DO NOTHING; RETURNING says which are new,
 7. `assign_and_mark_overlimit`: each new row's class in ledger order, the overlimit ones fixed up,
-8. `add_to_invoice`: only the new rows,
+8. `add_to_invoice`: only the new rows, and `add_to_meters`: their meter aggregates
+   (opsmantik.meters.aggregate, docs/meters.md),
 9. `record_dead_letters`, `record_freshness`,
 10. `read_back_rows`: the canonical rows of every event of the batch, new or not,
 then COMMIT (the caller publishes to the billable topic and acks only after this).
@@ -36,6 +37,7 @@ import asyncpg
 from opsmantik.billing.rules import OVERLIMIT, assign_classes, billing_month
 from opsmantik.db.partitions import PartitionCache, dedupe_months
 from opsmantik.db.queries import package_queries
+from opsmantik.meters import aggregate, definitions
 from opsmantik.worker.message import DeadLetter, IngestEvent, dead_letter
 
 Q = package_queries("opsmantik.worker", "ledger.sql")
@@ -116,15 +118,18 @@ async def _write_batch(
         fresh_candidates = [e for e in unique if e.key not in elsewhere]
         new_events: list[IngestEvent] = []
         classes: list[str] = []
+        meters = aggregate.Increments()
         if fresh_candidates:
             bmonth, counts = await lock_invoice_rows(conn, fresh_candidates)
             new_events = await insert_new_rows(conn, fresh_candidates, bmonth)
             classes = await assign_and_mark_overlimit(conn, new_events, bmonth, counts, quotas)
             await add_to_invoice(conn, new_events, classes, bmonth)
+        meters = await add_to_meters(conn, new_events, bmonth)
         new_received = [e.received_at for e in new_events]
         await record_dead_letters(conn, topic, dead)
         await record_freshness(conn, instance, new_received)
         canonical = await read_back_rows(conn, unique, scope)
+    aggregate.count_skips(meters)  # after the commit: a retried transaction counts once
     return BatchResult(
         new=len(new_events),
         duplicates=len(events) - len(unknown) - len(gone) - len(new_events),
@@ -220,6 +225,7 @@ async def insert_new_rows(
         [e.partition for e in fresh],
         [e.offset for e in fresh],
         [e.properties for e in fresh],
+        [e.subject for e in fresh],
     )
     new = {(r[0], r[1]) for r in inserted}  # RETURNING site_id, event_id
     return [e for e in fresh if e.key in new]
@@ -266,6 +272,24 @@ async def add_to_invoice(
             [k[1] for k in keys],
             *([totals[k][i] for k in keys] for i in range(4)),
         )
+
+
+async def add_to_meters(
+    conn: asyncpg.Connection, new_events: list[IngestEvent], bmonth: BillingMonths
+) -> aggregate.Increments:
+    """The meters' aggregates of the new rows only (docs/meters.md): the definitions are read
+    under the close lock this transaction holds shared, which `meters create|delete|backfill`
+    take exclusively, so a batch counts into exactly the meters that exist while it runs."""
+    meters = await definitions.load(conn)
+    facts = [
+        aggregate.Fact(
+            e.site_id, e.event_id, e.type, e.occurred_at, bmonth[e.key], e.quantity, e.properties, e.subject
+        )
+        for e in new_events
+    ]
+    inc = aggregate.accumulate(meters, facts)
+    await aggregate.write(conn, inc)
+    return inc
 
 
 async def record_dead_letters(conn: asyncpg.Connection, topic: str, dead: list[DeadLetter]) -> None:

@@ -39,11 +39,12 @@ RETURNING site_id, month, events
 -- Every row goes in as `included`; the rows past the quota are fixed up below.
 INSERT INTO ingest_idempotency (site_id, event_id, event_type, occurred_at, usage_month,
     billing_month, quantity, billing_class, path, received_at, kafka_partition, kafka_offset,
-    properties)
-SELECT s, e, ty, o, um, bm, q, 'included', p, r, kp, ko, pr::jsonb
+    properties, subject)
+SELECT s, e, ty, o, um, bm, q, 'included', p, r, kp, ko, pr::jsonb, sub
 FROM unnest($1::uuid[], $2::text[], $3::text[], $4::timestamptz[], $5::date[], $6::date[],
-            $7::bigint[], $8::text[], $9::timestamptz[], $10::int[], $11::bigint[], $12::text[])
-     AS t(s, e, ty, o, um, bm, q, p, r, kp, ko, pr)
+            $7::bigint[], $8::text[], $9::timestamptz[], $10::int[], $11::bigint[], $12::text[],
+            $13::text[])
+     AS t(s, e, ty, o, um, bm, q, p, r, kp, ko, pr, sub)
 ON CONFLICT (site_id, event_id, usage_month) DO NOTHING
 RETURNING site_id, event_id
 

@@ -34,7 +34,7 @@ _REQUIRED = (
     "gateway_status",
 )
 _REQUIRED_SET = frozenset(_REQUIRED)
-_ALLOWED = _REQUIRED_SET | {"properties"}
+_ALLOWED = _REQUIRED_SET | {"properties", "subject"}  # subject: events.field_errors judges it
 _PATHS = ("kafka", "fallback")
 _STATUSES = ("accepted", "overlimit", "degraded", "fallback")
 
@@ -56,6 +56,7 @@ class IngestEvent(NamedTuple):
     offset: int
     raw: bytes  # kept for a dead letter (e.g. unknown site)
     key: tuple[uuid.UUID, str]  # (site_id, event_id): looked up several times per event
+    subject: str | None = None  # the site's own customer (1-256 characters), stored in the ledger
 
     def __repr__(self) -> str:  # without raw (a dead letter's payload is logged elsewhere)
         return f"IngestEvent(site_id={self.site_id}, event_id={self.event_id!r}, offset={self.offset})"
@@ -210,6 +211,7 @@ def _decode(raw: bytes, partition: int, offset: int) -> IngestEvent | DeadLetter
         offset,
         raw,
         (site_id, doc["event_id"]),
+        doc.get("subject"),
     )
 
 

@@ -1,0 +1,154 @@
+"""A batch of newly ledgered events → the meters' bucket increments, and writing them.
+
+Called by the worker inside the ledger's transaction with only the rows that transaction inserted
+(worker/ledger.py), and by `meters backfill` with the ledger's rows: a retry, a redelivery or a
+crash never counts an event twice because the ledger inserts it once. One bucket is one UTC
+minute (BUCKET): every IANA zone's offset is a whole number of minutes since 1970, so MINUTE, HOUR,
+DAY and MONTH windows in any zone are unions of buckets.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections import Counter
+from dataclasses import dataclass, field
+from datetime import date, datetime
+from decimal import Decimal
+from typing import NamedTuple
+
+import asyncpg
+import orjson
+from prometheus_client import Counter as PromCounter
+
+from opsmantik.db.queries import package_queries
+from opsmantik.meters.definitions import Meter
+from opsmantik.meters.values import Skip, event_data, groups_of, value_of
+
+Q = package_queries("opsmantik.meters", "aggregate.sql")
+SKIPPED = PromCounter(
+    "opsmantik_meter_skipped",
+    "Events a meter did not count (the event is billed): by meter slug and reason (docs/meters.md)",
+    ["meter", "reason"],
+)
+
+
+class Fact(NamedTuple):
+    """A ledger row as a meter reads it."""
+
+    site_id: uuid.UUID
+    event_id: str
+    event_type: str
+    occurred_at: datetime
+    billing_month: date
+    quantity: int
+    properties: str | None  # JSON text
+    subject: str | None
+
+
+BucketKey = tuple[uuid.UUID, uuid.UUID, datetime, date, str, str]  # meter, site, minute, bm, subject, groups
+
+
+@dataclass
+class Bucket:
+    n: int = 0
+    total: Decimal = Decimal(0)
+    lo: Decimal | None = None
+    hi: Decimal | None = None
+    latest: tuple[datetime, str, Decimal] | None = None  # (occurred_at, event_id, value)
+    uniques: set[str] = field(default_factory=set)
+
+    def add(self, fact: Fact, value: Decimal | str | None) -> None:
+        self.n += 1
+        if isinstance(value, Decimal):
+            self.total += value
+            self.lo = value if self.lo is None else min(self.lo, value)
+            self.hi = value if self.hi is None else max(self.hi, value)
+            mark = (fact.occurred_at, fact.event_id, value)
+            if self.latest is None or mark[:2] > self.latest[:2]:
+                self.latest = mark
+        elif isinstance(value, str):
+            self.uniques.add(value)
+        else:
+            self.total += 1  # COUNT: total = n
+
+
+@dataclass
+class Increments:
+    buckets: dict[BucketKey, Bucket] = field(default_factory=dict)
+    skipped: Counter[tuple[str, str]] = field(default_factory=Counter)  # (slug, reason)
+
+
+def minute(t: datetime) -> datetime:
+    return t.replace(second=0, microsecond=0)
+
+
+def accumulate(meters: list[Meter], facts: list[Fact], into: Increments | None = None) -> Increments:
+    """Pure: the increments of `facts` for every meter (no I/O, never raises on an event)."""
+    inc = into or Increments()
+    for fact in facts:
+        relevant = [m for m in meters if m.matches(fact.event_type)]
+        if not relevant:
+            continue
+        data: object = None
+        parsed = False
+        for meter in relevant:
+            if not parsed and (meter.value_path is not None or meter.group_paths):
+                data = event_data(fact.event_id, orjson.loads(fact.properties) if fact.properties else None)
+                parsed = True
+            try:
+                value = value_of(meter, data, fact.quantity)
+                groups = groups_of(meter, data) if meter.group_paths else "{}"
+            except Skip as skip:
+                inc.skipped[(meter.slug, skip.reason)] += 1
+                continue
+            key = (
+                meter.meter_id,
+                fact.site_id,
+                minute(fact.occurred_at),
+                fact.billing_month,
+                fact.subject or "",
+                groups,
+            )
+            bucket = inc.buckets.get(key)
+            if bucket is None:
+                bucket = inc.buckets[key] = Bucket()
+            bucket.add(fact, value)
+    return inc
+
+
+async def write(conn: asyncpg.Connection, inc: Increments) -> None:
+    """Add the increments to meter_buckets and meter_unique_values (in key order: batches of one
+    site are serialised by the ledger's site locks, and a fixed order keeps any others apart)."""
+    if not inc.buckets:
+        return
+    keys = sorted(inc.buckets, key=lambda k: (k[0].bytes, k[1].bytes, k[2], k[3], k[4], k[5]))
+    cols: list[list[object]] = [[] for _ in range(13)]
+    for k in keys:
+        b = inc.buckets[k]
+        latest = b.latest
+        row = (
+            *k,
+            b.n,
+            b.total,
+            b.lo,
+            b.hi,
+            latest[2] if latest else None,
+            latest[0] if latest else None,
+            latest[1] if latest else None,
+        )
+        for col, v in zip(cols, row, strict=True):
+            col.append(v)
+    await conn.execute(Q["add_buckets"], *cols)
+    uniq = [(k, v) for k in keys for v in sorted(inc.buckets[k].uniques)]
+    if uniq:
+        await conn.execute(
+            Q["add_unique_values"],
+            *([k[i] for k, _ in uniq] for i in range(6)),
+            [v for _, v in uniq],
+        )
+
+
+def count_skips(inc: Increments) -> None:
+    """After the commit: a retried transaction's skips are counted once."""
+    for (slug, reason), n in inc.skipped.items():
+        SKIPPED.labels(slug, reason).inc(n)

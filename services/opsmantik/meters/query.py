@@ -1,0 +1,258 @@
+"""OpenMeter's meter query: parameters checked (BadQuery names the one to fix), run, answered.
+
+Parameters (docs/meters.md "Query"): from, to (RFC 3339; inclusive, exclusive), windowSize
+(MINUTE|HOUR|DAY|MONTH; absent: one row for [from, to)), windowTimeZone (IANA, default UTC),
+subject (repeatable), groupBy (repeatable: the meter's group names, subject, customer_id,
+billing_month), filterGroupBy[k]=v, filterCustomerId (repeatable, the operator only). The answer
+has at most MAX_ROWS rows (and at most MAX_WINDOWS windows); more is a 400.
+"""
+
+from __future__ import annotations
+
+import re
+import uuid
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta
+from decimal import Decimal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+import asyncpg
+import orjson
+
+from opsmantik.db.queries import package_queries
+from opsmantik.errors import UsageError
+from opsmantik.events import parse_time
+from opsmantik.meters import windows
+from opsmantik.meters.definitions import Meter
+
+Q = package_queries("opsmantik.meters", "query.sql")
+MAX_ROWS = 10_000
+MAX_WINDOWS = 10_000
+MAX_FILTER_VALUES = 100
+_FILTER = re.compile(r"filterGroupBy\[([^\]]{1,63})\]")
+_MONTH = re.compile(r"(\d{4})-(\d{2})")
+
+
+class BadQuery(UsageError):
+    def __init__(self, parameter: str, message: str) -> None:
+        self.parameter = parameter
+        super().__init__(f"{parameter}: {message}")
+
+
+@dataclass(frozen=True)
+class MeterQuery:
+    start: datetime | None
+    end: datetime | None
+    window_size: str | None
+    zone: ZoneInfo
+    zone_name: str
+    subjects: list[str] | None
+    group_by: list[str]
+    filters: dict[str, str]
+    customers: list[uuid.UUID] | None
+
+
+@dataclass(frozen=True)
+class Row:
+    value: int | float | None
+    window_start: datetime
+    window_end: datetime
+    subject: str | None
+    customer_id: uuid.UUID | None
+    group_by: dict[str, str | None]
+
+    def as_dict(self) -> dict[str, object]:
+        return {
+            "value": self.value,
+            "windowStart": iso(self.window_start),
+            "windowEnd": iso(self.window_end),
+            "subject": self.subject,
+            "customerId": str(self.customer_id) if self.customer_id else None,
+            "groupBy": self.group_by,
+        }
+
+
+@dataclass(frozen=True)
+class Answer:
+    start: datetime | None
+    end: datetime | None
+    window_size: str | None
+    rows: list[Row]
+
+    def as_dict(self) -> dict[str, object]:
+        return {
+            "from": iso(self.start) if self.start else None,
+            "to": iso(self.end) if self.end else None,
+            "windowSize": self.window_size,
+            "data": [r.as_dict() for r in self.rows],
+        }
+
+
+def iso(t: datetime) -> str:
+    return t.astimezone(UTC).isoformat().replace("+00:00", "Z")
+
+
+def _time(name: str, raw: str) -> datetime:
+    t = parse_time(raw)
+    if t is None:
+        raise BadQuery(name, "an RFC 3339 time with an offset, e.g. 2026-03-08T00:00:00Z")
+    if t.second or t.microsecond:
+        raise BadQuery(name, "must be a whole minute (meters are kept per minute)")
+    return t.astimezone(UTC)
+
+
+def _one(params: list[tuple[str, str]], name: str) -> str | None:
+    values = [v for k, v in params if k == name]
+    if len(values) > 1:
+        raise BadQuery(name, "given more than once")
+    return values[0] if values else None
+
+
+def parse_params(params: Iterable[tuple[str, str]], meter: Meter, operator: bool) -> MeterQuery:
+    """OpenMeter's parameters; unknown ones are refused (a typo should not widen the answer)."""
+    items = list(params)
+    known = {"from", "to", "windowSize", "windowTimeZone", "subject", "groupBy", "filterCustomerId"}
+    for k, _ in items:
+        if k not in known and not _FILTER.fullmatch(k):
+            raise BadQuery(k, "unknown parameter")
+    raw_from, raw_to = _one(items, "from"), _one(items, "to")
+    start = _time("from", raw_from) if raw_from is not None else None
+    end = _time("to", raw_to) if raw_to is not None else None
+    if start and end and start >= end:
+        raise BadQuery("from", "must be before `to`")
+    size = _one(items, "windowSize")
+    if size is not None and size not in windows.SIZES:
+        raise BadQuery("windowSize", f"one of {', '.join(windows.SIZES)}")
+    zone_name = _one(items, "windowTimeZone") or "UTC"
+    try:
+        zone = ZoneInfo(zone_name)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise BadQuery("windowTimeZone", f"{zone_name!r} is not an IANA time zone") from None
+    if size is not None:
+        for name, t in (("from", start), ("to", end)):
+            if t is not None and windows.floor(t, size, zone) != t:
+                raise BadQuery(name, f"must be a {size} boundary in {zone_name}")
+    subjects = [v for k, v in items if k == "subject"] or None
+    names = set(meter.group_by) | {"subject", "billing_month"} | ({"customer_id"} if operator else set())
+    group_by = [v for k, v in items if k == "groupBy"]
+    for g in group_by:
+        if g not in names:
+            raise BadQuery(
+                "groupBy", f"{g!r} is not a group of meter {meter.slug} ({', '.join(sorted(names))})"
+            )
+    filters: dict[str, str] = {}
+    for k, v in items:
+        m = _FILTER.fullmatch(k)
+        if m:
+            if m[1] not in set(meter.group_by) | {"billing_month"}:
+                raise BadQuery(k, f"{m[1]!r} is not a group of meter {meter.slug}")
+            filters[m[1]] = v
+    if "billing_month" in filters and not _MONTH.fullmatch(filters["billing_month"]):
+        raise BadQuery("filterGroupBy[billing_month]", "a month YYYY-MM")
+    customers_raw = [v for k, v in items if k == "filterCustomerId"]
+    if customers_raw and not operator:
+        raise BadQuery("filterCustomerId", "only the operator token reads other sites")
+    customers = None
+    if customers_raw:
+        try:
+            customers = [uuid.UUID(c) for c in customers_raw]
+        except ValueError:
+            raise BadQuery("filterCustomerId", "a site id (UUID)") from None
+    for name, values in (("subject", subjects or []), ("filterCustomerId", customers_raw)):
+        if len(values) > MAX_FILTER_VALUES:
+            raise BadQuery(name, f"at most {MAX_FILTER_VALUES} values")
+    return MeterQuery(start, end, size, zone, zone_name, subjects, group_by, filters, customers)
+
+
+def _value(
+    meter: Meter, n: int, total: Decimal, lo: object, hi: object, latest: object
+) -> int | float | None:
+    """The window's value as OpenMeter's JSON number (an integer when it is one)."""
+    agg = meter.aggregation
+    if agg in ("COUNT", "UNIQUE_COUNT"):
+        return int(n)
+    v: object = {"SUM": total, "MIN": lo, "MAX": hi, "LATEST": latest}.get(agg)
+    if agg == "AVG":
+        v = total / Decimal(n) if n else None
+    if v is None:
+        return None
+    d = Decimal(str(v)) if not isinstance(v, Decimal) else v
+    return int(d) if d == d.to_integral_value() else float(d)
+
+
+async def run(conn: asyncpg.Connection, meter: Meter, q: MeterQuery, sites: list[uuid.UUID] | None) -> Answer:
+    """`sites` None: every site (the operator); else the sites the caller may read."""
+    scope = sites
+    if q.customers is not None:
+        scope = [c for c in q.customers if sites is None or c in sites]
+    start, end = q.start, q.end
+    if start is None or end is None:
+        ext = await conn.fetchrow(Q["extent"], meter.meter_id, scope)
+        if ext["lo"] is None and (start is None or end is None):
+            return Answer(start, end, q.window_size, [])
+        size = q.window_size or "MINUTE"
+        start = start or windows.floor(ext["lo"], size, q.zone)
+        if end is None:
+            last = max(ext["hi"] + timedelta(minutes=1), datetime.now(UTC))
+            end = windows.floor(last, size, q.zone)
+            if end < last:
+                end = windows.next_boundary(end, size, q.zone)
+        if start >= end:
+            return Answer(start, end, q.window_size, [])
+    spans = _spans(start, end, q)
+    by_subject = "subject" in q.group_by or q.subjects is not None
+    names = [g for g in q.group_by if g in meter.group_by]
+    args = (
+        meter.meter_id,
+        scope,
+        start,
+        [s for s, _ in spans],
+        [e for _, e in spans],
+        q.subjects,
+        orjson.dumps({k: v for k, v in q.filters.items() if k != "billing_month"}).decode(),
+        _month(q.filters.get("billing_month")),
+        "customer_id" in q.group_by,
+        by_subject,
+        names,
+        "billing_month" in q.group_by,
+    )
+    sql = Q["unique_count"] if meter.aggregation == "UNIQUE_COUNT" else Q["aggregate"]
+    records = await conn.fetch(sql, *args, timeout=30)
+    if len(records) > MAX_ROWS:
+        raise BadQuery(
+            "windowSize", f"the answer has more than {MAX_ROWS} rows: a larger window or fewer groups"
+        )
+    rows = []
+    for r in records:
+        ws, we = spans[r["ord"] - 1]
+        groups: dict[str, str | None] = (
+            orjson.loads(r["groups"]) if isinstance(r["groups"], str) else dict(r["groups"])
+        )
+        if r["billing_month"] is not None:
+            groups["billing_month"] = f"{r['billing_month']:%Y-%m}"
+        value: int | float | None = int(r["n"])
+        if meter.aggregation != "UNIQUE_COUNT":
+            value = _value(meter, r["n"], r["total"], r["lo"], r["hi"], r["latest"])
+        subject = (r["subject"] or None) if by_subject else None
+        rows.append(Row(value, ws, we, subject, r["site_id"], groups))
+    return Answer(start, end, q.window_size, rows)
+
+
+def _spans(start: datetime, end: datetime, q: MeterQuery) -> list[tuple[datetime, datetime]]:
+    if q.window_size is None:
+        return [(start, end)]
+    spans = windows.windows(start, end, q.window_size, q.zone, MAX_WINDOWS)
+    if spans is None:
+        raise BadQuery("windowSize", f"more than {MAX_WINDOWS} windows between from and to")
+    return spans
+
+
+def _month(raw: str | None) -> date | None:
+    if raw is None:
+        return None
+    m = _MONTH.fullmatch(raw)
+    assert m is not None  # parse_params checked it
+    if not 1 <= int(m[2]) <= 12:
+        raise BadQuery("filterGroupBy[billing_month]", "a month YYYY-MM")
+    return date(int(m[1]), int(m[2]), 1)
