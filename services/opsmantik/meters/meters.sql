@@ -25,3 +25,21 @@ RETURNING meter_id, slug, event_type, aggregation, value_property, group_by::tex
 
 -- name: delete_meter
 DELETE FROM meters WHERE slug = $1 AND NOT builtin RETURNING meter_id
+
+-- name: clear_meter
+DELETE FROM meter_buckets WHERE meter_id = $1
+
+-- name: clear_meter_uniques
+DELETE FROM meter_unique_values WHERE meter_id = $1
+
+-- name: ledger_facts
+-- The ledger in Postgres (archived months are not in it), in chunks by key.
+SELECT site_id, event_id, event_type, occurred_at, billing_month, quantity,
+       properties::text AS properties, subject
+FROM ingest_idempotency
+WHERE (site_id, event_id) > ($1::uuid, $2::text)
+ORDER BY site_id, event_id
+LIMIT $3
+
+-- name: mark_backfilled
+UPDATE meters SET backfilled_at = now() WHERE meter_id = $1 RETURNING backfilled_at
