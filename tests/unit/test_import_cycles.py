@@ -92,7 +92,7 @@ LAYERS: dict[str, int] = {
     **dict.fromkeys(
         ["opsmantik", "config", "errors", "events", "months", "schema_files", "db", "kafka", "telemetry"], 0
     ),
-    "sites": 1,
+    **dict.fromkeys(["sites", "tokens"], 1),
     **dict.fromkeys(["gateway", "worker", "relay", "audit", "billing", "sla", "status"], 2),
     **dict.fromkeys(["cli", "devstack"], 3),
 }

@@ -20,7 +20,6 @@ import asyncpg
 from opsmantik import sites
 from opsmantik.cli import args as cli_args
 from opsmantik.cli import incidents, recovery
-from opsmantik.cli import meters as meters_cli
 from opsmantik.cli.args import Parser
 from opsmantik.cli.errors import classify, require_kafka
 from opsmantik.cli.show import err, json_out, out
@@ -285,6 +284,25 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("key_id", type=cli_args.UUID, metavar="KEY_ID", help="the key's id")
     s.set_defaults(func=cmd_keys_revoke, env=DB, exit1="no active key with that id")
 
+    tokens_p = sub.add_parser("tokens", help="operator tokens (read every site's data)").add_subparsers(
+        dest="action", required=True, metavar="ACTION"
+    )
+    s = tokens_p.add_parser("create", help="a new operator token (shown once; only its hash is stored)")
+    s.add_argument("--operator", action="store_true", required=True, help="an operator token (the one kind)")
+    s.add_argument(
+        "--name", type=cli_args.NAME, default="operator", metavar="N", help="a label, 1-200 characters"
+    )
+    s.add_argument("--json", action="store_true", help=JSON_HELP)
+    s.set_defaults(func=_service("opsmantik.cli.tokens", "cmd_create"), env=(*DB, "key_secret"))
+    s = tokens_p.add_parser("list", help="operator tokens: id, prefix, name, active or revoked")
+    s.add_argument("--json", action="store_true", help=JSON_HELP)
+    s.set_defaults(func=_service("opsmantik.cli.tokens", "cmd_list"), env=DB)
+    s = tokens_p.add_parser("revoke", help="revoke a token (refused from the gateways' next request)")
+    s.add_argument("token_id", type=cli_args.UUID, metavar="TOKEN_ID", help="the token's id")
+    s.set_defaults(
+        func=_service("opsmantik.cli.tokens", "cmd_revoke"), env=DB, exit1="no active token with that id"
+    )
+
     s = sub.add_parser(
         "gateway", help="the HTTP ingest gateway (POST /api/sync, POST /api/v1/events), in the foreground"
     )
@@ -388,7 +406,6 @@ def build_parser() -> argparse.ArgumentParser:
         "event was dead-lettered (breach)",
     )
     _billing_commands(sub)
-    meters_cli.add_commands(sub, JSON_HELP)
     _send_command(sub)
     incidents.register(sub)
     recovery.register(sub)

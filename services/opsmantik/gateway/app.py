@@ -18,7 +18,14 @@ from aiohttp import web
 
 from opsmantik.config import LOCAL_KEY_SECRET, Settings
 from opsmantik.events import Limits
-from opsmantik.gateway import exports, routes_api, routes_cloudevents, routes_meters, routes_ops
+from opsmantik.gateway import (
+    exports,
+    routes_api,
+    routes_cloudevents,
+    routes_events,
+    routes_meters,
+    routes_ops,
+)
 from opsmantik.gateway.auth import KeyCache, LookupBudget, RefusalPacer
 from opsmantik.gateway.breaker import STATE_VALUE, Breaker
 from opsmantik.gateway.metrics import GatewayMetrics
@@ -50,6 +57,7 @@ KNOWN_ROUTES = {
     *INGEST_ROUTES,
     "/api/usage",
     "/api/billing/dispute-export",
+    routes_events.ITEM,  # the label of every GET /api/v1/events/{event_id}
     "/healthz",
     "/readyz",
     "/metrics",
@@ -63,6 +71,8 @@ async def observe(request: web.Request, handler):  # type: ignore[no-untyped-def
     """Metrics for every request; any unexpected exception becomes a 503 (retry is safe), never 500."""
     started = time.perf_counter()
     route = request.path if request.path in KNOWN_ROUTES else "other"
+    if route == "other" and request.path.startswith(routes_cloudevents.PATH + "/"):
+        route = routes_events.ITEM
     try:
         response = await handler(request)
     except web.HTTPException as exc:  # 404/405 and friends: aiohttp's own 4xx
@@ -75,7 +85,7 @@ async def observe(request: web.Request, handler):  # type: ignore[no-untyped-def
     elapsed = time.perf_counter() - started
     state = request.app[STATE]
     state.metrics.request_done(route, response.status, elapsed)
-    if route in INGEST_ROUTES:
+    if route in INGEST_ROUTES and request.method == "POST":  # GET /api/v1/events is a read (lookup)
         state.rollup.record(response.status, elapsed, request.get(OUTCOMES))
         sla_observe(request, response.status)
     if isinstance(response, web.HTTPException) and response.status >= 400:
@@ -90,6 +100,7 @@ def create_app(settings: Settings, publisher: Publisher | None = None) -> web.Ap
     app = web.Application(middlewares=[observe], client_max_size=settings.max_body_bytes)
     routes_api.setup(app)
     routes_cloudevents.setup(app)
+    routes_events.setup(app)
     routes_meters.setup(app)
     routes_ops.setup(app)
     exports.setup(app, settings)

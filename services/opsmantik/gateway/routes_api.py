@@ -22,6 +22,7 @@ from opsmantik.gateway.sla_rollup import LIMIT, SITE
 from opsmantik.gateway.sql import Q
 from opsmantik.gateway.state import OUTCOMES, STATE, State, error, invalid_query, json_response
 from opsmantik.months import MonthError, parse_month
+from opsmantik.tokens import TOKEN_PREFIX
 
 
 async def authenticate(request: web.Request, state: State) -> SiteAuth | web.Response:
@@ -32,15 +33,14 @@ async def authenticate(request: web.Request, state: State) -> SiteAuth | web.Res
 
 
 async def _authenticate(request: web.Request, state: State) -> SiteAuth | web.Response:
-    key = bearer_key(request.headers.get("Authorization"))
+    header = request.headers.get("Authorization")
+    key = bearer_key(header)
     if key is None:
         state.metrics.auth_refused("malformed")
-        return error(
-            401,
-            "unauthorized",
-            "missing or malformed `Authorization: Bearer <key>`",
-            {"WWW-Authenticate": "Bearer"},
-        )
+        message = "missing or malformed `Authorization: Bearer <key>`"
+        if header and TOKEN_PREFIX in header:  # an operator token reads, it never is a site (tokens.py)
+            message = "an operator token is not a site key: these routes take the site's key (omk_...)"
+        return error(401, "unauthorized", message, {"WWW-Authenticate": "Bearer"})
     try:
         site = await state.keys.lookup(key)
     except AuthUnavailable:
