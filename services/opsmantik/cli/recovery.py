@@ -78,7 +78,7 @@ def cmd_recover(settings: Settings, args: argparse.Namespace) -> int:
                 "start": done.start.isoformat(),
                 "applied": done.applied,
                 "replayed": done.replayed,
-                "partitions": [vars(p) for p in done.partitions],
+                "partitions": [{**vars(p), "replayed": p.replayed} for p in done.partitions],
             }
         )
         return cli_args.OK
