@@ -93,6 +93,7 @@ LAYERS: dict[str, int] = {
         ["opsmantik", "config", "errors", "events", "months", "schema_files", "db", "kafka", "telemetry"], 0
     ),
     **dict.fromkeys(["sites", "tokens"], 1),
+    "meters": 1,  # definitions, aggregates, queries: read by the worker, the gateway and the CLI
     **dict.fromkeys(["gateway", "worker", "relay", "audit", "billing", "sla", "status"], 2),
     **dict.fromkeys(["cli", "devstack"], 3),
 }
