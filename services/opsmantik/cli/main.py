@@ -20,6 +20,7 @@ import asyncpg
 from opsmantik import sites
 from opsmantik.cli import args as cli_args
 from opsmantik.cli import incidents, recovery
+from opsmantik.cli import meters as meters_cli
 from opsmantik.cli.args import Parser
 from opsmantik.cli.errors import classify, require_kafka
 from opsmantik.cli.show import err, json_out, out
@@ -406,6 +407,7 @@ def build_parser() -> argparse.ArgumentParser:
         "event was dead-lettered (breach)",
     )
     _billing_commands(sub)
+    meters_cli.add_commands(sub, JSON_HELP)
     _send_command(sub)
     incidents.register(sub)
     recovery.register(sub)
