@@ -6,12 +6,13 @@ from __future__ import annotations
 
 import argparse
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 from opsmantik.cli import args as cli_args
 from opsmantik.cli.show import json_compact_out, out
 from opsmantik.config import Settings
 from opsmantik.devstack.stack import Stack
-from opsmantik.recovery import backup, rewind
+from opsmantik.recovery import backup, rewind, status
 
 DEFAULT_MARGIN_S = 300  # producers' clocks and the gateway's received_at vs the broker's timestamp
 
@@ -65,6 +66,14 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     s.add_argument("--to", required=True, type=TIME, metavar="TIME", help="the point to restore to")
     s.add_argument("--json", action="store_true", help="one JSON document (for programs)")
     s.set_defaults(func=cmd_restore, env=())
+    s = sub.add_parser(
+        "restore-point",
+        help="the newest restorable point, the oldest backup and the topic's retention (and "
+        "--prom FILE: the gauges for node_exporter's textfile collector)",
+    )
+    s.add_argument("--prom", type=Path, metavar="FILE", help="write the gauges to FILE (atomically)")
+    s.add_argument("--json", action="store_true", help="one JSON document (for programs)")
+    s.set_defaults(func=cmd_restore_point, env=("kafka_bootstrap", "topic"))
 
 
 def cmd_recover(settings: Settings, args: argparse.Namespace) -> int:
@@ -108,4 +117,17 @@ def cmd_restore(_settings: Settings, args: argparse.Namespace) -> int:
     _show(backup.restore(Stack.local(), args.to), f"restored to {args.to.isoformat()} from", args.json)
     if not args.json:
         out("then: `opsmantik recover --since TIME` with the worker stopped (docs/runbook.md)")
+    return cli_args.OK
+
+
+def cmd_restore_point(settings: Settings, args: argparse.Namespace) -> int:
+    point = status.restore_point(settings, Stack.local())
+    if args.prom:
+        status.write_prom(args.prom, point)
+    if args.json:
+        json_compact_out(vars(point))
+    else:
+        out(f"newest restorable point: {point.newest_restorable or 'none (no backup)'}")
+        out(f"oldest backup:           {point.oldest_backup or 'none'}")
+        out(f"topic retention:         {point.topic_retention_s or 'unlimited'} s")
     return cli_args.OK
