@@ -10,8 +10,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
-from confluent_kafka import ConfigResource  # type: ignore[attr-defined]
-from confluent_kafka.admin import AdminClient, ResourceType  # type: ignore[attr-defined]
+from confluent_kafka.admin import AdminClient, ConfigResource, ResourceType  # type: ignore[attr-defined]
 
 from opsmantik.config import Settings
 from opsmantik.devstack.stack import Stack
