@@ -76,7 +76,7 @@ async def ledger_holds(settings: Settings, site: uuid.UUID, n: int) -> None:
         except (OSError, asyncpg.PostgresError):
             return False
 
-    await wait_for(check, 60, what=f"{n} ledger rows")
+    await wait_for(check, 150, what=f"{n} ledger rows")  # a worker start on a loaded host
 
 
 def caught_up(settings: Settings) -> bool:
@@ -148,7 +148,7 @@ async def test_restore_then_recover_rebuilds_the_ledger_exactly_and_a_second_rec
         p.start_one("relay")
         p.start_one("worker")
         await ledger_holds(settings, site, len(first) + len(later))
-        wait_until(lambda: caught_up(settings), 60, 0.3, "worker caught up")
+        wait_until(lambda: caught_up(settings), 150, 0.3, "worker caught up")
         every = sorted(first + later)
         assert await ledger_ids(settings, site) == every  # exactly once: primary key + count
         code, out = cli(settings, "reconcile", "--month", MONTH)
@@ -167,7 +167,7 @@ async def test_restore_then_recover_rebuilds_the_ledger_exactly_and_a_second_rec
         plan = orjson.loads(out)["partitions"]
         assert sum(x["replayed"] for x in plan if x["group"] == settings.worker_group) == 500, out
         p.start_one("worker")
-        wait_until(lambda: caught_up(settings), 60, 0.3, "worker caught up again")
+        wait_until(lambda: caught_up(settings), 150, 0.3, "worker caught up again")
         assert await ledger_ids(settings, site) == every
         code, out = cli(settings, "reconcile", "--month", MONTH)
         assert code == 0, out

@@ -31,6 +31,20 @@ TIME = cli_args.Arg(
 )
 
 
+def _prom_file(raw: str) -> Path:
+    if not raw.strip() or "\x00" in raw:
+        raise ValueError("a file path, without NUL")
+    path = Path(raw)
+    if not path.parent.is_dir():
+        raise ValueError(f"directory {path.parent} does not exist")
+    return path
+
+
+PROM_FILE = cli_args.Arg(
+    "a file in an existing directory", _prom_file, "/tmp/opsmantik.prom", ("", "/nonexistent-dir/x")
+)
+
+
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     """The parsers (services/opsmantik/cli/main.py calls this: one line there)."""
     s = sub.add_parser(
@@ -71,7 +85,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         help="the newest restorable point, the oldest backup and the topic's retention (and "
         "--prom FILE: the gauges for node_exporter's textfile collector)",
     )
-    s.add_argument("--prom", type=Path, metavar="FILE", help="write the gauges to FILE (atomically)")
+    s.add_argument("--prom", type=PROM_FILE, metavar="FILE", help="write the gauges to FILE (atomically)")
     s.add_argument("--json", action="store_true", help="one JSON document (for programs)")
     s.set_defaults(func=cmd_restore_point, env=("kafka_bootstrap", "topic"))
 
