@@ -4,8 +4,10 @@ SELECT k.key_hash, k.site_id, k.key_id, s.monthly_quota, s.hard_cap, s.rate_per_
 FROM api_keys k JOIN sites s ON s.site_id = k.site_id
 WHERE k.key_hash = ANY($1::bytea[]) AND k.revoked_at IS NULL
 
--- name: usage_since
-SELECT site_id, month, events FROM site_usage_monthly WHERE month >= $1
+-- name: usage_of_sites
+-- The usage cache's sites only (quota.py: the sites with a limit seen lately), never the whole
+-- table: its cost follows the active tenants, not the number of sites. Primary key range per site.
+SELECT site_id, month, events FROM site_usage_monthly WHERE site_id = ANY($2::uuid[]) AND month >= $1
 
 -- name: closed_since
 -- Closed months: a late event counts toward the quota of the month the worker books it into.

@@ -132,6 +132,8 @@ async def ingest(request: web.Request, media_types: Sequence[str], parse: Parse)
             400, {"error": "invalid_request", "details": [e.as_dict() for e in parsed.errors[:100]]}, headers
         )
     events = parsed.distinct
+    if state.usage.needs_load(site):  # the site's first request with a limit: read its usage
+        await state.usage.load_site(state.pool, site.site_id, now.date())
     check = state.usage.check(site, events)
     if check.exceeded_month is not None:
         request[LIMIT] = "quota_exceeded"
