@@ -124,7 +124,7 @@ async def _write_batch(
             new_events = await insert_new_rows(conn, fresh_candidates, bmonth)
             classes = await assign_and_mark_overlimit(conn, new_events, bmonth, counts, quotas)
             await add_to_invoice(conn, new_events, classes, bmonth)
-        meters = await add_to_meters(conn, new_events, bmonth)
+            meters = await add_to_meters(conn, new_events, bmonth)  # bmonth exists only here
         new_received = [e.received_at for e in new_events]
         await record_dead_letters(conn, topic, dead)
         await record_freshness(conn, instance, new_received)
