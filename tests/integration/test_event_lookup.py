@@ -58,9 +58,7 @@ async def lookup(
         return r.status, await r.json()
 
 
-async def sync(
-    http: aiohttp.ClientSession, url: str, key: str, body: object
-) -> tuple[int, dict[str, Any]]:
+async def sync(http: aiohttp.ClientSession, url: str, key: str, body: object) -> tuple[int, dict[str, Any]]:
     async with http.post(f"{url}/api/sync", json=body, headers=bearer(key)) as r:
         return r.status, await r.json()
 
