@@ -11,8 +11,8 @@ KAFKA_LIBS := .local/kafka/libs
 # What running needs (`make run` and every target that starts the stack): the venv, the Kafka jars, Postgres.
 deps: $(VENV)/.installed $(KAFKA_LIBS)/.installed .local/.postgres-installed
 
-# Everything `make test` needs: the above, plus the test-only tools (Chromium, Prometheus, helm).
-test-deps: deps .local/.observability-installed .local/.helm-installed
+# Everything `make test` needs: the above, plus the test-only tools (Chromium, Prometheus, helm, wrk).
+test-deps: deps .local/.observability-installed .local/.helm-installed .local/.bench-installed
 
 $(VENV)/.installed: pyproject.toml clients/python/pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -35,6 +35,11 @@ $(KAFKA_LIBS)/.installed: deploy/kafka/pom.xml
 # tests/observability only (`make observability`, `make test`).
 .local/.observability-installed: scripts/ensure-observability.sh
 	bash scripts/ensure-observability.sh
+	@mkdir -p .local && touch $@
+
+# wrk (Debian's package): the bench's load generator (`make bench`, and its smoke test in `make test`).
+.local/.bench-installed: scripts/ensure-bench.sh
+	bash scripts/ensure-bench.sh
 	@mkdir -p .local && touch $@
 
 # helm (built from the Go module proxy into .local/bin, minutes from an empty Go cache) and the
@@ -88,10 +93,10 @@ cluster: deps
 	OPSMANTIK_CLUSTER=1 $(BIN)/pytest -q -p no:cacheprovider -s tests/cluster
 
 # Benchmarks (docs/benchmarks.md; a full run writes docs/results/bench-latest.md): a private Kafka +
-# Postgres on free ports, wrk as the load generator. `make bench QUICK=1` is the < 2 min smoke
-# run (writes .local/bench/quick.md).
-bench: deps
-	@command -v wrk >/dev/null || apt-get install -y wrk || (apt-get update && apt-get install -y wrk)
+# Postgres on free ports, wrk as the load generator. `make bench QUICK=1` is the < 2 min quick
+# run (writes .local/bench/quick.md); `make test` runs every scenario once in its smallest form
+# (tests/bench/test_bench_smoke.py, `python -m tests.bench --smoke`).
+bench: deps .local/.bench-installed
 	$(BIN)/python -m tests.bench $(if $(filter 1,$(QUICK)),--quick) $(if $(ONLY),--only $(ONLY))
 
 # Producer client, long form (docs/client.md): 100,000 events through two gateway SIGKILLs and a

@@ -13,6 +13,7 @@ import dataclasses
 import json
 import sys
 import time
+import traceback
 from dataclasses import asdict
 from pathlib import Path
 
@@ -20,13 +21,34 @@ from opsmantik.devstack.stack import ROOT
 
 from tests.bench import report
 from tests.bench.env import BENCH_HOME, BenchEnv, BenchError
-from tests.bench.runner import SCENARIOS, Bench, Plan
+from tests.bench.runner import SCENARIOS, Bench, Plan, Scenario
 from tests.bench.stats import text_table
+
+
+def run_one(bench: Bench, name: str, scenario: Scenario) -> None:
+    """One scenario; its failure is recorded and the run goes on to the next (the exit code and the
+    report say which failed), so one broken scenario never hides the others' rows."""
+    started, rows = time.monotonic(), len(bench.rows)
+    try:
+        scenario(bench)
+    except Exception as exc:  # noqa: BLE001 - any failure of a scenario is reported, not fatal
+        first = (str(exc) or type(exc).__name__).strip().splitlines()
+        bench.failures.append(f"{name}: {type(exc).__name__}: {first[0] if first else ''}")
+        bench.say(f"FAILED {name}: {type(exc).__name__}: {exc}")
+        bench.say("".join(traceback.format_exception(exc)[-3:]).rstrip())
+    bench.timings[name] = time.monotonic() - started
+    bench.row_counts[name] = len(bench.rows) - rows
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m tests.bench", description=__doc__)
     parser.add_argument("--quick", action="store_true", help="3 s runs, fewer rows: a smoke check (< 2 min)")
+    parser.add_argument(
+        "--smoke",
+        action="store_true",
+        help="every scenario once in its smallest form, figures meaningless: proves the bench runs "
+        "(tests/bench/test_bench_smoke.py)",
+    )
     parser.add_argument("--json", action="store_true", help="print the rows as JSON instead of a table")
     parser.add_argument(
         "--out", type=Path, help="markdown file to write (default docs/results/bench-latest.md)"
@@ -49,12 +71,14 @@ def main(argv: list[str] | None = None) -> int:
     if only and only - {n for n, _, _ in SCENARIOS}:
         parser.error(f"unknown scenario(s): {', '.join(sorted(only - {n for n, _, _ in SCENARIOS}))}")
 
-    plan = Plan.make(args.quick, False if args.no_profile else None)
+    plan = Plan.make(args.quick, False if args.no_profile else None, smoke=args.smoke)
     if args.seconds:
         plan = dataclasses.replace(plan, seconds=max(1, args.seconds))
     # Only a full run of everything replaces the tracked results file.
     out = args.out or (
-        BENCH_HOME / "quick.md"
+        BENCH_HOME / "smoke.md"
+        if args.smoke
+        else BENCH_HOME / "quick.md"
         if args.quick
         else BENCH_HOME / "partial.md"
         if only
@@ -63,7 +87,6 @@ def main(argv: list[str] | None = None) -> int:
     env = BenchEnv()
     bench = Bench(env, plan, before=str(args.before.resolve()) if args.before else None)
     started = time.monotonic()
-    failure: str | None = None
     try:
         bench.say(
             f"private stack on Kafka :{env.stack.kafka_port}, Postgres :{env.stack.pg_port}; "
@@ -71,25 +94,36 @@ def main(argv: list[str] | None = None) -> int:
         )
         env.up()
         for name, scenario, in_quick in SCENARIOS:
-            if (only is None and (in_quick or not args.quick)) or (only is not None and name in only):
-                scenario(bench)
+            wanted = in_quick or not args.quick or args.smoke
+            if (only is None and wanted) or (only is not None and name in only):
+                run_one(bench, name, scenario)
     except (BenchError, OSError) as exc:
-        failure = str(exc)
+        bench.failures.append(f"stack: {exc}")
         bench.say(f"FAILED: {exc}")
     finally:
         env.down()
+    failure = "; ".join(bench.failures) or None
     elapsed = time.monotonic() - started
 
     if args.json:
         print(
             json.dumps(
-                {"rows": [asdict(r) for r in bench.rows], "seconds": elapsed, "failure": failure},
+                {
+                    "rows": [asdict(r) for r in bench.rows],
+                    "seconds": elapsed,
+                    "failure": failure,
+                    "failures": bench.failures,
+                    "scenario_seconds": bench.timings,
+                    "scenario_rows": bench.row_counts,
+                },
                 default=str,
                 indent=1,
             )
         )
     else:
         print(text_table(bench.rows))
+        for f in bench.failures:
+            print(f"scenario failed: {f}")
         for r in bench.rows:
             if r.goal and r.goal_met is False:
                 print(f"goal not met: {r.name}: {r.goal}")

@@ -56,3 +56,20 @@ FROM (SELECT extract(epoch FROM ledgered_at - received_at) * 1000 AS lag_ms
 
 -- name: partition_bytes
 SELECT pg_total_relation_size(to_regclass($1))::bigint AS total
+
+-- name: add_idle_sites
+-- The tenants scenario (tests/bench/tenants.py): $2 sites with a hard cap and usage this month
+-- ($3) and the month before, none of which sends anything.
+WITH s AS (
+    INSERT INTO sites (name, hard_cap) SELECT $1 || g, 1000000000 FROM generate_series(1, $2::int) g
+    RETURNING site_id
+), u AS (
+    INSERT INTO site_usage_monthly (site_id, month, events)
+    SELECT site_id, m, 7 FROM s, unnest(ARRAY[$3::date, ($3::date - interval '1 month')::date]) m
+    RETURNING 1
+)
+SELECT count(*) FROM u
+
+-- name: set_hard_cap
+-- The tenants scenario's sender has a hard cap, so each of its requests checks the usage cache.
+UPDATE sites SET hard_cap = $2 WHERE site_id = $1 RETURNING site_id

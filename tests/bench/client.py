@@ -62,11 +62,12 @@ def _send(bench: Bench, site: SiteKey, n: int, label: str) -> tuple[dict, float]
 
 
 def run(bench: Bench, site: SiteKey) -> None:
-    n = 50_000 if bench.plan.quick else 200_000
+    n = bench.plan.size(200_000, 50_000, 2_000)
     bench.say(f"scenario: opsmantik send of {n:,} NDJSON lines (the producer client)")
     gw = bench._gateway(bench.env.topic("a"))
     try:
-        _send(bench, site, 2_000, "warm")
+        if not bench.plan.smoke:
+            _send(bench, site, 2_000, "warm")
         before = bench._load(GATEWAY_PORT, site.api_key, 100, "client-before", bench.plan.seconds, [])
         ours, engines = CpuMeter([gw.pid]), CpuMeter(bench.env.engine_pids())
         for m in (ours, engines):

@@ -139,8 +139,9 @@ async def _bytes(database_url: str) -> dict[str, int]:
         await conn.close()
 
 
-def _levels(quick: bool) -> list[int]:
-    raw = os.environ.get("OPSMANTIK_BENCH_LEDGER_LEVELS") or ("0,200000" if quick else "0,10000000,50000000")
+def _levels(quick: bool, smoke: bool = False) -> list[int]:
+    default = "2000" if smoke else "0,200000" if quick else "0,10000000,50000000"
+    raw = os.environ.get("OPSMANTIK_BENCH_LEDGER_LEVELS") or default
     return sorted({int(x) for x in raw.split(",") if x.strip()})
 
 
@@ -171,7 +172,7 @@ def ledger_growth(bench: Bench) -> None:
         raise BenchError(f"worker ledgered nothing within 90 s:\n{worker.tail()}")
     loaded, load_rate, base = 0, 0.0, None
     oldest_rows = 0
-    for level in _levels(plan.quick):
+    for level in _levels(plan.quick, plan.smoke):
         if level > loaded:
             projected = (level - loaded) / load_rate if load_rate else 0.0
             if projected > budget:

@@ -41,12 +41,22 @@ class Plan:
     warmup: int
     quick: bool
     profile: bool
+    # `--smoke` (tests/bench/test_bench_smoke.py, part of `make test`): every scenario once in its
+    # smallest form (1 s runs, one connection count, small samples), to prove the bench still runs;
+    # its figures mean nothing.
+    smoke: bool = False
 
     @classmethod
-    def make(cls, quick: bool, profile_on: bool | None = None) -> Plan:
+    def make(cls, quick: bool, profile_on: bool | None = None, smoke: bool = False) -> Plan:
+        if smoke:
+            return cls(seconds=1, warmup=0, quick=True, profile=False, smoke=True)
         if quick:
             return cls(seconds=3, warmup=1, quick=True, profile=bool(profile_on))
         return cls(seconds=10, warmup=2, quick=False, profile=profile_on is not False)
+
+    def size(self, full: int, quick: int, smoke: int) -> int:
+        """A sample size for this plan (messages, lines, sites)."""
+        return smoke if self.smoke else quick if self.quick else full
 
 
 @dataclass
@@ -62,6 +72,9 @@ class Bench:
     sites: dict[str, SiteKey] = field(default_factory=dict)
     gateway_up: Process | None = None  # the end-to-end gateway, kept for the broker-down scenario
     outbox_rows: int = 0  # what the broker-down scenario left for the drain
+    failures: list[str] = field(default_factory=list)  # "scenario: reason", one per failed scenario
+    timings: dict[str, float] = field(default_factory=dict)  # seconds each scenario took
+    row_counts: dict[str, int] = field(default_factory=dict)  # rows each scenario added
     # `--before PATH`: another checkout (e.g. a worktree at the commit before a change) whose
     # gateway and worker the single-conc and end-to-end-before scenarios also run, in the same
     # run as this checkout's, so before/after figures share this machine's minute.
@@ -97,6 +110,8 @@ class Bench:
         connections: int = CONNECTIONS,
         rate: float = 0.0,
     ) -> LoadResult:
+        if seconds <= 0:  # a warm-up the plan leaves out (--smoke)
+            return LoadResult(1.0, 0, 0, 0.0, 0.0, 0.0, 0.0, 0.0, batch)
         for m in meters:
             m.start()
         result = run_wrk(
@@ -341,10 +356,11 @@ class Bench:
             row.goal, row.goal_met = "≥ 50,000 ev/s", r100.events_per_s >= 50_000
 
             # Paced runs get spare connections so the send schedule, not the answers, sets the rate.
-            for name, key, size, peak, conns in (
+            paced = (
                 ("1 event/request @ half peak", single, 0, r1, 64),
                 ("100-event batches @ half peak", batch, 100, r100, 16),
-            ):
+            )
+            for name, key, size, peak, conns in paced[:1] if self.plan.smoke else paced:
                 target = peak.requests_per_s / 2
                 ours, engines = CpuMeter([gw.pid]), CpuMeter(self.env.engine_pids())
                 r = self._load(
@@ -395,7 +411,7 @@ class Bench:
             gateways.insert(0, (" (before)", self._gateway(topic, BEFORE_GATEWAY_PORT, **self.before_env())))
         try:
             wait_port(BARE_PORT, bare)
-            for conns in CONCURRENCY:
+            for conns in CONCURRENCY[:1] if self.plan.smoke else CONCURRENCY:
                 self._load(BARE_PORT, "", 0, f"bare-warm-{conns}", self.plan.warmup, [], connections=conns)
                 ours, engines = CpuMeter([bare.pid]), CpuMeter(self.env.engine_pids())
                 rb = self._load(BARE_PORT, "", 0, f"bare-{conns}", self.plan.seconds, [ours, engines], conns)
@@ -644,7 +660,7 @@ class Bench:
         """What reading the ingest topic costs: aiokafka's getmany (the client under Faust), the
         worker's Faust app with its batch hand-off (BatchConsumer, handle() a no-op) and stock
         Faust per message (the worker's previous agent), on the same pre-produced messages."""
-        n = 50_000 if self.plan.quick else 200_000
+        n = self.plan.size(200_000, 50_000, 2_000)
         topic = self.env.topic("c")
         self.say(f"consumer probes: {n:,} event.v1 messages in one partition")
         argv = [sys.executable, "-m", "tests.bench.consume_probe"]
@@ -656,7 +672,10 @@ class Bench:
             ("faust-batch", "Faust batch hand-off (worker app, no-op)", "scenario"),
             ("faust-stream", "stock Faust per message (noack_take + ack)", "baseline"),
         ):
-            data, _ = self._run_json([*argv, mode, *common, "--timeout", "300"], timeout_s=400)
+            # A smoke run's 2,000 messages take seconds: a probe that stalls (e.g. the worker's
+            # seams changed under it) fails the scenario in 30 s instead of holding the run 5 min.
+            wait_s = 30 if self.plan.smoke else 300
+            data, _ = self._run_json([*argv, mode, *common, "--timeout", str(wait_s)], timeout_s=wait_s + 100)
             msgs = max(1, int(data["messages"]))  # type: ignore[call-overload]
             row = Row(
                 name,
@@ -704,6 +723,13 @@ def ledger_growth(bench: Bench) -> None:
     growth.ledger_growth(bench)
 
 
+def tenants(bench: Bench) -> None:
+    """The gateway with 0, 10,000 and 100,000 idle sites in the database (tests/bench/tenants.py)."""
+    from tests.bench import tenants as many
+
+    many.tenants(bench)
+
+
 def scale_out(bench: Bench) -> None:
     """3 brokers and 2 gateway processes (tests/bench/cluster.py, docs/scaling.md)."""
     from tests.bench import cluster
@@ -727,4 +753,5 @@ SCENARIOS: list[tuple[str, Scenario, bool]] = [
     ("drain", Bench.drain, True),
     ("scale-out", scale_out, True),
     ("ledger-growth", ledger_growth, False),  # minutes of COPY: --only ledger-growth (docs/benchmarks.md)
+    ("tenants", tenants, True),  # last: the idle sites it adds stay in the database
 ]
