@@ -43,8 +43,10 @@ class Fact(NamedTuple):
     quantity: int
     properties: str | None  # JSON text
     subject: str | None
+    voided_into: date | None = None  # the booked month of the event's void (billing_voids), if voided
 
 
+ORDERED = frozenset({"MIN", "MAX", "LATEST"})  # the aggregations that read lo, hi, latest
 BucketKey = tuple[uuid.UUID, uuid.UUID, datetime, date, str, str]  # meter, site, minute, bm, subject, groups
 
 
@@ -57,10 +59,14 @@ class Bucket:
     latest: tuple[datetime, str, Decimal] | None = None  # (occurred_at, event_id, value)
     uniques: set[str] = field(default_factory=set)
 
-    def add(self, fact: Fact, value: Decimal | str | None) -> None:
+    def add(self, fact: Fact, value: Decimal | str | None, ordered: bool) -> None:
+        """`ordered`: the meter reads lo, hi or latest (MIN, MAX, LATEST); the others leave
+        them NULL, so a void need not recompute them (meters/voids.py)."""
         self.n += 1
         if isinstance(value, Decimal):
             self.total += value
+            if not ordered:
+                return
             self.lo = value if self.lo is None else min(self.lo, value)
             self.hi = value if self.hi is None else max(self.hi, value)
             mark = (fact.occurred_at, fact.event_id, value)
@@ -71,11 +77,42 @@ class Bucket:
         else:
             self.total += 1  # COUNT: total = n
 
+    def add_voided(self, value: Decimal | str | None) -> None:
+        """A row billed in this bucket's month and voided: it stays in n and total (the billed
+        month's statement keeps it; the void is booked as its own entry) but not in lo, hi,
+        latest or the unique values, which are over the rows not voided (docs/meters.md "Voids")."""
+        self.n += 1
+        self.total += additive(value)
+
+    def subtract(self, value: Decimal | str | None) -> None:
+        """A void booked in this bucket's month: minus one event and its value."""
+        self.n -= 1
+        self.total -= additive(value)
+
+    def contributes(self) -> bool:
+        """False for a bucket whose rows and voids cancel out (n = 0, total = 0) with no value
+        left for min, max or latest: it is not kept (voids.sql drop_empty, the same rule)."""
+        return bool(self.n or self.total or self.lo is not None or self.latest is not None)
+
+
+def additive(value: Decimal | str | None) -> Decimal:
+    """What an event adds to `total`: its value (SUM, AVG, MIN, MAX, LATEST), 1 (COUNT) or
+    nothing (UNIQUE_COUNT, whose total is unused)."""
+    if isinstance(value, Decimal):
+        return value
+    return Decimal(0) if isinstance(value, str) else Decimal(1)
+
 
 @dataclass
 class Increments:
     buckets: dict[BucketKey, Bucket] = field(default_factory=dict)
     skipped: Counter[tuple[str, str]] = field(default_factory=Counter)  # (slug, reason)
+
+    def bucket(self, key: BucketKey) -> Bucket:
+        b = self.buckets.get(key)
+        if b is None:
+            b = self.buckets[key] = Bucket()
+        return b
 
 
 def minute(t: datetime) -> datetime:
@@ -101,18 +138,15 @@ def accumulate(meters: list[Meter], facts: list[Fact], into: Increments | None =
             except Skip as skip:
                 inc.skipped[(meter.slug, skip.reason)] += 1
                 continue
-            key = (
-                meter.meter_id,
-                fact.site_id,
-                minute(fact.occurred_at),
-                fact.billing_month,
-                fact.subject or "",
-                groups,
-            )
-            bucket = inc.buckets.get(key)
-            if bucket is None:
-                bucket = inc.buckets[key] = Bucket()
-            bucket.add(fact, value)
+            at, subject = minute(fact.occurred_at), fact.subject or ""
+            key = (meter.meter_id, fact.site_id, at, fact.billing_month, subject, groups)
+            if fact.voided_into is None:
+                inc.bucket(key).add(fact, value, meter.aggregation in ORDERED)
+            else:  # the row in its billed month, the void in its booked month (docs/meters.md "Voids")
+                inc.bucket(key).add_voided(value)
+                inc.bucket((meter.meter_id, fact.site_id, at, fact.voided_into, subject, groups)).subtract(
+                    value
+                )
     return inc
 
 
@@ -121,7 +155,8 @@ async def write(conn: asyncpg.Connection, inc: Increments) -> None:
     site are serialised by the ledger's site locks, and a fixed order keeps any others apart)."""
     if not inc.buckets:
         return
-    keys = sorted(inc.buckets, key=lambda k: (k[0].bytes, k[1].bytes, k[2], k[3], k[4], k[5]))
+    order = sorted(inc.buckets, key=lambda k: (k[0].bytes, k[1].bytes, k[2], k[3], k[4], k[5]))
+    keys = [k for k in order if inc.buckets[k].contributes()]
     cols: list[list[object]] = [[] for _ in range(13)]
     for k in keys:
         b = inc.buckets[k]
@@ -138,8 +173,9 @@ async def write(conn: asyncpg.Connection, inc: Increments) -> None:
         )
         for col, v in zip(cols, row, strict=True):
             col.append(v)
-    await conn.execute(Q["add_buckets"], *cols)
-    uniq = [(k, v) for k in keys for v in sorted(inc.buckets[k].uniques)]
+    if keys:
+        await conn.execute(Q["add_buckets"], *cols)
+    uniq = [(k, v) for k in order for v in sorted(inc.buckets[k].uniques)]
     if uniq:
         await conn.execute(
             Q["add_unique_values"],

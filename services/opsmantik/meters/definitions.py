@@ -121,6 +121,16 @@ async def load(conn: asyncpg.Connection) -> list[Meter]:
     return [_meter(r) for r in await conn.fetch(Q["all_meters"])]
 
 
+async def load_for_batch(conn: asyncpg.Connection) -> list[Meter]:
+    """The meters a worker batch counts into (meters.sql batch_meters: the rule of "counted")."""
+    return [_meter(r) for r in await conn.fetch(Q["batch_meters"])]
+
+
+def counted(meter: Meter, ledgered_at: datetime) -> bool:
+    """Whether `meter` counted a row ledgered at `ledgered_at` (meters.sql batch_meters)."""
+    return meter.backfilled_at is not None or ledgered_at >= meter.created_at
+
+
 async def get(conn: asyncpg.Connection, slug_or_id: str) -> Meter:
     row = await conn.fetchrow(Q["meter_by_slug"], slug_or_id)
     if row is None:

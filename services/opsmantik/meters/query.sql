@@ -21,6 +21,8 @@ CROSS JOIN LATERAL (SELECT coalesce(jsonb_object_agg(k, b.groups -> k), '{}'::js
 WHERE b.meter_id = $1 AND ($2::uuid[] IS NULL OR b.site_id = ANY($2::uuid[]))
   AND b.bucket >= $3 AND ($6::text[] IS NULL OR b.subject = ANY($6::text[]))
   AND b.groups @> $7::jsonb AND ($8::date IS NULL OR b.billing_month = $8::date)
+  -- a bucket whose rows and voids cancel out with nothing left is no data (aggregate.py contributes)
+  AND (b.n <> 0 OR b.total <> 0 OR b.lo IS NOT NULL OR b.latest_at IS NOT NULL)
 GROUP BY 1, 2, 3, 4, 5
 ORDER BY 1, 2, 3, 4::text, 5
 

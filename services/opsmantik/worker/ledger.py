@@ -118,7 +118,7 @@ async def _write_batch(
         fresh_candidates = [e for e in unique if e.key not in elsewhere]
         new_events: list[IngestEvent] = []
         classes: list[str] = []
-        meters = aggregate.Increments()
+        bmonth: BillingMonths = {}
         if fresh_candidates:
             bmonth, counts = await lock_invoice_rows(conn, fresh_candidates)
             new_events = await insert_new_rows(conn, fresh_candidates, bmonth)
@@ -279,8 +279,9 @@ async def add_to_meters(
 ) -> aggregate.Increments:
     """The meters' aggregates of the new rows only (docs/meters.md): the definitions are read
     under the close lock this transaction holds shared, which `meters create|delete|backfill`
-    take exclusively, so a batch counts into exactly the meters that exist while it runs."""
-    meters = await definitions.load(conn)
+    take exclusively; a meter counts the rows of the batches that started after its creation (or
+    every row once backfilled), the rule a void relies on (meters/voids.py)."""
+    meters = await definitions.load_for_batch(conn)
     facts = [
         aggregate.Fact(
             e.site_id, e.event_id, e.type, e.occurred_at, bmonth[e.key], e.quantity, e.properties, e.subject

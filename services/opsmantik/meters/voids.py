@@ -1,0 +1,94 @@
+"""A void (`opsmantik events void`, billing/voids.py) applied to the meters, in its transaction.
+
+The rule (docs/meters.md "Voids and late events"), the one `meters backfill` computes too
+(aggregate.accumulate with Fact.voided_into):
+- n and total (COUNT, SUM, AVG): the voided row stays in its billed month's bucket and the void
+  is a negative entry (-1 event, -its value) in the bucket of the same minute, subject and groups
+  of the month the void is booked in. So the meters filtered to a billing month equal its
+  statement (rows billed in it minus voids booked in it), and over all billing months a voided
+  event counts 0.
+- lo, hi, latest (MIN, MAX, LATEST) and the unique values (UNIQUE_COUNT) are over the rows not
+  voided: those of the voided row's (site, minute, billed month) are recomputed from the ledger.
+- A meter that did not count the row (created after it, not backfilled: definitions.counted) is
+  left alone.
+The caller holds the close lock shared and `lock_site` (the worker's site lock) before its first
+write, so no batch of the site writes these buckets meanwhile.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import date, datetime
+
+import asyncpg
+
+from opsmantik.db.queries import package_queries
+from opsmantik.meters import aggregate, definitions
+from opsmantik.meters.definitions import Meter
+
+Q = package_queries("opsmantik.meters", "voids.sql")
+SITE_LOCK_BUCKETS = 1024  # worker/ledger.py SITE_LOCK_BUCKETS (tests/integration/test_meters_voids.py)
+ORDER_STATS = aggregate.ORDERED | {"UNIQUE_COUNT"}  # recomputed from the rows not voided
+
+
+async def lock_site(conn: asyncpg.Connection, site_id: uuid.UUID) -> None:
+    """Take the worker's lock of the site (before any row lock, in the worker's order)."""
+    await conn.execute(Q["lock_site"], site_id.int % SITE_LOCK_BUCKETS)
+
+
+def _fact(r: asyncpg.Record) -> tuple[aggregate.Fact, datetime]:
+    return aggregate.Fact(*list(r.values())[:9]), r["ledgered_at"]
+
+
+async def apply_void(conn: asyncpg.Connection, site_id: uuid.UUID, event_id: str) -> None:
+    """The void of (site_id, event_id), just inserted in billing_voids, applied to every meter."""
+    row = await conn.fetchrow(Q["voided_fact"], site_id, event_id)
+    if row is None:
+        return  # not voided (the caller checked): nothing to apply
+    voided, ledgered_at = _fact(row)
+    assert voided.voided_into is not None  # the join with billing_voids
+    meters = [m for m in await definitions.load(conn) if definitions.counted(m, ledgered_at)]
+    if not meters:
+        return
+    at = aggregate.minute(voided.occurred_at)
+    # The negative entry in the booked month (the row itself stays in its billed month's n, total).
+    entry = voided._replace(billing_month=voided.voided_into, voided_into=None)
+    minus = aggregate.accumulate(meters, [entry])
+    for b in minus.buckets.values():
+        b.n, b.total, b.lo, b.hi, b.latest = -b.n, -b.total, None, None, None
+        b.uniques.clear()
+    await aggregate.write(conn, minus)
+    ordered = [m for m in meters if m.aggregation in ORDER_STATS]
+    if ordered:
+        await _recompute_order_stats(conn, ordered, site_id, at, voided.billing_month)
+    months = sorted({voided.billing_month, voided.voided_into})
+    await conn.execute(Q["drop_empty"], [m.meter_id for m in meters], site_id, at, months)
+
+
+async def _recompute_order_stats(
+    conn: asyncpg.Connection, meters: list[Meter], site_id: uuid.UUID, at: datetime, month: date
+) -> None:
+    """lo, hi, latest and the unique values of the meters' buckets of (site, minute, billed month),
+    from the rows not voided that each meter counted."""
+    rows = [_fact(r) for r in await conn.fetch(Q["live_facts"], site_id, at, month)]
+    ids = [m.meter_id for m in meters]
+    await conn.execute(Q["clear_order_stats"], ids, site_id, at, month)
+    await conn.execute(Q["clear_uniques"], ids, site_id, at, month)
+    inc = aggregate.Increments()
+    for m in meters:
+        aggregate.accumulate([m], [f for f, t in rows if definitions.counted(m, t)], inc)
+    keys = sorted(inc.buckets, key=lambda k: (k[0].bytes, k[4], k[5]))
+    cols: list[list[object]] = [[] for _ in range(8)]
+    for k in keys:
+        b = inc.buckets[k]
+        latest = b.latest or (None, None, None)
+        row = (k[0], k[4], k[5], b.lo, b.hi, latest[2], latest[0], latest[1])
+        for col, v in zip(cols, row, strict=True):
+            col.append(v)
+    if keys:
+        await conn.execute(Q["set_order_stats"], *cols, site_id, at, month)
+    uniq = aggregate.Increments()
+    for k in keys:
+        if inc.buckets[k].uniques:
+            uniq.bucket(k).uniques = inc.buckets[k].uniques
+    await aggregate.write(conn, uniq)  # unique values only: these buckets' n and total are 0
