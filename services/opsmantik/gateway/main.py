@@ -4,12 +4,21 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import logging
 
 from aiohttp import web
 
 from opsmantik.config import Settings
 from opsmantik.gateway.app import create_app
+
+
+async def freeze_startup_objects(app: web.Application) -> None:
+    """After start-up (the last on_startup hook): move every object alive now (modules, the
+    asyncpg pool, Prometheus, aiohttp, the status page) to the permanent generation, so the
+    collector's full passes stop re-traversing them while requests allocate (issue 28)."""
+    gc.collect()
+    gc.freeze()
 
 
 def main(settings: Settings, args: argparse.Namespace) -> int:
@@ -27,8 +36,10 @@ def main(settings: Settings, args: argparse.Namespace) -> int:
         asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
     except ImportError:
         pass
+    app = create_app(settings)
+    app.on_startup.append(freeze_startup_objects)  # after create_app's own start-up hooks
     web.run_app(
-        create_app(settings),
+        app,
         host=host,
         port=port,
         access_log=None,
