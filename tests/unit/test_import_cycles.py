@@ -95,7 +95,7 @@ LAYERS: dict[str, int] = {
     **dict.fromkeys(["sites", "tokens"], 1),
     "meters": 1,  # definitions, aggregates, queries: read by the worker, the gateway and the CLI
     **dict.fromkeys(["gateway", "worker", "relay", "audit", "billing", "sla", "status"], 2),
-    **dict.fromkeys(["cli", "devstack"], 3),
+    **dict.fromkeys(["cli", "devstack", "recovery"], 3),  # recovery drives the stack's Postgres
 }
 # Components that a component may read (the reports of one area on another's data, shared rules).
 ALLOWED = {
