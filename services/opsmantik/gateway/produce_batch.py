@@ -2,7 +2,10 @@
 
 librdkafka's `linger.ms` is one fixed delay: 2 ms made every single-event request wait 2 ms on
 an idle gateway, 0 made one tiny produce (and one delivery round) per request under load. Here
-the gateway lingers itself, by load: librdkafka runs with `LIBRDKAFKA_LINGER_MS` (0), and
+the gateway lingers itself, by load: librdkafka runs with `LIBRDKAFKA_LINGER_MS` (0.2 ms: long
+enough that the messages of one `_flush` loop leave as one ProduceRequest instead of being split
+by the broker thread's first wake-up, short enough not to matter to a single request; issue 28),
+and
 
 - when fewer than `max_inflight` batches are on their way, the requests of the current loop
   iteration are produced at its end (`call_soon`): an idle gateway sends at once;
@@ -24,7 +27,7 @@ from collections.abc import Callable, Sequence
 
 from opsmantik.kafka.producer import Delivery, Result
 
-LIBRDKAFKA_LINGER_MS = 0  # the gateway's producer: the batching below decides
+LIBRDKAFKA_LINGER_MS = 0.2  # the gateway's producer: the batching below decides (module doc)
 MAX_INFLIGHT = 2  # batches on their way before new requests linger for one
 MAX_LINGER_S = 0.001  # longest a request waits for an in-flight batch to land
 MAX_BATCH = 5000  # messages: a batch this big is produced at once
