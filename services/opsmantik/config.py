@@ -31,6 +31,9 @@ LOCAL_KAFKA_BOOTSTRAP = f"127.0.0.1:{LOCAL_KAFKA_PORT}"
 # random bytes (docs/runbook.md "API key secret"); the gateway logs a warning while this one is used.
 LOCAL_KEY_SECRET = "opsmantik-local-dev-key-secret-not-for-production"
 
+# The alerts' signing master secret on a local stack only (docs/alerts.md "Secrets").
+LOCAL_ALERTS_SECRET = "opsmantik-local-dev-alerts-secret-not-for-production"
+
 PREFIX = "OPSMANTIK_"
 
 T = TypeVar("T", int, float, str)
