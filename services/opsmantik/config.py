@@ -373,6 +373,46 @@ class Settings:
     status_page_name: str = setting("OpsMantik", "status", "the page's title", not_empty)
     status_page_url: str = setting("https://status.opsmantik.com", "status", "the page's public address")
 
+    # ---- Usage alerts and their dispatcher (docs/alerts.md)
+    alerts_allow_http: int = setting(
+        0, "alerts", "1: http:// webhook URLs are accepted (development only; https otherwise)", between(0, 1)
+    )
+    alerts_allow_private: int = setting(
+        0,
+        "alerts",
+        "1: webhook URLs may reach private, loopback and link-local addresses (development only)",
+        between(0, 1),
+    )
+    alerts_signing_secret: str = setting(
+        LOCAL_ALERTS_SECRET,
+        "alerts",
+        "derives each rule's whsec_ secret (HMAC with the rule id and a salt); 32+ random bytes",
+        secret_length(optional=False),
+        secret=True,
+    )
+    dispatcher_concurrency: int = setting(16, "alerts", "webhooks in flight per dispatcher", at_least(1))
+    dispatcher_timeout_s: float = setting(
+        5.0, "alerts", "one delivery attempt: connect, send and read the answer", above(0)
+    )
+    dispatcher_backoff_base_s: float = setting(5.0, "alerts", "first retry delay (doubles, jittered)", above(0))
+    dispatcher_backoff_cap_s: float = setting(
+        3600.0,
+        "alerts",
+        "longest retry delay",
+        above(0),
+        relation=Relation(
+            lambda s: s.dispatcher_backoff_cap_s >= s.dispatcher_backoff_base_s,
+            "must be >= OPSMANTIK_DISPATCHER_BACKOFF_BASE_S",
+        ),
+    )
+    dispatcher_retry_for_s: float = setting(
+        86400.0, "alerts", "a webhook still failing this long after its first attempt is parked", above(0)
+    )
+    dispatcher_idle_s: float = setting(0.2, "alerts", "pause when nothing is due", above(0))
+    dispatcher_metrics_port: int = setting(
+        9104, "alerts", "the dispatcher's /metrics; 0 = an ephemeral port (logged), -1 = off", port(off=True)
+    )
+
     # ---- Local stack (`opsmantik stack up`, `make run`)
     kafka_heap: str = setting("768m", "stack", "the broker JVM's -Xms/-Xmx", jvm_heap)
 
