@@ -36,6 +36,7 @@ log = logging.getLogger(__name__)
 KEY_FORMAT = re.compile(r"omk_[A-Za-z0-9_-]{20,100}")
 MAX_UNKNOWN = 50_000
 MAX_LEGACY_INFLIGHT = 1  # concurrent lookups of untagged keys: the outbox keeps the rest of the pool
+MAX_HEADERS = 100_000  # remembered Authorization headers (KeyCache.by_header)
 
 
 @dataclass(frozen=True)
@@ -133,9 +134,27 @@ class KeyCache:
         self.pacer = pacer or RefusalPacer(1.0, 0.0)
         self.lookups = 0  # database lookups of a single key, for the tests and the logs
         self.known: dict[bytes, SiteAuth] = {}
+        # Authorization header → its key's digest, for headers whose key was found in `known`: a
+        # hit skips parsing, the format check and SHA-256, then reads `known` exactly as a miss
+        # does (a revoked or refreshed-away key is gone from `known`, so it misses and takes the
+        # full path: format, MAC, budget, pacing).
+        self.by_header: dict[str, bytes] = {}
         self.unknown: OrderedDict[bytes, float] = OrderedDict()
         self._inflight: dict[bytes, asyncio.Future[SiteAuth | None]] = {}
         self._legacy_inflight = 0
+
+    def cached(self, header: str | None) -> SiteAuth | None:
+        """The site of an Authorization header remembered with a key still in `known`, else None."""
+        digest = self.by_header.get(header) if header else None
+        return None if digest is None else self.known.get(digest)
+
+    def remember(self, header: str, api_key: str) -> None:
+        """After `lookup(api_key)` found the key: later requests with this exact header hit `cached`."""
+        digest = hash_key(api_key)
+        if digest in self.known:
+            if len(self.by_header) >= MAX_HEADERS:
+                self.by_header.clear()  # bounded: many distinct headers only cost a re-hash each
+            self.by_header[header] = digest
 
     async def lookup(self, api_key: str) -> SiteAuth | None:
         digest = hash_key(api_key)

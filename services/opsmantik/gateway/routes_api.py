@@ -26,6 +26,9 @@ from opsmantik.tokens import TOKEN_PREFIX
 
 
 async def authenticate(request: web.Request, state: State) -> SiteAuth | web.Response:
+    cached = state.keys.cached(request.headers.get("Authorization"))  # a header seen with a known key
+    if cached is not None:
+        return cached
     site = await _authenticate(request, state)
     if isinstance(site, web.Response) and site.status in (401, 429):
         await state.keys.pacer.pause()  # a flood of refusals is answered slowly (gateway/auth.py)
@@ -57,6 +60,7 @@ async def _authenticate(request: web.Request, state: State) -> SiteAuth | web.Re
         )
     if site is None:
         return error(401, "unauthorized", "unknown or revoked key", {"WWW-Authenticate": "Bearer"})
+    state.keys.remember(header or "", key)
     return site
 
 
