@@ -19,7 +19,8 @@ import orjson
 from aiohttp import web
 
 from opsmantik.errors import NotFound
-from opsmantik.gateway.routes_api import authenticate
+from opsmantik.gateway.auth import SiteAuth
+from opsmantik.gateway.operator_auth import resolve
 from opsmantik.gateway.state import STATE, error, json_response
 from opsmantik.meters import definitions, query
 
@@ -29,10 +30,12 @@ DB_ERRORS = (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutErro
 
 async def _caller(request: web.Request) -> list[uuid.UUID] | None | web.Response:
     """The sites the caller may read (None: every site, the operator), or the refusal."""
-    site = await authenticate(request, request.app[STATE])
-    if isinstance(site, web.Response):
-        return site
-    return [site.site_id]
+    caller = await resolve(request)  # a site key or an operator token (gateway/operator_auth.py)
+    if isinstance(caller, web.Response):
+        return caller
+    if isinstance(caller, SiteAuth):
+        return [caller.site_id]
+    return None  # the operator: every site; filterCustomerId is a site id, groupBy=customer_id
 
 
 def bad(parameter: str, message: str) -> web.Response:
