@@ -20,10 +20,12 @@ PG = EngineStatus("postgres", False, "15.18", 15432, None, "/d/pg")
 class FakeStack:
     kafka_heap: str = "768m"
     brokers: int = 1
+    standby_port: int = 0
+    database_url: str = "postgresql://opsmantik@127.0.0.1:15432,127.0.0.1:15433/opsmantik"
 
     @classmethod
-    def local(cls, brokers: int | None = None) -> FakeStack:
-        return cls(brokers=brokers or 1)
+    def local(cls, brokers: int | None = None, standby: bool = False) -> FakeStack:
+        return cls(brokers=brokers or 1, standby_port=15433 if standby else 0)
 
     def up(self) -> list[str]:
         return ["postgres"]
@@ -56,3 +58,10 @@ def test_status_with_an_engine_down_is_exit_3_and_names_the_fix() -> None:
     code, out, err = run_main(["stack", "status", "--json"])
     assert code == 3 and [e["running"] for e in json.loads(out)] == [True, False]
     assert "`opsmantik stack up`" in err and err.count("\n") == 1
+
+
+def test_up_standby_asks_for_the_standby_and_names_its_port() -> None:
+    code, out, _ = run_main(["stack", "up", "--standby"])
+    assert code == 0 and "standby (synchronous) on 15433" in out
+    code, out, _ = run_main(["stack", "up"])
+    assert code == 0 and "standby" not in out

@@ -231,6 +231,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="up: Kafka brokers (default: the count last recorded, else 1; 3 = a KRaft "
         "cluster, docs/scaling.md)",
     )
+    s.add_argument(
+        "--standby",
+        action="store_true",
+        help="up: also a synchronous streaming standby of Postgres (port 15433; every commit waits "
+        "for it; docs/reliability.md)",
+    )
     s.set_defaults(func=cmd_stack, env=("kafka_heap",))
 
     s = sub.add_parser(
@@ -302,6 +308,23 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("token_id", type=cli_args.UUID, metavar="TOKEN_ID", help="the token's id")
     s.set_defaults(
         func=_service("opsmantik.cli.tokens", "cmd_revoke"), env=DB, exit1="no active token with that id"
+    )
+
+    s = sub.add_parser(
+        "portal-token",
+        help="a signed link to a site's live usage dashboard (/dashboard?token=...; docs/dashboard.md)",
+    )
+    s.add_argument("site_id", type=cli_args.UUID, metavar="SITE", help="the site the token opens")
+    s.add_argument(
+        "--ttl", type=cli_args.TTL, default="1h", metavar="D", help="lifetime: 15m, 1h, 7d (1 min to 30 days)"
+    )
+    s.add_argument("--revoke", type=cli_args.UUID, metavar="TOKEN_ID", help="revoke one of the site's tokens")
+    s.add_argument("--revoke-all", action="store_true", help="revoke every token of the site")
+    s.add_argument("--json", action="store_true", help=JSON_HELP)
+    s.set_defaults(
+        func=_service("opsmantik.cli.portal"),
+        env=(*DB, "key_secret", "dashboard_base_url"),
+        exit1="no active portal token with that id (--revoke)",
     )
 
     s = sub.add_parser(

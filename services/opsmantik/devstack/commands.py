@@ -2,7 +2,9 @@
 
 `up --brokers 3` starts a 3-broker KRaft cluster instead of the single broker (the default);
 the size is recorded under .local/kafka/brokers so `status`, `env`, `down` and `run` act on the
-same cluster without repeating the flag (docs/scaling.md).
+same cluster without repeating the flag (docs/scaling.md). `up --standby` adds a synchronous
+streaming standby of Postgres (port 15433); once made, `status`, `env` and `down` include it
+(docs/reliability.md "When the database is lost").
 """
 
 from __future__ import annotations
@@ -25,8 +27,9 @@ def _print_json(obj: Any) -> None:
 
 def main(settings: Settings, args: argparse.Namespace) -> int:
     brokers = getattr(args, "brokers", None)
+    standby = bool(getattr(args, "standby", False)) and args.action == "up"
     local = dataclasses.replace(
-        stack.Stack.local(brokers if args.action == "up" else None), kafka_heap=settings.kafka_heap
+        stack.Stack.local(brokers if args.action == "up" else None, standby), kafka_heap=settings.kafka_heap
     )
     if args.action == "up":
         recorded = stack.recorded_brokers(stack.LOCAL) if brokers else local.brokers
@@ -43,9 +46,12 @@ def main(settings: Settings, args: argparse.Namespace) -> int:
                 {"started": started, "brokers": local.brokers, "engines": [asdict(e) for e in local.status()]}
             )
         else:
-            print("started: " + ", ".join(started) if started else "already running: kafka, postgres")
+            names = ", ".join(e.name for e in local.status())
+            print("started: " + ", ".join(started) if started else f"already running: {names}")
             if local.brokers > 1:
                 print(f"kafka cluster of {local.brokers}: {local.kafka_bootstrap}")
+            if local.standby_port:
+                print(f"postgres standby (synchronous) on {local.standby_port}: {local.database_url}")
     elif args.action == "down":
         stopped = local.down()
         if args.json:

@@ -33,6 +33,11 @@ PG_DB = "opsmantik"
 CLUSTER_HEAP = "512m"  # per broker of a cluster: three JVMs share the host
 START_TIMEOUT_S = 90.0
 ARCHIVE_CONF = "opsmantik-archive.conf"  # WAL archiving (services/opsmantik/recovery/backup.py)
+# The streaming standby (`stack up --standby`): its application name (from its cluster_name) is
+# what the primary's synchronous_standby_names waits for; its slot keeps the WAL it has not had.
+STANDBY_NAME = "opsmantik_standby"
+STANDBY_SLOT = "opsmantik_standby"
+LOCAL_STANDBY_PORT = LOCAL_PG_PORT + 1
 READY_TOPIC = "opsmantik.stack.ready"  # `stack up` proves an idempotent produce works here
 
 
@@ -143,11 +148,17 @@ class Stack:
     brokers: int = 1
     # The newest archived WAL is at most this old while there is traffic (the restore point's lag).
     archive_timeout_s: int = 60
+    # A streaming standby on this port (0: none). With `synchronous`, the primary's every commit
+    # (an outbox row, so the gateway's 200) waits until the standby has it on disk.
+    standby_port: int = 0
+    synchronous: bool = True
 
     @classmethod
-    def local(cls, brokers: int | None = None) -> Stack:
-        """The project's stack; without `brokers`, the size `stack up` last recorded."""
-        return cls(brokers=brokers or recorded_brokers(LOCAL))
+    def local(cls, brokers: int | None = None, standby: bool = False) -> Stack:
+        """The project's stack; without `brokers`, the size `stack up` last recorded; a standby
+        when asked for or when one was made before (its data directory exists)."""
+        with_standby = standby or (LOCAL / "postgres" / "standby").is_dir()
+        return cls(brokers=brokers or recorded_brokers(LOCAL), standby_port=LOCAL_STANDBY_PORT * with_standby)
 
     kafka_heap: str = Settings.kafka_heap  # OPSMANTIK_KAFKA_HEAP, through Settings (single broker)
 
@@ -161,7 +172,12 @@ class Stack:
 
     @property
     def database_url(self) -> str:
-        return f"postgresql://{PG_USER}@127.0.0.1:{self.pg_port}/{PG_DB}"
+        """With a standby, both hosts and target_session_attrs=read-write: a client connects to
+        whichever accepts writes, so every process follows a promotion by itself."""
+        if not self.standby_port:
+            return f"postgresql://{PG_USER}@127.0.0.1:{self.pg_port}/{PG_DB}"
+        hosts = f"127.0.0.1:{self.pg_port},127.0.0.1:{self.standby_port}"
+        return f"postgresql://{PG_USER}@{hosts}/{PG_DB}?target_session_attrs=read-write"
 
     # ------------------------------------------------------------ Kafka
 
@@ -348,8 +364,10 @@ class Stack:
     def psql(self, sql: str, db: str = "postgres") -> str:
         return self._psql(sql, db)
 
-    def _pg_ctl(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-        cmd = _as_pg_owner([str(pg_bin() / "pg_ctl"), "-D", str(self.pg_data()), *args])
+    def _pg_ctl(
+        self, *args: str, check: bool = True, data: Path | None = None
+    ) -> subprocess.CompletedProcess[str]:
+        cmd = _as_pg_owner([str(pg_bin() / "pg_ctl"), "-D", str(data or self.pg_data()), *args])
         return subprocess.run(cmd, capture_output=True, text=True, check=check, stdin=subprocess.DEVNULL)
 
     def pg_pid(self) -> int | None:
@@ -362,13 +380,13 @@ class Stack:
             "postgres", running, pg_version(), self.pg_port, pid if running else None, str(self.pg_data())
         )
 
-    def _psql(self, sql: str, db: str = "postgres") -> str:
+    def _psql(self, sql: str, db: str = "postgres", port: int = 0) -> str:
         cmd = [
             str(pg_bin() / "psql"),
             "-h",
             "127.0.0.1",
             "-p",
-            str(self.pg_port),
+            str(port or self.pg_port),
             "-U",
             PG_USER,
             "-d",
@@ -417,6 +435,13 @@ class Stack:
             raise StackError(f"port {self.pg_port} is taken by a process that is not this stack's Postgres")
         data = self.pg_data()
         if not (data / "PG_VERSION").exists():
+            if self.standby_promoted():
+                raise StackError(
+                    f"the primary's data directory {data} is gone and the standby (port "
+                    f"{self.standby_port}) was promoted: it is the primary now. Keep it serving; to "
+                    "run a primary here again, move the promoted data directory into place "
+                    '(docs/runbook.md "Primary lost")'
+                )
             self._pg_init(data)
         self._pg_archive_conf(data)
         log = self._pg_root() / "postgres.log"
@@ -457,6 +482,151 @@ class Stack:
         self._pg_ctl("-m", "fast", "-w", "stop")
         return True
 
+    # ------------------------------------------------------------ the standby
+
+    def standby_data(self) -> Path:
+        return self._pg_root() / "standby"
+
+    def standby_promoted(self) -> bool:
+        """The standby's data directory exists and is no longer a standby's (it was promoted)."""
+        data = self.standby_data()
+        return (
+            bool(self.standby_port)
+            and (data / "PG_VERSION").exists()
+            and not (data / "standby.signal").exists()
+        )
+
+    def standby_status(self) -> EngineStatus:
+        data = self.standby_data()
+        pid = _read_pid(data / "postmaster.pid")
+        running = _pid_alive(pid) and _port_open(self.standby_port)
+        role = "promoted (primary)" if self.standby_promoted() else "standby"
+        if running and not self.standby_promoted():
+            role += f", {self._replication_state() or 'not streaming'}"
+        return EngineStatus(
+            "postgres-standby",
+            running,
+            pg_version(),
+            self.standby_port,
+            pid if running else None,
+            str(data),
+            role,
+        )
+
+    def _replication_state(self) -> str:
+        """The primary's view of the standby: "streaming sync", "streaming async", or ""."""
+        try:
+            return self._psql(
+                "SELECT state || ' ' || sync_state FROM pg_stat_replication "
+                f"WHERE application_name = '{STANDBY_NAME}'"
+            )
+        except subprocess.CalledProcessError:
+            return ""  # the primary is down
+
+    def standby_up(self) -> bool:
+        """Make the standby if it has no data yet (pg_basebackup -R from the running primary, with
+        a replication slot), start it, wait until it streams, then make it synchronous. Returns
+        True when it was started."""
+        if self.standby_status().running:
+            return False
+        if not _wait_port_free(self.standby_port):
+            raise StackError(
+                f"port {self.standby_port} is taken by a process that is not this stack's standby"
+            )
+        data = self.standby_data()
+        if not (data / "PG_VERSION").exists():
+            self._standby_clone(data)
+        log = self._pg_root() / "standby.log"
+        if os.geteuid() == 0:
+            log.touch()
+            shutil.chown(log, "postgres", "postgres")
+        started = self._pg_ctl(
+            "-l", str(log), "-w", "-t", str(int(START_TIMEOUT_S)), "start", check=False, data=data
+        )
+        if started.returncode != 0:
+            raise StackError(
+                f"standby failed to start:\n{started.stdout}{started.stderr}\nlog tail:\n{_tail(log)}"
+            )
+        if not self.standby_promoted():
+            self._wait_replication("streaming", "standby streaming from the primary")
+            self.set_synchronous(self.synchronous)
+        return True
+
+    def _standby_clone(self, data: Path) -> None:
+        have_slot = self._psql(f"SELECT 1 FROM pg_replication_slots WHERE slot_name = '{STANDBY_SLOT}'")
+        if have_slot != "1":
+            self._psql(f"SELECT pg_create_physical_replication_slot('{STANDBY_SLOT}')")
+        clone = subprocess.run(
+            _as_pg_owner(
+                [
+                    str(pg_bin() / "pg_basebackup"),
+                    "-h",
+                    "127.0.0.1",
+                    "-p",
+                    str(self.pg_port),
+                    "-U",
+                    PG_USER,
+                    "-D",
+                    str(data),
+                    "-X",
+                    "stream",
+                    "-c",
+                    "fast",
+                    "-R",
+                    "-S",
+                    STANDBY_SLOT,
+                ]
+            ),  # fmt: skip
+            capture_output=True,
+            text=True,
+            stdin=subprocess.DEVNULL,
+        )
+        if clone.returncode != 0:
+            raise StackError(f"pg_basebackup for the standby failed: {clone.stderr.strip()[-800:]}")
+        # postgresql.auto.conf is read last: these win over the primary's copied settings. A
+        # promoted standby has no standby of its own, so it must not wait for one.
+        with open(data / "postgresql.auto.conf", "a") as conf:
+            conf.write(
+                "# the standby (services/opsmantik/devstack/stack.py)\n"
+                f"port = {self.standby_port}\n"
+                f"unix_socket_directories = '{data}'\n"
+                f"cluster_name = '{STANDBY_NAME}'\n"  # its application_name on the primary
+                "synchronous_standby_names = ''\n"
+                "hot_standby = on\n"
+            )
+
+    def set_synchronous(self, on: bool) -> None:
+        """The primary waits for the standby at every commit (on), or not (off: the drill's
+        planted bug, and the benchmark's baseline)."""
+        names = STANDBY_NAME if on else ""
+        self._psql(f"ALTER SYSTEM SET synchronous_standby_names = '{names}'")
+        self._psql("SELECT pg_reload_conf()")
+        self._wait_replication(
+            "streaming " + ("sync" if on else "async"), f"standby {'sync' if on else 'async'}"
+        )
+
+    def _wait_replication(self, state: str, what: str) -> None:
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while not self._replication_state().startswith(state):
+            if time.monotonic() > deadline:
+                log = self._pg_root() / "standby.log"
+                raise StackError(f"{what}: not after {START_TIMEOUT_S:.0f}s; standby log tail:\n{_tail(log)}")
+            time.sleep(0.1)
+
+    def promote(self) -> None:
+        """Make the standby the primary (`pg_ctl promote`, waiting until it accepts writes)."""
+        done = self._pg_ctl(
+            "-w", "-t", str(int(START_TIMEOUT_S)), "promote", check=False, data=self.standby_data()
+        )
+        if done.returncode != 0:
+            raise StackError(f"promote failed: {done.stdout}{done.stderr}")
+
+    def standby_down(self) -> bool:
+        if not self.standby_status().running:
+            return False
+        self._pg_ctl("-m", "fast", "-w", "stop", data=self.standby_data())
+        return True
+
     # ------------------------------------------------------------ both
 
     def up(self) -> list[str]:
@@ -464,6 +634,8 @@ class Stack:
         started = []
         if self.pg_up():
             started.append("postgres")
+        if self.standby_port and self.standby_up():
+            started.append("postgres-standby")
         if self.kafka_up():
             started.append("kafka")
         return started
@@ -474,11 +646,15 @@ class Stack:
             stopped.append("kafka")
         if self.pg_down():
             stopped.append("postgres")
+        # After the primary: a fast stop ships its last WAL to the standby first.
+        if self.standby_port and self.standby_down():
+            stopped.append("postgres-standby")
         return stopped
 
     def status(self) -> list[EngineStatus]:
-        """One line per broker, then Postgres."""
-        return [*(self.broker_status(n) for n in self.nodes()), self.pg_status()]
+        """One line per broker, then Postgres (and its standby)."""
+        standby = [self.standby_status()] if self.standby_port else []
+        return [*(self.broker_status(n) for n in self.nodes()), self.pg_status(), *standby]
 
 
 def recorded_brokers(home: Path) -> int:
