@@ -140,11 +140,30 @@ def not_empty(v: str) -> str | None:
     return None if v else "must not be empty"
 
 
+def _db_host(part: str) -> tuple[str, int] | None:
+    """`host`, `host:port` or `[v6]:port`; None when the port is not a number."""
+    host, colon, port = part.rpartition(":")
+    if not colon or "]" in port:  # no port (a bare IPv6 literal's colons are inside [])
+        host, port = part, "5432"
+    return (host.strip("[]"), int(port)) if host and port.isdigit() else None
+
+
+def _db_netloc_hosts(v: str) -> list[str]:
+    return urlsplit(v).netloc.rpartition("@")[2].split(",")
+
+
+def database_hosts(v: str) -> list[tuple[str, int]]:
+    """host:port of each host of a (multi-host) libpq URL, `postgresql://u@h1:p1,h2:p2/db`
+    (urlsplit's .port fails on more than one); a host without a port is on 5432."""
+    return [h for part in _db_netloc_hosts(v) if (h := _db_host(part))]
+
+
 def database_url(v: str) -> str | None:
     url = urlsplit(v)
-    if url.scheme in ("postgresql", "postgres") and url.hostname:
-        return None
-    return f"expected postgresql://user@host:port/db, got scheme {url.scheme!r}"
+    if url.scheme not in ("postgresql", "postgres") or not url.hostname:
+        return f"expected postgresql://user@host:port[,host:port...]/db, got scheme {url.scheme!r}"
+    bad = [part for part in _db_netloc_hosts(v) if _db_host(part) is None]
+    return "; ".join(f"{b!r} is not host[:port]" for b in bad) or None
 
 
 def bootstrap(v: str) -> str | None:

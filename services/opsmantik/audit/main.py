@@ -20,7 +20,6 @@ import logging
 import signal
 import time
 from datetime import date
-from urllib.parse import urlsplit
 
 import asyncpg
 from confluent_kafka import KafkaException
@@ -30,7 +29,7 @@ from opsmantik.audit import metrics
 from opsmantik.audit.auditor import Auditor
 from opsmantik.audit.reader import ReadError
 from opsmantik.audit.report import MonthAudit, month_audit
-from opsmantik.config import Settings
+from opsmantik.config import Settings, database_hosts
 from opsmantik.errors import Unavailable
 
 log = logging.getLogger("opsmantik.audit")
@@ -43,8 +42,8 @@ class Unreachable(Unavailable, RuntimeError):
 
 
 def _where(settings: Settings) -> str:
-    url = urlsplit(settings.database_url)  # host:port only: the URL may hold a password
-    return f"{url.hostname}:{url.port or 5432}"
+    # host:port only (the URL may hold a password); every host of a multi-host URL
+    return ",".join(f"{h}:{p}" for h, p in database_hosts(settings.database_url))
 
 
 async def _pool(settings: Settings) -> asyncpg.Pool:

@@ -13,13 +13,12 @@ from __future__ import annotations
 import errno
 import socket
 from dataclasses import dataclass
-from urllib.parse import urlsplit
 
 import asyncpg
 from confluent_kafka import KafkaException
 
 from opsmantik.cli.args import CANNOT_RUN, CHECK_FAILED, START_ENGINES, USAGE
-from opsmantik.config import Settings, SettingsError
+from opsmantik.config import Settings, SettingsError, database_hosts
 from opsmantik.errors import CheckFailed, OpsmantikError, Refused, Unavailable, UsageError
 from opsmantik.months import MonthError
 
@@ -113,9 +112,9 @@ class Engine:
         return f"{self.name} at {self.host}:{self.port}"
 
 
-def postgres(settings: Settings) -> Engine:
-    url = urlsplit(settings.database_url)
-    return Engine("Postgres", url.hostname or "127.0.0.1", url.port or 5432)
+def postgres(settings: Settings) -> list[Engine]:
+    """Every host of the URL (a primary and its standby: one reachable is enough)."""
+    return [Engine("Postgres", h, p) for h, p in database_hosts(settings.database_url)]
 
 
 def kafka(settings: Settings) -> list[Engine]:
@@ -141,7 +140,8 @@ def require_kafka(settings: Settings) -> None:
 
 
 def _engines_down(settings: Settings) -> list[Engine]:
-    down = [] if postgres(settings).reachable() else [postgres(settings)]
+    databases = postgres(settings)
+    down = [] if any(d.reachable() for d in databases) else databases[:1]
     brokers = kafka(settings)
     if not any(b.reachable() for b in brokers):
         down.append(brokers[0])
