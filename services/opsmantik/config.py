@@ -391,6 +391,10 @@ class Settings:
     status_probe_timeout_s: float = setting(1.0, "status", "broker probe and each status query", above(0))
     status_page_name: str = setting("OpsMantik", "status", "the page's title", not_empty)
     status_page_url: str = setting("https://status.opsmantik.com", "status", "the page's public address")
+    # The customer's dashboard (docs/dashboard.md): portal-token URLs start with this address.
+    dashboard_base_url: str = setting(
+        "http://127.0.0.1:8080", "status", "the gateway's public address in portal-token URLs", not_empty
+    )
 
     # ---- Usage alerts and their dispatcher (docs/alerts.md)
     alerts_allow_http: int = setting(

@@ -92,7 +92,8 @@ LAYERS: dict[str, int] = {
     **dict.fromkeys(
         ["opsmantik", "config", "errors", "events", "months", "schema_files", "db", "kafka", "telemetry"], 0
     ),
-    **dict.fromkeys(["sites", "tokens"], 1),
+    **dict.fromkeys(["sites", "tokens", "portal"], 1),
+    "dashboard": 1,  # the dashboard's static assets (no imports); the gateway serves them
     "meters": 1,  # definitions, aggregates, queries: read by the worker, the gateway and the CLI
     **dict.fromkeys(["gateway", "worker", "relay", "audit", "billing", "sla", "status"], 2),
     **dict.fromkeys(["cli", "devstack", "recovery"], 3),  # recovery drives the stack's Postgres

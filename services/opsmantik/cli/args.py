@@ -109,6 +109,15 @@ def _time(raw: str) -> str:
     return raw  # commands get the validated string
 
 
+def _ttl(raw: str) -> Any:
+    from opsmantik import portal
+
+    try:
+        return portal.parse_ttl(raw)
+    except portal.BadTtl as exc:
+        raise ValueError(str(exc)) from None
+
+
 def _host(raw: str) -> str:
     if not raw or any(c.isspace() for c in raw) or len(raw) > 253:
         raise ValueError("must be a host name or IP address")
@@ -123,6 +132,7 @@ MONTH = Arg("a month YYYY-MM", _month, "2026-01", ("0000-01", "2026-13", "2026-1
 NAME = Arg("a name", _name, "acme", ("", "x" * 201, "a\x00b"))
 TIME = Arg("a time", _time, "2099-01-01T00:00:00Z", ("tomorrow", "2026-12-01T02:00:00", ""))
 HOST = Arg("a host", _host, "127.0.0.1", ("", "a b"))
+TTL = Arg("a duration", _ttl, "1h", ("0", "59s", "31d", "1x", ""))  # portal tokens: 1 min to 30 days
 RATE = Arg("a rate", _rate, "1000", ("0", "-1", "nan", "inf", "1e10", "x"))
 QUOTA = integer(0, INT64_MAX, "an integer from 0 to 2**63-1")  # 0: every event is overlimit
 HARD_CAP = integer(1, INT64_MAX, "an integer from 1 to 2**63-1")  # 0 would refuse every request

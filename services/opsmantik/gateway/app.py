@@ -22,6 +22,7 @@ from opsmantik.gateway import (
     exports,
     routes_api,
     routes_cloudevents,
+    routes_dashboard,
     routes_events,
     routes_meters,
     routes_ops,
@@ -63,6 +64,7 @@ KNOWN_ROUTES = {
     "/metrics",
     "/status",
     "/status.json",
+    *routes_dashboard.ROUTES,
 }
 
 
@@ -101,6 +103,7 @@ def create_app(settings: Settings, publisher: Publisher | None = None) -> web.Ap
     routes_api.setup(app)
     routes_cloudevents.setup(app)
     routes_events.setup(app)
+    routes_dashboard.setup(app)
     routes_meters.setup(app)
     routes_ops.setup(app)
     exports.setup(app, settings)
