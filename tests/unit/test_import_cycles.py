@@ -95,6 +95,7 @@ LAYERS: dict[str, int] = {
     **dict.fromkeys(["sites", "tokens", "portal"], 1),
     "dashboard": 1,  # the dashboard's static assets (no imports); the gateway serves them
     "meters": 1,  # definitions, aggregates, queries: read by the worker, the gateway and the CLI
+    "alerts": 1,  # rules, crossings (the worker and voids call them), outbox, dispatcher
     **dict.fromkeys(["gateway", "worker", "relay", "audit", "billing", "sla", "status"], 2),
     **dict.fromkeys(["cli", "devstack", "recovery"], 3),  # recovery drives the stack's Postgres
 }

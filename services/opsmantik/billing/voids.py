@@ -21,6 +21,7 @@ from datetime import date, datetime
 
 import asyncpg
 
+from opsmantik.alerts import crossings
 from opsmantik.billing.connect import connect
 from opsmantik.billing.entries import Q
 from opsmantik.billing.rules import billing_month
@@ -121,6 +122,8 @@ async def void_events(
             done.append(Voided(event_id, entry["billing_month"], booked, int(entry["quantity"]), voided_at))
         if problems:
             raise VoidRefused(problems)  # rolls the whole transaction back
+        # usage back under a line fires usage.threshold.resolved (docs/alerts.md)
+        await crossings.decide(conn, {(site_id, v.booked_month) for v in done}, None, recompute=True)
     return done
 
 

@@ -20,6 +20,7 @@ import asyncpg
 from opsmantik import sites
 from opsmantik.cli import args as cli_args
 from opsmantik.cli import incidents, recovery
+from opsmantik.cli import alerts as alerts_cli
 from opsmantik.cli import meters as meters_cli
 from opsmantik.cli.args import Parser
 from opsmantik.cli.errors import classify, require_kafka
@@ -431,6 +432,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _billing_commands(sub)
     meters_cli.add_commands(sub, JSON_HELP)
+    alerts_cli.add_commands(sub, JSON_HELP)
     _send_command(sub)
     incidents.register(sub)
     recovery.register(sub)

@@ -17,7 +17,8 @@ function below, in one transaction:
 6. `insert_new_rows`: ON CONFLICT DO NOTHING; RETURNING says which are new,
 7. `assign_and_mark_overlimit`: each new row's class in ledger order, the overlimit ones fixed up,
 8. `add_to_invoice`: only the new rows, and `add_to_meters`: their meter aggregates
-   (opsmantik.meters.aggregate, docs/meters.md),
+   (opsmantik.meters.aggregate, docs/meters.md), then `crossings.decide`: the usage alerts'
+   crossings of the touched (site, billing month), notifications into alert_outbox (docs/alerts.md),
 9. `record_dead_letters`, `record_freshness`,
 10. `read_back_rows`: the canonical rows of every event of the batch, new or not,
 then COMMIT (the caller publishes to the billable topic and acks only after this).
@@ -34,6 +35,7 @@ from typing import NamedTuple
 
 import asyncpg
 
+from opsmantik.alerts import crossings
 from opsmantik.billing.rules import OVERLIMIT, assign_classes, billing_month
 from opsmantik.db.partitions import PartitionCache, dedupe_months
 from opsmantik.db.queries import package_queries
@@ -119,12 +121,14 @@ async def _write_batch(
         new_events: list[IngestEvent] = []
         classes: list[str] = []
         bmonth: BillingMonths = {}
+        meters = aggregate.Increments()  # a batch of duplicates only counts nothing
         if fresh_candidates:
             bmonth, counts = await lock_invoice_rows(conn, fresh_candidates)
             new_events = await insert_new_rows(conn, fresh_candidates, bmonth)
             classes = await assign_and_mark_overlimit(conn, new_events, bmonth, counts, quotas)
             await add_to_invoice(conn, new_events, classes, bmonth)
             meters = await add_to_meters(conn, new_events, bmonth)  # bmonth exists only here
+            await crossings.decide(conn, {(e.site_id, bmonth[e.key]) for e in new_events}, meters)
         new_received = [e.received_at for e in new_events]
         await record_dead_letters(conn, topic, dead)
         await record_freshness(conn, instance, new_received)
