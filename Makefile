@@ -18,6 +18,7 @@ $(VENV)/.installed: pyproject.toml clients/python/pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q -e '.[dev]' -e clients/python
+	$(BIN)/pip install -q --no-deps openmeter==1.0.0b236  # see pyproject.toml's dev extra
 	@touch $@
 
 $(KAFKA_LIBS)/.installed: deploy/kafka/pom.xml

@@ -64,6 +64,9 @@ DOMAIN_ERROR_MODULES = (
     "opsmantik.gateway.publisher",
     "opsmantik.worker.billable",
     "opsmantik.worker.processor",
+    "opsmantik.meters.definitions",
+    "opsmantik.meters.jsonpath",
+    "opsmantik.meters.query",
 )
 
 

@@ -132,11 +132,13 @@ def accumulate(meters: list[Meter], facts: list[Fact], into: Increments | None =
             if not parsed and (meter.value_path is not None or meter.group_paths):
                 data = event_data(fact.event_id, orjson.loads(fact.properties) if fact.properties else None)
                 parsed = True
-            try:
-                value = value_of(meter, data, fact.quantity)
-                groups = groups_of(meter, data) if meter.group_paths else "{}"
-            except Skip as skip:
-                inc.skipped[(meter.slug, skip.reason)] += 1
+            value = value_of(meter, data, fact.quantity)
+            if isinstance(value, Skip):
+                inc.skipped[(meter.slug, value.reason)] += 1
+                continue
+            groups = groups_of(meter, data) if meter.group_paths else "{}"
+            if isinstance(groups, Skip):
+                inc.skipped[(meter.slug, groups.reason)] += 1
                 continue
             at, subject = minute(fact.occurred_at), fact.subject or ""
             key = (meter.meter_id, fact.site_id, at, fact.billing_month, subject, groups)

@@ -13,6 +13,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from opsmantik.errors import UsageError
+
 MAX_PATH_CHARS = 256
 MAX_STEPS = 16
 _NAME = re.compile(r"\.([A-Za-z_][A-Za-z0-9_-]*)")
@@ -22,7 +24,7 @@ _INDEX = re.compile(r"\[(0|[1-9][0-9]{0,3})\]")
 Step = str | int  # a member name or an array index
 
 
-class BadPath(ValueError):
+class BadPath(UsageError, ValueError):
     """A JSONPath outside the subset; the message says where."""
 
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import math
 import re
+from dataclasses import dataclass
 from decimal import Decimal
 
 import orjson
@@ -29,11 +30,12 @@ MAX_TEXT = 256
 _DECIMAL = re.compile(r"-?(0|[1-9][0-9]{0,30})(\.[0-9]{1,30})?([eE][+-]?[0-9]{1,3})?")
 
 
-class Skip(Exception):
-    """The meter does not count the event; `reason` is the metric's label."""
+@dataclass(frozen=True)
+class Skip:
+    """The meter does not count the event; `reason` is the metric's label (a value, not an
+    exception: a skip is an ordinary outcome and never leaves `aggregate.accumulate`)."""
 
-    def __init__(self, reason: str) -> None:
-        self.reason = reason
+    reason: str
 
 
 def event_data(event_id: str, properties: object) -> object:
@@ -46,41 +48,41 @@ def event_data(event_id: str, properties: object) -> object:
     return properties
 
 
-def number(raw: object) -> Decimal:
+def number(raw: object) -> Decimal | Skip:
     if raw is MISSING or raw is None:
-        raise Skip("missing")
+        return Skip("missing")
     if isinstance(raw, bool):
-        raise Skip("not_a_number")
+        return Skip("not_a_number")
     if isinstance(raw, int):
         value = Decimal(raw)
     elif isinstance(raw, float):
         if not math.isfinite(raw):
-            raise Skip("out_of_range")
+            return Skip("out_of_range")
         value = Decimal(repr(raw))
     elif isinstance(raw, str):
         if not _DECIMAL.fullmatch(raw):
-            raise Skip("not_a_number")
+            return Skip("not_a_number")
         value = Decimal(raw)
     elif isinstance(raw, dict | list):
-        raise Skip("nested")
+        return Skip("nested")
     else:
-        raise Skip("not_a_number")
+        return Skip("not_a_number")
     if abs(value) > MAX_VALUE:
-        raise Skip("out_of_range")
+        return Skip("out_of_range")
     return value
 
 
-def text(raw: object, prefix: str = "") -> str:
+def text(raw: object, prefix: str = "") -> str | Skip:
     if isinstance(raw, dict | list):
-        raise Skip(f"{prefix}nested")
+        return Skip(f"{prefix}nested")
     if isinstance(raw, str):
         if len(raw) > MAX_TEXT:
-            raise Skip(f"{prefix}too_long")
+            return Skip(f"{prefix}too_long")
         return raw
     return orjson.dumps(raw).decode()  # number or bool: its JSON text
 
 
-def value_of(meter: Meter, data: object, quantity: int) -> Decimal | str | None:
+def value_of(meter: Meter, data: object, quantity: int) -> Decimal | str | None | Skip:
     """None for COUNT; the Decimal of a numeric meter; the text of a UNIQUE_COUNT."""
     if meter.aggregation == "COUNT":
         return None
@@ -90,15 +92,18 @@ def value_of(meter: Meter, data: object, quantity: int) -> Decimal | str | None:
     raw = meter.value_path.read(data)
     if meter.aggregation == "UNIQUE_COUNT":
         if raw is MISSING or raw is None:
-            raise Skip("missing")
+            return Skip("missing")
         return text(raw)
     return number(raw)
 
 
-def groups_of(meter: Meter, data: object) -> str:
+def groups_of(meter: Meter, data: object) -> str | Skip:
     """The group values as a JSON object text (keys sorted), null for a missing one."""
     out: dict[str, str | None] = {}
     for name, path in meter.group_paths:
         raw = path.read(data)
-        out[name] = None if raw is MISSING or raw is None else text(raw, "group_")
+        value = None if raw is MISSING or raw is None else text(raw, "group_")
+        if isinstance(value, Skip):
+            return value
+        out[name] = value
     return orjson.dumps(out, option=orjson.OPT_SORT_KEYS).decode()
