@@ -18,9 +18,9 @@ from typing import Any
 import asyncpg
 
 from opsmantik import sites
+from opsmantik.cli import alerts as alerts_cli
 from opsmantik.cli import args as cli_args
 from opsmantik.cli import incidents, recovery
-from opsmantik.cli import alerts as alerts_cli
 from opsmantik.cli import meters as meters_cli
 from opsmantik.cli.args import Parser
 from opsmantik.cli.errors import classify, require_kafka
