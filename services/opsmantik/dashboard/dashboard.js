@@ -73,15 +73,16 @@ function showSummary(s) {
   live(behind ? "behind" : "fresh", behind ? "Live · figures are catching up" : "Live · within seconds");
 }
 
+// Drawn at the element's own width (no stretched text); redrawn when the window resizes.
 function chart(el, data) {
-  const w = 600, h = 150, top = 14, bottom = 18;
+  el.chartData = data;
+  const w = Math.max(200, Math.round(el.clientWidth || 600)), h = 150, top = 14, bottom = 18;
   const max = Math.max(1, ...data.map((d) => Number(d.value) || 0));
   const svg = document.createElementNS(SVG, "svg");
   svg.setAttribute("viewBox", `0 0 ${w} ${h}`);
-  svg.setAttribute("preserveAspectRatio", "none");
   svg.setAttribute("role", "img");
   const step = w / Math.max(1, data.length);
-  const every = Math.ceil(data.length / 12);
+  const every = Math.ceil(data.length / Math.max(4, Math.floor(w / 50)));
   data.forEach((d, i) => {
     const v = Number(d.value) || 0;
     const bh = ((h - top - bottom) * Math.max(0, v)) / max;
@@ -97,7 +98,7 @@ function chart(el, data) {
     svg.appendChild(r);
     if (i % every === 0) {
       const l = document.createElementNS(SVG, "text");
-      l.setAttribute("x", (i * step + step / 2).toFixed(1));
+      l.setAttribute("x", Math.min(w - 8, Math.max(8, i * step + step / 2)).toFixed(1));
       l.setAttribute("y", String(h - 4));
       l.setAttribute("text-anchor", "middle");
       l.textContent = d.label;
@@ -212,5 +213,9 @@ async function start() {
   await tick();
   timer = setInterval(tick, POLL_MS);
 }
+
+window.addEventListener("resize", () => {
+  for (const id of ["chart-month", "chart-today"]) if ($(id).chartData) chart($(id), $(id).chartData);
+});
 
 start();
