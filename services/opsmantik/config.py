@@ -34,6 +34,8 @@ LOCAL_KEY_SECRET = "opsmantik-local-dev-key-secret-not-for-production"
 # The alerts' signing master secret on a local stack only (docs/alerts.md "Secrets").
 LOCAL_ALERTS_SECRET = "opsmantik-local-dev-alerts-secret-not-for-production"
 
+# The issue asks for retries "for at least 24 hours"; only a time-compressed test goes below it.
+RETRY_FOR_MIN_S = 86400.0
 PREFIX = "OPSMANTIK_"
 
 T = TypeVar("T", int, float, str)
@@ -429,7 +431,20 @@ class Settings:
         ),
     )
     dispatcher_retry_for_s: float = setting(
-        86400.0, "alerts", "a webhook still failing this long after its first attempt is parked", above(0)
+        86400.0,
+        "alerts",
+        "a webhook still failing this long after its first attempt is parked; at least 86400 (24 h)",
+        above(0),
+        relation=Relation(
+            lambda s: s.dispatcher_retry_for_s >= RETRY_FOR_MIN_S or s.dispatcher_short_retry_for_tests == 1,
+            f"must be >= {RETRY_FOR_MIN_S:g} (24 h) unless OPSMANTIK_DISPATCHER_SHORT_RETRY_FOR_TESTS=1",
+        ),
+    )
+    dispatcher_short_retry_for_tests: int = setting(
+        0,
+        "alerts",
+        "1: OPSMANTIK_DISPATCHER_RETRY_FOR_S may be under 24 h (time-compressed tests only)",
+        between(0, 1),
     )
     dispatcher_idle_s: float = setting(0.2, "alerts", "pause when nothing is due", above(0))
     dispatcher_metrics_port: int = setting(

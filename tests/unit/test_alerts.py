@@ -145,3 +145,15 @@ def test_builtin_lines() -> None:
     assert rule("hard_cap", 11, 20).line() == 20
     assert rule("hard_cap", 11, None).line() is None
     assert rule("quota_100", 0, None).line() == 1
+
+
+def test_the_retry_window_is_at_least_24_hours_unless_a_test_compresses_time() -> None:
+    """The issue: retried "for at least 24 hours". Below that only with the clearly named test switch."""
+    from opsmantik.config import RETRY_FOR_MIN_S, Settings, SettingsError
+
+    assert Settings().dispatcher_retry_for_s >= RETRY_FOR_MIN_S == 86400
+    Settings.from_env({"OPSMANTIK_DISPATCHER_RETRY_FOR_S": "86400"})  # the edge: accepted
+    with pytest.raises(SettingsError, match="OPSMANTIK_DISPATCHER_RETRY_FOR_S must be >= 86400"):
+        Settings.from_env({"OPSMANTIK_DISPATCHER_RETRY_FOR_S": "86399.9"})
+    short = {"OPSMANTIK_DISPATCHER_RETRY_FOR_S": "3", "OPSMANTIK_DISPATCHER_SHORT_RETRY_FOR_TESTS": "1"}
+    assert Settings.from_env(short).dispatcher_retry_for_s == 3

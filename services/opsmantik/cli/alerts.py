@@ -26,6 +26,7 @@ DISPATCHER_ENV = (
     "dispatcher_backoff_base_s",
     "dispatcher_backoff_cap_s",
     "dispatcher_retry_for_s",
+    "dispatcher_short_retry_for_tests",
     "dispatcher_idle_s",
     "dispatcher_metrics_port",
     "metrics_host",
