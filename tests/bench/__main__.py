@@ -1,6 +1,7 @@
-"""`python -m tests.bench [--quick] [--json] [--out PATH] [--no-profile] [--only a,b]` (`make bench`).
+"""`python -m tests.bench [--quick|--smoke] [--on-stack] [--json] [--out PATH] [--no-profile] [--only a,b]`
+(`make bench`).
 
-Starts a private Kafka + Postgres (ports 24xxx under .local/bench), measures the baselines
+Starts a private Kafka + Postgres (free ports; `--on-stack`: the running local stack), measures the baselines
 and the scenarios (tests/bench/runner.py SCENARIOS), prints the table, writes
 docs/results/bench-latest.md (a quick run writes .local/bench/quick.md unless --out says otherwise;
 the analysis in docs/benchmarks.md is written by hand), and stops the private stack.
@@ -49,6 +50,12 @@ def main(argv: list[str] | None = None) -> int:
         help="every scenario once in its smallest form, figures meaningless: proves the bench runs "
         "(tests/bench/test_bench_smoke.py)",
     )
+    parser.add_argument(
+        "--on-stack",
+        action="store_true",
+        help="on the running local stack (opsmantik stack up) with a database and topics of the "
+        "bench's own, instead of a private stack; nothing on it is stopped (the smoke test's form)",
+    )
     parser.add_argument("--json", action="store_true", help="print the rows as JSON instead of a table")
     parser.add_argument(
         "--out", type=Path, help="markdown file to write (default docs/results/bench-latest.md)"
@@ -84,12 +91,13 @@ def main(argv: list[str] | None = None) -> int:
         if only
         else ROOT / "docs" / "results" / "bench-latest.md"
     )
-    env = BenchEnv()
+    env = BenchEnv.on_local_stack() if args.on_stack else BenchEnv()
     bench = Bench(env, plan, before=str(args.before.resolve()) if args.before else None)
     started = time.monotonic()
     try:
         bench.say(
-            f"private stack on Kafka :{env.stack.kafka_port}, Postgres :{env.stack.pg_port}; "
+            f"{'the local' if env.shared else 'private'} stack on Kafka :{env.stack.kafka_port}, "
+            f"Postgres :{env.stack.pg_port}; "
             f"database {env.db_name}"
         )
         env.up()

@@ -77,7 +77,7 @@ def run(bench: Bench, site: SiteKey) -> None:
             m.stop()
         after = bench._load(GATEWAY_PORT, site.api_key, 100, "client-after", bench.plan.seconds, [])
     finally:
-        gw.stop()
+        bench.release(gw)
     bracket = (before.events_per_s + after.events_per_s) / 2
     events = max(1, int(summary["events"]))
     table = bench.row(BASELINE)

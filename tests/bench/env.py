@@ -1,13 +1,17 @@
 """The benchmark's own world: a private Kafka + Postgres (tests/support/stacks.py: free ports, a
 fresh directory, removed after; logs under .local/bench) that it may stop for the broker-down
-scenario, a fresh database and fresh
-topics per run, sites made with the `opsmantik` CLI, and our services as child processes.
+scenario, a fresh database and fresh topics per run, sites made with the function `opsmantik
+sites create` runs, and our services as child processes.
+
+`--on-stack` (the smoke test in `make test`): the project's running local stack instead of a
+private one (its start-up is 11-28 s of a loaded machine), with the bench's own database and
+topics on it; nothing on it is ever stopped (broker-down then points its gateway at a closed port).
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
+import dataclasses
 import os
 import secrets
 import socket
@@ -22,6 +26,7 @@ import asyncpg
 from confluent_kafka.admin import AdminClient
 from opsmantik.db.queries import load_queries
 from opsmantik.devstack.stack import ROOT, Stack
+from opsmantik.sites import create_site_with_key
 
 from tests.bench.procs import engine_pids
 from tests.support.process import Process, stable_ports
@@ -46,6 +51,8 @@ class SiteKey:
 class BenchEnv:
     tag: str = field(default_factory=lambda: time.strftime("%m%d%H%M%S") + secrets.token_hex(2))
     stack: Stack = field(default_factory=lambda: new_stack("bench"))
+    # The project's running stack (`BenchEnv.on_local_stack()`): never started, stopped or removed.
+    shared: bool = False
     services: list[Process] = field(default_factory=list)
     # Our services' metrics ports: free ones, never the shared stack's services' ones.
     metrics_ports: list[int] = field(default_factory=lambda: stable_ports(2))
@@ -54,6 +61,12 @@ class BenchEnv:
     _conn: asyncpg.Connection | None = None
 
     # ------------------------------------------------------------ lifecycle
+
+    @classmethod
+    def on_local_stack(cls) -> BenchEnv:
+        """The project's stack (`opsmantik stack up`, ports 19092/15432), single host: a standby,
+        if one was made, is not the bench's concern."""
+        return cls(stack=dataclasses.replace(Stack.local(), standby_port=0), shared=True)
 
     @property
     def db_name(self) -> str:
@@ -68,7 +81,10 @@ class BenchEnv:
         return BENCH_HOME / "logs" / self.tag
 
     def up(self) -> None:
-        self.stack.up()
+        if not self.shared:
+            self.stack.up()
+        elif not (self.stack.kafka_status().running and self.stack.pg_status().running):
+            raise BenchError("--on-stack: the local stack is not running (opsmantik stack up)")
         asyncio.run(self._admin(f'CREATE DATABASE "{self.db_name}"'))
         self.cli("migrate", topic=self.topic("a"))
 
@@ -82,8 +98,9 @@ class BenchEnv:
             if self.stack.pg_status().running:
                 asyncio.run(self._admin(f'DROP DATABASE IF EXISTS "{self.db_name}" WITH (FORCE)'))
         finally:
-            self.stack.down()
-            remove(self.stack)
+            if not self.shared:
+                self.stack.down()
+                remove(self.stack)
 
     async def _admin(self, sql: str) -> None:
         conn = await asyncpg.connect(self.stack.database_url)
@@ -132,19 +149,15 @@ class BenchEnv:
         return out.stdout
 
     def create_site(self, name: str) -> SiteKey:
-        out = self.cli(
-            "sites",
-            "create",
-            f"bench-{name}",
-            "--json",
-            "--rate",
-            "1000000",
-            "--burst",
-            "1000000",
-            topic=self.topic("a"),
+        """What `opsmantik sites create NAME --rate 1000000 --burst 1000000` does, in this process
+        (a CLI start-up per site was a second or two of every scenario); the key is tagged with the
+        default secret, the services' too (env() passes no OPSMANTIK_KEY_SECRET)."""
+        conn = self._connection()
+        assert self._loop is not None
+        key = self._loop.run_until_complete(
+            create_site_with_key(conn, f"bench-{name}", rate=1_000_000.0, burst=1_000_000)
         )
-        data = json.loads(out)
-        return SiteKey(uuid.UUID(data["site_id"]), data["api_key"])
+        return SiteKey(key.site_id, key.api_key)
 
     # ------------------------------------------------------------ services
 
@@ -158,14 +171,19 @@ class BenchEnv:
 
     # ------------------------------------------------------------ database look-ups
 
-    def query(self, name: str, *args: object) -> asyncpg.Record | None:
+    def _connection(self) -> asyncpg.Connection:
         # One loop and one connection for all polling: a connect per poll would cost the machine
         # more CPU than the poll itself. Reconnects after the engines were restarted.
         if self._loop is None:
             self._loop = asyncio.new_event_loop()
         if self._conn is None or self._conn.is_closed():
             self._conn = self._loop.run_until_complete(asyncpg.connect(self.database_url))
-        return self._loop.run_until_complete(self._conn.fetchrow(Q[name], *args))
+        return self._conn
+
+    def query(self, name: str, *args: object) -> asyncpg.Record | None:
+        conn = self._connection()
+        assert self._loop is not None
+        return self._loop.run_until_complete(conn.fetchrow(Q[name], *args))
 
     def close_queries(self) -> None:
         if self._loop is None:

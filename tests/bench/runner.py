@@ -26,10 +26,10 @@ from tests.bench.env import OPSMANTIK, BenchEnv, BenchError, SiteKey, wait_port,
 from tests.bench.procs import CpuMeter, run_child
 from tests.bench.stats import Row, ratio
 from tests.bench.wrk import LoadResult, run_wrk
-from tests.support.process import Process, stable_ports
+from tests.support.process import Process, free_port, stable_ports
 
 # Free ports (the servers stop and start again on them from scenario to scenario).
-BARE_PORT, GATEWAY_PORT, BEFORE_GATEWAY_PORT = stable_ports(3)
+BARE_PORT, GATEWAY_PORT, BEFORE_GATEWAY_PORT, DOWN_GATEWAY_PORT = stable_ports(4)
 CONNECTIONS = 32
 CONCURRENCY = (32, 128, 512)  # single-event runs (issue 22)
 E2E_TARGET_EVENTS_S = 20_000
@@ -79,6 +79,9 @@ class Bench:
     # gateway and worker the single-conc and end-to-end-before scenarios also run, in the same
     # run as this checkout's, so before/after figures share this machine's minute.
     before: str | None = None
+    # --smoke: a gateway or service asked for again with the same settings is the one already
+    # running (start-ups were most of the smoke's time); `release` leaves it up, env.down() stops it.
+    kept: dict[tuple[str, ...], Process] = field(default_factory=dict)
 
     def before_env(self) -> dict[str, str]:
         return {"PYTHONPATH": f"{self.before}/services"} if self.before else {}
@@ -253,7 +256,8 @@ class Bench:
 
     def raw_ledger(self) -> None:
         site = self.site("ledger")
-        for batch, copy in ((100, False), (2000, False), (2000, True)):
+        forms = ((100, False), (2000, False), (2000, True))
+        for batch, copy in (forms[0], forms[2]) if self.plan.smoke else forms:
             what = "binary COPY into the ledger table" if copy else "raw asyncpg ledger insert"
             self.say(f"baseline: {what}, {batch} rows a statement")
             engines = CpuMeter(self.env.engine_pids()).start()
@@ -301,18 +305,48 @@ class Bench:
     # ------------------------------------------------------------ services
 
     def _gateway(self, topic: str, port: int = GATEWAY_PORT, **extra_env: str) -> Process:
-        svc = self.env.start(
-            f"gateway-{topic.split('.')[2]}-{port}",
-            [*OPSMANTIK, "gateway", "--host", "127.0.0.1", "--port", str(port)],
-            topic,
-            **extra_env,
-        )
-        wait_port(port, svc)
+        key = ("gateway", topic, str(port), *sorted(f"{k}={v}" for k, v in extra_env.items()))
+        svc = self._kept(key)
+        if svc is None:
+            svc = self.env.start(
+                f"gateway-{topic.split('.')[2]}-{port}",
+                [*OPSMANTIK, "gateway", "--host", "127.0.0.1", "--port", str(port)],
+                topic,
+                **extra_env,
+            )
+            wait_port(port, svc)
+            self._keep(key, svc)
         return svc
 
     def _service(self, name: str, topic: str, **extra_env: str) -> Process:
-        label = f"{name}-{topic.split('.')[2]}-{len(self.env.services)}"
-        return self.env.start(label, [*OPSMANTIK, name], topic, **extra_env)
+        key = (name, topic, "", *sorted(f"{k}={v}" for k, v in extra_env.items()))
+        svc = self._kept(key)
+        if svc is None:
+            label = f"{name}-{topic.split('.')[2]}-{len(self.env.services)}"
+            svc = self._keep(key, self.env.start(label, [*OPSMANTIK, name], topic, **extra_env))
+        return svc
+
+    def _kept(self, key: tuple[str, ...]) -> Process | None:
+        """--smoke: the running process of these settings, if any. A gateway asked for on a port
+        held by a kept gateway of other settings stops that one first (one server per port)."""
+        if not self.plan.smoke:
+            return None
+        svc = self.kept.get(key)
+        if svc is not None and svc.alive():
+            return svc
+        for other in [k for k in self.kept if k[0] == "gateway" and k[2] == key[2] and key[2]]:
+            self.kept.pop(other).stop()
+        return None
+
+    def _keep(self, key: tuple[str, ...], svc: Process) -> Process:
+        if self.plan.smoke:
+            self.kept[key] = svc
+        return svc
+
+    def release(self, svc: Process) -> None:
+        """A scenario is done with a server: stopped, unless --smoke keeps it for the next one."""
+        if svc not in self.kept.values():
+            svc.stop()
 
     # ------------------------------------------------------------ scenarios: gateway alone
 
@@ -392,7 +426,7 @@ class Bench:
                     )
                     self._collect(name, proc)
         finally:
-            gw.stop()
+            self.release(gw)
 
     # ------------------------------------------------------------ scenarios: single events at concurrency
 
@@ -454,7 +488,7 @@ class Bench:
                 self._collect(name, proc)
         finally:
             for _, g in gateways:
-                g.stop()
+                self.release(g)
             bare.stop()
 
     # ------------------------------------------------------------ scenarios: end to end
@@ -575,25 +609,35 @@ class Bench:
                 f"  {name}: {row.events_per_s:,.0f} ev/s end to end, freshness p99 "
                 f"{row.fresh_p99_ms or 0:,.0f} ms"
             )
-        worker.stop()
+        self.release(worker)
         if label:
-            gw.stop()
+            self.release(gw)
         else:
             self.gateway_up = gw
 
     # ------------------------------------------------------------ scenarios: broker down, drain
 
     def broker_down(self) -> None:
-        """Kafka stopped: the gateway (end_to_end's) acknowledges from the Postgres outbox."""
-        gw, site = self.gateway_up, self.site("down")
-        if gw is None:
+        """Kafka stopped: the gateway (end_to_end's) acknowledges from the Postgres outbox. On the
+        shared stack (--on-stack) the broker is never stopped: a gateway whose bootstrap is a
+        closed port sees the same thing (no broker answers), and the drain needs no restart."""
+        gw, site, port = self.gateway_up, self.site("down"), GATEWAY_PORT
+        if self.env.shared:
+            self.say("scenario: broker down (outbox path), a gateway whose broker is a closed port")
+            if gw is not None:
+                self.release(gw)
+            port = DOWN_GATEWAY_PORT
+            dead = f"127.0.0.1:{free_port()}"
+            gw = self._gateway(self.env.topic("b"), port, OPSMANTIK_KAFKA_BOOTSTRAP=dead)
+        elif gw is None:
             raise BenchError("broker_down needs end_to_end's gateway")
-        self.say("scenario: broker down (outbox path)")
-        self.env.stack.kafka_down()
-        self._load(GATEWAY_PORT, site.api_key, 100, "down-warm", self.plan.warmup, [])  # breaker opens
+        else:
+            self.say("scenario: broker down (outbox path)")
+            self.env.stack.kafka_down()
+        self._load(port, site.api_key, 100, "down-warm", self.plan.warmup, [])  # breaker opens
         base = self.row("raw ledger ×100")
         ours, engines = CpuMeter([gw.pid]), CpuMeter(self.env.engine_pids())
-        r = self._load(GATEWAY_PORT, site.api_key, 100, "down", self.plan.seconds, [ours, engines])
+        r = self._load(port, site.api_key, 100, "down", self.plan.seconds, [ours, engines])
         row = self._http_row(
             "broker down: outbox, 100-event batches",
             "scenario",
@@ -607,6 +651,8 @@ class Bench:
         row.goal, row.goal_met = "≥ 10,000 ev/s", r.events_per_s >= 10_000
         in_outbox = self.env.value("outbox_count", site.site_id)
         row.notes.append(f"outbox holds {in_outbox:,} rows of this site (warm-up included)")
+        if in_outbox == 0:
+            raise BenchError(f"broker down: no request went to the outbox ({r.failed} failed)")
         gw.stop()
         self.gateway_up = None
         self.outbox_rows = self.env.value("outbox_total")
@@ -614,7 +660,8 @@ class Bench:
     def drain(self) -> None:
         queued = self.outbox_rows
         self.say(f"scenario: outbox drain after recovery ({queued:,} rows)")
-        self.env.stack.kafka_up()
+        if not self.env.shared:
+            self.env.stack.kafka_up()
         topic = self.env.topic("b")
         relay = self._service("relay", topic)
         base = self.row("raw producer acks=all")
@@ -652,7 +699,7 @@ class Bench:
         )
         self.rows.append(row)
         self.say(f"  {row.events_per_s:,.0f} ev/s drained")
-        relay.stop()
+        self.release(relay)
 
     # ------------------------------------------------------------ consumer probes
 

@@ -142,7 +142,7 @@ def status_beside_ingest(bench: Bench, site: SiteKey) -> None:
             f"{both.requests_per_s:,.0f} req/s (limit {rps_limit:,.0f}); status {row.notes[-1]}"
         )
     finally:
-        gw.stop()
+        bench.release(gw)
 
 
 def main() -> int:

@@ -93,10 +93,11 @@ def _level(
             page.read()
         status_ms = (time.monotonic() - t0) * 1000
     finally:
-        gw.stop()
+        bench.release(gw)
     # exit 1 = drift found: the idle sites' usage rows have no ledger rows behind them
     reconcile_s = _timed_cli(bench, "reconcile", "--month", f"{month:%Y-%m}", "--json", ok=(0, 1))
-    sla_s = _timed_cli(bench, "sla-report", "--month", f"{month:%Y-%m}", "--json")
+    # exit 1 = a credit is owed (e.g. the broker-down scenario's minute counted against the SLO)
+    sla_s = _timed_cli(bench, "sla-report", "--month", f"{month:%Y-%m}", "--json", ok=(0, 1))
     if level == 0:
         empty_p99[label] = r.p99_ms
     base = empty_p99.get(label)
