@@ -1,14 +1,15 @@
 """The primary is lost under load (issue 29, docs/runbook.md "Primary lost"): on a private stack
 with a synchronous standby (`stack up --standby`), producers send through the gateway, first on
 the Kafka path, then with the broker killed so every 200 comes from a Postgres outbox row; the
-primary's processes are SIGKILLed and its data directory deleted while they send; the standby is
-promoted (`pg_ctl promote`); the gateway, worker and relay reconnect by themselves (the
-multi-host URL with target_session_attrs=read-write); the broker comes back. Every acknowledged
-event (every 200) is in the ledger exactly once, reconcile finds 0 drift, audit 0 unaccounted.
+standby lags for a second (the primary's WAL sender frozen), then the primary's processes are SIGKILLed
+and its data directory deleted while they send; the standby is promoted (`pg_ctl promote`); the
+gateway, worker and relay reconnect by themselves (the multi-host URL with
+target_session_attrs=read-write); the broker comes back. Every acknowledged event (every 200) is
+in the ledger exactly once, reconcile finds 0 drift, audit 0 unaccounted.
 
 The run's length: OPSMANTIK_DR_PHASE_S seconds per phase (default 3; `make dr` runs 20).
-Planted: an asynchronous standby (`synchronous_standby_names` empty): see docs/results/
-2026-12-06-database-loss.md for what the test saw."""
+Planted: an asynchronous standby (`synchronous_standby_names` empty, OPSMANTIK_DR_ASYNC=1): the
+200s answered while the standby lagged are lost and the test fails naming them."""
 
 from __future__ import annotations
 
@@ -21,6 +22,7 @@ import signal
 import time
 import uuid
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -45,6 +47,7 @@ MONTH = datetime.now(UTC).strftime("%Y-%m")
 PHASE_S = float(os.environ.get("OPSMANTIK_DR_PHASE_S", "3"))
 CLIENTS = 4
 BATCH = 5
+LAG_S = 1.0  # the primary's WAL sender frozen this long before the primary dies
 PACE_S = 0.04  # per client between requests: ~500 events/s in all, so the drain stays short
 
 
@@ -53,7 +56,11 @@ def standby_stack(name: str, synchronous: bool = True) -> Iterator[Stack]:
     with private_stack(name) as made:
         stack = dataclasses.replace(made, standby_port=free_port_block([0]), synchronous=synchronous)
         try:
-            stack.up()
+            with ThreadPoolExecutor(1) as pool:  # Kafka's start (the longest) beside Postgres'
+                kafka = pool.submit(stack.kafka_up)
+                stack.pg_up()
+                stack.standby_up()
+                kafka.result()
             yield stack
         finally:
             stack.down()  # the private stack's own down() knows no standby
@@ -80,17 +87,33 @@ async def standby_settings(base: Settings, stack: Stack, **overrides: object) ->
     return dataclasses.replace(s, database_url=stack.database_url.replace("/opsmantik?", f"/{db}?"))
 
 
-def kill_primary(stack: Stack) -> None:
+def kill_primary(stack: Stack) -> float:
     """The primary's disk is gone: SIGKILL the postmaster and every backend (no shutdown, no last
-    WAL shipped), then delete its data directory."""
+    WAL shipped), then delete its data directory. Returns when it was dead (monotonic)."""
     pid = stack.pg_pid()
     assert pid is not None
-    children = [int(p.name) for p in Path("/proc").iterdir() if p.name.isdigit() and _ppid(p) == pid]
-    for victim in (pid, *children):
+    for victim in (pid, *_children(pid)):
         with contextlib.suppress(ProcessLookupError):
             os.kill(victim, signal.SIGKILL)
-    wait_until(lambda: not stack.pg_status().running, 15, 0.05, "primary dead")
+    wait_until(lambda: not stack.pg_status().running, 15, 0.01, "primary dead")
+    dead_at = time.monotonic()
     shutil.rmtree(stack.pg_data())
+    return dead_at
+
+
+def wal_sender(stack: Stack) -> int:
+    """The primary's WAL sender to the standby (a child of its postmaster)."""
+    primary = stack.pg_pid()
+    assert primary is not None
+    for child in _children(primary):
+        with contextlib.suppress(OSError):
+            if b"walsender" in Path(f"/proc/{child}/cmdline").read_bytes():
+                return child
+    raise AssertionError("the primary has no walsender")
+
+
+def _children(pid: int) -> list[int]:
+    return [int(p.name) for p in Path("/proc").iterdir() if p.name.isdigit() and _ppid(p) == pid]
 
 
 def _ppid(proc: Path) -> int:
@@ -168,8 +191,12 @@ async def primary_lost_under_load(stack: Stack, settings: Settings, log_dir: Pat
         await asyncio.to_thread(_kill_kafka, stack)
         await asyncio.sleep(PHASE_S)  # the outbox path under load: every 200 is a row
         outbox_before = len(load.via_outbox)
-        killed_at = time.monotonic()
-        await asyncio.to_thread(kill_primary, stack)
+        # The standby falls behind just before the primary is lost (the primary's WAL sender
+        # frozen, as a slow link would): a synchronous primary answers no commit meanwhile; an
+        # asynchronous one answers 200s for rows the standby never gets (the planted bug's loss).
+        os.kill(wal_sender(stack), signal.SIGSTOP)  # SIGKILLed with the primary below
+        await asyncio.sleep(LAG_S)  # the lag under test, not a wait for a condition
+        killed_at = await asyncio.to_thread(kill_primary, stack)
         await asyncio.to_thread(stack.promote)
         await wait_for(
             lambda: _sent_and_ok_after(load, killed_at), 60, what="a 200 from the promoted standby"
