@@ -12,7 +12,9 @@ WITH due AS (
     FOR UPDATE SKIP LOCKED
 )
 UPDATE alert_outbox o
-SET attempts = o.attempts + 1, next_attempt_at = now() + make_interval(secs => $2)
+SET attempts = o.attempts + 1, next_attempt_at = now() + make_interval(secs => $2),
+    -- The retry window starts at the first attempt (a dispatcher down for a day still retries a day).
+    window_start = CASE WHEN o.attempts = 0 THEN now() ELSE o.window_start END
 FROM due, alert_rules r
 WHERE o.webhook_id = due.webhook_id AND r.rule_id = o.rule_id
 RETURNING o.webhook_id, o.rule_id, o.body, o.attempts, o.window_start, o.created_at, r.url, r.secret_salt
