@@ -32,7 +32,7 @@ import asyncpg
 import orjson
 import pytest
 from opsmantik.config import Settings
-from opsmantik.devstack.stack import Stack
+from opsmantik.devstack.stack import Stack, StackError
 from opsmantik.sites import create_site_with_key
 
 from tests.integration.test_recovery import cli
@@ -257,3 +257,7 @@ async def test_primary_lost_under_load_every_acknowledged_event_once(
     assert code == 0, out
     code, out = cli(settings, "audit", "--month", MONTH)
     assert code == 0, out
+    # The stack knows what happened: no new primary over the promoted standby's data.
+    assert [e.role for e in stack.status() if e.name == "postgres-standby"] == ["promoted (primary)"]
+    with pytest.raises(StackError, match="was promoted"):
+        stack.pg_up()

@@ -438,9 +438,8 @@ class Stack:
             if self.standby_promoted():
                 raise StackError(
                     f"the primary's data directory {data} is gone and the standby (port "
-                    f"{self.standby_port}) was promoted: it is the primary now. Keep it serving; to "
-                    "run a primary here again, move the promoted data directory into place "
-                    '(docs/runbook.md "Primary lost")'
+                    f"{self.standby_port}) was promoted: it is the primary now. Keep it serving; a "
+                    'new primary here would split the data (docs/runbook.md "Primary lost")'
                 )
             self._pg_init(data)
         self._pg_archive_conf(data)
