@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 KAFKA_LIBS := .local/kafka/libs
 
-.PHONY: deps test-deps run test unit conformance lint stack-up stack-down chaos cluster bench client-soak clean observability helm
+.PHONY: deps test-deps run test unit conformance lint stack-up stack-down chaos dr cluster bench client-soak clean observability helm
 
 # What running needs (`make run` and every target that starts the stack): the venv, the Kafka jars, Postgres.
 deps: $(VENV)/.installed $(KAFKA_LIBS)/.installed .local/.postgres-installed
@@ -85,6 +85,14 @@ ifeq ($(LONG),1)
 else
 	OPSMANTIK_CHAOS=1 $(if $(SEED),OPSMANTIK_CHAOS_SEED=$(SEED)) $(BIN)/pytest -q -p no:cacheprovider -s tests/chaos
 endif
+
+# Database loss, long form (docs/reliability.md "When the database is lost"): the primary lost
+# under load with a synchronous standby, 20 s per phase (make test runs 3 s), then the figures of
+# docs/results/2026-12-06-database-loss.md; private stacks on free ports.
+dr: deps
+	OPSMANTIK_DR_PHASE_S=20 $(BIN)/pytest -q -p no:cacheprovider -s tests/integration/test_recovery_standby.py
+	PYTHONPATH=. $(BIN)/python -m tests.integration.dr_figures outbox-cost
+	PYTHONPATH=. $(BIN)/python -m tests.integration.dr_figures replay
 
 # Scale-out on a real 3-broker KRaft cluster (docs/scaling.md): a private cluster on free ports
 # (tests/support/stacks.py), Postgres from the local stack; a partition leader and a
