@@ -4,6 +4,8 @@ carries `Allow`, and /status?format= is an enum. Real Kafka and Postgres behind 
 
 from __future__ import annotations
 
+import re
+
 import asyncpg
 import pytest
 
@@ -40,7 +42,9 @@ async def test_every_405_names_the_allowed_methods(gateway: Gateway) -> None:
         for method in ("PUT", "DELETE", "PATCH", "TRACE", "OPTIONS", "POST", "GET"):
             if method in methods:
                 continue
-            r = await gateway.client.request(method, path)
+            # A placeholder is sent as a value: aiohttp's {name} never matches a literal brace, so
+            # the canonical path itself would be a 404 from no route, not the route's 405.
+            r = await gateway.client.request(method, re.sub(r"\{[^}]+\}", "x", path))
             assert r.status == 405, (method, path, r.status)
             assert set(r.headers["Allow"].split(",")) == methods, (method, path, r.headers.get("Allow"))
             assert (await r.json())["error"] == "method_not_allowed"
