@@ -1,7 +1,10 @@
 """API keys → sites, from an in-memory cache so the Kafka path touches Postgres on no request.
 
 A known key is served from the cache and re-checked in the background every TTL; when Postgres
-is down the last known answer stands (known keys keep working). A new key is looked up once
+is down the last known answer stands (known keys keep working). The cache holds the keys in use:
+one not used for `ACTIVE_FOR_S` leaves it at the next refresh (and is looked up again, fresh, on
+its next request), so a refresh reads the active keys' rows, not every key a long-lived process
+has ever seen. A new key is looked up once
 (single flight); an unknown one is remembered as unknown for `unknown_key_ttl_s`. Keys that do
 not even look like ours are refused without a lookup, so a flood of garbage never reaches the DB.
 
@@ -37,6 +40,10 @@ KEY_FORMAT = re.compile(r"omk_[A-Za-z0-9_-]{20,100}")
 MAX_UNKNOWN = 50_000
 MAX_LEGACY_INFLIGHT = 1  # concurrent lookups of untagged keys: the outbox keeps the rest of the pool
 MAX_HEADERS = 100_000  # remembered Authorization headers (KeyCache.by_header)
+# A key unused for this long leaves `known` (as the usage cache's sites do, gateway/quota.py): a
+# steady sender is never re-read per request, and keys that stopped sending stop costing the
+# refresh. Revocation is unaffected: a held key is re-read every TTL, a dropped one on its next use.
+ACTIVE_FOR_S = 600.0
 
 
 @dataclass(frozen=True)
@@ -120,6 +127,8 @@ class KeyCache:
         budget: LookupBudget | None = None,
         on_refused: Callable[[str], None] = _ignore,
         pacer: RefusalPacer | None = None,
+        active_for_s: float = ACTIVE_FOR_S,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         """`secrets`: the MAC secrets a tagged key may verify under (empty: tags not checked, every
         key is treated as legacy); `budget`: unknown legacy-key lookups (None: unlimited)."""
@@ -134,6 +143,13 @@ class KeyCache:
         self.pacer = pacer or RefusalPacer(1.0, 0.0)
         self.lookups = 0  # database lookups of a single key, for the tests and the logs
         self.known: dict[bytes, SiteAuth] = {}
+        self.active_for_s = active_for_s
+        self.clock = clock
+        # Keys served since the last refresh (a set add per request: no clock read on the hot
+        # path), and per held key the refresh that last found it used (or its fetch).
+        self.used: set[bytes] = set()
+        self.used_at: dict[bytes, float] = {}
+        self.rows_read = 0  # key rows the last refresh read (the test of "follows the active keys")
         # Authorization header → its key's digest, for headers whose key was found in `known`: a
         # hit skips parsing, the format check and SHA-256, then reads `known` exactly as a miss
         # does (a revoked or refreshed-away key is gone from `known`, so it misses and takes the
@@ -146,7 +162,12 @@ class KeyCache:
     def cached(self, header: str | None) -> SiteAuth | None:
         """The site of an Authorization header remembered with a key still in `known`, else None."""
         digest = self.by_header.get(header) if header else None
-        return None if digest is None else self.known.get(digest)
+        if digest is None:
+            return None
+        site = self.known.get(digest)
+        if site is not None:
+            self.used.add(digest)
+        return site
 
     def remember(self, header: str, api_key: str) -> None:
         """After `lookup(api_key)` found the key: later requests with this exact header hit `cached`."""
@@ -160,6 +181,7 @@ class KeyCache:
         digest = hash_key(api_key)
         site = self.known.get(digest)
         if site is not None:
+            self.used.add(digest)
             return site
         kind = key_kind(api_key, self.secrets) if self.secrets else "legacy"
         if kind == "bad_mac":
@@ -220,16 +242,31 @@ class KeyCache:
             return None
         site = SiteAuth(**dict(row))
         self.known[digest] = site
+        self.used_at[digest] = self.clock()
         self.unknown.pop(digest, None)
         return site
 
+    def drop_idle(self) -> None:
+        """Forget the keys not used for `active_for_s` (their next request looks them up again)."""
+        now = self.clock()
+        for digest in self.used:
+            self.used_at[digest] = now
+        self.used.clear()
+        for digest in [d for d in self.known if now - self.used_at.get(d, now) > self.active_for_s]:
+            del self.known[digest]
+            self.used_at.pop(digest, None)
+
     async def refresh(self) -> None:
-        """Re-read every known key: revoked ones disappear, limits follow the site row."""
+        """Re-read every held key: revoked ones disappear, limits follow the site row. Idle keys
+        are dropped first, so the read is of the keys in use, however many a process has seen."""
+        self.drop_idle()
         digests = list(self.known)
+        self.rows_read = 0
         if not digests:
             return
         async with self.pool.acquire(timeout=self.lookup_timeout_s) as conn:
             rows = await conn.fetch(Q["keys_by_hashes"], digests, timeout=self.lookup_timeout_s)
+        self.rows_read = len(rows)
         fresh: dict[bytes, SiteAuth] = {}
         for r in rows:
             fields = dict(r)
@@ -240,6 +277,7 @@ class KeyCache:
                 self.known[digest] = fresh[digest]
             else:
                 self.known.pop(digest, None)
+                self.used_at.pop(digest, None)
 
     async def run(self) -> None:
         """Background refresher; failures keep the last known answers (Postgres may be down)."""
