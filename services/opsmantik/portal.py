@@ -43,7 +43,7 @@ _KEY_DOMAIN = b"opsmantik-portal-token-v1"
 
 
 class BadTtl(UsageError):
-    pass
+    """A portal token lifetime outside 1 minute to 30 days."""
 
 
 @dataclass(frozen=True)

@@ -67,6 +67,7 @@ DOMAIN_ERROR_MODULES = (
     "opsmantik.meters.definitions",
     "opsmantik.meters.jsonpath",
     "opsmantik.meters.query",
+    "opsmantik.portal",
     "opsmantik.alerts.urls",
 )
 
