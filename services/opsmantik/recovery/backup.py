@@ -8,7 +8,8 @@
   after it finished and up to the newest archived WAL.
 - `restore` stops the server, moves the data directory aside (never deleted: an operator decides),
   copies the newest backup that finished at or before TIME into place, and starts the server with
-  `restore_command` reading the archive and `recovery_target_time = TIME`,
+  `restore_command` reading the archive and `recovery_target_time = TIME` (none when TIME is at
+  or past the newest archived WAL: the whole archive is replayed),
   `recovery_target_action = promote`; it returns once the server accepts writes.
 
 An object store instead of the directory is not built: the archive_command and the backup
@@ -135,11 +136,13 @@ def restore(stack: Stack, to: datetime) -> Backup:
     # The stack keeps its socket in the data directory: the copy holds the old server's lock file.
     for lock in data.glob(".s.PGSQL.*"):
         lock.unlink()
-    conf = (
-        f"restore_command = 'cp {archive_dir(stack)}/%f %p'\n"
-        f"recovery_target_time = '{to.isoformat()}'\n"
-        "recovery_target_action = 'promote'\n"
-    )
+    conf = f"restore_command = 'cp {archive_dir(stack)}/%f %p'\n"
+    newest = newest_archived(stack)
+    if newest is None or to < newest:
+        conf += f"recovery_target_time = '{to.isoformat()}'\nrecovery_target_action = 'promote'\n"
+    # else: to the end of the archive. A target at the newest segment's arrival time is later than
+    # its last commit, and PostgreSQL refuses a target it never reaches ("recovery ended before
+    # configured recovery target was reached"): found by tests/integration/test_recovery_window.py.
     _write_owned(data / RECOVERY_CONF, conf)
     _write_owned(data / "recovery.signal", "")
     auto = data / "postgresql.auto.conf"
