@@ -422,6 +422,8 @@ async def mint_token(request: web.Request) -> web.Response:
     except ValueError:
         return invalid_query("site_id", "a site id (UUID)")
     ttl_raw = doc.get("ttl", int(portal.DEFAULT_TTL.total_seconds()))
+    if isinstance(ttl_raw, float) and ttl_raw.is_integer():  # JSON's 3600.0 is the integer 3600
+        ttl_raw = int(ttl_raw)
     if isinstance(ttl_raw, bool) or not isinstance(ttl_raw, int | str):
         return invalid_query("ttl", "seconds (an integer) or a duration like 15m, 1h, 7d")
     try:

@@ -150,12 +150,14 @@ async def lookup(request: web.Request) -> web.Response:
     caller = await resolve(request)
     if isinstance(caller, web.Response):
         return caller
-    site_id = site_scope(request, caller)
-    if isinstance(site_id, web.Response):
-        return site_id
+    # The request's own errors (400 naming the parameter) before the scope's 403: a request
+    # wrong in both is told what to fix first.
     named = ledger_id(request)
     if isinstance(named, web.Response):
         return named
+    site_id = site_scope(request, caller)
+    if isinstance(site_id, web.Response):
+        return site_id
     event_id, cloudevent = named
     pool = request.app[STATE].pool
     async with (
@@ -180,9 +182,6 @@ async def list_events(request: web.Request) -> web.Response:
     caller = await resolve(request)
     if isinstance(caller, web.Response):
         return caller
-    site_id = site_scope(request, caller)
-    if isinstance(site_id, web.Response):
-        return site_id
     if request.query.get("status") != "dead_lettered":
         return invalid_query(
             "status", 'must be "dead_lettered" (the one list served: the site\'s recent dead letters)'
@@ -190,6 +189,9 @@ async def list_events(request: web.Request) -> web.Response:
     limit = query_limit(request)
     if isinstance(limit, web.Response):
         return limit
+    site_id = site_scope(request, caller)  # after the 400s, as in lookup
+    if isinstance(site_id, web.Response):
+        return site_id
     async with request.app[STATE].pool.acquire(timeout=2.0) as conn:
         rows = await conn.fetch(Q["recent_dead_letters"], site_id, limit, timeout=DB_TIMEOUT_S)
     events = [{"event_id": r["event_id"], **_dead_letter(r)} for r in rows]

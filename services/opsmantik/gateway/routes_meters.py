@@ -25,6 +25,9 @@ from opsmantik.gateway.state import STATE, error, json_response
 from opsmantik.meters import definitions, query
 
 MAX_POST_BYTES = 64 * 1024
+# A POST body's keys: the repeatable parameters are lists, the others strings (filterGroupBy an object).
+LIST_PARAMS = frozenset({"subject", "groupBy", "filterCustomerId"})
+SCALAR_PARAMS = frozenset({"from", "to", "windowSize", "windowTimeZone"})
 DB_ERRORS = (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError)
 
 
@@ -92,13 +95,33 @@ async def _params(request: web.Request) -> list[tuple[str, str]] | web.Response:
     if not isinstance(doc, dict):
         return bad("body", "a JSON object of query parameters")
     for k, v in doc.items():
-        if k == "filterGroupBy" and isinstance(v, dict):
-            params += [(f"filterGroupBy[{gk}]", str(gv)) for gk, gv in v.items()]
-        elif isinstance(v, list):
-            params += [(k, str(x)) for x in v]
-        elif v is not None:
-            params.append((k, str(v)))
+        refused = _body_param(k, v, params)
+        if refused is not None:
+            return refused
     return params
+
+
+def _body_param(k: str, v: object, params: list[tuple[str, str]]) -> web.Response | None:
+    """One key of a POST body onto `params`, or the 400 naming it: each value has the type the
+    schema gives it (never str() of another, which would query for "[1]" or "True"); null is
+    absent; any other key is refused, as an unknown parameter is on GET."""
+    if k not in LIST_PARAMS | SCALAR_PARAMS | {"filterGroupBy"}:
+        return bad(k, "unknown parameter")
+    if v is None:
+        return None
+    if k == "filterGroupBy":
+        if not (isinstance(v, dict) and all(isinstance(x, str) for x in v.values())):
+            return bad(k, "an object of group name to string value")
+        params += [(f"filterGroupBy[{gk}]", gv) for gk, gv in v.items()]
+    elif k in LIST_PARAMS:
+        if not (isinstance(v, list) and all(isinstance(x, str) for x in v)):
+            return bad(k, "a list of strings")
+        params += [(k, x) for x in v]
+    elif isinstance(v, str):
+        params.append((k, v))
+    else:
+        return bad(k, "a string")
+    return None
 
 
 def _csv(answer: query.Answer, meter: definitions.Meter) -> web.Response:

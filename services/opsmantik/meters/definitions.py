@@ -132,6 +132,8 @@ def counted(meter: Meter, ledgered_at: datetime) -> bool:
 
 
 async def get(conn: asyncpg.Connection, slug_or_id: str) -> Meter:
+    if "\x00" in slug_or_id:  # no meter has one, and Postgres text cannot hold it (an error, a 503)
+        raise NotFound(f"no meter {slug_or_id!r}")
     row = await conn.fetchrow(Q["meter_by_slug"], slug_or_id)
     if row is None:
         raise NotFound(f"no meter {slug_or_id!r}")

@@ -162,6 +162,10 @@ def parse_params(params: Iterable[tuple[str, str]], meter: Meter, operator: bool
     for name, values in (("subject", subjects or []), ("filterCustomerId", customers_raw)):
         if len(values) > MAX_FILTER_VALUES:
             raise BadQuery(name, f"at most {MAX_FILTER_VALUES} values")
+    # Postgres text and jsonb cannot hold NUL: refused here, not a database error (a 503).
+    for name, value in [*(("subject", s) for s in subjects or []), *filters.items()]:
+        if "\x00" in value:
+            raise BadQuery(name if name == "subject" else f"filterGroupBy[{name}]", "no NUL character")
     return MeterQuery(start, end, size, zone, zone_name, subjects, group_by, filters, customers)
 
 
@@ -253,6 +257,6 @@ def _month(raw: str | None) -> date | None:
         return None
     m = _MONTH.fullmatch(raw)
     assert m is not None  # parse_params checked it
-    if not 1 <= int(m[2]) <= 12:
+    if not (1 <= int(m[2]) <= 12 and int(m[1]) >= 1):  # year 0000: date() raises, a 500
         raise BadQuery("filterGroupBy[billing_month]", "a month YYYY-MM")
     return date(int(m[1]), int(m[2]), 1)
