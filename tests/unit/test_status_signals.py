@@ -20,10 +20,14 @@ def test_counter_window_gives_deltas_over_the_window():
 
 def test_usage_counts_read_only_the_usage_routes():
     m = GatewayMetrics()
-    m.requests.labels("/api/usage", "200").inc(7)
-    m.requests.labels("/api/usage", "503").inc(2)
-    m.requests.labels("/api/billing/dispute-export", "500").inc(1)
-    m.requests.labels("/api/sync", "503").inc(100)
+    for route, status, n in (
+        ("/api/usage", 200, 7),
+        ("/api/usage", 503, 2),
+        ("/api/billing/dispute-export", 500, 1),
+        ("/api/sync", 503, 100),
+    ):
+        for _ in range(n):
+            m.request_done(route, status, 0.01)
     assert usage_counts(m.registry.collect) == (10, 3)
 
 
