@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 from dataclasses import asdict
+from datetime import UTC, datetime
 
 import asyncpg
 
@@ -12,7 +13,8 @@ from opsmantik.cli.args import OK
 from opsmantik.cli.show import json_out, out
 from opsmantik.config import Settings
 from opsmantik.errors import UsageError
-from opsmantik.meters import backfill, definitions
+from opsmantik.events import parse_time
+from opsmantik.meters import backfill, compact, definitions
 
 
 def _group_by(pairs: list[str]) -> dict[str, str]:
@@ -58,12 +60,40 @@ async def _run(conn: asyncpg.Connection, args: argparse.Namespace) -> int:
     elif args.action == "delete":
         await definitions.delete(conn, args.slug)
         json_out({"deleted": args.slug}) if args.json else out(f"deleted {args.slug}")
+    elif args.action == "compact":
+        return await _compact(conn, args)
     else:
         done = await backfill.backfill(conn, args.slug)
         if args.json:
             json_out(asdict(done))
         else:
             out(f"backfilled {done.slug}: {done.events_read} ledger rows read, {done.buckets} buckets")
+    return OK
+
+
+async def _compact(conn: asyncpg.Connection, args: argparse.Namespace) -> int:
+    now = datetime.now(UTC)
+    before = compact.default_before(now)
+    if args.before is not None:
+        parsed = parse_time(args.before)
+        if parsed is None:
+            raise UsageError(f"--before {args.before!r}: an RFC 3339 time with an offset")
+        if parsed > now - compact.ACCEPTANCE:
+            raise UsageError(
+                f"--before {args.before}: within the acceptance window (events up to "
+                f"{compact.ACCEPTANCE} old are still accepted); at most "
+                f"{now - compact.ACCEPTANCE:%Y-%m-%dT%H:%M}Z"
+            )
+        before = parsed
+    done = await compact.compact(conn, before)
+    if args.json:
+        json_out({**asdict(done), "before": done.before.isoformat()})
+    else:
+        out(
+            f"compacted before {done.before.isoformat()}: {done.pairs} (meter, site) pairs, "
+            f"{done.quarter_buckets_written} quarter buckets, "
+            f"{done.unique_values_written} unique values written"
+        )
     return OK
 
 
@@ -101,3 +131,14 @@ def add_commands(sub: argparse._SubParsersAction, json_help: str) -> None:  # ty
     s.add_argument("slug", metavar="SLUG", help="the meter's slug")
     s.add_argument("--json", action="store_true", help=json_help)
     s.set_defaults(func=cmd_meters, env=("database_url",), exit1="no such meter")
+    s = meters_p.add_parser(
+        "compact",
+        help="merge minute buckets older than the acceptance window into 15-minute buckets (exact)",
+    )
+    s.add_argument(
+        "--before",
+        metavar="TIME",
+        help="RFC 3339; default: now - 35 days 5 min - 1 day (never within the acceptance window)",
+    )
+    s.add_argument("--json", action="store_true", help=json_help)
+    s.set_defaults(func=cmd_meters, env=("database_url",))

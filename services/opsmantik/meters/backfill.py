@@ -3,7 +3,8 @@
 In one transaction holding the close lock exclusively (no worker batch in flight, none starts
 until the commit): the meter's buckets are deleted and recomputed from every ledger row in
 Postgres with the worker's own code (meters/aggregate.py). Idempotent: running it twice gives the
-same aggregates. Archived months are not in Postgres, so they are not in the rebuilt meter
+same aggregates. Below the compaction watermark the rebuilt minutes are merged into quarter hours
+again (meters/compact.py). Archived months are not in Postgres, so they are not in the rebuilt meter
 (docs/meters.md). It stalls the worker for its duration: run it when a meter is new or small.
 """
 
@@ -14,7 +15,7 @@ from dataclasses import dataclass
 
 import asyncpg
 
-from opsmantik.meters import aggregate, definitions
+from opsmantik.meters import aggregate, compact, definitions
 
 CHUNK = 5000
 
@@ -45,5 +46,10 @@ async def backfill(conn: asyncpg.Connection, slug: str) -> Backfilled:
             aggregate.accumulate([meter], [aggregate.Fact(*r) for r in rows], inc)
             after = (rows[-1]["site_id"], rows[-1]["event_id"])
         await aggregate.write(conn, inc)
+        mark = await compact.watermark(conn)
+        if mark is not None:  # rebuilt as minutes: merged again below the watermark (no batch runs)
+            lo = min((k[2] for k in inc.buckets), default=mark)
+            for site_id in sorted({k[1] for k in inc.buckets}, key=lambda s: s.bytes):
+                await compact.merge_locked(conn, meter.meter_id, site_id, compact.quarter(lo), mark)
         await conn.execute(Q["mark_backfilled"], meter.meter_id)
     return Backfilled(meter.slug, read, len(inc.buckets), {r: n for (_, r), n in inc.skipped.items()})

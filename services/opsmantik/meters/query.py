@@ -23,7 +23,7 @@ import orjson
 from opsmantik.db.queries import package_queries
 from opsmantik.errors import UsageError
 from opsmantik.events import parse_time
-from opsmantik.meters import windows
+from opsmantik.meters import compact, windows
 from opsmantik.meters.definitions import Meter
 
 Q = package_queries("opsmantik.meters", "query.sql")
@@ -205,6 +205,7 @@ async def run(conn: asyncpg.Connection, meter: Meter, q: MeterQuery, sites: list
         if start >= end:
             return Answer(start, end, q.window_size, [])
     spans = _spans(start, end, q)
+    _refuse_below_watermark(spans, q, await compact.watermark(conn))
     by_subject = "subject" in q.group_by or q.subjects is not None
     names = [g for g in q.group_by if g in meter.group_by]
     args = (
@@ -252,11 +253,29 @@ def _spans(start: datetime, end: datetime, q: MeterQuery) -> list[tuple[datetime
     return spans
 
 
+def _refuse_below_watermark(
+    spans: list[tuple[datetime, datetime]], q: MeterQuery, mark: datetime | None
+) -> None:
+    """Below the compaction watermark buckets may be 15 minutes long (meters/compact.py): a window
+    boundary there that is not a UTC quarter hour (MINUTE windows, a `from`/`to` off the quarter)
+    cannot be answered exactly, so it is refused rather than answered from part of the data."""
+    if mark is None or spans[0][0] >= mark:
+        return
+    bounds = [spans[0][0]] + [e for _, e in spans]
+    bad = next((b for b in bounds if b < mark and compact.quarter(b) != b), None)
+    if bad is None:
+        return
+    where = f"kept per 15 minutes before {iso(mark)} (compacted)"
+    if q.window_size is not None:
+        raise BadQuery("windowSize", f"{q.window_size} windows before {iso(mark)}: meters are {where}")
+    raise BadQuery("from" if bad == spans[0][0] else "to", f"must be a quarter hour: meters are {where}")
+
+
 def _month(raw: str | None) -> date | None:
     if raw is None:
         return None
     m = _MONTH.fullmatch(raw)
     assert m is not None  # parse_params checked it
-    if not (1 <= int(m[2]) <= 12 and int(m[1]) >= 1):  # year 0000: date() raises, a 500
+    if not 1 <= int(m[2]) <= 12:
         raise BadQuery("filterGroupBy[billing_month]", "a month YYYY-MM")
     return date(int(m[1]), int(m[2]), 1)

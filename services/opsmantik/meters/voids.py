@@ -11,6 +11,8 @@ The rule (docs/meters.md "Voids and late events"), the one `meters backfill` com
   voided: those of the voided row's (site, minute, billed month) are recomputed from the ledger.
 - A meter that did not count the row (created after it, not backfilled: definitions.counted) is
   left alone.
+Below the compaction watermark (meters/compact.py) the bucket is the event's quarter hour: its
+minute buckets written since the compaction are merged first, then the same rule applies to it.
 The caller holds the close lock shared and `lock_site` (the worker's site lock) before its first
 write, so no batch of the site writes these buckets meanwhile.
 """
@@ -18,12 +20,12 @@ write, so no batch of the site writes these buckets meanwhile.
 from __future__ import annotations
 
 import uuid
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
 
 import asyncpg
 
 from opsmantik.db.queries import package_queries
-from opsmantik.meters import aggregate, definitions
+from opsmantik.meters import aggregate, compact, definitions
 from opsmantik.meters.definitions import Meter
 
 Q = package_queries("opsmantik.meters", "voids.sql")
@@ -50,33 +52,43 @@ async def apply_void(conn: asyncpg.Connection, site_id: uuid.UUID, event_id: str
     meters = [m for m in await definitions.load(conn) if definitions.counted(m, ledgered_at)]
     if not meters:
         return
-    at = aggregate.minute(voided.occurred_at)
+    at, width = aggregate.minute(voided.occurred_at), timedelta(minutes=1)
+    mark = await compact.watermark(conn)
+    if mark is not None and at < mark:  # a compacted range: the bucket is the quarter hour
+        at, width = compact.quarter(at), compact.QUARTER
+        for m in meters:
+            await compact.merge_locked(conn, m.meter_id, site_id, at, at + width)
     # The negative entry in the booked month (the row itself stays in its billed month's n, total).
     entry = voided._replace(billing_month=voided.voided_into, voided_into=None)
-    minus = aggregate.accumulate(meters, [entry])
+    minus = aggregate.accumulate(meters, [entry], bucket_of=lambda _: at)
     for b in minus.buckets.values():
         b.n, b.total, b.lo, b.hi, b.latest = -b.n, -b.total, None, None, None
         b.uniques.clear()
     await aggregate.write(conn, minus)
     ordered = [m for m in meters if m.aggregation in ORDER_STATS]
     if ordered:
-        await _recompute_order_stats(conn, ordered, site_id, at, voided.billing_month)
+        await _recompute_order_stats(conn, ordered, site_id, at, width, voided.billing_month)
     months = sorted({voided.billing_month, voided.voided_into})
-    await conn.execute(Q["drop_empty"], [m.meter_id for m in meters], site_id, at, months)
+    await conn.execute(Q["drop_empty"], [m.meter_id for m in meters], site_id, at, months, width)
 
 
 async def _recompute_order_stats(
-    conn: asyncpg.Connection, meters: list[Meter], site_id: uuid.UUID, at: datetime, month: date
+    conn: asyncpg.Connection,
+    meters: list[Meter],
+    site_id: uuid.UUID,
+    at: datetime,
+    width: timedelta,
+    month: date,
 ) -> None:
-    """lo, hi, latest and the unique values of the meters' buckets of (site, minute, billed month),
-    from the rows not voided that each meter counted."""
-    rows = [_fact(r) for r in await conn.fetch(Q["live_facts"], site_id, at, month)]
+    """lo, hi, latest and the unique values of the meters' buckets of (site, bucket [at, at +
+    width), billed month), from the rows not voided that each meter counted."""
+    rows = [_fact(r) for r in await conn.fetch(Q["live_facts"], site_id, at, month, width)]
     ids = [m.meter_id for m in meters]
-    await conn.execute(Q["clear_order_stats"], ids, site_id, at, month)
-    await conn.execute(Q["clear_uniques"], ids, site_id, at, month)
+    await conn.execute(Q["clear_order_stats"], ids, site_id, at, month, width)
+    await conn.execute(Q["clear_uniques"], ids, site_id, at, month, width)
     inc = aggregate.Increments()
     for m in meters:
-        aggregate.accumulate([m], [f for f, t in rows if definitions.counted(m, t)], inc)
+        aggregate.accumulate([m], [f for f, t in rows if definitions.counted(m, t)], inc, lambda _: at)
     keys = sorted(inc.buckets, key=lambda k: (k[0].bytes, k[4], k[5]))
     cols: list[list[object]] = [[] for _ in range(8)]
     for k in keys:

@@ -1,0 +1,95 @@
+-- Meter compaction (services/opsmantik/meters/compact.py, docs/meters.md "Storage bound").
+-- A bucket's quarter: date_bin with a UTC origin (an absolute 15 minutes, independent of the
+-- session's time zone).
+
+-- name: watermark
+SELECT compacted_before FROM meter_compaction
+
+-- name: raise_watermark
+-- Raised before any bucket is merged: from then on MINUTE windows there are refused, so no query
+-- ever reads a 15-minute bucket as a minute.
+INSERT INTO meter_compaction (compacted_before) VALUES ($1)
+ON CONFLICT (one) DO UPDATE SET compacted_before = greatest(meter_compaction.compacted_before, EXCLUDED.compacted_before)
+RETURNING compacted_before
+
+-- name: pairs
+-- Every (meter, site) with a bucket before $1 that is not on a quarter hour: what is left to merge.
+SELECT DISTINCT meter_id, site_id FROM meter_buckets
+WHERE bucket < $1 AND date_bin('15 minutes', bucket, '2000-01-01 00:00:00+00') <> bucket
+UNION
+SELECT DISTINCT meter_id, site_id FROM meter_unique_values
+WHERE bucket < $1 AND date_bin('15 minutes', bucket, '2000-01-01 00:00:00+00') <> bucket
+
+-- name: first_bucket
+SELECT least((SELECT min(bucket) FROM meter_buckets WHERE meter_id = $1 AND site_id = $2),
+             (SELECT min(bucket) FROM meter_unique_values WHERE meter_id = $1 AND site_id = $2))
+
+-- name: close_lock_shared
+-- The close lock, shared, as every worker batch and void takes it (worker/ledger.sql): a backfill
+-- or a meter's creation (exclusive) excludes a merge.
+SELECT pg_advisory_xact_lock_shared(5124400005)
+
+-- name: merge_buckets
+-- The minute buckets of one meter and site in [$3, $4) that are not on a quarter hour, moved into
+-- their quarter's bucket with the worker's merge (aggregate.sql add_buckets): n and total add,
+-- lo/hi combine, latest keeps the later (occurred_at, event_id bytewise). A quarter whose merged
+-- row would hold nothing (n = 0, total = 0, no lo, no latest: rows and voids of other minutes
+-- cancelling out) is left as minutes: merged it would be no data (query.sql), and its window
+-- would lose a row whose value is 0. $1 NULL: every meter.
+WITH q AS (
+    SELECT meter_id, site_id, date_bin('15 minutes', bucket, '2000-01-01 00:00:00+00') AS quarter,
+           billing_month, subject, groups
+    FROM meter_buckets
+    WHERE ($1::uuid IS NULL OR meter_id = $1) AND site_id = $2 AND bucket >= $3 AND bucket < $4
+    GROUP BY 1, 2, 3, 4, 5, 6
+    HAVING bool_or(date_bin('15 minutes', bucket, '2000-01-01 00:00:00+00') <> bucket)
+       AND (sum(n) <> 0 OR sum(total) <> 0 OR bool_or(lo IS NOT NULL) OR bool_or(latest_at IS NOT NULL))
+), moved AS (
+    DELETE FROM meter_buckets b USING q
+    WHERE b.meter_id = q.meter_id AND b.site_id = q.site_id AND b.billing_month = q.billing_month
+      AND b.subject = q.subject AND b.groups = q.groups
+      AND b.bucket > q.quarter AND b.bucket < q.quarter + interval '15 minutes'
+    RETURNING b.*, q.quarter
+)
+INSERT INTO meter_buckets AS b (meter_id, site_id, bucket, billing_month, subject, groups, n, total,
+                                lo, hi, latest_value, latest_at, latest_event_id)
+SELECT meter_id, site_id, quarter, billing_month, subject, groups, sum(n), sum(total), min(lo), max(hi),
+       (array_agg(latest_value ORDER BY latest_at DESC, latest_event_id COLLATE "C" DESC)
+            FILTER (WHERE latest_at IS NOT NULL))[1],
+       max(latest_at),
+       (array_agg(latest_event_id ORDER BY latest_at DESC, latest_event_id COLLATE "C" DESC)
+            FILTER (WHERE latest_at IS NOT NULL))[1]
+FROM moved
+GROUP BY meter_id, site_id, quarter, billing_month, subject, groups
+ON CONFLICT (meter_id, site_id, bucket, billing_month, subject, groups) DO UPDATE
+SET n = b.n + EXCLUDED.n,
+    total = b.total + EXCLUDED.total,
+    lo = least(b.lo, EXCLUDED.lo),
+    hi = greatest(b.hi, EXCLUDED.hi),
+    latest_value = CASE WHEN b.latest_at IS NULL
+                          OR (EXCLUDED.latest_at, EXCLUDED.latest_event_id COLLATE "C")
+                             > (b.latest_at, b.latest_event_id COLLATE "C")
+                        THEN EXCLUDED.latest_value ELSE b.latest_value END,
+    latest_event_id = CASE WHEN b.latest_at IS NULL
+                          OR (EXCLUDED.latest_at, EXCLUDED.latest_event_id COLLATE "C")
+                             > (b.latest_at, b.latest_event_id COLLATE "C")
+                        THEN EXCLUDED.latest_event_id ELSE b.latest_event_id END,
+    latest_at = CASE WHEN b.latest_at IS NULL
+                          OR (EXCLUDED.latest_at, EXCLUDED.latest_event_id COLLATE "C")
+                             > (b.latest_at, b.latest_event_id COLLATE "C")
+                        THEN EXCLUDED.latest_at ELSE b.latest_at END
+
+-- name: merge_unique_values
+-- The distinct values of the minutes in [$3, $4) moved into their quarter (a value seen in two
+-- minutes of a quarter is kept once: the quarter's distinct values are the union).
+WITH moved AS (
+    DELETE FROM meter_unique_values
+    WHERE ($1::uuid IS NULL OR meter_id = $1) AND site_id = $2 AND bucket >= $3 AND bucket < $4
+      AND date_bin('15 minutes', bucket, '2000-01-01 00:00:00+00') <> bucket
+    RETURNING *
+)
+INSERT INTO meter_unique_values (meter_id, site_id, bucket, billing_month, subject, groups, value)
+SELECT DISTINCT meter_id, site_id, date_bin('15 minutes', bucket, '2000-01-01 00:00:00+00'), billing_month,
+       subject, groups, value
+FROM moved
+ON CONFLICT DO NOTHING
