@@ -81,10 +81,10 @@ async def compact(conn: asyncpg.Connection, before: datetime) -> Compacted:
 
 
 async def merge(
-    conn: asyncpg.Connection, meter_id: uuid.UUID | None, site_id: uuid.UUID, lo: datetime, hi: datetime
+    conn: asyncpg.Connection, meter_id: uuid.UUID, site_id: uuid.UUID, lo: datetime, hi: datetime
 ) -> tuple[int, int]:
-    """One transaction: the site's minute buckets in [lo, hi) moved into their quarters (meter_id
-    None: every meter). Returns (bucket rows moved, unique values moved)."""
+    """One transaction: the meter's minute buckets of the site in [lo, hi) moved into their
+    quarters. Returns (quarter bucket rows written, unique values written)."""
     async with conn.transaction():
         await conn.execute(Q["close_lock_shared"])
         await voids.lock_site(conn, site_id)
@@ -92,7 +92,7 @@ async def merge(
 
 
 async def merge_locked(
-    conn: asyncpg.Connection, meter_id: uuid.UUID | None, site_id: uuid.UUID, lo: datetime, hi: datetime
+    conn: asyncpg.Connection, meter_id: uuid.UUID, site_id: uuid.UUID, lo: datetime, hi: datetime
 ) -> tuple[int, int]:
     """merge() for a caller already holding the close lock and the site's lock (a void)."""
     b = await conn.execute(Q["merge_buckets"], meter_id, site_id, lo, hi)

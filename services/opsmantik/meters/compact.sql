@@ -35,21 +35,21 @@ SELECT pg_advisory_xact_lock_shared(5124400005)
 -- lo/hi combine, latest keeps the later (occurred_at, event_id bytewise). A quarter whose merged
 -- row would hold nothing (n = 0, total = 0, no lo, no latest: rows and voids of other minutes
 -- cancelling out) is left as minutes: merged it would be no data (query.sql), and its window
--- would lose a row whose value is 0. $1 NULL: every meter.
-WITH q AS (
-    SELECT meter_id, site_id, date_bin('15 minutes', bucket, '2000-01-01 00:00:00+00') AS quarter,
-           billing_month, subject, groups
+-- would lose a row whose value is 0.
+WITH cancelled AS (  -- usually empty: an anti-join, so the merge is one pass over the range
+    SELECT date_bin('15 minutes', bucket, '2000-01-01 00:00:00+00') AS quarter, billing_month, subject, groups
     FROM meter_buckets
-    WHERE ($1::uuid IS NULL OR meter_id = $1) AND site_id = $2 AND bucket >= $3 AND bucket < $4
-    GROUP BY 1, 2, 3, 4, 5, 6
-    HAVING bool_or(date_bin('15 minutes', bucket, '2000-01-01 00:00:00+00') <> bucket)
-       AND (sum(n) <> 0 OR sum(total) <> 0 OR bool_or(lo IS NOT NULL) OR bool_or(latest_at IS NOT NULL))
+    WHERE meter_id = $1 AND site_id = $2 AND bucket >= $3 AND bucket < $4
+    GROUP BY 1, 2, 3, 4
+    HAVING sum(n) = 0 AND sum(total) = 0 AND bool_and(lo IS NULL) AND bool_and(latest_at IS NULL)
 ), moved AS (
-    DELETE FROM meter_buckets b USING q
-    WHERE b.meter_id = q.meter_id AND b.site_id = q.site_id AND b.billing_month = q.billing_month
-      AND b.subject = q.subject AND b.groups = q.groups
-      AND b.bucket > q.quarter AND b.bucket < q.quarter + interval '15 minutes'
-    RETURNING b.*, q.quarter
+    DELETE FROM meter_buckets b
+    WHERE b.meter_id = $1 AND b.site_id = $2 AND b.bucket >= $3 AND b.bucket < $4
+      AND date_bin('15 minutes', b.bucket, '2000-01-01 00:00:00+00') <> b.bucket
+      AND NOT EXISTS (SELECT 1 FROM cancelled c
+                      WHERE c.quarter = date_bin('15 minutes', b.bucket, '2000-01-01 00:00:00+00')
+                        AND c.billing_month = b.billing_month AND c.subject = b.subject AND c.groups = b.groups)
+    RETURNING b.*, date_bin('15 minutes', b.bucket, '2000-01-01 00:00:00+00') AS quarter
 )
 INSERT INTO meter_buckets AS b (meter_id, site_id, bucket, billing_month, subject, groups, n, total,
                                 lo, hi, latest_value, latest_at, latest_event_id)
@@ -84,7 +84,7 @@ SET n = b.n + EXCLUDED.n,
 -- minutes of a quarter is kept once: the quarter's distinct values are the union).
 WITH moved AS (
     DELETE FROM meter_unique_values
-    WHERE ($1::uuid IS NULL OR meter_id = $1) AND site_id = $2 AND bucket >= $3 AND bucket < $4
+    WHERE meter_id = $1 AND site_id = $2 AND bucket >= $3 AND bucket < $4
       AND date_bin('15 minutes', bucket, '2000-01-01 00:00:00+00') <> bucket
     RETURNING *
 )
