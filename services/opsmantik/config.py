@@ -419,7 +419,9 @@ class Settings:
     dispatcher_timeout_s: float = setting(
         5.0, "alerts", "one delivery attempt: connect, send and read the answer", above(0)
     )
-    dispatcher_backoff_base_s: float = setting(5.0, "alerts", "first retry delay (doubles, jittered)", above(0))
+    dispatcher_backoff_base_s: float = setting(
+        5.0, "alerts", "first retry delay (doubles, jittered)", above(0)
+    )
     dispatcher_backoff_cap_s: float = setting(
         3600.0,
         "alerts",
