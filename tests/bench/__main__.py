@@ -101,6 +101,8 @@ def main(argv: list[str] | None = None) -> int:
             f"database {env.db_name}"
         )
         env.up()
+        if args.smoke and (only is None or "end-to-end" in only):
+            bench.prestart()
         for name, scenario, in_quick in SCENARIOS:
             wanted = in_quick or not args.quick or args.smoke
             if (only is None and wanted) or (only is not None and name in only):

@@ -343,6 +343,11 @@ class Bench:
             self.kept[key] = svc
         return svc
 
+    def prestart(self) -> None:
+        """--smoke: end-to-end's worker is started first, so its start-up and group join (seconds on
+        a loaded machine) overlap the scenarios before it; end_to_end gets the running one (kept)."""
+        self._service("worker", self.env.topic("b"))
+
     def release(self, svc: Process) -> None:
         """A scenario is done with a server: stopped, unless --smoke keeps it for the next one."""
         if svc not in self.kept.values():
