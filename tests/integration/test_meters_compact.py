@@ -169,7 +169,8 @@ async def test_compaction_keeps_every_answer_and_the_ledger_value(
     after = await sizes(pool, ids, key.site_id)
     assert after[0] < before[0] and after[1] < before[1], (before, after)  # merged, not copied
     off_quarter = await pool.fetchval(
-        "SELECT count(*) FROM meter_buckets WHERE site_id = $1 AND extract(minute FROM bucket)::int % 15 <> 0",
+        "SELECT count(*) FROM meter_buckets"
+        " WHERE site_id = $1 AND extract(minute FROM bucket)::int % 15 <> 0",
         key.site_id,
     )
     assert off_quarter == 0

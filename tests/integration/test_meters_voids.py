@@ -26,8 +26,6 @@ from opsmantik.billing.voids import void_events
 from opsmantik.config import Settings
 from opsmantik.gateway.app import create_app
 from opsmantik.meters import backfill, definitions
-from opsmantik.meters import voids as meter_voids
-from opsmantik.worker import ledger
 
 from tests.support.pipeline import OPSMANTIK, env_for, message, pipeline_fixture, produce, wait_for
 
@@ -137,10 +135,6 @@ async def answer(client: TestClient, key: str, slug: str, **params: str) -> list
 async def per_minute(client: TestClient, key: str, slug: str) -> dict[tuple[str, str], Any]:
     rows = await answer(client, key, slug, windowSize="MINUTE", groupBy="billing_month")
     return {(r["windowStart"], r["groupBy"]["billing_month"]): r["value"] for r in rows}
-
-
-def test_the_void_takes_the_workers_site_lock() -> None:
-    assert meter_voids.SITE_LOCK_BUCKETS == ledger.SITE_LOCK_BUCKETS
 
 
 async def test_closed_months_meters_equal_their_statements(

@@ -26,6 +26,7 @@ from opsmantik.billing.connect import connect
 from opsmantik.billing.entries import Q
 from opsmantik.billing.rules import billing_month
 from opsmantik.config import Settings
+from opsmantik.db import site_locks
 from opsmantik.errors import CheckFailed
 from opsmantik.meters import voids as meter_voids
 from opsmantik.months import label
@@ -79,7 +80,7 @@ async def void_events(
     archived: list[date] | None = None  # the site's archived months, read at the first unknown event
     async with conn.transaction():
         await conn.execute(Q["close_lock_shared"])  # a close waits for us; we never book into it
-        await meter_voids.lock_site(conn, site_id)  # the site's meters: no worker batch meanwhile
+        await site_locks.lock_sites(conn, [site_id])  # the site's meters: no worker batch meanwhile
         for event_id in event_ids:
             entry = await conn.fetchrow(Q["ledger_entry"], site_id, event_id)
             if entry is None:

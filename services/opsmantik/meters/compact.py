@@ -24,9 +24,9 @@ from datetime import datetime, timedelta
 
 import asyncpg
 
+from opsmantik.db import site_locks
 from opsmantik.db.queries import package_queries
 from opsmantik.events import MAX_AGE
-from opsmantik.meters import voids
 
 Q = package_queries("opsmantik.meters", "compact.sql")
 QUARTER = timedelta(minutes=15)
@@ -87,7 +87,7 @@ async def merge(
     quarters. Returns (quarter bucket rows written, unique values written)."""
     async with conn.transaction():
         await conn.execute(Q["close_lock_shared"])
-        await voids.lock_site(conn, site_id)
+        await site_locks.lock_sites(conn, [site_id])
         return await merge_locked(conn, meter_id, site_id, lo, hi)
 
 

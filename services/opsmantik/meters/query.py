@@ -276,6 +276,6 @@ def _month(raw: str | None) -> date | None:
         return None
     m = _MONTH.fullmatch(raw)
     assert m is not None  # parse_params checked it
-    if not 1 <= int(m[2]) <= 12:
+    if not (1 <= int(m[2]) <= 12 and int(m[1]) >= 1):  # year 0000: date() raises, a 500
         raise BadQuery("filterGroupBy[billing_month]", "a month YYYY-MM")
     return date(int(m[1]), int(m[2]), 1)

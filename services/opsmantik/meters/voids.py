@@ -29,13 +29,7 @@ from opsmantik.meters import aggregate, compact, definitions
 from opsmantik.meters.definitions import Meter
 
 Q = package_queries("opsmantik.meters", "voids.sql")
-SITE_LOCK_BUCKETS = 1024  # worker/ledger.py SITE_LOCK_BUCKETS (tests/integration/test_meters_voids.py)
 ORDER_STATS = aggregate.ORDERED | {"UNIQUE_COUNT"}  # recomputed from the rows not voided
-
-
-async def lock_site(conn: asyncpg.Connection, site_id: uuid.UUID) -> None:
-    """Take the worker's lock of the site (before any row lock, in the worker's order)."""
-    await conn.execute(Q["lock_site"], site_id.int % SITE_LOCK_BUCKETS)
 
 
 def _fact(r: asyncpg.Record) -> tuple[aggregate.Fact, datetime]:

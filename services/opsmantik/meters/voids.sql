@@ -1,10 +1,5 @@
 -- A void applied to the meters (services/opsmantik/meters/voids.py), in the void's transaction.
 
--- name: lock_site
--- The worker's site lock (worker/ledger.sql lock_sites: key 51244, the site hashed into 1024
--- buckets): no batch of the site writes its buckets while the void recomputes them from the ledger.
-SELECT pg_advisory_xact_lock(51244, $1::int)
-
 -- name: voided_fact
 -- The voided row as a meter reads it, with its void's booked month and its ledgered_at (which
 -- meters counted it). The newest usage month first, as billing.sql ledger_entry picks it.

@@ -37,13 +37,13 @@ import asyncpg
 
 from opsmantik.alerts import crossings
 from opsmantik.billing.rules import OVERLIMIT, assign_classes, billing_month
+from opsmantik.db import site_locks
 from opsmantik.db.partitions import PartitionCache, dedupe_months
 from opsmantik.db.queries import package_queries
 from opsmantik.meters import aggregate, definitions
 from opsmantik.worker.message import DeadLetter, IngestEvent, dead_letter
 
 Q = package_queries("opsmantik.worker", "ledger.sql")
-SITE_LOCK_BUCKETS = 1024  # lock_sites: bounded number of advisory locks per batch
 _PARTITIONS = PartitionCache()  # one per process: months with a partition, archived months
 
 
@@ -183,8 +183,7 @@ async def lock_sites_and_find_copies(
     another month of their dedupe scope."""
     if not unique:
         return set()
-    buckets = sorted({e.site_id.int % SITE_LOCK_BUCKETS for e in unique})
-    await conn.execute(Q["lock_sites"], buckets)
+    await site_locks.lock_sites(conn, (e.site_id for e in unique))
     copies = await conn.fetch(
         Q["cross_month_copies"],
         [e.site_id for e in unique],

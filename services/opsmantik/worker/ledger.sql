@@ -5,12 +5,6 @@
 -- exclusive), so `opsmantik billing close` waits for this batch and none books into a closing month.
 SELECT pg_advisory_xact_lock_shared(5124400005)
 
--- name: lock_sites
--- Cross-month exactly-once (services/opsmantik/db/partitions.py): the batch's sites, hashed into
--- 1024 buckets, locked in ascending order before the lookup below, so two batches holding copies of
--- one event_id in different months (different invoice rows) cannot both find nothing and insert.
-SELECT pg_advisory_xact_lock(51244, b) FROM unnest($1::int[]) WITH ORDINALITY AS t(b, n) ORDER BY n
-
 -- name: cross_month_copies
 -- The events of the batch already ledgered in another month of their dedupe scope [lo, hi]: a copy
 -- sent again with a time in another month is a duplicate, not a new event. Run-time partition
