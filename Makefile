@@ -78,10 +78,12 @@ lint: $(VENV)/.installed
 	$(BIN)/mypy
 
 # Fault injection (docs/reliability.md): short = the CI subset (scenarios 1, 4, 5, 6, one run
-# each, < 10 min); `make chaos LONG=1` = all nine scenarios, three seeds each. SEED=S reruns a seed.
+# each, < 10 min); `make chaos LONG=1` = all nine scenarios, three seeds each, then `make dr`.
+# SEED=S reruns a seed.
 chaos: deps
 ifeq ($(LONG),1)
 	$(BIN)/python -m tests.chaos --long $(if $(SEED),--seed $(SEED))
+	$(MAKE) --no-print-directory dr  # the database-loss long form belongs to the long chaos run too
 else
 	OPSMANTIK_CHAOS=1 $(if $(SEED),OPSMANTIK_CHAOS_SEED=$(SEED)) $(BIN)/pytest -q -p no:cacheprovider -s tests/chaos
 endif
