@@ -31,10 +31,13 @@ NOT_RUN = {
     "run": "starts the local stack",
     "billing verify": "offline: reads a file, uses no engine",
     "send": "talks to a gateway over HTTP, not to the engines (clients/python/tests/test_client.py)",
+    "backup": "copies the local stack's own Postgres (pg_basebackup): private stacks in test_recovery.py",
+    "restore": "replaces the local stack's Postgres data directory: private stacks in test_recovery.py",
 }
 # Arguments a command needs beyond what its argument types supply (cli_support.required_args).
 ARGS = {
     "maintenance add": ["2099-01-01T00:00:00Z", "2099-01-01T02:00:00Z", "--reason", "x"],
+    "tokens create": ["--operator"],
 }
 
 
@@ -48,6 +51,8 @@ def closed_port() -> int:
 def engines_down(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     monkeypatch.setenv("OPSMANTIK_DATABASE_URL", f"postgresql://opsmantik@127.0.0.1:{closed_port()}/x")
     monkeypatch.setenv("OPSMANTIK_KAFKA_BOOTSTRAP", f"127.0.0.1:{closed_port()}")
+    # `dispatcher` runs in this process: its /metrics on no port, so no listener outlives it
+    monkeypatch.setenv("OPSMANTIK_DISPATCHER_METRICS_PORT", "-1")
     yield
 
 

@@ -31,7 +31,10 @@ def topic_retention_s(settings: Settings) -> float | None:
     try:
         (configs,) = [f.result() for f in admin.describe_configs([resource], request_timeout=15).values()]
     except Exception as exc:  # KafkaException and its timeouts: the command cannot run
-        raise Unavailable(f"Kafka did not describe topic {settings.topic}: {exc}") from exc
+        raise Unavailable(
+            f"Kafka at {settings.kafka_bootstrap} did not describe topic {settings.topic} ({exc}); "
+            "start it with `opsmantik stack up`"
+        ) from exc
     ms = int(configs["retention.ms"].value)
     return None if ms < 0 else ms / 1000
 
