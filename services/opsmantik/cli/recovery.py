@@ -9,6 +9,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from opsmantik.cli import args as cli_args
+from opsmantik.cli.errors import require_kafka
 from opsmantik.cli.show import json_compact_out, out
 from opsmantik.config import Settings
 from opsmantik.devstack.stack import Stack
@@ -92,6 +93,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
 
 def cmd_recover(settings: Settings, args: argparse.Namespace) -> int:
     # Refusals (a group with members, retention short of TIME) are `Refused`: exit 2, one line.
+    require_kafka(settings)  # no broker: exit 3 in a second, not after the admin client's timeouts
     done = rewind.recover(settings, args.since, timedelta(seconds=args.margin_s), dry_run=args.dry_run)
     if args.json:
         json_compact_out(
@@ -135,6 +137,7 @@ def cmd_restore(_settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_restore_point(settings: Settings, args: argparse.Namespace) -> int:
+    require_kafka(settings)
     point = status.restore_point(settings, Stack.local())
     if args.prom:
         status.write_prom(args.prom, point)

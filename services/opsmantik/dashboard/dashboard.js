@@ -176,6 +176,9 @@ async function details() {
       [e.event_id], [e.reason], [new Date(e.dead_lettered_at).toLocaleString()],
     ]);
     $("dl-empty").hidden = dead.events.length > 0;
+  } catch (e) {
+    lastDetails = 0; // a failed load is retried at the next poll, not DETAILS_MS later
+    throw e;
   } finally {
     detailsBusy = false;
   }
