@@ -141,6 +141,8 @@ async function loadMeters() {
   const meters = await get("meters");
   const sel = $("meter");
   sel.replaceChildren(...meters.map((m) => new Option(`${m.slug} (${m.aggregation.toLowerCase()})`, m.slug)));
+  // The invoice's own count first, whatever other meters the operator defined.
+  if (meters.some((m) => m.slug === "events")) sel.value = "events";
   sel.dataset.groups = JSON.stringify(Object.fromEntries(meters.map((m) => [m.slug, m.groups])));
   sel.onchange = () => { setGroups(); details(); };
   $("group").onchange = details;
