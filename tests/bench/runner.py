@@ -84,7 +84,11 @@ class Bench:
     kept: dict[tuple[str, ...], Process] = field(default_factory=dict)
 
     def before_env(self) -> dict[str, str]:
-        return {"PYTHONPATH": f"{self.before}/services"} if self.before else {}
+        # Its worker's metrics on an ephemeral port: --smoke's prestarted worker (kept) holds the
+        # bench's fixed one while end-to-end-before runs.
+        if not self.before:
+            return {}
+        return {"PYTHONPATH": f"{self.before}/services", "OPSMANTIK_WORKER_METRICS_PORT": "0"}
 
     def site(self, name: str) -> SiteKey:
         """A site (and API key) of the scenario's own, made on first use."""
@@ -789,6 +793,20 @@ def scale_out(bench: Bench) -> None:
     cluster.run(bench, bench.site("single"), bench.site("batch"))
 
 
+def alerts_delivery(bench: Bench) -> None:
+    """Usage alerts: crossing → webhook delivery at 20k ev/s (tests/bench/alerts.py, issue 27)."""
+    from tests.bench import alerts
+
+    alerts.delivery(bench)
+
+
+def alerts_rules_cost(bench: Bench) -> None:
+    """Usage alerts: ingest p95 and worker CPU/ev with 100 rules vs none (tests/bench/alerts.py)."""
+    from tests.bench import alerts
+
+    alerts.rules_cost(bench)
+
+
 # What `make bench` runs, in this order (see the module doc). (name, method, in quick runs too)
 SCENARIOS: list[tuple[str, Scenario, bool]] = [
     ("bare", Bench.bare_handler, True),
@@ -804,6 +822,8 @@ SCENARIOS: list[tuple[str, Scenario, bool]] = [
     ("broker-down", Bench.broker_down, True),
     ("drain", Bench.drain, True),
     ("scale-out", scale_out, True),
+    ("alerts-delivery", alerts_delivery, True),
+    ("alerts-rules-cost", alerts_rules_cost, True),
     ("ledger-growth", ledger_growth, False),  # minutes of COPY: --only ledger-growth (docs/benchmarks.md)
     ("tenants", tenants, True),  # last: the idle sites it adds stay in the database
 ]
