@@ -22,7 +22,7 @@ from opsmantik.devstack.stack import ROOT
 
 from tests.bench import report
 from tests.bench.env import BENCH_HOME, BenchEnv, BenchError
-from tests.bench.runner import SCENARIOS, Bench, Plan, Scenario
+from tests.bench.runner import ON_REQUEST, SCENARIOS, Bench, Plan, Scenario
 from tests.bench.stats import text_table
 
 
@@ -104,7 +104,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.smoke and (only is None or "end-to-end" in only):
             bench.prestart()
         for name, scenario, in_quick in SCENARIOS:
-            wanted = in_quick or not args.quick or args.smoke
+            wanted = (in_quick or not args.quick or args.smoke) and (name not in ON_REQUEST or args.smoke)
             if (only is None and wanted) or (only is not None and name in only):
                 run_one(bench, name, scenario)
     except (BenchError, OSError) as exc:

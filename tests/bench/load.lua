@@ -36,9 +36,22 @@ local function next_id()
                        r(0, 4095), 32768 + r(0, 16383), r(0, 65535), r(0, 65535), r(0, 65535))
 end
 
+-- env WRK_PROPS=meters: properties the meter scenarios' meters read (tests/bench/meters.py): tokens
+-- 1-4000, model one of 100, region one of 5, user one of 20,000, ms 1-900 with 2 decimals.
+local meter_props = os.getenv("WRK_PROPS") == "meters"
+local regions = {"eu", "us", "ap", "sa", "af"}
+local props_seeded = false
+local function props()
+  if not meter_props then return '{"path":"/pricing","plan":"pro","ref":"bench"}' end
+  if not props_seeded then math.randomseed(thread_id * 104729 + os.time()); props_seeded = true end
+  local r = math.random
+  return string.format('{"path":"/pricing","tokens":%d,"model":"model-%d","region":"%s","user":"user-%d",' ..
+                       '"ms":%d.%02d}', r(1, 4000), r(0, 99), regions[r(1, 5)], r(0, 19999), r(1, 899), r(0, 99))
+end
+
 local function event()
   return '{"event_id":"' .. next_id() .. '","type":"page_view","occurred_at":"' .. occurred ..
-         '","quantity":1,"properties":{"path":"/pricing","plan":"pro","ref":"bench"}}'
+         '","quantity":1,"properties":' .. props() .. '}'
 end
 
 function request()

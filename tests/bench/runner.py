@@ -807,6 +807,37 @@ def alerts_rules_cost(bench: Bench) -> None:
     alerts.rules_cost(bench)
 
 
+def meters_worker_cost(bench: Bench) -> None:
+    """Meters: the worker's CPU per event with 5 meters vs none, same run (tests/bench/meters.py)."""
+    from tests.bench import meters
+
+    meters.worker_cost(bench)
+
+
+def meters_freshness(bench: Bench) -> None:
+    """Meters: accept → visible in a meter's query at 20,000 ev/s offered (tests/bench/meters.py)."""
+    from tests.bench import meters
+
+    meters.freshness(bench)
+
+
+def meters_query(bench: Bench) -> None:
+    """Meters: query p99 on a 10M-event site-month written as bucket rows (tests/bench/meters.py)."""
+    from tests.bench import meters
+
+    meters.query(bench)
+
+
+def meters_lookup(bench: Bench) -> None:
+    """GET /api/v1/events/{id} on a 50M-row ledger (tests/bench/meters.py); --only meters-lookup."""
+    from tests.bench import meters
+
+    meters.lookup(bench)
+
+
+# Scenarios a run without --only leaves out (its data takes many minutes to make); --smoke runs them.
+ON_REQUEST = {"meters-lookup"}
+
 # What `make bench` runs, in this order (see the module doc). (name, method, in quick runs too)
 SCENARIOS: list[tuple[str, Scenario, bool]] = [
     ("bare", Bench.bare_handler, True),
@@ -824,6 +855,10 @@ SCENARIOS: list[tuple[str, Scenario, bool]] = [
     ("scale-out", scale_out, True),
     ("alerts-delivery", alerts_delivery, True),
     ("alerts-rules-cost", alerts_rules_cost, True),
+    ("meters-worker-cost", meters_worker_cost, True),
+    ("meters-freshness", meters_freshness, True),
+    ("meters-query", meters_query, False),  # minutes writing a 10M-event month
+    ("meters-lookup", meters_lookup, False),  # ON_REQUEST: --only meters-lookup (a 50M-row ledger)
     ("ledger-growth", ledger_growth, False),  # minutes of COPY: --only ledger-growth (docs/benchmarks.md)
     ("tenants", tenants, True),  # last: the idle sites it adds stay in the database
 ]

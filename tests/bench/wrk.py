@@ -74,6 +74,7 @@ def run_wrk(
     rate: float = 0.0,
     timeout_s: float = 5.0,
     uuid4_ids: bool = False,
+    props: str = "",
 ) -> LoadResult:
     argv = [
         wrk_path(),
@@ -93,6 +94,8 @@ def run_wrk(
     env = dict(os.environ, WRK_RATE=f"{rate:.3f}", WRK_THREADS=str(threads))
     if uuid4_ids:
         env["WRK_IDS"] = "uuid4"
+    if props:  # "meters": the properties the meter scenarios read (load.lua)
+        env["WRK_PROPS"] = props
     run = run_child(argv, env, duration_s + timeout_s + 30)
     out, err, cpu = run.stdout, run.stderr, run.cpu_s
     line = next((ln for ln in out.splitlines() if ln.startswith("WRKJSON ")), None)
