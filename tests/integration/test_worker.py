@@ -292,11 +292,23 @@ async def test_worker_exports_a_planted_drift(
         )
         drifting = orjson.loads(done.stdout)["drifting_sites"]
         assert done.returncode == 1 and str(site) in drifting
-        lines = dict(
-            line.rsplit(" ", 1)
-            for line in (await scrape(pipeline.metrics_url("worker"))).splitlines()
-            if line.startswith("opsmantik_billing_drifting_sites{")
-        )
-        assert float(lines[f'opsmantik_billing_drifting_sites{{month="{month}"}}']) == len(drifting)
+
+        # The worker's pass compares the sites changed since its last pass and the drifting ones;
+        # the command's full comparison also resets the kept figures, so from the worker's next pass
+        # on (1 s) its count is the command's, whatever other modules planted.
+        async def same_count() -> bool:
+            lines = dict(
+                line.rsplit(" ", 1)
+                for line in (await scrape(pipeline.metrics_url("worker"))).splitlines()
+                if line.startswith("opsmantik_billing_drifting_sites{")
+            )
+            return float(lines[f'opsmantik_billing_drifting_sites{{month="{month}"}}']) == len(drifting)
+
+        await wait_for(same_count, 10, 0.25, "the worker's drifting-sites gauge = the command's count")
     finally:
         await pool.execute("DELETE FROM site_usage_monthly WHERE site_id = $1", site)
+
+    async def series_gone() -> bool:  # a site that no longer drifts has no drift series
+        return gauge not in await scrape(pipeline.metrics_url("worker"))
+
+    await wait_for(series_gone, 10, 0.25, "the repaired site's drift series removed")

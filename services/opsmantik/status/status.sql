@@ -65,11 +65,13 @@ SELECT (SELECT count(*) FROM ingest_fallback_buffer WHERE parked_at IS NULL AND 
        (SELECT count(*) FROM ingest_dead_letter WHERE created_at >= $1 AND created_at < $2) AS dead_letters
 
 -- name: month_accuracy
--- The latest reconcile run of the month (the worker reconciles periodically): invoice vs ledger.
-SELECT run_at, coalesce(sum(abs(drift_events)), 0)::bigint AS drift, coalesce(sum(ledger_events), 0)::bigint AS ledger
-FROM reconcile_results
-WHERE month = $1::date AND run_at = (SELECT max(run_at) FROM reconcile_results WHERE month = $1::date)
-GROUP BY run_at
+-- The month's reconcile figures as the latest pass left them (the worker's periodic pass or
+-- `opsmantik reconcile`: migration 0016): one row, and the drifting sites (normally none) by their
+-- partial index; never a read of every site's result.
+SELECT m.run_at, m.ledger_events::bigint AS ledger,
+       coalesce((SELECT sum(abs(r.invoice_events - r.ledger_events)) FROM reconcile_sites r
+                 WHERE r.month = m.month AND r.drifting), 0)::bigint AS drift
+FROM reconcile_months m WHERE m.month = $1::date
 
 -- name: open_incident
 WITH i AS (

@@ -2,8 +2,8 @@
 
 The supervisor (not faust.Worker) owns the loop so it can restart the consumer when the
 watchdog sees a stall, stop cleanly on SIGTERM/SIGINT, and exit non-zero when a batch
-cannot be committed. A periodic reconcile of the current and previous month exports the
-billing drift metric.
+cannot be committed. A periodic reconcile of the current and previous month (of the sites whose
+invoice changed since the last pass: opsmantik.billing.reconcile) exports the billing drift metrics.
 """
 
 from __future__ import annotations
@@ -83,17 +83,40 @@ async def _watch(
             t.cancel()
 
 
+async def reconcile_once(pool: object, now: datetime | None = None) -> list[reconcile.MonthState]:
+    """One periodic reconcile of the previous and current month: the incremental pass (the sites
+    whose invoice changed since the last pass, and the drifting ones: opsmantik.billing.reconcile),
+    its drifting sites recorded in reconcile_results, the gauges exported. A month whose pass runs
+    in another worker (its lock held) exports the figures that pass left."""
+    this_month = months.month_of(now or datetime.now(UTC))
+    states = []
+    for month in (months.previous_month(this_month), this_month):
+        async with pool.acquire() as conn:  # type: ignore[attr-defined]
+            state = await reconcile.incremental_pass(conn, month)
+            if state is None:
+                state = await reconcile.read_state(conn, month)
+                if state is None:
+                    continue
+            elif state.drifting_sites:
+                await reconcile.record(conn, reconcile.Report(month, state.run_at, state.drifting_sites))
+        reconcile.export_state(state)
+        states.append(state)
+        if not state.ok:
+            named = state.drifting[:20]
+            more = len(state.drifting) - len(named)
+            log.error(
+                "billing drift in %s: sites %s%s",
+                month,
+                ", ".join(named),
+                f" and {more} more" if more else "",
+            )
+    return states
+
+
 async def _reconcile_loop(settings: Settings, pool: object) -> None:
     while True:
         try:
-            this_month = months.month_of(datetime.now(UTC))
-            for month in (months.previous_month(this_month), this_month):
-                async with pool.acquire() as conn:  # type: ignore[attr-defined]
-                    report = await reconcile.reconcile_month(conn, month)
-                    await reconcile.record(conn, report)
-                reconcile.export(report)
-                if not report.ok:
-                    log.error("billing drift in %s: sites %s", month, ", ".join(report.drifting))
+            await reconcile_once(pool)
         except Exception as exc:
             log.warning("periodic reconcile failed: %r", exc)
         await asyncio.sleep(settings.reconcile_interval_s)
