@@ -58,17 +58,36 @@ FROM (SELECT extract(epoch FROM ledgered_at - received_at) * 1000 AS lag_ms
 SELECT pg_total_relation_size(to_regclass($1))::bigint AS total
 
 -- name: add_idle_sites
--- The tenants scenario (tests/bench/tenants.py): $2 sites with a hard cap and usage this month
--- ($3) and the month before, none of which sends anything.
+-- The tenants scenario (tests/bench/tenants.py): $2 sites with a hard cap and one event this month
+-- ($3) and one the month before, each an invoice row with its ledger row behind it (reconcile finds
+-- no drift, billing close states each site), none of which sends anything.
 WITH s AS (
     INSERT INTO sites (name, hard_cap) SELECT $1 || g, 1000000000 FROM generate_series(1, $2::int) g
     RETURNING site_id
+), m AS (
+    SELECT unnest(ARRAY[$3::date, ($3::date - interval '1 month')::date]) AS month
 ), u AS (
-    INSERT INTO site_usage_monthly (site_id, month, events)
-    SELECT site_id, m, 7 FROM s, unnest(ARRAY[$3::date, ($3::date - interval '1 month')::date]) m
+    INSERT INTO site_usage_monthly (site_id, month, events, quantity)
+    SELECT site_id, month, 1, 1 FROM s, m
+    RETURNING 1
+), l AS (
+    INSERT INTO ingest_idempotency (site_id, event_id, event_type, occurred_at, usage_month, billing_month,
+                                    quantity, billing_class, path, received_at)
+    SELECT site_id, 'idle-' || to_char(month, 'YYYY-MM'), 'page_view', month + interval '1 hour', month,
+           month, 1, 'included', 'kafka', month + interval '1 hour'
+    FROM s, m
     RETURNING 1
 )
-SELECT count(*) FROM u
+SELECT (SELECT count(*) FROM u) AS usage_rows, (SELECT count(*) FROM l) AS ledger_rows
+
+-- name: statements_of
+SELECT count(*) FROM billing_statements WHERE month = $1::date
+
+-- name: reopen_month
+-- The tenants scenario closes last month at each level: its statements and its close undone.
+WITH st AS (DELETE FROM billing_statements WHERE month = $1::date RETURNING 1),
+     cm AS (DELETE FROM closed_months WHERE month = $1::date RETURNING 1)
+SELECT (SELECT count(*) FROM st) AS statements, (SELECT count(*) FROM cm) AS closed
 
 -- name: set_hard_cap
 -- The tenants scenario's sender has a hard cap, so each of its requests checks the usage cache.
