@@ -145,6 +145,11 @@ def test_builtin_lines() -> None:
     assert rule("hard_cap", 11, 20).line() == 20
     assert rule("hard_cap", 11, None).line() is None
     assert rule("quota_100", 0, None).line() == 1
+    # a zero quota's 80 % is reached by the first event too, not by none (line 0 was never under:
+    # a void back to 0 events resolved quota_100 but left quota_80 over; found by
+    # tests/unit/test_alert_crossings_property.py)
+    assert rule("quota_80", 0, None).line() == 1
+    assert rule("hard_cap", None, 0).line() == 1
 
 
 def test_the_retry_window_is_at_least_24_hours_unless_a_test_compresses_time() -> None:

@@ -57,8 +57,8 @@ class Rule:
         if limit is None:
             return None
         if self.kind == "quota_80":
-            return Decimal(-(-limit * 80 // 100))  # ceil: 80 % reached at the first event at or past it
-        return Decimal(max(limit, 1))  # quota/cap 0: the first event reaches it
+            limit = -(-limit * 80 // 100)  # ceil: 80 % reached at the first event at or past it
+        return Decimal(max(limit, 1))  # a zero quota/cap (or its 80 %): the first event reaches it
 
 
 @dataclass
