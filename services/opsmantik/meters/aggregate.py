@@ -51,7 +51,7 @@ ORDERED = frozenset({"MIN", "MAX", "LATEST"})  # the aggregations that read lo, 
 BucketKey = tuple[uuid.UUID, uuid.UUID, datetime, date, str, str]  # meter, site, minute, bm, subject, groups
 
 
-@dataclass
+@dataclass(slots=True)
 class Bucket:
     n: int = 0
     total: Decimal = Decimal(0)
@@ -130,33 +130,45 @@ def accumulate(
     `bucket_of`: an event's bucket from its occurred_at (a void below the compaction watermark
     writes its quarter hour, meters/voids.py)."""
     inc = into or Increments()
+    buckets, skipped = inc.buckets, inc.skipped
+    # Per event type: its meters, each with whether it reads the event's data and keeps lo/hi/latest
+    # (worked out once per call, not per event: this loop is the worker's CPU per event).
+    by_type: dict[str, list[tuple[Meter, bool, bool]]] = {}
     for fact in facts:
-        relevant = [m for m in meters if m.matches(fact.event_type)]
+        relevant = by_type.get(fact.event_type)
+        if relevant is None:
+            relevant = by_type[fact.event_type] = [
+                (m, m.value_path is not None or bool(m.group_paths), m.aggregation in ORDERED)
+                for m in meters
+                if m.matches(fact.event_type)
+            ]
         if not relevant:
             continue
         data: object = None
         parsed = False
-        for meter in relevant:
-            if not parsed and (meter.value_path is not None or meter.group_paths):
+        at, subject = bucket_of(fact.occurred_at), fact.subject or ""
+        site_id, bmonth = fact.site_id, fact.billing_month
+        for meter, reads_data, ordered in relevant:
+            if reads_data and not parsed:
                 data = event_data(fact.event_id, orjson.loads(fact.properties) if fact.properties else None)
                 parsed = True
             value = value_of(meter, data, fact.quantity)
             if isinstance(value, Skip):
-                inc.skipped[(meter.slug, value.reason)] += 1
+                skipped[(meter.slug, value.reason)] += 1
                 continue
             groups = groups_of(meter, data) if meter.group_paths else "{}"
             if isinstance(groups, Skip):
-                inc.skipped[(meter.slug, groups.reason)] += 1
+                skipped[(meter.slug, groups.reason)] += 1
                 continue
-            at, subject = bucket_of(fact.occurred_at), fact.subject or ""
-            key = (meter.meter_id, fact.site_id, at, fact.billing_month, subject, groups)
+            key = (meter.meter_id, site_id, at, bmonth, subject, groups)
+            bucket = buckets.get(key)
+            if bucket is None:
+                bucket = buckets[key] = Bucket()
             if fact.voided_into is None:
-                inc.bucket(key).add(fact, value, meter.aggregation in ORDERED)
+                bucket.add(fact, value, ordered)
             else:  # the row in its billed month, the void in its booked month (docs/meters.md "Voids")
-                inc.bucket(key).add_voided(value)
-                inc.bucket((meter.meter_id, fact.site_id, at, fact.voided_into, subject, groups)).subtract(
-                    value
-                )
+                bucket.add_voided(value)
+                inc.bucket((meter.meter_id, site_id, at, fact.voided_into, subject, groups)).subtract(value)
     return inc
 
 
@@ -165,33 +177,27 @@ async def write(conn: asyncpg.Connection, inc: Increments) -> None:
     site are serialised by the ledger's site locks, and a fixed order keeps any others apart)."""
     if not inc.buckets:
         return
-    order = sorted(inc.buckets, key=lambda k: (k[0].bytes, k[1].bytes, k[2], k[3], k[4], k[5]))
-    keys = [k for k in order if inc.buckets[k].contributes()]
-    cols: list[list[object]] = [[] for _ in range(13)]
-    for k in keys:
-        b = inc.buckets[k]
-        latest = b.latest
-        row = (
-            *k,
-            b.n,
-            b.total,
-            b.lo,
-            b.hi,
-            latest[2] if latest else None,
-            latest[0] if latest else None,
-            latest[1] if latest else None,
-        )
-        for col, v in zip(cols, row, strict=True):
-            col.append(v)
-    if keys:
-        await conn.execute(Q["add_buckets"], *cols)
-    uniq = [(k, v) for k in order for v in sorted(inc.buckets[k].uniques)]
+    order = sorted(inc.buckets.items(), key=_key_order)
+    rows = [
+        (*k, b.n, b.total, b.lo, b.hi, *((b.latest[2], b.latest[0], b.latest[1]) if b.latest else _NO_LATEST))
+        for k, b in order
+        if b.contributes()
+    ]
+    if rows:
+        await conn.execute(Q["add_buckets"], *(list(col) for col in zip(*rows, strict=True)))
+    uniq = [(*k, v) for k, b in order for v in sorted(b.uniques)]
     if uniq:
-        await conn.execute(
-            Q["add_unique_values"],
-            *([k[i] for k, _ in uniq] for i in range(6)),
-            [v for _, v in uniq],
-        )
+        await conn.execute(Q["add_unique_values"], *(list(col) for col in zip(*uniq, strict=True)))
+
+
+def _key_order(item: tuple[BucketKey, Bucket]) -> tuple[object, ...]:
+    """UUIDs in byte order (Postgres' uuid order): .int orders the same and is an attribute, not a
+    property building 16 bytes per bucket."""
+    k = item[0]
+    return (k[0].int, k[1].int, k[2], k[3], k[4], k[5])
+
+
+_NO_LATEST = (None, None, None)
 
 
 def count_skips(inc: Increments) -> None:
