@@ -6,13 +6,15 @@ official `standardwebhooks` package."""
 from __future__ import annotations
 
 import asyncio
+import os
+import random
 import subprocess
 import time
 import uuid
 from collections import Counter, defaultdict
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
@@ -25,7 +27,10 @@ from opsmantik import sites
 from opsmantik.alerts import rules, urls
 from opsmantik.billing.voids import void_events
 from opsmantik.config import Settings
+from opsmantik.meters import definitions
+from opsmantik.meters.definitions import Meter
 
+from tests.support import alert_oracle
 from tests.support.pipeline import (
     OPSMANTIK,
     Pipeline,
@@ -275,3 +280,167 @@ async def test_a_void_back_under_the_line_resolves_once(
     for d in receiver.acknowledged("vm"):
         by_type[d["type"]].append(d["data"]["value"])
     assert by_type["usage.threshold.resolved"] == [4]
+
+
+PROPERTY_SEED = int(os.environ.get("ALERTS_PROPERTY_SEED", "202627"))
+
+
+async def test_the_outbox_equals_the_crossings_computed_from_the_ledger(
+    pipeline: Pipeline, receiver: Receiver, pool: asyncpg.Pool, settings: Settings
+) -> None:
+    """The property of tests/unit/test_alert_crossings_property.py, once against the real worker
+    (batches of 7) and `events void`: seeded random events (two billing months, quantities 1-5, a
+    SUM meter's values -4..6 or absent), duplicates in every wave, a whole wave redelivered, voids
+    between waves (enough at the end to go back under the lines), then a wave crossing again. The
+    notifications that must exist are recounted from the ledger rows and billing_voids alone, in
+    ledger order (one worker: its transactions are serial, each row's ledgered_at is its batch's
+    start; voids run while the site is idle): alert_outbox must equal them exactly, each row
+    written by that transaction (created_at = its now())."""
+    rng = random.Random(PROPERTY_SEED)
+    tag = uuid.uuid4().hex[:8]
+    quota, cap = 12, 18
+    site = await new_site(pool, quota=quota, cap=cap)
+    async with pool.acquire() as conn:
+        delta = await definitions.create(conn, f"adelta-{tag}", f"adelta_{tag}", "SUM", "$.delta", {})
+    specs: dict[str, tuple[str, str | None, Decimal | None]] = {
+        "q80": ("quota_80", None, None),
+        "q100": ("quota_100", None, None),
+        "cap": ("hard_cap", None, None),
+        "events": ("meter", "events", Decimal(14)),
+        "quantity": ("meter", "quantity", Decimal(40)),
+        "delta": ("meter", delta.slug, Decimal(5)),
+    }
+    kinds: dict[uuid.UUID, tuple[str, str | None, Decimal | None]] = {}
+    names: dict[uuid.UUID, str] = {}
+    for name, (kind, meter, threshold) in specs.items():
+        how = {"meter": meter, "threshold": threshold} if meter else {"builtin": kind.replace("_", "-")}
+        rule_id = await add_rule(pool, settings, receiver, site, f"p{tag}-{name}", **how)
+        kinds[rule_id], names[rule_id] = (kind, meter, threshold), name
+
+    now = datetime.now(UTC)
+    last_month = now.replace(day=1, hour=12, minute=0, second=0, microsecond=0) - timedelta(days=1)
+    made: dict[str, bytes] = {}
+    voided: set[str] = set()
+
+    def event(i: int, when: datetime | None = None) -> str:
+        eid = f"p{i}"
+        typed = rng.random() < 0.7
+        props: dict[str, object] = {"delta": rng.randint(-4, 6)} if typed and rng.random() < 0.85 else {}
+        when = when or (now if rng.random() < 0.6 else last_month)
+        doc = orjson.loads(message(site, eid, quantity=rng.randint(1, 5), occurred_at=when, properties=props))
+        doc["type"] = delta.event_type if typed else "api_call"
+        made[eid] = orjson.dumps(doc)
+        return eid
+
+    async def wave(ids: list[str]) -> None:
+        copies = ids + rng.sample(ids, len(ids) // 3)  # duplicates in the wave
+        rng.shuffle(copies)
+        await asyncio.to_thread(produce, settings, [(f"{site}/{e}".encode(), made[e]) for e in copies])
+
+    async def void(event_ids: list[str]) -> None:
+        async with pool.acquire() as conn:
+            for e in event_ids:  # one transaction each
+                await void_events(conn, site, [e], "property test", "test")
+                voided.add(e)
+
+    waves = [[event(i) for i in range(n, n + 14)] for n in (0, 14, 28)]
+    sent = 0
+    for k, ids in enumerate(waves):
+        await wave(ids)
+        sent += len(ids)
+        await wait_for(ledgered(pool, site, sent), 30, what=f"wave {k}")
+        if k == 1:
+            await wave(waves[0] + waves[1])  # redelivered: nothing new
+        live = [e for w in waves[: k + 1] for e in w]
+        await void(rng.sample([e for e in live if e not in voided], 2))
+    # back under every line (the builtins' and the events meter's) in each month, then over again
+    rows = await pool.fetch(
+        "SELECT i.event_id, i.billing_month FROM ingest_idempotency i "
+        "LEFT JOIN billing_voids v USING (site_id, event_id) "
+        "WHERE i.site_id = $1 AND v.event_id IS NULL ORDER BY i.event_id",
+        site,
+    )
+    for month in sorted({r["billing_month"] for r in rows}):
+        live = [r["event_id"] for r in rows if r["billing_month"] == month]
+        await void(live[: max(0, len(live) - 8)])
+    again = [event(i, now) for i in range(42, 50)]
+    await wave(again)
+    await wait_for(ledgered(pool, site, sent + len(again)), 30, what="the last wave")
+
+    expected = await crossings_from_the_ledger(pool, site, kinds, delta, quota, cap)
+    got = sorted(
+        (
+            r["created_at"],
+            r["rule_id"],
+            orjson.loads(r["body"])["data"]["period"],
+            r["event_type"],
+            Decimal(str(orjson.loads(r["body"])["data"]["value"])),
+            Decimal(str(orjson.loads(r["body"])["data"]["threshold"])),
+        )
+        for r in await pool.fetch("SELECT * FROM alert_outbox WHERE site_id = $1", site)
+    )
+    seen = Counter((names[r], t.rsplit(".", 1)[1]) for _, r, _, t, _, _ in expected)
+    assert got == sorted(expected), (PROPERTY_SEED, seen)
+    # the history did what it is for: each rule crossed; the builtins and `events` resolved, and
+    # crossed again after
+    for name in specs:
+        assert seen[(name, "crossed")] >= 1, (PROPERTY_SEED, seen)
+    for name in ("q80", "q100", "cap", "events"):
+        assert seen[(name, "resolved")] >= 1, (PROPERTY_SEED, seen)
+    assert seen[("q80", "crossed")] >= 2, (PROPERTY_SEED, seen)
+
+
+async def crossings_from_the_ledger(
+    pool: asyncpg.Pool,
+    site: uuid.UUID,
+    kinds: dict[uuid.UUID, tuple[str, str | None, Decimal | None]],
+    delta: Meter,
+    quota: int,
+    cap: int,
+) -> list[tuple[datetime, uuid.UUID, str, str, Decimal, Decimal]]:
+    """The notifications that must exist, from the site's ledger rows and voids alone: its
+    transactions in ledger order (a batch: the rows sharing a ledgered_at; a void: its voided_at),
+    each deciding every rule for the billing months it touched, with each value recounted."""
+    rows = await pool.fetch(
+        "SELECT event_id, billing_month, quantity, event_type, properties, ledgered_at "
+        "FROM ingest_idempotency WHERE site_id = $1",
+        site,
+    )
+    voids = await pool.fetch(
+        "SELECT event_id, booked_month, voided_at FROM billing_voids WHERE site_id = $1", site
+    )
+    row_of = {r["event_id"]: r for r in rows}
+
+    def contribution(meter: str | None, r: asyncpg.Record) -> Decimal:
+        if meter is None or meter == "events":  # the builtins read the invoice's event count
+            return Decimal(1)
+        if meter == "quantity":
+            return Decimal(r["quantity"])
+        if r["event_type"] != delta.event_type or r["ledgered_at"] < delta.created_at:
+            return Decimal(0)
+        props = r["properties"]
+        props = orjson.loads(props) if isinstance(props, str) else props or {}
+        value = props.get("delta")
+        return Decimal(value) if isinstance(value, int) else Decimal(0)
+
+    touched: dict[datetime, set[date]] = defaultdict(set)
+    for r in rows:
+        touched[r["ledgered_at"]].add(r["billing_month"])
+    for v in voids:
+        touched[v["voided_at"]].add(v["booked_month"])
+    decisions = []
+    for t in sorted(touched):
+        for month in sorted(touched[t]):
+            live = [r for r in rows if r["ledgered_at"] <= t and r["billing_month"] == month]
+            gone = [
+                row_of[v["event_id"]] for v in voids if v["voided_at"] <= t and v["booked_month"] == month
+            ]
+            for rule_id, (kind, meter, threshold) in kinds.items():
+                value = sum((contribution(meter, r) for r in live), Decimal(0)) - sum(
+                    (contribution(meter, r) for r in gone), Decimal(0)
+                )
+                decisions.append(
+                    (t, rule_id, f"{month:%Y-%m}", value, alert_oracle.line(kind, threshold, quota, cap))
+                )
+    found, _ = alert_oracle.notifications(decisions)
+    return found

@@ -37,6 +37,8 @@ from opsmantik.meters.definitions import QUANTITY, Meter
 from opsmantik.meters.jsonpath import parse
 from opsmantik.meters.values import Skip, event_data, value_of
 
+from tests.support import alert_oracle as oracle
+
 MONTHS = (date(2026, 10, 1), date(2026, 11, 1))
 T0 = datetime(2026, 9, 1, tzinfo=UTC)
 DELTA_TYPE = "llm_call"  # the `delta` meter's event type; other events are `api_call`
@@ -79,19 +81,6 @@ def contribution(slug: str, e: Event) -> Decimal:
     if isinstance(e.delta, str) and e.delta.replace(".", "", 1).lstrip("-").isdigit():
         return Decimal(e.delta)
     return Decimal(0)
-
-
-def oracle_line(kind: str, threshold: Decimal | None, quota: int | None, cap: int | None) -> Decimal | None:
-    """docs/alerts.md: quota-80 at ⌈0.8 × quota⌉ events, quota-100 at the quota, hard-cap at the
-    cap, a meter rule at its threshold; a zero quota or cap is reached by the first event."""
-    if kind == "meter":
-        return threshold
-    limit = cap if kind == "hard_cap" else quota
-    if limit is None:
-        return None
-    if kind == "quota_80":
-        return Decimal(max(1, (limit * 4 + 4) // 5))  # ⌈0.8 × limit⌉ in integers
-    return Decimal(max(1, limit))
 
 
 @dataclass
@@ -147,24 +136,21 @@ def expected_notifications(
 ) -> tuple[list[Expected], dict[tuple[uuid.UUID, int], bool]]:
     """`decisions`: per transaction that decided (a batch with new rows, a void), the (site,
     month) pairs it touched, the rules existing then and the sites' (quota, cap) then."""
-    above: dict[tuple[uuid.UUID, int], bool] = defaultdict(bool)
-    out: list[Expected] = []
-    for txn, touched, rules, limits in decisions:
-        for rule in rules:
-            for site, month in sorted(touched):
-                if site != rule.site:
-                    continue
-                quota, cap = limits[site]
-                line = oracle_line(rule.kind, rule.threshold, quota, cap)
-                if line is None:
-                    continue  # no quota/cap now: the rule keeps its state
-                value = ledger.value(rule, month, txn)
-                now_above = value >= line
-                if now_above != above[(rule.rule_id, month)]:
-                    kind = crossings.CROSSED if now_above else crossings.RESOLVED
-                    out.append((txn, rule.rule_id, f"{MONTHS[month]:%Y-%m}", kind, value, line))
-                    above[(rule.rule_id, month)] = now_above
-    return out, dict(above)
+    seq = [
+        (
+            txn,
+            rule.rule_id,
+            month,
+            ledger.value(rule, month, txn),
+            oracle.line(rule.kind, rule.threshold, *limits[site]),
+        )
+        for txn, touched, rules, limits in decisions
+        for rule in rules
+        for site, month in sorted(touched)
+        if site == rule.site
+    ]
+    found, over = oracle.notifications(seq)
+    return [(t, r, f"{MONTHS[m]:%Y-%m}", k, v, at) for t, r, m, k, v, at in found], over
 
 
 # ---------------------------------------------------------------------------------------------
