@@ -52,6 +52,7 @@ class Sent:
 
 
 stack = stack_fixture("key-flood")
+pytestmark = pytest.mark.own_stack  # a private stack: make test's second lane (scripts/test.sh)
 
 
 @pytest.fixture(scope="module")

@@ -35,7 +35,7 @@ from tests.support.pipeline import OPSMANTIK, Pipeline, env_for, message, produc
 from tests.support.process import wait_until
 from tests.support.stacks import private_stack, stack_settings
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.own_stack]
 MONTH = datetime.now(UTC).strftime("%Y-%m")
 
 

@@ -42,7 +42,7 @@ from tests.support.pipeline import Pipeline, wait_for
 from tests.support.process import free_port_block, wait_until
 from tests.support.stacks import private_stack
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.own_stack]
 MONTH = datetime.now(UTC).strftime("%Y-%m")
 PHASE_S = float(os.environ.get("OPSMANTIK_DR_PHASE_S", "3"))
 CLIENTS = 4

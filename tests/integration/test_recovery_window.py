@@ -29,7 +29,7 @@ from tests.integration.test_recovery import destroy
 from tests.support.pipeline import message
 from tests.support.stacks import private_stack
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.own_stack]
 ARCHIVE_TIMEOUT_S = 5
 WRITE_S = 12.0
 INSERT = (

@@ -9,6 +9,8 @@ from opsmantik.devstack.stack import Stack, StackError, _as_pg_owner
 
 from tests.support.stacks import stack_fixture
 
+pytestmark = pytest.mark.own_stack  # a private stack: make test's second lane (scripts/test.sh)
+
 
 def _psql(stack: Stack, sql: str) -> str:
     return stack._psql(sql, db="opsmantik")

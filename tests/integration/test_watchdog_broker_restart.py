@@ -21,10 +21,13 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
 from opsmantik.config import Settings
 from opsmantik.kafka.topics import ensure_topics
 
 from tests.chaos.harness import ChaosStack
+
+pytestmark = pytest.mark.own_stack  # a private stack: make test's second lane (scripts/test.sh)
 
 CHILD = """
 import sys, time

@@ -42,7 +42,7 @@ from tests.support.pipeline import Pipeline
 from tests.support.process import Process, free_port
 from tests.support.stacks import new_stack, remove
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.own_stack]
 ARTIFACTS = ROOT / ".local" / "artifacts" / "status-page"
 DASHBOARD = ROOT / "deploy" / "grafana" / "dashboards" / "opsmantik-slo.json"
 REFRESH_S = 1.0

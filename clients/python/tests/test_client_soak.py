@@ -31,6 +31,7 @@ from tests.support.stacks import stack_fixture, stack_settings
 
 pytestmark = [
     pytest.mark.integration,
+    pytest.mark.own_stack,
     pytest.mark.skipif(os.environ.get("OPSMANTIK_CLIENT_SOAK") != "1", reason="long form: make client-soak"),
 ]
 
