@@ -16,9 +16,7 @@ ROOTS = [ROOT / "tests", ROOT / "clients" / "python" / "tests"]
 
 
 def modules() -> list[Path]:
-    return sorted(
-        p for r in ROOTS for p in r.rglob("test_*.py") if "unit" not in p.relative_to(ROOT).parts
-    )
+    return sorted(p for r in ROOTS for p in r.rglob("test_*.py") if "unit" not in p.relative_to(ROOT).parts)
 
 
 def test_every_private_stack_module_is_in_the_own_stack_lane_and_only_those() -> None:
