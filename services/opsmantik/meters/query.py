@@ -223,7 +223,12 @@ async def run(conn: asyncpg.Connection, meter: Meter, q: MeterQuery, sites: list
         "billing_month" in q.group_by,
     )
     sql = Q["unique_count"] if meter.aggregation == "UNIQUE_COUNT" else Q["aggregate"]
-    records = await conn.fetch(sql, *args, timeout=30)
+    # No JIT: the windows' unnest makes the planner overestimate the rows by orders of magnitude, and
+    # compiling the plan then cost ~0.5 s of a query that runs in tens of ms (MINUTE windows over a
+    # day, docs/benchmarks.md "Meters"). Same rows either way: JIT only changes how they are computed.
+    async with conn.transaction():
+        await conn.execute("SET LOCAL jit = off")
+        records = await conn.fetch(sql, *args, timeout=30)
     if len(records) > MAX_ROWS:
         raise BadQuery(
             "windowSize", f"the answer has more than {MAX_ROWS} rows: a larger window or fewer groups"
