@@ -60,15 +60,16 @@ SELECT pg_total_relation_size(to_regclass($1))::bigint AS total
 -- name: add_idle_sites
 -- The tenants scenario (tests/bench/tenants.py): $2 sites with a hard cap and one event this month
 -- ($3) and one the month before, each an invoice row with its ledger row behind it (reconcile finds
--- no drift, billing close states each site), none of which sends anything.
+-- no drift, billing close states each site), none of which sends anything: their invoice rows were
+-- last updated at the month's start (idle since).
 WITH s AS (
     INSERT INTO sites (name, hard_cap) SELECT $1 || g, 1000000000 FROM generate_series(1, $2::int) g
     RETURNING site_id
 ), m AS (
     SELECT unnest(ARRAY[$3::date, ($3::date - interval '1 month')::date]) AS month
 ), u AS (
-    INSERT INTO site_usage_monthly (site_id, month, events, quantity)
-    SELECT site_id, month, 1, 1 FROM s, m
+    INSERT INTO site_usage_monthly (site_id, month, events, quantity, updated_at)
+    SELECT site_id, month, 1, 1, month + interval '1 hour' FROM s, m
     RETURNING 1
 ), l AS (
     INSERT INTO ingest_idempotency (site_id, event_id, event_type, occurred_at, usage_month, billing_month,

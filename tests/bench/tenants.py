@@ -2,8 +2,12 @@
 database (issue 28).
 
 Each level adds idle sites (a hard cap, one event this month and one last month, each with its
-ledger row behind its invoice row, so reconcile finds no drift; no traffic), then, for this
-checkout and for `--before`'s:
+ledger row behind its invoice row, so reconcile finds no drift; the invoice rows last updated at
+the month's start: idle since; no traffic). Then, with no service running, `reconcile` of the month
+(this checkout's and `--before`'s CLI; the full comparison, which the worker's incremental passes
+then start from), this checkout's `sla-report` of the month and `billing close` of last month
+(grace 0; reopened afterwards, so the next level closes it again), in wall seconds, CLI start-up
+included. Then, for this checkout and for `--before`'s:
 
 - a fresh gateway: its CPU with no traffic at all (the background refreshes alone, as a share of
   one core), single events from one site with a hard cap paced at 150 requests/s (its p99, against
@@ -11,13 +15,10 @@ checkout and for `--before`'s:
 - a fresh worker (the periodic reconcile every RECONCILE_S, not the 300 s default, so the idle
   window holds passes), once its first pass is done (its drift gauge of the month exported) and the
   gateway phase's events ledgered: its CPU and Postgres' with no traffic, then its CPU per event
-  under single events paced at 150 requests/s;
-- `reconcile` of the month (that checkout's CLI).
+  under single events paced at 150 requests/s.
 
-Then, once a level, this checkout's `sla-report` of the month and `billing close` of last month
-(grace 0; reopened afterwards, so the next level closes it again). Wall seconds, CLI start-up
-included. `--quick` stops at 10,000 sites; `--smoke` measures 100 only (1 s windows, the kept
-worker of end-to-end's topic, the commands at once).
+`--quick` stops at 10,000 sites; `--smoke` measures 100 only (1 s windows, the kept worker of
+end-to-end's topic, the commands at once).
 """
 
 from __future__ import annotations
@@ -73,10 +74,12 @@ def tenants(bench: Bench) -> None:
             bench.env.query("add_idle_sites", f"bench-idle-{present}-", level - present, month)
             bench.say(f"  added {level - present:,} idle sites in {time.monotonic() - t0:.1f} s")
             present = level
+        # First the commands (no service running): `reconcile` compares every site, and makes that
+        # the kept figures the worker's incremental passes start from.
+        _commands(bench, level, month, last)
         # `--before PATH`: that checkout's gateway, worker and reconcile at the same level, same run
         for label, env in [("", {}), *([(" (before)", bench.before_env())] if bench.before else [])]:
             _level(bench, sender, level, label, env, month, empty_p99)
-        _commands(bench, level, month, last)
 
 
 def _level(
