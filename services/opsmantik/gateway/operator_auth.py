@@ -24,7 +24,7 @@ from aiohttp import web
 
 from opsmantik.gateway.auth import SiteAuth
 from opsmantik.gateway.routes_api import authenticate
-from opsmantik.gateway.state import STATE, error
+from opsmantik.gateway.state import STATE, error, unavailable
 from opsmantik.tokens import TOKEN_PREFIX, Operator, operator_by_token, tag_verifies
 
 __all__ = ["Operator", "require_operator", "resolve"]
@@ -51,9 +51,7 @@ async def resolve(request: web.Request) -> SiteAuth | Operator | web.Response:
         async with state.pool.acquire(timeout=LOOKUP_TIMEOUT_S) as conn:
             operator = await operator_by_token(conn, credential, LOOKUP_TIMEOUT_S)
     except Exception:  # noqa: BLE001 - Postgres down or slow: retry is safe
-        return error(
-            503, "unavailable", "cannot verify the token right now; retrying is safe", {"Retry-After": "1"}
-        )
+        return unavailable("verify the token")
     if operator is None:
         state.metrics.auth_refused("unknown_operator_token")
         await state.keys.pacer.pause()

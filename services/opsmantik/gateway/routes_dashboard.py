@@ -27,14 +27,22 @@ from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import asyncpg
-import orjson
 from aiohttp import web
 
 from opsmantik import portal
 from opsmantik.db.queries import package_queries
 from opsmantik.errors import NotFound
 from opsmantik.gateway.operator_auth import require_operator
-from opsmantik.gateway.state import STATE, error, invalid_query, json_response
+from opsmantik.gateway.state import (
+    DB_ERRORS,
+    STATE,
+    error,
+    invalid_query,
+    json_object,
+    json_response,
+    limit_param,
+    unavailable,
+)
 from opsmantik.meters import definitions, query, windows
 from opsmantik.sites import UnknownSite
 
@@ -56,7 +64,6 @@ LAG_WINDOW = timedelta(minutes=5)
 DEFAULT_TOP, MAX_TOP = 10, 100
 DEFAULT_DEAD_LETTERS, MAX_DEAD_LETTERS = 20, 100
 MAX_BODY = 4096
-DB_ERRORS = (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError)
 # No caching (the figures move; the page must not outlive its token in a cache), no referrer
 # (the page's URL holds the token), no framing.
 PRIVATE = {
@@ -122,9 +129,7 @@ async def authorize(request: web.Request, page: bool = False) -> portal.Claims |
         async with state.pool.acquire(timeout=2.0) as conn:
             live = await portal.active(conn, claims)
     except DB_ERRORS:
-        return error(
-            503, "unavailable", "cannot check the token right now; retrying is safe", {"Retry-After": "1"}
-        )
+        return unavailable("check the token")
     if not live:
         return _unauthorized("this portal token was revoked", page)
     return claims
@@ -132,12 +137,6 @@ async def authorize(request: web.Request, page: bool = False) -> portal.Claims |
 
 def _answer(body: object) -> web.Response:
     return json_response(200, body, PRIVATE)
-
-
-def _unavailable() -> web.Response:
-    return error(
-        503, "unavailable", "cannot read the figures right now; retrying is safe", {"Retry-After": "1"}
-    )
 
 
 def _iso(t: datetime | None) -> str | None:
@@ -188,7 +187,7 @@ async def summary(request: web.Request) -> web.Response:
             lag = await conn.fetchrow(Q["ledger_lag"], now - LAG_WINDOW, timeout=DB_TIMEOUT_S)
             pending = await conn.fetchval(Q["outbox_pending"], claims.site_id, timeout=DB_TIMEOUT_S)
     except DB_ERRORS:
-        return _unavailable()
+        return unavailable("read the figures")
     if row is None:  # the site was deleted under a live token
         return _unauthorized("this portal token's site no longer exists", False)
     return _answer(
@@ -224,7 +223,7 @@ async def meters(request: web.Request) -> web.Response:
         async with request.app[STATE].pool.acquire(timeout=2.0) as conn:
             found = await definitions.load(conn)
     except DB_ERRORS:
-        return _unavailable()
+        return unavailable("read the figures")
     return _answer(
         [{"slug": m.slug, "aggregation": m.aggregation, "groups": ["subject", *m.group_by]} for m in found]
     )
@@ -298,7 +297,7 @@ async def series(request: web.Request) -> web.Response:
     except NotFound as exc:
         return error(404, "not_found", str(exc))
     except DB_ERRORS:
-        return _unavailable()
+        return unavailable("read the figures")
     return _answer(
         {
             "meter": meter.slug,
@@ -330,22 +329,13 @@ def filled(answer: query.Answer, size: str, zone: ZoneInfo, label: str) -> dict[
     }
 
 
-def _limit(request: web.Request, default: int, cap: int) -> int | web.Response:
-    raw = request.query.get("limit")
-    if raw is None:
-        return default
-    if not (raw.isascii() and raw.isdigit() and 1 <= int(raw) <= cap):
-        return invalid_query("limit", f"must be an integer from 1 to {cap}")
-    return int(raw)
-
-
 async def top(request: web.Request) -> web.Response:
     got = await _meter_request(request)
     if isinstance(got, web.Response):
         return got
     claims, slug, period = got
     group = request.query.get("group", "subject")
-    limit = _limit(request, DEFAULT_TOP, MAX_TOP)
+    limit = limit_param(request, DEFAULT_TOP, MAX_TOP)
     if isinstance(limit, web.Response):
         return limit
     try:
@@ -360,7 +350,7 @@ async def top(request: web.Request) -> web.Response:
     except NotFound as exc:
         return error(404, "not_found", str(exc))
     except DB_ERRORS:
-        return _unavailable()
+        return unavailable("read the figures")
     rows = [
         {"group": r.subject if group == "subject" else r.group_by.get(group), "value": r.value}
         for r in answer.rows
@@ -383,14 +373,14 @@ async def dead_letters(request: web.Request) -> web.Response:
     claims = await authorize(request)
     if isinstance(claims, web.Response):
         return claims
-    limit = _limit(request, DEFAULT_DEAD_LETTERS, MAX_DEAD_LETTERS)
+    limit = limit_param(request, DEFAULT_DEAD_LETTERS, MAX_DEAD_LETTERS)
     if isinstance(limit, web.Response):
         return limit
     try:
         async with request.app[STATE].pool.acquire(timeout=2.0) as conn:
             rows = await conn.fetch(Q["recent_dead_letters"], claims.site_id, limit, timeout=DB_TIMEOUT_S)
     except DB_ERRORS:
-        return _unavailable()
+        return unavailable("read the figures")
     return _answer(
         {
             "events": [
@@ -408,15 +398,9 @@ async def mint_token(request: web.Request) -> web.Response:
     operator = await require_operator(request)
     if isinstance(operator, web.Response):
         return operator
-    raw = await request.content.read(MAX_BODY + 1)
-    if len(raw) > MAX_BODY:
-        return error(413, "payload_too_large", f"the body is at most {MAX_BODY} bytes")
-    try:
-        doc = orjson.loads(raw or b"{}")
-    except orjson.JSONDecodeError:
-        return invalid_query("body", 'not JSON: {"site_id": "<uuid>", "ttl": "1h"}')
-    if not isinstance(doc, dict):
-        return invalid_query("body", 'a JSON object: {"site_id": "<uuid>", "ttl": "1h"}')
+    doc = await json_object(request, MAX_BODY, '{"site_id": "<uuid>", "ttl": "1h"}')
+    if isinstance(doc, web.Response):
+        return doc
     try:
         site_id = uuid.UUID(str(doc.get("site_id")))
     except ValueError:
@@ -439,7 +423,7 @@ async def mint_token(request: web.Request) -> web.Response:
     except UnknownSite as exc:
         return error(404, "not_found", str(exc))
     except DB_ERRORS:
-        return _unavailable()
+        return unavailable("read the figures")
     return json_response(201, token_body(new, state.settings.dashboard_base_url), PRIVATE)
 
 
@@ -466,7 +450,7 @@ async def revoke_token(request: web.Request) -> web.Response:
         async with request.app[STATE].pool.acquire(timeout=2.0) as conn:
             revoked = await portal.revoke(conn, token_id)
     except DB_ERRORS:
-        return _unavailable()
+        return unavailable("read the figures")
     if not revoked:
         return error(404, "not_found", f"no active portal token {token_id}")
     return web.Response(status=204)

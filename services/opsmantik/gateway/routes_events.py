@@ -25,7 +25,7 @@ from opsmantik.events import CLOUDEVENT_ID, EVENT_ID
 from opsmantik.gateway.auth import SiteAuth
 from opsmantik.gateway.cloudevents import MAX_ID_CHARS, MAX_SOURCE_CHARS, NO_SPACE, ledger_event_id
 from opsmantik.gateway.operator_auth import Operator, resolve
-from opsmantik.gateway.state import STATE, error, invalid_query, json_response
+from opsmantik.gateway.state import STATE, error, invalid_query, json_response, limit_param
 
 Q = package_queries("opsmantik.gateway", "events_lookup.sql")
 PATH = "/api/v1/events"  # GET: the list (POST, the CloudEvents ingest, is routes_cloudevents.py)
@@ -169,15 +169,6 @@ async def lookup(request: web.Request) -> web.Response:
     return json_response(404 if found["status"] == "unknown" else 200, body)
 
 
-def query_limit(request: web.Request) -> int | web.Response:
-    raw = request.query.get("limit")
-    if raw is None:
-        return DEFAULT_LIMIT
-    if not (raw.isascii() and raw.isdigit() and 1 <= int(raw) <= MAX_LIMIT):
-        return invalid_query("limit", f"must be an integer from 1 to {MAX_LIMIT}")
-    return int(raw)
-
-
 async def list_events(request: web.Request) -> web.Response:
     caller = await resolve(request)
     if isinstance(caller, web.Response):
@@ -186,7 +177,7 @@ async def list_events(request: web.Request) -> web.Response:
         return invalid_query(
             "status", 'must be "dead_lettered" (the one list served: the site\'s recent dead letters)'
         )
-    limit = query_limit(request)
+    limit = limit_param(request, DEFAULT_LIMIT, MAX_LIMIT)
     if isinstance(limit, web.Response):
         return limit
     site_id = site_scope(request, caller)  # after the 400s, as in lookup

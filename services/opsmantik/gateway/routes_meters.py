@@ -14,21 +14,18 @@ import csv
 import io
 import uuid
 
-import asyncpg
-import orjson
 from aiohttp import web
 
 from opsmantik.errors import NotFound
 from opsmantik.gateway.auth import SiteAuth
 from opsmantik.gateway.operator_auth import resolve
-from opsmantik.gateway.state import STATE, error, json_response
+from opsmantik.gateway.state import DB_ERRORS, STATE, error, json_object, json_response, unavailable
 from opsmantik.meters import definitions, query
 
 MAX_POST_BYTES = 64 * 1024
 # A POST body's keys: the repeatable parameters are lists, the others strings (filterGroupBy an object).
 LIST_PARAMS = frozenset({"subject", "groupBy", "filterCustomerId"})
 SCALAR_PARAMS = frozenset({"from", "to", "windowSize", "windowTimeZone"})
-DB_ERRORS = (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError)
 
 
 async def _caller(request: web.Request) -> list[uuid.UUID] | None | web.Response:
@@ -47,12 +44,6 @@ def bad(parameter: str, message: str) -> web.Response:
     return json_response(400, {"error": "invalid_request", "message": message, "details": [detail]})
 
 
-def _unavailable() -> web.Response:
-    return error(
-        503, "unavailable", "cannot read the meters right now; retrying is safe", {"Retry-After": "1"}
-    )
-
-
 async def list_meters(request: web.Request) -> web.Response:
     caller = await _caller(request)
     if isinstance(caller, web.Response):
@@ -61,7 +52,7 @@ async def list_meters(request: web.Request) -> web.Response:
         async with request.app[STATE].pool.acquire(timeout=2.0) as conn:
             meters = await definitions.load(conn)
     except DB_ERRORS:
-        return _unavailable()
+        return unavailable("read the meters")
     return json_response(200, [m.as_dict() for m in meters])
 
 
@@ -75,7 +66,7 @@ async def get_meter(request: web.Request) -> web.Response:
     except NotFound as exc:
         return error(404, "not_found", str(exc))
     except DB_ERRORS:
-        return _unavailable()
+        return unavailable("read the meters")
     return json_response(200, meter.as_dict())
 
 
@@ -85,15 +76,9 @@ async def _params(request: web.Request) -> list[tuple[str, str]] | web.Response:
     params = list(request.query.items())
     if request.method != "POST":
         return params
-    body = await request.content.read(MAX_POST_BYTES + 1)
-    if len(body) > MAX_POST_BYTES:
-        return error(413, "payload_too_large", f"a query body is at most {MAX_POST_BYTES} bytes")
-    try:
-        doc = orjson.loads(body or b"{}")
-    except orjson.JSONDecodeError:
-        return bad("body", "not JSON")
-    if not isinstance(doc, dict):
-        return bad("body", "a JSON object of query parameters")
+    doc = await json_object(request, MAX_POST_BYTES, 'the query parameters, e.g. {"windowSize": "DAY"}', bad)
+    if isinstance(doc, web.Response):
+        return doc
     for k, v in doc.items():
         refused = _body_param(k, v, params)
         if refused is not None:
@@ -166,7 +151,7 @@ async def query_meter(request: web.Request) -> web.Response:
     except query.BadQuery as exc:
         return bad(exc.parameter, str(exc))
     except DB_ERRORS:
-        return _unavailable()
+        return unavailable("read the meters")
     if "text/csv" in request.headers.get("Accept", ""):
         return _csv(answer, meter)
     return json_response(200, answer.as_dict())

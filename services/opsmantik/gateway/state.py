@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import asyncio
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import asyncpg
 import orjson
@@ -44,6 +46,8 @@ class State:
 
 STATE: web.AppKey[State] = web.AppKey("state", State)
 OUTCOMES: web.RequestKey[Counter[str]] = web.RequestKey("outcomes", Counter)
+# Postgres unreachable, failing or slow: a read route answers them with unavailable().
+DB_ERRORS = (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError)
 
 
 def json_response(status: int, body: object, headers: dict[str, str] | None = None) -> web.Response:
@@ -61,3 +65,38 @@ def invalid_query(field: str, message: str) -> web.Response:
     return json_response(
         400, {"error": "invalid_request", "details": [{"index": None, "field": field, "message": message}]}
     )
+
+
+def unavailable(what: str) -> web.Response:
+    """503 when Postgres cannot serve the request now: "cannot {what} right now"."""
+    return error(503, "unavailable", f"cannot {what} right now; retrying is safe", {"Retry-After": "1"})
+
+
+def limit_param(request: web.Request, default: int, cap: int) -> int | web.Response:
+    """`?limit=`: an integer from 1 to `cap` (absent: `default`), or the 400 naming it."""
+    raw = request.query.get("limit")
+    if raw is None:
+        return default
+    if not (raw.isascii() and raw.isdigit() and 1 <= int(raw) <= cap):
+        return invalid_query("limit", f"must be an integer from 1 to {cap}")
+    return int(raw)
+
+
+async def json_object(
+    request: web.Request,
+    max_bytes: int,
+    expected: str,
+    invalid: Callable[[str, str], web.Response] = invalid_query,
+) -> dict[str, Any] | web.Response:
+    """The body as a JSON object (an empty body is {}), or the refusal: 413 over `max_bytes`, else
+    `invalid("body", ...)` telling the caller what to send (`expected`)."""
+    raw = await request.content.read(max_bytes + 1)
+    if len(raw) > max_bytes:
+        return error(413, "payload_too_large", f"the body is at most {max_bytes} bytes")
+    try:
+        doc = orjson.loads(raw or b"{}")
+    except orjson.JSONDecodeError:
+        return invalid("body", f"not JSON; send {expected}")
+    if not isinstance(doc, dict):
+        return invalid("body", f"not a JSON object; send {expected}")
+    return doc
