@@ -7,6 +7,7 @@ by construction, so the test does not ask the code under test what is valid."""
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import os
 import random
@@ -192,12 +193,13 @@ async def test_hostile_messages_are_dead_lettered_and_valid_ones_ledgered(
     valid = {ident for _p, _o, ok, ident in delivered if ok}
     hostile = {(part, off) for part, off, ok, _i in delivered if not ok}
 
+    ours = [(part, off) for part, off, _ok, _i in delivered]  # the topic's other tests' are not ours
+
     async def settled() -> bool:
         ledger = await pool.fetchval(
             "SELECT count(*) FROM ingest_idempotency WHERE site_id = ANY($1)", site_ids
         )
-        dead = await pool.fetchval("SELECT count(*) FROM ingest_dead_letter WHERE topic = $1", s.topic)
-        return ledger == len(valid) and dead == len(hostile)
+        return ledger == len(valid) and len(await dead_letters_at(pool, s.topic, ours)) == len(hostile)
 
     await wait_for(settled, 90, 0.2, f"{len(valid)} ledger rows and {len(hostile)} dead letters")
 
@@ -208,12 +210,7 @@ async def test_hostile_messages_are_dead_lettered_and_valid_ones_ledgered(
         )
     }
     assert ledger == valid
-    dead = [
-        (r[0], r[1])
-        for r in await pool.fetch(
-            "SELECT kafka_partition, kafka_offset FROM ingest_dead_letter WHERE topic = $1", s.topic
-        )
-    ]
+    dead = [(r["kafka_partition"], r["kafka_offset"]) for r in await dead_letters_at(pool, s.topic, ours)]
     assert sorted(dead) == sorted(hostile)  # each hostile message once, no valid one among them
     worker = pipeline.worker
     assert worker.alive(), worker.tail()
@@ -224,3 +221,150 @@ async def test_hostile_messages_are_dead_lettered_and_valid_ones_ledgered(
         f"topic fuzz: {len(valid)} valid ledgered once, {len(hostile)} hostile dead-lettered once, "
         "0 worker restarts"
     )
+
+
+async def dead_letters_at(
+    pool: asyncpg.Pool, topic: str, offsets: list[tuple[int, int]]
+) -> list[asyncpg.Record]:
+    """The dead letters at these (partition, offset)s of the topic (a test's own messages)."""
+    return await pool.fetch(
+        "SELECT d.kafka_partition, d.kafka_offset, d.reason FROM ingest_dead_letter d "
+        "JOIN unnest($2::int[], $3::bigint[]) AS o(p, f) ON d.kafka_partition = o.p AND d.kafka_offset = o.f "
+        "WHERE d.topic = $1",
+        topic,
+        [p for p, _ in offsets],
+        [f for _, f in offsets],
+    )
+
+
+ABSENT = object()
+# The topic's subject rule (docs/design.md, schemas/event.v1.json): absent or null is none; else a
+# string of 1-256 characters (code points) without NUL. (label, subject, stored subject or REFUSED)
+REFUSED = object()
+SUBJECTS: list[tuple[str, object, object]] = [
+    ("missing", ABSENT, None),
+    ("null", None, None),
+    ("empty", "", REFUSED),
+    ("one", "c", "c"),
+    ("256", "s" * 256, "s" * 256),
+    ("257", "s" * 257, REFUSED),
+    ("256-astral", "\U0001f600" * 256, "\U0001f600" * 256),  # 512 UTF-16 units, 1,024 UTF-8 bytes
+    ("257-astral", "\U0001f600" * 257, REFUSED),
+    ("256-combining", "e\u0301" * 128, "e\u0301" * 128),  # 128 glyphs, 256 code points
+    ("257-combining", "e\u0301" * 128 + "x", REFUSED),
+    (
+        "unicode",
+        "cust-\u30af\u00e9\u2028\u202e\U0001f469\u200d\U0001f467",
+        "cust-\u30af\u00e9\u2028\u202e\U0001f469\u200d\U0001f467",
+    ),
+    ("controls", "\x01\t\x1f\x7f", "\x01\t\x1f\x7f"),  # only NUL is refused
+    ("space", " ", " "),
+    ("int", 7, REFUSED),
+    ("float", 1.5, REFUSED),
+    ("bool", True, REFUSED),
+    ("list", ["cust"], REFUSED),
+    ("object", {"id": "cust"}, REFUSED),
+    ("nul", "a\x00b", REFUSED),
+    ("nul-only", "\x00", REFUSED),
+    ("huge", "h" * 200_000, REFUSED),
+    ("lone-surrogate", "\ud800", REFUSED),  # not JSON text orjson accepts, not storable
+]
+
+
+def with_subject(doc: dict[str, object], subject: object, ascii_only: bool) -> bytes:
+    """The message with `subject` set (or absent); escaped ASCII or raw UTF-8 (a lone surrogate
+    written as the bytes it would be, as a broken producer would)."""
+    if subject is ABSENT:
+        doc.pop("subject", None)
+    else:
+        doc["subject"] = subject
+    return json.dumps(doc, ensure_ascii=ascii_only).encode("utf-8", "surrogatepass")
+
+
+def cloudevent_message(site: uuid.UUID, source: str, ce_id: str, subject: object) -> dict[str, object]:
+    """What POST /api/v1/events produces (docs/cloudevents.md "Mapping to the ledger"), built
+    here: event_id ce~ + SHA-256 of [source, id], properties {ce, data}, the subject in both."""
+    event_id = "ce~" + hashlib.sha256(json.dumps([source, ce_id], separators=(",", ":")).encode()).hexdigest()
+    doc = orjson.loads(message(site, event_id))
+    ce: dict[str, object] = {"source": source, "id": ce_id}
+    if subject is not ABSENT and not (isinstance(subject, str) and len(subject) > 1000):
+        ce["subject"] = subject  # (a huge one only at the top: properties have their own limit)
+    doc["type"] = "prompt"
+    doc["properties"] = {
+        "ce": ce if subject is not ABSENT else {**ce, "subject": "in-properties-only"},
+        "data": {"tokens": 3},
+    }
+    return doc
+
+
+async def test_subject_boundaries_are_ledgered_or_dead_lettered_and_neighbours_go_on(
+    fuzz_settings: Settings, pipeline: Pipeline, pool: asyncpg.Pool
+) -> None:
+    """Each subject case in an /api/sync-shaped and a CloudEvent-shaped message, each between two
+    valid neighbours on its partition, all in one burst (so in shared batches): the valid ones
+    are ledgered with their exact subject (absent and null: none; a CloudEvent's is the message's
+    own `subject`, not properties.ce's), the others dead-lettered once with a reason naming
+    `subject` (a lone surrogate: not JSON at all), every neighbour ledgered, the worker alive.
+    Planted, each fails: 257 characters or a non-string let through (the batch then fails on
+    Postgres and the worker stalls: every message is never accounted for), UTF-8 bytes counted
+    for characters (the 256 emoji refused), null refused."""
+    s = fuzz_settings
+    async with pool.acquire() as conn:
+        site = (await sites.create_site(conn, "fz-subject")).site_id
+    plan: list[tuple[bytes, bytes, str, object, str]] = []  # key, value, event_id, stored, label
+    for label, subject, stored in SUBJECTS:
+        sync_id = f"sub-{label}"
+        ce = cloudevent_message(site, "https://fuzz.example/src", label, subject)
+        for shape, event_id, doc, ascii_only in (
+            ("sync", sync_id, orjson.loads(message(site, sync_id)), True),
+            ("ce", str(ce["event_id"]), ce, False),
+        ):
+            key = f"{site}/{shape}-{label}".encode()  # one partition for the case and its neighbours
+            before, after = f"nb-{shape}-{label}-a", f"nb-{shape}-{label}-b"
+            plan.append((key, message(site, before), before, None, "neighbour"))
+            plan.append((key, with_subject(doc, subject, ascii_only), event_id, stored, label))
+            plan.append((key, message(site, after), after, None, "neighbour"))
+
+    delivered: list[tuple[int, int, str, object, str]] = []
+    errors: list[object] = []
+    p = Producer(producer_config(s))
+    for key, value, event_id, stored, label in plan:
+
+        def report(
+            err: object, msg: object, case: tuple[str, object, str] = (event_id, stored, label)
+        ) -> None:
+            if err:
+                errors.append(err)
+            else:
+                delivered.append((msg.partition(), msg.offset(), *case))  # type: ignore[attr-defined]
+
+        p.produce(s.topic, value, key, on_delivery=report)
+        p.poll(0)
+    assert p.flush(60) == 0 and not errors, errors
+    assert len(delivered) == len(plan)
+    offsets = [(part, off) for part, off, *_ in delivered]
+    valid = {e: stored for _p, _o, e, stored, _l in delivered if stored is not REFUSED}
+    hostile = {(part, off): label for part, off, _e, stored, label in delivered if stored is REFUSED}
+
+    async def settled() -> bool:  # every message accounted for (which way: asserted below)
+        n = await pool.fetchval("SELECT count(*) FROM ingest_idempotency WHERE site_id = $1", site)
+        return n + len(await dead_letters_at(pool, s.topic, offsets)) >= len(plan)
+
+    await wait_for(settled, 60, 0.2, f"{len(plan)} subject cases and neighbours ledgered or dead-lettered")
+    rows = await pool.fetch("SELECT event_id, subject FROM ingest_idempotency WHERE site_id = $1", site)
+    assert {r["event_id"]: r["subject"] for r in rows} == valid
+    dead = {
+        (r["kafka_partition"], r["kafka_offset"]): r["reason"]
+        for r in await dead_letters_at(pool, s.topic, offsets)
+    }
+    assert dead.keys() == hostile.keys()
+    for at, reason in dead.items():  # a reason naming the field (a lone surrogate: not JSON at all)
+        assert ("not JSON" if hostile[at] == "lone-surrogate" else "subject:") in reason, (
+            hostile[at],
+            reason,
+        )
+    worker = pipeline.worker
+    assert worker.alive(), worker.tail()
+    log = worker.log.read_text(errors="replace")
+    for sign in ("crashed", "WATCHDOG", "giving up", "decoder error"):
+        assert sign not in log, worker.tail(60)
