@@ -14,12 +14,13 @@ from pathlib import Path
 from typing import Any
 
 import asyncpg
+import openmeter
 import orjson
 import pytest
 import yaml
 from aiohttp.test_utils import TestClient, TestServer
 from cloudevents.core.bindings import kafka as ce_kafka
-from cloudevents.core.bindings.http import to_structured
+from cloudevents.core.bindings.http import to_binary, to_structured
 from cloudevents.core.formats.json import JSONFormat
 from cloudevents.core.v1.event import CloudEvent
 from confluent_kafka import Consumer, TopicPartition
@@ -360,3 +361,56 @@ async def test_answers_count_in_the_sla_and_slo_rollups(client: TestClient, pool
     await wait_for(counted, what="received 2, persisted 1, invalid 1 in the SLA rollup")
     metrics = await (await client.get("/metrics")).text()
     assert 'route="/api/v1/events"' in metrics
+
+
+async def test_the_sdks_subject_reaches_the_ledger_and_the_meters_grouped_by_subject(
+    client: TestClient, pipeline: Pipeline, pool: asyncpg.Pool
+) -> None:
+    """A subject set with the `cloudevents` SDK, sent in structured mode (one event,
+    application/cloudevents+json) and in the SDK's JSON batch, is the ledger row's `subject`, and
+    the `events` meter read with the `openmeter` SDK grouped by subject (the reserved group-by
+    key) and filtered by it counts each subject's events. HTTP binary mode (`ce-*` headers, the
+    body the data) is not accepted (docs/cloudevents.md): 400, nothing of it stored."""
+    site, key = await new_site(pool)
+    at = datetime.now(UTC).replace(second=0, microsecond=0) - timedelta(minutes=1)
+    subjects = ["customer-\u00e9-1", "cust/2 with space", "s" * 256, "\u5ba2\u6237-\U0001f600"]
+    counts = {subjects[0]: 3, subjects[1]: 2, subjects[2]: 1, subjects[3]: 2}
+    events = [
+        sdk_event(id=f"sub-{i}-{n}", subject=subj, time=at + timedelta(seconds=n), data={"n": n})
+        for i, subj in enumerate(subjects)
+        for n in range(counts[subj])
+    ]
+    structured, batched = events[:2], events[2:]  # subjects[0] by both modes
+    for e in structured:
+        m = to_structured(e, JSONFormat())
+        r = await post(client, key, m.body, m.headers["content-type"])
+        assert r.status == 204, await r.text()
+    r = await post(client, key, sdk_batch(batched))
+    assert r.status == 204, await r.text()
+    binary = to_binary(sdk_event(id="binary-1", subject="by-headers", time=at, data={"n": 1}), JSONFormat())
+    assert binary.headers["ce-subject"] == "by-headers"
+    ce_headers = {k: v for k, v in binary.headers.items() if k.lower() != "content-type"}
+    r = await post(
+        client, key, binary.body, binary.headers.get("content-type", "application/json"), **ce_headers
+    )
+    assert r.status == 400, await r.text()  # the body, {"n": 1}, is no CloudEvent
+    assert {d["field"] for d in (await r.json())["details"]} >= {"specversion", "id", "source", "subject"}
+
+    await wait_for(lambda: _count(pool, site, len(events)), what="the SDK's events in the ledger")
+    rows = await pool.fetch("SELECT event_id, subject FROM ingest_idempotency WHERE site_id = $1", site)
+    assert {r["event_id"]: r["subject"] for r in rows} == {
+        ledger_event_id(e.get_source(), e.get_id()): e.get_subject() for e in events
+    }
+
+    om = openmeter.Client(endpoint=str(client.server.make_url("")).rstrip("/"), token=key)
+    window = {"from_parameter": at, "to": at + timedelta(minutes=1)}
+
+    def read() -> tuple[Any, Any]:
+        return (
+            om.meters.query_json("events", group_by=["subject"], **window),
+            om.meters.query_json("events", subject=[subjects[3], subjects[1]], **window),
+        )
+
+    grouped, filtered = await asyncio.to_thread(read)
+    assert {row.subject: row.value for row in grouped.data} == counts
+    assert {row.subject: row.value for row in filtered.data} == {subjects[3]: 2, subjects[1]: 2}
