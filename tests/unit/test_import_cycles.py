@@ -92,6 +92,7 @@ LAYERS: dict[str, int] = {
     **dict.fromkeys(
         ["opsmantik", "config", "errors", "events", "months", "schema_files", "db", "kafka", "telemetry"], 0
     ),
+    "process": 0,  # the long-running processes' start and run until a signal (relay, dispatcher)
     **dict.fromkeys(["sites", "tokens", "portal"], 1),
     "dashboard": 1,  # the dashboard's static assets (no imports); the gateway serves them
     "meters": 1,  # definitions, aggregates, queries: read by the worker, the gateway and the CLI

@@ -13,17 +13,15 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
-import signal
 import time
 from typing import Any
 
 import aiohttp
 import asyncpg
 
+from opsmantik import process
 from opsmantik.alerts import metrics, outbox, signing, urls
 from opsmantik.config import Settings
-from opsmantik.db.pool import create_pool
-from opsmantik.telemetry import metrics_http
 
 log = logging.getLogger("opsmantik.dispatcher")
 BODY_CAP = 4096  # bytes of a receiver's answer read (kept for last_error); the rest is never read
@@ -49,6 +47,11 @@ class Dispatcher:
         self.in_flight: set[asyncio.Task[None]] = set()
 
     async def run(self, stop: asyncio.Event) -> None:
+        log.info(
+            "dispatcher delivering alert_outbox (concurrency %d, timeout %gs)",
+            self.settings.dispatcher_concurrency,
+            self.timeout_s,
+        )
         next_gauges = 0.0
         while not stop.is_set():
             claimed = 0
@@ -135,36 +138,16 @@ class Dispatcher:
         metrics.DELIVERIES.labels("parked" if result == "parked" else "failed").inc()
         log.info("webhook %s attempt %d failed (%s): %s", row.webhook_id, row.attempts, error, result)
 
-    async def close(self, grace_s: float) -> None:
-        """Let deliveries in flight finish (up to grace_s; the others are retried after their lease)."""
+    async def close(self) -> None:
+        """Let deliveries in flight finish (up to one attempt's timeout; the others are retried
+        after their lease)."""
         if self.in_flight:
-            await asyncio.wait(set(self.in_flight), timeout=grace_s)
+            await asyncio.wait(set(self.in_flight), timeout=self.timeout_s)
             for task in self.in_flight:
                 task.cancel()
         await self.session.close()
 
 
 def main(settings: Settings, args: argparse.Namespace) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
-    metrics_http.serve("dispatcher", settings.metrics_host, settings.dispatcher_metrics_port)
-    return asyncio.run(serve(settings))
-
-
-async def serve(settings: Settings) -> int:
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    pool = await create_pool(settings)
-    dispatcher = Dispatcher(settings, pool)
-    log.info(
-        "dispatcher delivering alert_outbox (concurrency %d, timeout %gs)",
-        settings.dispatcher_concurrency,
-        settings.dispatcher_timeout_s,
-    )
-    try:
-        await dispatcher.run(stop)
-    finally:
-        await dispatcher.close(settings.dispatcher_timeout_s)
-        await pool.close()
-    return 0
+    process.start("dispatcher", settings, settings.dispatcher_metrics_port)
+    return asyncio.run(process.run_until_stopped(settings, Dispatcher))

@@ -91,6 +91,7 @@ class Relay:
 
     async def run(self, stop: asyncio.Event) -> None:
         """Drain until stopped; back off on errors (broker or database away), never give up."""
+        log.info("relay draining ingest_fallback_buffer to %s", self.settings.topic)
         delay = 0.0
         next_metrics = 0.0
         while not stop.is_set():
