@@ -501,11 +501,3 @@ def _line(name: str, text: str) -> str:
 def rule_of(name: str) -> Rule:
     """The rule a Settings field was declared with."""
     return cast(Rule, {f.name: f for f in fields(Settings)}[name].metadata["rule"])
-
-
-def concerns() -> dict[str, list[str]]:
-    """Concern → the environment variables that belong to it, in declaration order."""
-    groups: dict[str, list[str]] = {}
-    for f in fields(Settings):
-        groups.setdefault(rule_of(f.name).concern, []).append(PREFIX + f.name.upper())
-    return groups

@@ -92,7 +92,7 @@ def sign(claims: Claims, secret: str = LOCAL_KEY_SECRET) -> str:
 
 def verify(token: str, secrets_: tuple[str, ...]) -> Claims | None:
     """The claims of a token whose shape and MAC verify under one of the secrets; else None.
-    The expiry is not checked here (`valid_now`): the caller says which refusal it was."""
+    The expiry is not checked here: the caller checks it, to say which refusal it was."""
     if len(token) != TOKEN_CHARS or not token.isascii() or not token.startswith(TOKEN_PREFIX):
         return None
     signed, _, mac_text = token.rpartition(".")

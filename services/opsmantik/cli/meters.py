@@ -1,4 +1,4 @@
-"""`opsmantik meters create|list|show|delete|backfill` (docs/meters.md): printing and exit codes;
+"""`opsmantik meters create|list|show|delete|backfill|compact` (docs/meters.md): printing and exit codes;
 the work is in services/opsmantik/meters/."""
 
 from __future__ import annotations

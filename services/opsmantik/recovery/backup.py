@@ -3,8 +3,9 @@
 - WAL is archived continuously by the server itself (`archive_mode = on`, an `archive_command`
   that copies each finished segment into `<stack>/postgres/wal-archive`; devstack/stack.py writes
   it). `archive_timeout` bounds how old the newest archived WAL can be while there is traffic.
-- `take_backup` is `pg_basebackup -X stream` into `<stack>/postgres/backups/<UTC stamp>/`, with a
-  `opsmantik-backup.json` saying when it started and finished. A backup is restorable to any time
+- `take_backup` is `pg_basebackup -X stream` into `<stack>/postgres/backups/<UTC stamp>/`, with
+  `<UTC stamp>.json` beside it saying when it started and finished (written last: a backup
+  without it did not finish). A backup is restorable to any time
   after it finished and up to the newest archived WAL.
 - `restore` stops the server, moves the data directory aside (never deleted: an operator decides),
   copies the newest backup that finished at or before TIME into place, and starts the server with
@@ -31,7 +32,6 @@ from pathlib import Path
 from opsmantik.devstack.stack import PG_USER, START_TIMEOUT_S, Stack, StackError, _as_pg_owner, pg_bin
 from opsmantik.errors import Refused
 
-MARKER = "opsmantik-backup.json"
 RECOVERY_CONF = "opsmantik-restore.conf"  # included from postgresql.auto.conf during a restore
 
 
