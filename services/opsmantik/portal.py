@@ -28,6 +28,7 @@ import asyncpg
 from opsmantik.config import LOCAL_KEY_SECRET
 from opsmantik.db.queries import package_queries
 from opsmantik.errors import UsageError
+from opsmantik.meters.query import iso
 from opsmantik.sites import UnknownSite
 
 Q = package_queries("opsmantik", "portal.sql")
@@ -174,3 +175,14 @@ async def list_tokens(conn: asyncpg.Connection, site_id: uuid.UUID) -> list[Toke
 
 def dashboard_url(base: str, token: str) -> str:
     return f"{base.rstrip('/')}/dashboard?token={token}"
+
+
+def mint_answer(new: NewToken, base_url: str) -> dict[str, str]:
+    """What a mint answers: POST /api/v1/portal/tokens' body and `opsmantik portal-token --json`."""
+    return {
+        "token": new.token,
+        "url": dashboard_url(base_url, new.token),
+        "expires_at": iso(new.claims.expires_at),
+        "token_id": str(new.claims.token_id),
+        "site_id": str(new.claims.site_id),
+    }

@@ -12,7 +12,6 @@ from opsmantik.cli.args import OK
 from opsmantik.cli.show import json_out, out
 from opsmantik.config import Settings
 from opsmantik.errors import NotFound
-from opsmantik.meters.query import iso
 
 
 async def main(settings: Settings, args: argparse.Namespace) -> int:
@@ -27,13 +26,7 @@ async def main(settings: Settings, args: argparse.Namespace) -> int:
         new = await portal.mint(conn, args.site_id, args.ttl, "cli", secret=settings.key_secret)
     finally:
         await conn.close()
-    body = {
-        "token": new.token,
-        "url": portal.dashboard_url(settings.dashboard_base_url, new.token),
-        "expires_at": iso(new.claims.expires_at),
-        "token_id": str(new.claims.token_id),
-        "site_id": str(new.claims.site_id),
-    }
+    body = portal.mint_answer(new, settings.dashboard_base_url)
     if args.json:
         json_out(body)
     else:

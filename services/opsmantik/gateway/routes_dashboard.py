@@ -424,18 +424,7 @@ async def mint_token(request: web.Request) -> web.Response:
         return error(404, "not_found", str(exc))
     except DB_ERRORS:
         return unavailable("read the figures")
-    return json_response(201, token_body(new, state.settings.dashboard_base_url), PRIVATE)
-
-
-def token_body(new: portal.NewToken, base_url: str) -> dict[str, str]:
-    """The answer of a mint, the CLI's --json too."""
-    return {
-        "token": new.token,
-        "url": portal.dashboard_url(base_url, new.token),
-        "expires_at": query.iso(new.claims.expires_at),
-        "token_id": str(new.claims.token_id),
-        "site_id": str(new.claims.site_id),
-    }
+    return json_response(201, portal.mint_answer(new, state.settings.dashboard_base_url), PRIVATE)
 
 
 async def revoke_token(request: web.Request) -> web.Response:
