@@ -29,10 +29,10 @@ class LedgerStage(Protocol):
     """The seam between the stream (Faust, opsmantik.worker.faust_overrides) and the ledger.
 
     Contract, per batch of raw messages `(value, partition, offset)` in fetch order:
-    1. `begin` writes the batch's ledger rows, invoice counts, dead letters and freshness in ONE
-       Postgres transaction, idempotently (a replayed message adds nothing), and returns only
-       after COMMIT. It starts the billable publish of the batch's canonical rows and returns it
-       as `Committed.published`, not awaited.
+    1. `begin` writes the batch's ledger rows, invoice counts, meter aggregates, alert
+       notifications, dead letters and freshness in ONE Postgres transaction, idempotently (a
+       replayed message adds nothing), and returns only after COMMIT. It starts the billable
+       publish of the batch's canonical rows and returns it as `Committed.published`, not awaited.
     2. The offsets of the batch are committed only after both: `ledger_loop` acks a batch when its
        `published` finished, in the order batches were taken; Faust commits acked offsets only.
     3. Fail-stop, never skip: a batch that cannot be written or published raises (Fatal after its
