@@ -5,7 +5,7 @@ so `make run` works with no environment at all. `Settings.from_env()` gathers ev
 problem before failing, so a misconfigured deployment is fixed in one pass.
 
 The fields are grouped by concern (Kafka, database, gateway, API keys, worker, relay, audit,
-billing, status page, local stack). Each is declared with `setting()`, which keeps its default,
+billing, status page, usage alerts, local stack). Each is declared with `setting()`, which keeps its default,
 its check (bounds, choices, format), a relation to another field where one exists, and its doc
 on the field itself: reading one line tells what a variable accepts, and a field cannot be added
 without saying so (tests/unit/test_config.py).

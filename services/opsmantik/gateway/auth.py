@@ -4,9 +4,9 @@ A known key is served from the cache and re-checked in the background every TTL;
 is down the last known answer stands (known keys keep working). The cache holds the keys in use:
 one not used for `ACTIVE_FOR_S` leaves it at the next refresh (and is looked up again, fresh, on
 its next request), so a refresh reads the active keys' rows, not every key a long-lived process
-has ever seen. A new key is looked up once
-(single flight); an unknown one is remembered as unknown for `unknown_key_ttl_s`. Keys that do
-not even look like ours are refused without a lookup, so a flood of garbage never reaches the DB.
+has ever seen. A new key is looked up once (single flight); an unknown one is remembered as
+unknown for `unknown_key_ttl_s`. Keys that do not even look like ours are refused without a
+lookup, so a flood of garbage never reaches the DB.
 
 Forged keys do look like ours, so a key must also carry its MAC (services/opsmantik/sites.py): a
 tagged key whose tag does not verify is refused in memory ("bad_mac"). A key without a tag (issued
