@@ -25,7 +25,15 @@ from opsmantik.events import CLOUDEVENT_ID, EVENT_ID
 from opsmantik.gateway.auth import SiteAuth
 from opsmantik.gateway.cloudevents import MAX_ID_CHARS, MAX_SOURCE_CHARS, NO_SPACE, ledger_event_id
 from opsmantik.gateway.operator_auth import Operator, resolve
-from opsmantik.gateway.state import STATE, error, invalid_query, json_response, limit_param
+from opsmantik.gateway.state import (
+    DB_ERRORS,
+    STATE,
+    error,
+    invalid_query,
+    json_response,
+    limit_param,
+    unavailable,
+)
 
 Q = package_queries("opsmantik.gateway", "events_lookup.sql")
 PATH = "/api/v1/events"  # GET: the list (POST, the CloudEvents ingest, is routes_cloudevents.py)
@@ -160,11 +168,14 @@ async def lookup(request: web.Request) -> web.Response:
         return site_id
     event_id, cloudevent = named
     pool = request.app[STATE].pool
-    async with (
-        pool.acquire(timeout=2.0) as conn,
-        conn.transaction(isolation="repeatable_read", readonly=True),
-    ):
-        found = await locate(conn, site_id, event_id)
+    try:
+        async with (
+            pool.acquire(timeout=2.0) as conn,
+            conn.transaction(isolation="repeatable_read", readonly=True),
+        ):
+            found = await locate(conn, site_id, event_id)
+    except DB_ERRORS:
+        return unavailable("look up the event")
     body = {"event_id": event_id, **cloudevent, **found}
     return json_response(404 if found["status"] == "unknown" else 200, body)
 
@@ -183,8 +194,11 @@ async def list_events(request: web.Request) -> web.Response:
     site_id = site_scope(request, caller)  # after the 400s, as in lookup
     if isinstance(site_id, web.Response):
         return site_id
-    async with request.app[STATE].pool.acquire(timeout=2.0) as conn:
-        rows = await conn.fetch(Q["recent_dead_letters"], site_id, limit, timeout=DB_TIMEOUT_S)
+    try:
+        async with request.app[STATE].pool.acquire(timeout=2.0) as conn:
+            rows = await conn.fetch(Q["recent_dead_letters"], site_id, limit, timeout=DB_TIMEOUT_S)
+    except DB_ERRORS:
+        return unavailable("read the dead letters")
     events = [{"event_id": r["event_id"], **_dead_letter(r)} for r in rows]
     return json_response(200, {"status": "dead_lettered", "limit": limit, "events": events})
 
