@@ -13,8 +13,8 @@ The rule (docs/meters.md "Voids and late events"), the one `meters backfill` com
   left alone.
 Below the compaction watermark (meters/compact.py) the bucket is the event's quarter hour: its
 minute buckets written since the compaction are merged first, then the same rule applies to it.
-The caller holds the close lock shared and `lock_site` (the worker's site lock) before its first
-write, so no batch of the site writes these buckets meanwhile.
+The caller holds the close lock shared and the site lock (db/site_locks.py, the worker's) before
+its first write, so no batch of the site writes these buckets meanwhile.
 """
 
 from __future__ import annotations
