@@ -4,8 +4,8 @@ librdkafka's `linger.ms` is one fixed delay: 2 ms made every single-event reques
 an idle gateway, 0 made one tiny produce (and one delivery round) per request under load. Here
 the gateway lingers itself, by load: librdkafka runs with `LIBRDKAFKA_LINGER_MS` (0.2 ms: long
 enough that the messages of one `_flush` loop leave as one ProduceRequest instead of being split
-by the broker thread's first wake-up, short enough not to matter to a single request; issue 28),
-and
+by the broker thread's first wake-up, short enough not to matter to a single request; issue 28).
+Then:
 
 - when fewer than `max_inflight` batches are on their way, the requests of the current loop
   iteration are produced at its end (`call_soon`): an idle gateway sends at once;
