@@ -1,6 +1,7 @@
 """The request parts the read routes share (gateway/state.py): a bounded JSON-object body and
 `?limit=`. The dashboard's token mint and the meters' POST query read their bodies through
-json_object; the dashboard's and the event lookup's lists read `limit` through limit_param."""
+json_object; the dashboard's and the event lookup's lists read `limit` through limit_param. And
+the one reader of `Authorization: Bearer` (gateway/auth.py)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from unittest import mock
 import orjson
 from aiohttp import streams, web
 from aiohttp.test_utils import make_mocked_request
+from opsmantik.gateway.auth import bearer, bearer_key
 from opsmantik.gateway.state import json_object, limit_param
 
 
@@ -48,3 +50,14 @@ async def test_limit_param() -> None:
         assert isinstance(refused, web.Response), raw
         status, doc = _answer(refused)
         assert status == 400 and doc["details"][0]["field"] == "limit", (raw, doc)
+
+
+def test_bearer() -> None:
+    """The one reader of `Authorization: Bearer <credential>` (site keys, operator and portal tokens)."""
+    key = "omk_" + "a" * 30
+    assert bearer(f"Bearer {key}") == key and bearer(f"bEARER  {key} ") == key
+    assert bearer("Bearer omo_x") == "omo_x" and bearer("Bearer ") == "" and bearer("Bearer") == ""
+    for header in (None, "", f"Basic {key}", key):
+        assert bearer(header) is None, header
+    assert bearer_key(f"Bearer {key}") == key
+    assert bearer_key("Bearer omo_x") is None and bearer_key("Bearer ") is None and bearer_key(None) is None

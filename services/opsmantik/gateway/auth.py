@@ -104,14 +104,16 @@ def _ignore(reason: str) -> None:
     pass
 
 
+def bearer(header: str | None) -> str | None:
+    """The credential of `Authorization: Bearer <credential>` (any case of "Bearer"), else None."""
+    scheme, _, credential = (header or "").partition(" ")
+    return credential.strip() if scheme.lower() == "bearer" else None
+
+
 def bearer_key(header: str | None) -> str | None:
-    if not header:
-        return None
-    scheme, _, key = header.partition(" ")
-    key = key.strip()
-    if scheme.lower() != "bearer" or not KEY_FORMAT.fullmatch(key):
-        return None
-    return key
+    """The header's bearer credential when it has a site key's shape, else None."""
+    key = bearer(header)
+    return key if key is not None and KEY_FORMAT.fullmatch(key) else None
 
 
 class KeyCache:

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from opsmantik.gateway.auth import SiteAuth
+from opsmantik.gateway.auth import SiteAuth, bearer
 from opsmantik.gateway.routes_api import authenticate
 from opsmantik.gateway.state import STATE, error, unavailable
 from opsmantik.tokens import TOKEN_PREFIX, Operator, operator_by_token, tag_verifies
@@ -31,15 +31,10 @@ __all__ = ["Operator", "require_operator", "resolve"]
 LOOKUP_TIMEOUT_S = 2.0
 
 
-def _bearer(request: web.Request) -> str | None:
-    scheme, _, credential = (request.headers.get("Authorization") or "").partition(" ")
-    return credential.strip() if scheme.lower() == "bearer" else None
-
-
 async def resolve(request: web.Request) -> SiteAuth | Operator | web.Response:
     """The caller: a SiteAuth (a site key), an Operator (an operator token), or the answer to give
     (401 missing/unknown/revoked, 429 key lookups exhausted, 503 Postgres unavailable)."""
-    credential = _bearer(request)
+    credential = bearer(request.headers.get("Authorization"))
     if credential is None or not credential.startswith(TOKEN_PREFIX):
         return await authenticate(request, request.app[STATE])
     state = request.app[STATE]

@@ -32,6 +32,7 @@ from aiohttp import web
 from opsmantik import portal
 from opsmantik.db.queries import package_queries
 from opsmantik.errors import NotFound
+from opsmantik.gateway.auth import bearer
 from opsmantik.gateway.operator_auth import require_operator
 from opsmantik.gateway.state import (
     DB_ERRORS,
@@ -110,11 +111,7 @@ def _unauthorized(message: str, page: bool) -> web.Response:
 
 async def authorize(request: web.Request, page: bool = False) -> portal.Claims | web.Response:
     """The token's claims, or the refusal: 401 missing/forged/expired/revoked, 503 Postgres down."""
-    if page:
-        token = request.query.get("token")
-    else:
-        scheme, _, credential = (request.headers.get("Authorization") or "").partition(" ")
-        token = credential.strip() if scheme.lower() == "bearer" else None
+    token = request.query.get("token") if page else bearer(request.headers.get("Authorization"))
     if not token:
         return _unauthorized("a portal token is required", page)
     state = request.app[STATE]
