@@ -89,10 +89,11 @@ else
 endif
 
 # Database loss, long form (docs/reliability.md "When the database is lost"): the primary lost
-# under load with a synchronous standby, 20 s per phase (make test runs 3 s), then the figures of
-# docs/results/2026-12-06-database-loss.md; private stacks on free ports.
+# under load with a synchronous standby, 20 s per phase (make test runs 3 s), the outbox window
+# without a standby (not in make test), then the figures of docs/results/2026-12-06-database-loss.md;
+# private stacks on free ports.
 dr: deps
-	OPSMANTIK_DR_PHASE_S=20 $(BIN)/pytest -q -p no:cacheprovider -s tests/integration/test_recovery_standby.py
+	OPSMANTIK_DR=1 OPSMANTIK_DR_PHASE_S=20 $(BIN)/pytest -q -p no:cacheprovider -s tests/integration/test_recovery_standby.py tests/integration/test_recovery_window.py
 	PYTHONPATH=. $(BIN)/python -m tests.integration.dr_figures outbox-cost
 	PYTHONPATH=. $(BIN)/python -m tests.integration.dr_figures replay
 

@@ -29,7 +29,11 @@ from tests.integration.test_recovery import destroy
 from tests.support.pipeline import message
 from tests.support.stacks import private_stack
 
-pytestmark = [pytest.mark.integration, pytest.mark.own_stack]
+pytestmark = [
+    pytest.mark.integration,
+    pytest.mark.own_stack,
+    pytest.mark.skipif(os.environ.get("OPSMANTIK_DR") != "1", reason="long form: make dr"),
+]
 ARCHIVE_TIMEOUT_S = 5
 WRITE_S = 12.0
 INSERT = (
