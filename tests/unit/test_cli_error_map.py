@@ -7,7 +7,7 @@ import errno
 import socket
 import uuid
 
-from opsmantik.cli.errors import EXIT_CODES, CannotRun, classify
+from opsmantik.cli.errors import EXIT_CODES, classify
 from opsmantik.config import Settings, SettingsError
 from opsmantik.db.migrate import MigrationError
 from opsmantik.devstack.stack import StackError
@@ -31,7 +31,7 @@ def test_each_kind_of_ending() -> None:
     cases = [
         (UsageError("bad"), 2),
         (CheckFailed("drift"), 1),
-        (CannotRun("down"), 3),
+        (Unavailable("down"), 3),
         (SettingsError(["OPSMANTIK_X bad", "OPSMANTIK_Y bad"]), 2),
         (MigrationError("edited\nmore"), 1),
         (UnknownSite(site), 2),  # keys create: a site id that names nothing is a bad argument
@@ -75,7 +75,7 @@ def test_the_hierarchy_maps_as_docs_cli_md_says() -> None:
         (CheckFailed("drift\ndetail"), 1, "drift"),
         (NotFound("no active key k"), 1, "no active key k"),
         (Unavailable("Postgres down"), 3, "Postgres down"),
-        (CannotRun("down"), 3, "down"),
+        (Unavailable("down"), 3, "down"),
     ]
     for exc, code, line in cases:
         assert classify(exc, DOWN) == (code, line), exc

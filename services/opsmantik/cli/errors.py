@@ -22,8 +22,6 @@ from opsmantik.config import Settings, SettingsError, database_hosts
 from opsmantik.errors import CheckFailed, OpsmantikError, Refused, Unavailable, UsageError
 from opsmantik.months import MonthError
 
-CannotRun = Unavailable  # the CLI's older name for it
-
 # The hierarchy → exit codes (services/opsmantik/errors.py). First match wins; the three bases are
 # disjoint, so the order only matters for a subclass of two, which there is none of.
 EXIT_CODES: tuple[tuple[type[OpsmantikError], int], ...] = (
@@ -130,8 +128,8 @@ def kafka(settings: Settings) -> list[Engine]:
     return found
 
 
-def unreachable(engines: list[Engine]) -> CannotRun:
-    return CannotRun(
+def unreachable(engines: list[Engine]) -> Unavailable:
+    return Unavailable(
         f"{' and '.join(map(str, engines))} not reachable; start the local stack with "
         f"`{START_ENGINES}` (or set OPSMANTIK_DATABASE_URL / OPSMANTIK_KAFKA_BOOTSTRAP)"
     )
