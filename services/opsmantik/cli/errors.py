@@ -38,10 +38,6 @@ def exit_code_of(cls: type[OpsmantikError]) -> int:
     return CANNOT_RUN  # OpsmantikError itself is never raised: a bug, like any unexpected error
 
 
-def exit_code(exc: OpsmantikError) -> int:
-    return exit_code_of(type(exc))
-
-
 # Modules that define a domain error (docs/cli.md lists them; tests/unit/test_cli_error_map.py checks
 # that every error class in services/opsmantik/ is one of these modules' and in the hierarchy).
 DOMAIN_ERROR_MODULES = (
@@ -186,7 +182,7 @@ def _line(exc: OpsmantikError) -> str:
 def classify(exc: BaseException, settings: Settings | None) -> tuple[int, str]:
     """The exit code and one line for an exception that ended a command."""
     if isinstance(exc, OpsmantikError):
-        return exit_code(exc), _line(exc)
+        return exit_code_of(type(exc)), _line(exc)
     if isinstance(exc, asyncpg.InvalidCatalogNameError):
         return CANNOT_RUN, f"{_first_line(exc)}; `{START_ENGINES}` creates the local one"
     if isinstance(exc, asyncpg.UndefinedTableError | asyncpg.UndefinedColumnError):
