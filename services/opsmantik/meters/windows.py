@@ -12,6 +12,8 @@ from __future__ import annotations
 from datetime import UTC, date, datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
+from opsmantik.months import next_month
+
 SIZES = ("MINUTE", "HOUR", "DAY", "MONTH")
 _Q = timedelta(minutes=15)
 
@@ -20,10 +22,6 @@ def _local_start(day: date, zone: ZoneInfo) -> datetime:
     """The first instant of a local date (fold=0 maps a skipped midnight to the instant after the
     gap, which is the day's first instant)."""
     return datetime.combine(day, time(0), zone).astimezone(UTC)
-
-
-def _first_of_next_month(d: date) -> date:
-    return date(d.year + 1, 1, 1) if d.month == 12 else date(d.year, d.month + 1, 1)
 
 
 def floor(t: datetime, size: str, zone: ZoneInfo) -> datetime:
@@ -51,7 +49,7 @@ def next_boundary(b: datetime, size: str, zone: ZoneInfo) -> datetime:
             n += _Q
         return n
     local = b.astimezone(zone).date()
-    nxt = local + timedelta(days=1) if size == "DAY" else _first_of_next_month(local)
+    nxt = local + timedelta(days=1) if size == "DAY" else next_month(local)
     return _local_start(nxt, zone)
 
 
