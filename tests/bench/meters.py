@@ -121,10 +121,10 @@ def _iso(t: datetime) -> str:
     return t.astimezone(UTC).isoformat().replace("+00:00", "Z")
 
 
-def _own_metrics(bench: Bench) -> dict[str, str]:
-    """A worker of the scenario's own serves its metrics on an ephemeral port (the bench's fixed one
-    may still be held by a worker stopping); --smoke reuses end-to-end's kept worker as it is."""
-    return {} if bench.plan.smoke else {"OPSMANTIK_WORKER_METRICS_PORT": "0"}
+def _own_metrics(bench: Bench, service: str = "WORKER") -> dict[str, str]:
+    """A worker or relay of the scenario's own serves its metrics on an ephemeral port (the bench's
+    fixed one may still be held by one stopping); --smoke reuses the kept ones as they are."""
+    return {} if bench.plan.smoke else {f"OPSMANTIK_{service}_METRICS_PORT": "0"}
 
 
 def _warm(bench: Bench, probe: SiteKey, worker_tail: Callable[[], str], port: int = 0) -> None:
@@ -169,11 +169,15 @@ def worker_cost(bench: Bench) -> None:
             bench._gateway(topic),
         )
     ]
+    # A relay per topic: a request answered from the outbox (the gateway's delivery deadline missed
+    # on a loaded machine) reaches the ledger through it, as in production.
+    relays = [bench._service("relay", topic, **_own_metrics(bench, "RELAY"))]
     if bench.before:
         btopic = env.topic("mwb")
         bworker = bench._service("worker", btopic, **bench.before_env())
         bgw = bench._gateway(btopic, BEFORE_GATEWAY_PORT, **bench.before_env())
         sides.insert(0, (" (before)", btopic, BEFORE_GATEWAY_PORT, bworker, bgw))
+        relays.append(bench._service("relay", btopic, **_own_metrics(bench, "RELAY")))
     # (label, user meters) -> [(worker CPU s, events, engines CPU s, seconds)]
     runs: dict[tuple[str, int], list[tuple[float, int, float, float]]] = {}
     try:
@@ -201,6 +205,8 @@ def worker_cost(bench: Bench) -> None:
         for _, _, _, worker, gw in sides:
             bench.release(worker)
             bench.release(gw)
+        for relay in relays:
+            bench.release(relay)
     for label, *_ in sides:
         _cost_rows(bench, label, runs[(label, 0)], runs[(label, 5)])
 
@@ -362,6 +368,7 @@ def freshness(bench: Bench) -> None:
     topic = env.topic("b" if plan.smoke else "mf")
     bench.say(f"scenario: meters freshness ({FRESH_RATE:,} ev/s offered, a probe polling a meter)")
     worker = bench._service("worker", topic, **_own_metrics(bench))
+    relay = bench._service("relay", topic, **_own_metrics(bench, "RELAY"))  # ledgers outbox answers
     gw = bench._gateway(topic)
     try:
         _warm(bench, bench.site("meters-warm"), worker.tail)
@@ -373,6 +380,7 @@ def freshness(bench: Bench) -> None:
     finally:
         drop_meters(bench)
         bench.release(worker)
+        bench.release(relay)
         bench.release(gw)
 
 
