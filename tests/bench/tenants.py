@@ -168,8 +168,10 @@ def _gateway_row(
 
 
 def _scrape(port: int) -> str:
+    # 60 s: the worker before issue 28 renders a series per site and month (400,000 at 100,000
+    # sites: > 5 s, the 2026-12-07 run's timeout, which it never answered within)
     try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as page:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=60) as page:
             return page.read().decode()
     except OSError:
         return ""
@@ -207,10 +209,10 @@ def _worker(
     try:
         t0 = time.monotonic()
         gauge = f'opsmantik_billing_drifting_sites{{month="{month:%Y-%m}"}}'
-        ok, _ = wait_until(lambda: gauge in _scrape(port), 300, 2.0)
+        ok, _ = wait_until(lambda: gauge in _scrape(port), 600, 2.0)
         first_pass_s = time.monotonic() - t0
         if not ok:
-            raise BenchError(f"worker{label}: no reconcile pass within 300 s:\n{worker.tail()}")
+            raise BenchError(f"worker{label}: no reconcile pass within 600 s:\n{worker.tail()}")
         _ledgered(bench, sender, before, acknowledged, worker)  # the gateway phase's events
         time.sleep(0 if smoke else 2)
         pg_pid = bench.env.stack.pg_pid()
