@@ -58,7 +58,8 @@ METERS: list[tuple[str, str, str | None, dict[str, str]]] = [
     ("last", "LATEST", "$.ms", {}),
 ]
 WORKER_COST_RATE = 10_000  # ev/s: below what one worker keeps up with, so both phases batch alike
-FRESH_RATE = 20_000  # ev/s offered (the freshness goal)
+# ev/s offered: the freshness goal; OPSMANTIK_BENCH_METER_FRESH_RATE measures another rate
+FRESH_RATE = int(os.environ.get("OPSMANTIK_BENCH_METER_FRESH_RATE") or 20_000)
 
 
 # ------------------------------------------------------------------ helpers
@@ -427,7 +428,7 @@ def _fresh_run(bench: Bench, meters: int, pids: list[int]) -> None:
     ledger = env.query("freshness_ms", site.site_id)
     what = "5 meters" if meters else "built-in meters only"
     row = Row(
-        f"meters freshness @ {FRESH_RATE // 1000}k ev/s offered, {what}",
+        f"meters freshness @ {FRESH_RATE / 1000:g}k ev/s offered, {what}",
         "scenario",
         events_per_s=shown / (t_all - t0),
         requests_per_s=r.requests_per_s,
@@ -438,9 +439,10 @@ def _fresh_run(bench: Bench, meters: int, pids: list[int]) -> None:
         engine_cpu_us_per_event=engines.used / max(1, shown) * 1e6,
         fresh_p50_ms=percentile(probe.lags_ms, 50),
         fresh_p99_ms=percentile(probe.lags_ms, 99),
-        goal="meter fresh p99 < 1 s at 20k ev/s offered",
+        goal="meter fresh p99 < 1 s at 20k ev/s offered" if FRESH_RATE >= 20_000 else "",
     )
-    row.goal_met = bool(ok and (row.fresh_p99_ms or 1e9) < 1000 and r.events_per_s >= 0.95 * FRESH_RATE)
+    if row.goal:
+        row.goal_met = bool(ok and (row.fresh_p99_ms or 1e9) < 1000 and r.events_per_s >= 0.95 * FRESH_RATE)
     row.notes.append(
         f"fresh = the probe's {len(probe.lags_ms)} events, one at a time, each from its 200 to the first "
         f"GET /api/v1/meters/events/query that counts it (polled every {Probe.POLL_S * 1000:.0f} ms, "
