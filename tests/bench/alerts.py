@@ -46,7 +46,7 @@ from opsmantik.sites import create_site_with_key
 
 from tests.bench.env import BenchError, SiteKey, wait_until
 from tests.bench.procs import CpuMeter
-from tests.bench.runner import E2E_TARGET_EVENTS_S, GATEWAY_PORT, Bench
+from tests.bench.runner import BEFORE_GATEWAY_PORT, E2E_TARGET_EVENTS_S, GATEWAY_PORT, Bench
 from tests.bench.stats import Row, percentile, ratio
 from tests.bench.wrk import LoadResult, run_wrk
 from tests.support.process import Process, free_port
@@ -205,21 +205,28 @@ def _topic(bench: Bench, phase: str) -> str:
     return bench.env.topic("b" if bench.plan.smoke else phase)
 
 
-def _warm(bench: Bench, worker: Process, topic: str) -> None:
+def _warm(bench: Bench, worker: Process, topic: str, port: int = GATEWAY_PORT) -> None:
     """The worker has joined its group once a probe event shows up in the invoice."""
     probe = bench.site("probe-" + topic.split(".")[2])
     before = bench.env.value("usage_events", probe.site_id)
-    bench._load(GATEWAY_PORT, probe.api_key, 100, f"al-warm-{before}", 1, [], connections=2, rate=20)
+    bench._load(port, probe.api_key, 100, f"al-warm-{before}-{port}", 1, [], connections=2, rate=20)
     ok, _ = wait_until(lambda: bench.env.value("usage_events", probe.site_id) > before, 90, 0.2)
     if not ok:
         raise BenchError(f"worker ledgered nothing within 90 s:\n{worker.tail()}")
 
 
 def _paced(
-    bench: Bench, site: SiteKey, prefix: str, rate_ev_s: float, seconds: int, conns: int, threads: int = 2
+    bench: Bench,
+    site: SiteKey,
+    prefix: str,
+    rate_ev_s: float,
+    seconds: int,
+    conns: int,
+    threads: int = 2,
+    port: int = GATEWAY_PORT,
 ) -> LoadResult:
     return run_wrk(
-        f"http://127.0.0.1:{GATEWAY_PORT}",
+        f"http://127.0.0.1:{port}",
         duration_s=seconds,
         connections=conns,
         batch=100,
@@ -400,12 +407,35 @@ class CostRun:
     seconds: float
 
 
+@dataclass
+class Variant:
+    """This checkout's worker and gateway, or (`--before`) another checkout's, on a topic each."""
+
+    label: str  # "" or " (before)"
+    topic: str
+    worker: Process
+    gateway: Process
+    port: int
+    runs: dict[str, list[CostRun]] = field(default_factory=lambda: {"none": [], "rules": []})
+
+
 def rules_cost(bench: Bench) -> None:
     seconds = bench.plan.seconds
     bench.say(f"scenario: alerts rules cost, {E2E_TARGET_EVENTS_S:,} ev/s paced, 0 vs 100 rules per site")
+    variants: list[Variant] = []
+    if bench.before:  # the before checkout's worker and gateway, runs interleaved with this one's
+        topic0 = bench.env.topic("ar0")
+        variants.append(
+            Variant(
+                " (before)",
+                topic0,
+                bench._service("worker", topic0, **bench.before_env()),
+                bench._gateway(topic0, BEFORE_GATEWAY_PORT, **bench.before_env()),
+                BEFORE_GATEWAY_PORT,
+            )
+        )
     topic = _topic(bench, "ar")
-    worker = bench._service("worker", topic)
-    gw = bench._gateway(topic)
+    variants.append(Variant("", topic, bench._service("worker", topic), bench._gateway(topic), GATEWAY_PORT))
     none, ruled = _site(bench, "rules-none", LIMIT), _site(bench, "rules-100", LIMIT)
     url = "http://127.0.0.1:9/never-called"
     for b in rules.BUILTINS:
@@ -414,34 +444,50 @@ def rules_cost(bench: Bench) -> None:
     for k in range(rules.MAX_RULES_PER_SITE - len(rules.BUILTINS)):
         # far above the run's totals: no crossing, the steady cost of rules that stay under
         _rule(bench, ruled, url, meter=meters[k % 2], threshold=Decimal(10**12 + k))
-    _warm(bench, worker, topic)
+    for v in variants:
+        _warm(bench, v.worker, v.topic, v.port)
     # Each site's first batch seeds its rules' state (one meter_buckets read per rule and period,
     # once a month): done here, so the measured runs show the steady per-batch cost.
-    for s, name in ((none, "none"), (ruled, "rules")):
+    for s, name in () if bench.plan.smoke else ((none, "none"), (ruled, "rules")):
         before = bench.env.value("usage_events", s.site_id)
-        bench._load(GATEWAY_PORT, s.api_key, 100, f"rc-warm-{name}", 1, [], connections=2, rate=20)
+        bench._load(variants[-1].port, s.api_key, 100, f"rc-warm-{name}", 1, [], connections=2, rate=20)
         wait_until(lambda s=s, b=before: bench.env.value("usage_events", s.site_id) > b, 60, 0.1)
-    runs: dict[str, list[CostRun]] = {"none": [], "rules": []}
-    order = ["none", "rules"] if bench.plan.smoke else ["none", "rules", "none", "rules"]
-    for i, name in enumerate(order):
+    rounds = 1 if bench.plan.smoke else 2
+    order = [(v, name) for _ in range(rounds) for v in variants for name in ("none", "rules")]
+    for i, (v, name) in enumerate(order):
         site = none if name == "none" else ruled
         start = bench.env.value("usage_events", site.site_id)
-        cpu = CpuMeter([worker.pid]).start()
+        cpu = CpuMeter([v.worker.pid]).start()
         t0 = time.monotonic()
-        r = _paced(bench, site, f"rc-{name}-{i}", E2E_TARGET_EVENTS_S, seconds, 64)
+        r = _paced(bench, site, f"rc-{name}-{i}", E2E_TARGET_EVENTS_S, seconds, 64, port=v.port)
         ok, t_all = _wait_ledgered(bench, [site], start + r.events)
         cpu.stop()
         if not ok:
-            raise BenchError(f"rules cost: run {name} not ledgered in time:\n{worker.tail()}")
+            raise BenchError(f"rules cost: run {name}{v.label} not ledgered in time:\n{v.worker.tail()}")
         shown = bench.env.value("usage_events", site.site_id) - start
-        runs[name].append(CostRun(r, cpu.used / max(1, shown) * 1e6, t_all - t0))
+        v.runs[name].append(CostRun(r, cpu.used / max(1, shown) * 1e6, t_all - t0))
         bench.say(
-            f"  {name}: {r.events_per_s:,.0f} ev/s offered, p95 {r.p95_ms:.1f} ms, worker "
-            f"{runs[name][-1].worker_us:.1f} µs/ev ({r.failed} failed)"
+            f"  {name}{v.label}: {r.events_per_s:,.0f} ev/s offered, p95 {r.p95_ms:.1f} ms, worker "
+            f"{v.runs[name][-1].worker_us:.1f} µs/ev ({r.failed} failed)"
         )
-    bench.release(worker)
-    bench.release(gw)
+    if bench.plan.profile:
+        # After the measured runs (py-spy's own CPU is not in them): where the worker's time goes
+        # with 100 rules, crossings.decide's share of it.
+        for v in variants:
+            bench.say(f"  profiling the worker{v.label} (py-spy) over one more 100-rule run")
+            pname = f"worker 100 alert rules{v.label}"
+            proc = bench._profile(pname, v.worker.pid, seconds)
+            start = bench.env.value("usage_events", ruled.site_id)
+            r = _paced(bench, ruled, f"rc-prof{v.port}", E2E_TARGET_EVENTS_S, seconds, 64, port=v.port)
+            _wait_ledgered(bench, [ruled], start + r.events)
+            bench._collect(pname, proc)
+    for v in variants:
+        bench.release(v.worker)
+        bench.release(v.gateway)
+        _cost_rows(bench, v)
 
+
+def _cost_rows(bench: Bench, v: Variant) -> None:
     def mean(xs: list[float]) -> float:
         return sum(xs) / len(xs)
 
@@ -450,9 +496,9 @@ def rules_cost(bench: Bench) -> None:
         ("none", "0 alert rules", "baseline"),
         ("rules", "100 alert rules", "scenario"),
     ):
-        rs = runs[name]
+        rs = v.runs[name]
         row = Row(
-            f"alerts: paced {E2E_TARGET_EVENTS_S // 1000}k ev/s, {label}",
+            f"alerts: paced {E2E_TARGET_EVENTS_S // 1000}k ev/s, {label}{v.label}",
             kind,
             events_per_s=mean([c.load.events_per_s for c in rs]),
             requests_per_s=mean([c.load.requests_per_s for c in rs]),
@@ -469,6 +515,8 @@ def rules_cost(bench: Bench) -> None:
                 for c in rs
             )
         )
+        if v.label:
+            row.notes.append(f"the worker and gateway of {bench.before} (PYTHONPATH), topic of their own")
         rows[name] = row
         bench.rows.append(row)
     base, row = rows["none"], rows["rules"]
@@ -480,8 +528,8 @@ def rules_cost(bench: Bench) -> None:
         cpu_ratio is not None and p95_ratio is not None and cpu_ratio <= 1.05 and p95_ratio <= 1.05
     )
     noise = ""
-    if len(runs["none"]) > 1:
-        n0, n1 = runs["none"]
+    if len(v.runs["none"]) > 1:
+        n0, n1 = v.runs["none"]
         cpu_gap = abs(n0.worker_us - n1.worker_us) / mean([n0.worker_us, n1.worker_us])
         p95_gap = abs(n0.load.p95_ms - n1.load.p95_ms) / mean([n0.load.p95_ms, n1.load.p95_ms])
         noise = f"; the two 0-rule runs differ by {cpu_gap:.1%} in worker CPU/ev and {p95_gap:.1%} in p95"
@@ -492,4 +540,6 @@ def rules_cost(bench: Bench) -> None:
         "rules: quota-80, quota-100, hard-cap + 97 thresholds on the events/quantity meters never "
         f"reached; both sites have the same quota and cap; load average {_load():.1f}",
     )
-    bench.say(f"  100 rules vs none: worker CPU/ev {cpu_ratio or 0:.3f}×, ingest p95 {p95_ratio or 0:.3f}×")
+    bench.say(
+        f"  100 rules vs none{v.label}: worker CPU/ev {cpu_ratio or 0:.3f}×, ingest p95 {p95_ratio or 0:.3f}×"
+    )

@@ -193,11 +193,12 @@ class FakeDb:
                         )
                     )
             return out
-        if sql == crossings.Q["states"]:
+        if sql == crossings.Q["states"]:  # every rule's state of the (site, period) pairs
             return [
-                {"rule_id": r, "period": p, **self.state[(r, p)]}
-                for r, p in zip(args[0], args[1], strict=True)
-                if (r, p) in self.state
+                {"rule_id": r[0], "period": p, **self.state[(r[0], p)]}
+                for s, p in zip(args[0], args[1], strict=True)
+                for r in self.rules
+                if r[1] == s and (r[0], p) in self.state
             ]
         if sql == crossings.Q["invoice_events"]:
             return [
@@ -216,6 +217,12 @@ class FakeDb:
             for r, p, v, b, o in zip(*args, strict=True):
                 self.state[(r, p)] = {"value": v, "basis": b, "over": o}
             return "INSERT"
+        if sql == crossings.Q["advance_states"]:  # (meter, site, period, delta): every rule's state
+            for meter_id, site, period, delta in zip(*args, strict=True):
+                for r in self.rules:
+                    if r[3] == meter_id and r[1] == site and (r[0], period) in self.state:
+                        self.state[(r[0], period)]["value"] += delta
+            return "UPDATE"
         if sql == crossings.Q["insert_webhooks"]:
             for _wid, rule_id, _site, kind, body in zip(*args, strict=True):
                 self.outbox.append((self.txn, rule_id, kind, orjson.loads(body)))
@@ -482,9 +489,21 @@ BACKFILL = History(
 )
 
 
+# Single-event batches under a meter line: the second and later batches advance the stored running
+# total (advance_states), the third crosses. A total that is not advanced in the database misses the
+# crossing; the random histories found that in one of two runs of 150 examples, so pinned.
+STEADY = History(
+    [(None, None), (None, None)],
+    [[Event(0, f"s0e{i}", 0, 1, "api_call", None) for i in range(4)], _pool(1, [1])],
+    [(0, ("meter", "events", Decimal(3))), (0, ("meter", "quantity", Decimal(4)))],
+    [("batch", [(0, 0)]), ("batch", [(0, 1)]), ("batch", [(0, 2)]), ("batch", [(0, 3)])],
+)
+
+
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(histories())
 @example(BACKFILL)
+@example(STEADY)
 def test_the_outbox_holds_exactly_the_crossings_the_ledger_implies(h: History) -> None:
     check(h)
 
