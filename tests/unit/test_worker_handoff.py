@@ -58,6 +58,7 @@ class Ledger:
     log: Log
     written: dict[TP, set[int]] = field(default_factory=lambda: {P0: set(), P1: set()})
     ever_acked: dict[TP, set[int]] = field(default_factory=lambda: {P0: set(), P1: set()})
+    broker: dict[TP, int] = field(default_factory=dict)  # the group's committed offsets (the broker's)
 
     def write_and_ack(self) -> None:
         queue = self.consumer.batches
@@ -74,18 +75,45 @@ class Ledger:
         for tp in self.written:
             offset = self.consumer._new_offset(tp)
             if offset is not None:
-                self.consumer._committed_offset[tp] = offset
+                self.consumer._committed_offset[tp] = self.broker[tp] = offset
 
     async def seek_to_committed(self) -> dict[TP, int]:  # aiokafka's, for Faust's perform_seek
         for tp in self.written:
-            self.log.position[tp] = self.consumer._committed_offset[tp] or 0
-        return {tp: self.consumer._committed_offset[tp] or 0 for tp in self.written}
+            self.log.position[tp] = self.broker.get(tp, 0)
+        return {tp: self.broker.get(tp, 0) for tp in self.written}
+
+    def revoke(self) -> None:
+        """A rebalance begins: what Faust's and the guard's revocation hooks do to the consumer's
+        state, and the flow stops (the generation id changes only at the next assignment)."""
+        c = self.consumer
+        c._revoked_generation = c.app.consumer_generation_id
+        for tp in self.written:
+            for kept in (
+                c._gap,
+                c._acked,
+                c._acked_index,
+                c._read_offset,
+                c._committed_offset,
+                c._first_delivered,
+            ):
+                kept.pop(tp, None)
+        c.stop_flow()
+
+    async def assign(self) -> None:
+        """The next generation: aiokafka restarts every partition at its committed offset, Faust
+        seeks there (Recovery._resume_streams: perform_seek) and resumes the flow."""
+        c = self.consumer
+        c.app.consumer_generation_id += 1
+        for tp in self.written:
+            c._first_delivered.pop(tp, None)
+        await c.perform_seek()
+        c.resume_flow()
 
     def assert_nothing_acked_unwritten(self) -> None:
         for tp, offsets in self.log.offsets.items():
             gaps = set(range(max(offsets) + 1)) - set(offsets)
             assert self.ever_acked[tp] <= self.written[tp] | gaps, tp
-            committed = self.consumer._committed_offset[tp] or 0
+            committed = max(self.consumer._committed_offset[tp] or 0, self.broker.get(tp, 0))
             assert set(range(committed)) <= self.written[tp] | gaps, tp
 
     def assert_all_written_and_committed(self) -> None:
@@ -166,6 +194,48 @@ async def test_a_hand_over_abandoned_mid_fetch_puts_the_rest_back(consumer: Batc
     ledger.commit()
     ledger.assert_nothing_acked_unwritten()
     consumer.batches = asyncio.Queue(8)  # the ledger loop keeps up from here on
+    await drain_rest(consumer, ledger)
+    ledger.assert_nothing_acked_unwritten()
+    ledger.assert_all_written_and_committed()
+
+
+async def test_a_rebalance_completed_during_the_fetch_puts_the_new_generations_records_back(
+    consumer: BatchConsumer,
+) -> None:
+    """The broker paused past the session timeout (tests/integration/test_worker_broker_pause.py):
+    the group is rejoined while a fetch waits, so the fetch, begun in the old generation, returns
+    the records the new assignment starts with (at the committed offsets). They are not handed
+    over (stale), and were dropped with the fetch position past them: the next batch started
+    after them, the guard's base (the first offset handed over) with it, and the commit moved
+    over records never ledgered."""
+    ledger = setup(consumer, queue_size=8)
+    for only in ({P0}, {P1}):  # 0..3 of each partition written, acked and committed
+        await consumer.hand_over(ledger.log.fetch(4, only), None, consumer.app.consumer_generation_id)
+        ledger.write_and_ack()
+    ledger.commit()
+    generation = consumer.app.consumer_generation_id  # read before the fetch
+    ledger.revoke()
+    await ledger.assign()  # the rebalance completes while the fetch waits ...
+    await consumer.hand_over(ledger.log.fetch(4), None, generation)  # ... which returns 4..7
+    ledger.write_and_ack()
+    ledger.commit()
+    await drain_rest(consumer, ledger)
+    ledger.assert_nothing_acked_unwritten()
+    ledger.assert_all_written_and_committed()
+
+
+async def test_a_batch_of_a_revoked_generation_is_not_acked_before_the_next_assignment(
+    consumer: BatchConsumer,
+) -> None:
+    """The ledger loop finishes a batch after the revocation and before the next assignment (the
+    generation id has not changed yet): Faust just dropped the partition's acks, the ack must not
+    put the old generation's offsets back among them."""
+    ledger = setup(consumer, queue_size=8)
+    await consumer.hand_over(ledger.log.fetch(4), None, consumer.app.consumer_generation_id)
+    ledger.revoke()
+    ledger.write_and_ack()  # the batches were taken before the revocation, finished after it
+    assert not consumer._acked[P0] and not consumer._acked[P1]
+    await ledger.assign()
     await drain_rest(consumer, ledger)
     ledger.assert_nothing_acked_unwritten()
     ledger.assert_all_written_and_committed()

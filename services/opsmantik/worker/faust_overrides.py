@@ -108,11 +108,22 @@ class BatchConsumer(GuardedConsumer):
     """The guarded consumer with a batch hand-off instead of Faust's per-message delivery."""
 
     batches: asyncio.Queue[Batch] | None = None  # set by LedgerApp._new_consumer
+    _revoked_generation: int | None = None  # the generation whose partitions were revoked last
+
+    async def on_partitions_revoked(self, revoked: set[TP]) -> None:
+        # The generation id changes only when the next assignment arrives; from the revocation
+        # on, nothing of the ending generation is acked (Faust has just dropped its acks).
+        self._revoked_generation = self.app.consumer_generation_id
+        await super().on_partitions_revoked(revoked)
 
     def ack_batch(self, batch: Batch) -> bool:
-        """Mark batch.start..batch.last acked. A batch fetched before a rebalance is not acked:
-        the partitions were sought back to their committed offsets and it is read again."""
-        if batch.generation != self.app.consumer_generation_id:
+        """Mark batch.start..batch.last acked. A batch fetched before a rebalance (of a
+        generation that was revoked, even while the next assignment is still on its way) is not
+        acked: the partitions restart at their committed offsets and it is read again."""
+        if (
+            batch.generation != self.app.consumer_generation_id
+            or batch.generation == self._revoked_generation
+        ):
             return False
         tp = batch.tp
         committed = self._committed_offset[tp]
@@ -176,10 +187,14 @@ class BatchConsumer(GuardedConsumer):
         are sought back, so those records are fetched again."""
         for b in held:
             self._read_offset.pop(b.tp, None)
-        if not held or self.app.consumer_generation_id != generation:
-            return  # a rebalance: aiokafka restarts every assigned partition at its committed offset
-        if not self.flow_active:
-            await self._seek_to_committed()  # as Faust's getmany does when the flow is stopped
+        if not held:
+            return
+        if not self.flow_active or self.app.consumer_generation_id != generation:
+            # A rebalance. If it completed during the fetch, the fetch already read from the new
+            # assignment's committed offsets and the records dropped here are the new
+            # generation's first: every partition goes back to its committed offset (as Faust's
+            # getmany does when the flow is stopped), whatever the rebalance did before.
+            await self._seek_to_committed()
             return
         for b in held:
             try:
@@ -190,10 +205,24 @@ class BatchConsumer(GuardedConsumer):
                 self._read_offset[b.tp] = b.start
 
     async def _seek_to_committed(self) -> None:
-        try:
-            await self.perform_seek()
-        except Exception as exc:
-            self.log.warning("exception performing seek when flow not active %r", exc)
+        """Faust's perform_seek, retried until it worked, the consumer stops, or a newer
+        assignment arrived (aiokafka starts newly assigned partitions at their committed
+        offsets). Records fetched and not handed over are behind the fetch position: the fetch
+        must not go on from there."""
+        generation = self.app.consumer_generation_id
+        delay = 0.1
+        while True:
+            try:
+                await self.perform_seek()
+                return
+            except Exception as exc:
+                self.log.warning(
+                    "could not seek to the committed offsets (%r); retrying in %.1fs", exc, delay
+                )
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 2.0)
+            if self.should_stop or self.app.consumer_generation_id != generation:
+                return
 
     async def _drain_messages(self, fetcher: Any) -> None:  # pragma: no cover - needs a broker
         consumer_should_stop = self._stopped.is_set
