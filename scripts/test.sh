@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
 # `make test`: start the local stack, run the whole suite. In CI the stack is stopped after.
 #
-# Two lanes at once: the tests on the shared local stack, and beside them the tests marked
-# `own_stack`, each of which starts a private Kafka + Postgres on free ports (chaos subset, engine
-# kills, database-loss drills). They share nothing but the machine, and most of the second lane's
-# time is spent waiting on engines, so the suite takes about the longer lane's time, not the sum.
+# Three lanes at once, each its own pytest session: the tests marked `own_stack` (each starts a
+# private Kafka + Postgres on free ports: chaos subset, engine kills, database-loss drills), and the
+# rest split in two, tests/integration + tests/unit and everything else. The two shared-stack lanes
+# meet on the local stack but nowhere else: each session makes a database, topics and a worker group
+# of its own (tests/support/environment.py). Most of the time goes to waiting on processes and
+# engines, so the suite takes about its longest lane's time, not the sum.
 # With arguments (`bash scripts/test.sh tests/unit -k x`): one pytest with those arguments.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -20,17 +22,23 @@ if [ $# -gt 0 ]; then
     "${PYTEST[@]}" -q "$@"
     rc=$?
 else
-    own_lane() {  # a line per test, prefixed, so both lanes show their progress in one log
-        "${PYTEST[@]}" -v -m own_stack 2>&1 | sed -u 's/^/[own-stack] /'
+    lane() {  # NAME ARGS...: a line per test, prefixed with the lane's name
+        local name=$1
+        shift
+        "${PYTEST[@]}" -v "$@" 2>&1 | sed -u "s/^/[$name] /"
         return "${PIPESTATUS[0]}"
     }
-    own_lane &
+    lane own-stack -m own_stack &
     own=$!
-    "${PYTEST[@]}" -q -m "not own_stack"
+    lane other -m "not own_stack" --ignore=tests/integration --ignore=tests/unit &
+    other=$!
+    "${PYTEST[@]}" -q -m "not own_stack" tests/integration tests/unit
     rc=$?
-    wait $own
-    own_rc=$?
-    [ "$rc" -eq 0 ] && rc=$own_rc
+    for pid in $own $other; do
+        wait "$pid"
+        lane_rc=$?
+        [ "$rc" -eq 0 ] && rc=$lane_rc
+    done
 fi
 if [ "${CI:-}" = "true" ]; then
     .venv/bin/opsmantik stack down || true
