@@ -78,11 +78,13 @@ lint: $(VENV)/.installed
 	$(BIN)/mypy
 
 # Fault injection (docs/reliability.md): short = the CI subset (scenarios 1, 4, 5, 6, one run
-# each, < 10 min); `make chaos LONG=1` = all nine scenarios, three seeds each, then `make dr`.
+# each, < 10 min); `make chaos LONG=1` = all nine scenarios, three seeds each, the broker-pause
+# soak (docs/worker.md "Rebalances"), then `make dr`.
 # SEED=S reruns a seed.
 chaos: deps
 ifeq ($(LONG),1)
 	$(BIN)/python -m tests.chaos --long $(if $(SEED),--seed $(SEED))
+	OPSMANTIK_BROKER_PAUSE_ROUNDS=5 $(BIN)/pytest -q -p no:cacheprovider -s tests/integration/test_worker_broker_pause.py
 	$(MAKE) --no-print-directory dr  # the database-loss long form belongs to the long chaos run too
 else
 	OPSMANTIK_CHAOS=1 $(if $(SEED),OPSMANTIK_CHAOS_SEED=$(SEED)) $(BIN)/pytest -q -p no:cacheprovider -s tests/chaos
