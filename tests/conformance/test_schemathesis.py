@@ -7,8 +7,8 @@ Every operation is reached past its door: each gets the credential its `security
 (schemathesis.toml's [auth.openapi.*]: a site key, an operator token, a portal token, minted
 here), and an operation that only ever answered 401/403 or only 404 fails the run
 (warnings.fail-on). Time: both runs share BUDGET_S; at 24 operations, 100 examples per operation
-took 60-84 s a run on a loaded machine (two would not fit), and 50 took 45-67 s (112 s for both
-at load 4.3: no margin), so MAX_EXAMPLES is 30: ~1,970 cases and 30-31 s a run, 64 s for both at
+took 60-84 s a run on a loaded machine, and 50 took 45-67 s (112 s for both at load 4.3), so
+MAX_EXAMPLES is 30: ~1,970 cases and 30-31 s a run, 64 s for both at
 load 4.4. A run the deadline cuts short fails the test (never a pass that tested less), as does
 one that generated fewer than 50 cases per operation; each run prints its cases and time."""
 
@@ -42,10 +42,10 @@ ROOT = Path(__file__).resolve().parents[2]
 ST = shutil.which("st", path=str(Path(sys.executable).parent))
 FIXED_SEED = 15
 MAX_EXAMPLES = 30  # per operation and phase: ~1,970 requests a run (24 operations)
-# Both runs share one deadline, the 2 min this file may add to `make test` (less the gateway's
-# start): ~31 s a run at load 4.4 (the docstring), so a busy machine has room before the bound
-# cuts a run short.
-BUDGET_S = 115.0
+# Both runs share one deadline, a hang guard rather than a speed check: ~31 s a run at load 4.4
+# (the docstring), but make test runs three lanes at once (scripts/test.sh), and beside them and a
+# benchmark (load 11) both runs overran 115 s.
+BUDGET_S = 300.0
 _deadline: list[float] = []
 
 
