@@ -313,6 +313,7 @@ def delivery(bench: Bench) -> None:
                 ),
             )
         )
+        outboxed_events = sum(bench.env.value("outbox_count", s.site_id) for s in sites)
         delivered_ok, _ = wait_until(lambda: len(receiver.arrivals) >= outboxed, 60, 0.05)
         disp_cpu.stop()
         found: list[asyncpg.Record] = _run(
@@ -365,7 +366,14 @@ def delivery(bench: Bench) -> None:
     )
     row.notes.append(
         f"{sent:,} events acknowledged ({offered:,.0f} ev/s over {n_sites} wrk processes), the "
-        f"invoice showed them {t_all - t0:.1f} s after the first request" + ("" if ok else " (TIMED OUT)")
+        f"invoice showed them {t_all - t0:.1f} s after the first request"
+        + ("" if ok else " (TIMED OUT)")
+        + (
+            f"; {outboxed_events:,} answered from the gateway's outbox (deadline missed: no relay runs "
+            "here, so they are not ledgered and cross nothing)"
+            if outboxed_events
+            else ""
+        )
     )
     if since_accept:
         row.notes.append(
