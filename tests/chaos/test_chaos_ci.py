@@ -18,7 +18,7 @@ from tests.chaos.scenarios import CI_SUBSET, SCENARIOS, Profile, RunResult, run_
 
 SEED = int(os.environ.get("OPSMANTIK_CHAOS_SEED") or random.randrange(1, 100_000))
 RESULTS: list[RunResult] = []
-pytestmark = pytest.mark.own_stack  # a private stack: make test's second lane (scripts/test.sh)
+pytestmark = pytest.mark.own_stack  # a private stack: make test's own-stack lane (scripts/test.sh)
 
 
 @pytest.fixture(scope="module")

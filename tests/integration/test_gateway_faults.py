@@ -23,7 +23,7 @@ from tests.support.gateway import auth, event, read_topic
 from tests.support.stacks import stack_fixture, stack_settings
 
 stack = stack_fixture("gw-faults")
-pytestmark = pytest.mark.own_stack  # a private stack: make test's second lane (scripts/test.sh)
+pytestmark = pytest.mark.own_stack  # a private stack: make test's own-stack lane (scripts/test.sh)
 
 
 @pytest.fixture(scope="module")

@@ -9,7 +9,7 @@ from opsmantik.devstack.stack import Stack, StackError, _as_pg_owner
 
 from tests.support.stacks import stack_fixture
 
-pytestmark = pytest.mark.own_stack  # a private stack: make test's second lane (scripts/test.sh)
+pytestmark = pytest.mark.own_stack  # a private stack: make test's own-stack lane (scripts/test.sh)
 
 
 def _psql(stack: Stack, sql: str) -> str:

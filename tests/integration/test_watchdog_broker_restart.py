@@ -27,7 +27,7 @@ from opsmantik.kafka.topics import ensure_topics
 
 from tests.chaos.harness import ChaosStack
 
-pytestmark = pytest.mark.own_stack  # a private stack: make test's second lane (scripts/test.sh)
+pytestmark = pytest.mark.own_stack  # a private stack: make test's own-stack lane (scripts/test.sh)
 
 CHILD = """
 import sys, time

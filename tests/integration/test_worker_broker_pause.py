@@ -41,7 +41,7 @@ CATCH_UP_S = 40.0  # measured with the fix: every round caught up within 2 s of 
 
 stack = stack_fixture("worker-pause")
 pytestmark = [
-    pytest.mark.own_stack,  # a private stack: make test's second lane (scripts/test.sh)
+    pytest.mark.own_stack,  # a private stack: make test's own-stack lane (scripts/test.sh)
     pytest.mark.skipif(not ROUNDS, reason="a soak of minutes: OPSMANTIK_BROKER_PAUSE_ROUNDS=N runs it"),
 ]
 
