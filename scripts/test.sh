@@ -3,7 +3,8 @@
 #
 # Three lanes at once, each its own pytest session: the tests marked `own_stack` (each starts a
 # private Kafka + Postgres on free ports: chaos subset, engine kills, database-loss drills), and the
-# rest split in two, tests/integration + tests/unit and everything else. The two shared-stack lanes
+# rest split in two, tests/unit + tests/integration but its test_a* modules (alerts, archive, audit:
+# minutes of them) and everything else. The two shared-stack lanes
 # meet on the local stack but nowhere else: each session makes a database, topics and a worker group
 # of its own (tests/support/environment.py). Most of the time goes to waiting on processes and
 # engines, so the suite takes about its longest lane's time, not the sum. Then, alone, the tests
@@ -32,9 +33,10 @@ else
     }
     lane own-stack -m "own_stack and not alone" &
     own=$!
-    lane other -m "not own_stack and not alone" --ignore=tests/integration --ignore=tests/unit &
+    lane other -m "not own_stack and not alone" --ignore=tests/unit --ignore-glob='tests/integration/test_[!a]*' &
     other=$!
-    "${PYTEST[@]}" -q -m "not own_stack and not alone" tests/integration tests/unit
+    "${PYTEST[@]}" -q -m "not own_stack and not alone" tests/integration tests/unit \
+        --ignore-glob='tests/integration/test_a*'
     rc=$?
     for pid in $own $other; do
         wait "$pid"
