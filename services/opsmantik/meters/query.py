@@ -226,8 +226,12 @@ async def run(conn: asyncpg.Connection, meter: Meter, q: MeterQuery, sites: list
     # No JIT: the windows' unnest makes the planner overestimate the rows by orders of magnitude, and
     # compiling the plan then cost ~0.5 s of a query that runs in tens of ms (MINUTE windows over a
     # day, docs/benchmarks.md "Meters"). Same rows either way: JIT only changes how they are computed.
+    # A custom plan every time: after 5 executions Postgres may keep a generic plan, where
+    # `$2 IS NULL OR site_id = ANY($2)` cannot bound the index, and each window then scans every
+    # bucket of the meter (300k events: a MINUTE query after 6 DAY ones passed the 30 s timeout;
+    # custom 46-67 ms).
     async with conn.transaction():
-        await conn.execute("SET LOCAL jit = off")
+        await conn.execute("SET LOCAL jit = off; SET LOCAL plan_cache_mode = force_custom_plan")
         records = await conn.fetch(sql, *args, timeout=30)
     if len(records) > MAX_ROWS:
         raise BadQuery(
