@@ -8,8 +8,8 @@
 # meet on the local stack but nowhere else: each session makes a database, topics and a worker group
 # of its own (tests/support/environment.py). Most of the time goes to waiting on processes and
 # engines, so the suite takes about its longest lane's time, not the sum. Then, alone, the tests
-# marked `alone`: they compare latencies with and without an attack on the same gateway, which
-# holds only while the gateway has a core's headroom (three lanes on two cores take it away).
+# marked `alone`: a latency under attack against none, a site's rate per second across gateways;
+# they hold only while the gateways have a core's headroom (three lanes on two cores take it away).
 # With arguments (`bash scripts/test.sh tests/unit -k x`): one pytest with those arguments.
 set -uo pipefail
 cd "$(dirname "$0")/.."
