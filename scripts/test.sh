@@ -31,19 +31,9 @@ else
         "${PYTEST[@]}" -v "$@" 2>&1 | sed -u "s/^/[$name] /"
         return "${PIPESTATUS[0]}"
     }
-    # Two own-stack modules of a minute or so each run after the lightest lane's tests instead, so
-    # the lanes end about together (a quiet run: own-stack 542 s, other 385 s, integration 486 s).
-    moved=(tests/integration/test_watchdog_broker_restart.py tests/integration/test_stack_lifecycle.py)
-    lane own-stack -m "own_stack and not alone" "${moved[@]/#/--ignore=}" &
+    lane own-stack -m "own_stack and not alone" &
     own=$!
-    other_lane() {
-        lane other -m "not own_stack and not alone" --ignore=tests/unit --ignore-glob='tests/integration/test_[!a]*'
-        local first=$?
-        lane other -m "not alone" "${moved[@]}"
-        local second=$?
-        return $((first ? first : second))
-    }
-    other_lane &
+    lane other -m "not own_stack and not alone" --ignore=tests/unit --ignore-glob='tests/integration/test_[!a]*' &
     other=$!
     "${PYTEST[@]}" -q -m "not own_stack and not alone" tests/integration tests/unit \
         --ignore-glob='tests/integration/test_a*'
