@@ -1,15 +1,10 @@
 #!/usr/bin/env bash
 # `make test`: start the local stack, run the whole suite. In CI the stack is stopped after.
 #
-# Three lanes at once, each its own pytest session: the tests marked `own_stack` (each starts a
-# private Kafka + Postgres on free ports: chaos subset, engine kills, database-loss drills), and the
-# rest split in two, tests/unit + tests/integration but its test_a* modules (alerts, archive, audit:
-# minutes of them) and everything else. The two shared-stack lanes
-# meet on the local stack but nowhere else: each session makes a database, topics and a worker group
-# of its own (tests/support/environment.py). Most of the time goes to waiting on processes and
-# engines, so the suite takes about its longest lane's time, not the sum. Then, alone, the tests
-# marked `alone`: a latency under attack against none, a site's rate per second across gateways;
-# they hold only while the gateways have a core's headroom (three lanes on two cores take it away).
+# Three lanes at once, each its own pytest session (`--lane`, tests/support/lanes.py: the tests
+# that start private stacks; tests/unit + most of tests/integration; everything else), then the
+# `alone` lane by itself: per-second rates that hold only while the gateways have a core's
+# headroom (three lanes on two cores take it away).
 # With arguments (`bash scripts/test.sh tests/unit -k x`): one pytest with those arguments.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -25,25 +20,22 @@ if [ $# -gt 0 ]; then
     "${PYTEST[@]}" -q "$@"
     rc=$?
 else
-    lane() {  # NAME ARGS...: a line per test, prefixed with the lane's name
-        local name=$1
-        shift
-        "${PYTEST[@]}" -v "$@" 2>&1 | sed -u "s/^/[$name] /"
+    lane() {  # NAME: the lane's tests, a line each, prefixed with its name
+        "${PYTEST[@]}" -v --lane "$1" 2>&1 | sed -u "s/^/[$1] /"
         return "${PIPESTATUS[0]}"
     }
-    lane own-stack -m "own_stack and not alone" &
+    lane own-stack &
     own=$!
-    lane other -m "not own_stack and not alone" --ignore=tests/unit --ignore-glob='tests/integration/test_[!a]*' &
+    lane other &
     other=$!
-    "${PYTEST[@]}" -q -m "not own_stack and not alone" tests/integration tests/unit \
-        --ignore-glob='tests/integration/test_a*'
+    "${PYTEST[@]}" -q --lane main
     rc=$?
     for pid in $own $other; do
         wait "$pid"
         lane_rc=$?
         [ "$rc" -eq 0 ] && rc=$lane_rc
     done
-    lane alone -m alone
+    lane alone
     lane_rc=$?
     [ "$rc" -eq 0 ] && rc=$lane_rc
 fi

@@ -772,6 +772,13 @@ def status_page(bench: Bench) -> None:
     status.status_beside_ingest(bench, bench.site("status"))
 
 
+def key_flood(bench: Bench) -> None:
+    """A forged-key flood's cost to a site's p95 on the same gateway (tests/bench/key_flood.py)."""
+    from tests.bench import key_flood as flood
+
+    flood.run(bench, bench.site("key-flood"))
+
+
 def ledger_growth(bench: Bench) -> None:
     """A hot site's ledger at 0, 10M and 50M rows (tests/bench/ledger_growth.py, docs/scaling.md)."""
     from tests.bench import ledger_growth as growth
@@ -848,6 +855,7 @@ SCENARIOS: list[tuple[str, Scenario, bool]] = [
     ("single-conc", Bench.single_concurrency, True),
     ("client", client, True),
     ("status", status_page, True),
+    ("key-flood", key_flood, True),
     ("end-to-end-before", Bench.end_to_end_before, True),  # only with --before
     ("end-to-end", Bench.end_to_end, True),
     ("broker-down", Bench.broker_down, True),

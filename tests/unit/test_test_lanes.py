@@ -1,5 +1,5 @@
-"""make test's two lanes (scripts/test.sh): a test module that starts a private stack runs in the
-`own_stack` lane, and no other does. A private-stack module left unmarked would run in the shared
+"""make test's lanes (scripts/test.sh, tests/support/lanes.py): a test module that starts a private
+stack is marked `own_stack`, and no other is. A private-stack module left unmarked would run in the shared
 lane (only slower); a shared-stack module marked by mistake would run beside the shared lane's
 workers on the same topics and groups, so both directions are checked."""
 
@@ -8,6 +8,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+from tests.support.lanes import BESIDE_OTHER, lane_of
 from tests.support.process import ROOT
 
 STARTS_A_STACK = re.compile(r"\b(new_stack|stack_fixture|private_stack|ChaosStack)\(")
@@ -27,3 +28,17 @@ def test_every_private_stack_module_is_in_the_own_stack_lane_and_only_those() ->
     assert len(starts) >= 8, starts
     assert starts - marked == set(), "start a private stack but are not marked own_stack"
     assert marked - starts == set(), "marked own_stack but start no private stack"
+
+
+def test_each_test_has_one_lane_by_marker_and_path() -> None:
+    unit, integration = ROOT / "tests/unit/test_x.py", ROOT / "tests/integration/test_worker.py"
+    assert lane_of(unit, set()) == "main"
+    assert lane_of(integration, {"integration"}) == "main"
+    assert lane_of(ROOT / "tests/integration/test_alerts.py", set()) == "other"
+    assert lane_of(ROOT / "clients/python/tests/test_client.py", set()) == "other"
+    assert lane_of(ROOT / "tests/chaos/test_chaos_ci.py", {"own_stack"}) == "own-stack"
+    assert lane_of(integration, {"own_stack", "alone"}) == "alone"
+    for name in BESIDE_OTHER:  # private stacks moved beside the other lane exist and are own_stack
+        module = ROOT / "tests/integration" / name
+        assert MARKED.search(module.read_text()), module
+        assert lane_of(module, {"own_stack"}) == "other"

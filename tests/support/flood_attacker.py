@@ -1,11 +1,11 @@
-"""The attacker of tests/integration/test_key_flood.py, in its own process (so its CPU is not the
-measuring client's event loop): N connections, each request a fresh well-formed forged key, for
-SECONDS of flooding in slices of SLICE seconds, each followed by as long a pause, from START (a
-time.monotonic() value, which every process on the host shares) on. Half the connections forge
-tagged keys (wrong MAC), half untagged ("legacy") ones. Prints one JSON line: the answers by
-status and the counts per key shape.
+"""The attacker of tests/support/key_flood.py (test_key_flood, the key-flood bench), in its own
+process (so its CPU is not the measuring client's event loop): N connections, each request a
+fresh well-formed forged key, for SECONDS of flooding in slices of SLICE seconds, each followed
+by as long a pause, from START (a time.monotonic() value, which every process on the host shares)
+on. Half the connections forge tagged keys (wrong MAC), half untagged ("legacy") ones. Prints one
+JSON line: the answers by status and the counts per key shape.
 
-    python -m tests.integration.flood_attacker URL CONNECTIONS SECONDS START SLICE
+    python -m tests.support.flood_attacker URL CONNECTIONS SECONDS START SLICE
 """
 
 from __future__ import annotations
