@@ -238,8 +238,8 @@ class Settings:
     )
 
     # ---- Database: one Postgres for ledger, outbox, keys and billing
-    database_url: str = setting(
-        LOCAL_DATABASE_URL, "database", "postgresql://user@host:port/db", database_url
+    database_url: str = setting(  # may hold a password: out of repr
+        LOCAL_DATABASE_URL, "database", "postgresql://user@host:port/db", database_url, secret=True
     )
     db_pool_min: int = setting(1, "database", "connections each process keeps open", at_least(1))
     db_pool_max: int = setting(

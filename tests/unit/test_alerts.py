@@ -45,6 +45,16 @@ def test_refused_urls(url: str) -> None:
         urls.parse(url, STRICT)
 
 
+def test_a_refusal_never_echoes_the_url() -> None:
+    """Its message reaches the rule's last_error and the dispatcher's log (a URL refused at connect
+    after a policy change), and a Slack-style URL holds its secret in the path and query."""
+    secret = "T000SECRETPATH/B000?token=SECRET"
+    for url in (f"http://example.com/{secret}", f"https://example.com:99999/{secret}", f"ftp://x/{secret}"):
+        with pytest.raises(urls.BadUrl) as refused:
+            urls.parse(url, STRICT)
+        assert "SECRET" not in str(refused.value), refused.value
+
+
 def test_allowed_urls() -> None:
     assert urls.parse("https://hooks.example.com/x?y=1", STRICT).port == 443
     assert urls.parse("https://93.184.216.34:8443/x", STRICT).port == 8443

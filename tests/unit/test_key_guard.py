@@ -201,6 +201,8 @@ async def test_legacy_off_refuses_untagged_keys_in_memory() -> None:
 def test_key_settings_validated_and_secret_never_in_repr() -> None:
     s = Settings.from_env({"OPSMANTIK_KEY_SECRET": "x" * 40})
     assert "x" * 40 not in repr(s) and LOCAL_KEY_SECRET not in repr(Settings())
+    with_password = Settings.from_env({"OPSMANTIK_DATABASE_URL": "postgresql://u:hunter22@db:5432/x"})
+    assert "hunter22" not in repr(with_password)
     with pytest.raises(SettingsError) as e:
         Settings.from_env(
             {

@@ -32,7 +32,7 @@ class Dispatcher:
     def __init__(self, settings: Settings, pool: asyncpg.Pool) -> None:
         self.settings = settings
         self.pool = pool
-        self.policy = urls.UrlPolicy(bool(settings.alerts_allow_http), bool(settings.alerts_allow_private))
+        self.policy = urls.UrlPolicy.of(settings)
         self.timeout_s = settings.dispatcher_timeout_s
         self.lease_s = 2 * settings.dispatcher_timeout_s + 1.0  # past any attempt's end
         self.session = aiohttp.ClientSession(

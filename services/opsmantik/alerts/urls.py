@@ -21,6 +21,7 @@ from urllib.parse import urlsplit
 from aiohttp.abc import AbstractResolver, ResolveResult
 from aiohttp.resolver import DefaultResolver
 
+from opsmantik.config import Settings
 from opsmantik.errors import UsageError
 
 MAX_URL = 2048
@@ -34,6 +35,10 @@ class BadUrl(UsageError):
 class UrlPolicy:
     allow_http: bool = False
     allow_private: bool = False
+
+    @classmethod
+    def of(cls, settings: Settings) -> UrlPolicy:
+        return cls(bool(settings.alerts_allow_http), bool(settings.alerts_allow_private))
 
 
 IpAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
@@ -73,18 +78,18 @@ def parse(url: str, policy: UrlPolicy) -> Target:
     schemes = ("https", "http") if policy.allow_http else ("https",)
     if parts.scheme not in schemes:
         hint = "" if policy.allow_http else " (http only with OPSMANTIK_ALERTS_ALLOW_HTTP=1, for development)"
-        raise BadUrl(f"--url {url[:80]!r}: the scheme must be https{hint}")
+        raise BadUrl(f"--url: the scheme {parts.scheme[:16]!r} must be https{hint}")
     if parts.username is not None or parts.password is not None:
         raise BadUrl("--url: no user or password in the URL (the signature authenticates us)")
     if parts.fragment:
         raise BadUrl("--url: no #fragment")
     host = parts.hostname
     if not host:
-        raise BadUrl(f"--url {url[:80]!r}: no host")
+        raise BadUrl("--url: no host")
     try:
         port = parts.port or (443 if parts.scheme == "https" else 80)
     except ValueError:
-        raise BadUrl(f"--url {url[:80]!r}: the port is not 1-65535") from None
+        raise BadUrl("--url: the port is not 1-65535") from None
     literal: IpAddress | None
     try:
         literal = ipaddress.ip_address(host)

@@ -38,10 +38,6 @@ def _plain(d: dict[str, Any]) -> dict[str, Any]:
     return {k: (str(v) if v is not None and not isinstance(v, int | str) else v) for k, v in d.items()}
 
 
-def _policy(settings: Settings) -> urls.UrlPolicy:
-    return urls.UrlPolicy(bool(settings.alerts_allow_http), bool(settings.alerts_allow_private))
-
-
 def _line(r: rules.RuleRow) -> str:
     what = f"{r.meter} >= {r.threshold}" if r.kind == "meter" else r.kind
     return (
@@ -64,7 +60,7 @@ async def _run(settings: Settings, conn: asyncpg.Connection, args: argparse.Name
         new = await rules.create(
             conn,
             settings.alerts_signing_secret,
-            _policy(settings),
+            urls.UrlPolicy.of(settings),
             args.site,
             args.url,
             builtin=args.builtin,
