@@ -104,6 +104,9 @@ async def worker_kill(ctx: FaultContext) -> None:
     await ctx.sleep(ctx.profile.fault_s)
 
 
+SLOW_DRAIN = ("OPSMANTIK_RELAY_BATCH", "25")
+
+
 async def relay_kill(ctx: FaultContext) -> None:
     """Fill the outbox (broker down, relay stopped), bring the broker back, start the relay and
     SIGKILL it as soon as it has begun draining; then restart it."""
@@ -116,6 +119,9 @@ async def relay_kill(ctx: FaultContext) -> None:
     ctx.notes.append(f"outbox before relay start: {full}")
     if full <= 0:  # the fault needs a drain to interrupt
         raise HarnessError(f"scenario 5: the outbox did not fill while the broker was down (depth {full})")
+    # Small rounds for the restart the kill interrupts: at the default 1,000 rows a round the
+    # relay drained a 4,837-row outbox between two 20 ms depth polls (a CI run, seed 90971).
+    relay.env[SLOW_DRAIN[0]] = SLOW_DRAIN[1]
     await ctx.restart(relay)
     deadline = time.monotonic() + 30
     draining = False
@@ -134,6 +140,7 @@ async def relay_kill(ctx: FaultContext) -> None:
             "scenario 5: the relay drained the whole outbox before the kill (not killed while draining)"
         )
     await ctx.sleep(ctx.rng.uniform(1.0, 3.0))
+    del relay.env[SLOW_DRAIN[0]]  # the restart after the fault drains at the default rounds
     await ctx.restart(relay)
 
 

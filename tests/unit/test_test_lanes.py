@@ -31,7 +31,7 @@ def test_every_private_stack_module_is_in_the_own_stack_lane_and_only_those() ->
 
 
 def test_each_test_has_one_lane_by_marker_and_path() -> None:
-    unit, integration = ROOT / "tests/unit/test_x.py", ROOT / "tests/integration/test_worker.py"
+    unit, integration = ROOT / "tests/unit/test_alerts.py", ROOT / "tests/integration/test_worker.py"
     assert lane_of(unit, set()) == "main"
     assert lane_of(integration, {"integration"}) == "main"
     assert lane_of(ROOT / "tests/integration/test_alerts.py", set()) == "other"
