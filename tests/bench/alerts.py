@@ -15,12 +15,15 @@ end-to-end freshness row measures already. On the shared stack (--smoke --on-sta
 timestamps are off and not changed there: the worker's decision time (the webhook's `timestamp`,
 taken in the same transaction just before its commit) stands in; the notes say which.
 
-`alerts-rules-cost`: the same paced load (20,000 ev/s, 100-event batches) on two sites with the same
-quota and hard cap, one with no rule and one with MAX_RULES_PER_SITE (100) rules: the three quota
-built-ins and 97 thresholds on the `events` and `quantity` meters, far above anything the run
-reaches (no crossing). Runs alternate none, rules, none, rules on one worker and gateway (same
-run); each run's ingest p95 (wrk) and the worker's CPU per event (its process tree's utime + stime
-from the first request until the invoice shows every event, ÷ events) give the two ratios.
+`alerts-rules-cost`: a paced load the worker keeps up with (COST_EVENTS_S, 100-event batches) on
+two sites with the same quota and hard cap, one with no rule and one with MAX_RULES_PER_SITE (100)
+rules: the three quota built-ins and 97 thresholds on the `events` and `quantity` meters, far
+above anything the run reaches (no crossing). Runs alternate none, rules, COST_ROUNDS times on one
+worker and gateway (same run); each run's ingest p95 (wrk) and the worker's CPU per event (its
+process tree's utime + stime from the first request until the invoice shows every event, ÷
+events); the ratios are the medians of each round's rules ÷ none. At 20,000 ev/s offered a loaded
+machine got 7,000-14,000 through, and the worker's CPU per event falls as its batches grow, so
+the ratio mixed the rules' cost with the machine's (docs/benchmarks.md "Usage alerts").
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
+from statistics import median
 from typing import Any
 
 import asyncpg
@@ -47,7 +51,7 @@ from opsmantik.sites import create_site_with_key
 from tests.bench.env import BenchError, SiteKey, wait_until
 from tests.bench.procs import CpuMeter
 from tests.bench.runner import BEFORE_GATEWAY_PORT, E2E_TARGET_EVENTS_S, GATEWAY_PORT, Bench
-from tests.bench.stats import Row, percentile, ratio
+from tests.bench.stats import Row, percentile
 from tests.bench.wrk import LoadResult, run_wrk
 from tests.support.process import Process, free_port
 
@@ -57,6 +61,8 @@ DISPATCHER_ENV = {
     "OPSMANTIK_ALERTS_ALLOW_PRIVATE": "1",
     "OPSMANTIK_DISPATCHER_METRICS_PORT": "-1",
 }
+COST_EVENTS_S = 5_000  # the rules-cost runs' paced load: kept up with, so both sites' batches match
+COST_ROUNDS = 3  # none, rules pairs
 LIMIT = 10**12  # quota and hard cap of the rules-cost sites: set (the built-ins need them), never reached
 
 # Per crossed webhook of the sites: the crossing transaction's commit time and the accept time of
@@ -429,7 +435,7 @@ class Variant:
 
 def rules_cost(bench: Bench) -> None:
     seconds = bench.plan.seconds
-    bench.say(f"scenario: alerts rules cost, {E2E_TARGET_EVENTS_S:,} ev/s paced, 0 vs 100 rules per site")
+    bench.say(f"scenario: alerts rules cost, {COST_EVENTS_S:,} ev/s paced, 0 vs 100 rules per site")
     variants: list[Variant] = []
     if bench.before:  # the before checkout's worker and gateway, runs interleaved with this one's
         topic0 = bench.env.topic("ar0")
@@ -460,14 +466,14 @@ def rules_cost(bench: Bench) -> None:
         before = bench.env.value("usage_events", s.site_id)
         bench._load(variants[-1].port, s.api_key, 100, f"rc-warm-{name}", 1, [], connections=2, rate=20)
         wait_until(lambda s=s, b=before: bench.env.value("usage_events", s.site_id) > b, 60, 0.1)
-    rounds = 1 if bench.plan.smoke else 2
+    rounds = 1 if bench.plan.smoke else COST_ROUNDS
     order = [(v, name) for _ in range(rounds) for v in variants for name in ("none", "rules")]
     for i, (v, name) in enumerate(order):
         site = none if name == "none" else ruled
         start = bench.env.value("usage_events", site.site_id)
         cpu = CpuMeter([v.worker.pid]).start()
         t0 = time.monotonic()
-        r = _paced(bench, site, f"rc-{name}-{i}", E2E_TARGET_EVENTS_S, seconds, 64, port=v.port)
+        r = _paced(bench, site, f"rc-{name}-{i}", COST_EVENTS_S, seconds, 64, port=v.port)
         ok, t_all = _wait_ledgered(bench, [site], start + r.events)
         cpu.stop()
         if not ok:
@@ -486,7 +492,7 @@ def rules_cost(bench: Bench) -> None:
             pname = f"worker 100 alert rules{v.label}"
             proc = bench._profile(pname, v.worker.pid, seconds)
             start = bench.env.value("usage_events", ruled.site_id)
-            r = _paced(bench, ruled, f"rc-prof{v.port}", E2E_TARGET_EVENTS_S, seconds, 64, port=v.port)
+            r = _paced(bench, ruled, f"rc-prof{v.port}", COST_EVENTS_S, seconds, 64, port=v.port)
             _wait_ledgered(bench, [ruled], start + r.events)
             bench._collect(pname, proc)
     for v in variants:
@@ -496,9 +502,6 @@ def rules_cost(bench: Bench) -> None:
 
 
 def _cost_rows(bench: Bench, v: Variant) -> None:
-    def mean(xs: list[float]) -> float:
-        return sum(xs) / len(xs)
-
     rows = {}
     for name, label, kind in (
         ("none", "0 alert rules", "baseline"),
@@ -506,17 +509,17 @@ def _cost_rows(bench: Bench, v: Variant) -> None:
     ):
         rs = v.runs[name]
         row = Row(
-            f"alerts: paced {E2E_TARGET_EVENTS_S // 1000}k ev/s, {label}{v.label}",
+            f"alerts: paced {COST_EVENTS_S // 1000}k ev/s, {label}{v.label}",
             kind,
-            events_per_s=mean([c.load.events_per_s for c in rs]),
-            requests_per_s=mean([c.load.requests_per_s for c in rs]),
-            p50_ms=mean([c.load.p50_ms for c in rs]),
-            p95_ms=mean([c.load.p95_ms for c in rs]),
-            p99_ms=mean([c.load.p99_ms for c in rs]),
-            cpu_us_per_event=mean([c.worker_us for c in rs]),
+            events_per_s=median([c.load.events_per_s for c in rs]),
+            requests_per_s=median([c.load.requests_per_s for c in rs]),
+            p50_ms=median([c.load.p50_ms for c in rs]),
+            p95_ms=median([c.load.p95_ms for c in rs]),
+            p99_ms=median([c.load.p99_ms for c in rs]),
+            cpu_us_per_event=median([c.worker_us for c in rs]),
         )
         row.notes.append(
-            "runs (alternating none/rules, same worker and gateway): "
+            "runs (alternating none/rules, same worker and gateway; the row holds their medians): "
             + "; ".join(
                 f"p95 {c.load.p95_ms:.1f} ms, worker {c.worker_us:.1f} µs/ev, {c.load.events:,} events "
                 f"ledgered in {c.seconds:.1f} s"
@@ -528,23 +531,19 @@ def _cost_rows(bench: Bench, v: Variant) -> None:
         rows[name] = row
         bench.rows.append(row)
     base, row = rows["none"], rows["rules"]
-    cpu_ratio = ratio(row.cpu_us_per_event, base.cpu_us_per_event)
-    p95_ratio = ratio(row.p95_ms, base.p95_ms)
+    pairs = list(zip(v.runs["none"], v.runs["rules"], strict=True))
+    cpu_ratios = [r.worker_us / n.worker_us for n, r in pairs]
+    p95_ratios = [r.load.p95_ms / n.load.p95_ms for n, r in pairs]
+    cpu_ratio, p95_ratio = median(cpu_ratios), median(p95_ratios)
     row.baseline, row.ratio = base.name, cpu_ratio
-    row.goal = "worker CPU/ev and ingest p95 ≤ 1.05× 0 rules"
-    row.goal_met = bool(
-        cpu_ratio is not None and p95_ratio is not None and cpu_ratio <= 1.05 and p95_ratio <= 1.05
-    )
-    noise = ""
-    if len(v.runs["none"]) > 1:
-        n0, n1 = v.runs["none"]
-        cpu_gap = abs(n0.worker_us - n1.worker_us) / mean([n0.worker_us, n1.worker_us])
-        p95_gap = abs(n0.load.p95_ms - n1.load.p95_ms) / mean([n0.load.p95_ms, n1.load.p95_ms])
-        noise = f"; the two 0-rule runs differ by {cpu_gap:.1%} in worker CPU/ev and {p95_gap:.1%} in p95"
+    row.goal = "worker CPU/ev and ingest p95 ≤ 1.05× 0 rules (medians of the rounds' ratios)"
+    row.goal_met = cpu_ratio <= 1.05 and p95_ratio <= 1.05
     row.notes.insert(
         0,
-        f"ratio = worker CPU per event (the worker process tree, first request to the invoice "
-        f"showing every event) ÷ the 0-rule site's; ingest p95 (wrk) {p95_ratio or 0:.3f}×{noise}; "
+        f"ratio = median of the rounds' worker CPU per event (the worker process tree, first request "
+        f"to the invoice showing every event) ÷ the 0-rule site's: "
+        f"{', '.join(f'{x:.3f}' for x in cpu_ratios)}; ingest p95 (wrk) {p95_ratio:.3f}× "
+        f"({', '.join(f'{x:.3f}' for x in p95_ratios)}); "
         "rules: quota-80, quota-100, hard-cap + 97 thresholds on the events/quantity meters never "
         f"reached; both sites have the same quota and cap; load average {_load():.1f}",
     )
