@@ -3,7 +3,9 @@
 The property test sends random events (types, properties, subjects, times across the
 daylight-saving changes of America/New_York and Australia/Lord_Howe) straight to the ingest topic,
 lets the worker ledger them, then asks random queries of random meters over HTTP and compares
-every answer with the aggregate computed here, independently, from the ledger rows."""
+every answer with the aggregate computed here, independently, from the ledger rows. The queries'
+windows (UTC, America/New_York, Australia/Lord_Howe) read every tier: minute buckets, hour and day
+rollups (meters/rollup.py pieces); the test checks that each zone used all three."""
 
 from __future__ import annotations
 
@@ -24,7 +26,7 @@ from aiohttp.test_utils import TestClient, TestServer
 from opsmantik import sites
 from opsmantik.config import Settings
 from opsmantik.gateway.app import create_app
-from opsmantik.meters import definitions
+from opsmantik.meters import definitions, rollup, windows
 
 from tests.support.pipeline import message, pipeline_fixture, produce, wait_for
 
@@ -258,10 +260,13 @@ async def test_every_answer_equals_the_ledger(
         m["slug"]: m for m in await (await client.get("/api/v1/meters", headers=auth(key.api_key))).json()
     }
     asked = 0
+    used: set[tuple[str, int]] = set()  # (zone, tier) of the pieces the queries read (meters/rollup.py)
     for _ in range(80):
         slug = rng.choice(slugs)
         meter = meters[slug]
         zone, center = rng.choice(CHANGES)
+        if rng.random() < 0.25:  # UTC windows: days whole in the day tier
+            zone = "UTC"
         size = rng.choice(["MINUTE", "HOUR", "HOUR", "DAY", "DAY", "MONTH", None])
         lo = center - timedelta(hours=rng.choice([36, 30, 12]))
         hi = center + timedelta(hours=rng.choice([36, 30, 12]))
@@ -283,6 +288,8 @@ async def test_every_answer_equals_the_ledger(
         if meter["groupBy"] and rng.random() < 0.3:
             filters["region"] = rng.choice(["eu", "us"])
             params.append(("filterGroupBy[region]", filters["region"]))
+        for ws, we in windows.windows(start, end, size, ZoneInfo(zone), 10_000) if size else [(start, end)]:
+            used |= {(zone, width) for width, _, _ in rollup.pieces(ws, we)}
         resp = await client.get(f"/api/v1/meters/{slug}/query", params=params, headers=auth(key.api_key))
         assert resp.status == 200, await resp.text()
         body = await resp.json()
@@ -311,6 +318,8 @@ async def test_every_answer_equals_the_ledger(
         assert got == want, (slug, params)
         asked += 1
     assert asked == 80
+    # Every tier was read in each zone: minute buckets, hour rollups, day rollups.
+    assert used == {(z, w) for z in ("UTC", "America/New_York", "Australia/Lord_Howe") for w in (0, 60, 1440)}
 
 
 def iso(t: datetime) -> str:

@@ -121,6 +121,78 @@ def expected(rows: list[asyncpg.Record], voided: dict[str, date], agg: str) -> d
     return out
 
 
+def expected_windows(
+    rows: list[asyncpg.Record], voided: dict[str, date], agg: str, start_of: Any
+) -> dict[tuple[str, str], Any]:
+    """The same rule over windows (`start_of`: a minute -> its window's start): a window of a billing
+    month holds the minute buckets of that month in it that are data (expected() above): n and total
+    add, the max and the distinct users are over their rows not voided."""
+    n: dict[tuple[str, str], int] = defaultdict(int)
+    total: dict[tuple[str, str], Decimal] = defaultdict(Decimal)
+    live: dict[tuple[str, str], list[Any]] = defaultdict(list)
+    for r in rows:
+        props = orjson.loads(r["properties"])
+        v = Decimal(r["quantity"]) if agg == "SUM" else Decimal(props["n"]) if agg == "MAX" else Decimal(1)
+        at = r["occurred_at"].replace(second=0, microsecond=0)
+        billed = (at, f"{r['billing_month']:%Y-%m}")
+        n[billed] += 1
+        total[billed] += v
+        if r["event_id"] in voided:
+            booked = (at, f"{voided[r['event_id']]:%Y-%m}")
+            n[booked] -= 1
+            total[booked] -= v
+        else:
+            live[billed].append(props["user"] if agg == "UNIQUE_COUNT" else v)
+    wn: dict[tuple[str, str], int] = defaultdict(int)
+    wtotal: dict[tuple[str, str], Decimal] = defaultdict(Decimal)
+    wlive: dict[tuple[str, str], list[Any]] = defaultdict(list)
+    present: set[tuple[str, str]] = set()
+    for k in set(n) | set(live):
+        if not (n[k] or total[k] or live[k]):
+            continue  # a minute bucket that cancels out with nothing left: no data
+        w = (iso(start_of(k[0])), k[1])
+        present.add(w)
+        wn[w] += n[k]
+        wtotal[w] += total[k]
+        wlive[w] += live[k]
+    out: dict[tuple[str, str], Any] = {}
+    for w in present:
+        if agg == "UNIQUE_COUNT":
+            if wlive[w]:
+                out[w] = len(set(wlive[w]))
+            continue
+        value = {"COUNT": wn[w], "SUM": wtotal[w], "MAX": max(wlive[w], default=None)}[agg]
+        out[w] = None if value is None else int(value)
+    return out
+
+
+async def per_window(
+    client: TestClient, key: str, slug: str, start: datetime, end: datetime, size: str | None
+) -> dict[tuple[str, str], Any]:
+    """The answer by window and billing month: HOUR and DAY windows and the whole range, read from
+    the hour and day rollups (meters/rollup.py pieces), not the minutes."""
+    params = {"from": iso(start), "to": iso(end), **({"windowSize": size} if size else {})}
+    rows = await answer(client, key, slug, groupBy="billing_month", **params)
+    return {(r["windowStart"], r["groupBy"]["billing_month"]): r["value"] for r in rows}
+
+
+WINDOWS = [  # (from, to, windowSize, a minute -> its window's start): hour pieces, day pieces, both
+    (FROM, TO, "HOUR", lambda t: t.replace(minute=0)),
+    (
+        FROM - timedelta(days=1, hours=23),
+        TO + timedelta(hours=23),
+        "DAY",
+        lambda t: t.replace(hour=0, minute=0),
+    ),
+    (
+        FROM - timedelta(days=1, minutes=5),
+        TO + timedelta(days=1, minutes=7),
+        None,
+        lambda t: FROM - timedelta(days=1, minutes=5),
+    ),
+]
+
+
 async def answer(client: TestClient, key: str, slug: str, **params: str) -> list[dict[str, Any]]:
     resp = await client.get(
         f"/api/v1/meters/{slug}/query",
@@ -157,16 +229,27 @@ async def test_closed_months_meters_equal_their_statements(
 
         await wait_for(check, timeout_s=60)
 
-    produce(settings, events(rng, site, "m", in_m, 16))
-    await ledgered(16)
+    # "top": the hour's greatest value and its only "u-top" user, voided: every tier must lose both.
+    top = orjson.loads(
+        message(
+            site,
+            "top",
+            occurred_at=in_m,
+            received_at=datetime.now(UTC) - timedelta(seconds=1),
+            properties={"n": 999, "user": "u-top"},
+        )
+    )
+    top["subject"] = "s1"
+    produce(settings, [*events(rng, site, "m", in_m, 16), (f"{site}/top".encode(), orjson.dumps(top))])
+    await ledgered(17)
     async with pool.acquire() as conn:
-        await void_events(conn, site, ["m1", "m2"], "test: void in the open month", "test")
+        await void_events(conn, site, ["m1", "m2", "top"], "test: void in the open month", "test")
     close(settings, M)
     produce(
         settings,
         events(rng, site, "late", in_m, 8) + events(rng, site, "n", datetime(2021, 7, 1, tzinfo=UTC), 8),
     )
-    await ledgered(32)
+    await ledgered(33)
     async with pool.acquire() as conn:
         assert (
             await conn.fetchval(
@@ -188,7 +271,7 @@ async def test_closed_months_meters_equal_their_statements(
             "SELECT month, events, quantity, voids FROM billing_statements WHERE site_id = $1", site
         )
     }
-    assert statements[M]["voids"] == 2 and statements[N]["voids"] == 5
+    assert statements[M]["voids"] == 3 and statements[N]["voids"] == 5
     for month in (M, N):
         for slug, col in (("events", "events"), ("quantity", "quantity")):
             got = await answer(
@@ -200,9 +283,15 @@ async def test_closed_months_meters_equal_their_statements(
     for slug, agg in (("events", "COUNT"), ("quantity", "SUM"), (mx.slug, "MAX"), (uq.slug, "UNIQUE_COUNT")):
         want = {(iso(datetime.fromisoformat(k[0])), k[1]): v for k, v in expected(rows, voided, agg).items()}
         assert await per_minute(client, key.api_key, slug) == want, slug
+        for start, end, size, start_of in WINDOWS:  # the hour and day tiers hold the voids too
+            want = expected_windows(rows, voided, agg, start_of)
+            assert await per_window(client, key.api_key, slug, start, end, size) == want, (slug, size)
     # Recomputed from the ledger (meters backfill), the answers are the same.
     before = {s: await per_minute(client, key.api_key, s) for s in (mx.slug, uq.slug)}
+    coarse = {(s, w[2]): await per_window(client, key.api_key, s, *w[:3]) for s in before for w in WINDOWS}
     async with pool.acquire() as conn:
         for s in before:
             await backfill.backfill(conn, s)
     assert {s: await per_minute(client, key.api_key, s) for s in before} == before
+    again = {(s, w[2]): await per_window(client, key.api_key, s, *w[:3]) for s in before for w in WINDOWS}
+    assert again == coarse

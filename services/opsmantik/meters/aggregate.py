@@ -4,7 +4,8 @@ Called by the worker inside the ledger's transaction with only the rows that tra
 (worker/ledger.py), and by `meters backfill` with the ledger's rows: a retry, a redelivery or a
 crash never counts an event twice because the ledger inserts it once. One bucket is one UTC
 minute (BUCKET): every IANA zone's offset is a whole number of minutes since 1970, so MINUTE, HOUR,
-DAY and MONTH windows in any zone are unions of buckets.
+DAY and MONTH windows in any zone are unions of buckets. The same SQL statement that adds a batch's
+buckets adds their hour and day rollups (aggregate.sql, meters/rollup.py).
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """`opsmantik meters backfill SLUG`: rebuild one meter's aggregates from the ledger, exactly.
 
 In one transaction holding the close lock exclusively (no worker batch in flight, none starts
-until the commit): the meter's buckets are deleted and recomputed from every ledger row in
+until the commit): the meter's buckets and rollups are deleted and recomputed from every ledger row in
 Postgres with the worker's own code (meters/aggregate.py). Idempotent: running it twice gives the
 same aggregates. Below the compaction watermark the rebuilt minutes are merged into quarter hours
 again (meters/compact.py). Archived months are not in Postgres, so they are not in the rebuilt meter
@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import asyncpg
 
-from opsmantik.meters import aggregate, compact, definitions
+from opsmantik.meters import aggregate, compact, definitions, rollup
 
 CHUNK = 5000
 
@@ -35,6 +35,7 @@ async def backfill(conn: asyncpg.Connection, slug: str) -> Backfilled:
         meter = await definitions.get(conn, slug)
         await conn.execute(Q["clear_meter"], meter.meter_id)
         await conn.execute(Q["clear_meter_uniques"], meter.meter_id)
+        await rollup.clear_meter(conn, meter.meter_id)  # rewritten with the buckets by aggregate.write
         inc = aggregate.Increments()
         after: tuple[uuid.UUID, str] = (uuid.UUID(int=0), "")
         read = 0

@@ -8,7 +8,9 @@ the worker's own (compact.sql): n and total add, lo/hi combine, latest keeps the
 (occurred_at, event_id), unique values are unioned. Idempotent: a merged bucket sits on its
 quarter hour, and only buckets off the quarter hour are moved, so a second run moves nothing; a
 minute bucket written later below the watermark (a lagging worker, a backfill) is merged by the
-next run and meanwhile still answers every 15-minute-aligned window exactly.
+next run and meanwhile still answers every 15-minute-aligned window exactly. The hour and day
+rollups (meters/rollup.py) are unchanged by construction: a minute moves into its quarter, within
+its hour and day, and a rollup row is the merge of its buckets, whichever their width.
 
 Locking: the watermark is raised first (its own transaction), then each (meter, site, day) is
 merged in one transaction holding the close lock shared and the worker's site lock, as a void

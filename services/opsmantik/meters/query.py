@@ -23,13 +23,18 @@ import orjson
 from opsmantik.db.queries import package_queries
 from opsmantik.errors import UsageError
 from opsmantik.events import parse_time
-from opsmantik.meters import compact, windows
+from opsmantik.meters import compact, rollup, windows
 from opsmantik.meters.definitions import Meter
 
 Q = package_queries("opsmantik.meters", "query.sql")
 MAX_ROWS = 10_000
 MAX_WINDOWS = 10_000
 MAX_FILTER_VALUES = 100
+# The stored rows a query may read (minute buckets, hour and day rollups, or their distinct values
+# for UNIQUE_COUNT), counted through the index before it runs; more is a 400 naming windowSize (or
+# `from` without one): the answer's time is bounded, never the 30 s timeout's 503. At ≈ 1-4 µs a
+# row on the shared 2-core machine (docs/benchmarks.md "Meters"), 1M rows is 1-4 s.
+MAX_READ = 1_000_000
 _FILTER = re.compile(r"filterGroupBy\[([^\]]{1,63})\]")
 _MONTH = re.compile(r"(\d{4})-(\d{2})")
 
@@ -206,33 +211,32 @@ async def run(conn: asyncpg.Connection, meter: Meter, q: MeterQuery, sites: list
             return Answer(start, end, q.window_size, [])
     spans = _spans(start, end, q)
     _refuse_below_watermark(spans, q, await compact.watermark(conn))
+    unique = meter.aggregation == "UNIQUE_COUNT"
+    where, args = arguments(meter, q, spans, scope)
     by_subject = "subject" in q.group_by or q.subjects is not None
-    names = [g for g in q.group_by if g in meter.group_by]
-    args = (
-        meter.meter_id,
-        scope,
-        start,
-        [s for s, _ in spans],
-        [e for _, e in spans],
-        q.subjects,
-        orjson.dumps({k: v for k, v in q.filters.items() if k != "billing_month"}).decode(),
-        _month(q.filters.get("billing_month")),
-        "customer_id" in q.group_by,
-        by_subject,
-        names,
-        "billing_month" in q.group_by,
-    )
-    sql = Q["unique_count"] if meter.aggregation == "UNIQUE_COUNT" else Q["aggregate"]
-    # No JIT: the windows' unnest makes the planner overestimate the rows by orders of magnitude, and
-    # compiling the plan then cost ~0.5 s of a query that runs in tens of ms (MINUTE windows over a
-    # day, docs/benchmarks.md "Meters"). Same rows either way: JIT only changes how they are computed.
+    # No JIT: the pieces' unnest makes the planner overestimate the rows by orders of magnitude, and
+    # compiling the plan then cost ~0.5 s of a query that runs in tens of ms (docs/benchmarks.md
+    # "Meters"). Same rows either way: JIT only changes how they are computed.
     # A custom plan every time: after 5 executions Postgres may keep a generic plan, where
-    # `$2 IS NULL OR site_id = ANY($2)` cannot bound the index, and each window then scans every
+    # `$2 IS NULL OR site_id = ANY($2)` cannot bound the index, and each piece then scans every
     # bucket of the meter (300k events: a MINUTE query after 6 DAY ones passed the 30 s timeout;
     # custom 46-67 ms).
     async with conn.transaction():
         await conn.execute("SET LOCAL jit = off; SET LOCAL plan_cache_mode = force_custom_plan")
-        records = await conn.fetch(sql, *args, timeout=30)
+        # The rows it would read, counted first (at most MAX_READ + 1 index entries): too many is a
+        # 400 before the query runs, not a timeout.
+        read = await conn.fetchval(
+            Q["rows_unique_count" if unique else "rows_aggregate"], *where, MAX_READ + 1, timeout=30
+        )
+        if read > MAX_READ:
+            raise BadQuery(
+                "windowSize" if q.window_size is not None else "from",
+                f"the query would read more than {MAX_READ:,} stored rows "
+                f"({'distinct values' if unique else 'buckets'}): a shorter [from, to), "
+                + ("a larger windowSize, " if q.window_size in ("MINUTE", "HOUR") else "")
+                + "fewer subjects or groups",
+            )
+        records = await conn.fetch(Q["unique_count" if unique else "aggregate"], *args, timeout=30)
     if len(records) > MAX_ROWS:
         raise BadQuery(
             "windowSize", f"the answer has more than {MAX_ROWS} rows: a larger window or fewer groups"
@@ -246,11 +250,40 @@ async def run(conn: asyncpg.Connection, meter: Meter, q: MeterQuery, sites: list
         if r["billing_month"] is not None:
             groups["billing_month"] = f"{r['billing_month']:%Y-%m}"
         value: int | float | None = int(r["n"])
-        if meter.aggregation != "UNIQUE_COUNT":
+        if not unique:
             value = _value(meter, r["n"], r["total"], r["lo"], r["hi"], r["latest"])
         subject = (r["subject"] or None) if by_subject else None
         rows.append(Row(value, ws, we, subject, r["site_id"], groups))
     return Answer(start, end, q.window_size, rows)
+
+
+def arguments(
+    meter: Meter, q: MeterQuery, spans: list[tuple[datetime, datetime]], scope: list[uuid.UUID] | None
+) -> tuple[tuple[object, ...], tuple[object, ...]]:
+    """The arguments of query.sql: (those of rows_*, those of aggregate/unique_count). Each window
+    is read as its pieces (rollup.pieces: minutes, hours, days, hours, minutes)."""
+    ords: list[int] = []
+    widths: list[int] = []
+    starts: list[datetime] = []
+    ends: list[datetime] = []
+    for i, (ws, we) in enumerate(spans, 1):
+        for width, a, b in rollup.pieces(ws, we):
+            ords.append(i)
+            widths.append(width)
+            starts.append(a)
+            ends.append(b)
+    where = (meter.meter_id, scope, ords, widths, starts, ends)
+    args = (
+        *where,
+        q.subjects,
+        orjson.dumps({k: v for k, v in q.filters.items() if k != "billing_month"}).decode(),
+        _month(q.filters.get("billing_month")),
+        "customer_id" in q.group_by,
+        "subject" in q.group_by or q.subjects is not None,
+        [g for g in meter.group_by if g not in q.group_by],  # removed from the groups object
+        "billing_month" in q.group_by,
+    )
+    return where, args
 
 
 def _spans(start: datetime, end: datetime, q: MeterQuery) -> list[tuple[datetime, datetime]]:

@@ -5,48 +5,113 @@ SELECT min(bucket) AS lo, max(bucket) AS hi FROM meter_buckets
 WHERE meter_id = $1 AND ($2::uuid[] IS NULL OR site_id = ANY($2::uuid[]))
 
 -- name: aggregate
--- One row per window and requested group: $4/$5 the windows' starts and ends, $6 the subjects
--- (NULL: any), $7 the filterGroupBy object (groups @> it), $8 the billing month (NULL: any),
--- $9 group by site, $10 group by subject, $11 the meter's group names to group by.
--- The buckets are read window by window (LATERAL; OFFSET 0 keeps it from being flattened into a
--- join): one index range per window. As a plain join, at 10M events a month the planner put the
--- buckets outside and the windows inside, every bucket of the range compared with every window:
--- DAY windows over the month took 15 s, MINUTE windows over a day passed the 30 s timeout (503).
-SELECT w.ord, CASE WHEN $9::bool THEN b.site_id END AS site_id,
-       CASE WHEN $10::bool THEN b.subject END AS subject, p.g AS groups,
-       CASE WHEN $12::bool THEN b.billing_month END AS billing_month,
+-- One row per window and requested group. $3..$6 the pieces (rollup.py pieces): each window's
+-- ordinal, tier (0: the minute/quarter buckets, 60: hour rollups, 1440: day rollups) and range;
+-- $7 the subjects (NULL: any), $8 the filterGroupBy object (groups @> it), $9 the billing month
+-- (NULL: any), $10 group by site, $11 group by subject, $12 the meter's group names NOT grouped by
+-- (removed from the groups object: what is left is the answer's groupBy), $13 group by billing
+-- month.
+-- The rows are read piece by piece (LATERAL; OFFSET 0 keeps it from being flattened into a join):
+-- one index range per piece, the other tiers' branches cut by their one-time filter on w.width.
+-- A bucket whose rows and voids cancel out with nothing left is no data (aggregate.py contributes);
+-- a rollup row that sums to nothing is data iff one of its buckets is (EXISTS, only then read).
+SELECT w.ord, CASE WHEN $10::bool THEN b.site_id END AS site_id,
+       CASE WHEN $11::bool THEN b.subject END AS subject, b.groups - $12::text[] AS groups,
+       CASE WHEN $13::bool THEN b.billing_month END AS billing_month,
        sum(b.n) AS n, sum(b.total) AS total, min(b.lo) AS lo, max(b.hi) AS hi,
        (array_agg(b.latest_value ORDER BY b.latest_at DESC, b.latest_event_id COLLATE "C" DESC)
             FILTER (WHERE b.latest_at IS NOT NULL))[1] AS latest
-FROM unnest($4::timestamptz[], $5::timestamptz[]) WITH ORDINALITY AS w(ws, we, ord)
+FROM unnest($3::int[], $4::int[], $5::timestamptz[], $6::timestamptz[]) AS w(ord, width, ps, pe)
 CROSS JOIN LATERAL (
-    SELECT * FROM meter_buckets x
-    WHERE x.meter_id = $1 AND ($2::uuid[] IS NULL OR x.site_id = ANY($2::uuid[]))
-      AND x.bucket >= w.ws AND x.bucket < w.we AND x.bucket >= $3
-      AND ($6::text[] IS NULL OR x.subject = ANY($6::text[]))
-      AND x.groups @> $7::jsonb AND ($8::date IS NULL OR x.billing_month = $8::date)
-      -- a bucket whose rows and voids cancel out with nothing left is no data (aggregate.py contributes)
-      AND (x.n <> 0 OR x.total <> 0 OR x.lo IS NOT NULL OR x.latest_at IS NOT NULL)
+    SELECT * FROM (
+        SELECT x.site_id, x.subject, x.groups, x.billing_month, x.n, x.total, x.lo, x.hi,
+               x.latest_value, x.latest_at, x.latest_event_id
+        FROM meter_buckets x
+        WHERE w.width = 0 AND x.meter_id = $1 AND ($2::uuid[] IS NULL OR x.site_id = ANY($2::uuid[]))
+          AND x.bucket >= w.ps AND x.bucket < w.pe
+          AND ($7::text[] IS NULL OR x.subject = ANY($7::text[]))
+          AND x.groups @> $8::jsonb AND ($9::date IS NULL OR x.billing_month = $9::date)
+          AND (x.n <> 0 OR x.total <> 0 OR x.lo IS NOT NULL OR x.latest_at IS NOT NULL)
+        UNION ALL
+        SELECT r.site_id, r.subject, r.groups, r.billing_month, r.n, r.total, r.lo, r.hi,
+               r.latest_value, r.latest_at, r.latest_event_id
+        FROM meter_rollups r
+        WHERE w.width > 0 AND r.meter_id = $1 AND ($2::uuid[] IS NULL OR r.site_id = ANY($2::uuid[]))
+          AND r.width = w.width AND r.bucket >= w.ps AND r.bucket < w.pe
+          AND ($7::text[] IS NULL OR r.subject = ANY($7::text[]))
+          AND r.groups @> $8::jsonb AND ($9::date IS NULL OR r.billing_month = $9::date)
+          AND (r.n <> 0 OR r.total <> 0 OR r.lo IS NOT NULL OR r.latest_at IS NOT NULL
+               OR EXISTS (SELECT 1 FROM meter_buckets x
+                          WHERE x.meter_id = r.meter_id AND x.site_id = r.site_id
+                            AND x.bucket >= r.bucket AND x.bucket < r.bucket + make_interval(mins => r.width)
+                            AND x.billing_month = r.billing_month AND x.subject = r.subject
+                            AND x.groups = r.groups
+                            AND (x.n <> 0 OR x.total <> 0 OR x.lo IS NOT NULL OR x.latest_at IS NOT NULL)))
+    ) u
     OFFSET 0) b
-CROSS JOIN LATERAL (SELECT coalesce(jsonb_object_agg(k, b.groups -> k), '{}'::jsonb) AS g
-                    FROM unnest($11::text[]) AS k) p
 GROUP BY 1, 2, 3, 4, 5
 ORDER BY 1, 2, 3, 4::text, 5
 
 -- name: unique_count
-SELECT w.ord, CASE WHEN $9::bool THEN b.site_id END AS site_id,
-       CASE WHEN $10::bool THEN b.subject END AS subject, p.g AS groups,
-       CASE WHEN $12::bool THEN b.billing_month END AS billing_month,
+-- As aggregate, over the distinct values: meter_unique_values (tier 0) and meter_rollup_values.
+SELECT w.ord, CASE WHEN $10::bool THEN b.site_id END AS site_id,
+       CASE WHEN $11::bool THEN b.subject END AS subject, b.groups - $12::text[] AS groups,
+       CASE WHEN $13::bool THEN b.billing_month END AS billing_month,
        count(DISTINCT b.value) AS n
-FROM unnest($4::timestamptz[], $5::timestamptz[]) WITH ORDINALITY AS w(ws, we, ord)
+FROM unnest($3::int[], $4::int[], $5::timestamptz[], $6::timestamptz[]) AS w(ord, width, ps, pe)
 CROSS JOIN LATERAL (
-    SELECT * FROM meter_unique_values x
-    WHERE x.meter_id = $1 AND ($2::uuid[] IS NULL OR x.site_id = ANY($2::uuid[]))
-      AND x.bucket >= w.ws AND x.bucket < w.we AND x.bucket >= $3
-      AND ($6::text[] IS NULL OR x.subject = ANY($6::text[]))
-      AND x.groups @> $7::jsonb AND ($8::date IS NULL OR x.billing_month = $8::date)
+    SELECT * FROM (
+        SELECT x.site_id, x.subject, x.groups, x.billing_month, x.value
+        FROM meter_unique_values x
+        WHERE w.width = 0 AND x.meter_id = $1 AND ($2::uuid[] IS NULL OR x.site_id = ANY($2::uuid[]))
+          AND x.bucket >= w.ps AND x.bucket < w.pe
+          AND ($7::text[] IS NULL OR x.subject = ANY($7::text[]))
+          AND x.groups @> $8::jsonb AND ($9::date IS NULL OR x.billing_month = $9::date)
+        UNION ALL
+        SELECT r.site_id, r.subject, r.groups, r.billing_month, r.value
+        FROM meter_rollup_values r
+        WHERE w.width > 0 AND r.meter_id = $1 AND ($2::uuid[] IS NULL OR r.site_id = ANY($2::uuid[]))
+          AND r.width = w.width AND r.bucket >= w.ps AND r.bucket < w.pe
+          AND ($7::text[] IS NULL OR r.subject = ANY($7::text[]))
+          AND r.groups @> $8::jsonb AND ($9::date IS NULL OR r.billing_month = $9::date)
+    ) u
     OFFSET 0) b
-CROSS JOIN LATERAL (SELECT coalesce(jsonb_object_agg(k, b.groups -> k), '{}'::jsonb) AS g
-                    FROM unnest($11::text[]) AS k) p
 GROUP BY 1, 2, 3, 4, 5
 ORDER BY 1, 2, 3, 4::text, 5
+
+-- name: rows_aggregate
+-- The rows the aggregate query's index ranges hold (before its subject/group/month filters), up to
+-- $7: counted first, so a query that would read more is refused (a 400) before it runs. The index
+-- alone answers it (meter, site, [width,] bucket are the primary key's prefix).
+SELECT count(*) FROM (
+    SELECT 1
+    FROM unnest($3::int[], $4::int[], $5::timestamptz[], $6::timestamptz[]) AS w(ord, width, ps, pe)
+    CROSS JOIN LATERAL (
+        SELECT * FROM (
+            SELECT 1 FROM meter_buckets x
+            WHERE w.width = 0 AND x.meter_id = $1 AND ($2::uuid[] IS NULL OR x.site_id = ANY($2::uuid[]))
+              AND x.bucket >= w.ps AND x.bucket < w.pe
+            UNION ALL
+            SELECT 1 FROM meter_rollups r
+            WHERE w.width > 0 AND r.meter_id = $1 AND ($2::uuid[] IS NULL OR r.site_id = ANY($2::uuid[]))
+              AND r.width = w.width AND r.bucket >= w.ps AND r.bucket < w.pe
+        ) u
+        OFFSET 0) b
+    LIMIT $7) c
+
+-- name: rows_unique_count
+SELECT count(*) FROM (
+    SELECT 1
+    FROM unnest($3::int[], $4::int[], $5::timestamptz[], $6::timestamptz[]) AS w(ord, width, ps, pe)
+    CROSS JOIN LATERAL (
+        SELECT * FROM (
+            SELECT 1 FROM meter_unique_values x
+            WHERE w.width = 0 AND x.meter_id = $1 AND ($2::uuid[] IS NULL OR x.site_id = ANY($2::uuid[]))
+              AND x.bucket >= w.ps AND x.bucket < w.pe
+            UNION ALL
+            SELECT 1 FROM meter_rollup_values r
+            WHERE w.width > 0 AND r.meter_id = $1 AND ($2::uuid[] IS NULL OR r.site_id = ANY($2::uuid[]))
+              AND r.width = w.width AND r.bucket >= w.ps AND r.bucket < w.pe
+        ) u
+        OFFSET 0) b
+    LIMIT $7) c

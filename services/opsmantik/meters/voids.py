@@ -11,6 +11,8 @@ The rule (docs/meters.md "Voids and late events"), the one `meters backfill` com
   voided: those of the voided row's (site, minute, billed month) are recomputed from the ledger.
 - A meter that did not count the row (created after it, not backfilled: definitions.counted) is
   left alone.
+Then the hour and day rollups of the two months in the voided row's hour and day are recomputed
+from the buckets (meters/rollup.py), so every tier stays the merge of its minutes.
 Below the compaction watermark (meters/compact.py) the bucket is the event's quarter hour: its
 minute buckets written since the compaction are merged first, then the same rule applies to it.
 The caller holds the close lock shared and the site lock (db/site_locks.py, the worker's) before
@@ -25,7 +27,7 @@ from datetime import date, datetime, timedelta
 import asyncpg
 
 from opsmantik.db.queries import package_queries
-from opsmantik.meters import aggregate, compact, definitions
+from opsmantik.meters import aggregate, compact, definitions, rollup
 from opsmantik.meters.definitions import Meter
 
 Q = package_queries("opsmantik.meters", "voids.sql")
@@ -63,7 +65,10 @@ async def apply_void(conn: asyncpg.Connection, site_id: uuid.UUID, event_id: str
     if ordered:
         await _recompute_order_stats(conn, ordered, site_id, at, width, voided.billing_month)
     months = sorted({voided.billing_month, voided.voided_into})
-    await conn.execute(Q["drop_empty"], [m.meter_id for m in meters], site_id, at, months, width)
+    ids = [m.meter_id for m in meters]
+    await conn.execute(Q["drop_empty"], ids, site_id, at, months, width)
+    # The hour and day rollups of both months' keys, recomputed from the buckets just changed.
+    await rollup.refresh(conn, ids, site_id, at, at + width, months)
 
 
 async def _recompute_order_stats(

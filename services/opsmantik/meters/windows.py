@@ -4,7 +4,9 @@ A window boundary is an instant whose local time in the zone is a whole minute, 
 month. Local days are 23, 24 or 25 hours long around daylight-saving changes; a day whose
 midnight does not exist (a change at midnight) starts at its first local instant. Every modern
 offset is a whole number of minutes, and HOUR boundaries fall on a UTC quarter hour (offsets such
-as +05:45 or Lord_Howe's +10:30), so every window is a union of the one-minute buckets.
+as +05:45 or Lord_Howe's +10:30), so every window is a union of the one-minute buckets. A query
+reads each window as its coarsest UTC-aligned pieces (meters/rollup.py pieces): the minutes up to
+the first UTC hour, the hour rollups up to the first UTC day, the day rollups, then hours and minutes.
 """
 
 from __future__ import annotations
