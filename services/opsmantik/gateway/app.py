@@ -11,10 +11,11 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime
 
 import asyncpg
-from aiohttp import web
+from aiohttp import hdrs, web
 
 from opsmantik.config import LOCAL_KEY_SECRET, Settings
 from opsmantik.events import Limits
@@ -68,13 +69,20 @@ KNOWN_ROUTES = {
 }
 
 
+def route_label(path: str) -> str:
+    """The `route` label of a request's metrics: its path when known, else "other"."""
+    if path in KNOWN_ROUTES:
+        return path
+    if path.startswith(routes_cloudevents.PATH + "/"):
+        return routes_events.ITEM
+    return "other"
+
+
 @web.middleware
 async def observe(request: web.Request, handler):  # type: ignore[no-untyped-def]
     """Metrics for every request; any unexpected exception becomes a 503 (retry is safe), never 500."""
     started = time.perf_counter()
-    route = request.path if request.path in KNOWN_ROUTES else "other"
-    if route == "other" and request.path.startswith(routes_cloudevents.PATH + "/"):
-        route = routes_events.ITEM
+    route = route_label(request.path)
     try:
         response = await handler(request)
     except web.HTTPException as exc:  # 404/405 and friends: aiohttp's own 4xx
@@ -83,7 +91,18 @@ async def observe(request: web.Request, handler):  # type: ignore[no-untyped-def
         raise
     except Exception:
         log.exception("unhandled error on %s %s", request.method, route)
-        response = error(503, "unavailable", "temporary failure; retrying is safe", {"Retry-After": "1"})
+        response = unexpected()
+    return observed(request, route, response, started)
+
+
+def unexpected() -> web.Response:
+    return error(503, "unavailable", "temporary failure; retrying is safe", {"Retry-After": "1"})
+
+
+def observed(
+    request: web.Request, route: str, response: web.StreamResponse, started: float
+) -> web.StreamResponse:
+    """The answer's metrics and rollups, then the answer (an HTTPException's as our JSON error)."""
     elapsed = time.perf_counter() - started
     state = request.app[STATE]
     state.metrics.request_done(route, response.status, elapsed)
@@ -97,11 +116,57 @@ async def observe(request: web.Request, handler):  # type: ignore[no-untyped-def
     return response
 
 
+Handle = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def dispatch_ingest_first(app: web.Application, routes: Sequence[web.AbstractRoute]) -> None:
+    """POST /api/sync and POST /api/v1/events without the router and the middleware chain (issue 28).
+
+    aiohttp serves every request through `app._handle`: the router's resolve (two coroutines and a
+    new match info per request), then the middleware chain (`observe` wrapped in aiohttp's
+    current-app fix-up). For a request whose method is POST and whose raw path is exactly one of
+    `routes`' paths, with no `Expect` header, this `_handle` runs the route's handler at once, with
+    a match info built once (the one the router would give: the route, no parameters, this app) and
+    `observe`'s very code around it: the same handler, the same metrics and rollups, the same answer
+    to an exception. Every other request (another path or method, a query string, an escaped path,
+    `Expect: 100-continue`) goes through aiohttp's `_handle` exactly as before. aiohttp is pinned
+    (pyproject.toml); tests/integration/test_gateway_dispatch.py checks the fast path is taken and
+    answers as the router's path does.
+    """
+    general: Handle = app._handle
+    table: dict[str, tuple[Handle, web.UrlMappingMatchInfo]] = {}
+    for route in routes:
+        assert route.method == "POST" and route.resource is not None
+        info = web.UrlMappingMatchInfo({}, route)
+        info.add_app(app)
+        info.freeze()
+        table[route.resource.canonical] = (route.handler, info)
+
+    async def handle(request: web.Request) -> web.StreamResponse:
+        entry = table.get(request.raw_path) if request.method == "POST" else None
+        if entry is None or request.headers.get(hdrs.EXPECT):
+            return await general(request)
+        handler, request._match_info = entry
+        started = time.perf_counter()
+        route = request.raw_path
+        try:
+            response = await handler(request)
+        except web.HTTPException as exc:
+            response = exc
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("unhandled error on %s %s", request.method, route)
+            response = unexpected()
+        return observed(request, route, response, started)
+
+    app._handle = handle  # type: ignore[method-assign]
+
+
 def create_app(settings: Settings, publisher: Publisher | None = None) -> web.Application:
     """The gateway. With `publisher` given (tests), no Kafka producer is created."""
     app = web.Application(middlewares=[observe], client_max_size=settings.max_body_bytes)
-    routes_api.setup(app)
-    routes_cloudevents.setup(app)
+    ingest = [routes_api.setup(app), routes_cloudevents.setup(app)]
     routes_events.setup(app)
     routes_dashboard.setup(app)
     routes_meters.setup(app)
@@ -185,4 +250,5 @@ def create_app(settings: Settings, publisher: Publisher | None = None) -> web.Ap
 
     app.on_startup.append(startup)
     app.on_cleanup.append(cleanup)
+    dispatch_ingest_first(app, ingest)
     return app

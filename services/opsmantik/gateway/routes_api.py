@@ -221,6 +221,8 @@ async def usage(request: web.Request) -> web.Response:
     return json_response(200, body)
 
 
-def setup(app: web.Application) -> None:
-    app.router.add_post("/api/sync", sync)
+def setup(app: web.Application) -> web.AbstractRoute:
+    """The routes; answers the ingest route (app.dispatch_ingest_first serves it before the router)."""
+    route = app.router.add_post("/api/sync", sync)
     app.router.add_get("/api/usage", usage)
+    return route

@@ -72,5 +72,6 @@ async def events(request: web.Request) -> web.Response:
     return json_response(200, {"results": results}, headers)
 
 
-def setup(app: web.Application) -> None:
-    app.router.add_post(PATH, events)
+def setup(app: web.Application) -> web.AbstractRoute:
+    """The route (app.dispatch_ingest_first serves it before the router)."""
+    return app.router.add_post(PATH, events)
