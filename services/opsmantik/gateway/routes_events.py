@@ -7,8 +7,8 @@
 Site-scoped: a site key reads its own site only; an operator token (gateway/operator_auth.py) names
 the site with `site_id`. With `source`, the path's id is a CloudEvent's `id` and the event is the
 one POST /api/v1/events stored for (source, id) (gateway/cloudevents.ledger_event_id). The state's
-queries (events_lookup.sql) run in one read-only repeatable-read snapshot, so an event moving from
-the outbox to the ledger during a lookup is seen in one place, never in neither.
+places are read by one statement (events_lookup.sql `locate`), so in one snapshot: an event moving
+from the outbox to the ledger during a lookup is seen in one place, never in neither.
 """
 
 from __future__ import annotations
@@ -91,9 +91,11 @@ def ledger_id(request: web.Request) -> tuple[str, dict[str, str]] | web.Response
 async def locate(conn: asyncpg.Connection, site_id: uuid.UUID, event_id: str) -> dict[str, Any]:
     """Where the event is, first match in this order: the ledger, the outbox, the dead letters, an
     archived month of the site (the event may be there: archived rows are in Parquet, not read
-    per lookup), else unknown."""
-    row = await conn.fetchrow(Q["ledger_row"], site_id, event_id, timeout=DB_TIMEOUT_S)
-    if row is not None:
+    per lookup), else unknown. One statement (events_lookup.sql `locate`), then the meters of a
+    ledgered event's type."""
+    row = await conn.fetchrow(Q["locate"], site_id, event_id, timeout=DB_TIMEOUT_S)
+    assert row is not None  # one row always: the places are left-joined to it
+    if row["event_type"] is not None:
         body: dict[str, Any] = {
             "status": "ledgered",
             "type": row["event_type"],
@@ -112,30 +114,25 @@ async def locate(conn: asyncpg.Connection, site_id: uuid.UUID, event_id: str) ->
             if row["void_booked_month"] is None
             else _month(row["void_booked_month"]),
         }
-        if await conn.fetchval(Q["has_meters"], timeout=DB_TIMEOUT_S):
+        if await _has_meters(conn):
             slugs = await conn.fetch(Q["meters_of_type"], row["event_type"], timeout=DB_TIMEOUT_S)
             body["meters"] = [r["slug"] for r in slugs]
         return body
-    row = await conn.fetchrow(Q["outbox_row"], site_id, event_id, timeout=DB_TIMEOUT_S)
-    if row is not None:
+    if row["outbox_id"] is not None:
         return {
             "status": "outbox",
-            "outbox_id": row["id"],
-            "received_at": _time(row["received_at"]),
-            "queued_at": _time(row["created_at"]),
+            "outbox_id": row["outbox_id"],
+            "received_at": _time(row["outbox_received_at"]),
+            "queued_at": _time(row["queued_at"]),
             "attempts": row["attempts"],
             "parked": row["parked_at"] is not None,
         }
-    row = await conn.fetchrow(Q["dead_letter_row"], site_id, event_id, timeout=DB_TIMEOUT_S)
-    if row is not None:
+    if row["reason"] is not None:
         return {"status": "dead_lettered", **_dead_letter(row)}
-    months = [
-        _month(r["month"]) for r in await conn.fetch(Q["archived_months"], site_id, timeout=DB_TIMEOUT_S)
-    ]
-    if months:
+    if row["archived_months"]:
         return {
             "status": "archived",
-            "archived_months": months,
+            "archived_months": [_month(m) for m in row["archived_months"]],
             "message": "not in Postgres; the site has rows in these archived months, which may hold it "
             "(their rows are in Parquet: the dispute export of a billing month reads them)",
         }
@@ -145,10 +142,20 @@ async def locate(conn: asyncpg.Connection, site_id: uuid.UUID, event_id: str) ->
     }
 
 
+_meters_seen = False  # the meters table, once seen, stays (migrations only add)
+
+
+async def _has_meters(conn: asyncpg.Connection) -> bool:
+    global _meters_seen
+    if not _meters_seen:
+        _meters_seen = bool(await conn.fetchval(Q["has_meters"], timeout=DB_TIMEOUT_S))
+    return _meters_seen
+
+
 def _dead_letter(row: asyncpg.Record) -> dict[str, Any]:
     return {
         "reason": row["reason"],
-        "dead_lettered_at": _time(row["created_at"]),
+        "dead_lettered_at": _time(row["dead_lettered_at"]),
         "partition": row["kafka_partition"],
         "offset": row["kafka_offset"],
     }
@@ -169,10 +176,7 @@ async def lookup(request: web.Request) -> web.Response:
     event_id, cloudevent = named
     pool = request.app[STATE].pool
     try:
-        async with (
-            pool.acquire(timeout=2.0) as conn,
-            conn.transaction(isolation="repeatable_read", readonly=True),
-        ):
+        async with pool.acquire(timeout=2.0) as conn:
             found = await locate(conn, site_id, event_id)
     except DB_ERRORS:
         return unavailable("look up the event")
