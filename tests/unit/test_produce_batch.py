@@ -135,3 +135,20 @@ async def test_a_request_of_many_events_reads_its_results_at_its_deadline() -> N
     await _spin()
     fake.batches[0][1].settle(1, None, 0, 9)
     assert await asyncio.wait_for(task, 1.0) == [None, (0, 9)]
+
+
+async def test_a_deadline_serves_the_reports_already_in_before_reading() -> None:
+    fake = FakeProducer()
+    served: list[int] = []
+
+    def serve() -> None:  # what the gateway's poll(0) does: the report was in librdkafka's queue
+        served.append(1)
+        fake.batches[-1][1].settle(0, None, 0, 11)
+
+    b = ProduceBatcher(fake.produce, deadline_s=0.05, serve=serve)
+    task = asyncio.ensure_future(b.submit([b"k", b"k"], [b"a", b"b"]))
+    assert await asyncio.wait_for(task, 1.0) == [(0, 11), None]
+    alone = ProduceBatcher(fake.produce, deadline_s=0.05, max_shared=1, serve=serve)
+    task = asyncio.ensure_future(alone.submit([b"k", b"k"], [b"c", b"d"]))
+    assert await asyncio.wait_for(task, 1.0) == [(0, 11), None]
+    assert served == [1, 1]

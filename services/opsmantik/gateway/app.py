@@ -238,6 +238,7 @@ def create_app(settings: Settings, publisher: Publisher | None = None) -> web.Ap
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         if state.kafka is not None:
+            state.kafka.stop()  # the loop stops polling; close() flushes in a thread
             await asyncio.to_thread(state.kafka.close)
         with contextlib.suppress(Exception):
             await asyncio.wait_for(state.rollup.flush(state.pool), 3.0)

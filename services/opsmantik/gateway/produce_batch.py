@@ -12,11 +12,13 @@ Then:
 - otherwise new requests join one open batch, produced as soon as an in-flight batch lands, or
   after `max_linger_s` at most: under load a batch grows with the load, one round trip's worth.
 
-A batch is one `Delivery` (one future, settled by the poll thread's one hand-over per poll
-round) and one deadline timer for all its requests: the request awaits its batch, then reads
-its own slice of the results. The deadline counts from the batch's first request, so no request
-waits longer than `deadline_s` in all (linger included). What is not on the broker by then is
-the caller's to send to the outbox (and purge), exactly as for a request of its own.
+A batch is one `Delivery` (one future, settled on the loop as its reports are served: kafka/
+producer.py's LoopPolledProducer) and one deadline timer for all its requests: the request
+awaits its batch, then reads its own slice of the results. The deadline counts from the batch's
+first request, so no request waits longer than `deadline_s` in all (linger included); at the
+deadline the reports already in librdkafka's queue are served first (`serve`), then read. What
+is not on the broker by then is the caller's to send to the outbox (and purge), exactly as for
+a request of its own.
 """
 
 from __future__ import annotations
@@ -62,8 +64,12 @@ class ProduceBatcher:
         max_linger_s: float = MAX_LINGER_S,
         max_batch: int = MAX_BATCH,
         max_shared: int = MAX_SHARED,
+        serve: Callable[[], None] = lambda: None,
     ) -> None:
+        """`serve`: serves the delivery reports that are in (poll(0) on the loop), called at a
+        deadline before its results are read."""
         self.max_shared = max_shared
+        self._serve = serve
         self._produce = produce
         self.deadline_s = deadline_s
         self.max_inflight = max_inflight
@@ -104,7 +110,7 @@ class ProduceBatcher:
         delivery = self._produce(keys, values)
         fut = delivery.future
         if not fut.done():
-            timer = loop.call_later(self.deadline_s, _release, fut)
+            timer = loop.call_later(self.deadline_s, self._release, fut)
             try:
                 await fut
             finally:
@@ -134,11 +140,19 @@ class ProduceBatcher:
         self.inflight += 1
         b.counted = True
         loop = fut.get_loop()
-        b.deadline = loop.call_at(b.t0 + self.deadline_s, self._settle, b)
+        b.deadline = loop.call_at(b.t0 + self.deadline_s, self._deadline, b)
         fut.add_done_callback(functools.partial(self._landed, b))
 
     def _landed(self, b: _Batch, _fut: asyncio.Future[list[Result]]) -> None:
         self._settle(b)
+
+    def _deadline(self, b: _Batch) -> None:
+        self._serve()  # the reports already in count (a timer callback: never inside poll())
+        self._settle(b)
+
+    def _release(self, fut: asyncio.Future[list[Result]]) -> None:
+        self._serve()
+        _release(fut)
 
     def _settle(self, b: _Batch) -> None:
         """Every report in, or the deadline: release the batch's requests and its in-flight slot."""

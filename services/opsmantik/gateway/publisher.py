@@ -4,7 +4,8 @@ of it is left queued). The handler's publisher never answers None: it raises `Un
 the events cannot be stored anywhere (→ 503, nothing acknowledged).
 
     KafkaPublisher     confluent-kafka, acks=all + idempotence, on opsmantik.kafka.producer's
-                       PolledProducer: one Delivery (one future) per request, settled on the loop;
+                       LoopPolledProducer (reports served on the loop, no poll thread): one
+                       Delivery (one future) per produce batch, settled on the loop;
                        what is not acknowledged within the delivery deadline is purged → None
     OutboxPublisher    one INSERT … unnest() transaction into ingest_fallback_buffer (all or
                        nothing; outcome `fallback`); raises Unavailable when Postgres refuses
@@ -31,7 +32,7 @@ from opsmantik.events import Event, to_messages
 from opsmantik.gateway.breaker import Breaker
 from opsmantik.gateway.produce_batch import LIBRDKAFKA_LINGER_MS, ProduceBatcher
 from opsmantik.gateway.sql import Q
-from opsmantik.kafka.producer import Delivery, PolledProducer
+from opsmantik.kafka.producer import Delivery, LoopPolledProducer
 from opsmantik.kafka.settings import producer_config, request_keys
 
 log = logging.getLogger(__name__)
@@ -78,14 +79,14 @@ class KafkaPublisher:
         config = producer_settings(settings)
         config["error_cb"] = self._error_cb
         config["logger"] = logging.getLogger("opsmantik.gateway.librdkafka")  # not raw stderr
-        self._polled = PolledProducer(config)
+        self._polled = LoopPolledProducer(config)
         self.producer = self._polled.producer
-        self.batcher = ProduceBatcher(self.produce, self.deadline_s)
+        self.batcher = ProduceBatcher(self.produce, self.deadline_s, serve=self._polled.serve)
 
     def start(self, loop: asyncio.AbstractEventLoop) -> None:
         self._polled.start(loop)
 
-    def _error_cb(self, err: KafkaError) -> None:  # poll thread
+    def _error_cb(self, err: KafkaError) -> None:  # inside poll(): on the loop, or close()'s thread
         loop = self._polled.loop
         down = err.code() == KafkaError._ALL_BROKERS_DOWN or err.fatal()
         if down and loop is not None and not loop.is_closed():
@@ -96,8 +97,11 @@ class KafkaPublisher:
         queued before the raise may still be delivered (the caller purges, as for a missed deadline)."""
         delivery = self._polled.new_delivery(len(values))
         produce, topic, reporter = self.producer.produce, self.topic, self._polled.reporter
-        for i, (key, value) in enumerate(zip(keys, values, strict=True)):
-            produce(topic, value, key, on_delivery=reporter(delivery, i))
+        try:
+            for i, (key, value) in enumerate(zip(keys, values, strict=True)):
+                produce(topic, value, key, on_delivery=reporter(delivery, i))
+        finally:
+            self._polled.produced()  # reports served every busy_s from now (kafka/producer.py)
         return delivery
 
     async def publish(
@@ -134,8 +138,12 @@ class KafkaPublisher:
     def queue_depth(self) -> int:
         return len(self.producer)
 
+    def stop(self) -> None:
+        """On the loop, before close(): no more polling from the loop."""
+        self._polled.stop()
+
     def close(self, timeout_s: float = 5.0) -> None:
-        """Blocking: call from a thread."""
+        """Blocking: call from a thread, after stop()."""
         self._polled.close(timeout_s)
 
 

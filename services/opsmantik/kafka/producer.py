@@ -6,7 +6,8 @@ the thread hands every report of the round to the loop with one loop.call_soon_t
 where each batch of messages (a `Delivery`) settles; its one future resolves when its last
 report is in. (One wake-up per message cost the gateway, relay and worker a fifth of their CPU.)
 
-    PolledProducer   the Producer and its poll thread; used directly by the gateway, whose
+    PolledProducer   the Producer and its poll thread (the relay's AsyncProducer below)
+    LoopPolledProducer  the Producer polled from the event loop, no thread: the gateway's, whose
                      requests read their `Delivery` at a deadline of their own
     AsyncProducer    `await send(...)`: every message's error (or None), in order
 """
@@ -14,6 +15,7 @@ report is in. (One wake-up per message cost the gateway, relay and worker a fift
 from __future__ import annotations
 
 import asyncio
+import logging
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -21,6 +23,7 @@ from typing import Any
 
 from confluent_kafka import KafkaError, KafkaException, Producer
 
+log = logging.getLogger(__name__)
 Result = tuple[int, int] | KafkaError | None  # (partition, offset), the failure, or not yet known
 
 
@@ -103,6 +106,107 @@ class PolledProducer:
             self._thread.join(timeout_s)
         self.producer.flush(timeout_s)
         self._hand_over()
+
+
+class LoopPolledProducer:
+    """The Producer with its delivery reports served on the event loop: no poll thread.
+
+    poll(0) runs on the loop, from a timer: every `busy_s` (1 ms) while librdkafka holds anything
+    of ours (messages queued or in flight, reports not served), every `idle_s` otherwise (for
+    error_cb and librdkafka's logs). `produced()`, called after each produce round, moves an idle
+    timer to a busy one. A report then settles its `Delivery` inside the delivery callback, on the
+    loop thread, which takes an uncontended GIL; with a poll thread (PolledProducer) every report
+    re-took the GIL from the loop, built its tuple, and each round woke the loop through
+    call_soon_threadsafe (issue 28: the thread was among the largest frames of the gateway's
+    profile). A report costs at most `busy_s` more wait; under load the tick fires once per loop
+    iteration, when the thread's hand-over also landed.
+
+    Reports served off the loop thread (close()'s flush, in a thread) are handed over as
+    PolledProducer's are. Never poll from inside a callback: settling only sets futures, whose
+    callbacks run later on the loop.
+    """
+
+    def __init__(self, config: dict[str, object], busy_s: float = 0.001, idle_s: float = 0.05) -> None:
+        self.producer = Producer(config)
+        self.busy_s = busy_s
+        self.idle_s = idle_s
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self.polls = 0  # poll(0) calls made by the ticks, for the tests
+        self._loop_thread: int | None = None
+        self._timer: asyncio.TimerHandle | None = None
+        self._busy = False
+        self._stopped = False
+        self._reports: list[Report] = []  # reports served off the loop thread (close)
+
+    def start(self, loop: asyncio.AbstractEventLoop) -> None:
+        """On the loop's thread."""
+        self.loop = loop
+        self._loop_thread = threading.get_ident()
+        self._stopped = False
+        self._arm()
+
+    def _arm(self) -> None:
+        assert self.loop is not None
+        self._busy = len(self.producer) > 0
+        self._timer = self.loop.call_later(self.busy_s if self._busy else self.idle_s, self._tick)
+
+    def _tick(self) -> None:
+        self._timer = None
+        if self._stopped:
+            return
+        self.polls += 1
+        self.serve()
+        if not self._stopped:
+            self._arm()
+
+    def produced(self) -> None:
+        """After a produce round, on the loop: serve reports every `busy_s` from now on."""
+        if not self._busy and self._timer is not None:
+            self._timer.cancel()
+            self._busy = True
+            assert self.loop is not None
+            self._timer = self.loop.call_later(self.busy_s, self._tick)
+
+    def serve(self) -> None:
+        """poll(0) now, on the loop: the reports that are in. Never from inside a callback."""
+        if self._stopped:
+            return
+        try:
+            self.producer.poll(0)
+        except Exception:  # a callback raised: logged; the reports left are served next time
+            log.exception("delivery report or librdkafka callback failed")
+
+    def new_delivery(self, n: int) -> Delivery:
+        assert self.loop is not None, "start() first"
+        return Delivery(n, self.loop.create_future())
+
+    def reporter(self, delivery: Delivery, i: int) -> Callable[[KafkaError | None, Any], None]:
+        def report(err: KafkaError | None, msg: Any) -> None:  # inside poll() or flush()
+            if threading.get_ident() == self._loop_thread:
+                delivery.settle(i, err, msg.partition(), msg.offset())
+            else:
+                self._reports.append((delivery, i, err, msg.partition(), msg.offset()))
+
+        return report
+
+    def stop(self) -> None:
+        """On the loop: no more ticks (close() then serves what is left)."""
+        self._stopped = True
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+    def close(self, timeout_s: float = 10.0) -> None:
+        """Blocking: call from a thread, after stop(). Waits for outstanding deliveries; their
+        reports are handed to the loop in one call_soon_threadsafe."""
+        self._stopped = True
+        self.producer.flush(timeout_s)
+        if not self._reports:
+            return
+        reports, self._reports = self._reports, []
+        loop = self.loop
+        if loop is not None and not loop.is_closed():
+            loop.call_soon_threadsafe(apply_reports, reports)
 
 
 KafkaHeaders = list[tuple[str, str | bytes | None]]  # one message's headers, as produce() takes them
