@@ -48,3 +48,32 @@ def test_a_failed_flush_adds_its_counts_back() -> None:
     r.minutes.restore(taken)
     assert (r.minutes.get(minute, "requests"), r.minutes.get(minute, "errors_5xx")) == (2, 1)
     assert r.minutes.get(minute, "accepted") == 1
+
+
+def test_the_sla_rollup_counts_a_request_in_its_minute_with_the_real_clock(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """SlaRollup.minute() reads time.time() (a datetime once a minute): the same minute a
+    datetime.now(UTC) clock gives, the bucket key the flush writes."""
+    import uuid
+
+    from opsmantik.gateway import sla_rollup
+    from opsmantik.gateway.sla_rollup import SlaRollup
+
+    r = SlaRollup()
+    site = uuid.uuid4()
+    now = [T0]
+    monkeypatch.setattr(sla_rollup.time, "time", lambda: now[0])
+    r.record(site, 200)
+    now[0] = T0 + 29.999  # 10:15:59.999
+    r.record(site, 503)
+    now[0] = T0 + 30  # 10:16:00
+    r.record(site, 429, "quota_exceeded")
+    a, b = datetime(2026, 11, 28, 10, 15, tzinfo=UTC), datetime(2026, 11, 28, 10, 16, tzinfo=UTC)
+    assert sorted(r.buckets.rows) == [(site, a), (site, b)]
+    assert r.buckets.rows[(site, a)][:4] == [2, 1, 1, 1]  # received, persisted, 5xx, 503
+    assert r.buckets.get((site, b), "quota_exceeded") == 1
+    now[0] = datetime.now(UTC).timestamp()
+    assert r.minute() == datetime.fromtimestamp(now[0], UTC).replace(second=0, microsecond=0)
+    moved = SlaRollup(clock=lambda: datetime(2026, 1, 2, 3, 4, 5, 6, tzinfo=UTC))  # a test's clock
+    assert moved.minute() == datetime(2026, 1, 2, 3, 4, tzinfo=UTC)

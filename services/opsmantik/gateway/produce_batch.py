@@ -50,6 +50,13 @@ class _Batch:
         self.deadline: asyncio.TimerHandle | None = None
         self.counted = False  # holds an in-flight slot
 
+    def results(self, start: int, n: int) -> list[Result]:
+        """Once `done`: messages start..start+n's results, or what produce raised."""
+        if self.error is not None:
+            raise self.error
+        assert self.delivery is not None
+        return self.delivery.results[start : start + n]
+
 
 class ProduceBatcher:
     """`await submit(keys, values)`: the delivery results of those messages, in order, when all
@@ -81,11 +88,22 @@ class ProduceBatcher:
         self.messages = 0
 
     async def submit(self, keys: Sequence[bytes], values: Sequence[bytes]) -> list[Result]:
-        loop = asyncio.get_running_loop()
+        joined = self.join(keys, values)
+        if joined is None:
+            return await self._alone(asyncio.get_running_loop(), keys, values)
+        b, start = joined
+        await b.done
+        return b.results(start, len(values))
+
+    def join(self, keys: Sequence[bytes], values: Sequence[bytes]) -> tuple[_Batch, int] | None:
+        """`submit` without its coroutine: the shared batch these messages joined and where they
+        start in it (await `batch.done`, then `batch.results(start, n)`), or None for a request
+        of more than `max_shared` events (submit() produces it alone)."""
         if len(values) > self.max_shared:
-            return await self._alone(loop, keys, values)
+            return None
         b = self._open
         if b is None:
+            loop = asyncio.get_running_loop()
             b = self._open = _Batch(loop.create_future(), loop.time())
             if self.inflight < self.max_inflight:
                 b.linger = loop.call_soon(self._flush, b)
@@ -96,11 +114,7 @@ class ProduceBatcher:
         b.values.extend(values)
         if len(b.values) >= self.max_batch:
             self._flush(b)
-        await b.done
-        if b.error is not None:
-            raise b.error
-        assert b.delivery is not None
-        return b.delivery.results[start : start + len(values)]
+        return b, start
 
     async def _alone(
         self, loop: asyncio.AbstractEventLoop, keys: Sequence[bytes], values: Sequence[bytes]

@@ -21,7 +21,7 @@ import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 import asyncpg
 from confluent_kafka import KafkaError, KafkaException
@@ -38,8 +38,7 @@ from opsmantik.kafka.settings import producer_config, request_keys
 log = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True)
-class Stored:
+class Stored(NamedTuple):
     status: str  # accepted / overlimit / degraded / fallback
     receipt: dict[str, int]  # {"partition", "offset"} or {"outbox_id"}
 
@@ -114,7 +113,13 @@ class KafkaPublisher:
             keys = request_keys(self.settings, site_id, [e.event_id for e in events])
             # Requests share produce batches (one Delivery, one deadline timer each): the results
             # of this request's messages, a snapshot taken at its batch's deadline at the latest.
-            delivered = await self.batcher.submit(keys, values)
+            joined = self.batcher.join(keys, values)
+            if joined is None:  # many events: a batch of its own
+                delivered = await self.batcher.submit(keys, values)
+            else:
+                batch, start = joined
+                await batch.done  # awaited here, not in a coroutine of the batcher's (issue 28)
+                delivered = batch.results(start, len(values))
         except (BufferError, KafkaException) as exc:
             log.info("produce refused: %s", type(exc).__name__)
             self.purge_queued()  # part of the request may be queued

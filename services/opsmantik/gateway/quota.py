@@ -26,6 +26,7 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import date
+from typing import NamedTuple
 
 import asyncpg
 
@@ -43,8 +44,7 @@ log = logging.getLogger(__name__)
 ACTIVE_FOR_S = 600.0
 
 
-@dataclass(frozen=True)
-class QuotaCheck:
+class QuotaCheck(NamedTuple):
     statuses: list[str]  # per event: accepted / overlimit / degraded
     exceeded_month: date | None  # set → 429 quota_exceeded
 

@@ -11,7 +11,7 @@ import logging
 import os
 import socket
 import time
-from collections import Counter
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
@@ -39,7 +39,11 @@ class SloRollup:
     _current: tuple[int, dict[datetime, list[int]], list[int]] | None = field(default=None, repr=False)
 
     def record(
-        self, code: int, seconds: float, outcomes: Counter[str] | None = None, now: datetime | None = None
+        self,
+        code: int,
+        seconds: float,
+        outcomes: Mapping[str, int] | None = None,
+        now: datetime | None = None,
     ) -> None:
         if now is not None:
             m = self.minutes.row(now.replace(second=0, microsecond=0))

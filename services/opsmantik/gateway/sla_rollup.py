@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -29,13 +30,27 @@ SITE: web.RequestKey[uuid.UUID] = web.RequestKey("sla_site", uuid.UUID)
 LIMIT: web.RequestKey[str] = web.RequestKey("sla_limit", str)  # "rate_limited" | "quota_exceeded"
 
 
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
 @dataclass
 class SlaRollup:
-    clock: Callable[[], datetime] = lambda: datetime.now(UTC)  # noqa: E731 - tests move it
+    clock: Callable[[], datetime] = utc_now  # tests move it
     buckets: Counters[tuple[uuid.UUID, datetime]] = field(default_factory=lambda: Counters(FIELDS))
+    _minute: tuple[int, datetime] = (-1, datetime.min)  # the real clock's: (minute number, minute)
+
+    def minute(self) -> datetime:
+        """The current minute; with the real clock a datetime is made once a minute, not per request."""
+        if self.clock is not utc_now:
+            return self.clock().replace(second=0, microsecond=0)
+        number = int(time.time() // 60)
+        if self._minute[0] != number:
+            self._minute = (number, datetime.fromtimestamp(number * 60, UTC))
+        return self._minute[1]
 
     def record(self, site: uuid.UUID, status: int, limit: str | None = None) -> None:
-        counts = self.buckets.row((site, self.clock().replace(second=0, microsecond=0)))
+        counts = self.buckets.row((site, self.minute()))
         counts[0] += 1  # received; then at most one class (indexes of FIELDS)
         if 200 <= status < 300:  # /api/sync's 200, /api/v1/events' 204 (or 200): all stored
             counts[1] += 1

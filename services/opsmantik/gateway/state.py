@@ -4,7 +4,6 @@ answers. Routes import this module, app.py imports the routes: no import cycle."
 from __future__ import annotations
 
 import asyncio
-from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -45,7 +44,8 @@ class State:
 
 
 STATE: web.AppKey[State] = web.AppKey("state", State)
-OUTCOMES: web.RequestKey[Counter[str]] = web.RequestKey("outcomes", Counter)
+# An ingest request's stored events by outcome (accepted, overlimit, degraded, fallback): n
+OUTCOMES: web.RequestKey[dict[str, int]] = web.RequestKey("outcomes", dict)
 # Postgres unreachable, failing or slow: a read route answers them with unavailable().
 DB_ERRORS = (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError)
 
