@@ -12,14 +12,17 @@ the ledger adds nothing, and the same rows are published again: consumers dedupe
 
 from __future__ import annotations
 
+import asyncio
+import threading
+import time
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 
 import orjson
+from confluent_kafka import KafkaError, KafkaException, Producer
 
 from opsmantik.config import Settings
 from opsmantik.errors import Unavailable
-from opsmantik.kafka.batch_producer import BatchProducer
 from opsmantik.kafka.producer import KafkaHeaders
 from opsmantik.kafka.settings import producer_config
 from opsmantik.schema_files import json_schema
@@ -34,6 +37,7 @@ _SPECVERSION = ("ce_specversion", b"1.0")
 _TYPE = ("ce_type", CE_TYPE.encode())
 _CONTENT_TYPE = ("content-type", b"application/json")
 _DATASCHEMA = ("ce_dataschema", CE_DATASCHEMA.encode())
+POLL_S = 0.05  # poll() returns as soon as a report is served; this only bounds the stop check
 
 
 class PublishError(Unavailable, RuntimeError):
@@ -104,34 +108,104 @@ def ce_headers(row: LedgerRow, source: bytes, occurred: str) -> KafkaHeaders:
     return headers
 
 
+class _Send:
+    """One publish: counts its delivery reports down (in the poll thread) and keeps the failures;
+    the loop is woken once, by the last report (kafka/batch_producer.py's design)."""
+
+    __slots__ = ("errors", "future", "loop", "remaining", "lock")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, lock: threading.Lock, n: int) -> None:
+        self.errors: list[KafkaError] = []
+        self.future: asyncio.Future[None] = loop.create_future()
+        self.loop = loop
+        self.remaining = n + 1  # the send itself holds one until every message is produced
+        self.lock = lock  # remaining is counted from the loop and from the poll thread
+
+    def report(self, err: KafkaError | None, _msg: object) -> None:  # poll thread
+        if err is not None:
+            self.errors.append(err)
+        self.add(-1)
+
+    def add(self, n: int) -> None:
+        with self.lock:
+            self.remaining += n
+            last = self.remaining == 0
+        if last and not self.loop.is_closed():
+            self.loop.call_soon_threadsafe(_release, self.future)
+
+
+def _release(fut: asyncio.Future[None]) -> None:
+    if not fut.done():
+        fut.set_result(None)
+
+
 class BillablePublisher:
+    """The billable topic's producer (acks=all, idempotent). A publish produces the messages
+    Postgres formatted (ledger.sql billable_messages: key, value and the header values, all text;
+    the client sends their UTF-8 bytes) and returns when every delivery report is in."""
+
     def __init__(self, settings: Settings) -> None:
         self.topic = settings.billable_topic
-        # One delivery callback object per batch, one loop wake-up (kafka/batch_producer.py)
-        self._producer = BatchProducer(producer_config(settings, **{"message.timeout.ms": 15000}))
+        self._producer = Producer(producer_config(settings, **{"message.timeout.ms": 15000}))
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
 
-    async def publish(self, rows: Sequence[LedgerRow]) -> None:
-        sites: dict[object, tuple[str, bytes, bytes]] = {}
-        texts: dict[datetime, str] = {}
+    def _poll(self) -> None:
+        while not self._stop.is_set():
+            self._producer.poll(POLL_S)
 
-        def iso(ts: datetime) -> str:
-            text = texts.get(ts)
-            if text is None:
-                text = texts[ts] = _iso(ts)
-            return text
+    async def publish(
+        self, messages: Sequence[Sequence[str | None]], full_queue_wait_s: float = 30.0
+    ) -> None:
+        """`messages`: ledger.billable_messages' rows (key, value, ce_id, ce_source, ce_time,
+        ce_subject)."""
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._poll, name="kafka-poll-billable", daemon=True)
+            self._thread.start()
+        s = _Send(asyncio.get_running_loop(), self._lock, len(messages))
+        produce, report, topic = self._producer.produce, s.report, self.topic
+        n = len(messages)
+        i = j = 0
+        stuck, deadline = -1, 0.0
+        while i < n:
+            try:
+                for j in range(i, n):
+                    key, value, ce_id, source, occurred, subject = messages[j]
+                    headers = [  # ce_headers' order, one list literal of prebuilt tuples
+                        _SPECVERSION,
+                        ("ce_id", ce_id),
+                        ("ce_source", source),
+                        _TYPE,
+                        ("ce_time", occurred),
+                        _CONTENT_TYPE,
+                        _DATASCHEMA,
+                    ]
+                    if subject is not None:
+                        headers.append(("ce_subject", subject))
+                    produce(topic, value, key, on_delivery=report, headers=headers)
+                i = n
+            except BufferError:  # local queue full: let deliveries drain, bounded per message
+                if j != stuck:
+                    stuck, deadline = j, time.monotonic() + full_queue_wait_s
+                elif time.monotonic() > deadline:
+                    raise  # the send fails (and is retried); reports still due just count down
+                i = j
+                await asyncio.sleep(0.01)
+            except KafkaException as exc:  # refused up front (e.g. too large): never reported
+                s.errors.append(exc.args[0])
+                s.add(-1)
+                i = j + 1
+        s.add(-1)  # every message produced: the last report releases the send
+        await s.future
+        if s.errors:
+            raise PublishError(f"{len(s.errors)} of {n} billable messages failed: {s.errors[0]}")
 
-        messages = []
-        headers = []
-        for r in rows:
-            site = sites.get(r.site_id)
-            if site is None:
-                text = str(r.site_id)
-                site = sites[r.site_id] = (text, text.encode(), ce_source(text))
-            messages.append((site[1], to_billable(r, site[0], iso)))
-            headers.append(ce_headers(r, site[2], iso(r.occurred_at)))
-        failed = await self._producer.send(self.topic, messages, headers=headers)
-        if failed:
-            raise PublishError(f"{len(failed)} of {len(rows)} billable messages failed: {failed[0]}")
+    def _close(self, timeout_s: float) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout_s)
+        self._producer.flush(timeout_s)
 
-    async def close(self) -> None:
-        await self._producer.close()
+    async def close(self, timeout_s: float = 10.0) -> None:
+        await asyncio.to_thread(self._close, timeout_s)

@@ -67,6 +67,43 @@ FROM ingest_idempotency i
 JOIN unnest($1::uuid[], $2::text[], $3::date[], $4::date[]) AS k(s, e, lo, hi)
   ON i.site_id = k.s AND i.event_id = k.e AND i.usage_month >= k.lo AND i.usage_month <= k.hi
 
+-- name: billable_messages
+-- The billable topic's messages of every event of the batch (the same rows as ledger_rows): the
+-- Kafka key, the value (schemas/billable.v1.json, byte for byte what billable.to_billable makes of
+-- the ledger_rows row: compact JSON in its key order, times as Python's isoformat in UTC with
+-- microseconds, properties as jsonb's own text) and the CloudEvents header values ce_id, ce_source,
+-- ce_time (the value's occurred_at text) and ce_subject (billable.ce_headers' rule: properties.ce.subject
+-- when a string, for the event_ids POST /api/v1/events derives). Written here, in C, instead of
+-- per row in the worker's Python (issue 28); tests/integration/test_worker_billable_sql.py holds
+-- the two to the same bytes.
+SELECT i.site_id::text AS key,
+       '{"v":1,"site_id":"' || i.site_id::text
+       || '","event_id":' || to_json(i.event_id)::text
+       || ',"type":' || to_json(i.event_type)::text
+       || ',"occurred_at":"' || t.occurred
+       || '","usage_month":"' || to_char(i.usage_month::timestamp, 'YYYY-MM-DD')
+       || '","billing_month":"' || to_char(i.billing_month::timestamp, 'YYYY-MM-DD')
+       || '","quantity":' || i.quantity::text
+       || ',"billing_class":' || to_json(i.billing_class)::text
+       || ',"path":' || to_json(i.path)::text
+       || ',"received_at":"' || to_char(i.received_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"+00:00"')
+       || '","ledgered_at":"' || to_char(i.ledgered_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"+00:00"')
+       || '","kafka_partition":' || coalesce(i.kafka_partition::text, 'null')
+       || ',"kafka_offset":' || coalesce(i.kafka_offset::text, 'null')
+       || ',"properties":' || coalesce(i.properties::text, 'null')
+       || '}' AS value,
+       i.event_id,
+       'urn:opsmantik:site:' || i.site_id::text AS source,
+       t.occurred,
+       CASE WHEN starts_with(i.event_id, 'ce~') AND jsonb_typeof(i.properties -> 'ce' -> 'subject') = 'string'
+            THEN i.properties -> 'ce' ->> 'subject' END AS subject
+FROM ingest_idempotency i
+JOIN unnest($1::uuid[], $2::text[], $3::date[], $4::date[]) AS k(s, e, lo, hi)
+  ON i.site_id = k.s AND i.event_id = k.e AND i.usage_month >= k.lo AND i.usage_month <= k.hi
+CROSS JOIN LATERAL (
+    SELECT to_char(i.occurred_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"+00:00"') AS occurred
+) t
+
 -- name: insert_dead_letters
 INSERT INTO ingest_dead_letter (topic, kafka_partition, kafka_offset, site_id, event_id, reason, payload)
 SELECT $1::text, p, o, s, e, r, b

@@ -102,9 +102,9 @@ class BatchProcessor:
         return Staged(result, asyncio.ensure_future(self._publish(result)))
 
     async def _publish(self, result: BatchResult) -> None:
-        if result.rows:
-            await self._retry("publish", lambda: self.publisher.publish(result.rows))
-            metrics.BILLABLE.inc(len(result.rows))
+        if result.billable:
+            await self._retry("publish", lambda: self.publisher.publish(result.billable))
+            metrics.BILLABLE.inc(len(result.billable))
 
 
 @dataclass(frozen=True)
