@@ -20,7 +20,6 @@ import pytest
 from confluent_kafka import Consumer, TopicPartition
 from opsmantik import sites
 from opsmantik.config import Settings
-from opsmantik.db.partitions import dedupe_months
 from opsmantik.gateway.cloudevents import ledger_event_id
 from opsmantik.worker import ledger
 from opsmantik.worker.billable import BillablePublisher, _iso, ce_headers, ce_source, to_billable
@@ -101,9 +100,7 @@ async def reference(conn: asyncpg.Connection, site: uuid.UUID) -> dict[str, tupl
     """The Python reference: ledger_rows read back, then to_billable and ce_headers."""
     events = [decode(orjson.dumps(d), 2, 40 + i) for i, d in enumerate(awkward(site))]
     unique = [e for e in events if isinstance(e, IngestEvent)]
-    now = datetime.now(UTC)
-    scope = {e.key: dedupe_months(e.usage_month, e.received_at, now) for e in unique}
-    rows = await ledger.read_back_rows(conn, unique, scope)
+    rows = await ledger.read_back_rows(conn, unique, ledger.dedupe_scope(unique, datetime.now(UTC)))
     assert len(rows) == len(unique)
     out = {}
     for r in rows:

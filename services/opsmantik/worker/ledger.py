@@ -33,6 +33,7 @@ import uuid
 from collections import defaultdict
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
+from operator import itemgetter
 from typing import NamedTuple
 
 import asyncpg
@@ -81,11 +82,14 @@ class BatchResult:
     new_received_at: list[datetime]  # received_at of the rows this batch inserted
 
 
+_LEDGER_ORDER = itemgetter(9, 10)  # IngestEvent (partition, offset)
+
+
 def dedupe_in_order(events: list[IngestEvent]) -> list[IngestEvent]:
     """Ledger order (partition, offset); the first copy of a (site, event_id) wins."""
     seen: set[tuple[uuid.UUID, str]] = set()
     out = []
-    for ev in sorted(events, key=lambda e: (e.partition, e.offset)):
+    for ev in sorted(events, key=_LEDGER_ORDER):
         if ev.key not in seen:
             seen.add(ev.key)
             out.append(ev)
@@ -118,8 +122,7 @@ async def _write_batch(
         unique, quotas, unknown = await drop_unknown_sites(conn, unique)
         unique, gone = drop_archived(unique, archived)
         dead = dead + unknown + gone
-        now = datetime.now(UTC)
-        scope = {e.key: dedupe_months(e.usage_month, e.received_at, now) for e in unique}
+        scope = dedupe_scope(unique, datetime.now(UTC))
         elsewhere = await lock_sites_and_find_copies(conn, unique, scope)
         fresh_candidates = [e for e in unique if e.key not in elsewhere]
         new_events: list[IngestEvent] = []
@@ -148,7 +151,28 @@ async def _write_batch(
     )
 
 
-Scope = dict[tuple[uuid.UUID, str], tuple[date, date]]  # event key -> dedupe months [lo, hi]
+class Scope(NamedTuple):
+    """The dedupe months [lo, hi] of each event of `unique`, in its order."""
+
+    lo: list[date]
+    hi: list[date]
+
+
+def dedupe_scope(unique: list[IngestEvent], now: datetime) -> Scope:
+    """dedupe_months of each event: one call per (usage month, received_at), which a request's
+    events share."""
+    memo: dict[tuple[date, datetime], tuple[date, date]] = {}
+    lo, hi = [], []
+    for e in unique:
+        key = (e.usage_month, e.received_at)
+        months = memo.get(key)
+        if months is None:
+            months = memo[key] = dedupe_months(e.usage_month, e.received_at, now)
+        lo.append(months[0])
+        hi.append(months[1])
+    return Scope(lo, hi)
+
+
 BillingMonths = dict[tuple[uuid.UUID, str], date]  # event key -> billing month
 
 
@@ -193,8 +217,8 @@ async def lock_sites_and_find_copies(
         [e.site_id for e in unique],
         [e.event_id for e in unique],
         [e.usage_month for e in unique],
-        [scope[e.key][0] for e in unique],
-        [scope[e.key][1] for e in unique],
+        scope.lo,
+        scope.hi,
     )
     return {(r[0], r[1]) for r in copies}
 
@@ -343,8 +367,8 @@ async def read_back_messages(
         Q["billable_messages"],
         [e.site_id for e in unique],
         [e.event_id for e in unique],
-        [scope[e.key][0] for e in unique],
-        [scope[e.key][1] for e in unique],
+        scope.lo,
+        scope.hi,
     )
     return rows
 
@@ -360,8 +384,8 @@ async def read_back_rows(
         Q["ledger_rows"],
         [e.site_id for e in unique],
         [e.event_id for e in unique],
-        [scope[e.key][0] for e in unique],
-        [scope[e.key][1] for e in unique],
+        scope.lo,
+        scope.hi,
     )
     make = LedgerRow._make
     return [make(r) for r in rows]  # ledger_rows selects the fields in order

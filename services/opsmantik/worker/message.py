@@ -17,6 +17,7 @@ from functools import lru_cache
 from typing import NamedTuple
 
 import orjson
+from asyncpg.pgproto.pgproto import UUID as PgUUID
 
 from opsmantik.events import MAX_PROPERTIES_BYTES, field_errors, has_nul, parse_time
 
@@ -97,9 +98,12 @@ def dead_letter(
 
 
 # A batch carries a handful of sites and months: parse each text once (errors are not cached).
+# uuid.UUID judges the text; the value kept is asyncpg's UUID (a uuid.UUID, equal and hashing
+# alike), whose hash is cached in C and which asyncpg encodes with a copy: an event's key is
+# hashed several times per batch, and uuid.UUID's __hash__ and .bytes are Python code.
 @lru_cache(maxsize=4096)
 def _site_id(raw: str) -> uuid.UUID:
-    return uuid.UUID(raw)
+    return PgUUID(uuid.UUID(raw).bytes)  # type: ignore[no-any-return]
 
 
 @lru_cache(maxsize=256)
