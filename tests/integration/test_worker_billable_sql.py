@@ -80,6 +80,10 @@ class Recorder:
     def __init__(self) -> None:
         self.sent: list[tuple[bytes, bytes, list[tuple[str, bytes]]]] = []
 
+    def poll(self, timeout: float) -> int:  # the publisher's poll thread
+        time.sleep(timeout)
+        return 0
+
     def produce(self, topic: str, value: Any, key: Any, *, on_delivery: Any, headers: Any) -> None:
         as_bytes = [(k, v.encode() if isinstance(v, str) else v) for k, v in headers]
         self.sent.append((key.encode(), value.encode(), as_bytes))

@@ -8,22 +8,23 @@ function below, in one transaction:
 1. `close_lock_shared`: a month close waits for this batch,
 2. `dedupe_in_order`: the first copy of a (site, event_id) in (partition, offset) order wins,
 3. `drop_unknown_sites`, `drop_archived`: dead letters, with their reason,
-4. `lock_sites_and_find_copies`: lock the batch's sites (hashed buckets, fixed order), then find
-   the events already ledgered in another month of their dedupe scope
-   (opsmantik.db.partitions.dedupe_months): the same event_id sent again with a time in another
-   month is a duplicate,
-5. `lock_invoice_rows`: the billing month of each event, then its invoice row locked in a fixed
-   order (the running counts),
-6. `insert_new_rows`: ON CONFLICT DO NOTHING; RETURNING says which are new,
-7. `assign_and_mark_overlimit`: each new row's class in ledger order, the overlimit ones fixed up,
-8. `add_to_invoice`: only the new rows, and `add_to_meters`: their meter aggregates
+4. `lock_sites_and_find_ledgered`: lock the batch's sites (hashed buckets, fixed order), then find
+   the events already ledgered in any month of their dedupe scope
+   (opsmantik.db.partitions.dedupe_months), their own included: duplicates (the same event_id
+   sent again with a time in another month is one too), each with its billable message. Only a
+   batch holding a site's lock ledgers its events, so the others are new until COMMIT,
+5. `lock_invoice_rows`: the billing month of each new event, then its invoice row locked in a
+   fixed order (the running counts); each new row's class in ledger order (billing.rules),
+6. `insert_new_rows`: the new rows with their classes; RETURNING is each row's billable message,
+   formatted by Postgres (ledger.sql insert_ledger: the bytes billable.to_billable and ce_headers
+   make of `read_back_rows`' row); a row already there means the lock was not held: the batch is
+   retried,
+7. `add_to_invoice`: only the new rows, and `add_to_meters`: their meter aggregates
    (opsmantik.meters.aggregate, docs/meters.md), then `crossings.decide`: the usage alerts'
    crossings of the touched (site, billing month), notifications into alert_outbox (docs/alerts.md),
-9. `record_dead_letters`, `record_freshness`,
-10. `read_back_messages`: the billable topic's messages of every event of the batch, new or
-    not, made by Postgres from the canonical rows (ledger.sql billable_messages: the same bytes
-    billable.to_billable makes of `read_back_rows`' rows),
-then COMMIT (the caller publishes to the billable topic and acks only after this).
+8. `record_dead_letters`, `record_freshness`,
+then COMMIT; the caller publishes the billable messages of every event of the batch, new or not
+(`in_ledger_order`), and acks only after that.
 A replayed message finds its row already there and adds nothing.
 """
 
@@ -31,6 +32,7 @@ from __future__ import annotations
 
 import uuid
 from collections import defaultdict
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from operator import itemgetter
@@ -43,6 +45,7 @@ from opsmantik.billing.rules import OVERLIMIT, assign_classes, billing_month
 from opsmantik.db import site_locks
 from opsmantik.db.partitions import PartitionCache, dedupe_months
 from opsmantik.db.queries import package_queries
+from opsmantik.errors import Unavailable
 from opsmantik.meters import aggregate, definitions
 from opsmantik.worker.message import DeadLetter, IngestEvent, dead_letter
 
@@ -76,9 +79,7 @@ class BatchResult:
     duplicates: int
     dead_letters: int
     overlimit: int
-    # the billable message of every ledgered event of the batch (ledger.sql billable_messages):
-    # key, value, ce_id, ce_source, ce_time, ce_subject (None: no such header)
-    billable: list[asyncpg.Record]
+    billable: list[Message]  # of every ledgered event of the batch, new or not, in ledger order
     new_received_at: list[datetime]  # received_at of the rows this batch inserted
 
 
@@ -123,30 +124,28 @@ async def _write_batch(
         unique, gone = drop_archived(unique, archived)
         dead = dead + unknown + gone
         scope = dedupe_scope(unique, datetime.now(UTC))
-        elsewhere = await lock_sites_and_find_copies(conn, unique, scope)
-        fresh_candidates = [e for e in unique if e.key not in elsewhere]
-        new_events: list[IngestEvent] = []
+        ledgered = await lock_sites_and_find_ledgered(conn, unique, scope)
+        new_events = [e for i, e in enumerate(unique) if i not in ledgered] if ledgered else unique
         classes: list[str] = []
-        bmonth: BillingMonths = {}
+        inserted: list[asyncpg.Record] = []
         meters = aggregate.Increments()  # a batch of duplicates only counts nothing
-        if fresh_candidates:
-            bmonth, counts = await lock_invoice_rows(conn, fresh_candidates)
-            new_events = await insert_new_rows(conn, fresh_candidates, bmonth)
-            classes = await assign_and_mark_overlimit(conn, new_events, bmonth, counts, quotas)
+        if new_events:
+            bmonth, counts = await lock_invoice_rows(conn, new_events)
+            classes = assign_classes([(e.site_id, bmonth[e.key]) for e in new_events], counts, quotas)
+            inserted = await insert_new_rows(conn, new_events, bmonth, classes)
             await add_to_invoice(conn, new_events, classes, bmonth)
             meters = await add_to_meters(conn, new_events, bmonth)  # bmonth exists only here
             await crossings.decide(conn, {(e.site_id, bmonth[e.key]) for e in new_events}, meters)
         new_received = [e.received_at for e in new_events]
         await record_dead_letters(conn, topic, dead)
         await record_freshness(conn, instance, new_received)
-        billable = await read_back_messages(conn, unique, scope)
     aggregate.count_skips(meters)  # after the commit: a retried transaction counts once
     return BatchResult(
         new=len(new_events),
         duplicates=len(events) - len(unknown) - len(gone) - len(new_events),
         dead_letters=len(dead),
         overlimit=sum(1 for c in classes if c == OVERLIMIT),
-        billable=billable,
+        billable=in_ledger_order(len(unique), ledgered, inserted),
         new_received_at=new_received,
     )
 
@@ -174,6 +173,8 @@ def dedupe_scope(unique: list[IngestEvent], now: datetime) -> Scope:
 
 
 BillingMonths = dict[tuple[uuid.UUID, str], date]  # event key -> billing month
+# A billable message: key, value, ce_id, ce_source, ce_time, ce_subject (None: no such header)
+Message = Sequence[str | None]
 
 
 async def drop_unknown_sites(
@@ -204,23 +205,22 @@ def drop_archived(
     return [e for e in unique if e.usage_month not in archived], dead
 
 
-async def lock_sites_and_find_copies(
+async def lock_sites_and_find_ledgered(
     conn: asyncpg.Connection, unique: list[IngestEvent], scope: Scope
-) -> set[tuple[uuid.UUID, str]]:
-    """Lock the batch's sites (hashed buckets, ascending), then the keys already ledgered in
-    another month of their dedupe scope."""
+) -> dict[int, list[Message]]:
+    """Lock the batch's sites (hashed buckets, ascending), then find the events already in the
+    ledger in any month of their dedupe scope: {position in `unique`: its billable message}. The
+    others are new, and stay so until COMMIT: only a batch holding their site's lock ledgers."""
     if not unique:
-        return set()
+        return {}
     await site_locks.lock_sites(conn, (e.site_id for e in unique))
-    copies = await conn.fetch(
-        Q["cross_month_copies"],
-        [e.site_id for e in unique],
-        [e.event_id for e in unique],
-        [e.usage_month for e in unique],
-        scope.lo,
-        scope.hi,
+    found = await conn.fetch(
+        Q["ledgered_copies"], [e.site_id for e in unique], [e.event_id for e in unique], scope.lo, scope.hi
     )
-    return {(r[0], r[1]) for r in copies}
+    ledgered: dict[int, list[Message]] = {}
+    for r in found:  # ledgered_copies: n (1-based), then the message's columns
+        ledgered.setdefault(r[0] - 1, []).append(tuple(r)[1:])
+    return ledgered
 
 
 async def lock_invoice_rows(
@@ -239,48 +239,51 @@ async def lock_invoice_rows(
 
 
 async def insert_new_rows(
-    conn: asyncpg.Connection, fresh: list[IngestEvent], bmonth: BillingMonths
-) -> list[IngestEvent]:
-    """Insert every candidate as `included`; the ones RETURNING names are new, in ledger order."""
-    inserted = await conn.fetch(
+    conn: asyncpg.Connection, new: list[IngestEvent], bmonth: BillingMonths, classes: list[str]
+) -> list[asyncpg.Record]:
+    """Insert the new rows with their classes; returns their billable messages, in ledger order
+    (the order they were inserted in)."""
+    inserted: list[asyncpg.Record] = await conn.fetch(
         Q["insert_ledger"],
-        [e.site_id for e in fresh],
-        [e.event_id for e in fresh],
-        [e.type for e in fresh],
-        [e.occurred_at for e in fresh],
-        [e.usage_month for e in fresh],
-        [bmonth[e.key] for e in fresh],
-        [e.quantity for e in fresh],
-        [e.path for e in fresh],
-        [e.received_at for e in fresh],
-        [e.partition for e in fresh],
-        [e.offset for e in fresh],
-        [e.properties for e in fresh],
-        [e.subject for e in fresh],
+        [e.site_id for e in new],
+        [e.event_id for e in new],
+        [e.type for e in new],
+        [e.occurred_at for e in new],
+        [e.usage_month for e in new],
+        [bmonth[e.key] for e in new],
+        [e.quantity for e in new],
+        [c == OVERLIMIT for c in classes],
+        [e.path for e in new],
+        [e.received_at for e in new],
+        [e.partition for e in new],
+        [e.offset for e in new],
+        [e.properties for e in new],
+        [e.subject for e in new],
     )
-    new = {(r[0], r[1]) for r in inserted}  # RETURNING site_id, event_id
-    return [e for e in fresh if e.key in new]
+    if len(inserted) != len(new):
+        # ledgered_copies did not find a row that was there at the insert: only a batch holding
+        # the site's lock ledgers its events, so this is a bug's sign. The transaction rolls back
+        # and the batch is retried (and then finds the row): no class is decided on a wrong count.
+        raise Unavailable(f"{len(new) - len(inserted)} of {len(new)} new rows were in the ledger already")
+    return inserted
 
 
-async def assign_and_mark_overlimit(
-    conn: asyncpg.Connection,
-    new_events: list[IngestEvent],
-    bmonth: BillingMonths,
-    counts: dict[tuple[uuid.UUID, date], int],
-    quotas: dict[uuid.UUID, int | None],
-) -> list[str]:
-    """The class of each new row in ledger order, from the locked running counts; the rows past
-    the quota are updated to `overlimit`."""
-    classes = assign_classes([(e.site_id, bmonth[e.key]) for e in new_events], counts, quotas)
-    over = [e for e, c in zip(new_events, classes, strict=True) if c == OVERLIMIT]
-    if over:
-        await conn.execute(
-            Q["mark_overlimit"],
-            [e.site_id for e in over],
-            [e.event_id for e in over],
-            [e.usage_month for e in over],
-        )
-    return classes
+def in_ledger_order(
+    n: int, ledgered: dict[int, list[Message]], inserted: list[asyncpg.Record]
+) -> list[Message]:
+    """The batch's billable messages in ledger order: the new rows' (`inserted`, in order) with
+    the duplicates' at their positions."""
+    if not ledgered:
+        return inserted
+    out: list[Message] = []
+    rest = iter(inserted)
+    for i in range(n):
+        found = ledgered.get(i)
+        if found is None:
+            out.append(next(rest))
+        else:
+            out.extend(found)
+    return out
 
 
 async def add_to_invoice(
@@ -355,29 +358,12 @@ async def record_freshness(conn: asyncpg.Connection, instance: str, new_received
         )
 
 
-async def read_back_messages(
-    conn: asyncpg.Connection, unique: list[IngestEvent], scope: Scope
-) -> list[asyncpg.Record]:
-    """The billable messages of every event of the batch, new or already there: the canonical
-    ledger rows as the billable topic carries them, formatted by Postgres (one text per row
-    instead of fourteen values decoded and formatted again in Python)."""
-    if not unique:
-        return []
-    rows: list[asyncpg.Record] = await conn.fetch(
-        Q["billable_messages"],
-        [e.site_id for e in unique],
-        [e.event_id for e in unique],
-        scope.lo,
-        scope.hi,
-    )
-    return rows
-
-
 async def read_back_rows(
     conn: asyncpg.Connection, unique: list[IngestEvent], scope: Scope
 ) -> list[LedgerRow]:
-    """The canonical ledger rows of every event of the batch, new or already there: what
-    read_back_messages formats (the reference its SQL is tested against)."""
+    """The canonical ledger rows of the events, as the Python reference reads them
+    (billable.to_billable and ce_headers make a message of one): what insert_ledger and
+    ledgered_copies format in SQL is tested against it (tests/integration/test_worker_billable_sql.py)."""
     if not unique:
         return []
     rows = await conn.fetch(

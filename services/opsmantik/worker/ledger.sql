@@ -5,14 +5,36 @@
 -- exclusive), so `opsmantik billing close` waits for this batch and none books into a closing month.
 SELECT pg_advisory_xact_lock_shared(5124400005)
 
--- name: cross_month_copies
--- The events of the batch already ledgered in another month of their dedupe scope [lo, hi]: a copy
--- sent again with a time in another month is a duplicate, not a new event. Run-time partition
--- pruning probes only the scope's partitions (at most three when the worker is current).
-SELECT k.s, k.e FROM unnest($1::uuid[], $2::text[], $3::date[], $4::date[], $5::date[]) AS k(s, e, um, lo, hi)
-WHERE EXISTS (SELECT 1 FROM ingest_idempotency i
-              WHERE i.site_id = k.s AND i.event_id = k.e AND i.usage_month >= k.lo AND i.usage_month <= k.hi
-                AND i.usage_month <> k.um)
+-- name: ledgered_copies
+-- The events of the batch already in the ledger in any month of their dedupe scope [lo, hi] (their
+-- own month included): a replay, a re-send, or a copy sent again with a time in another month. n:
+-- the event's position in the arrays (1-based), then its billable message as insert_ledger returns
+-- one (the batch publishes the canonical rows of its duplicates too). Run-time partition pruning
+-- probes only the scope's partitions (at most three when the worker is current).
+SELECT k.n, i.site_id::text AS key,
+       '{"v":1,"site_id":"' || i.site_id::text
+       || '","event_id":' || to_json(i.event_id)::text
+       || ',"type":' || to_json(i.event_type)::text
+       || ',"occurred_at":"' || to_char(i.occurred_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"+00:00"')
+       || '","usage_month":"' || to_char(i.usage_month::timestamp, 'YYYY-MM-DD')
+       || '","billing_month":"' || to_char(i.billing_month::timestamp, 'YYYY-MM-DD')
+       || '","quantity":' || i.quantity::text
+       || ',"billing_class":' || to_json(i.billing_class)::text
+       || ',"path":' || to_json(i.path)::text
+       || ',"received_at":"' || to_char(i.received_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"+00:00"')
+       || '","ledgered_at":"' || to_char(i.ledgered_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"+00:00"')
+       || '","kafka_partition":' || coalesce(i.kafka_partition::text, 'null')
+       || ',"kafka_offset":' || coalesce(i.kafka_offset::text, 'null')
+       || ',"properties":' || coalesce(i.properties::text, 'null')
+       || '}' AS value,
+       i.event_id,
+       'urn:opsmantik:site:' || i.site_id::text AS source,
+       to_char(i.occurred_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"+00:00"') AS occurred,
+       CASE WHEN starts_with(i.event_id, 'ce~') AND jsonb_typeof(i.properties -> 'ce' -> 'subject') = 'string'
+            THEN i.properties -> 'ce' ->> 'subject' END AS subject
+FROM unnest($1::uuid[], $2::text[], $3::date[], $4::date[]) WITH ORDINALITY AS k(s, e, lo, hi, n)
+JOIN ingest_idempotency i
+  ON i.site_id = k.s AND i.event_id = k.e AND i.usage_month >= k.lo AND i.usage_month <= k.hi
 
 -- name: closed_months_from
 SELECT month FROM closed_months WHERE month >= $1::date ORDER BY month
@@ -30,22 +52,45 @@ ON CONFLICT (site_id, month) DO UPDATE SET events = u.events
 RETURNING site_id, month, events
 
 -- name: insert_ledger
--- Every row goes in as `included`; the rows past the quota are fixed up below.
-INSERT INTO ingest_idempotency (site_id, event_id, event_type, occurred_at, usage_month,
+-- The batch's new rows (ledgered_copies found none of them in their scope, under the site locks),
+-- each with its class (true: overlimit). RETURNING: each row's billable message (schemas/billable.v1.json),
+-- formatted here instead of per row in the worker's Python (issue 28): the Kafka key, the value
+-- (byte for byte what billable.to_billable makes of the row: compact JSON in its key order, times
+-- as Python's isoformat in UTC with microseconds, dates as ISO, properties as jsonb's own text),
+-- and the CloudEvents header values ce_id, ce_source, ce_time (the value's occurred_at) and
+-- ce_subject (billable.ce_headers' rule: properties.ce.subject when a string, for the event_ids
+-- POST /api/v1/events derives). tests/integration/test_worker_billable_sql.py holds this and
+-- ledgered_copies to the Python reference's bytes.
+INSERT INTO ingest_idempotency AS i (site_id, event_id, event_type, occurred_at, usage_month,
     billing_month, quantity, billing_class, path, received_at, kafka_partition, kafka_offset,
     properties, subject)
-SELECT s, e, ty, o, um, bm, q, 'included', p, r, kp, ko, pr::jsonb, sub
+SELECT s, e, ty, o, um, bm, q, CASE WHEN ov THEN 'overlimit' ELSE 'included' END, p, r, kp, ko, pr::jsonb, sub
 FROM unnest($1::uuid[], $2::text[], $3::text[], $4::timestamptz[], $5::date[], $6::date[],
-            $7::bigint[], $8::text[], $9::timestamptz[], $10::int[], $11::bigint[], $12::text[],
-            $13::text[])
-     AS t(s, e, ty, o, um, bm, q, p, r, kp, ko, pr, sub)
+            $7::bigint[], $8::bool[], $9::text[], $10::timestamptz[], $11::int[], $12::bigint[],
+            $13::text[], $14::text[])
+     AS t(s, e, ty, o, um, bm, q, ov, p, r, kp, ko, pr, sub)
 ON CONFLICT (site_id, event_id, usage_month) DO NOTHING
-RETURNING site_id, event_id
-
--- name: mark_overlimit
-UPDATE ingest_idempotency i SET billing_class = 'overlimit'
-FROM unnest($1::uuid[], $2::text[], $3::date[]) AS o(s, e, um)
-WHERE i.site_id = o.s AND i.event_id = o.e AND i.usage_month = o.um
+RETURNING i.site_id::text AS key,
+       '{"v":1,"site_id":"' || i.site_id::text
+       || '","event_id":' || to_json(i.event_id)::text
+       || ',"type":' || to_json(i.event_type)::text
+       || ',"occurred_at":"' || to_char(i.occurred_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"+00:00"')
+       || '","usage_month":"' || to_char(i.usage_month::timestamp, 'YYYY-MM-DD')
+       || '","billing_month":"' || to_char(i.billing_month::timestamp, 'YYYY-MM-DD')
+       || '","quantity":' || i.quantity::text
+       || ',"billing_class":' || to_json(i.billing_class)::text
+       || ',"path":' || to_json(i.path)::text
+       || ',"received_at":"' || to_char(i.received_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"+00:00"')
+       || '","ledgered_at":"' || to_char(i.ledgered_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"+00:00"')
+       || '","kafka_partition":' || coalesce(i.kafka_partition::text, 'null')
+       || ',"kafka_offset":' || coalesce(i.kafka_offset::text, 'null')
+       || ',"properties":' || coalesce(i.properties::text, 'null')
+       || '}' AS value,
+       i.event_id,
+       'urn:opsmantik:site:' || i.site_id::text AS source,
+       to_char(i.occurred_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"+00:00"') AS occurred,
+       CASE WHEN starts_with(i.event_id, 'ce~') AND jsonb_typeof(i.properties -> 'ce' -> 'subject') = 'string'
+            THEN i.properties -> 'ce' ->> 'subject' END AS subject
 
 -- name: add_usage
 UPDATE site_usage_monthly u
@@ -66,43 +111,6 @@ SELECT i.site_id, i.event_id, i.event_type, i.occurred_at, i.usage_month, i.bill
 FROM ingest_idempotency i
 JOIN unnest($1::uuid[], $2::text[], $3::date[], $4::date[]) AS k(s, e, lo, hi)
   ON i.site_id = k.s AND i.event_id = k.e AND i.usage_month >= k.lo AND i.usage_month <= k.hi
-
--- name: billable_messages
--- The billable topic's messages of every event of the batch (the same rows as ledger_rows): the
--- Kafka key, the value (schemas/billable.v1.json, byte for byte what billable.to_billable makes of
--- the ledger_rows row: compact JSON in its key order, times as Python's isoformat in UTC with
--- microseconds, properties as jsonb's own text) and the CloudEvents header values ce_id, ce_source,
--- ce_time (the value's occurred_at text) and ce_subject (billable.ce_headers' rule: properties.ce.subject
--- when a string, for the event_ids POST /api/v1/events derives). Written here, in C, instead of
--- per row in the worker's Python (issue 28); tests/integration/test_worker_billable_sql.py holds
--- the two to the same bytes.
-SELECT i.site_id::text AS key,
-       '{"v":1,"site_id":"' || i.site_id::text
-       || '","event_id":' || to_json(i.event_id)::text
-       || ',"type":' || to_json(i.event_type)::text
-       || ',"occurred_at":"' || t.occurred
-       || '","usage_month":"' || to_char(i.usage_month::timestamp, 'YYYY-MM-DD')
-       || '","billing_month":"' || to_char(i.billing_month::timestamp, 'YYYY-MM-DD')
-       || '","quantity":' || i.quantity::text
-       || ',"billing_class":' || to_json(i.billing_class)::text
-       || ',"path":' || to_json(i.path)::text
-       || ',"received_at":"' || to_char(i.received_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"+00:00"')
-       || '","ledgered_at":"' || to_char(i.ledgered_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"+00:00"')
-       || '","kafka_partition":' || coalesce(i.kafka_partition::text, 'null')
-       || ',"kafka_offset":' || coalesce(i.kafka_offset::text, 'null')
-       || ',"properties":' || coalesce(i.properties::text, 'null')
-       || '}' AS value,
-       i.event_id,
-       'urn:opsmantik:site:' || i.site_id::text AS source,
-       t.occurred,
-       CASE WHEN starts_with(i.event_id, 'ce~') AND jsonb_typeof(i.properties -> 'ce' -> 'subject') = 'string'
-            THEN i.properties -> 'ce' ->> 'subject' END AS subject
-FROM ingest_idempotency i
-JOIN unnest($1::uuid[], $2::text[], $3::date[], $4::date[]) AS k(s, e, lo, hi)
-  ON i.site_id = k.s AND i.event_id = k.e AND i.usage_month >= k.lo AND i.usage_month <= k.hi
-CROSS JOIN LATERAL (
-    SELECT to_char(i.occurred_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"+00:00"') AS occurred
-) t
 
 -- name: insert_dead_letters
 INSERT INTO ingest_dead_letter (topic, kafka_partition, kafka_offset, site_id, event_id, reason, payload)
