@@ -6,8 +6,11 @@ import uuid
 from datetime import UTC, date, datetime
 
 import orjson
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from opsmantik.events import MAX_QUANTITY, field_errors
 from opsmantik.worker.ledger import dedupe_in_order
-from opsmantik.worker.message import DeadLetter, IngestEvent, decode
+from opsmantik.worker.message import DeadLetter, IngestEvent, _fields_pass, decode
 
 SITE = uuid.UUID(int=7)
 
@@ -114,3 +117,58 @@ def test_any_input_gives_a_record_never_an_exception() -> None:
         assert isinstance(dead, DeadLetter), raw[:80]
         for text in (dead.reason, dead.site_id, dead.event_id):
             assert text is None or ("\x00" not in text and text.encode("utf-8"))
+
+
+_OTHER = st.one_of(  # of no field's type, or of the wrong one
+    st.none(),
+    st.booleans(),
+    st.floats(allow_nan=False),
+    st.lists(st.integers(), max_size=2),
+    st.dictionaries(st.text(max_size=3), st.integers(), max_size=2),
+    st.integers(),
+    st.text(max_size=3),
+)
+_EVENT_IDS = st.one_of(
+    st.from_regex(r"[A-Za-z0-9._:-]{1,128}", fullmatch=True),
+    st.from_regex(r"ce~[0-9a-f]{64}", fullmatch=True),
+    st.sampled_from(["", "a" * 129, "ce~" + "0" * 63, "ce~" + "A" * 64, "a b", "e\x00", "é", "e-1\n", "ce~"]),
+    st.text(max_size=130),
+    _OTHER,
+)
+_TYPES = st.one_of(
+    st.text(min_size=1, max_size=64).filter(lambda t: "\x00" not in t),
+    st.sampled_from(["", "t" * 65, "\x00", "a\x00b", "t" * 64]),
+    st.text(max_size=70),
+    _OTHER,
+)
+_QUANTITIES = st.one_of(
+    st.integers(min_value=1, max_value=MAX_QUANTITY),
+    st.sampled_from([0, -1, MAX_QUANTITY + 1, 2**64, True, 1.0, 5.5]),
+    _OTHER,
+)
+_SUBJECTS = st.one_of(
+    st.none(),
+    st.text(min_size=1, max_size=256).filter(lambda t: "\x00" not in t),
+    st.sampled_from(["", "s" * 257, "s\x00", "s" * 256]),
+    _OTHER,
+)
+
+
+@settings(max_examples=3000, deadline=None)
+@given(event_id=_EVENT_IDS, kind=_TYPES, quantity=_QUANTITIES, subject=_SUBJECTS)
+def test_the_fields_fast_check_accepts_exactly_what_field_errors_accepts(
+    event_id: object, kind: object, quantity: object, subject: object
+) -> None:
+    """message._fields_pass (the decode's one-expression check) is True exactly where
+    events.field_errors (the gateway's rules, naming every error) finds nothing."""
+    d = {"event_id": event_id, "type": kind, "quantity": quantity, "subject": subject}
+    assert _fields_pass(d) == (field_errors(d) == [])
+    without_subject = {"event_id": event_id, "type": kind, "quantity": quantity}
+    assert _fields_pass(without_subject) == (field_errors(without_subject) == [])
+
+
+def test_the_fields_fast_check_accepts_the_gateway_shapes() -> None:
+    for event_id in ("e-1", "A.b:c_d-9", "ce~" + "ab" * 32, "x" * 128):
+        for subject in (None, "cust-1", "s" * 256):
+            d = {"event_id": event_id, "type": "api_call", "quantity": 1, "subject": subject}
+            assert _fields_pass(d) and field_errors(d) == []
