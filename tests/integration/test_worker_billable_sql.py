@@ -9,6 +9,7 @@ lookalikes, times with and without microseconds), new and replayed, through the 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import time
 import uuid
 from datetime import UTC, datetime, timedelta
@@ -22,10 +23,18 @@ from opsmantik import sites
 from opsmantik.config import Settings
 from opsmantik.gateway.cloudevents import ledger_event_id
 from opsmantik.worker import ledger
-from opsmantik.worker.billable import BillablePublisher, _iso, ce_headers, ce_source, to_billable
+from opsmantik.worker.billable import (
+    BillablePublisher,
+    PublishError,
+    _iso,
+    ce_headers,
+    ce_source,
+    to_billable,
+)
 from opsmantik.worker.message import IngestEvent, decode
 
 from tests.support.environment import module_environment
+from tests.support.process import free_port
 
 pytestmark = pytest.mark.integration
 
@@ -80,8 +89,7 @@ class Recorder:
     def __init__(self) -> None:
         self.sent: list[tuple[bytes, bytes, list[tuple[str, bytes]]]] = []
 
-    def poll(self, timeout: float) -> int:  # the publisher's poll thread
-        time.sleep(timeout)
+    def poll(self, timeout: float) -> int:  # every report is served at produce
         return 0
 
     def produce(self, topic: str, value: Any, key: Any, *, on_delivery: Any, headers: Any) -> None:
@@ -178,3 +186,35 @@ async def test_the_published_bytes_on_kafka_are_the_reference_bytes(
     assert len(got) == len(expected)
     for key, value, headers in got:
         assert (key, value, headers) == expected[orjson.loads(value)["event_id"]]
+
+
+async def test_a_publish_fails_when_a_report_is_an_error_and_counts_only_its_own(
+    settings: Settings, pool: asyncpg.Pool
+) -> None:
+    """Reports are served on the loop, each publish counting its own queue: a message refused up
+    front (too large) and a broker that never answers both fail the publish (PublishError: the
+    worker retries and never acks), and a good publish beside a failing one still completes."""
+    async with pool.acquire() as conn:
+        site = (await sites.create_site(conn, f"bfail-{uuid.uuid4().hex[:6]}")).site_id
+        first, _ = await ledger_twice(conn, site)
+    good = first.billable
+    huge = [(*good[0][:1], "x" * 2_000_000, *good[0][2:])]
+    publisher = BillablePublisher(settings)
+    try:
+        with pytest.raises(PublishError, match="1 of 2 billable messages failed"):
+            await publisher.publish([*huge, good[1]])
+        ok, bad = await asyncio.gather(
+            publisher.publish(good), publisher.publish(huge), return_exceptions=True
+        )
+        assert ok is None and isinstance(bad, PublishError)
+    finally:
+        await publisher.close()
+    dead = dataclasses.replace(settings, kafka_bootstrap=f"127.0.0.1:{free_port()}")
+    nowhere = BillablePublisher(dead, message_timeout_ms=1500)
+    try:
+        started = time.monotonic()
+        with pytest.raises(PublishError, match=f"{len(good)} of {len(good)} billable messages failed"):
+            await nowhere.publish(good)
+        assert time.monotonic() - started < 10
+    finally:
+        await nowhere.close(timeout_s=1)

@@ -13,10 +13,10 @@ the ledger adds nothing, and the same rows are published again: consumers dedupe
 from __future__ import annotations
 
 import asyncio
-import threading
 import time
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
+from queue import SimpleQueue
 
 import orjson
 from confluent_kafka import KafkaError, KafkaException, Producer
@@ -37,7 +37,7 @@ _SPECVERSION = ("ce_specversion", b"1.0")
 _TYPE = ("ce_type", CE_TYPE.encode())
 _CONTENT_TYPE = ("content-type", b"application/json")
 _DATASCHEMA = ("ce_dataschema", CE_DATASCHEMA.encode())
-POLL_S = 0.05  # poll() returns as soon as a report is served; this only bounds the stop check
+DR_POLL_S = 0.001  # while a publish waits for its delivery reports, the loop serves them this often
 
 
 class PublishError(Unavailable, RuntimeError):
@@ -108,63 +108,32 @@ def ce_headers(row: LedgerRow, source: bytes, occurred: str) -> KafkaHeaders:
     return headers
 
 
-class _Send:
-    """One publish: counts its delivery reports down (in the poll thread) and keeps the failures;
-    the loop is woken once, by the last report (kafka/batch_producer.py's design)."""
-
-    __slots__ = ("errors", "future", "loop", "remaining", "lock")
-
-    def __init__(self, loop: asyncio.AbstractEventLoop, lock: threading.Lock, n: int) -> None:
-        self.errors: list[KafkaError] = []
-        self.future: asyncio.Future[None] = loop.create_future()
-        self.loop = loop
-        self.remaining = n + 1  # the send itself holds one until every message is produced
-        self.lock = lock  # remaining is counted from the loop and from the poll thread
-
-    def report(self, err: KafkaError | None, _msg: object) -> None:  # poll thread
-        if err is not None:
-            self.errors.append(err)
-        self.add(-1)
-
-    def add(self, n: int) -> None:
-        with self.lock:
-            self.remaining += n
-            last = self.remaining == 0
-        if last and not self.loop.is_closed():
-            self.loop.call_soon_threadsafe(_release, self.future)
-
-
-def _release(fut: asyncio.Future[None]) -> None:
-    if not fut.done():
-        fut.set_result(None)
-
-
 class BillablePublisher:
     """The billable topic's producer (acks=all, idempotent). A publish produces the messages
-    Postgres formatted (ledger.sql billable_messages: key, value and the header values, all text;
-    the client sends their UTF-8 bytes) and returns when every delivery report is in."""
+    Postgres formatted (ledger.sql insert_ledger and ledgered_copies: the key, the value and the
+    header values as text; the client sends their UTF-8 bytes) and returns when every delivery
+    report is in, raising PublishError if any failed.
 
-    def __init__(self, settings: Settings) -> None:
+    Delivery reports are served on the event loop, by poll(0) every DR_POLL_S while a publish
+    waits, not by a poll thread: a report served in another thread takes the GIL back from the
+    loop once per message (issue 28). Each message's report is `SimpleQueue.put(err, msg)` of its
+    publish's own queue (a C call: no Python frame per message; `msg` lands in put's `block`
+    argument, which a SimpleQueue ignores), so two publishes in flight at once (the ledger loop
+    pipelines them) each count exactly their own messages."""
+
+    def __init__(self, settings: Settings, message_timeout_ms: int = 15000) -> None:
         self.topic = settings.billable_topic
-        self._producer = Producer(producer_config(settings, **{"message.timeout.ms": 15000}))
-        self._lock = threading.Lock()
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
-
-    def _poll(self) -> None:
-        while not self._stop.is_set():
-            self._producer.poll(POLL_S)
+        self._producer = Producer(producer_config(settings, **{"message.timeout.ms": message_timeout_ms}))
 
     async def publish(
         self, messages: Sequence[Sequence[str | None]], full_queue_wait_s: float = 30.0
     ) -> None:
-        """`messages`: ledger.billable_messages' rows (key, value, ce_id, ce_source, ce_time,
-        ce_subject)."""
-        if self._thread is None:
-            self._thread = threading.Thread(target=self._poll, name="kafka-poll-billable", daemon=True)
-            self._thread.start()
-        s = _Send(asyncio.get_running_loop(), self._lock, len(messages))
-        produce, report, topic = self._producer.produce, s.report, self.topic
+        """`messages`: (key, value, ce_id, ce_source, ce_time, ce_subject) each, ce_subject None
+        for no such header; ledger.BatchResult.billable."""
+        reports: SimpleQueue[KafkaError | None] = SimpleQueue()
+        report = reports.put
+        produce, poll, topic = self._producer.produce, self._producer.poll, self.topic
+        refused: list[KafkaError] = []
         n = len(messages)
         i = j = 0
         stuck, deadline = -1, 0.0
@@ -183,28 +152,30 @@ class BillablePublisher:
                     ]
                     if subject is not None:
                         headers.append(("ce_subject", subject))
-                    produce(topic, value, key, on_delivery=report, headers=headers)
+                    produce(topic, value, key, on_delivery=report, headers=headers)  # type: ignore[arg-type]
                 i = n
-            except BufferError:  # local queue full: let deliveries drain, bounded per message
+            except BufferError:  # local queue full: serve reports (they free it), bounded per message
                 if j != stuck:
                     stuck, deadline = j, time.monotonic() + full_queue_wait_s
                 elif time.monotonic() > deadline:
-                    raise  # the send fails (and is retried); reports still due just count down
+                    raise  # the send fails (and is retried); its reports are served by later polls
                 i = j
+                poll(0)
                 await asyncio.sleep(0.01)
             except KafkaException as exc:  # refused up front (e.g. too large): never reported
-                s.errors.append(exc.args[0])
-                s.add(-1)
+                refused.append(exc.args[0])
                 i = j + 1
-        s.add(-1)  # every message produced: the last report releases the send
-        await s.future
-        if s.errors:
-            raise PublishError(f"{len(s.errors)} of {n} billable messages failed: {s.errors[0]}")
+        expected = n - len(refused)
+        poll(0)
+        while reports.qsize() < expected:
+            await asyncio.sleep(DR_POLL_S)
+            poll(0)
+        get = reports.get_nowait
+        errors = refused + [err for err in (get() for _ in range(expected)) if err is not None]
+        if errors:
+            raise PublishError(f"{len(errors)} of {n} billable messages failed: {errors[0]}")
 
     def _close(self, timeout_s: float) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout_s)
         self._producer.flush(timeout_s)
 
     async def close(self, timeout_s: float = 10.0) -> None:
