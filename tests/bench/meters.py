@@ -597,12 +597,21 @@ def _explain(bench: Bench, meter: definitions.Meter, params: list[tuple[str, str
     q = meter_query.parse_params(params, meter, operator=False)
     assert q.start is not None and q.end is not None
     spans = meter_query._spans(q.start, q.end, q)
-    _, args = meter_query.arguments(meter, q, spans, [site])
-    sql = meter_query.Q["unique_count" if meter.aggregation == "UNIQUE_COUNT" else "aggregate"]
+    where, args = meter_query.arguments(meter, q, spans, [site])
+    _run(bench, _conn(bench).execute("SET jit = off"))  # as meters.query.run does
+    unique = meter.aggregation == "UNIQUE_COUNT"
+    sql = meter_query.Q[meter_query._statement(meter)]
     plan = _run(bench, _conn(bench).fetch("EXPLAIN (ANALYZE, BUFFERS) " + sql, *args))
     bench.say(f"  EXPLAIN ANALYZE, {meter.aggregation} {dict(params).get('windowSize')} windows:")
     for r in plan:
         bench.say("    " + r[0])
+    # The check of the rows it would read, run before it (meters/query.py MAX_READ): its cost.
+    best = 1e9
+    for _ in range(3):
+        t0 = time.perf_counter()
+        _run(bench, meter_query._refuse_expensive(_conn(bench), q, unique, where))
+        best = min(best, (time.perf_counter() - t0) * 1000)
+    bench.say(f"  the MAX_READ check before it (a bound from the rollups, the count if over): {best:.1f} ms")
 
 
 def query(bench: Bench) -> None:
