@@ -31,7 +31,7 @@ A replayed message finds its row already there and adds nothing.
 from __future__ import annotations
 
 import uuid
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
@@ -80,10 +80,13 @@ class BatchResult:
     dead_letters: int
     overlimit: int
     billable: list[Message]  # of every ledgered event of the batch, new or not, in ledger order
-    new_received_at: list[datetime]  # received_at of the rows this batch inserted
+    # received_at of the rows this batch inserted, with how many have it (a request's events
+    # share one): the freshness figures per distinct value, not per event
+    new_received: dict[datetime, int]
 
 
 _LEDGER_ORDER = itemgetter(9, 10)  # IngestEvent (partition, offset)
+_RECEIVED_AT = itemgetter(7)  # IngestEvent.received_at
 
 
 def dedupe_in_order(events: list[IngestEvent]) -> list[IngestEvent]:
@@ -136,7 +139,7 @@ async def _write_batch(
             await add_to_invoice(conn, new_events, classes, bmonth)
             meters = await add_to_meters(conn, new_events, bmonth)  # bmonth exists only here
             await crossings.decide(conn, {(e.site_id, bmonth[e.key]) for e in new_events}, meters)
-        new_received = [e.received_at for e in new_events]
+        new_received = Counter(map(_RECEIVED_AT, new_events))
         await record_dead_letters(conn, topic, dead)
         await record_freshness(conn, instance, new_received)
     aggregate.count_skips(meters)  # after the commit: a retried transaction counts once
@@ -146,7 +149,7 @@ async def _write_batch(
         dead_letters=len(dead),
         overlimit=sum(1 for c in classes if c == OVERLIMIT),
         billable=in_ledger_order(len(unique), ledgered, inserted),
-        new_received_at=new_received,
+        new_received=new_received,
     )
 
 
@@ -341,20 +344,23 @@ async def record_dead_letters(conn: asyncpg.Connection, topic: str, dead: list[D
         )
 
 
-async def record_freshness(conn: asyncpg.Connection, instance: str, new_received: list[datetime]) -> None:
-    """The per-minute freshness rollup of the new rows (slo_freshness)."""
+async def record_freshness(
+    conn: asyncpg.Connection, instance: str, new_received: dict[datetime, int]
+) -> None:
+    """The per-minute freshness rollup of the new rows (slo_freshness), from each distinct
+    received_at and its number of rows."""
     if new_received:
         now = datetime.now(UTC)
-        lags = [(now - r).total_seconds() * 1000.0 for r in new_received]
+        lags = [((now - r).total_seconds() * 1000.0, n) for r, n in new_received.items()]
         await conn.execute(
             Q["add_freshness"],
             now,
             instance,
-            len(lags),
-            sum(1 for x in lags if x <= 1000.0),
-            sum(1 for x in lags if x <= 5000.0),
-            max(lags),
-            sum(lags),
+            sum(n for _, n in lags),
+            sum(n for x, n in lags if x <= 1000.0),
+            sum(n for x, n in lags if x <= 5000.0),
+            max(x for x, _ in lags),
+            sum(x * n for x, n in lags),
         )
 
 

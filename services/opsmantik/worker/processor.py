@@ -88,8 +88,8 @@ class BatchProcessor:
         after `published` finished). A failing publish raises `Fatal` from `published`."""
         result = await self._write([decode(v, p, o) for v, p, o in batch])
         now = datetime.now(UTC)
-        lags = [(now - r).total_seconds() for r in result.new_received_at]
-        metrics.observe_many(metrics.FRESHNESS, lags)
+        lags = [(now - r).total_seconds() for r in result.new_received]  # one per request
+        metrics.observe_many(metrics.FRESHNESS, lags, list(result.new_received.values()))
         if lags:
             metrics.FRESHNESS_LAST.set(max(lags))
         metrics.BATCHES.inc()
