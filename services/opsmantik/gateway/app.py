@@ -100,15 +100,19 @@ def unexpected() -> web.Response:
 
 
 def observed(
-    request: web.Request, route: str, response: web.StreamResponse, started: float
+    request: web.Request, route: str, response: web.StreamResponse, started: float, ingest: bool | None = None
 ) -> web.StreamResponse:
-    """The answer's metrics and rollups, then the answer (an HTTPException's as our JSON error)."""
+    """The answer's metrics and rollups, then the answer (an HTTPException's as our JSON error).
+    `ingest`: whether it is a POST of an ingest route (None: decided here)."""
     elapsed = time.perf_counter() - started
     state = request.app[STATE]
-    state.metrics.request_done(route, response.status, elapsed)
-    if route in INGEST_ROUTES and request.method == "POST":  # GET /api/v1/events is a read (lookup)
-        state.rollup.record(response.status, elapsed, request.get(OUTCOMES))
-        sla_observe(request, response.status)
+    status = response.status
+    state.metrics.request_done(route, status, elapsed)
+    if ingest is None:
+        ingest = route in INGEST_ROUTES and request.method == "POST"  # GET /api/v1/events: a read
+    if ingest:
+        state.rollup.record(status, elapsed, request.get(OUTCOMES))
+        sla_observe(request, status)
     if isinstance(response, web.HTTPException) and response.status >= 400:
         # A 405 keeps aiohttp's `Allow` (RFC 9110 requires it); the body becomes our JSON error.
         allow = {"Allow": response.headers["Allow"]} if "Allow" in response.headers else None
@@ -158,7 +162,7 @@ def dispatch_ingest_first(app: web.Application, routes: Sequence[web.AbstractRou
         except Exception:
             log.exception("unhandled error on %s %s", request.method, route)
             response = unexpected()
-        return observed(request, route, response, started)
+        return observed(request, route, response, started, True)
 
     app._handle = handle  # type: ignore[method-assign]
 

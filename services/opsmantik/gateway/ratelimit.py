@@ -27,7 +27,7 @@ class Decision(NamedTuple):
         return h
 
 
-@dataclass
+@dataclass(slots=True)
 class Bucket:
     rate: float
     burst: int
@@ -50,11 +50,14 @@ class RateLimiter:
             b = self._buckets[site] = Bucket(rate, burst, float(burst), now)
         # Limits follow the site row (refreshed with the key cache).
         b.rate, b.burst = rate, burst
-        b.tokens = min(float(burst), b.tokens + (now - b.updated) * rate)
+        tokens = b.tokens + (now - b.updated) * rate
+        if tokens >= burst:
+            tokens = float(burst)
         b.updated = now
-        allowed = b.tokens >= cost
-        if allowed:
-            b.tokens -= cost
-        retry = 0 if allowed else max(1, math.ceil((cost - b.tokens) / rate))
-        reset = math.ceil((burst - b.tokens) / rate) if b.tokens < burst else 0
-        return Decision(allowed, burst, int(b.tokens), reset, retry)
+        if tokens >= cost:
+            b.tokens = tokens = tokens - cost
+            reset = math.ceil((burst - tokens) / rate) if tokens < burst else 0
+            return Decision(True, burst, int(tokens), reset, 0)
+        b.tokens = tokens
+        reset = math.ceil((burst - tokens) / rate) if tokens < burst else 0
+        return Decision(False, burst, int(tokens), reset, max(1, math.ceil((cost - tokens) / rate)))

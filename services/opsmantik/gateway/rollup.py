@@ -27,6 +27,7 @@ log = logging.getLogger(__name__)
 OUTCOMES = ("accepted", "overlimit", "degraded", "fallback")  # events_by_status's keys
 FIELDS = ("requests", "errors_5xx", "rejected_4xx", "rate_limited", "within_500ms", *OUTCOMES)
 _FIRST_OUTCOME = FIELDS.index(OUTCOMES[0])
+_OUTCOME_INDEX = {name: _FIRST_OUTCOME + i for i, name in enumerate(OUTCOMES)}
 
 
 @dataclass
@@ -61,7 +62,7 @@ class SloRollup:
         m[4] += seconds <= 0.5
         if outcomes:
             for name, n in outcomes.items():
-                m[_FIRST_OUTCOME + OUTCOMES.index(name)] += n
+                m[_OUTCOME_INDEX[name]] += n
 
     async def flush(self, pool: asyncpg.Pool, timeout_s: float = 2.0) -> int:
         taken = self.minutes.take()

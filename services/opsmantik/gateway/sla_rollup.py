@@ -100,8 +100,8 @@ SLA: web.AppKey[SlaRollup] = web.AppKey("sla", SlaRollup)
 def observe(request: web.Request, status: int) -> None:
     """Middleware hook: count the answer for the request's site (if it got one)."""
     site = request.get(SITE)
-    if site is not None:
-        request.app[SLA].record(site, status, request.get(LIMIT))
+    if site is not None:  # which limit answered matters to a 429 only (and is set only for one)
+        request.app[SLA].record(site, status, request.get(LIMIT) if status == 429 else None)
 
 
 def start(app: web.Application, pool: asyncpg.Pool) -> asyncio.Task[None]:
