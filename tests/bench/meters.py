@@ -597,7 +597,7 @@ def _explain(bench: Bench, meter: definitions.Meter, params: list[tuple[str, str
     q = meter_query.parse_params(params, meter, operator=False)
     assert q.start is not None and q.end is not None
     spans = meter_query._spans(q.start, q.end, q)
-    where, args = meter_query.arguments(meter, q, spans, [site])
+    where, args = meter_query.arguments(meter, q, spans, [site], None)
     _run(bench, _conn(bench).execute("SET jit = off"))  # as meters.query.run does
     unique = meter.aggregation == "UNIQUE_COUNT"
     sql = meter_query.Q[meter_query._statement(meter)]

@@ -1,6 +1,7 @@
 -- The meters' aggregates (services/opsmantik/meters/aggregate.py), in the ledger's transaction.
 -- Each statement writes the minute buckets and, from the same input rows, their hour and day
--- rollups (meter_rollups, meter_rollup_values: migration 0017, docs/meters.md "Tiers"): the tiers
+-- rollups and the minute's rollup over every subject and group (meter_rollups,
+-- meter_rollup_values: migration 0017, docs/meters.md "Tiers"): the tiers
 -- are exact by construction (the same merge, the same transaction, the same statement), and the
 -- worker's Python does no per-event work for them.
 
@@ -39,14 +40,24 @@ WITH x AS MATERIALIZED (
 )
 INSERT INTO meter_rollups AS b (meter_id, site_id, width, bucket, billing_month, subject, groups, n, total,
                                 lo, hi, latest_value, latest_at, latest_event_id)
-SELECT m, s, w.width, date_bin(w.stride, t, '2000-01-01 00:00:00+00'), bm, sub, g::jsonb, sum(n), sum(tot),
-       min(lo), max(hi),
-       (array_agg(lv ORDER BY la DESC, le COLLATE "C" DESC) FILTER (WHERE la IS NOT NULL))[1],
-       max(la),
-       (array_agg(le ORDER BY la DESC, le COLLATE "C" DESC) FILTER (WHERE la IS NOT NULL))[1]
-FROM x CROSS JOIN (VALUES (60::smallint, interval '1 hour'), (1440::smallint, interval '1 day')) AS w(width, stride)
-GROUP BY m, s, w.width, 4, bm, sub, g::jsonb
-ORDER BY m, s, w.width, 4, bm, sub, g::jsonb
+SELECT * FROM (
+    SELECT m, s, w.width, date_bin(w.stride, t, '2000-01-01 00:00:00+00') AS t, bm, sub, g::jsonb AS g,
+           sum(n) AS n, sum(tot) AS tot, min(lo) AS lo, max(hi) AS hi,
+           (array_agg(lv ORDER BY la DESC, le COLLATE "C" DESC) FILTER (WHERE la IS NOT NULL))[1] AS lv,
+           max(la) AS la,
+           (array_agg(le ORDER BY la DESC, le COLLATE "C" DESC) FILTER (WHERE la IS NOT NULL))[1] AS le
+    FROM x CROSS JOIN (VALUES (60::smallint, interval '1 hour'), (1440::smallint, interval '1 day'))
+         AS w(width, stride)
+    GROUP BY m, s, w.width, 4, bm, sub, g::jsonb
+    UNION ALL  -- width 1: the minute over every subject and group (MINUTE windows without them)
+    SELECT m, s, 1::smallint, t, bm, '', '{}'::jsonb, sum(n), sum(tot), min(lo), max(hi),
+           (array_agg(lv ORDER BY la DESC, le COLLATE "C" DESC) FILTER (WHERE la IS NOT NULL))[1],
+           max(la),
+           (array_agg(le ORDER BY la DESC, le COLLATE "C" DESC) FILTER (WHERE la IS NOT NULL))[1]
+    FROM x
+    GROUP BY m, s, t, bm
+) r
+ORDER BY m, s, width, t, bm, sub, g
 ON CONFLICT (meter_id, site_id, width, bucket, billing_month, subject, groups) DO UPDATE
 SET n = b.n + EXCLUDED.n,
     total = b.total + EXCLUDED.total,

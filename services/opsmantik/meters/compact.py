@@ -10,7 +10,9 @@ quarter hour, and only buckets off the quarter hour are moved, so a second run m
 minute bucket written later below the watermark (a lagging worker, a backfill) is merged by the
 next run and meanwhile still answers every 15-minute-aligned window exactly. The hour and day
 rollups (meters/rollup.py) are unchanged by construction: a minute moves into its quarter, within
-its hour and day, and a rollup row is the merge of its buckets, whichever their width.
+its hour and day, and a rollup row is the merge of its buckets, whichever their width; the
+minute rollups over every subject and group (width 1) of the merged range are deleted (not kept, nor
+read, below the watermark).
 
 Locking: the watermark is raised first (its own transaction), then each (meter, site, day) is
 merged in one transaction holding the close lock shared and the worker's site lock, as a void
@@ -98,6 +100,7 @@ async def merge_locked(
 ) -> tuple[int, int]:
     """merge() for a caller already holding the close lock and the site's lock (a void)."""
     b = await conn.execute(Q["merge_buckets"], meter_id, site_id, lo, hi)
+    await conn.execute(Q["drop_minute_rollups"], meter_id, site_id, lo, hi)
     u = await conn.execute(Q["merge_unique_values"], meter_id, site_id, lo, hi)
     return _count(b), _count(u)
 

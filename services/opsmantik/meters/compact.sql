@@ -93,3 +93,8 @@ SELECT DISTINCT meter_id, site_id, date_bin('15 minutes', bucket, '2000-01-01 00
        subject, groups, value
 FROM moved
 ON CONFLICT DO NOTHING
+
+-- name: drop_minute_rollups
+-- The width-1 rollups (a minute over every subject and group, meters/rollup.py) of the merged range:
+-- not kept below the watermark, where the minutes they sum are merged into quarters.
+DELETE FROM meter_rollups WHERE meter_id = $1 AND site_id = $2 AND width = 1 AND bucket >= $3 AND bucket < $4

@@ -210,9 +210,10 @@ async def run(conn: asyncpg.Connection, meter: Meter, q: MeterQuery, sites: list
         if start >= end:
             return Answer(start, end, q.window_size, [])
     spans = _spans(start, end, q)
-    _refuse_below_watermark(spans, q, await compact.watermark(conn))
+    mark = await compact.watermark(conn)
+    _refuse_below_watermark(spans, q, mark)
     unique = meter.aggregation == "UNIQUE_COUNT"
-    where, args = arguments(meter, q, spans, scope)
+    where, args = arguments(meter, q, spans, scope, mark)
     by_subject = "subject" in q.group_by or q.subjects is not None
     # No JIT: the pieces' unnest makes the planner overestimate the rows by orders of magnitude, and
     # compiling the plan then cost ~0.5 s of a query that runs in tens of ms (docs/benchmarks.md
@@ -251,10 +252,23 @@ async def run(conn: asyncpg.Connection, meter: Meter, q: MeterQuery, sites: list
 
 
 def arguments(
-    meter: Meter, q: MeterQuery, spans: list[tuple[datetime, datetime]], scope: list[uuid.UUID] | None
+    meter: Meter,
+    q: MeterQuery,
+    spans: list[tuple[datetime, datetime]],
+    scope: list[uuid.UUID] | None,
+    mark: datetime | None,
 ) -> tuple[tuple[object, ...], tuple[object, ...]]:
     """The arguments of query.sql: (those of rows_*, those of aggregate/unique_count). Each window
-    is read as its pieces (rollup.pieces: minutes, hours, days, hours, minutes)."""
+    is read as its pieces (rollup.pieces: minutes, hours, days, hours, minutes). A minute piece of a
+    query without subjects or groups (filtered or grouped by) reads the minute rollups over every
+    subject and group (width 1), which exist at and after the compaction watermark `mark`."""
+    whole = (
+        meter.aggregation != "UNIQUE_COUNT"
+        and q.subjects is None
+        and "subject" not in q.group_by
+        and not any(g in meter.group_by for g in q.group_by)
+        and not any(k != "billing_month" for k in q.filters)
+    )
     ords: list[int] = []
     widths: list[int] = []
     starts: list[datetime] = []
@@ -262,7 +276,7 @@ def arguments(
     for i, (ws, we) in enumerate(spans, 1):
         for width, a, b in rollup.pieces(ws, we):
             ords.append(i)
-            widths.append(width)
+            widths.append(1 if whole and width == 0 and (mark is None or a >= mark) else width)
             starts.append(a)
             ends.append(b)
     where = (meter.meter_id, scope, ords, widths, starts, ends)

@@ -6,7 +6,8 @@ WHERE meter_id = $1 AND ($2::uuid[] IS NULL OR site_id = ANY($2::uuid[]))
 
 -- name: aggregate
 -- One row per window and requested group. $3..$6 the pieces (rollup.py pieces): each window's
--- ordinal, tier (0: the minute/quarter buckets, 60: hour rollups, 1440: day rollups) and range;
+-- ordinal, tier (0: the minute/quarter buckets, 1: the minutes over every subject and group, 60:
+-- hour rollups, 1440: day rollups) and range;
 -- $7 the subjects (NULL: any), $8 the filterGroupBy object (groups @> it), $9 the billing month
 -- (NULL: any), $10 group by site, $11 group by subject, $12 the meter's group names NOT grouped by
 -- (removed from the groups object: what is left is the answer's groupBy), $13 group by billing
@@ -44,8 +45,8 @@ CROSS JOIN LATERAL (
                OR EXISTS (SELECT 1 FROM meter_buckets x
                           WHERE x.meter_id = r.meter_id AND x.site_id = r.site_id
                             AND x.bucket >= r.bucket AND x.bucket < r.bucket + make_interval(mins => r.width)
-                            AND x.billing_month = r.billing_month AND x.subject = r.subject
-                            AND x.groups = r.groups
+                            AND x.billing_month = r.billing_month
+                            AND (r.width = 1 OR (x.subject = r.subject AND x.groups = r.groups))
                             AND (x.n <> 0 OR x.total <> 0 OR x.lo IS NOT NULL OR x.latest_at IS NOT NULL)))
     ) u
     OFFSET 0) b
@@ -57,7 +58,8 @@ ORDER BY 1, 2, 3, 4::text, 5
 -- aggregate forbids a hash aggregate, so aggregate sorts every row it reads (at 10M events a month,
 -- MINUTE windows over a day sorted 144k rows, spilling to disk); this one can hash them.
 -- One row per window and requested group. $3..$6 the pieces (rollup.py pieces): each window's
--- ordinal, tier (0: the minute/quarter buckets, 60: hour rollups, 1440: day rollups) and range;
+-- ordinal, tier (0: the minute/quarter buckets, 1: the minutes over every subject and group, 60:
+-- hour rollups, 1440: day rollups) and range;
 -- $7 the subjects (NULL: any), $8 the filterGroupBy object (groups @> it), $9 the billing month
 -- (NULL: any), $10 group by site, $11 group by subject, $12 the meter's group names NOT grouped by
 -- (removed from the groups object: what is left is the answer's groupBy), $13 group by billing
@@ -93,8 +95,8 @@ CROSS JOIN LATERAL (
                OR EXISTS (SELECT 1 FROM meter_buckets x
                           WHERE x.meter_id = r.meter_id AND x.site_id = r.site_id
                             AND x.bucket >= r.bucket AND x.bucket < r.bucket + make_interval(mins => r.width)
-                            AND x.billing_month = r.billing_month AND x.subject = r.subject
-                            AND x.groups = r.groups
+                            AND x.billing_month = r.billing_month
+                            AND (r.width = 1 OR (x.subject = r.subject AND x.groups = r.groups))
                             AND (x.n <> 0 OR x.total <> 0 OR x.lo IS NOT NULL OR x.latest_at IS NOT NULL)))
     ) u
     OFFSET 0) b

@@ -13,6 +13,12 @@ least one bucket row of its key exists in its range. They are kept exact by cons
 A query (meters/query.py) reads a window as the coarsest aligned pieces: minute buckets up to the
 first UTC hour, hours up to the first UTC day, days, then hours and minutes again. That holds for
 every zone: a window of Asia/Kolkata starting 18:30 UTC reads 30 minutes, then hours and days.
+
+Width 1 (meter_rollups only, not UNIQUE_COUNT's values): a minute's buckets merged over every subject
+and group (subject '', groups '{}'), written by the same statement. A minute piece of a query that
+neither filters nor groups by subject or group reads it (one row a minute, not one per key) at and
+after the compaction watermark; below it they are not kept (compaction deletes them with the
+minutes it merges: a void there could not recompute a minute from its quarter), and not read.
 """
 
 from __future__ import annotations
@@ -28,7 +34,7 @@ from opsmantik.db.queries import package_queries
 Q = package_queries("opsmantik.meters", "rollup.sql")
 EPOCH = datetime(2000, 1, 1, tzinfo=UTC)  # date_bin's origin in the SQL: a UTC midnight
 HOUR, DAY = timedelta(hours=1), timedelta(days=1)
-WIDTHS = {60: HOUR, 1440: DAY}  # the tiers' widths in minutes; 0 is the minute buckets
+WIDTHS = {1: timedelta(minutes=1), 60: HOUR, 1440: DAY}  # in minutes; 0: the buckets themselves
 
 
 def floor(t: datetime, step: timedelta) -> datetime:
@@ -71,11 +77,17 @@ async def refresh(
     lo: datetime,
     hi: datetime,
     months: Sequence[date] | None = None,
+    minutes: bool = True,
 ) -> None:
-    """The hour and day rollups of the meters, the site and `months` (None: all) covering
-    [lo, hi), recomputed from the buckets: the hours from the minutes, then the days from the
-    hours. The caller holds what keeps the site's buckets still (a void: the site lock)."""
+    """The rollups of the meters, the site and `months` (None: all) covering [lo, hi), recomputed
+    from the buckets: the minutes over every subject and group (width 1; `minutes` False below the
+    compaction watermark, where they are not kept: only cleared), the hours from the minutes, then
+    the days from the hours. The caller holds what keeps the site's buckets still (a void: the site
+    lock)."""
     ids, ms = list(meter_ids), (list(months) if months is not None else None)
+    await conn.execute(Q["clear_minutes"], ids, site_id, lo, hi, ms)
+    if minutes:
+        await conn.execute(Q["fill_minutes"], ids, site_id, lo, hi, ms)
     h0, h1 = floor(lo, HOUR), ceil(hi, HOUR)
     d0, d1 = floor(lo, DAY), ceil(hi, DAY)
     for clear, fill, a, b in (

@@ -3,6 +3,26 @@
 -- SQL-written month. $1 the meters, $2 the site, [$3, $4) the range (whole UTC hours for the
 -- hours, whole UTC days for the days), $5 the billing months (NULL: all).
 
+-- name: clear_minutes
+-- Width 1: the minute over every subject and group (above the compaction watermark only).
+DELETE FROM meter_rollups
+WHERE meter_id = ANY($1::uuid[]) AND site_id = $2 AND width = 1 AND bucket >= $3 AND bucket < $4
+  AND ($5::date[] IS NULL OR billing_month = ANY($5::date[]))
+
+-- name: fill_minutes
+INSERT INTO meter_rollups (meter_id, site_id, width, bucket, billing_month, subject, groups, n, total,
+                           lo, hi, latest_value, latest_at, latest_event_id)
+SELECT meter_id, site_id, 1, bucket, billing_month, '', '{}'::jsonb, sum(n), sum(total), min(lo), max(hi),
+       (array_agg(latest_value ORDER BY latest_at DESC, latest_event_id COLLATE "C" DESC)
+            FILTER (WHERE latest_at IS NOT NULL))[1],
+       max(latest_at),
+       (array_agg(latest_event_id ORDER BY latest_at DESC, latest_event_id COLLATE "C" DESC)
+            FILTER (WHERE latest_at IS NOT NULL))[1]
+FROM meter_buckets
+WHERE meter_id = ANY($1::uuid[]) AND site_id = $2 AND bucket >= $3 AND bucket < $4
+  AND ($5::date[] IS NULL OR billing_month = ANY($5::date[]))
+GROUP BY meter_id, site_id, bucket, billing_month
+
 -- name: clear_hours
 DELETE FROM meter_rollups
 WHERE meter_id = ANY($1::uuid[]) AND site_id = $2 AND width = 60 AND bucket >= $3 AND bucket < $4

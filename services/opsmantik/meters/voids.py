@@ -68,7 +68,7 @@ async def apply_void(conn: asyncpg.Connection, site_id: uuid.UUID, event_id: str
     ids = [m.meter_id for m in meters]
     await conn.execute(Q["drop_empty"], ids, site_id, at, months, width)
     # The hour and day rollups of both months' keys, recomputed from the buckets just changed.
-    await rollup.refresh(conn, ids, site_id, at, at + width, months)
+    await rollup.refresh(conn, ids, site_id, at, at + width, months, minutes=mark is None or at >= mark)
 
 
 async def _recompute_order_stats(
