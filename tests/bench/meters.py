@@ -731,7 +731,8 @@ def query(bench: Bench) -> None:
             row.notes.append(
                 f"{n:,} events of {month:%Y-%m} written by SQL as the worker writes bucket rows "
                 f"({made['tokens_buckets']:,} bucket rows of the SUM meter, {made['users_values']:,} "
-                f"unique-value rows; {fill_s:.0f} s); max {max(times):.0f} ms"
+                f"unique-value rows; {fill_s:.0f} s); max {max(times):.0f} ms; load average "
+                f"{os.getloadavg()[0]:.1f}"
             )
             bench.rows.append(row)
             bench.say(
