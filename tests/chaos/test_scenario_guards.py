@@ -19,12 +19,15 @@ from tests.chaos.scenarios import FaultContext, Profile, relay_kill
 class Relay:
     events: list[str]
     kind: str = "relay"
+    env: dict[str, str] = field(default_factory=dict)
+    batches: list[str | None] = field(default_factory=list)  # OPSMANTIK_RELAY_BATCH at each start
 
     def kill(self) -> None:
         self.events.append("kill")
 
     def start(self) -> None:
         self.events.append("start")
+        self.batches.append(self.env.get("OPSMANTIK_RELAY_BATCH"))
 
 
 @dataclass
@@ -67,6 +70,8 @@ async def test_a_kill_while_draining_passes() -> None:
     await relay_kill(ctx)
     assert events == ["kill", "start", "kill", "start"]
     assert ctx.notes == ["outbox before relay start: 4000", "outbox when relay killed: 3000"]
+    # the restart the kill interrupts drains in small rounds; the one after, at the default
+    assert ctx.pipeline.relays[0].batches == ["25", None]
 
 
 @pytest.mark.parametrize(
