@@ -420,3 +420,65 @@ async def test_backfill_is_exact_and_idempotent_and_a_key_sees_its_site_only(
         "/api/v1/meters/events/query", params=params, headers={**auth(keys[1].api_key), "Accept": "text/csv"}
     )
     assert resp.status == 200 and (await resp.text()).splitlines()[1].endswith(",20")
+
+
+async def test_expensive_queries_are_400s_naming_the_parameter(
+    settings: Settings, pool: asyncpg.Pool, pipeline: Any, client: TestClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """docs/meters.md "Query API" caps: more stored rows to read than MAX_READ is a 400 naming
+    windowSize (from without one), decided before the query runs; an answer of more rows than
+    MAX_ROWS a 400 naming windowSize. Caps lowered here so 24 events reach them."""
+    from opsmantik.meters import query
+
+    tag = uuid.uuid4().hex[:6]
+    async with pool.acquire() as conn:
+        key = await sites.create_site_with_key(conn, f"cap-{tag}")
+    t0 = datetime(2024, 5, 1, 10, 0, tzinfo=UTC)
+    msgs = [
+        (
+            f"{key.site_id}/c{i}".encode(),
+            message(
+                key.site_id, f"c{i}", occurred_at=t0 + timedelta(minutes=i), received_at=t0, properties={}
+            ),
+        )
+        for i in range(24)
+    ]
+    produce(settings, msgs)
+
+    async def ledgered() -> bool:
+        return bool(
+            await pool.fetchval("SELECT count(*) FROM ingest_idempotency WHERE site_id = $1", key.site_id)
+            == 24
+        )
+
+    await wait_for(ledgered, timeout_s=60)
+
+    async def ask(**params: str) -> tuple[int, Any]:
+        resp = await client.get(
+            "/api/v1/meters/events/query",
+            params={"from": iso(t0), "to": iso(t0 + timedelta(minutes=30)), **params},
+            headers=auth(key.api_key),
+        )
+        return resp.status, await resp.json()
+
+    # 24 rows to read either way: the minute buckets (grouped by subject) or the minute rollups.
+    for params in ({"windowSize": "MINUTE", "groupBy": "subject"}, {"windowSize": "MINUTE"}, {}):
+        status, body = await ask(**params)
+        assert status == 200 and sum(r["value"] for r in body["data"]) == 24, body
+    monkeypatch.setattr(query, "MAX_READ", 23)
+    for params, field in (
+        ({"windowSize": "MINUTE", "groupBy": "subject"}, "windowSize"),
+        ({"windowSize": "MINUTE"}, "windowSize"),
+        ({}, "from"),
+    ):
+        status, body = await ask(**params)
+        assert status == 400 and body["details"][0]["field"] == field, (params, body)
+        assert "more than 23 stored rows" in body["message"]
+    monkeypatch.setattr(query, "MAX_READ", 24)
+    assert (await ask(windowSize="MINUTE"))[0] == 200
+    monkeypatch.setattr(query, "MAX_ROWS", 23)
+    status, body = await ask(windowSize="MINUTE")
+    assert status == 400 and body["details"][0]["field"] == "windowSize", body
+    monkeypatch.setattr(query, "MAX_ROWS", 24)
+    status, body = await ask(windowSize="MINUTE")
+    assert status == 200 and [r["value"] for r in body["data"]] == [1] * 24

@@ -289,6 +289,7 @@ def arguments(
         "subject" in q.group_by or q.subjects is not None,
         [g for g in meter.group_by if g not in q.group_by],  # removed from the groups object
         "billing_month" in q.group_by,
+        MAX_ROWS + 1,  # more rows than the cap are not sent: the answer is refused
     )
     return where, args
 

@@ -52,6 +52,7 @@ CROSS JOIN LATERAL (
     OFFSET 0) b
 GROUP BY 1, 2, 3, 4, 5
 ORDER BY 1, 2, 3, 4::text, 5
+LIMIT $14  -- the answer cap + 1: an answer over the cap is refused without sending it all
 
 -- name: aggregate_plain
 -- As aggregate, without LATEST's ordered array_agg, for the other aggregations: an ordered
@@ -102,6 +103,7 @@ CROSS JOIN LATERAL (
     OFFSET 0) b
 GROUP BY 1, 2, 3, 4, 5
 ORDER BY 1, 2, 3, 4::text, 5
+LIMIT $14  -- the answer cap + 1: an answer over the cap is refused without sending it all
 
 -- name: unique_count
 -- As aggregate, over the distinct values: meter_unique_values (tier 0) and meter_rollup_values.
@@ -129,6 +131,7 @@ CROSS JOIN LATERAL (
     OFFSET 0) b
 GROUP BY 1, 2, 3, 4, 5
 ORDER BY 1, 2, 3, 4::text, 5
+LIMIT $14  -- the answer cap + 1: an answer over the cap is refused without sending it all
 
 -- name: rows_aggregate
 -- The rows the aggregate query's index ranges hold (before its subject/group/month filters), up to
