@@ -13,6 +13,8 @@ import asyncio
 import base64
 import itertools
 import json
+import os
+import signal
 import subprocess
 import tempfile
 import time
@@ -91,7 +93,11 @@ async def browser() -> AsyncIterator[tuple[Browser, aiohttp.ClientSession]]:
             "--window-size=1280,900",
             "about:blank",
         ]
-        proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        # A session of its own: the kill below takes Chromium's helper processes too, which
+        # otherwise still wrote into the profile while it was removed (ENOTEMPTY at teardown).
+        proc = subprocess.Popen(
+            argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
+        )
         try:
             port_file = Path(profile) / "DevToolsActivePort"
             await wait_for(lambda: _ready(port_file), timeout_s=20)
@@ -106,7 +112,7 @@ async def browser() -> AsyncIterator[tuple[Browser, aiohttp.ClientSession]]:
                     await b.call("Runtime.enable")
                     yield b, http
         finally:
-            proc.kill()
+            os.killpg(proc.pid, signal.SIGKILL)
             proc.wait(10)
 
 
