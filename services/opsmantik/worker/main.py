@@ -11,7 +11,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import gc
 import logging
 import os
 import signal
@@ -144,12 +143,6 @@ async def serve(settings: Settings) -> int:
             app = build_app(settings, processor, datadir)
             await app.start()
             drop_monitor(app)
-            # Every object alive now (modules, Faust, aiokafka, the pool, Prometheus) to the
-            # permanent generation: the collector's full passes, which the batches' allocations
-            # trigger, stop re-traversing them (issue 28; the gateway does the same). A restarted
-            # consumer's old app stays frozen: a restart is rare.
-            gc.collect()
-            gc.freeze()
             log.info("worker %s consuming %s as group %s", instance, settings.topic, settings.worker_group)
             outcome = await _watch(settings, processor, probe, stop)
             try:  # bounded: a stop in the middle of a rebalance can hang; offsets are safe anyway
