@@ -51,7 +51,7 @@ CROSS JOIN LATERAL (
     ) u
     OFFSET 0) b
 GROUP BY 1, 2, 3, 4, 5
-ORDER BY 1, 2, 3, 4::text, 5
+ORDER BY 1, 2, 3, (b.groups - $12::text[])::text, 5  -- the groups as text (4::text would be the constant '4')
 LIMIT $14  -- the answer cap + 1: an answer over the cap is refused without sending it all
 
 -- name: aggregate_plain
@@ -102,7 +102,7 @@ CROSS JOIN LATERAL (
     ) u
     OFFSET 0) b
 GROUP BY 1, 2, 3, 4, 5
-ORDER BY 1, 2, 3, 4::text, 5
+ORDER BY 1, 2, 3, (b.groups - $12::text[])::text, 5  -- the groups as text (4::text would be the constant '4')
 LIMIT $14  -- the answer cap + 1: an answer over the cap is refused without sending it all
 
 -- name: unique_count
@@ -130,7 +130,7 @@ CROSS JOIN LATERAL (
     ) u
     OFFSET 0) b
 GROUP BY 1, 2, 3, 4, 5
-ORDER BY 1, 2, 3, 4::text, 5
+ORDER BY 1, 2, 3, (b.groups - $12::text[])::text, 5  -- the groups as text (4::text would be the constant '4')
 LIMIT $14  -- the answer cap + 1: an answer over the cap is refused without sending it all
 
 -- name: rows_aggregate
