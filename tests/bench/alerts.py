@@ -18,12 +18,13 @@ taken in the same transaction just before its commit) stands in; the notes say w
 `alerts-rules-cost`: a paced load the worker keeps up with (COST_EVENTS_S, 100-event batches) on
 two sites with the same quota and hard cap, one with no rule and one with MAX_RULES_PER_SITE (100)
 rules: the three quota built-ins and 97 thresholds on the `events` and `quantity` meters, far
-above anything the run reaches (no crossing). Runs alternate none, rules, COST_ROUNDS times on one
-worker and gateway (same run); each run's ingest p95 (wrk) and the worker's CPU per event (its
-process tree's utime + stime from the first request until the invoice shows every event, ÷
-events); the ratios are the medians of each round's rules ÷ none. At 20,000 ev/s offered a loaded
-machine got 7,000-14,000 through, and the worker's CPU per event falls as its batches grow, so
-the ratio mixed the rules' cost with the machine's (docs/benchmarks.md "Usage alerts").
+above anything the run reaches (no crossing). COST_ROUNDS pairs of runs, none then rules, then
+rules then none, and so on, on one worker and gateway (same run); each run's ingest p95 (wrk)
+and the worker's CPU per event (its process tree's utime + stime from the first request until the
+invoice shows every event, ÷ events); the ratios are the medians of each round's rules ÷ none.
+At 20,000 ev/s offered a loaded machine got 7,000-14,000 through, and the worker's CPU per event
+falls as its batches grow, so the ratio mixed the rules' cost with the machine's
+(docs/benchmarks.md "Usage alerts").
 """
 
 from __future__ import annotations
@@ -62,7 +63,7 @@ DISPATCHER_ENV = {
     "OPSMANTIK_DISPATCHER_METRICS_PORT": "-1",
 }
 COST_EVENTS_S = 5_000  # the rules-cost runs' paced load: kept up with, so both sites' batches match
-COST_ROUNDS = 3  # none, rules pairs
+COST_ROUNDS = 4  # none/rules pairs, the order alternating
 LIMIT = 10**12  # quota and hard cap of the rules-cost sites: set (the built-ins need them), never reached
 
 # Per crossed webhook of the sites: the crossing transaction's commit time and the accept time of
@@ -467,7 +468,10 @@ def rules_cost(bench: Bench) -> None:
         bench._load(variants[-1].port, s.api_key, 100, f"rc-warm-{name}", 1, [], connections=2, rate=20)
         wait_until(lambda s=s, b=before: bench.env.value("usage_events", s.site_id) > b, 60, 0.1)
     rounds = 1 if bench.plan.smoke else COST_ROUNDS
-    order = [(v, name) for _ in range(rounds) for v in variants for name in ("none", "rules")]
+    # none-rules, then rules-none, ...: a drift within a round (the machine, the worker warming)
+    # weighs on each side alike
+    pairs = [("none", "rules") if k % 2 == 0 else ("rules", "none") for k in range(rounds)]
+    order = [(v, name) for pair in pairs for v in variants for name in pair]
     for i, (v, name) in enumerate(order):
         site = none if name == "none" else ruled
         start = bench.env.value("usage_events", site.site_id)
