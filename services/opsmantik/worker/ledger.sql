@@ -12,24 +12,10 @@ SELECT pg_advisory_xact_lock_shared(5124400005)
 -- one (the batch publishes the canonical rows of its duplicates too). Run-time partition pruning
 -- probes only the scope's partitions (at most three when the worker is current).
 SELECT k.n, i.site_id::text AS key,
-       '{"v":1,"site_id":"' || i.site_id::text
-       || '","event_id":' || to_json(i.event_id)::text
-       || ',"type":' || to_json(i.event_type)::text
-       || ',"occurred_at":"' || to_char(i.occurred_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"+00:00"')
-       || '","usage_month":"' || to_char(i.usage_month::timestamp, 'YYYY-MM-DD')
-       || '","billing_month":"' || to_char(i.billing_month::timestamp, 'YYYY-MM-DD')
-       || '","quantity":' || i.quantity::text
-       || ',"billing_class":' || to_json(i.billing_class)::text
-       || ',"path":' || to_json(i.path)::text
-       || ',"received_at":"' || to_char(i.received_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"+00:00"')
-       || '","ledgered_at":"' || to_char(i.ledgered_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"+00:00"')
-       || '","kafka_partition":' || coalesce(i.kafka_partition::text, 'null')
-       || ',"kafka_offset":' || coalesce(i.kafka_offset::text, 'null')
-       || ',"properties":' || coalesce(i.properties::text, 'null')
-       || '}' AS value,
+       billable_value(i) AS value,
        i.event_id,
        'urn:opsmantik:site:' || i.site_id::text AS source,
-       to_char(i.occurred_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"+00:00"') AS occurred,
+       billable_time(i.occurred_at) AS occurred,
        CASE WHEN starts_with(i.event_id, 'ce~') AND jsonb_typeof(i.properties -> 'ce' -> 'subject') = 'string'
             THEN i.properties -> 'ce' ->> 'subject' END AS subject
 FROM unnest($1::uuid[], $2::text[], $3::date[], $4::date[]) WITH ORDINALITY AS k(s, e, lo, hi, n)
@@ -55,9 +41,8 @@ RETURNING site_id, month, events
 -- The batch's new rows (ledgered_copies found none of them in their scope, under the site locks),
 -- each with its class (true: overlimit). RETURNING: each row's billable message (schemas/billable.v1.json),
 -- formatted here instead of per row in the worker's Python (issue 28): the Kafka key, the value
--- (byte for byte what billable.to_billable makes of the row: compact JSON in its key order, times
--- as Python's isoformat in UTC with microseconds, dates as ISO, properties as jsonb's own text),
--- and the CloudEvents header values ce_id, ce_source, ce_time (the value's occurred_at) and
+-- (billable_value, migration 0018: byte for byte what billable.to_billable makes of the row), and
+-- the CloudEvents header values ce_id, ce_source, ce_time (the value's occurred_at) and
 -- ce_subject (billable.ce_headers' rule: properties.ce.subject when a string, for the event_ids
 -- POST /api/v1/events derives). tests/integration/test_worker_billable_sql.py holds this and
 -- ledgered_copies to the Python reference's bytes.
@@ -71,24 +56,10 @@ FROM unnest($1::uuid[], $2::text[], $3::text[], $4::timestamptz[], $5::date[], $
      AS t(s, e, ty, o, um, bm, q, ov, p, r, kp, ko, pr, sub)
 ON CONFLICT (site_id, event_id, usage_month) DO NOTHING
 RETURNING i.site_id::text AS key,
-       '{"v":1,"site_id":"' || i.site_id::text
-       || '","event_id":' || to_json(i.event_id)::text
-       || ',"type":' || to_json(i.event_type)::text
-       || ',"occurred_at":"' || to_char(i.occurred_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"+00:00"')
-       || '","usage_month":"' || to_char(i.usage_month::timestamp, 'YYYY-MM-DD')
-       || '","billing_month":"' || to_char(i.billing_month::timestamp, 'YYYY-MM-DD')
-       || '","quantity":' || i.quantity::text
-       || ',"billing_class":' || to_json(i.billing_class)::text
-       || ',"path":' || to_json(i.path)::text
-       || ',"received_at":"' || to_char(i.received_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"+00:00"')
-       || '","ledgered_at":"' || to_char(i.ledgered_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"+00:00"')
-       || '","kafka_partition":' || coalesce(i.kafka_partition::text, 'null')
-       || ',"kafka_offset":' || coalesce(i.kafka_offset::text, 'null')
-       || ',"properties":' || coalesce(i.properties::text, 'null')
-       || '}' AS value,
+       billable_value(i) AS value,
        i.event_id,
        'urn:opsmantik:site:' || i.site_id::text AS source,
-       to_char(i.occurred_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"+00:00"') AS occurred,
+       billable_time(i.occurred_at) AS occurred,
        CASE WHEN starts_with(i.event_id, 'ce~') AND jsonb_typeof(i.properties -> 'ce' -> 'subject') = 'string'
             THEN i.properties -> 'ce' ->> 'subject' END AS subject
 
