@@ -11,6 +11,7 @@ from decimal import Decimal
 import pytest
 import standardwebhooks
 from opsmantik.alerts import crossings, outbox, signing, urls
+from opsmantik.alerts.dispatcher import GuardedResolver
 
 STRICT = urls.UrlPolicy()
 DEV = urls.UrlPolicy(allow_http=True, allow_private=True)
@@ -84,13 +85,13 @@ async def test_validate_resolves_the_name() -> None:
 async def test_the_resolver_refuses_at_connect_time() -> None:
     """The dispatcher's connector resolves through GuardedResolver: a name that now resolves to a
     loopback address gets no connection."""
-    resolver = urls.GuardedResolver(STRICT)
+    resolver = GuardedResolver(STRICT)
     try:
         with pytest.raises(urls.BadUrl):
             await resolver.resolve("localhost", 443)
     finally:
         await resolver.close()
-    allowed = urls.GuardedResolver(DEV)
+    allowed = GuardedResolver(DEV)
     try:
         assert await allowed.resolve("localhost", 443)
     finally:

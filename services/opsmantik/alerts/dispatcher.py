@@ -13,11 +13,14 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import socket
 import time
 from typing import Any
 
 import aiohttp
 import asyncpg
+from aiohttp.abc import AbstractResolver, ResolveResult
+from aiohttp.resolver import DefaultResolver
 
 from opsmantik import process
 from opsmantik.alerts import metrics, outbox, signing, urls
@@ -26,6 +29,24 @@ from opsmantik.config import Settings
 log = logging.getLogger("opsmantik.dispatcher")
 BODY_CAP = 4096  # bytes of a receiver's answer read (kept for last_error); the rest is never read
 GAUGES_EVERY_S = 1.0
+
+
+class GuardedResolver(AbstractResolver):
+    """aiohttp's resolver with the address check: the dispatcher's connector connects only to the
+    addresses this returns, so the check holds at connect time (DNS rebinding). aiohttp does not
+    resolve an IP literal: the dispatcher checks those with `parse` before each attempt."""
+
+    def __init__(self, policy: urls.UrlPolicy) -> None:
+        self.policy = policy
+        self.inner = DefaultResolver()
+
+    async def resolve(self, host: str, port: int = 0, family: Any = socket.AF_INET) -> list[ResolveResult]:
+        results = await self.inner.resolve(host, port, family)
+        urls.check_addresses(host, [r["host"] for r in results], self.policy)  # BadUrl: no connection
+        return results
+
+    async def close(self) -> None:
+        await self.inner.close()
 
 
 class Dispatcher:
@@ -37,7 +58,7 @@ class Dispatcher:
         self.lease_s = 2 * settings.dispatcher_timeout_s + 1.0  # past any attempt's end
         self.session = aiohttp.ClientSession(
             connector=aiohttp.TCPConnector(
-                resolver=urls.GuardedResolver(self.policy),
+                resolver=GuardedResolver(self.policy),
                 limit=settings.dispatcher_concurrency,
                 force_close=True,  # no connection kept to a receiver: nothing left half-read
             ),

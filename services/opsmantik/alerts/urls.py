@@ -4,7 +4,7 @@ A receiver is hostile until proven otherwise (docs/alerts.md "Hostile receivers"
 (unless OPSMANTIK_ALERTS_ALLOW_HTTP=1, for development), no credentials in the URL, and no
 private, loopback, link-local, multicast or reserved address (unless OPSMANTIK_ALERTS_ALLOW_PRIVATE=1)
 - every address the name resolves to, so a name that also resolves inward is refused. The check
-is repeated when the dispatcher connects (`GuardedResolver`, aiohttp's resolver hook): a name
+is repeated when the dispatcher connects (dispatcher.GuardedResolver, aiohttp's resolver hook): a name
 that resolved to a public address at create and to 10.0.0.1 now (DNS rebinding) gets no
 connection. Redirects are never followed (the dispatcher), so a 30x cannot lead inward either.
 """
@@ -15,11 +15,7 @@ import asyncio
 import ipaddress
 import socket
 from dataclasses import dataclass
-from typing import Any
 from urllib.parse import urlsplit
-
-from aiohttp.abc import AbstractResolver, ResolveResult
-from aiohttp.resolver import DefaultResolver
 
 from opsmantik.config import Settings
 from opsmantik.errors import UsageError
@@ -125,21 +121,3 @@ async def validate(url: str, policy: UrlPolicy) -> Target:
             raise BadUrl(f"--url: {target.host} does not resolve ({exc})") from None
         check_addresses(target.host, [str(i[4][0]) for i in infos], policy)
     return target
-
-
-class GuardedResolver(AbstractResolver):
-    """aiohttp's resolver with the address check: the dispatcher's connector connects only to the
-    addresses this returns, so the check holds at connect time (DNS rebinding). aiohttp does not
-    resolve an IP literal: the dispatcher checks those with `parse` before each attempt."""
-
-    def __init__(self, policy: UrlPolicy) -> None:
-        self.policy = policy
-        self.inner = DefaultResolver()
-
-    async def resolve(self, host: str, port: int = 0, family: Any = socket.AF_INET) -> list[ResolveResult]:
-        results = await self.inner.resolve(host, port, family)
-        check_addresses(host, [r["host"] for r in results], self.policy)  # BadUrl: no connection
-        return results
-
-    async def close(self) -> None:
-        await self.inner.close()

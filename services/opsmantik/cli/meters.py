@@ -14,7 +14,7 @@ from opsmantik.cli.show import json_out, out
 from opsmantik.config import Settings
 from opsmantik.errors import UsageError
 from opsmantik.events import parse_time
-from opsmantik.meters import backfill, compact, definitions
+from opsmantik.meters import definitions
 
 
 def _group_by(pairs: list[str]) -> dict[str, str]:
@@ -63,6 +63,8 @@ async def _run(conn: asyncpg.Connection, args: argparse.Namespace) -> int:
     elif args.action == "compact":
         return await _compact(conn, args)
     else:
+        from opsmantik.meters import backfill  # lazily: it loads the worker's metrics
+
         done = await backfill.backfill(conn, args.slug)
         if args.json:
             json_out(asdict(done))
@@ -72,6 +74,8 @@ async def _run(conn: asyncpg.Connection, args: argparse.Namespace) -> int:
 
 
 async def _compact(conn: asyncpg.Connection, args: argparse.Namespace) -> int:
+    from opsmantik.meters import compact  # lazily, as backfill
+
     now = datetime.now(UTC)
     before = compact.default_before(now)
     if args.before is not None:

@@ -13,7 +13,7 @@ from opsmantik.cli.errors import require_kafka
 from opsmantik.cli.show import json_compact_out, out
 from opsmantik.config import Settings
 from opsmantik.devstack.stack import Stack
-from opsmantik.recovery import backup, rewind, status
+from opsmantik.recovery import backup, status
 
 DEFAULT_MARGIN_S = 300  # producers' clocks and the gateway's received_at vs the broker's timestamp
 
@@ -93,6 +93,8 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
 
 def cmd_recover(settings: Settings, args: argparse.Namespace) -> int:
     # Refusals (a group with members, retention short of TIME) are `Refused`: exit 2, one line.
+    from opsmantik.recovery import rewind  # lazily: Kafka's admin client for this command only
+
     require_kafka(settings)  # no broker: exit 3 in a second, not after the admin client's timeouts
     done = rewind.recover(settings, args.since, timedelta(seconds=args.margin_s), dry_run=args.dry_run)
     if args.json:
