@@ -40,6 +40,7 @@ def test_the_cached_path_counts_as_the_uncached_path(monkeypatch: pytest.MonkeyP
                 flushed.append(taken)
     assert cached.buckets.rows == plain.buckets.rows
     assert [a for a, _ in flushed] == [b for _, b in flushed]
-    assert sum(c[0] for a, _ in flushed for c in a.values()) + sum(
-        c[0] for c in cached.buckets.rows.values()
-    ) == 5_000
+    assert (
+        sum(c[0] for a, _ in flushed for c in a.values()) + sum(c[0] for c in cached.buckets.rows.values())
+        == 5_000
+    )
