@@ -68,7 +68,8 @@ def two_gateways(bench: Bench, single: SiteKey, batch: SiteKey) -> None:
 
 def three_brokers(bench: Bench, batch: SiteKey) -> None:
     bench.say("scenario: 3-broker cluster (acks=all, RF 3, min ISR 2)")
-    cluster = new_stack("bench-cluster", brokers=3)  # its Kafka only: Postgres is the bench's
+    # its Kafka only: Postgres is the bench's
+    cluster = new_stack("bench-cluster", brokers=3, quick_start=False)
     try:
         cluster.kafka_up()
         topic = bench.env.topic("c")

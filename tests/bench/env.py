@@ -50,7 +50,7 @@ class SiteKey:
 @dataclass
 class BenchEnv:
     tag: str = field(default_factory=lambda: time.strftime("%m%d%H%M%S") + secrets.token_hex(2))
-    stack: Stack = field(default_factory=lambda: new_stack("bench"))
+    stack: Stack = field(default_factory=lambda: new_stack("bench", quick_start=False))
     # The project's running stack (`BenchEnv.on_local_stack()`): never started, stopped or removed.
     shared: bool = False
     services: list[Process] = field(default_factory=list)

@@ -9,6 +9,7 @@ is lost between runs. Installing the jars and Postgres is the Makefile's job.
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import os
 import shutil
@@ -136,6 +137,16 @@ def _as_pg_owner(cmd: list[str]) -> list[str]:
     return ["runuser", "-u", "postgres", "--", *cmd] if os.geteuid() == 0 else cmd
 
 
+def kafka_uuid() -> str:
+    """A cluster id as Kafka's Uuid.randomUuid() makes one (StorageTool random-uuid, without a
+    JVM): 16 random bytes in URL-safe base64 without padding, never starting with '-' nor one of
+    its two reserved ids (all zero, and the metadata topic's ...AQ)."""
+    while True:
+        text = base64.urlsafe_b64encode(os.urandom(16)).rstrip(b"=").decode()
+        if not text.startswith("-") and text not in ("A" * 22, "A" * 21 + "Q"):
+            return text
+
+
 @dataclass(frozen=True)
 class Stack:
     """Kafka (one broker, or a cluster of `brokers`) + one Postgres with their state under
@@ -161,6 +172,7 @@ class Stack:
         return cls(brokers=brokers or recorded_brokers(LOCAL), standby_port=LOCAL_STANDBY_PORT * with_standby)
 
     kafka_heap: str = Settings.kafka_heap  # OPSMANTIK_KAFKA_HEAP, through Settings (single broker)
+    kafka_quick_start: bool = False  # KafkaNode.quick_start: the tests' short-lived stacks
 
     @property
     def kafka_dir(self) -> Path:
@@ -195,6 +207,7 @@ class Stack:
                     f"1@127.0.0.1:{self.kafka_port + 1}",
                     1,
                     self.kafka_heap,
+                    self.kafka_quick_start,
                 )
             ]
         ids = range(1, self.brokers + 1)
@@ -209,6 +222,7 @@ class Stack:
                 voters,
                 self.brokers,
                 CLUSTER_HEAP,
+                self.kafka_quick_start,
             )
             for i in ids
         ]
@@ -256,14 +270,8 @@ class Stack:
     def _cluster_id(self) -> str:
         cluster_file = self._layout_dir() / "cluster.id"
         if not cluster_file.exists():
-            out = subprocess.run(
-                self.nodes()[0].java("kafka.tools.StorageTool", "random-uuid"),
-                capture_output=True,
-                text=True,
-                check=True,
-            )
             cluster_file.parent.mkdir(parents=True, exist_ok=True)
-            cluster_file.write_text(out.stdout.strip().splitlines()[-1])
+            cluster_file.write_text(kafka_uuid())
         return cluster_file.read_text().strip()
 
     def kafka_up(self) -> bool:
