@@ -189,6 +189,45 @@ class LoopPolledProducer:
 
         return report
 
+    def produce_all(self, topic: str, keys: Sequence[bytes], values: Sequence[bytes]) -> Delivery:
+        """On the loop: values[i] under keys[i], in one produce_batch() call (librdkafka's
+        rd_kafka_produce_batch, the configured partitioner run per message as produce() runs
+        it), each with a delivery report settling `Delivery.results[i]` as `reporter`'s does,
+        with the settle inlined (one Python call per report instead of two). A message the
+        batch call refused raises as produce() would have (BufferError when the queue is full,
+        else KafkaException); the others are queued and may still be delivered (the caller
+        purges, as for a missed deadline). Then serves reports every `busy_s` (`produced`)."""
+        n = len(values)
+        if len(keys) != n:
+            raise ValueError(f"{len(keys)} keys for {n} values")
+        delivery = self.new_delivery(n)
+        results, future = delivery.results, delivery.future
+        loop_thread, get_ident = self._loop_thread, threading.get_ident
+        messages: list[dict[str, Any]] = []
+        add = messages.append
+        for i in range(n):
+
+            def report(err: KafkaError | None, msg: Any, i: int = i) -> None:  # in poll() / flush()
+                if get_ident() != loop_thread:
+                    self._reports.append((delivery, i, err, msg.partition(), msg.offset()))
+                elif results[i] is None:  # Delivery.settle: the first report wins
+                    results[i] = err if err is not None else (msg.partition(), msg.offset())
+                    delivery.remaining -= 1
+                    if delivery.remaining == 0 and not future.done():
+                        future.set_result(results)
+
+            add({"value": values[i], "key": keys[i], "callback": report})
+        try:
+            queued = self.producer.produce_batch(topic, messages) if n else 0
+        finally:
+            self.produced()
+        if queued != n:  # refused messages carry `_error` and get no report
+            refused = next(m["_error"] for m in messages if "_error" in m)
+            if refused.code() == KafkaError._QUEUE_FULL:
+                raise BufferError(refused.str())
+            raise KafkaException(refused)
+        return delivery
+
     def stop(self) -> None:
         """On the loop: no more ticks (close() then serves what is left)."""
         self._stopped = True
