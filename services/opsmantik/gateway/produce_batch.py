@@ -5,12 +5,7 @@ an idle gateway, 0 made one tiny produce (and one delivery round) per request un
 the gateway lingers itself, by load: librdkafka runs with `LIBRDKAFKA_LINGER_MS` (0.2 ms: long
 enough that the messages of one `_flush` loop leave as one ProduceRequest instead of being split
 by the broker thread's first wake-up, short enough not to matter to a single request; issue 28).
-A request of more than `max_shared` events is produced alone, on a producer of its own when the
-caller gives one (`produce_alone`: the gateway's runs with `LIBRDKAFKA_BULK_LINGER_MS`, the
-producer default of kafka/settings.py and the raw-producer baseline's: 2 ms, so that requests
-arriving within it leave in one ProduceRequest; with 0.2 ms each 100-event request was a
-ProduceRequest of its own and the broker spent twice the CPU per event, issue 28).
-Then, for the shared batches:
+Then:
 
 - when fewer than `max_inflight` batches are on their way, the requests of the current loop
   iteration are produced at its end (`call_soon`): an idle gateway sends at once;
@@ -35,7 +30,6 @@ from collections.abc import Callable, Sequence
 from opsmantik.kafka.producer import Delivery, Result
 
 LIBRDKAFKA_LINGER_MS = 0.2  # the gateway's producer: the batching below decides (module doc)
-LIBRDKAFKA_BULK_LINGER_MS = 2.0  # the producer of requests produced alone (module doc)
 MAX_INFLIGHT = 2  # batches on their way before new requests linger for one
 MAX_LINGER_S = 0.001  # longest a request waits for an in-flight batch to land
 MAX_BATCH = 5000  # messages: a batch this big is produced at once
@@ -78,17 +72,12 @@ class ProduceBatcher:
         max_batch: int = MAX_BATCH,
         max_shared: int = MAX_SHARED,
         serve: Callable[[], None] = lambda: None,
-        produce_alone: Callable[[Sequence[bytes], Sequence[bytes]], Delivery] | None = None,
-        serve_alone: Callable[[], None] | None = None,
     ) -> None:
         """`serve`: serves the delivery reports that are in (poll(0) on the loop), called at a
-        deadline before its results are read. `produce_alone`, `serve_alone`: the same for the
-        requests produced alone (more than `max_shared` events); `produce` and `serve` if None."""
+        deadline before its results are read."""
         self.max_shared = max_shared
         self._serve = serve
         self._produce = produce
-        self._produce_alone = produce if produce_alone is None else produce_alone
-        self._serve_alone = serve if serve_alone is None else serve_alone
         self.deadline_s = deadline_s
         self.max_inflight = max_inflight
         self.max_linger_s = max_linger_s
@@ -132,7 +121,7 @@ class ProduceBatcher:
     ) -> list[Result]:
         """A request of many events is a batch of its own (as before issue 22): it waits for
         its own messages only, so one slow partition cannot hold (or time out) the others."""
-        delivery = self._produce_alone(keys, values)
+        delivery = self._produce(keys, values)
         fut = delivery.future
         if not fut.done():
             timer = loop.call_later(self.deadline_s, self._release, fut)
@@ -176,7 +165,7 @@ class ProduceBatcher:
         self._settle(b)
 
     def _release(self, fut: asyncio.Future[list[Result]]) -> None:
-        self._serve_alone()
+        self._serve()
         _release(fut)
 
     def _settle(self, b: _Batch) -> None:

@@ -5,7 +5,8 @@ the events cannot be stored anywhere (→ 503, nothing acknowledged).
 
     KafkaPublisher     confluent-kafka, acks=all + idempotence, on opsmantik.kafka.producer's
                        LoopPolledProducer (reports served on the loop, no poll thread): one
-                       Delivery (one future) per produce batch, settled on the loop;
+                       Delivery (one future, one produce_batch() call) per produce batch,
+                       settled on the loop;
                        what is not acknowledged within the delivery deadline is purged → None
     OutboxPublisher    one INSERT … unnest() transaction into ingest_fallback_buffer (all or
                        nothing; outcome `fallback`); raises Unavailable when Postgres refuses
@@ -30,7 +31,7 @@ from opsmantik import errors
 from opsmantik.config import Settings
 from opsmantik.events import Event, to_messages
 from opsmantik.gateway.breaker import Breaker
-from opsmantik.gateway.produce_batch import LIBRDKAFKA_BULK_LINGER_MS, LIBRDKAFKA_LINGER_MS, ProduceBatcher
+from opsmantik.gateway.produce_batch import LIBRDKAFKA_LINGER_MS, ProduceBatcher
 from opsmantik.gateway.sql import Q
 from opsmantik.kafka.producer import Delivery, LoopPolledProducer
 from opsmantik.kafka.settings import producer_config, request_keys
@@ -53,9 +54,7 @@ class Publisher(Protocol):
     ) -> list[Stored | None]: ...
 
 
-def producer_settings(settings: Settings, linger_ms: float = LIBRDKAFKA_LINGER_MS) -> dict[str, object]:
-    """The gateway's producers: `linger_ms` LIBRDKAFKA_LINGER_MS for the shared batches,
-    LIBRDKAFKA_BULK_LINGER_MS for the requests produced alone (produce_batch.py)."""
+def producer_settings(settings: Settings) -> dict[str, object]:
     return producer_config(
         settings,
         # librdkafka's own expiry: a message that never left the queue is reported failed after
@@ -66,7 +65,7 @@ def producer_settings(settings: Settings, linger_ms: float = LIBRDKAFKA_LINGER_M
             "reconnect.backoff.max.ms": 500,
             "socket.connection.setup.timeout.ms": 1000,
             "queue.buffering.max.messages": 200_000,
-            "linger.ms": linger_ms,  # the gateway lingers by load: produce_batch.py
+            "linger.ms": LIBRDKAFKA_LINGER_MS,  # the gateway lingers by load: produce_batch.py
         },
     )
 
@@ -77,26 +76,15 @@ class KafkaPublisher:
         self.settings = settings
         self.deadline_s = settings.delivery_timeout_ms / 1000
         self._on_error = on_error
-        extra = {
-            "error_cb": self._error_cb,
-            "logger": logging.getLogger("opsmantik.gateway.librdkafka"),  # not raw stderr
-        }
-        # Two producers (produce_batch.py): the shared batches of small requests, and the requests
-        # produced alone (more than MAX_SHARED events), which linger as the producer default does.
-        self._polled = LoopPolledProducer({**producer_settings(settings), **extra})
-        self._bulk = LoopPolledProducer({**producer_settings(settings, LIBRDKAFKA_BULK_LINGER_MS), **extra})
+        config = producer_settings(settings)
+        config["error_cb"] = self._error_cb
+        config["logger"] = logging.getLogger("opsmantik.gateway.librdkafka")  # not raw stderr
+        self._polled = LoopPolledProducer(config)
         self.producer = self._polled.producer
-        self.batcher = ProduceBatcher(
-            self.produce,
-            self.deadline_s,
-            serve=self._polled.serve,
-            produce_alone=self.produce_alone,
-            serve_alone=self._bulk.serve,
-        )
+        self.batcher = ProduceBatcher(self.produce, self.deadline_s, serve=self._polled.serve)
 
     def start(self, loop: asyncio.AbstractEventLoop) -> None:
         self._polled.start(loop)
-        self._bulk.start(loop)
 
     def _error_cb(self, err: KafkaError) -> None:  # inside poll(): on the loop, or close()'s thread
         loop = self._polled.loop
@@ -110,18 +98,12 @@ class KafkaPublisher:
         # reports served every busy_s from now on (kafka/producer.py)
         return self._polled.produce_all(self.topic, keys, values)
 
-    def produce_alone(self, keys: Sequence[bytes], values: Sequence[bytes]) -> Delivery:
-        """`produce` on the producer of the requests produced alone."""
-        return self._bulk.produce_all(self.topic, keys, values)
-
     async def publish(
         self, site_id: uuid.UUID, events: Sequence[Event], statuses: Sequence[str], received_at: datetime
     ) -> list[Stored | None]:
         """Acknowledged (acks=all) within the deadline → the receipt; anything else → None, and
         whatever is still queued is purged so it cannot land in Kafka after the answer."""
         values = to_messages(events, site_id, received_at, path="kafka", gateway_statuses=statuses)
-        # the producer the messages go to (ProduceBatcher.join: more than max_shared go alone)
-        polled = self._bulk if len(values) > self.batcher.max_shared else self._polled
         try:
             keys = request_keys(self.settings, site_id, [e.event_id for e in events])
             # Requests share produce batches (one Delivery, one deadline timer each): the results
@@ -135,7 +117,7 @@ class KafkaPublisher:
                 delivered = batch.results(start, len(values))
         except (BufferError, KafkaException) as exc:
             log.info("produce refused: %s", type(exc).__name__)
-            self.purge_queued(polled)  # part of the request may be queued
+            self.purge_queued()  # part of the request may be queued
             return [None] * len(events)
         stored = tuple.__new__  # Stored(status, receipt) without NamedTuple's Python-level __new__
         results: list[Stored | None] = [
@@ -143,31 +125,27 @@ class KafkaPublisher:
             for status, r in zip(statuses, delivered, strict=True)
         ]
         if None in results:
-            self.purge_queued(polled)
+            self.purge_queued()
         return results
 
-    def purge_queued(self, polled: LoopPolledProducer | None = None) -> None:
+    def purge_queued(self) -> None:
         """Drop messages still waiting in librdkafka's queue (never sent: definitely not stored),
-        so a request we answered from the outbox, or with 503, cannot land in Kafka later: in
-        the producer the request went to (`polled`), or in both."""
-        for p in (self._polled, self._bulk) if polled is None else (polled,):
-            try:
-                p.producer.purge(in_queue=True, in_flight=False, blocking=False)
-            except KafkaException as exc:
-                log.warning("purge failed: %s", exc)
+        so a request we answered from the outbox, or with 503, cannot land in Kafka later."""
+        try:
+            self.producer.purge(in_queue=True, in_flight=False, blocking=False)
+        except KafkaException as exc:
+            log.warning("purge failed: %s", exc)
 
     def queue_depth(self) -> int:
-        return len(self._polled.producer) + len(self._bulk.producer)
+        return len(self.producer)
 
     def stop(self) -> None:
         """On the loop, before close(): no more polling from the loop."""
         self._polled.stop()
-        self._bulk.stop()
 
     def close(self, timeout_s: float = 5.0) -> None:
         """Blocking: call from a thread, after stop()."""
         self._polled.close(timeout_s)
-        self._bulk.close(timeout_s)
 
 
 class OutboxPublisher:
