@@ -36,6 +36,9 @@ MAX_TYPE_CHARS = 64
 MAX_SUBJECT_CHARS = 256
 MAX_QUANTITY = 1_000_000_000_000
 MAX_PROPERTIES_BYTES = 16 * 1024  # orjson's compact serialisation
+# orjson serialises at most 254 levels, and a message holds properties one level down: deeper
+# properties could not be written (a TypeError, a 500, before this rule).
+MAX_PROPERTIES_DEPTH = 253
 MAX_AGE = timedelta(days=35)
 MAX_AHEAD = timedelta(minutes=5)
 
@@ -184,7 +187,10 @@ def _common_events(items: list[Any], now: datetime, limits: Limits) -> list[Even
         if props is None:
             encoded = b"null"
         elif type(props) is dict:
-            encoded = dumps(props)
+            try:  # at the message's own depth (MAX_PROPERTIES_DEPTH); the same bytes as dumps(props)
+                encoded = dumps({"p": props})[5:-1]
+            except TypeError:  # too deep: validate_event words the error
+                break
             # over the size, or a NUL maybe: validate_event decides (and words the error)
             if len(encoded) > MAX_PROPERTIES_BYTES or b"\\u0000" in encoded:
                 break
@@ -357,13 +363,23 @@ def valid_subject(subject: object) -> bool:
 def properties_problem(props: object) -> str | None:
     if not isinstance(props, dict):
         return "must be an object or null"
-    encoded = orjson.dumps(props)
+    encoded = serialised(props)
+    if encoded is None:
+        return f"nested more than {MAX_PROPERTIES_DEPTH} levels deep"
     if len(encoded) > MAX_PROPERTIES_BYTES:
         return f"{len(encoded)} bytes serialised; at most {MAX_PROPERTIES_BYTES}"
     # Postgres text and jsonb cannot hold NUL: accepting it would make a poison message.
     if b"\\u0000" in encoded and has_nul(props):
         return "strings must not contain NUL (\\u0000)"
     return None
+
+
+def serialised(props: object) -> bytes | None:
+    """orjson's bytes of properties, or None when they nest deeper than a message can hold."""
+    try:
+        return orjson.dumps({"p": props})[5:-1]  # `{"p":` … `}`: one level down, as in a message
+    except TypeError:  # orjson's recursion limit
+        return None
 
 
 def has_nul(value: object) -> bool:

@@ -31,6 +31,7 @@ import orjson
 
 from opsmantik.events import (
     MAX_PROPERTIES_BYTES,
+    MAX_PROPERTIES_DEPTH,
     MAX_QUANTITY,
     MAX_SUBJECT_CHARS,
     MAX_TYPE_CHARS,
@@ -41,6 +42,7 @@ from opsmantik.events import (
     _valid,  # the batch with its in-batch dedupe (distinct, slots), as parse_request builds it
     has_nul,
     parse_time,
+    serialised,
 )
 
 SINGLE = "application/cloudevents+json"
@@ -180,8 +182,11 @@ def validate_cloudevent(
 
     properties = {"ce": attributes, "data": data}
     if not errors:
-        encoded = orjson.dumps(properties)
-        if len(encoded) > MAX_PROPERTIES_BYTES:
+        encoded = serialised(properties)
+        if encoded is None:
+            deep = f"with the kept attributes, nests more than {MAX_PROPERTIES_DEPTH} levels"
+            errors.append(("data", deep))
+        elif len(encoded) > MAX_PROPERTIES_BYTES:
             errors.append(
                 (
                     "data",
