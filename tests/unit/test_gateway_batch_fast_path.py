@@ -22,7 +22,16 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from opsmantik import events as ev
-from opsmantik.events import MAX_PROPERTIES_BYTES, MAX_QUANTITY, Event, Limits, Parsed, parse_request
+from opsmantik.events import (
+    MAX_PROPERTIES_BYTES,
+    MAX_QUANTITY,
+    MAX_SUBJECT_CHARS,
+    MAX_TYPE_CHARS,
+    Event,
+    Limits,
+    Parsed,
+    parse_request,
+)
 
 from tests.unit.test_events_fast_path import events as arbitrary_events
 from tests.unit.test_events_fast_path import timestamps
@@ -132,7 +141,7 @@ def common_events(draw: st.DrawFn, times: list[str], ids: list[str]) -> dict[str
     if draw(st.integers(0, 3)) == 0:
         item["subject"] = draw(st.one_of(st.none(), st.sampled_from(["cust-1", "ü", 'a"b', "s" * 256])))
     edge = draw(st.integers(0, 14))
-    if edge <= len(EDGES) - 1:  # edge 0 (and 9-14): the common shape as drawn
+    if edge <= len(EDGES) - 1:  # 1-6: EDGES' fields (0, and 9-14 below: the common shape as drawn)
         field, values = list(EDGES.items())[edge]
         if field is not None:
             item[field] = draw(st.sampled_from(values))
@@ -182,10 +191,24 @@ def test_each_edge_value_alone_gets_the_answer_the_full_validator_gives() -> Non
     """Every edge value of EDGES, each in a batch of common events (the random draws above reach
     them only sometimes), with a subject and properties beside it."""
     good = {"event_id": "e-0", "type": "api_call", "occurred_at": "2026-12-06T11:00:00Z"}
-    for field, values in EDGES.items():
+    accepted_edges = {
+        "type": ["x" * MAX_TYPE_CHARS],
+        "event_id": ["x" * 128, "ce~" + "0" * 64],
+        "quantity": [MAX_QUANTITY],
+        "subject": ["s" * MAX_SUBJECT_CHARS, None],
+    }
+    site = uuid.UUID(int=7)
+    for field, values in [*EDGES.items(), *accepted_edges.items()]:
         for value in values:
             odd = {**good, "event_id": "e-1", "subject": "cust-1", "properties": {"p": 1}, field: value}
-            _same_answer(*_both(_body({"events": [good, odd, {**good, "event_id": "e-2"}]})))
+            fast, full = _both(_body({"events": [good, odd, {**good, "event_id": "e-2"}]}))
+            _same_answer(fast, full)
+            if not fast.errors:  # accepted at the edge: the spliced bytes are the dict's
+                assert all(e.wire is None for e in full.distinct)  # the reference is the dict
+                statuses = ["accepted"] * len(full.distinct)
+                wanted = ev.to_messages(full.distinct, site, NOW, path="kafka", gateway_statuses=statuses)
+                got = ev.to_messages(fast.distinct, site, NOW, path="kafka", gateway_statuses=statuses)
+                assert got == wanted
 
 
 @settings(max_examples=100, deadline=None)
