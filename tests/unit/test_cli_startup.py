@@ -28,3 +28,5 @@ def test_the_client_package_still_exports_every_name() -> None:
 
     for name in opsmantik_client.__all__:
         assert getattr(opsmantik_client, name).__name__ == name
+    assert set(opsmantik_client.__all__) <= set(dir(opsmantik_client))
+    assert opsmantik_client.sync.Client is opsmantik_client.Client  # a submodule, not imported first

@@ -45,11 +45,22 @@ _HOME = {
 }
 
 
+_SUBMODULES = frozenset({"aio", "batching", "ids", "model", "retry", "spill", "sync", "send_cli"})
+
+
 def __getattr__(name: str) -> Any:
+    if name in _SUBMODULES:  # `opsmantik_client.sync` works without importing it first, as before
+        return importlib.import_module(f"opsmantik_client.{name}")
     home = _HOME.get(name)
     if home is None:
         raise AttributeError(f"module 'opsmantik_client' has no attribute {name!r}")
-    return getattr(importlib.import_module(f"opsmantik_client.{home}"), name)
+    value = getattr(importlib.import_module(f"opsmantik_client.{home}"), name)
+    globals()[name] = value  # later reads skip this function
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_HOME})
 
 
 __all__ = [

@@ -138,9 +138,9 @@ def _as_pg_owner(cmd: list[str]) -> list[str]:
 
 
 def kafka_uuid() -> str:
-    """A cluster id as Kafka's Uuid.randomUuid() makes one (StorageTool random-uuid, without a
-    JVM): 16 random bytes in URL-safe base64 without padding, never starting with '-' nor one of
-    its two reserved ids (all zero, and the metadata topic's ...AQ)."""
+    """A cluster id in the form of Kafka's Uuid (StorageTool random-uuid, without a JVM): 16
+    random bytes (Kafka's are a version-4 UUID's; any 16 bytes are a valid id) in URL-safe base64
+    without padding, never starting with '-' nor one of its two reserved ids (zero, ...AQ)."""
     while True:
         text = base64.urlsafe_b64encode(os.urandom(16)).rstrip(b"=").decode()
         if not text.startswith("-") and text not in ("A" * 22, "A" * 21 + "Q"):

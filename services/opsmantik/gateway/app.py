@@ -116,7 +116,7 @@ def observed(
         stored = request._state
         state.rollup.record(status, elapsed, stored.get(OUTCOMES))
         site = stored.get(SITE)
-        if site is not None:  # sla_rollup.observe's rule: which limit answered matters to a 429 only
+        if site is not None:  # the SLA's rule: which limit answered matters to a 429 only
             app[SLA].record(site, status, stored.get(LIMIT) if status == 429 else None)
     if isinstance(response, web.HTTPException) and response.status >= 400:
         # A 405 keeps aiohttp's `Allow` (RFC 9110 requires it); the body becomes our JSON error.
