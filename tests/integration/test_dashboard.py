@@ -6,11 +6,14 @@ and the ledger; no token in the gateway's log."""
 from __future__ import annotations
 
 import json
+import os
+import random
 import uuid
 from collections import Counter
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import aiohttp
 import asyncpg
@@ -307,3 +310,82 @@ async def test_no_token_in_the_gateway_log(pipeline) -> None:  # type: ignore[no
     for token in TOKENS_SEEN:
         for part in (token, token.split(".")[0], token.split(".")[-1]):
             assert part not in log
+
+
+def local_floor(t: datetime, zone: ZoneInfo, size: str) -> datetime:
+    """The start of t's local DAY or HOUR in `zone`, as an instant (independent of meters/windows)."""
+    local = t.astimezone(zone)
+    if size == "DAY":
+        return datetime(local.year, local.month, local.day, tzinfo=zone).astimezone(UTC)
+    return local.replace(minute=0, second=0, microsecond=0).astimezone(UTC)
+
+
+def instant(text: str) -> datetime:
+    return datetime.fromisoformat(text.replace("Z", "+00:00"))
+
+
+async def test_random_events_series_top_and_summary_equal_the_ledger(  # type: ignore[no-untyped-def]
+    pipeline, http, settings: Settings, pool: asyncpg.Pool
+) -> None:
+    """A property test of every figure the dashboard serves: random events over the last 40 days
+    (so some are in the last month, today and the hours of today in every zone), random subjects
+    (some none), quantities and redelivered copies; each figure computed here from the ledger rows
+    alone: the month's days and today's hours in the zone, the month's top subjects, the invoice."""
+    seed = int(os.environ.get("OPSMANTIK_SEED") or random.randrange(1 << 30))
+    rng = random.Random(seed)
+    site, _ = await new_site(pool, monthly_quota=rng.choice([None, 50, 150]))
+    now = datetime.now(UTC)
+    msgs = []
+    for n in range(rng.randint(150, 250)):
+        back = rng.choice([timedelta(hours=rng.uniform(0, 30)), timedelta(days=rng.uniform(0, 40))])
+        doc = json.loads(message(site, f"r{n}", quantity=rng.randint(1, 9), occurred_at=now - back))
+        if rng.random() < 0.8:
+            doc["subject"] = rng.choice(["ann", "bo", "cy", "dee"])
+        msgs.append((message_key(settings, site, f"r{n}"), json.dumps(doc).encode()))
+        if rng.random() < 0.1:  # redelivered: counted once
+            msgs.append(msgs[-1])
+    produce(settings, msgs)
+    distinct = len({k for k, _ in msgs})
+    await wait_for(ledgered(pool, site, distinct), timeout_s=60)
+    rows = await pool.fetch(
+        "SELECT subject, quantity, occurred_at, billing_month, billing_class FROM ingest_idempotency"
+        " WHERE site_id = $1",
+        site,
+    )
+    assert len(rows) == distinct
+    token = mint_cli(settings, site)["token"]
+
+    month = now.date().replace(day=1)
+    billed = [r for r in rows if r["billing_month"] == month]
+    over = [r for r in billed if r["billing_class"] == "overlimit"]
+    _, s = await get(http, pipeline.url, token, "summary")
+    assert s["usage"] == {
+        "events": len(billed),
+        "quantity": sum(r["quantity"] for r in billed),
+        "overlimit_events": len(over),
+        "overlimit_quantity": sum(r["quantity"] for r in over),
+    }, seed
+
+    for tz in ("UTC", "Asia/Kathmandu", "America/New_York", "Australia/Lord_Howe"):
+        zone = ZoneInfo(tz)
+        local_now = now.astimezone(zone)
+        month_start = datetime(local_now.year, local_now.month, 1, tzinfo=zone).astimezone(UTC)
+        today_start = local_floor(now, zone, "DAY")
+        for meter in ("events", "quantity"):
+            value = (lambda r: 1) if meter == "events" else (lambda r: r["quantity"])
+            days: Counter[datetime] = Counter()
+            hours: Counter[datetime] = Counter()
+            subjects: Counter[str | None] = Counter()
+            for r in rows:
+                if r["occurred_at"] >= month_start:  # none is in the future: the month's end holds
+                    days[local_floor(r["occurred_at"], zone, "DAY")] += value(r)
+                    subjects[r["subject"]] += value(r)
+                if r["occurred_at"] >= today_start:
+                    hours[local_floor(r["occurred_at"], zone, "HOUR")] += value(r)
+            _, series = await get(http, pipeline.url, token, "series", meter=meter, tz=tz)
+            for part, want in (("month", days), ("today", hours)):
+                got = {instant(d["windowStart"]): d["value"] for d in series[part]["data"] if d["value"]}
+                assert got == dict(want), (seed, tz, meter, part)
+            _, top = await get(http, pipeline.url, token, "top", meter=meter, group="subject", tz=tz)
+            assert {t["group"]: t["value"] for t in top["top"]} == dict(subjects), (seed, tz, meter)
+            assert top["groups"] == len(subjects)
