@@ -27,6 +27,12 @@ from opsmantik.meters import compact, rollup, windows
 from opsmantik.meters.definitions import Meter
 
 Q = package_queries("opsmantik.meters", "query.sql")
+# LATEST's ordered aggregate in `aggregate`; the other aggregations' statement is the same without
+# it, so that Postgres can hash instead of sort (query.sql).
+_LATEST = """(array_agg(b.latest_value ORDER BY b.latest_at DESC, b.latest_event_id COLLATE "C" DESC)
+            FILTER (WHERE b.latest_at IS NOT NULL))[1] AS latest"""
+assert Q["aggregate"].count(_LATEST) == 1, "query.sql's aggregate no longer holds LATEST's aggregate"
+Q["aggregate_plain"] = Q["aggregate"].replace(_LATEST, "NULL::numeric AS latest")
 MAX_ROWS = 10_000
 MAX_WINDOWS = 10_000
 MAX_FILTER_VALUES = 100

@@ -16,63 +16,15 @@ WHERE meter_id = $1 AND ($2::uuid[] IS NULL OR site_id = ANY($2::uuid[]))
 -- one index range per piece, the other tiers' branches cut by their one-time filter on w.width.
 -- A bucket whose rows and voids cancel out with nothing left is no data (aggregate.py contributes);
 -- a rollup row that sums to nothing is data iff one of its buckets is (EXISTS, only then read).
+-- query.py derives the other aggregations' statement from this one: the same without LATEST's
+-- ordered array_agg (`NULL::numeric AS latest`), since an ordered aggregate forbids a hash
+-- aggregate: at 10M events a month, MINUTE windows over a day sorted 144k rows, spilling to disk.
 SELECT w.ord, CASE WHEN $10::bool THEN b.site_id END AS site_id,
        CASE WHEN $11::bool THEN b.subject END AS subject, b.groups - $12::text[] AS groups,
        CASE WHEN $13::bool THEN b.billing_month END AS billing_month,
        sum(b.n) AS n, sum(b.total) AS total, min(b.lo) AS lo, max(b.hi) AS hi,
        (array_agg(b.latest_value ORDER BY b.latest_at DESC, b.latest_event_id COLLATE "C" DESC)
             FILTER (WHERE b.latest_at IS NOT NULL))[1] AS latest
-FROM unnest($3::int[], $4::int[], $5::timestamptz[], $6::timestamptz[]) AS w(ord, width, ps, pe)
-CROSS JOIN LATERAL (
-    SELECT * FROM (
-        SELECT x.site_id, x.subject, x.groups, x.billing_month, x.n, x.total, x.lo, x.hi,
-               x.latest_value, x.latest_at, x.latest_event_id
-        FROM meter_buckets x
-        WHERE w.width = 0 AND x.meter_id = $1 AND ($2::uuid[] IS NULL OR x.site_id = ANY($2::uuid[]))
-          AND x.bucket >= w.ps AND x.bucket < w.pe
-          AND ($7::text[] IS NULL OR x.subject = ANY($7::text[]))
-          AND x.groups @> $8::jsonb AND ($9::date IS NULL OR x.billing_month = $9::date)
-          AND (x.n <> 0 OR x.total <> 0 OR x.lo IS NOT NULL OR x.latest_at IS NOT NULL)
-        UNION ALL
-        SELECT r.site_id, r.subject, r.groups, r.billing_month, r.n, r.total, r.lo, r.hi,
-               r.latest_value, r.latest_at, r.latest_event_id
-        FROM meter_rollups r
-        WHERE w.width > 0 AND r.meter_id = $1 AND ($2::uuid[] IS NULL OR r.site_id = ANY($2::uuid[]))
-          AND r.width = w.width AND r.bucket >= w.ps AND r.bucket < w.pe
-          AND ($7::text[] IS NULL OR r.subject = ANY($7::text[]))
-          AND r.groups @> $8::jsonb AND ($9::date IS NULL OR r.billing_month = $9::date)
-          AND (r.n <> 0 OR r.total <> 0 OR r.lo IS NOT NULL OR r.latest_at IS NOT NULL
-               OR EXISTS (SELECT 1 FROM meter_buckets x
-                          WHERE x.meter_id = r.meter_id AND x.site_id = r.site_id
-                            AND x.bucket >= r.bucket AND x.bucket < r.bucket + make_interval(mins => r.width)
-                            AND x.billing_month = r.billing_month
-                            AND (r.width = 1 OR (x.subject = r.subject AND x.groups = r.groups))
-                            AND (x.n <> 0 OR x.total <> 0 OR x.lo IS NOT NULL OR x.latest_at IS NOT NULL)))
-    ) u
-    OFFSET 0) b
-GROUP BY 1, 2, 3, 4, 5
-ORDER BY 1, 2, 3, (b.groups - $12::text[])::text, 5  -- the groups as text (4::text would be the constant '4')
-LIMIT $14  -- the answer cap + 1: an answer over the cap is refused without sending it all
-
--- name: aggregate_plain
--- As aggregate, without LATEST's ordered array_agg, for the other aggregations: an ordered
--- aggregate forbids a hash aggregate, so aggregate sorts every row it reads (at 10M events a month,
--- MINUTE windows over a day sorted 144k rows, spilling to disk); this one can hash them.
--- One row per window and requested group. $3..$6 the pieces (rollup.py pieces): each window's
--- ordinal, tier (0: the minute/quarter buckets, 1: the minutes over every subject and group, 60:
--- hour rollups, 1440: day rollups) and range;
--- $7 the subjects (NULL: any), $8 the filterGroupBy object (groups @> it), $9 the billing month
--- (NULL: any), $10 group by site, $11 group by subject, $12 the meter's group names NOT grouped by
--- (removed from the groups object: what is left is the answer's groupBy), $13 group by billing
--- month.
--- The rows are read piece by piece (LATERAL; OFFSET 0 keeps it from being flattened into a join):
--- one index range per piece, the other tiers' branches cut by their one-time filter on w.width.
--- A bucket whose rows and voids cancel out with nothing left is no data (aggregate.py contributes);
--- a rollup row that sums to nothing is data iff one of its buckets is (EXISTS, only then read).
-SELECT w.ord, CASE WHEN $10::bool THEN b.site_id END AS site_id,
-       CASE WHEN $11::bool THEN b.subject END AS subject, b.groups - $12::text[] AS groups,
-       CASE WHEN $13::bool THEN b.billing_month END AS billing_month,
-       sum(b.n) AS n, sum(b.total) AS total, min(b.lo) AS lo, max(b.hi) AS hi, NULL::numeric AS latest
 FROM unnest($3::int[], $4::int[], $5::timestamptz[], $6::timestamptz[]) AS w(ord, width, ps, pe)
 CROSS JOIN LATERAL (
     SELECT * FROM (
