@@ -93,3 +93,14 @@ SELECT (SELECT count(*) FROM st) AS statements, (SELECT count(*) FROM cm) AS clo
 -- name: set_hard_cap
 -- The tenants scenario's sender has a hard cap, so each of its requests checks the usage cache.
 UPDATE sites SET hard_cap = $2 WHERE site_id = $1 RETURNING site_id
+
+-- name: statements_loaded
+SELECT 'pg_stat_statements' = ANY (regexp_split_to_array(current_setting('shared_preload_libraries'), '\s*,\s*'))
+
+-- name: statements
+-- The top statements by execution time since pg_stat_statements_reset() (the bench's stack loads it).
+SELECT query, calls, rows, total_exec_time AS ms,
+       total_exec_time / nullif(sum(total_exec_time) OVER (), 0) AS share
+FROM pg_stat_statements
+ORDER BY total_exec_time DESC
+LIMIT $1

@@ -42,6 +42,25 @@ class BenchError(RuntimeError):
 
 
 @dataclass(frozen=True)
+class Statement:
+    """One line of pg_stat_statements: execution time is wall time in the executor (CPU, and
+    waits for locks, I/O or a core on a busy machine)."""
+
+    label: str
+    calls: int
+    rows: int
+    ms: float
+    share: float  # of all statements' execution time
+
+
+def statement_label(query: str, width: int = 70) -> str:
+    """A statement's text without its comments, on one line and cut to `width`."""
+    code = " ".join(line.split("--", 1)[0].strip() for line in query.splitlines())
+    code = " ".join(code.split())
+    return code if len(code) <= width else code[: width - 1] + "…"
+
+
+@dataclass(frozen=True)
 class SiteKey:
     site_id: uuid.UUID
     api_key: str
@@ -196,6 +215,27 @@ class BenchEnv:
     def value(self, name: str, *args: object) -> int:
         row = self.query(name, *args)
         return int(row[0]) if row is not None and row[0] is not None else 0
+
+    def statements_reset(self) -> bool:
+        """Zero pg_stat_statements; False where Postgres does not load it (a stack made before
+        Stack loaded it everywhere)."""
+        conn = self._connection()
+        assert self._loop is not None
+        if not self._loop.run_until_complete(conn.fetchval(Q["statements_loaded"])):
+            return False
+        self._loop.run_until_complete(conn.execute("CREATE EXTENSION IF NOT EXISTS pg_stat_statements"))
+        self._loop.run_until_complete(conn.execute("SELECT pg_stat_statements_reset()"))
+        return True
+
+    def statements(self, top: int = 6) -> list[Statement]:
+        """The statements that took the most execution time since statements_reset()."""
+        conn = self._connection()
+        assert self._loop is not None
+        rows = self._loop.run_until_complete(conn.fetch(Q["statements"], top))
+        return [
+            Statement(statement_label(r["query"]), r["calls"], r["rows"], r["ms"], r["share"] or 0.0)
+            for r in rows
+        ]
 
 
 def wait_port(port: int, svc: Process, timeout_s: float = 30.0) -> None:

@@ -22,8 +22,8 @@ from datetime import UTC, datetime, timedelta
 import orjson
 
 from tests.bench import profile
-from tests.bench.env import OPSMANTIK, BenchEnv, BenchError, SiteKey, wait_port, wait_until
-from tests.bench.procs import CpuMeter, run_child
+from tests.bench.env import OPSMANTIK, BenchEnv, BenchError, SiteKey, Statement, wait_port, wait_until
+from tests.bench.procs import CpuMeter, engine_pids, run_child
 from tests.bench.stats import Row, ratio
 from tests.bench.wrk import LoadResult, run_wrk
 from tests.support.process import Process, free_port, stable_ports
@@ -57,6 +57,15 @@ class Plan:
     def size(self, full: int, quick: int, smoke: int) -> int:
         """A sample size for this plan (messages, lines, sites)."""
         return smoke if self.smoke else quick if self.quick else full
+
+
+def statements_note(top: list[Statement], events: int) -> str:
+    """Postgres' top statements of a run: where the engines' µs per event went."""
+    parts = [
+        f"`{st.label}` {st.share:.0%} ({st.calls:,} calls, {st.ms * 1000 / max(1, events):.1f} µs/ev)"
+        for st in top
+    ]
+    return "Postgres execution time (wall, pg_stat_statements): " + "; ".join(parts)
 
 
 @dataclass
@@ -532,7 +541,12 @@ class Bench:
         for name, prefix, site, conns, rate in runs:
             ours, engines = CpuMeter([gw.pid, worker.pid]), CpuMeter(self.env.engine_pids())
             worker_cpu = CpuMeter([worker.pid])
-            for m in (ours, engines, worker_cpu):
+            # The engines one by one: which of them a change of SQL or of topics moved.
+            kafka_cpu = CpuMeter(engine_pids(self.env.stack.kafka_pid(), None))
+            pg_cpu = CpuMeter(engine_pids(None, self.env.stack.pg_pid()))
+            meters = (ours, engines, worker_cpu, kafka_cpu, pg_cpu)
+            statements = self.env.statements_reset()
+            for m in meters:
                 m.start()
             t0 = time.monotonic()
             prof = self._profile("worker " + name, worker.pid, self.plan.seconds) if "flood" in name else None
@@ -549,20 +563,19 @@ class Bench:
             sent = r.events
             # Requests the gateway answered from the outbox (its delivery deadline passed, e.g. on
             # a machine loaded by others) reach the ledger only through the relay, which is not
-            # running here: wait for the rest, and say how many.
+            # running here: wait for the rest, and say how many. Every answer is in, so the count
+            # is final; counted once, as a poll of it would be the engines' CPU.
+            outboxed = self.env.value("outbox_count", site.site_id)
             ok, t_all = wait_until(
-                lambda s=site, n=sent: (
-                    self.env.value("usage_events", s.site_id) >= n - self.env.value("outbox_count", s.site_id)
-                ),
+                lambda s=site, n=sent - outboxed: self.env.value("usage_events", s.site_id) >= n,
                 60 if self.plan.quick else 180,
                 0.05,
             )
-            for m in (ours, engines, worker_cpu):
+            for m in meters:
                 m.stop()
             self._collect("worker " + name, prof)
             fresh = self.env.query("freshness_ms", site.site_id)
             shown = self.env.value("usage_events", site.site_id)
-            outboxed = self.env.value("outbox_count", site.site_id)
             row = self._http_row(
                 name,
                 "scenario",
@@ -590,7 +603,13 @@ class Bench:
             )
             worker_us = worker_cpu.used / max(1, shown) * 1e6
             gateway_us = (ours.used - worker_cpu.used) / max(1, sent) * 1e6
-            row.notes.append(f"worker alone {worker_us:.1f} µs of CPU per event, gateway {gateway_us:.1f}")
+            row.notes.append(
+                f"worker alone {worker_us:.1f} µs of CPU per event, gateway {gateway_us:.1f}; "
+                f"engines: Kafka {kafka_cpu.used / max(1, shown) * 1e6:.1f}, "
+                f"Postgres {pg_cpu.used / max(1, shown) * 1e6:.1f}"
+            )
+            if statements:
+                row.notes.append(statements_note(self.env.statements(), shown))
             if label:
                 row.notes.append(f"gateway and worker of {self.before} (PYTHONPATH)")
             if "paced" in name and not label:

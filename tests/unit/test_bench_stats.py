@@ -6,7 +6,9 @@ from pathlib import Path
 
 import pytest
 
+from tests.bench.env import Statement, statement_label
 from tests.bench.profile import summarise
+from tests.bench.runner import statements_note
 from tests.bench.stats import Row, markdown_table, percentile, ratio, text_table
 
 
@@ -69,3 +71,25 @@ def test_profile_summary_self_and_inclusive(tmp_path: Path) -> None:
     # `main` holds every sample, so it is left out; `handle` merges its two lines.
     assert ("handle (gw.py)", 0.9) in p.top_inclusive
     assert all(f != "main (app.py)" for f, _ in p.top_inclusive)
+
+
+def test_statement_label_drops_comments_and_cuts() -> None:
+    query = (
+        "-- The batch's new rows\n-- more words\n"
+        "INSERT INTO ingest_idempotency AS i (site_id,\n    event_id) -- why\nSELECT 1"
+    )
+    assert statement_label(query) == "INSERT INTO ingest_idempotency AS i (site_id, event_id) SELECT 1"
+    cut = statement_label(query, width=20)
+    assert cut == "INSERT INTO ingest_…" and len(cut) == 20
+
+
+def test_statements_note_per_event() -> None:
+    top = [
+        Statement("INSERT x", calls=10, rows=2000, ms=50.0, share=0.625),
+        Statement("SELECT y", 10, 0, 30.0, 0.375),
+    ]
+    note = statements_note(top, events=2000)
+    assert note == (
+        "Postgres execution time (wall, pg_stat_statements): `INSERT x` 62% (10 calls, 25.0 µs/ev); "
+        "`SELECT y` 38% (10 calls, 15.0 µs/ev)"
+    )

@@ -434,6 +434,8 @@ class Stack:
                 "shared_buffers = 256MB\n"
                 "synchronous_commit = on\n"  # a 200 means committed: keep commits durable
                 "logging_collector = off\n"
+                # per-statement times: the benchmark's view of where Postgres' time goes
+                "shared_preload_libraries = 'pg_stat_statements'\n"
             )
 
     def pg_up(self) -> bool:
