@@ -23,7 +23,7 @@ import orjson
 from prometheus_client import Counter as PromCounter
 
 from opsmantik.db.queries import package_queries
-from opsmantik.meters.definitions import Meter
+from opsmantik.meters.definitions import QUANTITY, Meter
 from opsmantik.meters.values import Skip, event_data, groups_of, value_of
 
 Q = package_queries("opsmantik.meters", "aggregate.sql")
@@ -121,6 +121,18 @@ def minute(t: datetime) -> datetime:
     return t.replace(second=0, microsecond=0)
 
 
+def tallied(meter: Meter) -> bool:
+    """A meter whose buckets a batch can add by (n, sum of quantities) per bucket: COUNT, or SUM or
+    AVG of the event's quantity, without groups. Bucket.add on each of k events adds n += k and
+    total += k (COUNT) or the quantities' sum (a Decimal of integers: exact), and no lo, hi,
+    latest or unique value; it never skips an event."""
+    if meter.group_paths:
+        return False
+    return meter.aggregation == "COUNT" or (
+        meter.value_property == QUANTITY and meter.aggregation in ("SUM", "AVG")
+    )
+
+
 def accumulate(
     meters: list[Meter],
     facts: list[Fact],
@@ -129,20 +141,44 @@ def accumulate(
 ) -> Increments:
     """Pure: the increments of `facts` for every meter (no I/O, never raises on an event).
     `bucket_of`: an event's bucket from its occurred_at (a void below the compaction watermark
-    writes its quarter hour, meters/voids.py)."""
+    writes its quarter hour, meters/voids.py).
+
+    The `tallied` meters (the built-in `events` and `quantity` among them) are added per distinct
+    (type, site, occurred_at, billing month, subject) of the facts not voided, with its count and
+    quantities' sum, instead of per fact and meter: the same buckets, n and total as Bucket.add on
+    each fact (tests/unit/test_meters_accumulate.py)."""
     inc = into or Increments()
     buckets, skipped = inc.buckets, inc.skipped
-    # Per event type: its meters, each with whether it reads the event's data and keeps lo/hi/latest
-    # (worked out once per call, not per event: this loop is the worker's CPU per event).
-    by_type: dict[str, list[tuple[Meter, bool, bool]]] = {}
+    # Per event type: its tallied meters (meter_id, COUNT?), and its other meters, each with
+    # whether it reads the event's data and keeps lo/hi/latest (worked out once per call, not per
+    # event: this loop is the worker's CPU per event).
+    by_type: dict[str, tuple[list[tuple[uuid.UUID, bool]], list[tuple[Meter, bool, bool]]]] = {}
+    # (type, site, occurred_at, billing month, subject) -> [events, sum of quantities]
+    tally: dict[tuple[str, uuid.UUID, datetime, date, str | None], list[int]] = {}
     for fact in facts:
-        relevant = by_type.get(fact.event_type)
-        if relevant is None:
-            relevant = by_type[fact.event_type] = [
-                (m, m.value_path is not None or bool(m.group_paths), m.aggregation in ORDERED)
-                for m in meters
-                if m.matches(fact.event_type)
-            ]
+        kinds = by_type.get(fact.event_type)
+        if kinds is None:
+            matching = [m for m in meters if m.matches(fact.event_type)]
+            kinds = by_type[fact.event_type] = (
+                [(m.meter_id, m.aggregation == "COUNT") for m in matching if tallied(m)],
+                [
+                    (m, m.value_path is not None or bool(m.group_paths), m.aggregation in ORDERED)
+                    for m in matching
+                    if not tallied(m)
+                ],
+            )
+        simple, relevant = kinds
+        if simple:
+            if fact.voided_into is None:
+                key5 = (fact.event_type, fact.site_id, fact.occurred_at, fact.billing_month, fact.subject)
+                t = tally.get(key5)
+                if t is None:
+                    tally[key5] = [1, fact.quantity]
+                else:
+                    t[0] += 1
+                    t[1] += fact.quantity
+            else:  # a voided row: per fact, as the other meters
+                relevant = [(m, False, False) for m in matching_tallied(meters, fact.event_type)] + relevant
         if not relevant:
             continue
         data: object = None
@@ -170,7 +206,21 @@ def accumulate(
             else:  # the row in its billed month, the void in its booked month (docs/meters.md "Voids")
                 bucket.add_voided(value)
                 inc.bucket((meter.meter_id, site_id, at, fact.voided_into, subject, groups)).subtract(value)
+    for (event_type, site_id, occurred_at, bmonth, subject_or_none), (n, quantity) in tally.items():
+        at, sub = bucket_of(occurred_at), subject_or_none or ""
+        for meter_id, counts in by_type[event_type][0]:
+            key = (meter_id, site_id, at, bmonth, sub, "{}")
+            bucket = buckets.get(key)
+            if bucket is None:
+                bucket = buckets[key] = Bucket()
+            bucket.n += n
+            bucket.total += n if counts else quantity  # Decimal + int: exact
     return inc
+
+
+def matching_tallied(meters: list[Meter], event_type: str) -> list[Meter]:
+    """The tallied meters of `event_type` (a voided fact takes the per-fact path with them)."""
+    return [m for m in meters if m.matches(event_type) and tallied(m)]
 
 
 async def write(conn: asyncpg.Connection, inc: Increments) -> None:

@@ -5,20 +5,22 @@ Exactly-once comes from the ledger, not from Kafka. The ledger is partitioned by
 batch's months have a partition (outside the transaction, cached), then runs these steps, each a
 function below, in one transaction:
 
-1. `close_lock_shared`: a month close waits for this batch,
+1. `close_lock_shared`: a month close waits for this batch (and the batch table exists,
+   ledger.sql batch_table),
 2. `dedupe_in_order`: the first copy of a (site, event_id) in (partition, offset) order wins,
 3. `drop_unknown_sites`, `drop_archived`: dead letters, with their reason,
-4. `lock_sites_and_find_ledgered`: lock the batch's sites (hashed buckets, fixed order), then find
-   the events already ledgered in any month of their dedupe scope
-   (opsmantik.db.partitions.dedupe_months), their own included: duplicates (the same event_id
-   sent again with a time in another month is one too), each with its billable message. Only a
-   batch holding a site's lock ledgers its events, so the others are new until COMMIT,
+4. `lock_sites_and_find_ledgered`: lock the batch's sites (hashed buckets, fixed order), copy the
+   events into the batch table (binary COPY), then find the events already ledgered in any month
+   of their dedupe scope (opsmantik.db.partitions.dedupe_months), their own included: duplicates
+   (the same event_id sent again with a time in another month is one too), each with its
+   billable message; they leave the batch table. Only a batch holding a site's lock ledgers its
+   events, so the others are new until COMMIT,
 5. `lock_invoice_rows`: the billing month of each new event, then its invoice row locked in a
    fixed order (the running counts); each new row's class in ledger order (billing.rules),
-6. `insert_new_rows`: the new rows with their classes; RETURNING is each row's billable message,
-   formatted by Postgres (ledger.sql insert_ledger: the bytes billable.to_billable and ce_headers
-   make of `read_back_rows`' row); a row already there means the lock was not held: the batch is
-   retried,
+6. `insert_new_rows`: the new rows (the batch table's) with their classes; RETURNING is each
+   row's billable message, formatted by Postgres (ledger.sql insert_ledger: the bytes
+   billable.to_billable and ce_headers make of `read_back_rows`' row); a row already there means
+   the lock was not held: the batch is retried,
 7. `add_to_invoice`: only the new rows, and `add_to_meters`: their meter aggregates
    (opsmantik.meters.aggregate, docs/meters.md), then `crossings.decide`: the usage alerts'
    crossings of the touched (site, billing month), notifications into alert_outbox (docs/alerts.md),
@@ -112,6 +114,33 @@ async def write_batch(
         raise
 
 
+# The batch's events go to Postgres by binary COPY into a temporary table (ledger.sql batch_table,
+# created with the close lock's round trip) instead of as arrays: asyncpg encodes an array
+# parameter with Python-level ABC checks per element, a COPY record by its column codecs alone
+# (issue 35). The columns are IngestEvent's first fields, so the events themselves are the records.
+BATCH_TABLE = "worker_batch"
+# batch_table's columns, each holding the IngestEvent field at its position
+BATCH_COLUMNS = (
+    "site_id",
+    "event_id",
+    "event_type",  # type
+    "occurred_at",
+    "usage_month",
+    "quantity",
+    "properties",
+    "received_at",
+    "path",
+    "kafka_partition",  # partition
+    "kafka_offset",  # offset
+    "subject",
+)
+assert IngestEvent._fields[len(BATCH_COLUMNS) - 1] == "subject" and IngestEvent._fields[9:11] == (
+    "partition",
+    "offset",
+), "IngestEvent's fields moved: BATCH_COLUMNS (and ledger.sql batch_table) follow them"
+_BEGIN = Q["close_lock_shared"] + ";\n" + Q["batch_table"]
+
+
 async def _write_batch(
     conn: asyncpg.Connection,
     topic: str,
@@ -121,13 +150,13 @@ async def _write_batch(
     archived: set[date],
 ) -> BatchResult:
     async with conn.transaction():
-        await conn.execute(Q["close_lock_shared"])  # a month close waits for this batch (docs/billing.md)
+        # a month close waits for this batch (docs/billing.md); the batch table exists
+        await conn.execute(_BEGIN)  # Q["close_lock_shared"], then Q["batch_table"]
         unique = dedupe_in_order(events)
         unique, quotas, unknown = await drop_unknown_sites(conn, unique)
         unique, gone = drop_archived(unique, archived)
         dead = dead + unknown + gone
-        scope = dedupe_scope(unique, datetime.now(UTC))
-        ledgered = await lock_sites_and_find_ledgered(conn, unique, scope)
+        ledgered = await lock_sites_and_find_ledgered(conn, unique, datetime.now(UTC))
         new_events = [e for i, e in enumerate(unique) if i not in ledgered] if ledgered else unique
         classes: list[str] = []
         inserted: list[asyncpg.Record] = []
@@ -175,6 +204,29 @@ def dedupe_scope(unique: list[IngestEvent], now: datetime) -> Scope:
     return Scope(lo, hi)
 
 
+class ScopePairs(NamedTuple):
+    """The batch's distinct (usage month, received_at), each with its dedupe months [lo, hi]."""
+
+    usage_month: list[date]
+    received_at: list[datetime]
+    lo: list[date]
+    hi: list[date]
+
+
+def scope_pairs(unique: list[IngestEvent], now: datetime) -> ScopePairs:
+    """dedupe_months of each distinct (usage month, received_at) of the batch (a request's events
+    share one): ledgered_copies joins each event to its pair's scope."""
+    pairs = {(e.usage_month, e.received_at) for e in unique}
+    out = ScopePairs([], [], [], [])
+    for month, received in pairs:
+        lo, hi = dedupe_months(month, received, now)
+        out.usage_month.append(month)
+        out.received_at.append(received)
+        out.lo.append(lo)
+        out.hi.append(hi)
+    return out
+
+
 BillingMonths = dict[tuple[uuid.UUID, str], date]  # event key -> billing month
 # A billable message: key, value, ce_id, ce_source, ce_time, ce_subject (None: no such header)
 Message = Sequence[str | None]
@@ -209,20 +261,25 @@ def drop_archived(
 
 
 async def lock_sites_and_find_ledgered(
-    conn: asyncpg.Connection, unique: list[IngestEvent], scope: Scope
+    conn: asyncpg.Connection, unique: list[IngestEvent], now: datetime
 ) -> dict[int, list[Message]]:
-    """Lock the batch's sites (hashed buckets, ascending), then find the events already in the
-    ledger in any month of their dedupe scope: {position in `unique`: its billable message}. The
-    others are new, and stay so until COMMIT: only a batch holding their site's lock ledgers."""
+    """Lock the batch's sites (hashed buckets, ascending), copy its events into the batch table,
+    then find those already in the ledger in any month of their dedupe scope: {position in
+    `unique`: its billable message}; they leave the batch table, which then holds the new rows.
+    The others are new, and stay so until COMMIT: only a batch holding their site's lock ledgers."""
     if not unique:
         return {}
     await site_locks.lock_sites(conn, (e.site_id for e in unique))
-    found = await conn.fetch(
-        Q["ledgered_copies"], [e.site_id for e in unique], [e.event_id for e in unique], scope.lo, scope.hi
-    )
+    await conn.copy_records_to_table(BATCH_TABLE, records=unique, columns=BATCH_COLUMNS)
+    found = await conn.fetch(Q["ledgered_copies"], *scope_pairs(unique, now))
+    if not found:
+        return {}
+    position = {(e.partition, e.offset): i for i, e in enumerate(unique)}
     ledgered: dict[int, list[Message]] = {}
-    for r in found:  # ledgered_copies: n (1-based), then the message's columns
-        ledgered.setdefault(r[0] - 1, []).append(tuple(r)[1:])
+    for r in found:  # ledgered_copies: kafka_partition, kafka_offset, then the message's columns
+        ledgered.setdefault(position[(r[0], r[1])], []).append(tuple(r)[2:])
+    gone = [unique[i] for i in ledgered]
+    await conn.execute(Q["drop_ledgered"], [e.partition for e in gone], [e.offset for e in gone])
     return ledgered
 
 
@@ -244,24 +301,14 @@ async def lock_invoice_rows(
 async def insert_new_rows(
     conn: asyncpg.Connection, new: list[IngestEvent], bmonth: BillingMonths, classes: list[str]
 ) -> list[asyncpg.Record]:
-    """Insert the new rows with their classes; returns their billable messages, in ledger order
-    (the order they were inserted in)."""
+    """Insert the new rows (the batch table's, `new` in ledger order) with their classes; returns
+    their billable messages, in ledger order (the order they were inserted in)."""
+    months = {e.usage_month: bmonth[e.key] for e in new}  # one billing month per usage month
     inserted: list[asyncpg.Record] = await conn.fetch(
         Q["insert_ledger"],
-        [e.site_id for e in new],
-        [e.event_id for e in new],
-        [e.type for e in new],
-        [e.occurred_at for e in new],
-        [e.usage_month for e in new],
-        [bmonth[e.key] for e in new],
-        [e.quantity for e in new],
-        [c == OVERLIMIT for c in classes],
-        [e.path for e in new],
-        [e.received_at for e in new],
-        [e.partition for e in new],
-        [e.offset for e in new],
-        [e.properties for e in new],
-        [e.subject for e in new],
+        bytes([c == OVERLIMIT for c in classes]),  # a byte per new row: 1 overlimit
+        list(months),
+        list(months.values()),
     )
     if len(inserted) != len(new):
         # ledgered_copies did not find a row that was there at the insert: only a batch holding

@@ -5,22 +5,49 @@
 -- exclusive), so `opsmantik billing close` waits for this batch and none books into a closing month.
 SELECT pg_advisory_xact_lock_shared(5124400005)
 
+-- name: batch_table
+-- The batch's events (ledger.py copy_batch: binary COPY, the fields of message.IngestEvent in its
+-- order, no per-element array encoding in the worker), one temporary table per connection, emptied
+-- at every COMMIT. ledgered_copies and insert_ledger read it; (kafka_partition, kafka_offset) is
+-- unique in a batch and orders it as ledger.dedupe_in_order does (ledger order).
+CREATE TEMP TABLE IF NOT EXISTS worker_batch (
+    site_id uuid, event_id text, event_type text, occurred_at timestamptz, usage_month date,
+    quantity bigint, properties text, received_at timestamptz, path text, kafka_partition int,
+    kafka_offset bigint, subject text
+) ON COMMIT DELETE ROWS
+
 -- name: ledgered_copies
--- The events of the batch already in the ledger in any month of their dedupe scope [lo, hi] (their
--- own month included): a replay, a re-send, or a copy sent again with a time in another month. n:
--- the event's position in the arrays (1-based), then its billable message as insert_ledger returns
--- one (the batch publishes the canonical rows of its duplicates too). Run-time partition pruning
--- probes only the scope's partitions (at most three when the worker is current).
-SELECT k.n, i.site_id::text AS key,
-       billable_value(i) AS value,
-       i.event_id,
-       'urn:opsmantik:site:' || i.site_id::text AS source,
-       billable_time(i.occurred_at) AS occurred,
-       CASE WHEN starts_with(i.event_id, 'ce~') AND jsonb_typeof(i.properties -> 'ce' -> 'subject') = 'string'
-            THEN i.properties -> 'ce' ->> 'subject' END AS subject
-FROM unnest($1::uuid[], $2::text[], $3::date[], $4::date[]) WITH ORDINALITY AS k(s, e, lo, hi, n)
-JOIN ingest_idempotency i
-  ON i.site_id = k.s AND i.event_id = k.e AND i.usage_month >= k.lo AND i.usage_month <= k.hi
+-- The events of the batch (worker_batch) already in the ledger in any month of their dedupe scope
+-- [lo, hi] (their own month included): a replay, a re-send, or a copy sent again with a time in
+-- another month. The scope is one per (usage month, received_at), which a request's events share:
+-- $1-$4 hold the batch's distinct pairs and their [lo, hi]. Each copy: the event's
+-- (kafka_partition, kafka_offset), then its billable message as insert_ledger returns one (the
+-- batch publishes the canonical rows of its duplicates too). The lateral subquery (OFFSET 0: not
+-- flattened into a join the planner may turn into a scan) probes the primary key once per event,
+-- and run-time partition pruning probes only the scope's partitions (at most three when the
+-- worker is current).
+SELECT k.kafka_partition, k.kafka_offset, c.*
+FROM worker_batch k
+JOIN unnest($1::date[], $2::timestamptz[], $3::date[], $4::date[]) AS s(um, r, lo, hi)
+  ON s.um = k.usage_month AND s.r = k.received_at
+CROSS JOIN LATERAL (
+    SELECT i.site_id::text AS key,
+           billable_value(i) AS value,
+           i.event_id,
+           'urn:opsmantik:site:' || i.site_id::text AS source,
+           billable_time(i.occurred_at) AS occurred,
+           CASE WHEN starts_with(i.event_id, 'ce~') AND jsonb_typeof(i.properties -> 'ce' -> 'subject') = 'string'
+                THEN i.properties -> 'ce' ->> 'subject' END AS subject
+    FROM ingest_idempotency i
+    WHERE i.site_id = k.site_id AND i.event_id = k.event_id AND i.usage_month >= s.lo AND i.usage_month <= s.hi
+    OFFSET 0
+) c
+
+-- name: drop_ledgered
+-- The events ledgered_copies found leave worker_batch: what is left is the new rows.
+DELETE FROM worker_batch k
+USING unnest($1::int[], $2::bigint[]) AS d(p, o)
+WHERE k.kafka_partition = d.p AND k.kafka_offset = d.o
 
 -- name: closed_months_from
 SELECT month FROM closed_months WHERE month >= $1::date ORDER BY month
@@ -38,8 +65,10 @@ ON CONFLICT (site_id, month) DO UPDATE SET events = u.events
 RETURNING site_id, month, events
 
 -- name: insert_ledger
--- The batch's new rows (ledgered_copies found none of them in their scope, under the site locks),
--- each with its class (true: overlimit). RETURNING: each row's billable message (schemas/billable.v1.json),
+-- The batch's new rows (worker_batch after drop_ledgered: ledgered_copies found none of them in
+-- their scope, under the site locks), in ledger order, each with its billing month ($2, $3: the
+-- batch's usage months and theirs) and its class ($1: one byte per new row in ledger order, 1:
+-- overlimit). RETURNING: each row's billable message (schemas/billable.v1.json),
 -- formatted here instead of per row in the worker's Python (issue 28): the Kafka key, the value
 -- (billable_value, migration 0018: byte for byte what billable.to_billable makes of the row), and
 -- the CloudEvents header values ce_id, ce_source, ce_time (the value's occurred_at) and
@@ -49,11 +78,13 @@ RETURNING site_id, month, events
 INSERT INTO ingest_idempotency AS i (site_id, event_id, event_type, occurred_at, usage_month,
     billing_month, quantity, billing_class, path, received_at, kafka_partition, kafka_offset,
     properties, subject)
-SELECT s, e, ty, o, um, bm, q, CASE WHEN ov THEN 'overlimit' ELSE 'included' END, p, r, kp, ko, pr::jsonb, sub
-FROM unnest($1::uuid[], $2::text[], $3::text[], $4::timestamptz[], $5::date[], $6::date[],
-            $7::bigint[], $8::bool[], $9::text[], $10::timestamptz[], $11::int[], $12::bigint[],
-            $13::text[], $14::text[])
-     AS t(s, e, ty, o, um, bm, q, ov, p, r, kp, ko, pr, sub)
+SELECT k.site_id, k.event_id, k.event_type, k.occurred_at, k.usage_month, b.bm, k.quantity,
+       CASE WHEN get_byte($1::bytea, (row_number() OVER (ORDER BY k.kafka_partition, k.kafka_offset))::int - 1) = 1
+            THEN 'overlimit' ELSE 'included' END,
+       k.path, k.received_at, k.kafka_partition, k.kafka_offset, k.properties::jsonb, k.subject
+FROM worker_batch k
+JOIN unnest($2::date[], $3::date[]) AS b(um, bm) ON b.um = k.usage_month
+ORDER BY k.kafka_partition, k.kafka_offset
 ON CONFLICT (site_id, event_id, usage_month) DO NOTHING
 RETURNING i.site_id::text AS key,
        billable_value(i) AS value,

@@ -65,9 +65,11 @@ class IngestEvent(NamedTuple):
     path: str
     partition: int
     offset: int
+    subject: str | None  # the site's own customer (1-256 characters), stored in the ledger
     raw: bytes  # kept for a dead letter (e.g. unknown site)
     key: tuple[uuid.UUID, str]  # (site_id, event_id): looked up several times per event
-    subject: str | None = None  # the site's own customer (1-256 characters), stored in the ledger
+    # The fields up to `subject` are the columns of the batch's COPY, in this order
+    # (worker/ledger.py BATCH_COLUMNS, ledger.sql batch_table): keep them in step.
 
     def __repr__(self) -> str:  # without raw (a dead letter's payload is logged elsewhere)
         return f"IngestEvent(site_id={self.site_id}, event_id={self.event_id!r}, offset={self.offset})"
@@ -245,9 +247,9 @@ def _decode(raw: bytes, partition: int, offset: int) -> IngestEvent | DeadLetter
         doc["path"],
         partition,
         offset,
+        doc.get("subject"),
         raw,
         (site_id, doc["event_id"]),
-        doc.get("subject"),
     )
 
 
