@@ -26,7 +26,7 @@ from aiohttp.test_utils import TestClient, TestServer
 from opsmantik import sites
 from opsmantik.config import Settings
 from opsmantik.gateway.app import create_app
-from opsmantik.meters import aggregate, definitions
+from opsmantik.meters import aggregate, compact, definitions, query
 
 from tests.integration.test_meters import METERS, auth, day_start, expected, iso, random_props, window_start
 from tests.support.pipeline import OPSMANTIK, env_for
@@ -132,6 +132,46 @@ async def sizes(pool: asyncpg.Pool, meter_ids: list[uuid.UUID], site: uuid.UUID)
         "SELECT count(*) FROM meter_unique_values WHERE meter_id = ANY($1) AND site_id = $2", meter_ids, site
     )
     return int(b), int(u)
+
+
+async def test_minute_query_racing_a_compaction_reads_one_snapshot(
+    settings: Settings, pool: asyncpg.Pool, client: TestClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A compaction that raises the watermark and merges between the query's read of the watermark
+    and its read of the buckets: the MINUTE answer is still every minute, exactly (one snapshot),
+    and the next MINUTE query there is refused. Data in 2018, below both tests' watermarks."""
+    tag = uuid.uuid4().hex[:6]
+    async with pool.acquire() as conn:
+        meters = [m for m in await definitions.load(conn) if m.slug == "events"]
+        key = await sites.create_site_with_key(conn, f"race-{tag}")
+        t0 = datetime(2018, 6, 1, 10, 0, tzinfo=UTC)
+        rows = [
+            aggregate.Fact(
+                key.site_id, f"r{n:04d}", "a", t0 + timedelta(seconds=7 * n), date(2018, 6, 1), 1, None, None
+            )
+            for n in range(600)  # 70 minutes, 8-9 events a minute
+        ]
+        async with conn.transaction():
+            await aggregate.write(conn, aggregate.accumulate(meters, rows))
+    want = {}
+    for r in rows:
+        minute = iso(r.occurred_at.replace(second=0, microsecond=0))
+        want[(minute, None, "{}")] = want.get((minute, None, "{}"), 0) + 1
+    read_mark = compact.watermark
+
+    async def compaction_in_between(conn: asyncpg.Connection) -> datetime | None:
+        mark = await read_mark(conn)
+        async with pool.acquire() as other:
+            done = await compact.compact(other, datetime(2019, 1, 1, tzinfo=UTC))
+        assert done.quarter_buckets_written > 0
+        return mark
+
+    monkeypatch.setattr(query.compact, "watermark", compaction_in_between)
+    minute = [("from", iso(t0)), ("to", iso(t0 + timedelta(minutes=75))), ("windowSize", "MINUTE")]
+    assert await answer(client, key.api_key, "events", minute) == want
+    monkeypatch.setattr(query.compact, "watermark", read_mark)
+    resp = await client.get("/api/v1/meters/events/query", params=minute, headers=auth(key.api_key))
+    assert resp.status == 400 and (await resp.json())["details"][0]["field"] == "windowSize"
 
 
 async def test_compaction_keeps_every_answer_and_the_ledger_value(

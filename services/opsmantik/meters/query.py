@@ -201,26 +201,10 @@ async def run(conn: asyncpg.Connection, meter: Meter, q: MeterQuery, sites: list
     scope = sites
     if q.customers is not None:
         scope = [c for c in q.customers if sites is None or c in sites]
-    start, end = q.start, q.end
-    if start is None or end is None:
-        ext = await conn.fetchrow(Q["extent"], meter.meter_id, scope)
-        if ext["lo"] is None and (start is None or end is None):
-            return Answer(start, end, q.window_size, [])
-        size = q.window_size or "MINUTE"
-        start = start or windows.floor(ext["lo"], size, q.zone)
-        if end is None:
-            last = max(ext["hi"] + timedelta(minutes=1), datetime.now(UTC))
-            end = windows.floor(last, size, q.zone)
-            if end < last:
-                end = windows.next_boundary(end, size, q.zone)
-        if start >= end:
-            return Answer(start, end, q.window_size, [])
-    spans = _spans(start, end, q)
-    mark = await compact.watermark(conn)
-    _refuse_below_watermark(spans, q, mark)
-    unique = meter.aggregation == "UNIQUE_COUNT"
-    where, args = arguments(meter, q, spans, scope, mark)
-    by_subject = "subject" in q.group_by or q.subjects is not None
+    # One snapshot for the extent, the compaction watermark and the buckets. Compaction commits
+    # the raised watermark before it merges any bucket, so a snapshot that saw the old watermark
+    # sees no merged bucket either; at READ COMMITTED a compaction between the watermark's read
+    # and the buckets' would hand 15-minute buckets to a MINUTE window as minutes.
     # No JIT: the pieces' unnest makes the planner overestimate the rows by orders of magnitude, and
     # compiling the plan then cost ~0.5 s of a query that runs in tens of ms (docs/benchmarks.md
     # "Meters"). Same rows either way: JIT only changes how they are computed.
@@ -230,13 +214,32 @@ async def run(conn: asyncpg.Connection, meter: Meter, q: MeterQuery, sites: list
     # custom 46-67 ms).
     # work_mem: LATEST's ordered aggregate sorts the rows read (144k for MINUTE windows over a day
     # of a 100-value group-by): in memory, not spilled to disk at the default 4 MB.
-    async with conn.transaction():
+    async with conn.transaction(isolation="repeatable_read", readonly=True):
         await conn.execute(
             "SET LOCAL jit = off; SET LOCAL plan_cache_mode = force_custom_plan; SET LOCAL work_mem = '64MB'"
         )
+        start, end = q.start, q.end
+        if start is None or end is None:
+            ext = await conn.fetchrow(Q["extent"], meter.meter_id, scope)
+            if ext["lo"] is None and (start is None or end is None):
+                return Answer(start, end, q.window_size, [])
+            size = q.window_size or "MINUTE"
+            start = start or windows.floor(ext["lo"], size, q.zone)
+            if end is None:
+                last = max(ext["hi"] + timedelta(minutes=1), datetime.now(UTC))
+                end = windows.floor(last, size, q.zone)
+                if end < last:
+                    end = windows.next_boundary(end, size, q.zone)
+            if start >= end:
+                return Answer(start, end, q.window_size, [])
+        spans = _spans(start, end, q)
+        mark = await compact.watermark(conn)
+        _refuse_below_watermark(spans, q, mark)
+        unique = meter.aggregation == "UNIQUE_COUNT"
+        where, args = arguments(meter, q, spans, scope, mark)
         await _refuse_expensive(conn, q, unique, where)
-        name = _statement(meter)
-        records = await conn.fetch(Q[name], *args, timeout=30)
+        records = await conn.fetch(Q[_statement(meter)], *args, timeout=30)
+    by_subject = "subject" in q.group_by or q.subjects is not None
     if len(records) > MAX_ROWS:
         raise BadQuery(
             "windowSize", f"the answer has more than {MAX_ROWS} rows: a larger window or fewer groups"
