@@ -6,6 +6,7 @@ from __future__ import annotations
 import time
 import uuid
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
@@ -25,13 +26,21 @@ class Gateway:
     state: State
 
 
-@pytest.fixture(scope="module")
-async def gateway(settings: Settings) -> AsyncIterator[Gateway]:
+@asynccontextmanager
+async def running_gateway(settings: Settings) -> AsyncIterator[Gateway]:
     app = create_app(settings)
     client = TestClient(TestServer(app))
     await client.start_server()
-    yield Gateway(client, app[STATE])
-    await client.close()
+    try:
+        yield Gateway(client, app[STATE])
+    finally:
+        await client.close()
+
+
+@pytest.fixture(scope="module")
+async def gateway(settings: Settings) -> AsyncIterator[Gateway]:
+    async with running_gateway(settings) as g:
+        yield g
 
 
 async def new_site(pool: asyncpg.Pool, **limits: object) -> tuple[uuid.UUID, str]:
