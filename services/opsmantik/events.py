@@ -95,9 +95,26 @@ class Parsed:
     slots: list[int] = dataclasses.field(default_factory=list)
 
 
+def _parsed(events: list[Event], distinct: list[Event], slots: list[int]) -> Parsed:
+    """Parsed(events, [], distinct=distinct, slots=slots) without the frozen dataclass's __init__
+    (five object.__setattr__ calls and two default factories: about 2 µs a request, issue 28)."""
+    parsed = _new(Parsed)
+    _set(
+        parsed,
+        "__dict__",
+        {"events": events, "errors": [], "too_many": False, "distinct": distinct, "slots": slots},
+    )
+    return parsed
+
+
+_new, _set = object.__new__, object.__setattr__
+
+
 def _valid(events: list[Event]) -> Parsed:
+    if len(events) == 1:  # a single event: no id twice
+        return _parsed(events, events, [0])
     if len({e.event_id for e in events}) == len(events):  # the common case: no id twice
-        return Parsed(events, [], distinct=list(events), slots=list(range(len(events))))
+        return _parsed(events, list(events), list(range(len(events))))
     first: dict[str, int] = {}
     distinct: list[Event] = []
     slots: list[int] = []
@@ -446,6 +463,28 @@ def parse_time(raw: str) -> datetime | None:
         return None
 
 
+def utc_text(ts: datetime) -> str:
+    """iso(ts) for an aware time, about half its cost (datetime.isoformat with `timespec` and a
+    tzinfo is slow): `YYYY-MM-DDTHH:MM:SS.ffffff+00:00` (tests/unit/test_events_fast_path.py)."""
+    if ts.tzinfo is not UTC:
+        ts = ts.astimezone(UTC)
+    # %-formatting: 1.7 µs on the bench machine against 3.3 for the f-string, 2.5 for isoformat
+    return "%04d-%02d-%02dT%02d:%02d:%02d.%06d+00:00" % (  # noqa: UP031
+        ts.year,
+        ts.month,
+        ts.day,
+        ts.hour,
+        ts.minute,
+        ts.second,
+        ts.microsecond,
+    )
+
+
+# to_messages' per-site message head, by site: str(UUID) is pure Python (issue 28)
+_HEADS: dict[uuid.UUID, bytes] = {}
+MAX_HEADS = 10_000
+
+
 def iso(ts: datetime) -> str:
     if ts.tzinfo is UTC:  # parse_time's output: no conversion needed
         return ts.isoformat(timespec="microseconds")
@@ -472,11 +511,15 @@ def to_messages(
     status's tail) are formatted once; an event the batch fast path serialised (`Event.wire`) is
     spliced between them, any other is serialised field by field (the same bytes: the JSON of
     `doc` below, keys in that order; tests/unit/test_gateway_batch_fast_path.py)."""
-    site = str(site_id)
-    received = iso(received_at)
+    head = _HEADS.get(site_id)  # `{"v":1,"site_id":"…",`
+    if head is None:
+        if len(_HEADS) >= MAX_HEADS:
+            _HEADS.clear()  # bounded: a site not cached only costs its head again
+        head = _HEADS[site_id] = orjson.dumps({"v": 1, "site_id": str(site_id)})[:-1] + b","
+    site: str | None = None  # str(site_id), for an event without its wire bytes
+    received = utc_text(received_at)
     out = []
     dumps, join = orjson.dumps, b"".join
-    head = dumps({"v": 1, "site_id": site})[:-1] + b","  # `{"v":1,"site_id":"…",`
     tails: dict[str, bytes] = {}  # status → `,"received_at":…,"path":…,"gateway_status":…`
     for event, status in zip(events, gateway_statuses, strict=True):
         wire = event.wire
@@ -491,6 +534,8 @@ def to_messages(
             else:
                 out.append(join((head, wire, tail, b',"subject":', dumps(event.subject), b"}")))
             continue
+        if site is None:
+            site = str(site_id)
         occurred = iso(event.occurred_at)
         doc = {
             "v": 1,

@@ -4,17 +4,23 @@ validator it short-cuts: random events and timestamps, valid and not, must get i
 
 from __future__ import annotations
 
+import dataclasses
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
+import orjson
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from opsmantik.events import (
     EVENT_ID,
     MAX_QUANTITY,
+    Parsed,
     common_time,
+    iso,
     parse_request,
     parse_time,
+    utc_text,
     validate_event,
     validate_event_full,
 )
@@ -136,3 +142,37 @@ def test_a_request_gets_the_same_answer_either_way() -> None:
         {"index": 1, "field": "type", "message": "required"},
         {"index": 1, "field": "occurred_at", "message": "required"},
     ]
+
+
+@settings(max_examples=1500, deadline=None)
+@given(
+    st.datetimes(min_value=datetime(1, 1, 2), max_value=datetime(9999, 12, 30), timezones=st.just(UTC)),
+    st.integers(-1439, 1439),
+    st.booleans(),
+)
+def test_utc_text_is_iso(when: datetime, offset_min: int, whole_second: bool) -> None:
+    """to_messages' received_at: utc_text writes exactly what iso writes, whatever the offset."""
+    if whole_second:
+        when = when.replace(microsecond=0)
+    local = when.astimezone(timezone(timedelta(minutes=offset_min)))
+    assert utc_text(when) == iso(when)
+    assert utc_text(local) == iso(local) == iso(when)
+
+
+def test_a_parsed_batch_is_the_dataclass_it_replaces() -> None:
+    """_valid builds Parsed without its __init__: equal to the one __init__ builds, fields and
+    defaults, for one event, several, and an id twice."""
+    one = parse_request(orjson.dumps(event(0)), NOW)
+    assert one == Parsed(one.events, [], False, list(one.events), [0])
+    assert one.errors == [] and one.too_many is False and one.distinct == one.events and one.slots == [0]
+    many = parse_request(orjson.dumps({"events": [event(0), event(1), event(0)]}), NOW)
+    assert many == Parsed(many.events, [], False, many.events[:2], [0, 1, 0])
+    distinct = parse_request(orjson.dumps({"events": [event(0), event(1)]}), NOW)
+    assert distinct == Parsed(distinct.events, [], False, list(distinct.events), [0, 1])
+    assert distinct.distinct is not distinct.events  # a copy, as before
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        one.slots = []  # type: ignore[misc]
+
+
+def event(i: int) -> dict[str, Any]:
+    return {"event_id": f"e-{i}", "type": "t", "occurred_at": "2026-12-06T11:59:00Z"}

@@ -128,7 +128,7 @@ def observed(
 Handle = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
-def dispatch_ingest_first(app: web.Application, routes: Sequence[web.AbstractRoute]) -> None:
+def dispatch_ingest_first(app: web.Application, routes: Sequence[tuple[web.AbstractRoute, Handle]]) -> None:
     """POST /api/sync and POST /api/v1/events without the router and the middleware chain (issue 28).
 
     aiohttp serves every request through `app._handle`: the router's resolve (two coroutines and a
@@ -136,7 +136,8 @@ def dispatch_ingest_first(app: web.Application, routes: Sequence[web.AbstractRou
     current-app fix-up). For a request whose method is POST and whose raw path is exactly one of
     `routes`' paths, with no `Expect` header, this `_handle` runs the route's handler at once, with
     a match info built once (the one the router would give: the route, no parameters, this app) and
-    `observe`'s very code around it: the same handler, the same metrics and rollups, the same answer
+    `observe`'s very code around it: the same handler (or the coroutine function given with the
+    route, which the route's handler awaits: one frame less), the same metrics and rollups, the same answer
     to an exception. Every other request (another path or method, a query string, an escaped path,
     `Expect: 100-continue`) goes through aiohttp's `_handle` exactly as before. aiohttp is pinned
     (pyproject.toml); tests/integration/test_gateway_dispatch.py checks the fast path is taken and
@@ -144,12 +145,12 @@ def dispatch_ingest_first(app: web.Application, routes: Sequence[web.AbstractRou
     """
     general: Handle = app._handle
     table: dict[str, tuple[Handle, web.UrlMappingMatchInfo]] = {}
-    for route in routes:
+    for route, direct in routes:
         assert route.method == "POST" and route.resource is not None
         info = web.UrlMappingMatchInfo({}, route)
         info.add_app(app)
         info.freeze()
-        table[route.resource.canonical] = (route.handler, info)
+        table[route.resource.canonical] = (direct, info)
 
     async def handle(request: web.Request) -> web.StreamResponse:
         entry = table.get(request.raw_path) if request.method == "POST" else None

@@ -31,12 +31,13 @@ from opsmantik import errors
 from opsmantik.config import Settings
 from opsmantik.events import Event, to_messages
 from opsmantik.gateway.breaker import Breaker
-from opsmantik.gateway.produce_batch import LIBRDKAFKA_LINGER_MS, ProduceBatcher
+from opsmantik.gateway.produce_batch import LIBRDKAFKA_LINGER_MS, ProduceBatcher, _Batch
 from opsmantik.gateway.sql import Q
-from opsmantik.kafka.producer import Delivery, LoopPolledProducer
-from opsmantik.kafka.settings import producer_config, request_keys
+from opsmantik.kafka.producer import Delivery, LoopPolledProducer, Result
+from opsmantik.kafka.settings import producer_config
 
 log = logging.getLogger(__name__)
+MAX_SITES = 10_000  # KafkaPublisher's cached key prefixes
 
 
 class Stored(NamedTuple):
@@ -82,6 +83,7 @@ class KafkaPublisher:
         self._polled = LoopPolledProducer(config)
         self.producer = self._polled.producer
         self.batcher = ProduceBatcher(self.produce, self.deadline_s, serve=self._polled.serve)
+        self._sites: dict[uuid.UUID, tuple[bytes, bytes]] = {}  # site → (its key, its key prefix)
 
     def start(self, loop: asyncio.AbstractEventLoop) -> None:
         self._polled.start(loop)
@@ -98,27 +100,77 @@ class KafkaPublisher:
         # reports served every busy_s from now on (kafka/producer.py)
         return self._polled.produce_all(self.topic, keys, values)
 
+    def keys(self, site_id: uuid.UUID, events: Sequence[Event]) -> list[bytes]:
+        """request_keys(settings, site_id, the events' ids), with the site's part of the key formatted
+        once per site (str(UUID) is pure Python; tests/unit/test_gateway_publish_keys.py)."""
+        cached = self._sites.get(site_id)
+        if cached is None:
+            if len(self._sites) >= MAX_SITES:
+                self._sites.clear()  # bounded: a site not cached only costs its formatting again
+            site = str(site_id).encode()
+            cached = self._sites[site_id] = (site, site + b"/")
+        if not events:
+            return []
+        mode = self.settings.partition_key
+        if mode == "site":
+            return [cached[0]] * len(events)
+        prefix = cached[1]
+        if mode == "event":
+            return [prefix + e.event_id.encode() for e in events]
+        return [prefix + events[0].event_id.encode()] * len(events)
+
+    def join(
+        self, site_id: uuid.UUID, events: Sequence[Event], statuses: Sequence[str], received_at: datetime
+    ) -> tuple[_Batch, int] | None:
+        """publish() up to its wait, for a request of at most `batcher.max_shared` events, without a
+        coroutine: its messages joined to the open shared batch, (batch, start); await `batch.done`,
+        then `receipts`. None: produce refused them (BufferError, KafkaException; whatever was
+        queued is purged): every result is None."""
+        values = to_messages(events, site_id, received_at, path="kafka", gateway_statuses=statuses)
+        try:
+            joined = self.batcher.join(self.keys(site_id, events), values)
+        except (BufferError, KafkaException) as exc:
+            self._refused(exc)
+            return None
+        assert joined is not None, "more events than a shared batch takes: publish() them"
+        return joined
+
+    def receipts(self, joined: tuple[_Batch, int], statuses: Sequence[str]) -> list[Stored | None]:
+        """Once `joined`'s batch is done: each message's Stored, or None (purged)."""
+        batch, start = joined
+        try:
+            delivered = batch.results(start, len(statuses))
+        except (BufferError, KafkaException) as exc:  # what produce raised for the batch
+            self._refused(exc)
+            return [None] * len(statuses)
+        return self._stored(statuses, delivered)
+
     async def publish(
         self, site_id: uuid.UUID, events: Sequence[Event], statuses: Sequence[str], received_at: datetime
     ) -> list[Stored | None]:
         """Acknowledged (acks=all) within the deadline → the receipt; anything else → None, and
         whatever is still queued is purged so it cannot land in Kafka after the answer."""
-        values = to_messages(events, site_id, received_at, path="kafka", gateway_statuses=statuses)
-        try:
-            keys = request_keys(self.settings, site_id, [e.event_id for e in events])
+        if len(events) <= self.batcher.max_shared:
             # Requests share produce batches (one Delivery, one deadline timer each): the results
             # of this request's messages, a snapshot taken at its batch's deadline at the latest.
-            joined = self.batcher.join(keys, values)
-            if joined is None:  # many events: a batch of its own
-                delivered = await self.batcher.submit(keys, values)
-            else:
-                batch, start = joined
-                await batch.done  # awaited here, not in a coroutine of the batcher's (issue 28)
-                delivered = batch.results(start, len(values))
+            joined = self.join(site_id, events, statuses, received_at)
+            if joined is None:
+                return [None] * len(events)
+            await joined[0].done  # awaited here, not in a coroutine of the batcher's (issue 28)
+            return self.receipts(joined, statuses)
+        values = to_messages(events, site_id, received_at, path="kafka", gateway_statuses=statuses)
+        try:  # many events: a batch of its own
+            delivered = await self.batcher.submit(self.keys(site_id, events), values)
         except (BufferError, KafkaException) as exc:
-            log.info("produce refused: %s", type(exc).__name__)
-            self.purge_queued()  # part of the request may be queued
+            self._refused(exc)
             return [None] * len(events)
+        return self._stored(statuses, delivered)
+
+    def _refused(self, exc: BaseException) -> None:
+        log.info("produce refused: %s", type(exc).__name__)
+        self.purge_queued()  # part of the request may be queued
+
+    def _stored(self, statuses: Sequence[str], delivered: Sequence[Result]) -> list[Stored | None]:
         stored = tuple.__new__  # Stored(status, receipt) without NamedTuple's Python-level __new__
         results: list[Stored | None] = [
             stored(Stored, (status, {"partition": r[0], "offset": r[1]})) if type(r) is tuple else None
@@ -192,16 +244,27 @@ class FallbackPublisher:
     async def publish(
         self, site_id: uuid.UUID, events: Sequence[Event], statuses: Sequence[str], received_at: datetime
     ) -> list[Stored | None]:
-        results: list[Stored | None] = [None] * len(events)
+        n = len(events)
+        results: list[Stored | None] = [None] * n
+        failed = n
         if self.breaker.allow_kafka():
-            results = await self.primary.publish(site_id, events, statuses, received_at)
+            primary = self.primary
+            if type(primary) is KafkaPublisher and n <= primary.batcher.max_shared:
+                # KafkaPublisher.publish's shared-batch path inline: one coroutine less to suspend
+                # and resume on every request (issue 28)
+                joined = primary.join(site_id, events, statuses, received_at)
+                if joined is not None:
+                    await joined[0].done
+                    results = primary.receipts(joined, statuses)
+            else:
+                results = await primary.publish(site_id, events, statuses, received_at)
             failed = results.count(None)
             if failed:
-                self.breaker.failure(f"{failed} of {len(events)} not acknowledged within the deadline")
+                self.breaker.failure(f"{failed} of {n} not acknowledged within the deadline")
             else:
                 self.breaker.success()
-        missing = [i for i, r in enumerate(results) if r is None]
-        if missing:
+        if failed:
+            missing = [i for i, r in enumerate(results) if r is None]
             rest = await self.secondary.publish(
                 site_id, [events[i] for i in missing], [statuses[i] for i in missing], received_at
             )

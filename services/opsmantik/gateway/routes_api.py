@@ -6,13 +6,14 @@ site's key cannot write into or read another site's ledger.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import functools
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, date, datetime
 from decimal import Decimal
 from typing import NamedTuple
 
 import orjson
-from aiohttp import web
+from aiohttp import hdrs, web
 
 from opsmantik.events import Event, Limits, Parsed, parse_request
 from opsmantik.gateway.auth import AuthUnavailable, LookupBudgetExhausted, SiteAuth, bearer_key
@@ -22,6 +23,8 @@ from opsmantik.gateway.sql import Q
 from opsmantik.gateway.state import OUTCOMES, STATE, State, error, invalid_query, json_response
 from opsmantik.months import MonthError, parse_month
 from opsmantik.tokens import TOKEN_PREFIX
+
+Handler = Callable[[web.Request], Awaitable[web.Response]]
 
 
 async def authenticate(request: web.Request, state: State) -> SiteAuth | web.Response:
@@ -93,12 +96,17 @@ class Ingested(NamedTuple):
 
 # body, media type (no parameters), the received time, the gateway's limits → the validated batch
 Parse = Callable[[bytes, str, datetime, Limits], Parsed]
+# the request and its Ingested → the route's answer (200/204)
+Answer = Callable[[web.Request, Ingested], web.Response]
 
 
-async def ingest(request: web.Request, media_types: Sequence[str], parse: Parse) -> Ingested | web.Response:
+async def ingest(
+    request: web.Request, media_types: Sequence[str], parse: Parse, answer: Answer
+) -> web.Response:
     """The ingest path of POST /api/sync and POST /api/v1/events (routes_cloudevents.py): auth,
-    rate limit, media type, body size, `parse`, hard cap, publish. An Ingested only when every
-    event is stored; otherwise the 4xx/503 to answer."""
+    rate limit, media type, body size, `parse`, hard cap, publish; `answer(request, Ingested)`
+    when every event is stored, otherwise the 4xx/503. One coroutine for the whole request
+    (app.dispatch_ingest_first calls it directly, issue 28)."""
     state = request.app[STATE]
     site = state.keys.cached(request.headers.get("Authorization"))  # a header seen with a known key
     if site is None:
@@ -117,19 +125,25 @@ async def ingest(request: web.Request, media_types: Sequence[str], parse: Parse)
             limit.headers(),
         )
     headers = limit.headers()
-    if request.content_type not in media_types:
+    # request.content_type parses the header (a cached parse, then a copy of its parameters): the
+    # one raw value every client sends is taken as is (the parse gives the same media type)
+    media_type = request.headers.get(hdrs.CONTENT_TYPE)
+    if media_type != "application/json":
+        media_type = request.content_type
+    if media_type not in media_types:
         return error(
             415, "unsupported_media_type", f"Content-Type must be {' or '.join(media_types)}", headers
         )
     max_bytes = state.settings.max_body_bytes
-    if request.content_length is not None and request.content_length > max_bytes:
+    length = request.content_length
+    if length is not None and length > max_bytes:
         return error(413, "payload_too_large", f"body larger than {max_bytes} bytes", headers)
     try:
         body = await request.read()
     except web.HTTPRequestEntityTooLarge:
         return error(413, "payload_too_large", f"body larger than {max_bytes} bytes", headers)
     now = datetime.now(UTC)
-    parsed = parse(body, request.content_type, now, state.limits)
+    parsed = parse(body, media_type, now, state.limits)
     if parsed.too_many:
         return error(413, "payload_too_large", parsed.errors[0].message, headers)
     if parsed.errors:
@@ -158,28 +172,40 @@ async def ingest(request: web.Request, media_types: Sequence[str], parse: Parse)
             "neither the broker nor the outbox could take the events; nothing was stored, retrying is safe",
             {"Retry-After": "1"},
         )
-    outcomes: dict[str, int] = {}
-    for s in stored:
-        outcomes[s.status] = outcomes.get(s.status, 0) + 1
+    if len(stored) == 1:
+        outcomes = {stored[0].status: 1}
+    else:
+        outcomes = {}
+        for s in stored:
+            outcomes[s.status] = outcomes.get(s.status, 0) + 1
     request[OUTCOMES] = outcomes
     for outcome, n in outcomes.items():
         state.metrics.events_done(outcome, n)
-    return Ingested(parsed.events, [stored[slot] for slot in parsed.slots], headers)
+    if len(stored) != len(parsed.events):  # an event_id twice: each answered with the first's
+        stored = [stored[slot] for slot in parsed.slots]
+    return answer(request, Ingested(parsed.events, stored, headers))
 
 
 def _parse_sync(body: bytes, media_type: str, now: datetime, limits: Limits) -> Parsed:
     return parse_request(body, now, limits)
 
 
-async def sync(request: web.Request) -> web.Response:
-    done = await ingest(request, ("application/json",), _parse_sync)
-    if isinstance(done, web.Response):
-        return done
+def _sync_answer(request: web.Request, done: Ingested) -> web.Response:
     results = [
         {"event_id": e.event_id, "status": s.status, "receipt": s.receipt}
         for e, s in zip(done.events, done.stored, strict=True)
     ]
     return json_response(200, {"results": results}, done.headers)
+
+
+# POST /api/sync as one coroutine: what app.dispatch_ingest_first calls (no `sync` frame to
+# suspend and resume on every request)
+SYNC = functools.partial(ingest, media_types=("application/json",), parse=_parse_sync, answer=_sync_answer)
+
+
+async def sync(request: web.Request) -> web.Response:
+    """The router's handler (a request the dispatch leaves to the router: `Expect`, a query)."""
+    return await SYNC(request)
 
 
 def query_month(request: web.Request) -> date | web.Response:
@@ -224,8 +250,9 @@ async def usage(request: web.Request) -> web.Response:
     return json_response(200, body)
 
 
-def setup(app: web.Application) -> web.AbstractRoute:
-    """The routes; answers the ingest route (app.dispatch_ingest_first serves it before the router)."""
+def setup(app: web.Application) -> tuple[web.AbstractRoute, Handler]:
+    """The routes; answers the ingest route and the coroutine function app.dispatch_ingest_first
+    serves it with before the router (the route's handler, less one frame)."""
     route = app.router.add_post("/api/sync", sync)
     app.router.add_get("/api/usage", usage)
-    return route
+    return route, SYNC

@@ -21,7 +21,7 @@ from aiohttp import web
 from opsmantik.config import parse_quantity_pointers
 from opsmantik.events import Limits, Parsed
 from opsmantik.gateway.cloudevents import MEDIA_TYPES, Pointers, parse_cloudevents
-from opsmantik.gateway.routes_api import ingest
+from opsmantik.gateway.routes_api import Handler, Ingested, ingest
 from opsmantik.gateway.state import STATE, json_response
 
 PATH = "/api/v1/events"
@@ -48,9 +48,10 @@ async def events(request: web.Request) -> web.Response:
     def parse(body: bytes, media_type: str, now: datetime, limits: Limits) -> Parsed:
         return parse_cloudevents(body, media_type, now, pointers, limits)
 
-    done = await ingest(request, MEDIA_TYPES, parse)
-    if isinstance(done, web.Response):
-        return done
+    return await ingest(request, MEDIA_TYPES, parse, _answer)
+
+
+def _answer(request: web.Request, done: Ingested) -> web.Response:
     headers = done.headers
     outcomes = Counter(s.status for s in done.stored)
     headers["X-Event-Outcomes"] = ", ".join(f"{k}={n}" for k, n in sorted(outcomes.items()))
@@ -72,6 +73,6 @@ async def events(request: web.Request) -> web.Response:
     return json_response(200, {"results": results}, headers)
 
 
-def setup(app: web.Application) -> web.AbstractRoute:
-    """The route (app.dispatch_ingest_first serves it before the router)."""
-    return app.router.add_post(PATH, events)
+def setup(app: web.Application) -> tuple[web.AbstractRoute, Handler]:
+    """The route, and its handler (app.dispatch_ingest_first serves it before the router)."""
+    return app.router.add_post(PATH, events), events
