@@ -6,14 +6,29 @@ on the partition produce() picks for its key, so the ingest topic's keys spread 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 
 import pytest
 from confluent_kafka import Consumer, Producer, TopicPartition
 from opsmantik.config import Settings
 from opsmantik.gateway.publisher import producer_settings
 from opsmantik.kafka.producer import LoopPolledProducer
+from opsmantik.kafka.topics import ensure_topics
 
 pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module")
+def own(settings: Settings) -> Settings:
+    """Topics of this module's own: its messages are not events (b"probe", {"n": …}), and on the
+    session's ingest topic they would reach every later test that reads it (test_gateway_fuzz)."""
+    mine = dataclasses.replace(
+        settings,
+        topic=f"{settings.topic}.produce-all",
+        billable_topic=f"{settings.billable_topic}.produce-all",
+    )
+    ensure_topics(mine)
+    return mine
 
 
 def _partitions_by_produce(settings: Settings, keys: list[bytes]) -> dict[bytes, int]:
@@ -49,7 +64,8 @@ def _read(settings: Settings, where: list[tuple[int, int]]) -> list[bytes]:
         c.close()
 
 
-async def test_each_receipt_is_where_its_message_is_stored(settings: Settings) -> None:
+async def test_each_receipt_is_where_its_message_is_stored(own: Settings) -> None:
+    settings = own
     keys = [f"site-{i % 7}/event-{i}".encode() for i in range(60)]
     values = [b'{"n":%d}' % i for i in range(60)]
     p = LoopPolledProducer(producer_settings(settings))
@@ -69,7 +85,8 @@ async def test_each_receipt_is_where_its_message_is_stored(settings: Settings) -
     assert len({w[0] for w in where}) > 1  # the keys did spread (else the check above is weak)
 
 
-async def test_an_empty_batch_is_settled_at_once(settings: Settings) -> None:
+async def test_an_empty_batch_is_settled_at_once(own: Settings) -> None:
+    settings = own
     p = LoopPolledProducer(producer_settings(settings))
     p.start(asyncio.get_running_loop())
     try:
