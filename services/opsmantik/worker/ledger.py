@@ -88,7 +88,7 @@ class BatchResult:
 
 
 _LEDGER_ORDER = itemgetter(9, 10)  # IngestEvent (partition, offset)
-_RECEIVED_AT = itemgetter(7)  # IngestEvent.received_at
+_RECEIVED_AT = itemgetter(IngestEvent._fields.index("received_at"))
 
 
 def dedupe_in_order(events: list[IngestEvent]) -> list[IngestEvent]:
@@ -124,19 +124,29 @@ BATCH_COLUMNS = (
     "site_id",
     "event_id",
     "event_type",  # type
-    "occurred_at",
+    "occurred_us",
     "usage_month",
     "quantity",
     "properties",
-    "received_at",
+    "received_us",
     "path",
     "kafka_partition",  # partition
     "kafka_offset",  # offset
     "subject",
 )
-assert IngestEvent._fields[len(BATCH_COLUMNS) - 1] == "subject" and IngestEvent._fields[9:11] == (
+assert IngestEvent._fields[: len(BATCH_COLUMNS)] == (
+    "site_id",
+    "event_id",
+    "type",
+    "occurred_us",
+    "usage_month",
+    "quantity",
+    "properties",
+    "received_us",
+    "path",
     "partition",
     "offset",
+    "subject",
 ), "IngestEvent's fields moved: BATCH_COLUMNS (and ledger.sql batch_table) follow them"
 _BEGIN = Q["close_lock_shared"] + ";\n" + Q["batch_table"]
 
@@ -205,10 +215,11 @@ def dedupe_scope(unique: list[IngestEvent], now: datetime) -> Scope:
 
 
 class ScopePairs(NamedTuple):
-    """The batch's distinct (usage month, received_at), each with its dedupe months [lo, hi]."""
+    """The batch's distinct (usage month, received_at), each with its dedupe months [lo, hi]
+    (received_at as IngestEvent.received_us: the batch table's column)."""
 
     usage_month: list[date]
-    received_at: list[datetime]
+    received_us: list[int]
     lo: list[date]
     hi: list[date]
 
@@ -216,12 +227,12 @@ class ScopePairs(NamedTuple):
 def scope_pairs(unique: list[IngestEvent], now: datetime) -> ScopePairs:
     """dedupe_months of each distinct (usage month, received_at) of the batch (a request's events
     share one): ledgered_copies joins each event to its pair's scope."""
-    pairs = {(e.usage_month, e.received_at) for e in unique}
+    pairs = {(e.usage_month, e.received_at, e.received_us) for e in unique}
     out = ScopePairs([], [], [], [])
-    for month, received in pairs:
+    for month, received, received_us in pairs:
         lo, hi = dedupe_months(month, received, now)
         out.usage_month.append(month)
-        out.received_at.append(received)
+        out.received_us.append(received_us)
         out.lo.append(lo)
         out.hi.append(hi)
     return out

@@ -6,13 +6,17 @@
 SELECT pg_advisory_xact_lock_shared(5124400005)
 
 -- name: batch_table
--- The batch's events (ledger.py copy_batch: binary COPY, the fields of message.IngestEvent in its
--- order, no per-element array encoding in the worker), one temporary table per connection, emptied
--- at every COMMIT. ledgered_copies and insert_ledger read it; (kafka_partition, kafka_offset) is
--- unique in a batch and orders it as ledger.dedupe_in_order does (ledger order).
+-- The batch's events (ledger.py lock_sites_and_find_ledgered: binary COPY, the fields of
+-- message.IngestEvent in its order, no per-element array encoding in the worker), one temporary
+-- table per connection, emptied at every COMMIT. ledgered_copies and insert_ledger read it;
+-- (kafka_partition, kafka_offset) is unique in a batch and orders it as ledger.dedupe_in_order
+-- does (ledger order). occurred_us, received_us: the times in microseconds since 1970-01-01 UTC
+-- (an int8 costs the worker far less to encode than a timestamptz); insert_ledger makes them
+-- timestamptz again, exactly (integer seconds times 1 s, then the microseconds: float8-exact for
+-- any year 1-9999).
 CREATE TEMP TABLE IF NOT EXISTS worker_batch (
-    site_id uuid, event_id text, event_type text, occurred_at timestamptz, usage_month date,
-    quantity bigint, properties text, received_at timestamptz, path text, kafka_partition int,
+    site_id uuid, event_id text, event_type text, occurred_us bigint, usage_month date,
+    quantity bigint, properties text, received_us bigint, path text, kafka_partition int,
     kafka_offset bigint, subject text
 ) ON COMMIT DELETE ROWS
 
@@ -28,8 +32,8 @@ CREATE TEMP TABLE IF NOT EXISTS worker_batch (
 -- worker is current).
 SELECT k.kafka_partition, k.kafka_offset, c.*
 FROM worker_batch k
-JOIN unnest($1::date[], $2::timestamptz[], $3::date[], $4::date[]) AS s(um, r, lo, hi)
-  ON s.um = k.usage_month AND s.r = k.received_at
+JOIN unnest($1::date[], $2::bigint[], $3::date[], $4::date[]) AS s(um, r, lo, hi)
+  ON s.um = k.usage_month AND s.r = k.received_us
 CROSS JOIN LATERAL (
     SELECT i.site_id::text AS key,
            billable_value(i) AS value,
@@ -78,10 +82,16 @@ RETURNING site_id, month, events
 INSERT INTO ingest_idempotency AS i (site_id, event_id, event_type, occurred_at, usage_month,
     billing_month, quantity, billing_class, path, received_at, kafka_partition, kafka_offset,
     properties, subject)
-SELECT k.site_id, k.event_id, k.event_type, k.occurred_at, k.usage_month, b.bm, k.quantity,
+SELECT k.site_id, k.event_id, k.event_type,
+       'epoch'::timestamptz + (k.occurred_us / 1000000) * interval '1 second'
+                            + (k.occurred_us % 1000000) * interval '1 microsecond',
+       k.usage_month, b.bm, k.quantity,
        CASE WHEN get_byte($1::bytea, (row_number() OVER (ORDER BY k.kafka_partition, k.kafka_offset))::int - 1) = 1
             THEN 'overlimit' ELSE 'included' END,
-       k.path, k.received_at, k.kafka_partition, k.kafka_offset, k.properties::jsonb, k.subject
+       k.path,
+       'epoch'::timestamptz + (k.received_us / 1000000) * interval '1 second'
+                            + (k.received_us % 1000000) * interval '1 microsecond',
+       k.kafka_partition, k.kafka_offset, k.properties::jsonb, k.subject
 FROM worker_batch k
 JOIN unnest($2::date[], $3::date[]) AS b(um, bm) ON b.um = k.usage_month
 ORDER BY k.kafka_partition, k.kafka_offset
