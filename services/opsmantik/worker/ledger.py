@@ -89,13 +89,17 @@ class BatchResult:
 
 _LEDGER_ORDER = itemgetter(9, 10)  # IngestEvent (partition, offset)
 _RECEIVED_AT = itemgetter(IngestEvent._fields.index("received_at"))
+_KEY = itemgetter(IngestEvent._fields.index("key"))
 
 
 def dedupe_in_order(events: list[IngestEvent]) -> list[IngestEvent]:
     """Ledger order (partition, offset); the first copy of a (site, event_id) wins."""
+    ordered = sorted(events, key=_LEDGER_ORDER)
+    if len(set(map(_KEY, ordered))) == len(ordered):  # the common case: no copy (one C loop)
+        return ordered
     seen: set[tuple[uuid.UUID, str]] = set()
     out = []
-    for ev in sorted(events, key=_LEDGER_ORDER):
+    for ev in ordered:
         if ev.key not in seen:
             seen.add(ev.key)
             out.append(ev)
@@ -377,9 +381,22 @@ async def add_to_meters(
     take exclusively; a meter counts the rows of the batches that started after its creation (or
     every row once backfilled), the rule a void relies on (meters/voids.py)."""
     meters = await definitions.load_for_batch(conn)
-    facts = [
-        aggregate.Fact(
-            e.site_id, e.event_id, e.type, e.occurred_at, bmonth[e.key], e.quantity, e.properties, e.subject
+    # Fact(...) without the NamedTuple's Python __new__ (voided_into: None)
+    new, fact = tuple.__new__, aggregate.Fact
+    facts: list[aggregate.Fact] = [
+        new(
+            fact,
+            (
+                e.site_id,
+                e.event_id,
+                e.type,
+                e.occurred_at,
+                bmonth[e.key],
+                e.quantity,
+                e.properties,
+                e.subject,
+                None,
+            ),
         )
         for e in new_events
     ]
