@@ -20,7 +20,7 @@ from opsmantik.gateway.auth import AuthUnavailable, LookupBudgetExhausted, SiteA
 from opsmantik.gateway.publisher import Stored, Unavailable
 from opsmantik.gateway.sla_rollup import LIMIT, SITE
 from opsmantik.gateway.sql import Q
-from opsmantik.gateway.state import OUTCOMES, STATE, State, error, invalid_query, json_response
+from opsmantik.gateway.state import OUTCOMES, STATE, State, error, invalid_query, json_answer, json_response
 from opsmantik.months import MonthError, parse_month
 from opsmantik.tokens import TOKEN_PREFIX
 
@@ -195,7 +195,7 @@ def _sync_answer(request: web.Request, done: Ingested) -> web.Response:
         {"event_id": e.event_id, "status": s.status, "receipt": s.receipt}
         for e, s in zip(done.events, done.stored, strict=True)
     ]
-    return json_response(200, {"results": results}, done.headers)
+    return json_answer(200, {"results": results}, done.headers)
 
 
 # POST /api/sync as one coroutine: what app.dispatch_ingest_first calls (no `sync` frame to
