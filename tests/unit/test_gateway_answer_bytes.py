@@ -106,3 +106,22 @@ async def test_the_same_bytes_as_web_response(port: int, case: list[tuple[str, s
     fast = await exchange(port, [request(m, "/fast" + p, v, x) for m, p, v, x in case])
     assert fast == plain
     assert plain.startswith(b"HTTP/1.")
+
+
+@pytest.mark.parametrize("status", [200, 400, 429, 503])
+@pytest.mark.parametrize("headers", [None, {}, HEADERS, {**HEADERS, "Retry-After": "1"}])
+def test_json_answer_is_what_init_makes(status: int, headers: dict[str, str] | None) -> None:
+    """json_answer sets what web.Response's __init__ sets for these arguments, attribute for
+    attribute, headers in the same order."""
+    made = json_answer(status, BODY, headers)
+    init = JsonAnswer(
+        status=status, body=orjson.dumps(BODY), content_type="application/json", headers=headers
+    )
+    assert vars(made) == vars(init)
+    assert list(made.headers.items()) == list(init.headers.items())
+    assert (made.status, made.reason, made.body, made.keep_alive) == (
+        init.status,
+        init.reason,
+        init.body,
+        None,
+    )
