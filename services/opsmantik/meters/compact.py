@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
 import asyncpg
 
@@ -35,6 +35,7 @@ from opsmantik.events import MAX_AGE
 Q = package_queries("opsmantik.meters", "compact.sql")
 QUARTER = timedelta(minutes=15)
 CHUNK = timedelta(days=1)  # one transaction merges at most one site-day of one meter
+EARLIEST = datetime(1, 1, 1, tzinfo=UTC)  # before any bucket: their times are Python's
 # The acceptance window (docs/design.md): the gateway accepts an event at most 35 days old; the
 # margin leaves a worker's lag and a clock's skew to land in minute buckets first.
 ACCEPTANCE = MAX_AGE + timedelta(minutes=5)
@@ -72,15 +73,14 @@ async def compact(conn: asyncpg.Connection, before: datetime) -> Compacted:
     pairs = await conn.fetch(Q["pairs"], mark)
     merged = uniques = 0
     for p in pairs:
-        first: datetime | None = await conn.fetchval(Q["first_bucket"], p["meter_id"], p["site_id"])
-        if first is None:
-            continue
-        t = quarter(first)
-        while t < mark:
+        meter_id, site_id = p["meter_id"], p["site_id"]
+        # From a day with buckets to the next one with any: the empty days between cost nothing.
+        first: datetime | None = await conn.fetchval(Q["first_bucket"], meter_id, site_id, EARLIEST)
+        while first is not None and (t := quarter(first)) < mark:
             end = min(t + CHUNK, mark)
-            b, u = await merge(conn, p["meter_id"], p["site_id"], t, end)
+            b, u = await merge(conn, meter_id, site_id, t, end)
             merged, uniques = merged + b, uniques + u
-            t = end
+            first = await conn.fetchval(Q["first_bucket"], meter_id, site_id, end)
     return Compacted(mark, len(pairs), merged, uniques)
 
 

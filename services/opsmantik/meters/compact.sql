@@ -21,8 +21,10 @@ SELECT DISTINCT meter_id, site_id FROM meter_unique_values
 WHERE bucket < $1 AND date_bin('15 minutes', bucket, '2000-01-01 00:00:00+00') <> bucket
 
 -- name: first_bucket
-SELECT least((SELECT min(bucket) FROM meter_buckets WHERE meter_id = $1 AND site_id = $2),
-             (SELECT min(bucket) FROM meter_unique_values WHERE meter_id = $1 AND site_id = $2))
+-- The pair's first bucket at or after $3: the merge goes from one day with buckets to the next,
+-- never through the empty days between (a bucket in year 1 would be 737,000 of them).
+SELECT least((SELECT min(bucket) FROM meter_buckets WHERE meter_id = $1 AND site_id = $2 AND bucket >= $3),
+             (SELECT min(bucket) FROM meter_unique_values WHERE meter_id = $1 AND site_id = $2 AND bucket >= $3))
 
 -- name: close_lock_shared
 -- The close lock, shared, as every worker batch and void takes it (worker/ledger.sql): a backfill
