@@ -438,7 +438,11 @@ async def test_expensive_queries_are_400s_naming_the_parameter(
         (
             f"{key.site_id}/c{i}".encode(),
             message(
-                key.site_id, f"c{i}", occurred_at=t0 + timedelta(minutes=i), received_at=t0, properties={}
+                key.site_id,
+                f"c{i}",
+                occurred_at=t0 + timedelta(minutes=i),
+                received_at=t0 + timedelta(hours=1),
+                properties={},
             ),
         )
         for i in range(24)

@@ -1,9 +1,9 @@
 """The times a message carries are the times the ledger holds, to the microsecond (issue 35: the
 batch's COPY sends occurred_at and received_at as microseconds since 1970, which insert_ledger
-turns back into timestamptz): year 2's first microsecond and the last one Python can hold, either
-side of 1970 and of 2000, past 2^53 microseconds, offsets other than UTC, times without
-microseconds, random ones; and the replay finds every row (ledgered_copies joins on the same
-integers)."""
+turns back into timestamptz): from 35 days before 1970 to the end of October 9999 (the times the
+worker takes, message.py), either side of 1970 and of 2000, past 2^53 microseconds, offsets other
+than UTC, times without microseconds, random ones; and the replay finds every row
+(ledgered_copies joins on the same integers)."""
 
 from __future__ import annotations
 
@@ -23,31 +23,30 @@ pytestmark = pytest.mark.integration
 
 RECEIVED = [
     datetime.now(UTC),
-    datetime(1970, 1, 1, tzinfo=UTC) - timedelta(microseconds=1),
+    datetime(1970, 1, 1, tzinfo=UTC),  # the earliest a worker takes: occurred_at before 1970 is then < 0
     datetime(2000, 1, 1, 0, 0, 0, 1, tzinfo=UTC),
+    datetime(2255, 6, 5, 23, 47, 34, 740991, tzinfo=UTC),  # about 2^53 microseconds after 1970
     datetime(2300, 6, 15, 12, 34, 56, 789123, tzinfo=UTC),  # past 2^53 microseconds, odd
+    datetime(9999, 10, 31, 23, 59, 59, 999999, tzinfo=UTC),  # the latest a worker takes
 ]
+BEFORE, AFTER = timedelta(days=35, seconds=1), timedelta(minutes=5, seconds=1)  # message.py's window
 
 
-def times(rng: random.Random) -> list[datetime]:
-    fixed = [
-        # year 1's partition: ledger_ensure_partition fails on it once it exists (a NULL name),
-        # with or without this change; year 2 is the earliest here
-        datetime(2, 1, 1, 0, 0, 0, 0, tzinfo=UTC),
-        datetime(2, 1, 1, 0, 0, 0, 1, tzinfo=UTC),
-        datetime(9999, 12, 31, 23, 59, 59, 999999, tzinfo=UTC),
-        datetime(1969, 12, 31, 23, 59, 59, 999999, tzinfo=UTC),
-        datetime(1970, 1, 1, 0, 0, 0, 0, tzinfo=UTC),
-        datetime(1970, 1, 1, 0, 0, 0, 1, tzinfo=UTC),
-        datetime(1999, 12, 31, 23, 59, 59, 999999, tzinfo=UTC),
-        datetime(2000, 1, 1, tzinfo=UTC),
-        datetime(2255, 6, 5, 23, 47, 34, 740991, tzinfo=UTC),  # about 2^53 microseconds after 1970
-        datetime(2026, 12, 7, 8, 0, 0, 123456, tzinfo=timezone(timedelta(hours=5, minutes=45))),
-        datetime(2026, 12, 7, 8, 0, tzinfo=timezone(timedelta(hours=-12))),
+def times(rng: random.Random) -> list[tuple[datetime, datetime]]:
+    """(occurred_at, received_at) pairs within the window the worker takes (message.py): each
+    received_at with its window's edges, times either side of it, and random ones."""
+    out = []
+    for r in RECEIVED:
+        out += [(t, r) for t in (r - BEFORE, r - timedelta(microseconds=1), r, r + AFTER)]
+        span = (BEFORE + AFTER) // timedelta(microseconds=1)
+        out += [(r - BEFORE + timedelta(microseconds=rng.randrange(span)), r) for _ in range(6)]
+    now = RECEIVED[0]
+    out += [
+        (datetime(1969, 12, 31, 23, 59, 59, 999999, tzinfo=UTC), RECEIVED[1]),
+        ((now - timedelta(hours=3)).astimezone(timezone(timedelta(hours=5, minutes=45))), now),
+        ((now - timedelta(hours=1)).astimezone(timezone(timedelta(hours=-12))).replace(microsecond=0), now),
     ]
-    start, end = datetime(2, 1, 2, tzinfo=UTC), datetime(9999, 12, 30, tzinfo=UTC)
-    span = micros(end) - micros(start)
-    return fixed + [start + timedelta(microseconds=rng.randrange(span)) for _ in range(40)]
+    return out
 
 
 def message(site: uuid.UUID, event_id: str, occurred: datetime, received: datetime) -> bytes:
@@ -77,7 +76,7 @@ async def test_the_ledger_holds_the_messages_times_to_the_microsecond(
     async with pool.acquire() as conn:
         site = (await sites.create_site(conn, f"times-{uuid.uuid4().hex[:6]}")).site_id
         at = times(rng)
-        raws = [message(site, f"t-{i}", t, RECEIVED[i % len(RECEIVED)]) for i, t in enumerate(at)]
+        raws = [message(site, f"t-{i}", t, r) for i, (t, r) in enumerate(at)]
         events = [decode(r, 0, i) for i, r in enumerate(raws)]
         assert all(isinstance(e, IngestEvent) for e in events), [
             e for e in events if not isinstance(e, IngestEvent)
@@ -90,8 +89,8 @@ async def test_the_ledger_holds_the_messages_times_to_the_microsecond(
                 "SELECT event_id, occurred_at, received_at FROM ingest_idempotency WHERE site_id = $1", site
             )
         }
-        for i, t in enumerate(at):
-            assert rows[f"t-{i}"] == (t, RECEIVED[i % len(RECEIVED)]), (i, t)
+        for i, (t, r) in enumerate(at):
+            assert rows[f"t-{i}"] == (t, r), (i, t, r)
         again = await ledger.write_batch(conn, "t", "t:1", events, [])  # type: ignore[arg-type]
         assert (again.new, again.duplicates) == (0, len(events))
         assert sorted(m[2] for m in again.billable) == sorted(f"t-{i}" for i in range(len(at)))

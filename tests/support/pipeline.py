@@ -22,6 +22,7 @@ import pytest
 from confluent_kafka import Producer
 from opsmantik import sites
 from opsmantik.config import Settings
+from opsmantik.events import MAX_AGE, MAX_AHEAD
 from opsmantik.kafka.settings import producer_config
 
 from tests.support.process import OPSMANTIK, ROOT, Process, free_port, wait_for, wait_until
@@ -211,9 +212,12 @@ def message(
     properties: dict[str, object] | None = None,
 ) -> bytes:
     """An ingest message exactly as schemas/event.v1.json has it (what the gateway
-    produces)."""
+    produces). Without `received_at`: now, or for an `occurred_at` outside the gateway's window
+    of now, the time it occurred (received then), as the worker takes no other (worker/message.py)."""
     now = datetime.now(UTC)
     occurred = (occurred_at or now).astimezone(UTC)
+    if received_at is None:
+        received_at = now if now - MAX_AGE <= occurred <= now + MAX_AHEAD else occurred
     return orjson.dumps(
         {
             "v": 1,
@@ -224,7 +228,7 @@ def message(
             "usage_month": occurred.date().replace(day=1).isoformat(),
             "quantity": quantity,
             "properties": properties,
-            "received_at": (received_at or now).isoformat(timespec="microseconds"),
+            "received_at": received_at.isoformat(timespec="microseconds"),
             "path": path,
             "gateway_status": "fallback" if path == "fallback" else "accepted",
         }

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 
 import orjson
 from hypothesis import given, settings
@@ -43,8 +43,46 @@ def test_decodes_a_valid_message() -> None:
 
 
 def test_offset_times_are_normalised_to_utc() -> None:
-    ev = decode(doc(occurred_at="2026-12-01T00:30:00+02:00"), 0, 0)
+    ev = decode(
+        doc(occurred_at="2026-12-01T00:30:00+02:00", received_at="2026-11-30T22:30:01.000000+00:00"), 0, 0
+    )
     assert isinstance(ev, IngestEvent) and ev.occurred_at.hour == 22
+
+
+def test_occurred_at_within_the_gateways_window_of_received_at() -> None:
+    """The gateway's rule (35 days before, 5 minutes after its clock, the audit's 1 s slack) at
+    each edge; received_at from 1970 to 9999-11-01. Outside: a dead letter, never a batch that
+    fails (a date in January of year 1 reached Postgres as -infinity and failed every retry)."""
+    received = datetime(2026, 11, 27, 10, 0, 1, tzinfo=UTC)
+
+    def at(t: datetime, r: datetime = received) -> bytes:
+        return doc(
+            occurred_at=t.isoformat(timespec="microseconds"),
+            usage_month=t.date().replace(day=1).isoformat(),
+            received_at=r.isoformat(timespec="microseconds"),
+        )
+
+    earliest = received - timedelta(days=35, seconds=1)
+    latest = received + timedelta(minutes=5, seconds=1)
+    for ok in (earliest, received, latest):
+        assert isinstance(decode(at(ok), 0, 0), IngestEvent), ok
+    window = "occurred_at is not within 35 days before and 5 minutes after received_at"
+    for bad in (earliest - timedelta(microseconds=1), latest + timedelta(microseconds=1)):
+        assert reason(at(bad)) == window, bad
+    year_one = datetime(1, 1, 1, 12, tzinfo=UTC)
+    assert reason(at(year_one)) == window
+    clock = "received_at is not between 1970-01-01 and 9999-11-01"
+    assert reason(at(year_one, year_one)) == clock
+    epoch = datetime(1970, 1, 1, tzinfo=UTC)
+    assert isinstance(decode(at(epoch - timedelta(days=35), epoch), 0, 0), IngestEvent)
+    assert reason(at(epoch, epoch - timedelta(microseconds=1))) == clock
+    end = datetime(9999, 11, 1, tzinfo=UTC)
+    assert isinstance(decode(at(end, end - timedelta(microseconds=1)), 0, 0), IngestEvent)
+    assert reason(at(end, end)) == clock
+    assert (
+        reason(at(datetime(9999, 12, 31, 23, 59, tzinfo=UTC), datetime(9999, 12, 31, 23, 58, tzinfo=UTC)))
+        == clock
+    )
 
 
 def reason(value: bytes | None) -> str:

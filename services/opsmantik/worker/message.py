@@ -22,6 +22,8 @@ from asyncpg.pgproto.pgproto import UUID as PgUUID
 from opsmantik.events import (
     CLOUDEVENT_ID,
     EVENT_ID,
+    MAX_AGE,
+    MAX_AHEAD,
     MAX_PROPERTIES_BYTES,
     MAX_QUANTITY,
     MAX_TYPE_CHARS,
@@ -129,6 +131,14 @@ def _month(raw: str) -> date:
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 MICROSECOND = timedelta(microseconds=1)
+# The gateway's rule, which the ledger's dedupe scope rests on (db/partitions.py): occurred_at within
+# 35 days before and 5 minutes after received_at (the gateway's clock), with the audit's slack
+# (audit/contract.py). received_at: a clock reading from 1970 on, and far enough from year 9999's
+# end that the months after it exist (a date in January of year 1 reaches Postgres as -infinity).
+WINDOW_SLACK = timedelta(seconds=1)
+BEFORE_US = (MAX_AGE + WINDOW_SLACK) // MICROSECOND
+AFTER_US = (MAX_AHEAD + WINDOW_SLACK) // MICROSECOND
+RECEIVED_FROM_US, RECEIVED_UNTIL_US = 0, (datetime(9999, 11, 1, tzinfo=UTC) - EPOCH) // MICROSECOND
 
 
 def micros(t: datetime) -> int:
@@ -261,6 +271,13 @@ def _decode(raw: bytes, partition: int, offset: int) -> IngestEvent | DeadLetter
     # usage_month == occurred_at.date().replace(day=1), without making the two dates
     if usage_month.day != 1 or usage_month.month != occurred_at.month or usage_month.year != occurred_at.year:
         return _dead(doc, partition, offset, "usage_month is not occurred_at's UTC month", raw)
+    received_us = received[1]
+    if not RECEIVED_FROM_US <= received_us < RECEIVED_UNTIL_US:
+        return _dead(doc, partition, offset, "received_at is not between 1970-01-01 and 9999-11-01", raw)
+    occurred_us = (occurred_at - EPOCH) // MICROSECOND  # micros(occurred_at), without the call
+    if not received_us - BEFORE_US <= occurred_us <= received_us + AFTER_US:
+        reason = "occurred_at is not within 35 days before and 5 minutes after received_at"
+        return _dead(doc, partition, offset, reason, raw)
     props_text = encoded.decode() if encoded is not None else None
     event_id = doc["event_id"]
     return _new_event(  # IngestEvent(...) without the NamedTuple's Python __new__
@@ -269,11 +286,11 @@ def _decode(raw: bytes, partition: int, offset: int) -> IngestEvent | DeadLetter
             site_id,
             event_id,
             doc["type"],
-            (occurred_at - EPOCH) // MICROSECOND,  # micros(occurred_at), without the call
+            occurred_us,
             usage_month,
             doc["quantity"],
             props_text,
-            received[1],
+            received_us,
             doc["path"],
             partition,
             offset,
