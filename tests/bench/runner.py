@@ -496,8 +496,9 @@ class Bench:
                     if label:
                         row.notes.append(f"the gateway of {self.before} (PYTHONPATH), same topic and stack")
                     if conns == 128 and not label:
-                        row.goal = "≥ 0.60× bare req/s, p99 < 50 ms"
-                        row.goal_met = row.ratio is not None and row.ratio >= 0.60 and r.p99_ms < 50
+                        # issue 28's goal (0.60× its stretch); its CPU line is in docs/benchmarks.md
+                        row.goal = "≥ 0.50× bare req/s, p99 < 50 ms"
+                        row.goal_met = row.ratio is not None and row.ratio >= 0.50 and r.p99_ms < 50
             if self.plan.profile:
                 self.say("  profiling the gateway at 128 connections (py-spy), outside the measured runs")
                 name = "gateway 1 event-request 128 conns"
