@@ -1,4 +1,4 @@
-"""The worker's batch encoding, measured alone (issue 35; docs/results/2026-12-08-worker-cost.md).
+"""The worker's batch encoding, measured alone (issue 35; docs/results/2026-12-07-second-worker-cost.md).
 
 `python -m tests.bench.worker_encode [--rows N] [--times K]` on the running local stack's
 Postgres (`opsmantik stack up`), in a scratch database of its own (created, migrated, dropped).
