@@ -123,35 +123,25 @@ async def write_batch(
 # parameter with Python-level ABC checks per element, a COPY record by its column codecs alone
 # (issue 35). The columns are IngestEvent's first fields, so the events themselves are the records.
 BATCH_TABLE = "worker_batch"
-# batch_table's columns, each holding the IngestEvent field at its position
-BATCH_COLUMNS = (
-    "site_id",
-    "event_id",
-    "event_type",  # type
-    "occurred_us",
-    "usage_month",
-    "quantity",
-    "properties",
-    "received_us",
-    "path",
-    "kafka_partition",  # partition
-    "kafka_offset",  # offset
-    "subject",
+# (IngestEvent field, batch_table column): the table's columns are the event's first fields, in order
+_FIELD_COLUMNS = (
+    ("site_id", "site_id"),
+    ("event_id", "event_id"),
+    ("type", "event_type"),
+    ("occurred_us", "occurred_us"),
+    ("usage_month", "usage_month"),
+    ("quantity", "quantity"),
+    ("properties", "properties"),
+    ("received_us", "received_us"),
+    ("path", "path"),
+    ("partition", "kafka_partition"),
+    ("offset", "kafka_offset"),
+    ("subject", "subject"),
 )
-assert IngestEvent._fields[: len(BATCH_COLUMNS)] == (
-    "site_id",
-    "event_id",
-    "type",
-    "occurred_us",
-    "usage_month",
-    "quantity",
-    "properties",
-    "received_us",
-    "path",
-    "partition",
-    "offset",
-    "subject",
-), "IngestEvent's fields moved: BATCH_COLUMNS (and ledger.sql batch_table) follow them"
+BATCH_COLUMNS = tuple(column for _, column in _FIELD_COLUMNS)
+assert IngestEvent._fields[: len(_FIELD_COLUMNS)] == tuple(f for f, _ in _FIELD_COLUMNS), (
+    "IngestEvent's fields moved: _FIELD_COLUMNS (and ledger.sql batch_table) follow them"
+)
 _BEGIN = Q["close_lock_shared"] + ";\n" + Q["batch_table"]
 
 
